@@ -1,0 +1,153 @@
+// The backward pass: reverse topological walk over recorded nodes (see autograd.h).
+#include "engine/autograd.h"
+
+#include <unordered_map>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace volt {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+std::vector<Tensor> Node::apply(const Tensor& grad_out) {
+  VOLT_CHECK(!released_, "backward: the graph through '", name_,
+             "' was already freed by an earlier backward(); run the forward pass again");
+  return fn_(grad_out, needs_);
+}
+
+void Node::release() {
+  fn_ = nullptr;
+  next_.clear();
+  released_ = true;
+}
+
+namespace autograd {
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool enabled) { g_grad_enabled = enabled; }
+
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  if (!g_grad_enabled) return;
+  bool any = false;
+  std::vector<bool> needs(inputs.size(), false);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    needs[i] = inputs[i].defined() && inputs[i].requires_grad();
+    any = any || needs[i];
+  }
+  if (!any) return;
+  std::vector<Edge> next(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!needs[i]) continue;
+    next[i].shape = inputs[i].shape();
+    if (inputs[i].grad_fn()) next[i].node = inputs[i].grad_fn();
+    else next[i].leaf = inputs[i].impl_ptr();
+  }
+  out.impl()->grad_fn = std::make_shared<Node>(name, std::move(next), std::move(needs), std::move(fn));
+}
+
+static void accumulate_leaf(TensorImpl* leaf, const Tensor& g) {
+  if (!leaf->grad) {
+    leaf->grad = g.clone().impl_ptr();  // own it: g may alias another gradient
+  } else {
+    Tensor acc(leaf->grad);
+    add_(acc, g);
+  }
+}
+
+void backward(const Tensor& root, const Tensor& grad_root) {
+  VOLT_CHECK(root.defined(), "backward: the tensor is undefined");
+  VOLT_CHECK(root.requires_grad(), "backward: the tensor does not require grad and has no grad_fn "
+             "(was it computed under NoGradGuard, or from tensors without requires_grad?)");
+  Tensor g0 = grad_root;
+  if (!g0.defined()) {
+    VOLT_CHECK(root.numel() == 1, "backward: the output has shape ", shape_str(root.shape()),
+               "; backward() without a gradient needs a one-element loss");
+    g0 = Tensor::ones(root.shape(), root.dtype(), root.device());
+  }
+  VOLT_CHECK(g0.shape() == root.shape(), "backward: gradient shape ", shape_str(g0.shape()),
+             " does not match output shape ", shape_str(root.shape()));
+  NoGradGuard no_grad;
+  if (root.is_leaf()) {
+    accumulate_leaf(root.impl(), g0);
+    return;
+  }
+  // Count, for each node reachable from the root, how many edges point at it. `alive` owns every
+  // reachable node until the walk ends: an intermediate output's node may be owned only by edges
+  // that release() drops.
+  std::unordered_map<Node*, int> deps;
+  std::unordered_map<Node*, std::shared_ptr<Node>> alive;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  deps[root.grad_fn().get()] = 0;
+  alive[root.grad_fn().get()] = root.grad_fn();
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const Edge& e : n->next()) {
+      if (!e.node) continue;
+      auto it = deps.find(e.node.get());
+      if (it == deps.end()) {
+        deps[e.node.get()] = 1;
+        alive[e.node.get()] = e.node;
+        stack.push_back(e.node.get());
+      } else {
+        it->second += 1;
+      }
+    }
+  }
+  std::shared_ptr<Node> keep = root.grad_fn();
+  std::unordered_map<Node*, Tensor> pending;
+  pending[keep.get()] = g0;
+  std::vector<Node*> ready{keep.get()};
+  while (!ready.empty()) {
+    Node* n = ready.back();
+    ready.pop_back();
+    Tensor g = pending[n];
+    pending.erase(n);
+    std::vector<Tensor> grads = n->apply(g);
+    VOLT_CHECK(grads.size() == n->next().size(), "backward: '", n->name(), "' returned ", grads.size(),
+               " gradients for ", n->next().size(), " inputs");
+    std::vector<Edge> edges = n->next();  // copy: release() clears them
+    const std::string name = n->name();
+    n->release();
+    for (size_t i = 0; i < edges.size(); ++i) {
+      const Edge& e = edges[i];
+      if (!e.node && !e.leaf) continue;
+      const Tensor& gi = grads[i];
+      if (gi.defined()) {
+        VOLT_CHECK(gi.shape() == e.shape, "backward: '", name, "' produced a gradient of shape ",
+                   shape_str(gi.shape()), " for input ", i, " of shape ", shape_str(e.shape));
+        if (e.leaf) {
+          accumulate_leaf(e.leaf.get(), gi);
+        } else {
+          auto it = pending.find(e.node.get());
+          if (it == pending.end()) pending[e.node.get()] = gi;
+          else it->second = add(it->second, gi);
+        }
+      }
+      if (e.node && --deps[e.node.get()] == 0) {
+        if (pending.count(e.node.get())) {
+          ready.push_back(e.node.get());
+        } else {
+          // No gradient reached this node: nothing flows further, but free its graph too.
+          std::vector<Node*> drop{e.node.get()};
+          while (!drop.empty()) {
+            Node* d = drop.back();
+            drop.pop_back();
+            for (const Edge& de : d->next())
+              if (de.node && --deps[de.node.get()] == 0) {
+                if (pending.count(de.node.get())) ready.push_back(de.node.get());
+                else drop.push_back(de.node.get());
+              }
+            d->release();
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace autograd
+}  // namespace volt

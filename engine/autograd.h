@@ -1,0 +1,68 @@
+// Reverse-mode autograd: ops record a Node per output while grad mode is on and an input needs a
+// gradient; Tensor::backward() walks the nodes in reverse topological order, accumulates into
+// leaf .grad, and frees the graph (saved tensors and edges) as it goes.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace volt {
+
+// Where a gradient flows: an upstream node, or a leaf tensor that accumulates it.
+struct Edge {
+  std::shared_ptr<Node> node;
+  std::shared_ptr<TensorImpl> leaf;
+  Shape shape;  // the input's shape: backward results are checked against it
+};
+
+// grad_out -> one gradient per input (undefined where needs[i] is false).
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out, const std::vector<bool>& needs)>;
+
+class Node {
+ public:
+  Node(std::string name, std::vector<Edge> next, std::vector<bool> needs, BackwardFn fn)
+      : name_(std::move(name)), next_(std::move(next)), needs_(std::move(needs)), fn_(std::move(fn)) {}
+  const std::string& name() const { return name_; }
+  const std::vector<Edge>& next() const { return next_; }
+  const std::vector<bool>& needs() const { return needs_; }
+  bool released() const { return released_; }
+  std::vector<Tensor> apply(const Tensor& grad_out);
+  void release();  // drops saved tensors and edges
+
+ private:
+  std::string name_;
+  std::vector<Edge> next_;
+  std::vector<bool> needs_;
+  BackwardFn fn_;
+  bool released_ = false;
+};
+
+namespace autograd {
+
+bool grad_enabled();
+void set_grad_enabled(bool enabled);
+
+// Connects `out` to `inputs` through `fn` (a no-op when grad mode is off or no input needs a gradient).
+// Undefined inputs (an absent bias) are allowed. `fn` must not capture `out` itself (use out.detach()).
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
+
+void backward(const Tensor& root, const Tensor& grad_root);
+
+}  // namespace autograd
+
+// Disables graph recording in a scope (evaluation, optimizer updates).
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(autograd::grad_enabled()) { autograd::set_grad_enabled(false); }
+  ~NoGradGuard() { autograd::set_grad_enabled(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+}  // namespace volt

@@ -1,0 +1,64 @@
+// The differentiable ops. Each checks its arguments (volt::Error naming the op and the shapes),
+// allocates its output, dispatches to the kernel for the tensors' device and records its backward.
+#pragma once
+#include <array>
+#include <cstdint>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+
+namespace volt {
+
+using Pair = std::array<int64_t, 2>;
+
+// x [N, C, H, W], weight [K, C, R, S], bias [K] or undefined -> [N, K, P, Q].
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride = {1, 1}, Pair padding = {0, 0});
+
+// x [N, C, ...]. weight/bias [C] may be undefined (no affine). In training the batch statistics
+// normalise x and, when running_mean/running_var are defined, they are updated in place with
+// `momentum` and the unbiased batch variance. In eval the running statistics normalise x.
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean, Tensor running_var,
+                  bool training, double momentum = 0.1, double eps = 1e-5);
+
+Tensor relu(const Tensor& x);
+
+// x [N, C, H, W] -> [N, C, P, Q]; padding at most half the kernel (as in PyTorch).
+Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding = {0, 0});
+
+// x [N, in], weight [out, in], bias [out] or undefined -> [N, out].
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// Zeroes elements with probability p and scales the rest by 1/(1-p) in training; identity in eval.
+// The mask comes from the generator's Philox stream, so it is reproducible on every backend.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+
+// Broadcasting arithmetic (NumPy rules).
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, float s);
+Tensor add(const Tensor& a, float s);
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator*(const Tensor& a, float s) { return mul(a, s); }
+inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
+// a += alpha * b in place (same shape; not recorded by autograd — for gradient accumulation and updates).
+void add_(Tensor& a, const Tensor& b, float alpha = 1.f);
+
+Tensor sum(const Tensor& x);                                    // all elements -> []
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+
+enum class Reduction { None, Mean, Sum };
+// logits [N, C], target int64 [N] with values in [0, C).
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean,
+                     double label_smoothing = 0.0);
+
+Tensor argmax(const Tensor& x, int64_t dim);              // int64, dim removed
+double accuracy(const Tensor& logits, const Tensor& target);  // fraction of rows whose argmax is the target
+
+}  // namespace volt

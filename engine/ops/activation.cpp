@@ -1,0 +1,39 @@
+// relu and dropout.
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/ops/check.h"
+#include "kernels/elementwise.h"
+
+namespace volt {
+
+Tensor relu(const Tensor& x) {
+  detail::check_input("relu", "input", x);
+  Tensor y = Tensor::empty(x.shape());
+  cpu::relu_forward(x.numel(), x.data<float>(), y.data<float>());
+  autograd::record("relu", y, {x}, [x](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(x.shape());
+    cpu::relu_backward(x.numel(), gy.data<float>(), x.data<float>(), gx.data<float>());
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  detail::check_input("dropout", "input", x);
+  VOLT_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
+  if (!training || p == 0.0) return x;
+  const int64_t n = x.numel();
+  const uint64_t offset = gen.reserve(uint64_t(n));
+  Tensor keep = Tensor::empty(x.shape(), DType::U8);
+  Tensor y = Tensor::empty(x.shape());
+  cpu::dropout_forward(n, x.data<float>(), float(p), gen.seed(), gen.stream(), offset, keep.data<uint8_t>(),
+                       y.data<float>());
+  autograd::record("dropout", y, {x}, [keep, p](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(gy.shape());
+    cpu::dropout_backward(gy.numel(), gy.data<float>(), keep.data<uint8_t>(), float(p), gx.data<float>());
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+}  // namespace volt

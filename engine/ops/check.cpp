@@ -1,0 +1,32 @@
+// Shared argument checks (see check.h).
+#include "engine/ops/check.h"
+
+namespace volt::detail {
+
+void check_input(const char* op, const char* what, const Tensor& t, int64_t rank) {
+  VOLT_CHECK(t.defined(), op, ": ", what, " is undefined");
+  VOLT_CHECK(t.dtype() == DType::F32, op, ": ", what, " must be float32, got ", dtype_name(t.dtype()),
+             " (shape ", shape_str(t.shape()), ")");
+  VOLT_CHECK(rank < 0 || t.dim() == rank, op, ": ", what, " must have ", rank, " dims, got shape ",
+             shape_str(t.shape()));
+  VOLT_CHECK(t.numel() > 0, op, ": ", what, " is empty (shape ", shape_str(t.shape()), ")");
+  VOLT_CHECK(t.device().is_cpu(), op, ": no kernel for device ", t.device().str(), " in this build");
+}
+
+Device common_device(const char* op, const std::vector<Tensor>& ts) {
+  Device d;
+  bool first = true;
+  for (const Tensor& t : ts) {
+    if (!t.defined()) continue;
+    if (first) { d = t.device(); first = false; continue; }
+    VOLT_CHECK(t.device() == d, op, ": tensors are on different devices (", d.str(), " and ", t.device().str(), ")");
+  }
+  return d;
+}
+
+int64_t wrap_dim(const char* op, int64_t dim, int64_t rank) {
+  VOLT_CHECK(dim >= -rank && dim < rank, op, ": dim ", dim, " is out of range for a tensor with ", rank, " dims");
+  return dim < 0 ? dim + rank : dim;
+}
+
+}  // namespace volt::detail

@@ -1,0 +1,56 @@
+// conv2d: shape checks, dispatch to kernels/conv2d.h, and its backward (grad input, weight, bias).
+#include "kernels/conv2d.h"
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/ops/check.h"
+
+namespace volt {
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride, Pair padding) {
+  const char* op = "conv2d";
+  detail::check_input(op, "input", x, 4);
+  detail::check_input(op, "weight", weight, 4);
+  const Shape& xs = x.shape();
+  const Shape& ws = weight.shape();
+  VOLT_CHECK(xs[1] == ws[1], op, ": input has ", xs[1], " channels but weight expects ", ws[1], " (input ",
+             shape_str(xs), ", weight ", shape_str(ws), ")");
+  if (bias.defined()) {
+    detail::check_input(op, "bias", bias, 1);
+    VOLT_CHECK(bias.size(0) == ws[0], op, ": bias has ", bias.size(0), " elements but weight has ", ws[0],
+               " output channels (bias ", shape_str(bias.shape()), ", weight ", shape_str(ws), ")");
+  }
+  detail::common_device(op, {x, weight, bias});
+  VOLT_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got [", stride[0], ", ", stride[1], "]");
+  VOLT_CHECK(padding[0] >= 0 && padding[1] >= 0, op, ": padding must be non-negative, got [", padding[0], ", ",
+             padding[1], "]");
+  Conv2dShape s{xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], stride[0], stride[1], padding[0], padding[1], 0, 0};
+  VOLT_CHECK(s.H + 2 * s.pad_h >= s.R && s.W + 2 * s.pad_w >= s.S, op, ": kernel ", s.R, "x", s.S,
+             " is larger than the padded input ", s.H + 2 * s.pad_h, "x", s.W + 2 * s.pad_w, " (input ", shape_str(xs),
+             ", weight ", shape_str(ws), ")");
+  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
+  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
+
+  Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q});
+  cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
+                      y.data<float>());
+  autograd::record(op, y, {x, weight, bias}, [s, x, weight](const Tensor& gy, const std::vector<bool>& needs) {
+    std::vector<Tensor> g(3);
+    if (needs[0]) {
+      g[0] = Tensor::empty(x.shape());
+      cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
+    }
+    if (needs[1]) {
+      g[1] = Tensor::empty(weight.shape());
+      cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());
+    }
+    if (needs[2]) {
+      g[2] = Tensor::empty({s.K});
+      cpu::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>());
+    }
+    return g;
+  });
+  return y;
+}
+
+}  // namespace volt

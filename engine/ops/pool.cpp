@@ -1,0 +1,35 @@
+// max_pool2d with saved argmax indices for backward.
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/ops/check.h"
+#include "kernels/pool.h"
+
+namespace volt {
+
+Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
+  const char* op = "max_pool2d";
+  detail::check_input(op, "input", x, 4);
+  VOLT_CHECK(kernel[0] >= 1 && kernel[1] >= 1, op, ": kernel must be positive, got [", kernel[0], ", ", kernel[1], "]");
+  VOLT_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got [", stride[0], ", ", stride[1], "]");
+  VOLT_CHECK(padding[0] >= 0 && padding[1] >= 0 && 2 * padding[0] <= kernel[0] && 2 * padding[1] <= kernel[1], op,
+             ": padding [", padding[0], ", ", padding[1], "] must be between 0 and half the kernel [", kernel[0], ", ",
+             kernel[1], "]");
+  const Shape& xs = x.shape();
+  VOLT_CHECK(xs[2] + 2 * padding[0] >= kernel[0] && xs[3] + 2 * padding[1] >= kernel[1], op, ": kernel [", kernel[0],
+             ", ", kernel[1], "] is larger than the padded input (input ", shape_str(xs), ")");
+  cpu::Pool2dShape s{xs[0] * xs[1], xs[2], xs[3], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], 0, 0};
+  s.P = (s.H + 2 * s.pad_h - s.kh) / s.stride_h + 1;
+  s.Q = (s.W + 2 * s.pad_w - s.kw) / s.stride_w + 1;
+  Tensor y = Tensor::empty({xs[0], xs[1], s.P, s.Q});
+  Tensor indices = Tensor::empty(y.shape(), DType::I32);
+  cpu::max_pool2d_forward(s, x.data<float>(), y.data<float>(), indices.data<int32_t>());
+  Shape in_shape = xs;
+  autograd::record(op, y, {x}, [s, indices, in_shape](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(in_shape);
+    cpu::max_pool2d_backward(s, gy.data<float>(), indices.data<int32_t>(), gx.data<float>());
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+}  // namespace volt

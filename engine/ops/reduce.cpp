@@ -1,0 +1,59 @@
+// sum and mean, over all elements or one dim.
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/ops/check.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+
+namespace volt {
+
+namespace {
+
+Tensor reduce_all(const char* op, const Tensor& x, bool average) {
+  detail::check_input(op, "input", x);
+  const int64_t n = x.numel();
+  const double total = cpu::sum_all(n, x.data<float>());
+  Tensor y = Tensor::scalar(float(average ? total / double(n) : total));
+  const float scale = average ? 1.f / float(n) : 1.f;
+  Shape in_shape = x.shape();
+  autograd::record(op, y, {x}, [in_shape, scale](const Tensor& g, const std::vector<bool>&) {
+    return std::vector<Tensor>{Tensor::full(in_shape, g.item() * scale)};
+  });
+  return y;
+}
+
+Tensor reduce_dim(const char* op, const Tensor& x, int64_t dim, bool keepdim, bool average) {
+  detail::check_input(op, "input", x);
+  VOLT_CHECK(x.dim() >= 1, op, ": cannot reduce a dim of a 0-dim tensor");
+  const int64_t d = detail::wrap_dim(op, dim, x.dim());
+  const Shape& s = x.shape();
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < d; ++i) outer *= s[size_t(i)];
+  for (int64_t i = d + 1; i < x.dim(); ++i) inner *= s[size_t(i)];
+  const int64_t R = s[size_t(d)];
+  Shape out_shape;
+  for (int64_t i = 0; i < x.dim(); ++i) {
+    if (i != d) out_shape.push_back(s[size_t(i)]);
+    else if (keepdim) out_shape.push_back(1);
+  }
+  Tensor y = Tensor::empty(out_shape);
+  cpu::sum_dim(outer, R, inner, x.data<float>(), y.data<float>());
+  const float scale = average ? 1.f / float(R) : 1.f;
+  if (average) cpu::scale(y.numel(), y.data<float>(), scale, 0.f, y.data<float>());
+  Shape in_shape = s;
+  autograd::record(op, y, {x}, [in_shape, outer, R, inner, scale](const Tensor& g, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(in_shape);
+    cpu::broadcast_dim(outer, R, inner, g.data<float>(), scale, gx.data<float>());
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x) { return reduce_all("sum", x, false); }
+Tensor mean(const Tensor& x) { return reduce_all("mean", x, true); }
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim) { return reduce_dim("sum", x, dim, keepdim, false); }
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim) { return reduce_dim("mean", x, dim, keepdim, true); }
+
+}  // namespace volt

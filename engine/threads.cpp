@@ -1,0 +1,20 @@
+// Thread control: Volt parallelises over the batch with OpenMP and calls BLAS from inside those
+// loops, so BLAS itself is pinned to one thread (no oversubscription, whichever OpenBLAS variant).
+#include "engine/threads.h"
+
+#include <omp.h>
+
+#include "engine/error.h"
+#include "kernels/cpu/blas.h"
+
+namespace volt {
+
+void set_num_threads(int n) {
+  VOLT_CHECK(n >= 1, "set_num_threads: need at least 1 thread, got ", n);
+  omp_set_num_threads(n);
+  cpu::blas_init();
+}
+
+int get_num_threads() { return omp_get_max_threads(); }
+
+}  // namespace volt

@@ -1,0 +1,16 @@
+// Everything an embedding program needs: #include <volt/volt.h>, link Volt::volt.
+#pragma once
+#include "volt/config.h"
+#include "engine/autograd.h"
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "engine/serialize.h"
+#include "engine/tensor.h"
+#include "engine/threads.h"
+#include "layers/layers.h"
+#include "layers/models/seed_cnn.h"
+#include "layers/module.h"
+#include "layers/optim/optimizer.h"
+#include "layers/optim/scheduler.h"

@@ -1,0 +1,168 @@
+// CPU convolution: im2col per image into a per-thread buffer, then one GEMM per image; the batch
+// is shared out over OpenMP threads (BLAS stays single-threaded inside). Weight gradients are
+// accumulated per thread and summed in thread order, so results are deterministic for a fixed
+// thread count.
+#include "kernels/conv2d.h"
+
+#include <omp.h>
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/blas.h"
+
+namespace volt::cpu {
+
+namespace {
+
+// cols [C*R*S, P*Q] for one image x [C, H, W].
+void im2col(const Conv2dShape& s, const float* x, float* cols) {
+  const int64_t PQ = s.P * s.Q;
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t) {
+        float* row = cols + ((c * s.R + r) * s.S + t) * PQ;
+        const float* plane = x + c * s.H * s.W;
+        for (int64_t p = 0; p < s.P; ++p) {
+          const int64_t ih = p * s.stride_h - s.pad_h + r;
+          float* out = row + p * s.Q;
+          if (ih < 0 || ih >= s.H) {
+            std::memset(out, 0, size_t(s.Q) * sizeof(float));
+            continue;
+          }
+          const float* in = plane + ih * s.W;
+          if (s.stride_w == 1) {
+            // iw = q - pad_w + t: copy the in-bounds span, zero the rest
+            const int64_t q0 = std::max<int64_t>(0, s.pad_w - t);
+            const int64_t q1 = std::min<int64_t>(s.Q, s.W + s.pad_w - t);
+            for (int64_t q = 0; q < q0 && q < s.Q; ++q) out[q] = 0.f;
+            if (q1 > q0) std::memcpy(out + q0, in + q0 - s.pad_w + t, size_t(q1 - q0) * sizeof(float));
+            for (int64_t q = std::max(q1, q0); q < s.Q; ++q) out[q] = 0.f;
+          } else {
+            for (int64_t q = 0; q < s.Q; ++q) {
+              const int64_t iw = q * s.stride_w - s.pad_w + t;
+              out[q] = (iw >= 0 && iw < s.W) ? in[iw] : 0.f;
+            }
+          }
+        }
+      }
+}
+
+// dx [C, H, W] += scatter of dcols [C*R*S, P*Q]; dx must be zeroed first.
+void col2im(const Conv2dShape& s, const float* cols, float* dx) {
+  const int64_t PQ = s.P * s.Q;
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t) {
+        const float* row = cols + ((c * s.R + r) * s.S + t) * PQ;
+        float* plane = dx + c * s.H * s.W;
+        for (int64_t p = 0; p < s.P; ++p) {
+          const int64_t ih = p * s.stride_h - s.pad_h + r;
+          if (ih < 0 || ih >= s.H) continue;
+          const float* in = row + p * s.Q;
+          float* out = plane + ih * s.W;
+          for (int64_t q = 0; q < s.Q; ++q) {
+            const int64_t iw = q * s.stride_w - s.pad_w + t;
+            if (iw >= 0 && iw < s.W) out[iw] += in[q];
+          }
+        }
+      }
+}
+
+std::vector<float>& thread_buffer(size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
+bool is_pointwise(const Conv2dShape& s) {
+  return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < s.N; ++n) {
+    const float* xn = x + n * s.C * s.H * s.W;
+    float* yn = y + n * s.K * PQ;
+    const float* cols = xn;
+    if (!is_pointwise(s)) {
+      float* buf = thread_buffer(size_t(CRS * PQ)).data();
+      im2col(s, xn, buf);
+      cols = buf;
+    }
+    gemm(false, false, s.K, PQ, CRS, 1.f, w, CRS, cols, PQ, 0.f, yn, PQ);
+    if (b)
+      for (int64_t k = 0; k < s.K; ++k) {
+        float* row = yn + k * PQ;
+        const float bk = b[k];
+        for (int64_t i = 0; i < PQ; ++i) row[i] += bk;
+      }
+  }
+}
+
+void conv2d_backward_input(const Conv2dShape& s, const float* dy, const float* w, float* dx) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < s.N; ++n) {
+    float* dxn = dx + n * CHW;
+    if (is_pointwise(s)) {
+      gemm(true, false, CRS, PQ, s.K, 1.f, w, CRS, dy + n * s.K * PQ, PQ, 0.f, dxn, PQ);
+      continue;
+    }
+    float* dcols = thread_buffer(size_t(CRS * PQ)).data();
+    gemm(true, false, CRS, PQ, s.K, 1.f, w, CRS, dy + n * s.K * PQ, PQ, 0.f, dcols, PQ);
+    std::memset(dxn, 0, size_t(CHW) * sizeof(float));
+    col2im(s, dcols, dxn);
+  }
+}
+
+void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw) {
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, KCRS = s.K * CRS;
+  const int threads = omp_get_max_threads();
+  std::vector<std::vector<float>> partial(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    std::vector<float>& acc = partial[size_t(t)];
+    acc.assign(size_t(KCRS), 0.f);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < s.N; ++n) {
+      const float* xn = x + n * s.C * s.H * s.W;
+      const float* cols = xn;
+      if (!is_pointwise(s)) {
+        float* buf = thread_buffer(size_t(CRS * PQ)).data();
+        im2col(s, xn, buf);
+        cols = buf;
+      }
+      // acc[K, CRS] += dy_n[K, PQ] * cols^T[PQ, CRS]
+      gemm(false, true, s.K, CRS, PQ, 1.f, dy + n * s.K * PQ, PQ, cols, PQ, 1.f, acc.data(), CRS);
+    }
+  }
+  std::memcpy(dw, partial[0].data(), size_t(KCRS) * sizeof(float));
+  for (int t = 1; t < threads; ++t) {
+    const float* p = partial[size_t(t)].data();
+    if (partial[size_t(t)].empty()) continue;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < KCRS; ++i) dw[i] += p[i];
+  }
+}
+
+void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db) {
+  const int64_t PQ = s.P * s.Q;
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < s.K; ++k) {
+    double acc = 0;
+    for (int64_t n = 0; n < s.N; ++n) {
+      const float* row = dy + (n * s.K + k) * PQ;
+      float part = 0.f;
+      for (int64_t i = 0; i < PQ; ++i) part += row[i];
+      acc += part;
+    }
+    db[k] = float(acc);
+  }
+}
+
+}  // namespace volt::cpu

@@ -1,0 +1,50 @@
+// CPU max pooling; NaN propagates like PyTorch (a NaN input becomes the maximum).
+#include "kernels/pool.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace volt::cpu {
+
+void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* indices) {
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < s.planes; ++pl) {
+    const float* xp = x + pl * s.H * s.W;
+    float* yp = y + pl * s.P * s.Q;
+    int32_t* ip = indices + pl * s.P * s.Q;
+    for (int64_t p = 0; p < s.P; ++p) {
+      const int64_t h0 = p * s.stride_h - s.pad_h;
+      for (int64_t q = 0; q < s.Q; ++q) {
+        const int64_t w0 = q * s.stride_w - s.pad_w;
+        float best = -std::numeric_limits<float>::infinity();
+        int64_t best_i = -1;
+        for (int64_t i = std::max<int64_t>(h0, 0); i < std::min(h0 + s.kh, s.H); ++i)
+          for (int64_t j = std::max<int64_t>(w0, 0); j < std::min(w0 + s.kw, s.W); ++j) {
+            const float v = xp[i * s.W + j];
+            if (v > best || std::isnan(v) || best_i < 0) {
+              best = v;
+              best_i = i * s.W + j;
+              if (std::isnan(v)) goto done;
+            }
+          }
+      done:
+        yp[p * s.Q + q] = best;
+        ip[p * s.Q + q] = int32_t(best_i);
+      }
+    }
+  }
+}
+
+void max_pool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* indices, float* dx) {
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < s.planes; ++pl) {
+    float* dxp = dx + pl * s.H * s.W;
+    std::memset(dxp, 0, size_t(s.H * s.W) * sizeof(float));
+    const float* dyp = dy + pl * s.P * s.Q;
+    const int32_t* ip = indices + pl * s.P * s.Q;
+    for (int64_t i = 0; i < s.P * s.Q; ++i) dxp[ip[i]] += dyp[i];
+  }
+}
+
+}  // namespace volt::cpu

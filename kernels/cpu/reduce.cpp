@@ -1,0 +1,116 @@
+// CPU reductions, log-softmax and cross-entropy (see reduce.h). Row maxima are subtracted before
+// exponentials so large logits do not overflow.
+#include "kernels/reduce.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace volt::cpu {
+
+void sum_dim(int64_t outer, int64_t R, int64_t inner, const float* x, float* out) {
+#pragma omp parallel for schedule(static) if (outer * R * inner > 65536)
+  for (int64_t o = 0; o < outer; ++o) {
+    std::vector<double> acc(size_t(inner), 0.0);
+    for (int64_t r = 0; r < R; ++r) {
+      const float* row = x + (o * R + r) * inner;
+      for (int64_t i = 0; i < inner; ++i) acc[size_t(i)] += row[i];
+    }
+    for (int64_t i = 0; i < inner; ++i) out[o * inner + i] = float(acc[size_t(i)]);
+  }
+}
+
+double sum_all(int64_t n, const float* x) {
+  double acc = 0;
+#pragma omp parallel for reduction(+ : acc) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) acc += x[i];
+  return acc;
+}
+
+void broadcast_dim(int64_t outer, int64_t R, int64_t inner, const float* dy, float alpha, float* dx) {
+#pragma omp parallel for schedule(static) if (outer * R * inner > 65536)
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t r = 0; r < R; ++r) {
+      float* row = dx + (o * R + r) * inner;
+      const float* src = dy + o * inner;
+      for (int64_t i = 0; i < inner; ++i) row[i] = src[i] * alpha;
+    }
+}
+
+void log_softmax_forward(int64_t outer, int64_t R, int64_t inner, const float* x, float* y) {
+#pragma omp parallel for collapse(2) schedule(static) if (outer * R * inner > 65536)
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float* xo = x + o * R * inner + i;
+      float* yo = y + o * R * inner + i;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t r = 0; r < R; ++r) m = std::max(m, xo[r * inner]);
+      double s = 0;
+      for (int64_t r = 0; r < R; ++r) s += std::exp(double(xo[r * inner]) - m);
+      const float lse = float(m + std::log(s));
+      for (int64_t r = 0; r < R; ++r) yo[r * inner] = xo[r * inner] - lse;
+    }
+}
+
+void log_softmax_backward(int64_t outer, int64_t R, int64_t inner, const float* dy, const float* y, float* dx) {
+#pragma omp parallel for collapse(2) schedule(static) if (outer * R * inner > 65536)
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const int64_t base = o * R * inner + i;
+      double s = 0;
+      for (int64_t r = 0; r < R; ++r) s += dy[base + r * inner];
+      for (int64_t r = 0; r < R; ++r)
+        dx[base + r * inner] = float(dy[base + r * inner] - std::exp(double(y[base + r * inner])) * s);
+    }
+}
+
+void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss) {
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* z = logits + n * C;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < C; ++c) m = std::max(m, z[c]);
+    double s = 0, sum_z = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      s += std::exp(double(z[c]) - m);
+      sum_z += z[c];
+    }
+    const double lse = m + std::log(s);
+    const double nll = lse - z[target[n]];
+    const double smooth = lse - sum_z / double(C);  // mean over c of -logp
+    loss[n] = float((1.0 - eps) * nll + eps * smooth);
+  }
+}
+
+void cross_entropy_backward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps,
+                            const float* dloss, float* dlogits) {
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* z = logits + n * C;
+    float* dz = dlogits + n * C;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < C; ++c) m = std::max(m, z[c]);
+    double s = 0;
+    for (int64_t c = 0; c < C; ++c) s += std::exp(double(z[c]) - m);
+    const double g = dloss[n];
+    const double off = eps / double(C);
+    for (int64_t c = 0; c < C; ++c) {
+      const double p = std::exp(double(z[c]) - m) / s;
+      const double q = off + (c == target[n] ? 1.0 - eps : 0.0);
+      dz[c] = float(g * (p - q));
+    }
+  }
+}
+
+void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t* out) {
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float* xo = x + o * R * inner + i;
+      int64_t best = 0;
+      for (int64_t r = 1; r < R; ++r)
+        if (xo[r * inner] > xo[best * inner] || (std::isnan(xo[r * inner]) && !std::isnan(xo[best * inner]))) best = r;
+      out[o * inner + i] = best;
+    }
+}
+
+}  // namespace volt::cpu

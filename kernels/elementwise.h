@@ -1,0 +1,26 @@
+// Elementwise kernels: broadcasting binary ops, ReLU, dropout masks and in-place updates.
+#pragma once
+#include <cstdint>
+
+namespace volt::cpu {
+
+enum class BinaryOp { Add, Sub, Mul };
+
+// out[i] = a[ia] op b[ib] over `shape` (ndim dims); a_strides/b_strides are element strides with
+// 0 on broadcast dims. out is contiguous.
+void binary_broadcast(BinaryOp op, int64_t ndim, const int64_t* shape, const float* a, const int64_t* a_strides,
+                      const float* b, const int64_t* b_strides, float* out);
+// Same-shape fast path.
+void binary_same(BinaryOp op, int64_t n, const float* a, const float* b, float* out);
+void scale(int64_t n, const float* x, float alpha, float beta, float* out);  // out = alpha*x + beta
+void axpy(int64_t n, float alpha, const float* x, float* y);                 // y += alpha*x
+
+void relu_forward(int64_t n, const float* x, float* y);
+void relu_backward(int64_t n, const float* dy, const float* x, float* dx);  // dx = dy * (x > 0)
+
+// keep[i] = philox uniform(seed, stream, offset, i) >= p; y = keep ? x / (1-p) : 0.
+void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t stream, uint64_t offset,
+                     uint8_t* keep, float* y);
+void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, float* dx);
+
+}  // namespace volt::cpu

@@ -1,0 +1,16 @@
+// Max pooling over [N*C planes of H x W]; indices [N*C, P*Q] hold the flat position (h*W + w) of
+// each maximum within its plane, for backward. Windows wholly in padding cannot occur (checked above).
+#pragma once
+#include <cstdint>
+
+namespace volt::cpu {
+
+struct Pool2dShape {
+  int64_t planes, H, W, kh, kw, stride_h, stride_w, pad_h, pad_w, P, Q;
+};
+
+void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* indices);
+// dx is overwritten.
+void max_pool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* indices, float* dx);
+
+}  // namespace volt::cpu

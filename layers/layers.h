@@ -1,0 +1,113 @@
+// The standard layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d, Linear, Dropout, Flatten.
+// Default initialisation follows PyTorch (Kaiming-uniform with a = sqrt(5) for weights,
+// uniform(+-1/sqrt(fan_in)) for biases; BN weight 1, bias 0, momentum 0.1, eps 1e-5), drawn from
+// the init stream of the default generator (volt::manual_seed) unless a generator is given.
+#pragma once
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "layers/module.h"
+
+namespace volt {
+
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1, int64_t padding = 0,
+         bool bias = true, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Conv2d"; }
+  std::string extra_repr() const override;
+  void reset_parameters(Generator& gen);
+  Tensor weight, bias;  // [out, in, k, k], [out]
+
+ private:
+  int64_t in_, out_, k_, stride_, padding_;
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
+                       bool track_running_stats = true);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "BatchNorm2d"; }
+  std::string extra_repr() const override;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  int64_t c_;
+  double eps_, momentum_;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return relu(x); }
+  std::string type_name() const override { return "ReLU"; }
+};
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(int64_t kernel_size, int64_t stride = -1, int64_t padding = 0);  // stride -1: = kernel
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override;
+
+ private:
+  int64_t k_, stride_, padding_;
+};
+
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override { return linear(x, weight, bias); }
+  std::string type_name() const override { return "Linear"; }
+  std::string extra_repr() const override;
+  void reset_parameters(Generator& gen);
+  Tensor weight, bias;  // [out, in], [out]
+
+ private:
+  int64_t in_, out_;
+};
+
+// Masks come from the dropout stream of the default generator unless one is set.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Dropout"; }
+  std::string extra_repr() const override;
+  void set_generator(Generator* gen) { gen_ = gen; }
+  double p() const { return p_; }
+
+ private:
+  double p_;
+  Generator* gen_ = nullptr;
+};
+
+class Flatten : public Module {
+ public:
+  explicit Flatten(int64_t start_dim = 1, int64_t end_dim = -1) : start_(start_dim), end_(end_dim) {}
+  Tensor forward(const Tensor& x) override { return x.flatten(start_, end_); }
+  std::string type_name() const override { return "Flatten"; }
+
+ private:
+  int64_t start_, end_;
+};
+
+// Cross-entropy as a module-like callable (loss(logits, target)).
+class CrossEntropyLoss {
+ public:
+  explicit CrossEntropyLoss(Reduction reduction = Reduction::Mean, double label_smoothing = 0.0)
+      : reduction_(reduction), smoothing_(label_smoothing) {}
+  Tensor operator()(const Tensor& logits, const Tensor& target) const {
+    return cross_entropy(logits, target, reduction_, smoothing_);
+  }
+
+ private:
+  Reduction reduction_;
+  double smoothing_;
+};
+
+// PyTorch's init helpers over a Philox generator.
+void kaiming_uniform_(Tensor& t, double a, int64_t fan_in, Generator& gen);
+void uniform_bias_(Tensor& t, int64_t fan_in, Generator& gen);
+
+}  // namespace volt

@@ -1,0 +1,172 @@
+// Module bookkeeping: names, state_dict, train/eval, printing.
+#include "layers/module.h"
+
+#include <ostream>
+#include <set>
+#include <sstream>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+
+namespace volt {
+
+const Tensor* StateDict::find(const std::string& name) const {
+  for (const auto& [n, t] : items_)
+    if (n == name) return &t;
+  return nullptr;
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor t) {
+  VOLT_CHECK(t.defined(), "register_parameter: '", name, "' is undefined");
+  t.requires_grad_(true);
+  params_.emplace_back(name, t);
+  return t;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor t) {
+  VOLT_CHECK(t.defined(), "register_buffer: '", name, "' is undefined");
+  buffers_.emplace_back(name, t);
+  return t;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
+  VOLT_CHECK(m != nullptr, "register_module: '", name, "' is null");
+  for (const auto& c : children_) VOLT_CHECK(c.first != name, "register_module: '", name, "' is registered twice");
+  children_.emplace_back(name, std::move(m));
+}
+
+void Module::collect(const std::string& prefix, bool params, std::vector<std::pair<std::string, Tensor>>& out) const {
+  for (const auto& [n, t] : params ? params_ : buffers_) out.emplace_back(prefix + n, t);
+  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", params, out);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", true, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& p : named_parameters()) out.push_back(p.second);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", false, out);
+  return out;
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (auto& p : named_parameters()) n += p.second.numel();
+  return n;
+}
+
+StateDict Module::state_dict() const {
+  // PyTorch orders each module's parameters then buffers, module by module; keep that order.
+  StateDict sd;
+  struct Walk {
+    static void run(const Module& m, const std::string& prefix, StateDict& sd) {
+      for (const auto& [n, t] : m.params_) sd.add(prefix + n, t);
+      for (const auto& [n, t] : m.buffers_) sd.add(prefix + n, t);
+      for (const auto& [n, c] : m.children_) run(*c, prefix + n + ".", sd);
+    }
+  };
+  Walk::run(*this, "", sd);
+  return sd;
+}
+
+void Module::load_state_dict(const StateDict& sd, bool strict) {
+  StateDict mine = state_dict();
+  std::vector<std::string> missing, unexpected;
+  std::set<std::string> mine_names;
+  for (const auto& [n, t] : mine.items()) {
+    mine_names.insert(n);
+    const Tensor* src = sd.find(n);
+    if (!src) {
+      missing.push_back(n);
+      continue;
+    }
+    VOLT_CHECK(src->defined(), "load_state_dict: '", n, "' is undefined");
+    VOLT_CHECK(src->shape() == t.shape(), "load_state_dict: '", n, "' has shape ", shape_str(src->shape()),
+               " in the state dict but ", shape_str(t.shape()), " in the model");
+  }
+  for (const auto& [n, t] : sd.items())
+    if (!mine_names.count(n)) unexpected.push_back(n);
+  if (strict && (!missing.empty() || !unexpected.empty())) {
+    std::ostringstream os;
+    os << "load_state_dict: keys do not match.";
+    if (!missing.empty()) {
+      os << " Missing:";
+      for (auto& n : missing) os << " " << n;
+      os << ".";
+    }
+    if (!unexpected.empty()) {
+      os << " Unexpected:";
+      for (auto& n : unexpected) os << " " << n;
+      os << ".";
+    }
+    VOLT_FAIL(os.str());
+  }
+  NoGradGuard no_grad;
+  for (const auto& [n, t] : mine.items()) {
+    const Tensor* src = sd.find(n);
+    if (!src) continue;
+    Tensor dst = t;
+    dst.copy_(*src);
+  }
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& c : children_) c.second->train(on);
+}
+
+void Module::zero_grad(bool set_to_none) {
+  for (auto& p : named_parameters()) {
+    Tensor g = p.second.grad();
+    if (!g.defined()) continue;
+    if (set_to_none) p.second.set_grad(Tensor());
+    else g.zero_();
+  }
+}
+
+static void print_module(std::ostream& os, const Module& m, int indent) {
+  os << m.type_name() << "(" << m.extra_repr();
+  if (!m.children().empty()) {
+    os << "\n";
+    for (const auto& [n, c] : m.children()) {
+      os << std::string(size_t(indent + 2), ' ') << "(" << n << "): ";
+      print_module(os, *c, indent + 2);
+      os << "\n";
+    }
+    os << std::string(size_t(indent), ' ');
+  }
+  os << ")";
+}
+
+std::ostream& operator<<(std::ostream& os, const Module& m) {
+  print_module(os, m, 0);
+  return os;
+}
+
+Sequential::Sequential(std::vector<std::shared_ptr<Module>> modules) {
+  for (auto& m : modules) push_back(std::move(m));
+}
+
+void Sequential::push_back(std::shared_ptr<Module> m) { register_module(std::to_string(children().size()), std::move(m)); }
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (const auto& c : children()) h = c.second->forward(h);
+  return h;
+}
+
+Module& Sequential::operator[](size_t i) const {
+  VOLT_CHECK(i < children().size(), "Sequential: index ", i, " is out of range (size ", children().size(), ")");
+  return *children()[i].second;
+}
+
+}  // namespace volt

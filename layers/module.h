@@ -1,0 +1,81 @@
+// Module: the base of every layer and model. Holds named parameters, buffers and child modules,
+// a train/eval flag, and state_dict / load_state_dict with PyTorch's dotted names ("block1.0.weight").
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace volt {
+
+// Ordered name -> tensor list (parameters first, then buffers, depth-first like PyTorch).
+class StateDict {
+ public:
+  void add(const std::string& name, const Tensor& t) { items_.emplace_back(name, t); }
+  const Tensor* find(const std::string& name) const;
+  const std::vector<std::pair<std::string, Tensor>>& items() const { return items_; }
+  size_t size() const { return items_.size(); }
+
+ private:
+  std::vector<std::pair<std::string, Tensor>> items_;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+  virtual std::string type_name() const = 0;
+  virtual std::string extra_repr() const { return ""; }
+
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<Tensor> parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+  int64_t num_parameters() const;
+
+  StateDict state_dict() const;  // shares storage with the module (clone to snapshot)
+  // Copies values in. strict: every name must match both ways. Shapes must always match.
+  // Checks everything before copying anything, so a failed load leaves the module untouched.
+  void load_state_dict(const StateDict& sd, bool strict = true);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void zero_grad(bool set_to_none = true);
+
+ protected:
+  Tensor register_parameter(const std::string& name, Tensor t);  // sets requires_grad
+  Tensor register_buffer(const std::string& name, Tensor t);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    add_child(name, m);
+    return m;
+  }
+
+ private:
+  void add_child(const std::string& name, std::shared_ptr<Module> m);
+  void collect(const std::string& prefix, bool params, std::vector<std::pair<std::string, Tensor>>& out) const;
+  std::vector<std::pair<std::string, Tensor>> params_, buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+  friend std::ostream& operator<<(std::ostream&, const Module&);
+};
+
+std::ostream& operator<<(std::ostream& os, const Module& m);  // PyTorch-style tree
+
+// Runs children in order; children are named "0", "1", ...
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  explicit Sequential(std::vector<std::shared_ptr<Module>> modules);
+  void push_back(std::shared_ptr<Module> m);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+  size_t size() const { return children().size(); }
+  Module& operator[](size_t i) const;
+};
+
+}  // namespace volt
