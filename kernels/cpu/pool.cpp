@@ -7,7 +7,42 @@
 
 namespace volt::cpu {
 
+namespace {
+// kernel 2, stride 2, no padding (the seed CNN's pooling): branch-free selection, since which
+// element wins is data-dependent and a branch per element mispredicts half the time.
+void max_pool_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* indices) {
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < s.planes; ++pl) {
+    const float* xp = x + pl * s.H * s.W;
+    float* yp = y + pl * s.P * s.Q;
+    int32_t* ip = indices + pl * s.P * s.Q;
+    for (int64_t p = 0; p < s.P; ++p) {
+      const float* r0 = xp + (2 * p) * s.W;
+      const float* r1 = r0 + s.W;
+      const int32_t base = int32_t(2 * p * s.W);
+      for (int64_t q = 0; q < s.Q; ++q) {
+        const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], d = r1[2 * q + 1];
+        float best = a;
+        int32_t bi = 0;
+        bool take = (b > best) | (b != b);
+        best = take ? b : best; bi = take ? 1 : bi;
+        take = (c > best) | (c != c);
+        best = take ? c : best; bi = take ? int32_t(s.W) : bi;
+        take = (d > best) | (d != d);
+        best = take ? d : best; bi = take ? int32_t(s.W) + 1 : bi;
+        yp[p * s.Q + q] = best;
+        ip[p * s.Q + q] = base + int32_t(2 * q) + bi;
+      }
+    }
+  }
+}
+}  // namespace
+
 void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t* indices) {
+  if (s.kh == 2 && s.kw == 2 && s.stride_h == 2 && s.stride_w == 2 && s.pad_h == 0 && s.pad_w == 0) {
+    max_pool_2x2(s, x, y, indices);
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < s.planes; ++pl) {
     const float* xp = x + pl * s.H * s.W;
