@@ -31,10 +31,11 @@ class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
   Allocator& allocator(int) override { return host_allocator(); }
-  void copy_from_host(void* dst, const void* src, size_t n, int) override { std::memcpy(dst, src, n); }
-  void copy_to_host(void* dst, const void* src, size_t n, int) override { std::memcpy(dst, src, n); }
-  void copy_within(void* dst, const void* src, size_t n, int) override { std::memmove(dst, src, n); }
-  void zero(void* dst, size_t n, int) override { std::memset(dst, 0, n); }
+  // n == 0 returns early: an empty std::vector's data() may be null, and mem* on null is undefined.
+  void copy_from_host(void* dst, const void* src, size_t n, int) override { if (n) std::memcpy(dst, src, n); }
+  void copy_to_host(void* dst, const void* src, size_t n, int) override { if (n) std::memcpy(dst, src, n); }
+  void copy_within(void* dst, const void* src, size_t n, int) override { if (n) std::memmove(dst, src, n); }
+  void zero(void* dst, size_t n, int) override { if (n) std::memset(dst, 0, n); }
   void synchronize(int) override {}
 };
 

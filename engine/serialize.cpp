@@ -101,7 +101,12 @@ void save_tensors(const std::string& path, const NamedTensors& tensors) {
 NamedTensors load_tensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   VOLT_CHECK(in.good(), "load_tensors: cannot open ", path, ": ", std::strerror(errno));
-  const std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string buf;
+  try {  // a read error (a directory, EIO) surfaces as std::ios_base::failure from the stream buffer
+    buf.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    VOLT_FAIL("load_tensors: cannot read ", path, ": ", e.what());
+  }
   VOLT_CHECK(buf.size() >= 20 && std::memcmp(buf.data(), kMagic, 8) == 0, "load_tensors: ", path,
              " is not a Volt tensor file (bad magic or too short)");
   uint32_t stored_crc;

@@ -219,6 +219,9 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
       infer = int64_t(i);
     } else {
       VOLT_CHECK(s[i] >= 0, "reshape: negative size in ", shape_str(new_shape));
+      // (bounded so that the product cannot overflow int64)
+      VOLT_CHECK(s[i] == 0 || known <= (int64_t(1) << 62) / s[i], "reshape: cannot reshape ", shape_str(shape()),
+                 " (", numel(), " elements) into ", shape_str(new_shape));
       known *= s[i];
     }
   }

@@ -15,7 +15,10 @@ class StateDict {
  public:
   void add(const std::string& name, const Tensor& t) { items_.emplace_back(name, t); }
   const Tensor* find(const std::string& name) const;
-  const std::vector<std::pair<std::string, Tensor>>& items() const { return items_; }
+  const std::vector<std::pair<std::string, Tensor>>& items() const& { return items_; }
+  // On a temporary (`for (auto& kv : m.state_dict().items())`) return by value, so the loop does
+  // not walk a destroyed list.
+  std::vector<std::pair<std::string, Tensor>> items() && { return std::move(items_); }
   size_t size() const { return items_.size(); }
 
  private:

@@ -202,6 +202,9 @@ void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* 
   }
   std::memcpy(dw, partial[0].data(), size_t(KCRS) * sizeof(float));
   for (int t = 1; t < threads; ++t) {
+    // The team can be smaller than omp_get_max_threads() (OMP_THREAD_LIMIT, OMP_DYNAMIC, a call from
+    // inside a parallel region): threads that never ran left their partial empty.
+    if (partial[size_t(t)].empty()) continue;
     const float* p = partial[size_t(t)].data();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < KCRS; ++i) dw[i] += p[i];

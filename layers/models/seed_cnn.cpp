@@ -11,8 +11,8 @@ SeedCNN::SeedCNN(const SeedCNNOptions& o) : opts_(o) {
   VOLT_CHECK(o.in_channels > 0 && o.num_classes > 0, "SeedCNN: in_channels and num_classes must be positive, got ",
              o.in_channels, " and ", o.num_classes);
   const int64_t h = after_block(after_block(o.height)), w = after_block(after_block(o.width));
-  VOLT_CHECK(o.height >= 14 && o.width >= 14 && h >= 1 && w >= 1, "SeedCNN: input ", o.height, "x", o.width,
-             " is too small (two conv5 + pool2 blocks need at least 14x14)");
+  VOLT_CHECK(o.height >= 16 && o.width >= 16 && h >= 1 && w >= 1, "SeedCNN: input ", o.height, "x", o.width,
+             " is too small (two conv5 + pool2 blocks need at least 16x16)");
   flat_ = 32 * h * w;
   block1 = register_module("block1", std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
                                          std::make_shared<Conv2d>(o.in_channels, 64, 5), std::make_shared<BatchNorm2d>(64),

@@ -98,7 +98,9 @@ double OneCycleLR::interpolate(int64_t t, F pick) const {
 }
 
 double OneCycleLR::lr_at(int64_t t) const {
-  return interpolate(t, [&](const Phase& ph, double pct) { return anneal(ph.start_lr, ph.end_lr, pct); });
+  // At t == total_steps (after the last optimizer step) PyTorch extrapolates the last phase; with
+  // linear annealing that is negative, which set_lr rejects, so clamp at 0 (the value is never used).
+  return std::max(0.0, interpolate(t, [&](const Phase& ph, double pct) { return anneal(ph.start_lr, ph.end_lr, pct); }));
 }
 
 double OneCycleLR::momentum_at(int64_t t) const {

@@ -1,0 +1,41 @@
+// Synthetic dataset (see synthetic.h).
+#include "data/synthetic.h"
+
+#include "engine/error.h"
+#include "kernels/philox.h"
+
+namespace volt {
+
+SyntheticDataset::SyntheticDataset(const SyntheticOptions& o) : o_(o) {
+  VOLT_CHECK(o.size > 0 && o.channels > 0 && o.height > 0 && o.width > 0 && o.num_classes > 1,
+             "SyntheticDataset: size, channels, height and width must be positive and num_classes > 1, got size ",
+             o.size, ", shape ", o.channels, "x", o.height, "x", o.width, ", ", o.num_classes, " classes");
+  const int64_t d = o.channels * o.height * o.width;
+  patterns_.resize(size_t(o.num_classes * d));
+  for (int64_t i = 0; i < o.num_classes * d; ++i)
+    patterns_[size_t(i)] = 2.f * philox_uniform(philox_u32(o.seed, 100, 0, uint64_t(i))) - 1.f;
+}
+
+int64_t SyntheticDataset::label(int64_t index) const {
+  return int64_t(philox_u32(o_.seed, 101, 0, uint64_t(index)) % uint32_t(o_.num_classes));
+}
+
+void SyntheticDataset::batch(const std::vector<int64_t>& indices, Tensor& images, Tensor& labels) const {
+  const int64_t b = int64_t(indices.size()), d = o_.channels * o_.height * o_.width;
+  images = Tensor::empty({b, o_.channels, o_.height, o_.width});
+  labels = Tensor::empty({b}, DType::I64);
+  float* img = images.data<float>();
+  int64_t* lab = labels.data<int64_t>();
+  for (int64_t k = 0; k < b; ++k) {
+    const int64_t idx = indices[size_t(k)];
+    VOLT_CHECK(idx >= 0 && idx < o_.size, "SyntheticDataset: index ", idx, " is out of range [0, ", o_.size, ")");
+    const int64_t c = label(idx);
+    lab[k] = c;
+    const float* pat = patterns_.data() + c * d;
+    const uint64_t off = uint64_t(idx) * uint64_t((d + 3) / 4);
+    for (int64_t j = 0; j < d; ++j)
+      img[k * d + j] = pat[j] + o_.noise * (2.f * philox_uniform(philox_u32(o_.seed, 102, off, uint64_t(j))) - 1.f);
+  }
+}
+
+}  // namespace volt

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what Volt builds and tests with on Debian/Ubuntu, skipping what is already there:
+# a C++17 compiler, CMake >= 3.25, OpenBLAS, doctest. (The CUDA toolkit is optional and not installed here.)
+set -euo pipefail
+need=()
+for pkg in g++ make cmake libopenblas-dev doctest-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install_deps: installing ${need[*]}"
+sudo_cmd=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install_deps: need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; }
+  sudo_cmd="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo_cmd apt-get update -qq
+$sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
