@@ -46,7 +46,7 @@ void SGD::step() {
     if (!g.defined()) continue;
     const bool first = !buf_[i].defined();
     if (o_.momentum != 0.0 && first) buf_[i] = Tensor::empty(params_[i].shape());
-    cpu::SgdArgs a{float(lr_), float(o_.momentum), float(o_.dampening), float(o_.weight_decay), o_.nesterov, first};
+    cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, first};
     cpu::sgd_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(),
                     o_.momentum != 0.0 ? buf_[i].data<float>() : nullptr, a);
   }
@@ -76,8 +76,7 @@ void Adam::step() {
       if (o_.amsgrad) vmax_[i] = Tensor::zeros(params_[i].shape());
     }
     steps_[i] += 1;
-    cpu::AdamArgs a{float(lr_), float(o_.beta1), float(o_.beta2), float(o_.eps), float(o_.weight_decay),
-                    steps_[i], decoupled_, o_.amsgrad};
+    cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, steps_[i], decoupled_, o_.amsgrad};
     cpu::adam_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
                      v_[i].data<float>(), o_.amsgrad ? vmax_[i].data<float>() : nullptr, a);
   }

@@ -1,0 +1,378 @@
+// Autograd engine behaviour: accumulation, requires_grad propagation, NoGradGuard, graph freeing,
+// diamonds, branches without gradient, view backward, explicit output gradients, non-leaf grads
+// and the release of saved tensors after backward.
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/tensor.h"
+#include "tests/test_util.h"
+
+using namespace volt;
+
+namespace {
+
+Tensor leaf(const Shape& shape, const std::vector<float>& values) {
+  Tensor t = Tensor::from_vector(shape, values);
+  t.requires_grad_();
+  return t;
+}
+
+void check_close(const std::vector<float>& got, const std::vector<double>& want, double tol = 1e-5) {
+  REQUIRE(got.size() == want.size());
+  std::string where;
+  const double v = test::max_rel_violation(got, want, tol, tol, &where);
+  INFO(where);
+  CHECK(v <= 1.0);
+}
+
+// A non-differentiable op for tests: forwards x unchanged but returns no gradient for it.
+Tensor stop_gradient_op(const Tensor& x) {
+  Tensor y = x.clone();
+  autograd::record("stop_gradient", y, {x}, [](const Tensor&, const std::vector<bool>&) {
+    return std::vector<Tensor>{Tensor()};
+  });
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("gradients accumulate across backward calls until cleared") {
+  Tensor x = leaf({3}, {1.f, -2.f, 0.5f});
+  sum(mul(x, x)).backward();
+  check_close(x.grad().to_vector(), {2.0, -4.0, 1.0});
+  const Tensor first = x.grad();
+  sum(mul(x, 3.f)).backward();
+  check_close(x.grad().to_vector(), {5.0, -1.0, 4.0});
+  CHECK(x.grad().same_storage(first));  // accumulated in place
+  x.set_grad(Tensor());
+  CHECK_FALSE(x.grad().defined());
+  sum(mul(x, 3.f)).backward();
+  check_close(x.grad().to_vector(), {3.0, 3.0, 3.0});
+}
+
+TEST_CASE("requires_grad propagates through ops and views") {
+  Tensor a = leaf({2, 2}, {1, 2, 3, 4});
+  Tensor b = Tensor::from_vector({2, 2}, {5, 6, 7, 8});
+  CHECK(a.requires_grad());
+  CHECK(a.is_leaf());
+  CHECK_FALSE(a.grad_fn());
+  CHECK_FALSE(b.requires_grad());
+
+  Tensor c = add(a, b);
+  CHECK(c.requires_grad());
+  CHECK_FALSE(c.is_leaf());
+  REQUIRE(c.grad_fn());
+  CHECK(c.grad_fn()->name() == "add");
+
+  Tensor d = mul(b, b);
+  CHECK_FALSE(d.requires_grad());
+  CHECK(d.is_leaf());
+  CHECK_FALSE(d.grad_fn());
+  Tensor e = mul(d, c);  // one input needs grad -> the output does
+  CHECK(e.requires_grad());
+  REQUIRE(e.grad_fn());
+  CHECK(e.grad_fn()->needs() == std::vector<bool>{false, true});
+
+  CHECK(a.reshape({4}).requires_grad());
+  CHECK(a.flatten().requires_grad());
+  CHECK(a.narrow(0, 1).requires_grad());
+  CHECK(a.reshape({4}).grad_fn()->name() == "reshape");
+  CHECK_FALSE(a.detach().requires_grad());
+  CHECK_FALSE(a.clone().requires_grad());
+  CHECK_FALSE(c.detach().requires_grad());
+  CHECK_FALSE(b.reshape({4}).requires_grad());
+
+  // Only leaves can change the flag; only floating-point tensors can require grad.
+  CHECK_THROWS_AS(c.requires_grad_(false), volt::Error);
+  Tensor labels = Tensor::from_labels({1, 2});
+  CHECK_THROWS_AS(labels.requires_grad_(), volt::Error);
+  a.requires_grad_(false);
+  CHECK_FALSE(a.requires_grad());
+  CHECK_FALSE(add(a, b).requires_grad());
+}
+
+TEST_CASE("NoGradGuard records nothing and restores the previous mode") {
+  Tensor x = leaf({3}, {1, 2, 3});
+  CHECK(autograd::grad_enabled());
+  {
+    NoGradGuard g;
+    CHECK_FALSE(autograd::grad_enabled());
+    Tensor y = mul(relu(x), 2.f);
+    CHECK_FALSE(y.requires_grad());
+    CHECK_FALSE(y.grad_fn());
+    CHECK_FALSE(x.reshape({3}).grad_fn());
+    CHECK_THROWS_AS(sum(y).backward(), volt::Error);
+    {
+      NoGradGuard inner;
+      CHECK_FALSE(autograd::grad_enabled());
+    }
+    CHECK_FALSE(autograd::grad_enabled());  // the inner guard restores "off", not "on"
+  }
+  CHECK(autograd::grad_enabled());
+  Tensor z = mul(x, 2.f);
+  CHECK(z.grad_fn());
+  // A leaf that requires grad stays one under the guard.
+  {
+    NoGradGuard g;
+    CHECK(x.requires_grad());
+  }
+}
+
+TEST_CASE("the graph is freed by backward - a second backward throws") {
+  Tensor x = leaf({2}, {1.5f, -0.5f});
+  Tensor h = mul(x, x);
+  Tensor loss = sum(mul(h, 2.f));
+  std::weak_ptr<Node> h_node = h.grad_fn();
+  loss.backward();
+  check_close(x.grad().to_vector(), {6.0, -2.0});
+  REQUIRE(loss.grad_fn());
+  CHECK(loss.grad_fn()->released());
+  CHECK(loss.grad_fn()->next().empty());
+  REQUIRE(h.grad_fn());
+  CHECK(h.grad_fn()->released());
+  CHECK_THROWS_AS(loss.backward(), volt::Error);
+  CHECK_THROWS_AS(sum(h).backward(), volt::Error);  // a new node on top of a freed one
+  // The failed calls changed nothing.
+  check_close(x.grad().to_vector(), {6.0, -2.0});
+  // A fresh forward pass works again.
+  sum(mul(x, x)).backward();
+  check_close(x.grad().to_vector(), {9.0, -3.0});
+}
+
+TEST_CASE("diamonds: gradients from several paths are summed") {
+  SUBCASE("a leaf used twice by one op") {
+    Tensor x = leaf({3}, {1.f, -2.f, 3.f});
+    sum(mul(x, x)).backward();
+    check_close(x.grad().to_vector(), {2.0, -4.0, 6.0});
+  }
+  SUBCASE("a leaf used by two ops") {
+    // y = (2x) * (x*x) = 2x^3, dy/dx = 6x^2
+    Tensor x = leaf({3}, {1.f, -2.f, 0.5f});
+    Tensor a = mul(x, 2.f);
+    Tensor b = mul(x, x);
+    sum(mul(a, b)).backward();
+    check_close(x.grad().to_vector(), {6.0, 24.0, 1.5});
+  }
+  SUBCASE("an intermediate node reached by two paths") {
+    // h = relu(x); y = h + 3h*h, dy/dx = (1 + 6h) for x > 0, else 0
+    Tensor x = leaf({4}, {0.5f, -1.f, 2.f, 0.25f});
+    Tensor h = relu(x);
+    Tensor y = add(h, mul(mul(h, h), 3.f));
+    sum(y).backward();
+    check_close(x.grad().to_vector(), {4.0, 0.0, 13.0, 2.5});
+  }
+  SUBCASE("a long chain with a skip connection") {
+    // y = x + f(f(f(x))) with f(v) = 2v, dy/dx = 1 + 8
+    Tensor x = leaf({2}, {1.f, 2.f});
+    Tensor h = x;
+    for (int i = 0; i < 3; ++i) h = mul(h, 2.f);
+    sum(add(x, h)).backward();
+    check_close(x.grad().to_vector(), {9.0, 9.0});
+  }
+}
+
+TEST_CASE("branches without a gradient do not break backward") {
+  SUBCASE("an unused branch") {
+    Tensor x = leaf({2}, {1.f, 2.f});
+    Tensor unused = mul(x, 5.f);
+    sum(mul(x, 2.f)).backward();
+    check_close(x.grad().to_vector(), {2.0, 2.0});
+    REQUIRE(unused.grad_fn());
+    CHECK_FALSE(unused.grad_fn()->released());  // not reachable from the loss: untouched
+    sum(unused).backward();
+    check_close(x.grad().to_vector(), {7.0, 7.0});
+  }
+  SUBCASE("a constant operand and a detached branch") {
+    Tensor x = leaf({3}, {1.f, -1.f, 2.f});
+    Tensor c = Tensor::from_vector({3}, {4.f, 5.f, 6.f});
+    Tensor loss = add(sum(mul(x, c)), sum(mul(x.detach(), 10.f)));
+    loss.backward();
+    check_close(x.grad().to_vector(), {4.0, 5.0, 6.0});
+    CHECK_FALSE(c.grad().defined());
+  }
+  SUBCASE("a node that returns no gradient: its upstream graph is freed, other paths still flow") {
+    Tensor x = leaf({3}, {1.f, 2.f, 3.f});
+    Tensor h1 = mul(x, 3.f);
+    Tensor h2 = mul(h1, 2.f);
+    std::weak_ptr<Node> h2_node = h2.grad_fn();
+    Tensor stopped = stop_gradient_op(h2);
+    Tensor loss = add(sum(stopped), sum(h1));  // only sum(h1) carries a gradient to x
+    h2 = Tensor();
+    loss.backward();
+    check_close(x.grad().to_vector(), {3.0, 3.0, 3.0});
+    CHECK((h2_node.expired() || h2_node.lock()->released()));
+    CHECK(h1.grad_fn()->released());
+  }
+  SUBCASE("nothing reaches any leaf") {
+    Tensor x = leaf({2}, {1.f, 2.f});
+    Tensor loss = sum(stop_gradient_op(mul(x, 2.f)));
+    loss.backward();
+    CHECK_FALSE(x.grad().defined());
+  }
+  SUBCASE("an op input that does not need grad gets none") {
+    Tensor w = leaf({2, 3}, {1, 2, 3, 4, 5, 6});
+    Tensor in = Tensor::from_vector({1, 3}, {1.f, 0.f, -1.f});
+    sum(linear(in, w, Tensor())).backward();
+    check_close(w.grad().to_vector(), {1, 0, -1, 1, 0, -1});
+    CHECK_FALSE(in.grad().defined());
+  }
+}
+
+TEST_CASE("reshape, flatten and narrow backward") {
+  SUBCASE("reshape with -1") {
+    Tensor x = leaf({2, 6}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+    Tensor c = Tensor::from_vector({3, 4}, {1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6});
+    Tensor r = x.reshape({3, -1});
+    CHECK(r.shape() == Shape{3, 4});
+    sum(mul(r, c)).backward();
+    CHECK(x.grad().shape() == Shape{2, 6});
+    check_close(x.grad().to_vector(), {1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6});
+  }
+  SUBCASE("flatten") {
+    Tensor x = leaf({2, 2, 2}, {1, 2, 3, 4, 5, 6, 7, 8});
+    Tensor f = x.flatten(1);
+    sum(mul(f, f)).backward();
+    check_close(x.grad().to_vector(), {2, 4, 6, 8, 10, 12, 14, 16});
+  }
+  SUBCASE("narrow: rows outside the view get zero") {
+    Tensor x = leaf({4, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+    Tensor w = Tensor::from_vector({2, 3}, {1, 2, 3, 4, 5, 6});
+    sum(mul(x.narrow(1, 2), w)).backward();
+    check_close(x.grad().to_vector(), {0, 0, 0, 1, 2, 3, 4, 5, 6, 0, 0, 0});
+  }
+  SUBCASE("two overlapping narrows accumulate") {
+    Tensor x = leaf({3, 2}, {1, 2, 3, 4, 5, 6});
+    sum(add(x.narrow(0, 2), mul(x.narrow(1, 2), 10.f))).backward();
+    check_close(x.grad().to_vector(), {1, 1, 11, 11, 10, 10});
+  }
+  SUBCASE("gradcheck through a view chain") {
+    Tensor x = test::rand_tensor({5, 3, 2}, 31);
+    x.requires_grad_();
+    auto fn = [](const std::vector<Tensor>& in) {
+      Tensor v = in[0].narrow(1, 3).reshape({-1, 2});
+      return mul(v, v).flatten();
+    };
+    VOLT_CHECK_GRADCHECK(test::gradcheck(fn, {x}));
+  }
+}
+
+TEST_CASE("backward with an explicit output gradient") {
+  Tensor x = leaf({2, 2}, {1, 2, 3, 4});
+  Tensor y = mul(x, 3.f);
+  Tensor g = Tensor::from_vector({2, 2}, {1.f, -1.f, 0.5f, 2.f});
+  y.backward(g);
+  check_close(x.grad().to_vector(), {3.0, -3.0, 1.5, 6.0});
+
+  // Without a gradient only one-element outputs work; a wrong-shaped gradient is rejected.
+  Tensor y2 = mul(x, 3.f);
+  CHECK_THROWS_AS(y2.backward(), volt::Error);
+  CHECK_THROWS_AS(y2.backward(Tensor::ones({4})), volt::Error);
+  Tensor undef;
+  CHECK_THROWS_AS(undef.backward(), volt::Error);
+  CHECK_THROWS_AS(Tensor::ones({1}).backward(), volt::Error);  // does not require grad
+
+  // The accumulated gradient does not alias the caller's tensor (add(x, s) passes g through).
+  Tensor x2 = leaf({2}, {1, 2});
+  Tensor g2 = Tensor::from_vector({2}, {5.f, 6.f});
+  add(x2, 1.f).backward(g2);
+  CHECK_FALSE(x2.grad().same_storage(g2));
+  g2.fill_(100.f);
+  check_close(x2.grad().to_vector(), {5.0, 6.0});
+
+  // backward on a leaf accumulates into it directly.
+  Tensor x3 = leaf({2}, {1, 2});
+  x3.backward(Tensor::from_vector({2}, {0.25f, 0.5f}));
+  check_close(x3.grad().to_vector(), {0.25, 0.5});
+  // A one-element non-scalar loss.
+  Tensor x4 = leaf({1, 1}, {3.f});
+  mul(x4, x4).backward();
+  check_close(x4.grad().to_vector(), {6.0});
+}
+
+TEST_CASE("non-leaf tensors do not get .grad") {
+  Tensor x = leaf({3}, {1, 2, 3});
+  Tensor h = mul(x, 2.f);
+  Tensor loss = sum(mul(h, h));
+  loss.backward();
+  CHECK_FALSE(h.grad().defined());
+  CHECK_FALSE(loss.grad().defined());
+  check_close(x.grad().to_vector(), {8, 16, 24});
+}
+
+TEST_CASE("saved tensors and nodes are released after backward") {
+  Tensor x = leaf({64, 32}, std::vector<float>(64 * 32, 0.5f));
+  std::weak_ptr<TensorImpl> saved;  // the relu output, saved by the mul that squares it
+  std::weak_ptr<Node> mul_node, relu_node;
+  Tensor loss;
+  {
+    Tensor h = relu(mul(x, 2.f));
+    Tensor sq = mul(h, h);
+    saved = h.impl_ptr();
+    mul_node = sq.grad_fn();
+    relu_node = h.grad_fn();
+    loss = sum(sq);
+  }
+  // Only the graph keeps them now.
+  CHECK_FALSE(saved.expired());
+  CHECK_FALSE(mul_node.expired());
+  CHECK_FALSE(relu_node.expired());
+  loss.backward();
+  CHECK(saved.expired());
+  CHECK(mul_node.expired());
+  CHECK(relu_node.expired());
+  check_close(x.grad().narrow(0, 1).to_vector(), std::vector<double>(32, 4.0));  // d(4x^2)/dx = 8x
+
+  // The leaf itself is not released: the graph dropped its reference but the caller's remains.
+  CHECK(x.defined());
+  CHECK(x.impl_ptr().use_count() == 1);
+}
+
+TEST_CASE("a node kept alive by its output still drops its saved tensors after backward") {
+  // The caller keeps the op outputs (as a training step keeps its logits); their nodes stay, but
+  // what they saved for backward must go.
+  Tensor x = leaf({16, 8}, std::vector<float>(16 * 8, -0.25f));
+  std::weak_ptr<TensorImpl> saved_h, saved_in;
+  Tensor sq, h_out;
+  {
+    Tensor in = mul(x, 2.f);
+    Tensor h = relu(in);       // relu saves its input `in`
+    sq = mul(h, h);            // mul saves h twice
+    h_out = mul(h, 1.f);       // a second consumer, not part of the loss
+    saved_h = h.impl_ptr();
+    saved_in = in.impl_ptr();
+  }
+  CHECK_FALSE(saved_h.expired());
+  CHECK_FALSE(saved_in.expired());
+  sum(sq).backward();
+  REQUIRE(sq.grad_fn());
+  CHECK(sq.grad_fn()->released());
+  CHECK(saved_h.expired());   // only sq's node held it
+  // relu's node is shared with h_out's graph, which keeps the node alive; backward ran and freed it
+  // anyway (as PyTorch without retain_graph), so its saved input is gone and h_out's graph is spent.
+  CHECK(saved_in.expired());
+  REQUIRE(h_out.grad_fn());
+  CHECK_FALSE(h_out.grad_fn()->released());
+  CHECK_THROWS_AS(sum(h_out).backward(), volt::Error);
+  CHECK(x.grad().defined());
+  for (float g : x.grad().to_vector()) CHECK(g == 0.f);  // relu(-0.5) = 0: no gradient flows
+}
+
+TEST_CASE("a node's backward must return one gradient per input of the right shape") {
+  Tensor x = leaf({2}, {1, 2});
+  Tensor y = x.clone();
+  autograd::record("bad_shape", y, {x}, [](const Tensor&, const std::vector<bool>&) {
+    return std::vector<Tensor>{Tensor::ones({3})};
+  });
+  CHECK_THROWS_AS(sum(y).backward(), volt::Error);
+  Tensor z = x.clone();
+  autograd::record("bad_count", z, {x}, [](const Tensor& g, const std::vector<bool>&) {
+    return std::vector<Tensor>{g, g};
+  });
+  CHECK_THROWS_AS(z.backward(Tensor::ones({2})), volt::Error);
+}
