@@ -19,20 +19,7 @@ using doctest::Contains;
 
 namespace {
 
-// Runs f, which must throw volt::Error, and returns its message ("" and a failed check otherwise).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const volt::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL_CHECK("threw a std::exception that is not volt::Error: " << e.what());
-    return "";
-  }
-  FAIL_CHECK("did not throw");
-  return "";
-}
+using volt::test::error_of;
 
 // Checks that the message contains every one of `parts`.
 void check_message(const std::string& msg, const std::vector<std::string>& parts) {

@@ -24,18 +24,8 @@ using namespace volt;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const volt::Error& e) {
-    return e.what();
-  }
-  FAIL("expected volt::Error, nothing was thrown");
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using test::contains;
+using test::error_of;
 
 std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tensor>>& items) {
   std::vector<std::string> out;

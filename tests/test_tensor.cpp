@@ -43,19 +43,8 @@ uint32_t float_bits(float f) {
   return u;
 }
 
-// Runs fn, requires it to throw volt::Error, and returns the message.
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const volt::Error& e) {
-    return e.what();
-  }
-  FAIL("expected volt::Error, nothing was thrown");
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using test::contains;
+using test::error_of;
 
 // A fresh directory under /tmp, removed (with its files) at scope exit.
 struct TempDir {

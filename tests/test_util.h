@@ -1,10 +1,14 @@
 // Shared test helpers: deterministic random tensors, the finite-difference gradient checker, where
 // the shared data lives, and skipping (exit code 77, which CTest reports as skipped, never passed).
 #pragma once
+#include <doctest/doctest.h>
+
+#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "engine/error.h"
 #include "engine/tensor.h"
 
 namespace volt::test {
@@ -46,6 +50,27 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
 // receives the worst index and values.
 double max_rel_violation(const std::vector<float>& a, const std::vector<double>& b, double atol, double rtol,
                          std::string* where = nullptr);
+
+}  // namespace volt::test
+
+namespace volt::test {
+
+// Runs f, which must throw volt::Error, and returns its message ("" and a failed check otherwise).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const volt::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    FAIL_CHECK("threw a std::exception that is not volt::Error: " << e.what());
+    return "";
+  }
+  FAIL_CHECK("expected volt::Error, nothing was thrown");
+  return "";
+}
+
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace volt::test
 
