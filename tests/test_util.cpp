@@ -136,4 +136,69 @@ double max_rel_violation(const std::vector<float>& a, const std::vector<double>&
   return worst;
 }
 
+Tensor param(const std::vector<float>& values) {
+  Tensor p = Tensor::from_vector({int64_t(values.size())}, values);
+  p.requires_grad_();
+  return p;
+}
+
+void set_grad(Tensor& p, const std::vector<double>& grad) {
+  std::vector<float> f(grad.begin(), grad.end());
+  p.set_grad(Tensor::from_vector(p.shape(), f));
+}
+
+SGDOptions sgd_options(double lr, double momentum, double dampening, double weight_decay, bool nesterov) {
+  SGDOptions o;
+  o.lr = lr;
+  o.momentum = momentum;
+  o.dampening = dampening;
+  o.weight_decay = weight_decay;
+  o.nesterov = nesterov;
+  return o;
+}
+
+AdamOptions adam_options(double lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad) {
+  AdamOptions o;
+  o.lr = lr;
+  o.beta1 = beta1;
+  o.beta2 = beta2;
+  o.eps = eps;
+  o.weight_decay = weight_decay;
+  o.amsgrad = amsgrad;
+  return o;
+}
+
+void check_close(const Tensor& got, const std::vector<double>& want, double atol, double rtol) {
+  std::string where;
+  const double v = max_rel_violation(got.to_vector(), want, atol, rtol, &where);
+  INFO(where);
+  CHECK(v <= 1.0);
+}
+
+std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tensor>>& items) {
+  std::vector<std::string> out;
+  for (const auto& kv : items) out.push_back(kv.first);
+  return out;
+}
+
+StateDict snapshot(const Module& m) {
+  StateDict out;
+  for (const auto& kv : m.state_dict().items()) out.add(kv.first, kv.second.clone());
+  return out;
+}
+
+bool same_values(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && a.to_vector() == b.to_vector();
+}
+
+bool same_state(const Module& m, const StateDict& sd) {
+  StateDict mine = m.state_dict();
+  if (mine.size() != sd.size()) return false;
+  for (size_t i = 0; i < mine.size(); ++i) {
+    if (mine.items()[i].first != sd.items()[i].first) return false;
+    if (!same_values(mine.items()[i].second, sd.items()[i].second)) return false;
+  }
+  return true;
+}
+
 }  // namespace volt::test

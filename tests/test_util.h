@@ -1,15 +1,19 @@
 // Shared test helpers: deterministic random tensors, the finite-difference gradient checker, where
-// the shared data lives, and skipping (exit code 77, which CTest reports as skipped, never passed).
+// the shared data lives, skipping (exit code 77, which CTest reports as skipped, never passed),
+// optimizer parameters and closeness checks, and comparing module states.
 #pragma once
 #include <doctest/doctest.h>
 
 #include <exception>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "layers/module.h"
+#include "layers/optim/optimizer.h"
 
 namespace volt::test {
 
@@ -50,6 +54,34 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
 // receives the worst index and values.
 double max_rel_violation(const std::vector<float>& a, const std::vector<double>& b, double atol, double rtol,
                          std::string* where = nullptr);
+
+// A 1-D leaf tensor holding `values` that requires grad (an optimizer's parameter).
+Tensor param(const std::vector<float>& values);
+
+// Sets p.grad() to `grad` (p's shape, rounded to float32).
+void set_grad(Tensor& p, const std::vector<double>& grad);
+
+// Optimizer options in one expression (the rest at PyTorch's defaults).
+SGDOptions sgd_options(double lr, double momentum = 0.0, double dampening = 0.0, double weight_decay = 0.0,
+                       bool nesterov = false);
+AdamOptions adam_options(double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+                         double weight_decay = 0.0, bool amsgrad = false);
+
+// doctest check that float32 results match a double reference: |got-want| <= atol + rtol*|want|
+// (the defaults allow a few float ulps); prints the worst element otherwise.
+void check_close(const Tensor& got, const std::vector<double>& want, double atol = 1e-6, double rtol = 1e-5);
+
+// The names of a named list (state_dict items, named_parameters, named_buffers), in order.
+std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tensor>>& items);
+
+// Deep copy of a module's state (values, not shared storage).
+StateDict snapshot(const Module& m);
+
+// Same shape, dtype and values.
+bool same_values(const Tensor& a, const Tensor& b);
+
+// m's state_dict has the same names in the same order as sd, with the same values.
+bool same_state(const Module& m, const StateDict& sd);
 
 }  // namespace volt::test
 
