@@ -34,8 +34,9 @@ void im2col(const Conv2dShape& s, const float* x, float* cols, int64_t ld) {
             // iw = q - pad_w + t: copy the in-bounds span, zero the rest
             const int64_t q0 = std::max<int64_t>(0, s.pad_w - t);
             const int64_t q1 = std::min<int64_t>(s.Q, s.W + s.pad_w - t);
+            // (a plain loop, not memcpy: rows are a few dozen floats and a call per row costs more)
             for (int64_t q = 0; q < q0 && q < s.Q; ++q) out[q] = 0.f;
-            if (q1 > q0) std::memcpy(out + q0, in + q0 - s.pad_w + t, size_t(q1 - q0) * sizeof(float));
+            for (int64_t q = q0; q < q1; ++q) out[q] = in[q - s.pad_w + t];
             for (int64_t q = std::max(q1, q0); q < s.Q; ++q) out[q] = 0.f;
           } else {
             for (int64_t q = 0; q < s.Q; ++q) {
