@@ -1,6 +1,9 @@
 // Synthetic dataset (see synthetic.h).
 #include "data/synthetic.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "engine/error.h"
 #include "kernels/philox.h"
 
@@ -20,22 +23,34 @@ int64_t SyntheticDataset::label(int64_t index) const {
   return int64_t(philox_u32(o_.seed, 101, 0, uint64_t(index)) % uint32_t(o_.num_classes));
 }
 
+int64_t SyntheticDataset::fill(int64_t idx, float* out) const {
+  VOLT_CHECK(idx >= 0 && idx < o_.size, "SyntheticDataset: index ", idx, " is out of range [0, ", o_.size, ")");
+  const int64_t d = o_.channels * o_.height * o_.width;
+  const int64_t c = label(idx);
+  const float* pat = patterns_.data() + c * d;
+  const uint64_t off = uint64_t(idx) * uint64_t((d + 3) / 4);
+  for (int64_t j = 0; j < d; ++j)
+    out[j] = pat[j] + o_.noise * (2.f * philox_uniform(philox_u32(o_.seed, 102, off, uint64_t(j))) - 1.f);
+  return c;
+}
+
 void SyntheticDataset::batch(const std::vector<int64_t>& indices, Tensor& images, Tensor& labels) const {
   const int64_t b = int64_t(indices.size()), d = o_.channels * o_.height * o_.width;
   images = Tensor::empty({b, o_.channels, o_.height, o_.width});
   labels = Tensor::empty({b}, DType::I64);
   float* img = images.data<float>();
   int64_t* lab = labels.data<int64_t>();
-  for (int64_t k = 0; k < b; ++k) {
-    const int64_t idx = indices[size_t(k)];
-    VOLT_CHECK(idx >= 0 && idx < o_.size, "SyntheticDataset: index ", idx, " is out of range [0, ", o_.size, ")");
-    const int64_t c = label(idx);
-    lab[k] = c;
-    const float* pat = patterns_.data() + c * d;
-    const uint64_t off = uint64_t(idx) * uint64_t((d + 3) / 4);
-    for (int64_t j = 0; j < d; ++j)
-      img[k * d + j] = pat[j] + o_.noise * (2.f * philox_uniform(philox_u32(o_.seed, 102, off, uint64_t(j))) - 1.f);
-  }
+  for (int64_t k = 0; k < b; ++k) lab[k] = fill(indices[size_t(k)], img + k * d);
+}
+
+int64_t SyntheticDataset::get(int64_t index, uint8_t* dst) const {
+  const int64_t d = o_.channels * o_.height * o_.width;
+  std::vector<float> v(static_cast<size_t>(d));
+  const int64_t c = fill(index, v.data());
+  const float lo = -1.f - std::fabs(o_.noise), scale = 255.f / (2.f + 2.f * std::fabs(o_.noise));
+  for (int64_t j = 0; j < d; ++j)
+    dst[j] = uint8_t(std::clamp(std::lround((v[size_t(j)] - lo) * scale), 0L, 255L));
+  return c;
 }
 
 }  // namespace volt

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Volt builds and tests with on Debian/Ubuntu, skipping what is already there:
-# a C++17 compiler, CMake >= 3.25, OpenBLAS, doctest. (The CUDA toolkit is optional and not installed here.)
+# a C++17 compiler, CMake >= 3.25, OpenBLAS, doctest, zlib, stb, libcurl, libarchive, and python3
+# (its http.server serves the download tests on 127.0.0.1). (The CUDA toolkit is optional and not installed here.)
 set -euo pipefail
 need=()
-for pkg in g++ make cmake libopenblas-dev doctest-dev; do
+for pkg in g++ make cmake libopenblas-dev doctest-dev zlib1g-dev libstb-dev libcurl4-openssl-dev libarchive-dev python3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -1,0 +1,110 @@
+// ImageFolderDataset (see image_folder.h): the folder is listed and every image's header read at
+// construction; pixels are decoded by stb_image in get() and transposed from HWC to CHW.
+#include "data/image_folder.h"
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_FAILURE_USERMSG
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include <stb_image.h>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <memory>
+
+#include "engine/error.h"
+
+namespace volt {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_image_name(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = name.substr(dot + 1);
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return ext == "png" || ext == "jpg" || ext == "jpeg" || ext == "bmp";
+}
+
+std::string failure_reason() {
+  const char* r = stbi_failure_reason();
+  return r ? r : "unknown error";
+}
+
+}  // namespace
+
+ImageFolderDataset::ImageFolderDataset(const std::string& root, int64_t channels) : root_(root), channels_(channels) {
+  VOLT_CHECK(channels >= 1 && channels <= 4, "ImageFolder: channels must be 1, 2, 3 or 4, got ", channels);
+  std::error_code ec;
+  VOLT_CHECK(fs::is_directory(root, ec), "ImageFolder: directory ", root,
+             " does not exist; expected one sub-folder of images per class (root/<class>/<image>.png)");
+
+  try {
+    for (const auto& e : fs::directory_iterator(root)) {
+      const std::string n = e.path().filename().string();
+      if (!n.empty() && n[0] != '.' && e.is_directory()) class_names_.push_back(n);
+    }
+  } catch (const fs::filesystem_error& e) {
+    VOLT_FAIL("ImageFolder: cannot list ", root, ": ", e.what());
+  }
+  std::sort(class_names_.begin(), class_names_.end());
+  VOLT_CHECK(!class_names_.empty(), "ImageFolder: no class folders in ", root,
+             "; expected one sub-folder of images per class (root/<class>/<image>.png)");
+
+  std::string first;  // the file that fixed the image size
+  for (size_t c = 0; c < class_names_.size(); ++c) {
+    const std::string dir = root + "/" + class_names_[c];
+    std::vector<std::string> names;
+    try {
+      for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string n = e.path().filename().string();
+        if (!n.empty() && n[0] != '.' && !e.is_directory() && is_image_name(n)) names.push_back(n);
+      }
+    } catch (const fs::filesystem_error& e) {
+      VOLT_FAIL("ImageFolder: cannot list ", dir, ": ", e.what());
+    }
+    std::sort(names.begin(), names.end());
+    VOLT_CHECK(!names.empty(), "ImageFolder: class folder ", dir, " holds no images (.png, .jpg, .jpeg or .bmp)");
+    for (const std::string& n : names) {
+      const std::string path = dir + "/" + n;
+      int w = 0, h = 0, comp = 0;
+      VOLT_CHECK(stbi_info(path.c_str(), &w, &h, &comp), "ImageFolder: cannot read image ", path, ": ",
+                 failure_reason());
+      if (first.empty()) {
+        first = path;
+        width_ = w;
+        height_ = h;
+      } else {
+        VOLT_CHECK(w == width_ && h == height_, "ImageFolder: ", path, " is ", w, "x", h, " (width x height) but ",
+                   first, " is ", width_, "x", height_, "; all images must be the same size (resize them first)");
+      }
+      files_.push_back(path);
+      labels_.push_back(int64_t(c));
+    }
+  }
+}
+
+int64_t ImageFolderDataset::get(int64_t index, uint8_t* dst) const {
+  VOLT_CHECK(index >= 0 && index < size(), name(), ": index ", index, " is out of range [0, ", size(), ")");
+  const std::string& path = files_[size_t(index)];
+  int w = 0, h = 0, n = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(path.c_str(), &w, &h, &n, int(channels_)),
+                                                     stbi_image_free);
+  VOLT_CHECK(pixels != nullptr, "ImageFolder: cannot decode ", path, ": ", failure_reason());
+  VOLT_CHECK(w == width_ && h == height_, "ImageFolder: ", path, " is now ", w, "x", h, ", expected ", width_, "x",
+             height_, " (changed since the dataset was opened?)");
+  // [H, W, C] interleaved -> [C, H, W] planar
+  const int64_t hw = height_ * width_;
+  const stbi_uc* src = pixels.get();
+  for (int64_t p = 0; p < hw; ++p)
+    for (int64_t c = 0; c < channels_; ++c) dst[c * hw + p] = src[p * channels_ + c];
+  return labels_[size_t(index)];
+}
+
+}  // namespace volt

@@ -1,0 +1,164 @@
+// MNIST / Fashion-MNIST IDX reader (see mnist.h): each file is read whole (gunzipped with zlib when
+// it ends in .gz), its header checked against what MNIST needs and against the bytes actually there.
+#include "data/mnist.h"
+
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/error.h"
+
+namespace volt {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kRows = 28, kCols = 28, kImageBytes = kRows * kCols;
+constexpr uint32_t kImagesMagic = 2051, kLabelsMagic = 2049;
+
+bool is_file(const std::string& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::vector<uint8_t> read_raw(const std::string& what, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  VOLT_CHECK(in.good(), what, ": cannot open ", path, ": ", std::strerror(errno));
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  VOLT_CHECK(size >= 0, what, ": cannot read the size of ", path);
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size));
+  VOLT_CHECK(in.gcount() == std::streamsize(size), what, ": reading ", path, " stopped at byte offset ", in.gcount(),
+             " of ", size);
+  return bytes;
+}
+
+std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  VOLT_CHECK(f != nullptr, what, ": cannot open ", path, ": ", std::strerror(errno));
+  gzbuffer(f, 1 << 18);
+  std::vector<uint8_t> bytes;
+  constexpr size_t kChunk = 1 << 20;
+  std::string error;
+  for (;;) {
+    const size_t at = bytes.size();
+    bytes.resize(at + kChunk);
+    const int got = gzread(f, bytes.data() + at, unsigned(kChunk));
+    int code = Z_OK;
+    const char* msg = gzerror(f, &code);
+    if (got < 0 || (code != Z_OK && code != Z_STREAM_END)) {
+      error = detail::format(what, ": ", path, " is not a valid gzip file or is truncated (zlib: ",
+                             msg ? msg : "unknown error", ") after ", at + size_t(got > 0 ? got : 0),
+                             " uncompressed bytes");
+      bytes.clear();
+      break;
+    }
+    bytes.resize(at + size_t(got));
+    if (got == 0) break;
+  }
+  gzclose(f);
+  VOLT_CHECK(error.empty(), error);
+  return bytes;
+}
+
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+
+// Checks an IDX file's magic number and that it holds exactly the `count` items of `item_bytes`
+// its header promises; returns count. `header` is the header length (8 labels, 16 images).
+int64_t check_idx(const std::string& what, const std::string& path, const std::vector<uint8_t>& bytes,
+                  uint32_t magic, int64_t header, int64_t item_bytes, const char* item) {
+  const char* gz = ends_with(path, ".gz") ? " (uncompressed)" : "";
+  VOLT_CHECK(int64_t(bytes.size()) >= header, what, ": ", path, " is ", bytes.size(), " bytes", gz,
+             ", shorter than the ", header, "-byte IDX header; truncated or not an IDX file?");
+  const uint32_t got = be32(bytes.data());
+  VOLT_CHECK(got == magic, what, ": ", path, " has IDX magic number ", got, ", expected ", magic, " (",
+             magic == kImagesMagic ? "unsigned-byte images, 3 dimensions" : "unsigned-byte labels, 1 dimension",
+             "); not an MNIST ", item, " file?");
+  const int64_t count = be32(bytes.data() + 4);
+  if (magic == kImagesMagic) {
+    const int64_t rows = be32(bytes.data() + 8), cols = be32(bytes.data() + 12);
+    VOLT_CHECK(rows == kRows && cols == kCols, what, ": ", path, " holds images of ", rows, "x", cols,
+               ", expected ", kRows, "x", kCols);
+  }
+  const int64_t want = header + count * item_bytes, have = int64_t(bytes.size());
+  VOLT_CHECK(have >= want, what, ": ", path, " is truncated: its header promises ", count, " ", item, " (", want,
+             " bytes", gz, ") but the data ends at byte offset ", have, ", after ", (have - header) / item_bytes,
+             " complete ", item);
+  VOLT_CHECK(have == want, what, ": ", path, " has ", have - want, " unexpected bytes after the ", count, " ", item,
+             " its header promises (from byte offset ", want, gz, ")");
+  return count;
+}
+
+}  // namespace
+
+std::string MNISTDataset::find_file(const std::string& root, bool train, bool labels) {
+  const std::string base =
+      root + "/" + (train ? "train" : "t10k") + (labels ? "-labels-idx1-ubyte" : "-images-idx3-ubyte");
+  if (is_file(base)) return base;
+  if (is_file(base + ".gz")) return base + ".gz";
+  return "";
+}
+
+bool MNISTDataset::present(const std::string& root, bool train) {
+  return !find_file(root, train, false).empty() && !find_file(root, train, true).empty();
+}
+
+const std::vector<std::string>& MNISTDataset::class_names(MNISTVariant variant) {
+  static const std::vector<std::string> digits = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+  static const std::vector<std::string> fashion = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  return variant == MNISTVariant::MNIST ? digits : fashion;
+}
+
+std::string MNISTDataset::name() const {
+  return std::string(variant_ == MNISTVariant::MNIST ? "MNIST" : "Fashion-MNIST") + (train_ ? " train" : " test");
+}
+
+MNISTDataset::MNISTDataset(const std::string& root, bool train, MNISTVariant variant)
+    : train_(train), variant_(variant) {
+  const std::string what = variant == MNISTVariant::MNIST ? "MNIST" : "Fashion-MNIST";
+  const std::string how = "run with --download to fetch it, or put the " + what +
+                          " IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                          "t10k-labels-idx1-ubyte, raw or .gz) in that folder";
+  std::error_code ec;
+  VOLT_CHECK(fs::is_directory(root, ec), what, ": directory ", root, " does not exist; ", how);
+  const std::string prefix = train ? "train" : "t10k";
+  images_path_ = find_file(root, train, false);
+  labels_path_ = find_file(root, train, true);
+  VOLT_CHECK(!images_path_.empty(), what, ": ", prefix, "-images-idx3-ubyte (or .gz) missing in ", root, "; ", how);
+  VOLT_CHECK(!labels_path_.empty(), what, ": ", prefix, "-labels-idx1-ubyte (or .gz) missing in ", root, "; ", how);
+
+  auto read = [&](const std::string& p) { return ends_with(p, ".gz") ? read_gzip(what, p) : read_raw(what, p); };
+  std::vector<uint8_t> img = read(images_path_);
+  const int64_t n_images = check_idx(what, images_path_, img, kImagesMagic, 16, kImageBytes, "images");
+  const std::vector<uint8_t> lab = read(labels_path_);
+  const int64_t n_labels = check_idx(what, labels_path_, lab, kLabelsMagic, 8, 1, "labels");
+  VOLT_CHECK(n_images == n_labels, what, ": ", images_path_, " holds ", n_images, " images but ", labels_path_,
+             " holds ", n_labels, " labels; the two files must come from the same split");
+  VOLT_CHECK(n_images > 0, what, ": ", images_path_, " holds no images");
+  for (int64_t i = 0; i < n_labels; ++i)
+    VOLT_CHECK(lab[size_t(8 + i)] < 10, what, ": ", labels_path_, ": label ", i, " (byte offset ", 8 + i, ") is ",
+               int(lab[size_t(8 + i)]), ", expected 0..9");
+  labels_.assign(lab.begin() + 8, lab.end());
+  img.erase(img.begin(), img.begin() + 16);
+  images_ = std::move(img);
+}
+
+int64_t MNISTDataset::get(int64_t index, uint8_t* dst) const {
+  VOLT_CHECK(index >= 0 && index < size(), name(), ": index ", index, " is out of range [0, ", size(), ")");
+  std::memcpy(dst, images_.data() + size_t(index) * size_t(kImageBytes), size_t(kImageBytes));
+  return labels_[size_t(index)];
+}
+
+}  // namespace volt
