@@ -1,0 +1,28 @@
+// Per-image transform from stored uint8 pixels to the float model input: optional augmentation
+// (random crop with zero padding, horizontal flip, cutout), scaling to [0, 1] and Normalize(mean, std).
+// Random choices come from Philox keyed by (seed, key), so they do not depend on which worker
+// thread handles the image.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace volt {
+
+struct TransformOptions {
+  std::vector<float> mean, std;  // per channel (one value = all channels); empty: no normalisation
+  int64_t crop_padding = 0;      // > 0: pad by this much and crop back at a random offset
+  bool horizontal_flip = false;  // flip with probability 1/2
+  int64_t cutout = 0;            // > 0: zero a square of this side at a random centre (after normalising)
+  bool augments() const { return crop_padding > 0 || horizontal_flip || cutout > 0; }
+};
+
+// in: uint8 [C, H, W]; out: float [C, H, W]. Throws volt::Error on inconsistent options.
+void apply_transform(const TransformOptions& t, const Shape& chw, const uint8_t* in, float* out, uint64_t seed,
+                     uint64_t key);
+
+// Checks the options against an image shape (mean/std sizes, positive std, crop/cutout sizes).
+void check_transform(const TransformOptions& t, const Shape& chw);
+
+}  // namespace volt
