@@ -1,5 +1,5 @@
-// cnn_train: trains the seed CNN. Today it runs on the CPU backend over the seeded synthetic
-// dataset; the CIFAR-10/MNIST data modules, GPU and multi-process training plug in here later.
+// cnn_train: trains the seed CNN on CIFAR-10 (default), MNIST or a synthetic dataset through the
+// data modules, on the CPU backend; GPU and multi-process training plug in here later.
 #include <volt/volt.h>
 
 #include <chrono>
@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "data/datamodule.h"
 #include "data/synthetic.h"
 
 using namespace volt;
@@ -27,7 +28,12 @@ const char* kUsage =
     "  --scheduler NAME       none | step | cosine | onecycle (default none)\n"
     "  --dropout X            dropout probability in the classifier (default 0.2)\n"
     "  --label-smoothing X    cross-entropy label smoothing (default 0)\n"
-    "  --data NAME            synthetic (default; the only dataset built so far)\n"
+    "  --data NAME            cifar10 | mnist | synthetic (default cifar10)\n"
+    "  --data-dir DIR         dataset folder (default $VOLT_DATA_DIR/<cifar-10|mnist>, else datasets/<...>)\n"
+    "  --download             fetch the dataset into --data-dir if it is missing\n"
+    "  --download-url URL     base URL to download from (default: the official mirror)\n"
+    "  --num-workers N        loader threads (default 2)\n"
+    "  --augment              random crop (padding 4) and horizontal flip on training images\n"
     "  --train-samples N      synthetic training samples (default 4096)\n"
     "  --val-samples N        synthetic validation samples (default 1024)\n"
     "  --accelerator NAME     cpu | gpu | auto (default auto: the GPU when there is one)\n"
@@ -44,7 +50,10 @@ struct Args {
   int64_t epochs = 20, batch = 128, train_samples = 4096, val_samples = 1024, seed = 0;
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   double lr = 1e-3, momentum = 0.9, weight_decay = 0, dropout = 0.2, label_smoothing = 0;
-  std::string optimizer = "adam", scheduler = "none", data = "synthetic", accelerator = "auto", save;
+  int num_workers = 2;
+  bool download = false, augment = false;
+  std::string optimizer = "adam", scheduler = "none", data = "cifar10", accelerator = "auto", save, data_dir,
+              download_url;
 };
 
 double to_double(const std::string& flag, const std::string& v) {
@@ -95,7 +104,12 @@ Args parse(int argc, char** argv) {
     else if (flag == "--scheduler") a.scheduler = choice({"none", "step", "cosine", "onecycle"});
     else if (flag == "--dropout") a.dropout = to_double(flag, next());
     else if (flag == "--label-smoothing") a.label_smoothing = to_double(flag, next());
-    else if (flag == "--data") a.data = choice({"synthetic"});
+    else if (flag == "--data") a.data = choice({"cifar10", "mnist", "synthetic"});
+    else if (flag == "--data-dir") a.data_dir = next();
+    else if (flag == "--download") a.download = true;
+    else if (flag == "--download-url") a.download_url = next();
+    else if (flag == "--num-workers") a.num_workers = int(to_int(flag, next(), 0));
+    else if (flag == "--augment") a.augment = true;
     else if (flag == "--train-samples") a.train_samples = to_int(flag, next(), 1);
     else if (flag == "--val-samples") a.val_samples = to_int(flag, next(), 1);
     else if (flag == "--accelerator") a.accelerator = choice({"cpu", "gpu", "auto"});
@@ -110,18 +124,81 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
+// Mean loss and accuracy over a loader in eval mode.
+std::pair<double, double> evaluate(SeedCNN& model, DataLoader& loader) {
+  model.eval();
+  NoGradGuard no_grad;
+  loader.set_epoch(0);
+  double loss = 0, correct = 0;
+  int64_t seen = 0;
+  Batch b;
+  while (loader.next(b)) {
+    const int64_t n = b.labels.numel();
+    Tensor logits = model(b.images);
+    loss += double(cross_entropy(logits, b.labels).item()) * double(n);
+    correct += accuracy(logits, b.labels) * double(n);
+    seen += n;
+  }
+  return {loss / double(seen), correct / double(seen)};
+}
+
 int run(const Args& a) {
   if (a.accelerator == "gpu")
     throw Error("--accelerator gpu: this build of Volt has no CUDA backend yet; use --accelerator cpu");
   set_num_threads(a.threads);
   manual_seed(uint64_t(a.seed));
 
-  SyntheticOptions so;
-  so.seed = uint64_t(a.seed) + 1000;
-  so.size = a.train_samples + a.val_samples;
-  const SyntheticDataset data(so);
+  // Data: a data module (CIFAR-10, MNIST) or the synthetic set split the same way.
+  DataModuleOptions dmo;
+  dmo.data_dir = a.data_dir;
+  dmo.batch_size = a.batch;
+  dmo.num_workers = a.num_workers;
+  dmo.download = a.download;
+  dmo.download_url = a.download_url;
+  dmo.seed = uint64_t(a.seed) + 42;
+  dmo.augment = a.augment;
+  std::unique_ptr<DataModule> dm;
+  std::unique_ptr<DataLoader> train, val, test;
+  Shape chw;
+  std::string data_desc;
+  if (a.data == "synthetic") {
+    SyntheticOptions so;
+    so.seed = uint64_t(a.seed) + 1000;
+    so.size = a.train_samples + a.val_samples;
+    auto full = std::make_shared<SyntheticDataset>(so);
+    std::vector<int64_t> tr(static_cast<size_t>(a.train_samples)), va(static_cast<size_t>(a.val_samples));
+    for (int64_t i = 0; i < a.train_samples; ++i) tr[size_t(i)] = i;
+    for (int64_t i = 0; i < a.val_samples; ++i) va[size_t(i)] = a.train_samples + i;
+    LoaderOptions lo;
+    lo.batch_size = a.batch;
+    lo.num_workers = a.num_workers;
+    lo.seed = dmo.seed;
+    lo.transform.mean = {0.5f};
+    lo.transform.std = {0.5f};
+    val = std::make_unique<DataLoader>(std::make_shared<Subset>(full, va, "synthetic val"), lo);
+    lo.shuffle = true;
+    train = std::make_unique<DataLoader>(std::make_shared<Subset>(full, tr, "synthetic train"), lo);
+    chw = full->image_shape();
+    data_desc = "synthetic, " + std::to_string(a.train_samples) + " train / " + std::to_string(a.val_samples) +
+                " val images of 3x32x32, 10 classes";
+  } else {
+    if (a.data == "mnist") dm = std::make_unique<MNISTDataModule>(dmo);
+    else dm = std::make_unique<CIFAR10DataModule>(dmo);
+    dm->prepare_data();
+    dm->setup("");
+    train = dm->train_loader();
+    val = dm->val_loader();
+    test = dm->test_loader();
+    chw = dm->image_shape();
+    data_desc = dm->name() + " from " + dm->data_dir() + ": " + std::to_string(dm->train_dataset()->size()) +
+                " train / " + std::to_string(dm->val_dataset()->size()) + " val / " +
+                std::to_string(dm->test_dataset()->size()) + " test" + (a.augment ? ", augmented" : "");
+  }
 
   SeedCNNOptions mo;
+  mo.in_channels = chw[0];
+  mo.height = chw[1];
+  mo.width = chw[2];
   mo.dropout = a.dropout;
   SeedCNN model(mo);
   std::unique_ptr<Optimizer> opt;
@@ -133,7 +210,7 @@ int run(const Args& a) {
     if (a.optimizer == "adam") opt = std::make_unique<Adam>(model.parameters(), ao);
     else opt = std::make_unique<AdamW>(model.parameters(), ao);
   }
-  const int64_t steps_per_epoch = (a.train_samples + a.batch - 1) / a.batch;
+  const int64_t steps_per_epoch = train->num_batches();
   std::unique_ptr<LRScheduler> sched;  // stepped per epoch (step, cosine) or per batch (onecycle)
   if (a.scheduler == "step") sched = std::make_unique<StepLR>(*opt, std::max<int64_t>(1, a.epochs / 3), 0.1);
   else if (a.scheduler == "cosine") sched = std::make_unique<CosineAnnealingLR>(*opt, a.epochs);
@@ -148,56 +225,44 @@ int run(const Args& a) {
               (long long)model.num_parameters(), a.optimizer.c_str(), a.lr, (long long)a.batch, (long long)a.epochs);
   std::printf("device: cpu (%d threads)%s\n", a.threads,
               a.accelerator == "auto" ? "; auto picked the CPU: this build has no CUDA backend" : "");
-  std::printf("data: synthetic, %lld train / %lld val images of 3x32x32, 10 classes (seed %lld)\n",
-              (long long)a.train_samples, (long long)a.val_samples, (long long)a.seed);
+  std::printf("data: %s; host loader, %d worker threads\n", data_desc.c_str(), a.num_workers);
   std::fflush(stdout);
 
-  Generator shuffle(uint64_t(a.seed), kStreamShuffle);
   const CrossEntropyLoss loss_fn(Reduction::Mean, a.label_smoothing);
   for (int64_t epoch = 0; epoch < a.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     model.train();
-    std::vector<int64_t> order = randperm(a.train_samples, shuffle);
+    train->set_epoch(epoch);
     double loss_sum = 0;
     int64_t seen = 0;
-    for (int64_t s = 0; s < steps_per_epoch; ++s) {
-      const int64_t b0 = s * a.batch, b = std::min(a.batch, a.train_samples - b0);
-      if (b < 2) break;  // BatchNorm needs more than one sample
-      std::vector<int64_t> idx(order.begin() + b0, order.begin() + b0 + b);
-      Tensor x, y;
-      data.batch(idx, x, y);
+    Batch b;
+    while (train->next(b)) {
+      const int64_t n = b.labels.numel();
+      if (n < 2) continue;  // BatchNorm needs more than one sample
       opt->zero_grad();
-      Tensor loss = loss_fn(model(x), y);
+      Tensor loss = loss_fn(model(b.images), b.labels);
       loss.backward();
       opt->step();
       if (a.scheduler == "onecycle") sched->step();
       const float l = loss.item();
       if (!std::isfinite(l)) throw Error("training diverged: loss is " + std::to_string(l) + " at epoch " +
-                                         std::to_string(epoch + 1) + ", step " + std::to_string(s + 1) + "; try a lower --lr");
-      loss_sum += double(l) * double(b);
-      seen += b;
+                                         std::to_string(epoch + 1) + ", batch " + std::to_string(b.index + 1) +
+                                         "; try a lower --lr");
+      loss_sum += double(l) * double(n);
+      seen += n;
     }
     if (sched && a.scheduler != "onecycle") sched->step();
     const double train_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-    model.eval();
-    NoGradGuard no_grad;
-    double val_loss = 0, correct = 0;
-    for (int64_t v0 = 0; v0 < a.val_samples; v0 += a.batch) {
-      const int64_t b = std::min(a.batch, a.val_samples - v0);
-      std::vector<int64_t> idx(static_cast<size_t>(b));
-      for (int64_t k = 0; k < b; ++k) idx[size_t(k)] = a.train_samples + v0 + k;
-      Tensor x, y;
-      data.batch(idx, x, y);
-      Tensor logits = model(x);
-      val_loss += double(cross_entropy(logits, y).item()) * double(b);
-      correct += accuracy(logits, y) * double(b);
-    }
+    const auto [val_loss, val_acc] = evaluate(model, *val);
     std::printf("epoch %lld/%lld  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1f s  %.0f img/s\n",
-                (long long)epoch + 1, (long long)a.epochs, loss_sum / double(std::max<int64_t>(seen, 1)),
-                val_loss / double(a.val_samples), correct / double(a.val_samples), opt->lr(), train_sec,
-                double(seen) / train_sec);
+                (long long)epoch + 1, (long long)a.epochs, loss_sum / double(std::max<int64_t>(seen, 1)), val_loss,
+                val_acc, opt->lr(), train_sec, double(seen) / train_sec);
     std::fflush(stdout);
+  }
+  if (test) {
+    const auto [test_loss, test_acc] = evaluate(model, *test);
+    std::printf("test  loss %.4f  acc %.4f  (%lld images)\n", test_loss, test_acc,
+                (long long)dm->test_dataset()->size());
   }
   if (!a.save.empty()) {
     NamedTensors out;

@@ -1,5 +1,6 @@
 # cmake -P script: cnn_train's command line. A short run trains and saves its weights; bad flags
-# exit with 2 and a usage message naming the flag; an unavailable accelerator exits with 1.
+# exit with 2 and a usage message naming the flag; an unavailable accelerator or a missing dataset
+# folder exits with 1 and says what to do.
 function(expect rc_want pattern)
   execute_process(COMMAND ${CNN_TRAIN} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL rc_want)
@@ -10,8 +11,8 @@ function(expect rc_want pattern)
   endif()
 endfunction()
 file(REMOVE ${WORK_DIR}/weights.vt)
-expect(0 "epoch 1/1  train_loss [0-9.]+  val_loss [0-9.]+  val_acc" --epochs 1 --batch-size 16 --train-samples 64
-       --val-samples 32 --threads 1 --save ${WORK_DIR}/weights.vt)
+expect(0 "epoch 1/1  train_loss [0-9.]+  val_loss [0-9.]+  val_acc" --data synthetic --epochs 1 --batch-size 16
+       --train-samples 64 --val-samples 32 --threads 1 --num-workers 2 --save ${WORK_DIR}/weights.vt)
 if(NOT EXISTS ${WORK_DIR}/weights.vt)
   message(FATAL_ERROR "cnn_train --save did not write ${WORK_DIR}/weights.vt")
 endif()
@@ -22,3 +23,5 @@ expect(2 "expected one of adam, adamw, sgd" --optimizer rmsprop)
 expect(2 "missing value for --batch-size" --batch-size)
 expect(1 "no CUDA backend" --accelerator gpu --epochs 1)
 expect(0 "usage: cnn_train" --help)
+expect(1 "${WORK_DIR}/no-such-dir.*--download" --data cifar10 --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
+expect(1 "${WORK_DIR}/no-such-dir.*--download" --data mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
