@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/binary_io.h"  // crc32
 #include "engine/tensor.h"
 
 namespace volt {
@@ -18,7 +19,5 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 void save_tensors(const std::string& path, const NamedTensors& tensors);
 NamedTensors load_tensors(const std::string& path);
-
-uint32_t crc32(const void* data, size_t n, uint32_t crc = 0);
 
 }  // namespace volt

@@ -1,6 +1,8 @@
 // Optimizer steps over kernels/optim.h (see optimizer.h).
 #include "layers/optim/optimizer.h"
 
+#include <set>
+
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "kernels/optim.h"
@@ -32,11 +34,98 @@ void Optimizer::zero_grad(bool set_to_none) {
   }
 }
 
-SGD::SGD(std::vector<Tensor> params, const SGDOptions& o) : Optimizer(std::move(params), o.lr), o_(o) {
-  VOLT_CHECK(o.momentum >= 0 && o.weight_decay >= 0, "SGD: momentum and weight_decay must be non-negative, got ",
+void Optimizer::put_common(OptimizerState& s) const {
+  s.type = type_name();
+  s.ints["num_params"] = int64_t(params_.size());
+  s.reals["lr"] = lr_;
+}
+
+void Optimizer::check_common(const OptimizerState& s, std::initializer_list<const char*> kinds) const {
+  const std::string who = type_name() + " load_state_dict";
+  VOLT_CHECK(s.type == type_name(), who, ": the state is from a ", s.type.empty() ? "(untyped)" : s.type,
+             " optimizer, not ", type_name());
+  const int64_t n = s.integer("num_params", who);
+  VOLT_CHECK(n == int64_t(params_.size()), who, ": the state has ", n, " parameters but the optimizer has ",
+             params_.size());
+  const double lr = s.real("lr", who);
+  VOLT_CHECK(lr >= 0.0, who, ": learning rate must be non-negative, got ", lr);
+  std::set<std::string> seen;
+  for (const auto& [name, t] : s.tensors) {
+    VOLT_CHECK(seen.insert(name).second, who, ": tensor '", name, "' appears twice");
+    std::string kind;
+    int64_t i = -1;
+    bool known = split_indexed_name(name, kind, i);
+    if (known) {
+      known = false;
+      for (const char* k : kinds) known = known || kind == k;
+    }
+    VOLT_CHECK(known, who, ": unexpected tensor '", name, "' in the state");
+    VOLT_CHECK(i < n, who, ": tensor '", name, "' names parameter ", i, " but there are ", n);
+    VOLT_CHECK(t.defined(), who, ": tensor '", name, "' is undefined");
+    VOLT_CHECK(t.dtype() == DType::F32, who, ": tensor '", name, "' is ", dtype_name(t.dtype()), ", expected float32");
+    VOLT_CHECK(t.shape() == params_[size_t(i)].shape(), who, ": tensor '", name, "' has shape ", shape_str(t.shape()),
+               " but parameter ", i, " has shape ", shape_str(params_[size_t(i)].shape()));
+  }
+}
+
+Tensor Optimizer::copy_for_param(const Tensor& src, size_t i) const {
+  return src.clone().to(params_[i].device());
+}
+
+void Optimizer::check_state_dict(const OptimizerState& s) const { check_state(s); }
+
+void Optimizer::load_state_dict(const OptimizerState& s) {
+  check_state(s);
+  apply_state(s);
+}
+
+static void check_sgd_options(const SGDOptions& o, const char* who) {
+  VOLT_CHECK(o.momentum >= 0 && o.weight_decay >= 0, who, ": momentum and weight_decay must be non-negative, got ",
              o.momentum, " and ", o.weight_decay);
-  VOLT_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: nesterov needs momentum > 0 and dampening 0");
+  VOLT_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), who, ": nesterov needs momentum > 0 and dampening 0");
+}
+
+static SGDOptions sgd_options_of(const OptimizerState& s) {
+  const char* who = "SGD load_state_dict";
+  SGDOptions o;
+  o.lr = s.real("lr", who);
+  o.momentum = s.real("momentum", who);
+  o.dampening = s.real("dampening", who);
+  o.weight_decay = s.real("weight_decay", who);
+  o.nesterov = s.integer("nesterov", who) != 0;
+  return o;
+}
+
+SGD::SGD(std::vector<Tensor> params, const SGDOptions& o) : Optimizer(std::move(params), o.lr), o_(o) {
+  check_sgd_options(o, "SGD");
   buf_.resize(params_.size());
+}
+
+OptimizerState SGD::state_dict() const {
+  OptimizerState s;
+  put_common(s);
+  s.reals["momentum"] = o_.momentum;
+  s.reals["dampening"] = o_.dampening;
+  s.reals["weight_decay"] = o_.weight_decay;
+  s.ints["nesterov"] = o_.nesterov ? 1 : 0;
+  for (size_t i = 0; i < buf_.size(); ++i)
+    if (buf_[i].defined()) s.tensors.emplace_back("momentum_buffer." + std::to_string(i), buf_[i].clone());
+  return s;
+}
+
+void SGD::check_state(const OptimizerState& s) const {
+  check_common(s, {"momentum_buffer"});
+  check_sgd_options(sgd_options_of(s), "SGD load_state_dict");
+}
+
+void SGD::apply_state(const OptimizerState& s) {
+  SGDOptions o = sgd_options_of(s);
+  std::vector<Tensor> buf(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (const Tensor* t = s.find_tensor("momentum_buffer." + std::to_string(i))) buf[i] = copy_for_param(*t, i);
+  o_ = o;
+  lr_ = o.lr;
+  buf_ = std::move(buf);
 }
 
 void SGD::step() {
@@ -54,11 +143,26 @@ void SGD::step() {
 
 Adam::Adam(std::vector<Tensor> params, const AdamOptions& o) : Adam(std::move(params), o, false) {}
 
+static void check_adam_options(const AdamOptions& o, const std::string& who) {
+  VOLT_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, who, ": betas must be in [0, 1), got (",
+             o.beta1, ", ", o.beta2, ")");
+  VOLT_CHECK(o.eps >= 0 && o.weight_decay >= 0, who, ": eps and weight_decay must be non-negative");
+}
+
+static AdamOptions adam_options_of(const OptimizerState& s, const std::string& who) {
+  AdamOptions o;
+  o.lr = s.real("lr", who);
+  o.beta1 = s.real("beta1", who);
+  o.beta2 = s.real("beta2", who);
+  o.eps = s.real("eps", who);
+  o.weight_decay = s.real("weight_decay", who);
+  o.amsgrad = s.integer("amsgrad", who) != 0;
+  return o;
+}
+
 Adam::Adam(std::vector<Tensor> params, const AdamOptions& o, bool decoupled)
     : Optimizer(std::move(params), o.lr), o_(o), decoupled_(decoupled) {
-  VOLT_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "Adam: betas must be in [0, 1), got (",
-             o.beta1, ", ", o.beta2, ")");
-  VOLT_CHECK(o.eps >= 0 && o.weight_decay >= 0, "Adam: eps and weight_decay must be non-negative");
+  check_adam_options(o, "Adam");
   m_.resize(params_.size());
   v_.resize(params_.size());
   vmax_.resize(params_.size());
@@ -80,6 +184,64 @@ void Adam::step() {
     cpu::adam_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
                      v_[i].data<float>(), o_.amsgrad ? vmax_[i].data<float>() : nullptr, a);
   }
+}
+
+OptimizerState Adam::state_dict() const {
+  OptimizerState s;
+  put_common(s);
+  s.reals["beta1"] = o_.beta1;
+  s.reals["beta2"] = o_.beta2;
+  s.reals["eps"] = o_.eps;
+  s.reals["weight_decay"] = o_.weight_decay;
+  s.ints["amsgrad"] = o_.amsgrad ? 1 : 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string idx = std::to_string(i);
+    s.ints["step." + idx] = steps_[i];
+    if (m_[i].defined()) {
+      s.tensors.emplace_back("exp_avg." + idx, m_[i].clone());
+      s.tensors.emplace_back("exp_avg_sq." + idx, v_[i].clone());
+    }
+    if (vmax_[i].defined()) s.tensors.emplace_back("max_exp_avg_sq." + idx, vmax_[i].clone());
+  }
+  return s;
+}
+
+void Adam::check_state(const OptimizerState& s) const {
+  const std::string who = type_name() + " load_state_dict";
+  check_common(s, {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"});
+  const AdamOptions o = adam_options_of(s, who);
+  check_adam_options(o, who);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string idx = std::to_string(i);
+    const int64_t step = s.integer("step." + idx, who);
+    const bool m = s.find_tensor("exp_avg." + idx), v = s.find_tensor("exp_avg_sq." + idx);
+    const bool vmax = s.find_tensor("max_exp_avg_sq." + idx);
+    VOLT_CHECK(step >= 0, who, ": step.", idx, " is negative (", step, ")");
+    VOLT_CHECK(m == v && m == (step > 0), who, ": parameter ", idx, " has step ", step, " but ",
+               m ? "" : "no ", "exp_avg and ", v ? "" : "no ", "exp_avg_sq");
+    VOLT_CHECK(!(o.amsgrad && m) || vmax, who, ": amsgrad is on but parameter ", idx, " has no max_exp_avg_sq");
+  }
+}
+
+void Adam::apply_state(const OptimizerState& s) {
+  const std::string who = type_name() + " load_state_dict";
+  const AdamOptions o = adam_options_of(s, who);
+  const size_t n = params_.size();
+  std::vector<Tensor> m(n), v(n), vmax(n);
+  std::vector<int64_t> steps(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string idx = std::to_string(i);
+    steps[i] = s.integer("step." + idx, who);
+    if (const Tensor* t = s.find_tensor("exp_avg." + idx)) m[i] = copy_for_param(*t, i);
+    if (const Tensor* t = s.find_tensor("exp_avg_sq." + idx)) v[i] = copy_for_param(*t, i);
+    if (const Tensor* t = s.find_tensor("max_exp_avg_sq." + idx)) vmax[i] = copy_for_param(*t, i);
+  }
+  o_ = o;
+  lr_ = o.lr;
+  m_ = std::move(m);
+  v_ = std::move(v);
+  vmax_ = std::move(vmax);
+  steps_ = std::move(steps);
 }
 
 AdamW::AdamW(std::vector<Tensor> params, const AdamOptions& o) : Adam(std::move(params), o, true) {}

@@ -1,9 +1,13 @@
 // Optimizers with PyTorch's update formulas: SGD (momentum, dampening, nesterov, weight decay),
 // Adam and AdamW (optionally AMSGrad). Parameters without a gradient are skipped, as in PyTorch.
+// state_dict / load_state_dict carry everything a resumed run needs (see component_state.h).
 #pragma once
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "engine/tensor.h"
+#include "layers/optim/component_state.h"
 
 namespace volt {
 
@@ -19,8 +23,27 @@ class Optimizer {
   virtual double momentum() const = 0;
   virtual void set_momentum(double m) = 0;
   const std::vector<Tensor>& params() const { return params_; }
+  virtual std::string type_name() const = 0;  // "SGD", "Adam", "AdamW"
+
+  // A deep copy of the resumable state: type, ints "num_params", the hyperparameters (lr included)
+  // and the per-parameter state as tensors "<kind>.<param index>" (see each class).
+  virtual OptimizerState state_dict() const = 0;
+  // Throws volt::Error naming the first mismatch (type, parameter count, a tensor's shape or dtype,
+  // an unknown or inconsistent entry, an invalid hyperparameter); changes nothing.
+  void check_state_dict(const OptimizerState& s) const;
+  // check_state_dict, then replaces the per-parameter state and hyperparameters with copies of s's
+  // (on each parameter's device), so a failed load leaves the optimizer untouched.
+  void load_state_dict(const OptimizerState& s);
 
  protected:
+  virtual void check_state(const OptimizerState& s) const = 0;  // the class-specific checks
+  virtual void apply_state(const OptimizerState& s) = 0;        // called only after every check passed
+  // Common checks: type, num_params, lr >= 0, and every tensor named "<kind>.<i>" with kind in
+  // `kinds`, i a parameter index, parameter i's shape and float32.
+  void check_common(const OptimizerState& s, std::initializer_list<const char*> kinds) const;
+  Tensor copy_for_param(const Tensor& src, size_t i) const;  // deep copy on parameter i's device
+  void put_common(OptimizerState& s) const;                   // type, num_params, lr
+
   std::vector<Tensor> params_;
   double lr_;
 };
@@ -37,8 +60,15 @@ class SGD : public Optimizer {
   void step() override;
   double momentum() const override { return o_.momentum; }
   void set_momentum(double m) override { o_.momentum = m; }
+  std::string type_name() const override { return "SGD"; }
+  // reals lr, momentum, dampening, weight_decay; ints nesterov; tensors "momentum_buffer.<i>" for
+  // the parameters whose buffer exists (created on a parameter's first step with momentum).
+  OptimizerState state_dict() const override;
+  const SGDOptions& options() const { return o_; }
 
  private:
+  void check_state(const OptimizerState& s) const override;
+  void apply_state(const OptimizerState& s) override;
   SGDOptions o_;
   std::vector<Tensor> buf_;  // momentum buffers, created on a parameter's first step
 };
@@ -58,8 +88,16 @@ class Adam : public Optimizer {
   int64_t step_count(size_t i) const { return steps_.at(i); }
   const Tensor& exp_avg(size_t i) const { return m_.at(i); }
   const Tensor& exp_avg_sq(size_t i) const { return v_.at(i); }
+  std::string type_name() const override { return decoupled_ ? "AdamW" : "Adam"; }
+  // reals lr, beta1, beta2, eps, weight_decay; ints amsgrad and "step.<i>" for every parameter;
+  // tensors "exp_avg.<i>", "exp_avg_sq.<i>" (and "max_exp_avg_sq.<i>" with amsgrad) for the
+  // parameters that have taken a step.
+  OptimizerState state_dict() const override;
+  const AdamOptions& options() const { return o_; }
 
  protected:
+  void check_state(const OptimizerState& s) const override;
+  void apply_state(const OptimizerState& s) override;
   Adam(std::vector<Tensor> params, const AdamOptions& opts, bool decoupled);
   AdamOptions o_;
   bool decoupled_;

@@ -26,6 +26,32 @@ void LRScheduler::set_last_epoch(int64_t t) {
   apply();
 }
 
+SchedulerState LRScheduler::state_dict() const {
+  SchedulerState s;
+  s.type = type_name();
+  s.ints["last_epoch"] = last_epoch_;
+  s.reals["base_lr"] = base_lr_;
+  return s;
+}
+
+void LRScheduler::check_state_dict(const SchedulerState& s) const {
+  const std::string who = type_name() + " load_state_dict";
+  VOLT_CHECK(s.type == type_name(), who, ": the state is from a ", s.type.empty() ? "(untyped)" : s.type,
+             " scheduler, not ", type_name());
+  const int64_t t = s.integer("last_epoch", who);
+  VOLT_CHECK(t >= 0, who, ": last_epoch must be non-negative, got ", t);
+  const double base = s.real("base_lr", who);
+  VOLT_CHECK(base >= 0, who, ": base_lr must be non-negative, got ", base);
+  VOLT_CHECK(s.tensors.empty(), who, ": unexpected tensor '", s.tensors.empty() ? "" : s.tensors[0].first, "' in the state");
+  check_last_epoch(t, who);
+}
+
+void LRScheduler::load_state_dict(const SchedulerState& s) {
+  check_state_dict(s);
+  last_epoch_ = s.integer("last_epoch", "");
+  base_lr_ = s.real("base_lr", "");
+}
+
 StepLR::StepLR(Optimizer& opt, int64_t step_size, double gamma) : LRScheduler(opt), step_size_(step_size), gamma_(gamma) {
   VOLT_CHECK(step_size > 0, "StepLR: step_size must be positive, got ", step_size);
   apply();
@@ -105,6 +131,10 @@ double OneCycleLR::lr_at(int64_t t) const {
 
 double OneCycleLR::momentum_at(int64_t t) const {
   return interpolate(t, [&](const Phase& ph, double pct) { return anneal(ph.start_m, ph.end_m, pct); });
+}
+
+void OneCycleLR::check_last_epoch(int64_t t, const std::string& who) const {
+  VOLT_CHECK(t <= o_.total_steps, who, ": last_epoch ", t, " is past total_steps ", o_.total_steps);
 }
 
 void OneCycleLR::apply_extra(int64_t t) {
