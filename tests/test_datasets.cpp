@@ -37,20 +37,8 @@ using test::contains;
 using test::error_of;
 using Bytes = std::vector<uint8_t>;
 
-// A fresh directory under /tmp, removed with its contents at scope exit.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/volt_test_datasets_XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("volt_test_datasets_") {}
 };
 
 void write_file(const std::string& path, const Bytes& bytes) {

@@ -26,31 +26,8 @@ namespace {
 using test::contains;
 using test::error_of;
 
-// A fresh directory under /tmp, removed (with its files) at scope exit.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/volt_test_serialize_XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    for (const std::string& f : files()) {
-      const std::string full = path + "/" + f;
-      if (::unlink(full.c_str()) != 0) ::rmdir(full.c_str());
-    }
-    ::rmdir(path.c_str());
-  }
-  std::set<std::string> files() const {
-    std::set<std::string> out;
-    if (DIR* d = ::opendir(path.c_str())) {
-      while (dirent* e = ::readdir(d))
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.insert(e->d_name);
-      ::closedir(d);
-    }
-    return out;
-  }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("volt_test_serialize_") {}
 };
 
 bool file_exists(const std::string& p) {

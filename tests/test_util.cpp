@@ -2,6 +2,9 @@
 #include "tests/test_util.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include <cmath>
 #include <cstdio>
@@ -43,6 +46,24 @@ std::string fixtures_dir() {
     return std::string(d) + "/../fixtures";
   const std::string p = std::string(VOLT_SOURCE_DIR) + "/../shared/fixtures";
   return is_dir(p) ? p : "";
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + "XXXXXX";
+  VOLT_CHECK(::mkdtemp(tmpl.data()) != nullptr, "TempDir: cannot create ", tmpl);
+  path = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+std::set<std::string> TempDir::files() const {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(path, ec)) out.insert(e.path().filename().string());
+  return out;
 }
 
 void skip(const std::string& why) {

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <exception>
+#include <set>
 #include <functional>
 #include <string>
 #include <utility>
@@ -103,6 +104,18 @@ std::string error_of(F&& f) {
 }
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A fresh directory /tmp/<prefix>XXXXXX, removed with everything in it at scope exit.
+struct TempDir {
+  explicit TempDir(const std::string& prefix = "volt_test_");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str(const std::string& child = "") const { return child.empty() ? path : path + "/" + child; }
+  std::string operator/(const std::string& child) const { return str(child); }
+  std::set<std::string> files() const;  // names directly inside
+  std::string path;
+};
 
 }  // namespace volt::test
 

@@ -1,0 +1,60 @@
+// CSVLogger: Lightning's CSV layout in a log folder, metrics.csv (columns epoch, step, then every
+// metric name seen, sorted; one row per log call) and hparams.yaml (simple "key: value" YAML).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dist/hparams.h"
+
+namespace volt {
+
+class CSVLogger {
+ public:
+  // Creates `dir` if needed (volt::Error naming it if that fails). metrics.csv is rewritten
+  // (atomically: temporary file + rename) every `flush_every_n_rows` rows and on flush()/destruction,
+  // so its header can grow when new metric names appear. Lightning flushes every 100 steps.
+  explicit CSVLogger(std::string dir, int flush_every_n_rows = 100);
+  ~CSVLogger();  // flush(), errors ignored
+  CSVLogger(const CSVLogger&) = delete;
+  CSVLogger& operator=(const CSVLogger&) = delete;
+
+  // One row: the metrics at `step` (and `epoch` when given); cells of names not logged are empty.
+  void log_metrics(const std::map<std::string, double>& metrics, int64_t step,
+                   std::optional<int64_t> epoch = std::nullopt);
+
+  // Writes hparams.yaml (atomically).
+  void log_hparams(const HParams& hparams);
+
+  void flush();
+
+  const std::string& dir() const { return dir_; }
+  std::string metrics_path() const;
+  std::string hparams_path() const;
+
+ private:
+  struct Row {
+    int64_t step;
+    std::optional<int64_t> epoch;
+    std::map<std::string, double> values;
+  };
+  std::string dir_;
+  int flush_every_;
+  std::vector<Row> rows_;
+  std::vector<std::string> columns_;  // metric names, sorted (epoch and step come first)
+  size_t unflushed_ = 0;
+};
+
+// The YAML text of `hparams`: one "key: value" line per entry, in key order; strings and keys are
+// double-quoted when plain YAML would read them as something else (numbers, booleans, null, ...).
+std::string hparams_to_yaml(const HParams& hparams);
+
+// Writes hparams_to_yaml(hparams) to `path` atomically.
+void save_hparams_yaml(const std::string& path, const HParams& hparams);
+
+// Shortest decimal text that reads back as the same double ("0.1", "3", "1e-08", "nan", "inf").
+std::string format_double(double v);
+
+}  // namespace volt

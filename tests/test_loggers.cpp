@@ -1,0 +1,475 @@
+// Experiment loggers: CRC-32C and TFRecord framing, the TensorBoard event files (decoded here and
+// read back by TensorBoard's own EventAccumulator when it is installed), CSV metrics, hparams.yaml
+// and Lightning's version_N folders, with the errors for a bad log folder.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "dist/csv_logger.h"
+#include "dist/log_dir.h"
+#include "dist/tb_summary.h"
+#include "dist/tensorboard.h"
+#include "dist/tfrecord.h"
+#include "engine/error.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using volt::test::contains;
+using volt::test::error_of;
+
+namespace {
+
+struct TempDir : volt::test::TempDir {
+  TempDir() : volt::test::TempDir("volt_test_loggers_") {}
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+std::vector<std::string> event_files(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) files.push_back(e.path().string());
+  return files;
+}
+
+// A minimal protobuf wire-format decoder: field number -> raw values (varints as uint64 in
+// `ints`, fixed64/fixed32 and length-delimited bytes in `bytes`).
+struct Fields {
+  std::multimap<int, uint64_t> ints;
+  std::multimap<int, std::string> bytes;
+  std::string one(int field) const {
+    REQUIRE(bytes.count(field) == 1);
+    return bytes.find(field)->second;
+  }
+  double f64(int field) const {
+    const std::string b = one(field);
+    REQUIRE(b.size() == 8);
+    double d;
+    std::memcpy(&d, b.data(), 8);
+    return d;
+  }
+  float f32(int field) const {
+    const std::string b = one(field);
+    REQUIRE(b.size() == 4);
+    float f;
+    std::memcpy(&f, b.data(), 4);
+    return f;
+  }
+};
+
+uint64_t read_varint(const std::string& s, size_t& pos) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    REQUIRE(pos < s.size());
+    const auto byte = static_cast<unsigned char>(s[pos++]);
+    v |= uint64_t(byte & 0x7F) << shift;
+    if (!(byte & 0x80)) return v;
+  }
+  FAIL("varint too long");
+  return 0;
+}
+
+Fields decode(const std::string& s) {
+  Fields f;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    const uint64_t key = read_varint(s, pos);
+    const int field = static_cast<int>(key >> 3), wire = static_cast<int>(key & 7);
+    if (wire == 0) {
+      f.ints.emplace(field, read_varint(s, pos));
+    } else if (wire == 1 || wire == 5) {
+      const size_t n = wire == 1 ? 8 : 4;
+      REQUIRE(pos + n <= s.size());
+      f.bytes.emplace(field, s.substr(pos, n));
+      pos += n;
+    } else {
+      REQUIRE(wire == 2);
+      const uint64_t n = read_varint(s, pos);
+      REQUIRE(n <= s.size() - pos);
+      f.bytes.emplace(field, s.substr(pos, n));
+      pos += n;
+    }
+  }
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("crc32c: check values") {
+  const std::string digits = "123456789";
+  CHECK(volt::crc32c(digits.data(), digits.size()) == 0xE3069283u);
+  CHECK(volt::crc32c("", 0) == 0u);
+  // RFC 3720 (iSCSI) B.4 test vectors.
+  std::vector<unsigned char> zeros(32, 0), ones(32, 0xFF), ascending(32);
+  for (int i = 0; i < 32; ++i) ascending[i] = static_cast<unsigned char>(i);
+  CHECK(volt::crc32c(zeros.data(), 32) == 0x8A9136AAu);
+  CHECK(volt::crc32c(ones.data(), 32) == 0x62A8AB43u);
+  CHECK(volt::crc32c(ascending.data(), 32) == 0x46DD794Eu);
+  // A running checksum over pieces equals the checksum of the whole.
+  CHECK(volt::crc32c(digits.data() + 4, 5, volt::crc32c(digits.data(), 4)) == 0xE3069283u);
+  // Masking: ((crc >> 15) | (crc << 17)) + 0xa282ead8.
+  const uint32_t crc = 0xE3069283u;
+  CHECK(volt::masked_crc32c(digits.data(), digits.size()) == static_cast<uint32_t>(((crc >> 15) | (crc << 17)) + 0xa282ead8u));
+}
+
+TEST_CASE("tfrecord: framing round-trip and corrupt files") {
+  TempDir tmp;
+  const std::string path = tmp.str("records.tfrecord");
+  std::vector<std::string> records = {"", "a", std::string(1000, '\x7f'), std::string("\0\1\2\3", 4)};
+  std::string big(70000, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131) % 251);
+  records.push_back(big);
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    for (const auto& r : records) volt::tfrecord_write(f, r, path);
+    std::fclose(f);
+  }
+  CHECK(volt::tfrecord_read_all(path) == records);
+
+  // Layout of the second record ("a"): u64 length 1, masked CRC of those 8 bytes, 'a', masked CRC of "a".
+  const std::string bytes = read_text(path);
+  const std::string second = bytes.substr(16, 17);
+  const unsigned char len_le[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+  CHECK(std::memcmp(second.data(), len_le, 8) == 0);
+  uint32_t len_crc, data_crc;
+  std::memcpy(&len_crc, second.data() + 8, 4);
+  std::memcpy(&data_crc, second.data() + 13, 4);
+  CHECK(len_crc == volt::masked_crc32c(len_le, 8));
+  CHECK(second[12] == 'a');
+  CHECK(data_crc == volt::masked_crc32c("a", 1));
+  CHECK(volt::tfrecord_frame("a") == second);
+
+  SUBCASE("a flipped data byte fails the data checksum") {
+    std::string bad = bytes;
+    bad[16 + 12] = 'b';
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bad;
+    const std::string msg = error_of([&] { volt::tfrecord_read_all(path); });
+    CHECK(contains(msg, path));
+    CHECK(contains(msg, "data checksum"));
+  }
+  SUBCASE("a truncated file is reported, not read short") {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() - 3);
+    const std::string msg = error_of([&] { volt::tfrecord_read_all(path); });
+    CHECK(contains(msg, path));
+    CHECK(contains(msg, "file ends"));
+  }
+  SUBCASE("a missing file") {
+    CHECK(contains(error_of([&] { volt::tfrecord_read_all(tmp.str("nope")); }), tmp.str("nope")));
+  }
+}
+
+TEST_CASE("SummaryWriter: file name and Event records decoded in C++") {
+  TempDir tmp;
+  const std::string dir = tmp.str("run");  // created by the writer
+  std::string path;
+  {
+    volt::SummaryWriter w(dir);
+    path = w.file_path();
+    w.add_scalar("train/loss", 0.75, 12);
+    // Flushed after each add: the record is in the file before close().
+    CHECK(volt::tfrecord_read_all(path).size() == 2);
+    w.add_histogram("weights", {-1.f, 0.f, 0.5f, 2.f}, 3, 4);
+    w.add_graph({{"input", "Input", {}, {}}, {"fc", "Linear", {"input"}, {{"out_features", "10"}}}});
+  }
+  const std::string name = fs::path(path).filename().string();
+  INFO("file: " << name);
+  CHECK(name.rfind("events.out.tfevents.", 0) == 0);
+  CHECK(fs::path(path).parent_path() == fs::path(dir));
+  CHECK(contains(name, "." + std::to_string(::getpid()) + "."));
+
+  const std::vector<std::string> recs = volt::tfrecord_read_all(path);
+  REQUIRE(recs.size() == 4);
+  const double now = static_cast<double>(std::time(nullptr));
+
+  const Fields first = decode(recs[0]);
+  CHECK(first.one(3) == "brain.Event:2");
+  CHECK(std::fabs(first.f64(1) - now) < 600);
+
+  const Fields scalar_event = decode(recs[1]);
+  REQUIRE(scalar_event.ints.count(2) == 1);
+  CHECK(scalar_event.ints.find(2)->second == 12u);
+  const Fields value = decode(decode(scalar_event.one(5)).one(1));
+  CHECK(value.one(1) == "train/loss");
+  CHECK(value.f32(2) == 0.75f);
+
+  const Fields histo = decode(decode(decode(decode(recs[2]).one(5)).one(1)).one(5));
+  CHECK(histo.f64(1) == -1.0);   // min
+  CHECK(histo.f64(2) == 2.0);    // max
+  CHECK(histo.f64(3) == 4.0);    // num
+  CHECK(histo.f64(4) == 1.5);    // sum
+  CHECK(histo.f64(5) == 5.25);   // sum of squares
+  const std::string counts = histo.one(7);
+  REQUIRE(counts.size() % 8 == 0);
+  double total = 0;
+  for (size_t i = 0; i < counts.size(); i += 8) {
+    double c;
+    std::memcpy(&c, counts.data() + i, 8);
+    total += c;
+  }
+  CHECK(total == 4.0);
+  CHECK(histo.one(6).size() == counts.size());
+
+  const Fields graph = decode(decode(recs[3]).one(4));
+  CHECK(graph.bytes.count(1) == 2);
+  const auto fc_node = std::next(graph.bytes.find(1));
+  const Fields fc = decode(fc_node->second);
+  CHECK(fc.one(1) == "fc");
+  CHECK(fc.one(2) == "Linear");
+  CHECK(fc.one(3) == "input");
+  const Fields attr = decode(fc.one(5));
+  CHECK(attr.one(1) == "out_features");
+  CHECK(decode(attr.one(2)).one(2) == "10");
+}
+
+TEST_CASE("SummaryWriter: two writers in one process get different files; bad input throws") {
+  TempDir tmp;
+  volt::SummaryWriter a(tmp.str()), b(tmp.str());
+  CHECK(a.file_path() != b.file_path());
+  CHECK(event_files(tmp.str()).size() == 2);
+
+  const uint8_t px[12] = {};
+  CHECK(contains(error_of([&] { a.add_image_png("img", px, 2, 2, 5, 0); }), "channels"));
+  CHECK(contains(error_of([&] { a.add_image_png("img", px, 0, 2, 3, 0); }), "img"));
+  CHECK(contains(error_of([&] { a.add_image_png("img", nullptr, 2, 2, 3, 0); }), "null"));
+  CHECK(contains(error_of([&] { a.add_histogram("h", {}, 0); }), "h"));
+  CHECK(contains(error_of([&] { a.add_histogram("w/nan", {1.f, NAN, INFINITY}, 0); }), "w/nan"));
+  a.close();
+  a.close();  // idempotent
+  CHECK(contains(error_of([&] { a.add_scalar("x", 1, 0); }), "closed"));
+}
+
+TEST_CASE("histograms: exponential and fixed-width buckets") {
+  std::vector<float> values;
+  for (int i = 0; i < 1000; ++i) values.push_back(std::sin(0.37f * i) * 3.f + 0.25f);
+
+  for (int bins : {0, 1, 7, 64}) {
+    CAPTURE(bins);
+    const volt::tb::Histogram h = volt::tb::make_histogram(values, bins, "t");
+    double total = 0;
+    for (double c : h.bucket) total += c;
+    CHECK(total == 1000.0);
+    CHECK(h.num == 1000.0);
+    CHECK(h.bucket.size() == h.bucket_limit.size());
+    CHECK(h.bucket.front() == 0.0);  // the empty bucket that marks the left edge
+    CHECK(h.bucket.back() > 0.0);    // trailing empty buckets dropped
+    for (size_t i = 1; i < h.bucket_limit.size(); ++i) CHECK(h.bucket_limit[i] > h.bucket_limit[i - 1]);
+    CHECK(h.bucket_limit.front() <= h.min);
+    CHECK(h.bucket_limit.back() >= h.max);
+    if (bins > 0) CHECK(h.bucket.size() <= size_t(bins) + 1);
+  }
+  // Every value equal: the fixed-width range widens to +-0.5.
+  const volt::tb::Histogram same = volt::tb::make_histogram({2.f, 2.f, 2.f}, 1, "same");
+  CHECK(same.min == 2.0);
+  CHECK(same.max == 2.0);
+  CHECK(same.bucket_limit == std::vector<double>{1.5, 2.5});
+  CHECK(same.bucket == std::vector<double>{0.0, 3.0});
+  // Exponential edges: 1.0 falls in a bucket whose right edge is just above it (factor 1.1).
+  const volt::tb::Histogram one = volt::tb::make_histogram({1.f}, 0, "one");
+  REQUIRE(one.bucket.size() == 2);
+  CHECK(one.bucket_limit[0] <= 1.0);
+  CHECK(one.bucket_limit[1] > 1.0);
+  CHECK(one.bucket_limit[1] < 1.1 * 1.0000001);
+  CHECK(contains(error_of([] { volt::tb::make_histogram({1.f}, -1, "neg"); }), "bins"));
+}
+
+TEST_CASE("CSVLogger: columns grow, rows keep their cells, the file is replaced atomically") {
+  TempDir tmp;
+  const std::string dir = tmp.str("csv/version_0");
+  {
+    volt::CSVLogger log(dir, 1);
+    log.log_metrics({{"train_loss", 0.5}}, 0, 0);
+    CHECK(read_text(log.metrics_path()) == "epoch,step,train_loss\n0,0,0.5\n");
+    log.log_metrics({{"train_loss", 0.25}, {"lr", 0.1}}, 50, 0);
+    log.log_metrics({{"val_acc", 0.875}, {"weird,name", 3}}, 99);  // no epoch: empty cell
+    const std::vector<std::string> lines = lines_of(read_text(log.metrics_path()));
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[0] == "epoch,step,lr,train_loss,val_acc,\"weird,name\"");
+    CHECK(lines[1] == "0,0,,0.5,,");
+    CHECK(lines[2] == "0,50,0.1,0.25,,");
+    CHECK(lines[3] == ",99,,,0.875,3");
+    CHECK(contains(error_of([&] { log.log_metrics({{"step", 1}}, 0); }), "reserved"));
+  }
+  for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename() == "metrics.csv");
+
+  SUBCASE("buffered rows are written at flush_every_n_rows and on destruction") {
+    const std::string d2 = tmp.str("buffered");
+    {
+      volt::CSVLogger log(d2, 3);
+      log.log_metrics({{"a", 1}}, 1);
+      log.log_metrics({{"a", 2}}, 2);
+      CHECK_FALSE(fs::exists(log.metrics_path()));
+      log.log_metrics({{"a", 3}}, 3);
+      CHECK(lines_of(read_text(log.metrics_path())).size() == 4);
+      log.log_metrics({{"b", 1e-8}}, 4);
+    }
+    const std::vector<std::string> lines = lines_of(read_text(d2 + "/metrics.csv"));
+    REQUIRE(lines.size() == 5);
+    CHECK(lines[0] == "epoch,step,a,b");
+    CHECK(lines[4] == ",4,,1e-08");
+  }
+}
+
+TEST_CASE("hparams.yaml: key: value lines, strings quoted when plain YAML would misread them") {
+  const volt::HParams hp = {{"lr", 0.001},
+                            {"batch_size", 64.0},
+                            {"optimizer", std::string("adam")},
+                            {"nesterov", true},
+                            {"note", std::string("yes")},
+                            {"empty", std::string("")},
+                            {"ratio", std::string("1e3")},
+                            {"path", std::string("a: b # c")},
+                            {"tiny", 1e-8},
+                            {"has space", std::string("line\nbreak \"q\"")}};
+  const std::string yaml = volt::hparams_to_yaml(hp);
+  CHECK(yaml ==
+        "batch_size: 64.0\n"
+        "empty: \"\"\n"
+        "\"has space\": \"line\\nbreak \\\"q\\\"\"\n"
+        "lr: 0.001\n"
+        "nesterov: true\n"
+        "note: \"yes\"\n"
+        "optimizer: adam\n"
+        "path: \"a: b # c\"\n"
+        "ratio: \"1e3\"\n"
+        "tiny: 1.0e-08\n");
+  TempDir tmp;
+  volt::CSVLogger log(tmp.str());
+  log.log_hparams(hp);
+  CHECK(read_text(log.hparams_path()) == yaml);
+  CHECK(volt::hparams_to_yaml({}) == "{}\n");
+  CHECK(volt::format_double(0.1) == "0.1");
+  CHECK(volt::format_double(1.0 / 3.0) == "0.3333333333333333");
+  CHECK(volt::format_double(-2) == "-2");
+}
+
+TEST_CASE("next_version_dir: version_N with N = 1 + the largest existing") {
+  TempDir tmp;
+  const std::string root = tmp.str("logs");
+  CHECK(volt::next_version_dir(root, "exp") == (fs::path(root) / "exp" / "version_0").string());
+  CHECK(fs::is_directory(fs::path(root) / "exp" / "version_0"));
+  CHECK(volt::next_version_dir(root, "exp") == (fs::path(root) / "exp" / "version_1").string());
+  fs::create_directories(fs::path(root) / "exp" / "version_7");
+  fs::create_directories(fs::path(root) / "exp" / "version_x");
+  fs::create_directories(fs::path(root) / "exp" / "version_12a");
+  std::ofstream(fs::path(root) / "exp" / "version_40");  // a file, not a folder: ignored
+  CHECK(volt::next_version(root + "/exp") == 8);
+  CHECK(volt::next_version_dir(root, "exp") == (fs::path(root) / "exp" / "version_8").string());
+  // A gap below the largest is not reused (Lightning's rule).
+  fs::remove_all(fs::path(root) / "exp" / "version_1");
+  CHECK(volt::next_version(root + "/exp") == 9);
+  // No name: versions directly under root; another name counts on its own.
+  CHECK(volt::next_version_dir(tmp.str("flat"), "") == (fs::path(tmp.str("flat")) / "version_0").string());
+  CHECK(volt::next_version_dir(root, "other") == (fs::path(root) / "other" / "version_0").string());
+  CHECK(volt::next_version(tmp.str("missing")) == 0);
+}
+
+TEST_CASE("bad log dir: volt::Error naming the path") {
+  TempDir tmp;
+  const std::string file = tmp.str("plain_file");
+  std::ofstream(file) << "x";
+  const std::string under_file = file + "/logs";
+
+  std::string msg = error_of([&] { volt::SummaryWriter w(under_file); });
+  CHECK(contains(msg, under_file));
+  CHECK(contains(msg, "SummaryWriter"));
+  msg = error_of([&] { volt::SummaryWriter w(file); });  // exists but is a file
+  CHECK(contains(msg, file));
+  msg = error_of([&] { volt::CSVLogger log(under_file); });
+  CHECK(contains(msg, under_file));
+  msg = error_of([&] { volt::next_version_dir(file, "exp"); });
+  CHECK(contains(msg, file));
+  msg = error_of([&] { volt::write_file_atomic(under_file + "/metrics.csv", "x"); });
+  CHECK(contains(msg, under_file));
+  CHECK(contains(error_of([] { volt::SummaryWriter w(""); }), "empty"));
+}
+
+TEST_CASE("TensorBoard's EventAccumulator reads the event file") {
+  if (std::system("python3 -c 'import tensorboard' >/dev/null 2>&1") != 0)
+    volt::test::skip("tensorboard not installed (pip install tensorboard)");
+  TempDir tmp;
+  const std::string dir = tmp.str("tb");
+  {
+    volt::SummaryWriter w(dir);
+    const double losses[] = {2.5, 1.25, 0.625, 0.5};
+    for (int i = 0; i < 4; ++i) w.add_scalar("train/loss", losses[i], i * 10);
+    w.add_scalar("val/acc", 0.75, 30);
+    std::vector<float> weights;
+    for (int i = 0; i < 257; ++i) weights.push_back(std::cos(0.1f * i) * 0.5f);
+    w.add_histogram("fc/weight", weights, 30);
+    w.add_histogram("fc/bias", weights, 30, 16);
+    std::vector<uint8_t> rgb(5 * 7 * 3), gray(4 * 6);
+    for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = static_cast<uint8_t>(i * 37);
+    for (size_t i = 0; i < gray.size(); ++i) gray[i] = static_cast<uint8_t>(i * 11);
+    w.add_image_png("samples/rgb", rgb.data(), 5, 7, 3, 30);
+    w.add_image_png("samples/gray", gray.data(), 4, 6, 1, 30);
+    w.add_hparams({{"lr", 0.5}, {"optimizer", std::string("sgd")}, {"nesterov", true}}, {{"hp/final_acc", 0.875}});
+    w.add_graph({{"input", "Input", {}, {{"shape", "[N, 1, 28, 28]"}}},
+                 {"features/conv1", "Conv2d", {"input"}, {{"kernel_size", "3x3"}}},
+                 {"features/relu1", "ReLU", {"features/conv1"}, {}},
+                 {"classifier/fc", "Linear", {"features/relu1"}, {{"out_features", "10"}}}});
+  }
+  const std::string script = std::string(VOLT_SOURCE_DIR) + "/tests/tensorboard_read.py";
+  const std::string err_path = tmp.str("stderr.txt");
+  const std::string cmd = "python3 '" + script + "' '" + dir + "' 2>'" + err_path + "'";
+  std::FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), pipe)) > 0;) out.append(buf, n);
+  const int status = ::pclose(pipe);
+  INFO("command: " << cmd << "\nstdout: " << out << "\nstderr: " << read_text(err_path));
+  REQUIRE(status == 0);
+  MESSAGE("TensorBoard saw: " << out);
+
+  // json.dumps(sort_keys=True) output; the values are exact in float32 so they print exactly.
+  CHECK(contains(out, "\"train/loss\": [[0, 2.5], [10, 1.25], [20, 0.625], [30, 0.5]]"));
+  CHECK(contains(out, "\"val/acc\": [[30, 0.75]]"));
+  CHECK(contains(out, "\"hp/final_acc\": [[0, 0.875]]"));
+  CHECK(contains(out, "\"histograms\": [\"fc/bias\", \"fc/weight\"]"));
+  CHECK(contains(out, "\"images\": [\"samples/gray\", \"samples/rgb\"]"));
+  CHECK(contains(out, "\"bucket_count_total\": 257.0"));
+  CHECK(contains(out, "\"num\": 257.0"));
+  CHECK(contains(out, "\"height\": 5, \"png_signature_ok\": true, \"step\": 30, \"width\": 7"));
+  CHECK(contains(out, "\"height\": 4, \"png_signature_ok\": true, \"step\": 30, \"width\": 6"));
+  CHECK(contains(out, "\"graph\": true"));
+  CHECK(contains(out, "{\"attrs\": {\"kernel_size\": \"3x3\"}, \"inputs\": [\"input\"], \"name\": \"features/conv1\", \"op\": \"Conv2d\"}"));
+  CHECK(contains(out, "\"classifier/fc\""));
+  // The hparams plugin's three summaries, with the values and the metric.
+  CHECK(contains(out, "\"_hparams_/experiment\""));
+  CHECK(contains(out, "\"_hparams_/session_start_info\""));
+  CHECK(contains(out, "\"_hparams_/session_end_info\""));
+  CHECK(contains(out, "{\"name\": \"lr\", \"type\": \"DATA_TYPE_FLOAT64\"}"));
+  CHECK(contains(out, "{\"name\": \"optimizer\", \"type\": \"DATA_TYPE_STRING\"}"));
+  CHECK(contains(out, "{\"name\": \"nesterov\", \"type\": \"DATA_TYPE_BOOL\"}"));
+  CHECK(contains(out, "\"metric_infos\": [{\"name\": {\"tag\": \"hp/final_acc\"}}]"));
+  CHECK(contains(out, "\"hparams\": {\"lr\": 0.5, \"nesterov\": true, \"optimizer\": \"sgd\"}"));
+  CHECK(contains(out, "\"status\": \"STATUS_SUCCESS\""));
+}
