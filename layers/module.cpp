@@ -1,6 +1,7 @@
 // Module bookkeeping: names, state_dict, train/eval, printing.
 #include "layers/module.h"
 
+#include <atomic>
 #include <ostream>
 #include <set>
 #include <sstream>
@@ -9,6 +10,21 @@
 #include "engine/error.h"
 
 namespace volt {
+
+namespace {
+std::atomic<ForwardObserver*> g_observer{nullptr};
+}
+
+void set_forward_observer(ForwardObserver* observer) { g_observer.store(observer); }
+
+Tensor Module::operator()(const Tensor& x) {
+  ForwardObserver* obs = g_observer.load(std::memory_order_relaxed);
+  if (!obs) return forward(x);
+  obs->before(*this);
+  Tensor y = forward(x);
+  obs->after(*this);
+  return y;
+}
 
 const Tensor* StateDict::find(const std::string& name) const {
   for (const auto& [n, t] : items_)
@@ -160,7 +176,7 @@ void Sequential::push_back(std::shared_ptr<Module> m) { register_module(std::to_
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (const auto& c : children()) h = c.second->forward(h);
+  for (const auto& c : children()) h = (*c.second)(h);
   return h;
 }
 

@@ -25,11 +25,23 @@ class StateDict {
   std::vector<std::pair<std::string, Tensor>> items_;
 };
 
+class Module;
+
+// Sees every module call made through Module::operator() (containers call their children that
+// way): the profiler's per-layer timing. One process-wide observer; nullptr turns it off.
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  virtual void before(const Module& m) = 0;
+  virtual void after(const Module& m) = 0;
+};
+void set_forward_observer(ForwardObserver* observer);
+
 class Module {
  public:
   virtual ~Module() = default;
   virtual Tensor forward(const Tensor& x) = 0;
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  Tensor operator()(const Tensor& x);  // forward, seen by the forward observer
   virtual std::string type_name() const = 0;
   virtual std::string extra_repr() const { return ""; }
 

@@ -32,8 +32,8 @@ Tensor SeedCNN::forward(const Tensor& x) {
                  x.size(3) == opts_.width,
              "SeedCNN: expected input [N, ", opts_.in_channels, ", ", opts_.height, ", ", opts_.width, "], got ",
              x.defined() ? shape_str(x.shape()) : "undefined");
-  Tensor h = block2->forward(block1->forward(x));
-  return fc_layers->forward(h.flatten(1));
+  Tensor h = (*block2)((*block1)(x));
+  return (*fc_layers)(h.flatten(1));
 }
 
 }  // namespace volt

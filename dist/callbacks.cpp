@@ -1,0 +1,221 @@
+// ModelCheckpoint and EarlyStopping (see callbacks.h).
+#include "dist/callbacks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "dist/csv_logger.h"
+#include "dist/log_dir.h"
+#include "dist/trainer.h"
+#include "engine/error.h"
+
+namespace volt {
+
+namespace fs = std::filesystem;
+
+ModelCheckpoint::ModelCheckpoint(const ModelCheckpointOptions& o) : o_(o) {
+  VOLT_CHECK(o.mode == "min" || o.mode == "max", "ModelCheckpoint: mode \"", o.mode, "\" (choices: min, max)");
+  VOLT_CHECK(o.save_top_k >= -1, "ModelCheckpoint: save_top_k must be >= -1, got ", o.save_top_k);
+  VOLT_CHECK(o.every_n_epochs >= 1, "ModelCheckpoint: every_n_epochs must be >= 1, got ", o.every_n_epochs);
+  VOLT_CHECK(!o.monitor.empty() || o.save_top_k <= 1 || o.save_top_k == -1,
+             "ModelCheckpoint: save_top_k=", o.save_top_k, " needs a monitor metric to rank the checkpoints");
+}
+
+std::string ModelCheckpoint::format_name(const std::string& tmpl, const std::map<std::string, double>& values) {
+  std::string out;
+  size_t i = 0;
+  while (i < tmpl.size()) {
+    if (tmpl[i] != '{') {
+      out += tmpl[i++];
+      continue;
+    }
+    const size_t close = tmpl.find('}', i);
+    VOLT_CHECK(close != std::string::npos, "ModelCheckpoint: unclosed '{' in filename \"", tmpl, "\"");
+    std::string key = tmpl.substr(i + 1, close - i - 1), fmt;
+    if (const size_t c = key.find(':'); c != std::string::npos) {
+      fmt = key.substr(c + 1);
+      key = key.substr(0, c);
+    }
+    auto it = values.find(key);
+    if (it == values.end()) {
+      std::string known;
+      for (const auto& [k, v] : values) known += (known.empty() ? "" : ", ") + k;
+      VOLT_FAIL("ModelCheckpoint: filename \"", tmpl, "\" uses {", key, "}, which is not a logged metric (known: ",
+                known, ")");
+    }
+    const bool named = out.size() >= key.size() + 1 && out.compare(out.size() - key.size() - 1, key.size() + 1,
+                                                                     key + "=") == 0;
+    if (!named) out += key + "=";
+    char buf[64];
+    if (!fmt.empty()) {
+      std::snprintf(buf, sizeof buf, ("%" + fmt).c_str(), it->second);
+    } else if (key == "epoch" || key == "step" || std::floor(it->second) == it->second) {
+      std::snprintf(buf, sizeof buf, "%lld", (long long)it->second);
+    } else {
+      std::snprintf(buf, sizeof buf, "%.4f", it->second);
+    }
+    out += buf;
+    i = close + 1;
+  }
+  return out;
+}
+
+void ModelCheckpoint::on_fit_start(Trainer& t, LightningModule&) {
+  if (!t.writes_files()) return;
+  dir_ = o_.dirpath.empty() ? t.log_dir() + "/checkpoints" : o_.dirpath;
+  VOLT_CHECK(!dir_.empty() && dir_ != "/checkpoints", "ModelCheckpoint: no dirpath and the trainer has no log folder");
+  make_log_dir(dir_, "ModelCheckpoint");
+}
+
+bool ModelCheckpoint::better(double a, double b) const {
+  if (std::isnan(a)) return false;
+  if (std::isnan(b)) return true;
+  return o_.mode == "min" ? a < b : a > b;
+}
+
+void ModelCheckpoint::sort_top() {
+  std::stable_sort(top_.begin(), top_.end(), [this](auto& x, auto& y) { return better(x.first, y.first); });
+}
+
+void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
+  if (!t.writes_files() || dir_.empty()) return;
+  const int64_t epoch = t.current_epoch();
+  if ((epoch + 1) % o_.every_n_epochs != 0 && !t.should_stop()) return;
+  std::map<std::string, double> values = t.callback_metrics();
+  values["epoch"] = double(epoch);
+  values["step"] = double(t.global_step());
+  double score = std::numeric_limits<double>::quiet_NaN();
+  if (!o_.monitor.empty()) {
+    auto it = values.find(o_.monitor);
+    if (it == values.end()) {
+      std::string known;
+      for (const auto& [k, v] : t.callback_metrics()) known += (known.empty() ? "" : ", ") + k;
+      VOLT_FAIL("ModelCheckpoint: monitor \"", o_.monitor, "\" was not logged (logged: ", known, ")");
+    }
+    score = it->second;
+  } else {
+    score = double(t.global_step());  // newest is best
+  }
+  const bool by_recency = o_.monitor.empty();
+  if (o_.save_top_k != 0) {
+    const std::string path = dir_ + "/" + format_name(o_.filename, values) + ".ckpt";
+    bool keep = o_.save_top_k == -1 || int64_t(top_.size()) < o_.save_top_k;
+    if (!keep) {
+      // mode max with recency: larger step is better
+      const auto& worst = top_.back();
+      keep = by_recency ? score > worst.first : better(score, worst.first);
+    }
+    if (keep) {
+      t.save_checkpoint(path);
+      top_.erase(std::remove_if(top_.begin(), top_.end(), [&](auto& e) { return e.second == path; }), top_.end());
+      top_.emplace_back(score, path);
+      if (by_recency)
+        std::stable_sort(top_.begin(), top_.end(), [](auto& x, auto& y) { return x.first > y.first; });
+      else
+        sort_top();
+      while (o_.save_top_k >= 0 && int64_t(top_.size()) > o_.save_top_k) {
+        std::error_code ec;
+        fs::remove(top_.back().second, ec);
+        top_.pop_back();
+      }
+      best_path_ = top_.front().second;
+      best_score_ = top_.front().first;
+    }
+  }
+  if (o_.save_last) {
+    last_path_ = dir_ + "/last.ckpt";
+    t.save_checkpoint(last_path_);
+  }
+}
+
+std::map<std::string, std::string> ModelCheckpoint::state_dict() const {
+  std::map<std::string, std::string> s;
+  s["best_model_path"] = best_path_;
+  s["best_model_score"] = format_double(best_score_);
+  s["dirpath"] = dir_;
+  s["count"] = std::to_string(top_.size());
+  for (size_t i = 0; i < top_.size(); ++i) {
+    s["top." + std::to_string(i) + ".score"] = format_double(top_[i].first);
+    s["top." + std::to_string(i) + ".path"] = top_[i].second;
+  }
+  return s;
+}
+
+void ModelCheckpoint::load_state_dict(const std::map<std::string, std::string>& s) {
+  auto get = [&](const std::string& k) {
+    auto it = s.find(k);
+    VOLT_CHECK(it != s.end(), "ModelCheckpoint: checkpoint state has no \"", k, "\"");
+    return it->second;
+  };
+  if (s.empty()) return;
+  // A resumed run writes into its own folder; keep the ranking only when the folder is the same.
+  if (get("dirpath") != dir_) return;
+  top_.clear();
+  const size_t n = std::stoul(get("count"));
+  for (size_t i = 0; i < n; ++i) {
+    const std::string path = get("top." + std::to_string(i) + ".path");
+    if (fs::exists(path)) top_.emplace_back(std::stod(get("top." + std::to_string(i) + ".score")), path);
+  }
+  if (!top_.empty()) {
+    best_path_ = top_.front().second;
+    best_score_ = top_.front().first;
+  }
+}
+
+EarlyStopping::EarlyStopping(const EarlyStoppingOptions& o) : o_(o) {
+  VOLT_CHECK(o.mode == "min" || o.mode == "max", "EarlyStopping: mode \"", o.mode, "\" (choices: min, max)");
+  VOLT_CHECK(o.patience >= 0, "EarlyStopping: patience must be >= 0, got ", o.patience);
+  VOLT_CHECK(!o.monitor.empty(), "EarlyStopping: no monitor metric given");
+  best_ = o.mode == "min" ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+}
+
+void EarlyStopping::on_train_epoch_end(Trainer& t, LightningModule&) {
+  const auto& m = t.callback_metrics();
+  auto it = m.find(o_.monitor);
+  if (it == m.end()) {
+    std::string known;
+    for (const auto& [k, v] : m) known += (known.empty() ? "" : ", ") + k;
+    VOLT_FAIL("EarlyStopping: monitor \"", o_.monitor, "\" was not logged (logged: ", known, ")");
+  }
+  const double v = it->second;
+  std::ostringstream why;
+  bool stop = false;
+  if (o_.check_finite && !std::isfinite(v)) {
+    why << "Monitored metric " << o_.monitor << " = " << v << " is not finite. Previous best value was " << best_
+        << ". Signaling Trainer to stop.";
+    stop = true;
+  } else {
+    const double d = std::fabs(o_.min_delta);
+    const bool improved = o_.mode == "min" ? v < best_ - d : v > best_ + d;
+    if (improved) {
+      best_ = v;
+      wait_ = 0;
+    } else if (++wait_ >= o_.patience) {
+      why << "Monitored metric " << o_.monitor << " did not improve in the last " << wait_
+          << " records. Best score: " << best_ << ". Signaling Trainer to stop.";
+      stop = true;
+    }
+  }
+  if (stop) {
+    reason_ = why.str();
+    stopped_epoch_ = t.current_epoch();
+    t.request_stop();
+  }
+}
+
+std::map<std::string, std::string> EarlyStopping::state_dict() const {
+  return {{"best", format_double(best_)}, {"wait", std::to_string(wait_)}};
+}
+
+void EarlyStopping::load_state_dict(const std::map<std::string, std::string>& s) {
+  if (s.empty()) return;
+  auto b = s.find("best"), w = s.find("wait");
+  VOLT_CHECK(b != s.end() && w != s.end(), "EarlyStopping: checkpoint state lacks best/wait");
+  best_ = std::stod(b->second);
+  wait_ = std::stoll(w->second);
+}
+
+}  // namespace volt

@@ -1,0 +1,97 @@
+// Trainer callbacks: the Callback interface, ModelCheckpoint (top-k by a monitored metric, last.ckpt,
+// every_n_epochs, a filename template) and EarlyStopping (patience, min_delta, check_finite).
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace volt {
+
+class Trainer;
+class LightningModule;
+
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual std::string name() const = 0;  // key of its state in a checkpoint
+  virtual void on_fit_start(Trainer&, LightningModule&) {}
+  // After the epoch's training batches, its validation and the epoch metrics are in.
+  virtual void on_train_epoch_end(Trainer&, LightningModule&) {}
+  virtual void on_fit_end(Trainer&, LightningModule&) {}
+  // Saved in (and restored from) checkpoints so a resumed run continues the same way.
+  virtual std::map<std::string, std::string> state_dict() const { return {}; }
+  virtual void load_state_dict(const std::map<std::string, std::string>&) {}
+};
+
+struct ModelCheckpointOptions {
+  std::string dirpath;                        // "" = <version dir>/checkpoints
+  std::string filename = "epoch={epoch}-step={step}";  // {name} or {name:.4f}; ".ckpt" is appended
+  std::string monitor;                        // "" = no metric: keep the latest save_top_k
+  std::string mode = "min";                   // "min" or "max"
+  int64_t save_top_k = 1;                     // -1 all, 0 none (last.ckpt still with save_last)
+  bool save_last = false;                     // also "last.ckpt" after every save
+  int64_t every_n_epochs = 1;
+};
+
+class ModelCheckpoint : public Callback {
+ public:
+  explicit ModelCheckpoint(const ModelCheckpointOptions& o = {});
+  std::string name() const override { return "ModelCheckpoint"; }
+  void on_fit_start(Trainer& t, LightningModule& m) override;
+  void on_train_epoch_end(Trainer& t, LightningModule& m) override;
+  std::map<std::string, std::string> state_dict() const override;
+  void load_state_dict(const std::map<std::string, std::string>& s) override;
+
+  const std::string& best_model_path() const { return best_path_; }
+  double best_model_score() const { return best_score_; }
+  const std::string& last_model_path() const { return last_path_; }
+  const std::string& dirpath() const { return dir_; }
+  // The kept files and their scores (best first).
+  const std::vector<std::pair<double, std::string>>& best_k_models() const { return top_; }
+  const ModelCheckpointOptions& options() const { return o_; }
+
+  // The filename template filled in: "{epoch}" -> "epoch=3" unless written "epoch={epoch}";
+  // "{val_loss:.4f}" -> "val_loss=0.1234". An unknown name throws volt::Error listing the known ones.
+  static std::string format_name(const std::string& tmpl, const std::map<std::string, double>& values);
+
+ private:
+  bool better(double a, double b) const;
+  void sort_top();
+  ModelCheckpointOptions o_;
+  std::string dir_, best_path_, last_path_;
+  double best_score_ = std::numeric_limits<double>::quiet_NaN();
+  std::vector<std::pair<double, std::string>> top_;
+};
+
+struct EarlyStoppingOptions {
+  std::string monitor = "val_loss";
+  double min_delta = 0.0;
+  int64_t patience = 3;   // epochs without improvement before stopping
+  std::string mode = "min";
+  bool check_finite = true;  // stop when the metric is NaN or infinite
+};
+
+class EarlyStopping : public Callback {
+ public:
+  explicit EarlyStopping(const EarlyStoppingOptions& o = {});
+  std::string name() const override { return "EarlyStopping"; }
+  void on_train_epoch_end(Trainer& t, LightningModule& m) override;
+  std::map<std::string, std::string> state_dict() const override;
+  void load_state_dict(const std::map<std::string, std::string>& s) override;
+
+  int64_t wait_count() const { return wait_; }
+  double best_score() const { return best_; }
+  int64_t stopped_epoch() const { return stopped_epoch_; }  // -1 while running
+  const std::string& reason() const { return reason_; }
+
+ private:
+  EarlyStoppingOptions o_;
+  double best_;
+  int64_t wait_ = 0, stopped_epoch_ = -1;
+  std::string reason_;
+};
+
+}  // namespace volt

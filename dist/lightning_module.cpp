@@ -1,0 +1,119 @@
+// LightningModule's log() and metric bookkeeping, and ClassifierModule (see lightning_module.h).
+#include "dist/lightning_module.h"
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace volt {
+
+void MetricStore::add(const std::string& name, double value, const LogOptions& o, int64_t batch_size) {
+  const bool training = stage_ == "train";
+  const bool on_step = o.on_step.value_or(training);
+  const bool on_epoch = o.on_epoch.value_or(!training);
+  const double w = double(batch_size < 0 ? batch_size_ : batch_size);
+  VOLT_CHECK(w > 0, "log(\"", name, "\"): batch_size must be positive, got ", w);
+  if (on_step) step_[name] = Entry{value, 1.0, o.prog_bar, o.logger};
+  if (on_epoch) {
+    Entry& e = epoch_[name];
+    e.value += value * w;
+    e.weight += w;
+    e.prog_bar = e.prog_bar || o.prog_bar;
+    e.logger = o.logger;
+  }
+}
+
+std::map<std::string, double> MetricStore::epoch_means(bool logger_only) const {
+  std::map<std::string, double> out;
+  for (const auto& [n, e] : epoch_)
+    if (e.weight > 0 && (!logger_only || e.logger)) out[n] = e.value / e.weight;
+  return out;
+}
+
+std::map<std::string, double> MetricStore::epoch_prog_bar() const {
+  std::map<std::string, double> out;
+  for (const auto& [n, e] : epoch_)
+    if (e.weight > 0 && e.prog_bar) out[n] = e.value / e.weight;
+  return out;
+}
+
+void LightningModule::log(const std::string& name, double value, const LogOptions& opts, int64_t batch_size) {
+  if (store_) store_->add(name, value, opts, batch_size);
+}
+
+void LightningModule::log(const std::string& name, const Tensor& value, const LogOptions& opts, int64_t batch_size) {
+  VOLT_CHECK(value.numel() == 1, "log(\"", name, "\"): expected a one-element tensor, got ", shape_str(value.shape()));
+  log(name, double(value.item()), opts, batch_size);
+}
+
+ClassifierModule::ClassifierModule(std::shared_ptr<Module> model, const ClassifierOptions& opts)
+    : model_(register_module("model", std::move(model))), o_(opts) {
+  VOLT_CHECK(model_ != nullptr, "ClassifierModule: no model given");
+}
+
+Tensor ClassifierModule::training_step(const Batch& batch, int64_t) {
+  Tensor logits = forward(batch.images);
+  Tensor loss = cross_entropy(logits, batch.labels, Reduction::Mean, o_.label_smoothing);
+  LogOptions lo;
+  lo.prog_bar = true;
+  log("train_loss", loss, lo);
+  return loss;
+}
+
+void ClassifierModule::validation_step(const Batch& batch, int64_t) {
+  Tensor logits = forward(batch.images);
+  LogOptions bar;
+  bar.prog_bar = true;
+  log("val_loss", cross_entropy(logits, batch.labels));
+  log("val_acc", accuracy(logits, batch.labels), bar);
+}
+
+void ClassifierModule::test_step(const Batch& batch, int64_t) {
+  Tensor logits = forward(batch.images);
+  log("test_loss", cross_entropy(logits, batch.labels));
+  log("test_acc", accuracy(logits, batch.labels));
+}
+
+OptimizerConfig ClassifierModule::configure_optimizers() {
+  OptimizerConfig c;
+  if (o_.optimizer == "adam" || o_.optimizer == "adamw") {
+    AdamOptions a = o_.optimizer == "adamw" ? AdamW::defaults() : AdamOptions{};
+    a.lr = o_.lr;
+    if (o_.weight_decay != 0 || o_.optimizer == "adam") a.weight_decay = o_.weight_decay;
+    if (o_.optimizer == "adamw")
+      c.optimizer = std::make_shared<AdamW>(parameters(), a);
+    else
+      c.optimizer = std::make_shared<Adam>(parameters(), a);
+  } else if (o_.optimizer == "sgd") {
+    SGDOptions s;
+    s.lr = o_.lr;
+    s.momentum = o_.momentum;
+    s.weight_decay = o_.weight_decay;
+    c.optimizer = std::make_shared<SGD>(parameters(), s);
+  } else {
+    VOLT_FAIL("ClassifierModule: unknown optimizer \"", o_.optimizer, "\" (choices: adam, adamw, sgd)");
+  }
+  if (o_.scheduler == "cosine") {
+    c.scheduler = std::make_shared<CosineAnnealingLR>(*c.optimizer, std::max<int64_t>(1, o_.max_epochs));
+  } else if (o_.scheduler == "step") {
+    c.scheduler = std::make_shared<StepLR>(*c.optimizer, std::max<int64_t>(1, o_.max_epochs / 3));
+  } else {
+    VOLT_CHECK(o_.scheduler.empty(), "ClassifierModule: unknown scheduler \"", o_.scheduler,
+               "\" (choices: none, cosine, step)");
+  }
+  c.interval = "epoch";
+  return c;
+}
+
+HParams ClassifierModule::hyperparameters() const {
+  HParams h;
+  h["model"] = model_->type_name();
+  h["optimizer"] = o_.optimizer;
+  h["lr"] = o_.lr;
+  h["momentum"] = o_.momentum;
+  h["weight_decay"] = o_.weight_decay;
+  h["scheduler"] = o_.scheduler.empty() ? std::string("none") : o_.scheduler;
+  h["num_parameters"] = double(model_->num_parameters());
+  return h;
+}
+
+}  // namespace volt

@@ -1,0 +1,124 @@
+// LightningModule: the model side of the Trainer, as in PyTorch Lightning (training_step,
+// validation_step, test_step, configure_optimizers, log, epoch hooks). ClassifierModule wraps any
+// Module with cross-entropy and logs train_loss, val_loss, val_acc, test_loss and test_acc.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "data/loader.h"
+#include "dist/hparams.h"
+#include "layers/module.h"
+#include "layers/optim/optimizer.h"
+#include "layers/optim/scheduler.h"
+
+namespace volt {
+
+// Lightning's log() flags. Unset on_step/on_epoch take Lightning's defaults: in training_step
+// on_step=true, on_epoch=false; in validation_step/test_step on_step=false, on_epoch=true.
+struct LogOptions {
+  std::optional<bool> on_step, on_epoch;
+  bool prog_bar = false;
+  bool logger = true;
+  bool sync_dist = false;  // one process: nothing to reduce
+};
+
+// What configure_optimizers() returns: the optimizer and optionally a scheduler stepped once per
+// epoch ("epoch") or per optimizer step ("step").
+struct OptimizerConfig {
+  std::shared_ptr<Optimizer> optimizer;
+  std::shared_ptr<LRScheduler> scheduler;
+  std::string interval = "epoch";
+};
+
+// The values logged in one stage: the current step's on_step values and the batch-size-weighted
+// epoch accumulators. The Trainer owns it and reads it; log() writes into it.
+class MetricStore {
+ public:
+  struct Entry {
+    double value = 0;  // step: the last value; epoch: weighted sum
+    double weight = 0;
+    bool prog_bar = false, logger = true;
+  };
+  void set_stage(const std::string& stage) { stage_ = stage; }  // "train", "val", "test", "sanity"
+  const std::string& stage() const { return stage_; }
+  void set_batch_size(int64_t n) { batch_size_ = n; }
+  void add(const std::string& name, double value, const LogOptions& o, int64_t batch_size);
+  void clear_step() { step_.clear(); }
+  void clear_epoch() { epoch_.clear(); }
+  const std::map<std::string, Entry>& step_values() const { return step_; }
+  // Epoch means (sum of value*batch_size / sum of batch_size) of the on_epoch values.
+  std::map<std::string, double> epoch_means(bool logger_only = false) const;
+  std::map<std::string, double> epoch_prog_bar() const;
+
+ private:
+  std::string stage_ = "train";
+  int64_t batch_size_ = 1;
+  std::map<std::string, Entry> step_, epoch_;
+};
+
+class Trainer;
+
+class LightningModule : public Module {
+ public:
+  std::string type_name() const override { return "LightningModule"; }
+
+  virtual Tensor training_step(const Batch& batch, int64_t batch_idx) = 0;  // returns the loss
+  virtual void validation_step(const Batch&, int64_t) {}
+  virtual void test_step(const Batch&, int64_t) {}
+  virtual OptimizerConfig configure_optimizers() = 0;
+  // Written to hparams.yaml and TensorBoard's HPARAMS tab (with the final metrics).
+  virtual HParams hyperparameters() const { return {}; }
+
+  virtual void on_fit_start() {}
+  virtual void on_fit_end() {}
+  virtual void on_train_epoch_start() {}
+  virtual void on_train_epoch_end() {}
+  virtual void on_validation_epoch_start() {}
+  virtual void on_validation_epoch_end() {}
+  virtual void on_test_epoch_end() {}
+
+  // batch_size < 0: the current batch's size. Outside a Trainer's loop it does nothing.
+  void log(const std::string& name, double value, const LogOptions& opts = {}, int64_t batch_size = -1);
+  void log(const std::string& name, const Tensor& value, const LogOptions& opts = {}, int64_t batch_size = -1);
+
+  int64_t current_epoch() const { return epoch_; }
+  int64_t global_step() const { return global_step_; }
+
+ private:
+  friend class Trainer;
+  friend struct TrainerRun;
+  MetricStore* store_ = nullptr;
+  int64_t epoch_ = 0, global_step_ = 0;
+};
+
+struct ClassifierOptions {
+  std::string optimizer = "adam";  // "adam", "adamw", "sgd"
+  double lr = 1e-3, momentum = 0.0, weight_decay = 0.0;
+  std::string scheduler;           // "", "cosine" (over max_epochs, per epoch), "step" (StepLR 1/3 epochs)
+  int64_t max_epochs = 1;          // for "cosine"/"step"
+  double label_smoothing = 0.0;
+};
+
+// Any Module (registered as child "model") trained with cross-entropy. Logs train_loss (step,
+// prog_bar), val_loss/val_acc and test_loss/test_acc (epoch means, val_acc on the progress bar).
+class ClassifierModule : public LightningModule {
+ public:
+  ClassifierModule(std::shared_ptr<Module> model, const ClassifierOptions& opts = {});
+  Tensor forward(const Tensor& x) override { return model_->forward(x); }
+  std::string type_name() const override { return "ClassifierModule"; }
+  Tensor training_step(const Batch& batch, int64_t batch_idx) override;
+  void validation_step(const Batch& batch, int64_t batch_idx) override;
+  void test_step(const Batch& batch, int64_t batch_idx) override;
+  OptimizerConfig configure_optimizers() override;
+  HParams hyperparameters() const override;
+  Module& model() const { return *model_; }
+
+ private:
+  std::shared_ptr<Module> model_;
+  ClassifierOptions o_;
+};
+
+}  // namespace volt

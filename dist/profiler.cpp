@@ -1,0 +1,80 @@
+// SimpleProfiler / AdvancedProfiler for the Trainer (see profiler.h).
+#include "dist/profiler.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "engine/error.h"
+
+namespace volt {
+
+
+Profiler::Profiler(const std::string& kind) : kind_(kind) {
+  VOLT_CHECK(kind.empty() || kind == "simple" || kind == "advanced", "profiler \"", kind,
+             "\" is not known (choices: simple, advanced, or empty for none)");
+}
+
+Profiler::~Profiler() { unwrap(); }
+
+void Profiler::add(const std::string& phase, double seconds) {
+  Row& r = rows_[phase];
+  r.total += seconds;
+  r.calls += 1;
+}
+
+void Profiler::wrap(Module& m) {
+  if (kind_ != "advanced") return;
+  struct Walk {
+    std::map<const Module*, std::string>& labels;
+    void run(const Module& node, const std::string& path) {
+      for (const auto& [name, child] : node.children()) {
+        const std::string child_path = path.empty() ? name : path + "/" + name;
+        labels[child.get()] = "forward/" + child_path + " (" + child->type_name() + ")";
+        run(*child, child_path);
+      }
+    }
+  };
+  labels_.clear();
+  Walk{labels_}.run(m, "");
+  starts_.clear();
+  set_forward_observer(this);
+  observing_ = true;
+}
+
+void Profiler::unwrap() {
+  if (!observing_) return;
+  set_forward_observer(nullptr);
+  observing_ = false;
+}
+
+// Calls nest (a block runs its layers), so start times are kept on a stack.
+void Profiler::before(const Module&) { starts_.push_back(std::chrono::steady_clock::now()); }
+
+void Profiler::after(const Module& m) {
+  if (starts_.empty()) return;
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - starts_.back()).count();
+  starts_.pop_back();
+  auto it = labels_.find(&m);
+  if (it != labels_.end()) add(it->second, sec);
+}
+
+void Profiler::report(std::ostream& os, double total_seconds) const {
+  if (!enabled()) return;
+  std::vector<std::pair<std::string, Row>> sorted(rows_.begin(), rows_.end());
+  std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.second.total > b.second.total; });
+  char line[512];
+  os << "\nProfiler report (" << kind_ << ")\n";
+  std::snprintf(line, sizeof line, "%-48s | %12s | %8s | %12s | %7s\n", "Action", "Mean (s)", "Calls", "Total (s)",
+                "Percent");
+  os << line << std::string(100, '-') << "\n";
+  std::snprintf(line, sizeof line, "%-48s | %12s | %8s | %12.5f | %6.1f%%\n", "Total", "-", "-", total_seconds, 100.0);
+  os << line;
+  for (const auto& [name, r] : sorted) {
+    std::snprintf(line, sizeof line, "%-48.48s | %12.6f | %8lld | %12.5f | %6.1f%%\n", name.c_str(),
+                  r.total / double(std::max<int64_t>(1, r.calls)), (long long)r.calls, r.total,
+                  total_seconds > 0 ? 100.0 * r.total / total_seconds : 0.0);
+    os << line;
+  }
+}
+
+}  // namespace volt

@@ -1,0 +1,83 @@
+// ProgressBar (see progress_bar.h).
+#include "dist/progress_bar.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+namespace volt {
+
+ProgressBar::ProgressBar(std::ostream& os, int tty, int64_t every_n)
+    : os_(os), tty_(tty < 0 ? (&os == &std::cout && ::isatty(STDOUT_FILENO)) : tty != 0),
+      every_n_(every_n < 1 ? 1 : every_n) {}
+
+std::string ProgressBar::format_time(double s) {
+  if (!(s >= 0) || s > 1e7) return "?";
+  const long t = long(s + 0.5);
+  char buf[32];
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%02ld:%02ld", t / 60, t % 60);
+  return buf;
+}
+
+void ProgressBar::start(const std::string& description, int64_t total) {
+  desc_ = description;
+  total_ = total;
+  done_ = images_ = 0;
+  t0_ = last_draw_ = std::chrono::steady_clock::now();
+  last_len_ = 0;
+  open_ = true;
+}
+
+std::string ProgressBar::line(int64_t done, const std::map<std::string, double>& metrics) const {
+  const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  const double its = el > 0 ? double(done) / el : 0.0;
+  const double ips = el > 0 ? double(images_) / el : 0.0;
+  const double remaining = its > 0 ? double(total_ - done) / its : -1;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s: %3d%% %lld/%lld [%s<%s, %.2f it/s, %.0f img/s", desc_.c_str(),
+                total_ > 0 ? int(100 * done / total_) : 100, (long long)done, (long long)total_,
+                format_time(el).c_str(), format_time(remaining).c_str(), its, ips);
+  std::string s = buf;
+  for (const auto& [k, v] : metrics) {
+    std::snprintf(buf, sizeof buf, ", %s=%.4g", k.c_str(), v);
+    s += buf;
+  }
+  return s + "]";
+}
+
+void ProgressBar::update(int64_t done, int64_t images, const std::map<std::string, double>& metrics) {
+  if (!open_) return;
+  done_ = done;
+  images_ += images;
+  const auto now = std::chrono::steady_clock::now();
+  if (tty_) {
+    if (done < total_ && std::chrono::duration<double>(now - last_draw_).count() < 0.1) return;
+    last_draw_ = now;
+    std::string s = line(done, metrics);
+    const size_t len = s.size();
+    if (len < last_len_) s.append(last_len_ - len, ' ');
+    last_len_ = len;
+    os_ << '\r' << s << std::flush;
+  } else if (done % every_n_ == 0 && done < total_) {
+    os_ << line(done, metrics) << "\n" << std::flush;
+  }
+}
+
+void ProgressBar::finish(const std::map<std::string, double>& metrics) {
+  if (!open_) return;
+  open_ = false;
+  std::string s = line(done_, metrics);
+  if (tty_) {
+    const size_t len = s.size();
+    if (len < last_len_) s.append(last_len_ - len, ' ');
+    os_ << '\r' << s << "\n" << std::flush;
+  } else {
+    os_ << s << "\n" << std::flush;
+  }
+}
+
+}  // namespace volt

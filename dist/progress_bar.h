@@ -1,0 +1,38 @@
+// The Trainer's progress display. On a terminal: one live line per epoch, redrawn with '\r'
+// (step/total, elapsed<remaining, it/s, images/s and the prog_bar metrics). Otherwise (srun,
+// sbatch logs, a pipe): plain lines every `every_n` steps and at the end of each epoch, with no
+// control characters.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+
+namespace volt {
+
+class ProgressBar {
+ public:
+  // tty: 1 / 0, or -1 to decide: a terminal when `os` is std::cout and stdout is a TTY.
+  ProgressBar(std::ostream& os, int tty = -1, int64_t every_n = 50);
+  bool is_tty() const { return tty_; }
+
+  void start(const std::string& description, int64_t total);  // e.g. "Epoch 3", "Validation"
+  void update(int64_t done, int64_t images, const std::map<std::string, double>& metrics);
+  void finish(const std::map<std::string, double>& metrics);  // ends the line / prints the last one
+
+  static std::string format_time(double seconds);  // "01:05", "1:02:03"
+
+ private:
+  std::string line(int64_t done, const std::map<std::string, double>& metrics) const;
+  std::ostream& os_;
+  bool tty_;
+  int64_t every_n_;
+  std::string desc_;
+  int64_t total_ = 0, done_ = 0, images_ = 0;
+  std::chrono::steady_clock::time_point t0_, last_draw_;
+  size_t last_len_ = 0;
+  bool open_ = false;
+};
+
+}  // namespace volt

@@ -1,0 +1,581 @@
+// The Trainer's loops: fit (sanity check, epochs of training with accumulation, clipping,
+// scheduling and interleaved validation, epoch-end logging and callbacks), validate and test.
+#include "dist/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+#include "dist/checkpoint.h"
+#include "dist/csv_logger.h"
+#include "dist/grad_clip.h"
+#include "dist/log_dir.h"
+#include "dist/profiler.h"
+#include "dist/progress_bar.h"
+#include "dist/trainer_logging.h"
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+
+namespace volt {
+
+namespace fs = std::filesystem;
+
+int64_t BatchAmount::of(int64_t total) const {
+  VOLT_CHECK(value >= 0, "a batch limit must be >= 0, got ", value);
+  if (!is_fraction) return std::min<int64_t>(total, int64_t(value));
+  VOLT_CHECK(value <= 1.0, "a batch fraction must be in [0, 1], got ", value,
+             " (pass an integer for a number of batches)");
+  const int64_t n = int64_t(std::floor(value * double(total)));
+  return value > 0 && n == 0 && total > 0 ? 1 : n;
+}
+
+struct Trainer::Impl {
+  explicit Impl(const std::string& profiler) : profiler(profiler) {}
+  Profiler profiler;
+  std::unique_ptr<RunLoggers> loggers;
+  std::unique_ptr<ProgressBar> bar;
+  MetricStore train_store, eval_store;
+  LightningModule* module = nullptr;
+  OptimizerConfig optim;
+  int64_t resume_epoch = 0;
+  LoaderState resume_loader;
+  std::map<std::string, double> val_prog_bar;
+};
+
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string hparam_str(const HParamValue& v) {
+  if (auto d = std::get_if<double>(&v)) return format_double(*d);
+  if (auto b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  return std::get<std::string>(v);
+}
+
+void print_table(std::ostream& os, const std::string& title, const std::map<std::string, double>& m) {
+  const std::string rule(60, '-');
+  char line[256];
+  os << rule << "\n";
+  std::snprintf(line, sizeof line, "%-30s %s\n", title.c_str(), "DataLoader 0");
+  os << line << rule << "\n";
+  for (const auto& [k, v] : m) {
+    std::snprintf(line, sizeof line, "%-30s %.6g\n", k.c_str(), v);
+    os << line;
+  }
+  os << rule << "\n";
+}
+
+}  // namespace
+
+std::string resolve_resume_path(const std::string& root, const std::string& what) {
+  if (what != "last") {
+    VOLT_CHECK(fs::is_regular_file(what), "resume: checkpoint \"", what, "\" does not exist");
+    return what;
+  }
+  const std::string parent = root + "/lightning_logs";
+  // Newest version first: its last.ckpt, else its newest .ckpt.
+  for (int v = next_version(parent) - 1; v >= 0; --v) {
+    const std::string dir = parent + "/version_" + std::to_string(v) + "/checkpoints";
+    if (!fs::is_directory(dir)) continue;
+    if (fs::is_regular_file(dir + "/last.ckpt")) return dir + "/last.ckpt";
+    std::string newest;
+    fs::file_time_type t{};
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".ckpt" && (newest.empty() || e.last_write_time() > t)) {
+        newest = e.path().string();
+        t = e.last_write_time();
+      }
+    if (!newest.empty()) return newest;
+  }
+  VOLT_FAIL("resume \"last\": no checkpoint under ", parent, "/version_*/checkpoints");
+}
+
+Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
+  check_options();
+  impl_ = std::make_unique<Impl>(opts_.profiler);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::check_options() {
+  const std::string acc = lower(opts_.accelerator);
+  VOLT_CHECK(!(acc == "gpu" || acc == "cuda" || opts_.gpus > 0),
+             "accelerator \"gpu\"", opts_.gpus > 0 ? " (gpus=" + std::to_string(opts_.gpus) + ")" : "",
+             ": this Trainer build has no CUDA backend, so it runs on the CPU only; use accelerator=\"cpu\" or "
+             "\"auto\" (a CUDA build is configured with -DVOLT_CUDA=ON)");
+  VOLT_CHECK(acc == "cpu" || acc == "auto", "accelerator \"", opts_.accelerator,
+             "\" is not known (choices: cpu, gpu, auto)");
+  VOLT_CHECK(opts_.devices == -1 || opts_.devices >= 1, "devices must be a count >= 1 or -1 (all), got ",
+             opts_.devices);
+  VOLT_CHECK(opts_.devices <= 1, "devices=", opts_.devices,
+             ": several devices mean several processes, which need the distributed backend (NCCL/MPI, "
+             "launched with srun); this Trainer runs one process (devices=1)");
+  VOLT_CHECK(opts_.num_nodes >= 1, "num_nodes must be >= 1, got ", opts_.num_nodes);
+  VOLT_CHECK(opts_.num_nodes == 1, "num_nodes=", opts_.num_nodes,
+             ": multi-node runs need the distributed backend (NCCL/MPI, launched with srun); this Trainer runs "
+             "one process");
+  const std::string st = lower(opts_.strategy);
+  VOLT_CHECK(st == "auto" || st == "ddp" || st == "dp", "strategy \"", opts_.strategy,
+             "\" is not known (choices: auto, ddp, dp — dp runs as ddp)");
+  const std::string p = lower(opts_.precision);
+  if (p == "16-mixed" || p == "bf16-mixed" || p == "16" || p == "bf16" || p == "16-true" || p == "bf16-true")
+    VOLT_FAIL("precision \"", opts_.precision,
+              "\": mixed precision needs the GPU backend (the CPU has no fp16/bf16 compute here); use "
+              "precision=\"32\"");
+  VOLT_CHECK(p == "32" || p == "32-true", "precision \"", opts_.precision,
+             "\" is not known (choices: 32, 16-mixed, bf16-mixed; 16 is an alias of 16-mixed)");
+  VOLT_CHECK(opts_.max_epochs >= -1, "max_epochs must be >= -1, got ", opts_.max_epochs);
+  VOLT_CHECK(opts_.max_steps >= -1, "max_steps must be >= -1, got ", opts_.max_steps);
+  VOLT_CHECK(opts_.fast_dev_run.batches >= 0, "fast_dev_run must be true/false or n >= 0, got ",
+             opts_.fast_dev_run.batches);
+  VOLT_CHECK(opts_.accumulate_grad_batches >= 1, "accumulate_grad_batches must be >= 1, got ",
+             opts_.accumulate_grad_batches);
+  VOLT_CHECK(opts_.log_every_n_steps >= 1, "log_every_n_steps must be >= 1, got ", opts_.log_every_n_steps);
+  VOLT_CHECK(opts_.num_sanity_val_steps >= -1, "num_sanity_val_steps must be >= -1 (all), got ",
+             opts_.num_sanity_val_steps);
+  VOLT_CHECK(opts_.check_val_every_n_epoch >= 1, "check_val_every_n_epoch must be >= 1");
+  VOLT_CHECK(opts_.gradient_clip_val >= 0, "gradient_clip_val must be >= 0, got ", opts_.gradient_clip_val);
+  VOLT_CHECK(opts_.gradient_clip_algorithm == "norm" || opts_.gradient_clip_algorithm == "value",
+             "gradient_clip_algorithm \"", opts_.gradient_clip_algorithm, "\" is not known (choices: norm, value)");
+  for (const BatchAmount* b : {&opts_.limit_train_batches, &opts_.limit_val_batches, &opts_.limit_test_batches,
+                               &opts_.overfit_batches, &opts_.val_check_interval}) {
+    VOLT_CHECK(b->value >= 0 && (!b->is_fraction || b->value <= 1.0),
+               "batch limits and val_check_interval take a fraction in [0, 1] or a count >= 0, got ", b->value);
+  }
+  VOLT_CHECK(opts_.val_check_interval.value > 0, "val_check_interval must be > 0");
+}
+
+ModelCheckpoint* Trainer::checkpoint_callback() const {
+  for (const auto& c : callbacks_)
+    if (auto* m = dynamic_cast<ModelCheckpoint*>(c.get())) return m;
+  return nullptr;
+}
+
+void Trainer::save_checkpoint(const std::string& path) const {
+  VOLT_CHECK(impl_->module && impl_->optim.optimizer, "Trainer::save_checkpoint: no run in progress");
+  std::map<std::string, std::string> hp;
+  for (const auto& [k, v] : impl_->module->hyperparameters()) hp[k] = hparam_str(v);
+  Checkpoint c = capture(*impl_->module, *impl_->optim.optimizer, impl_->optim.scheduler.get(), impl_->resume_epoch,
+                         global_step_, impl_->resume_loader, hp);
+  for (const auto& cb : callbacks_)
+    for (const auto& [k, v] : cb->state_dict()) c.metadata["callback." + cb->name() + "." + k] = v;
+  c.metadata["trainer"] = "volt.Trainer";
+  ::volt::save_checkpoint(path, c);
+}
+
+// One fit's loops; holds what the loops share.
+struct TrainerRun {
+  Trainer& t;
+  Trainer::Impl& I;
+  LightningModule& module;
+  DataModule& dm;
+  std::unique_ptr<DataLoader> train, val;
+  std::vector<Batch> overfit;  // cached batches for overfit_batches
+  int64_t n_train = 0, n_val = 0, val_every = 0;
+  int64_t fast = 0;
+
+  std::map<std::string, double> run_eval(const std::string& stage, int64_t n) {
+    const bool was_training = module.is_training();
+    module.eval();
+    NoGradGuard ng;
+    MetricStore& s = I.eval_store;
+    s.clear_epoch();
+    s.clear_step();
+    s.set_stage(stage == "sanity" ? "val" : stage);
+    module.store_ = &s;
+    module.on_validation_epoch_start();
+    if (overfit.empty()) val->set_epoch(0);
+    for (int64_t i = 0; i < n; ++i) {
+      Batch b;
+      if (!overfit.empty()) {
+        b = overfit[size_t(i % int64_t(overfit.size()))];
+      } else if (!val->next(b)) {
+        break;
+      }
+      s.set_batch_size(b.labels.numel());
+      Profiler::Scope sc(I.profiler, "validation_step");
+      module.validation_step(b, i);
+    }
+    module.on_validation_epoch_end();
+    std::map<std::string, double> means = s.epoch_means();
+    if (stage != "sanity") {
+      for (const auto& [k, v] : means) t.callback_metrics_[k] = v;
+      const auto logged = s.epoch_means(true);
+      for (const auto& [k, v] : logged) t.logged_metrics_[k] = v;
+      if (I.loggers) I.loggers->log_metrics(logged, std::max<int64_t>(0, t.global_step_ - 1), t.epoch_);
+      I.val_prog_bar = s.epoch_prog_bar();
+    }
+    module.store_ = &I.train_store;
+    module.train(was_training);
+    return means;
+  }
+
+  static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader,
+                                                 int64_t n, bool test, Profiler& prof);
+
+  bool next_train(Batch& b, int64_t batch_idx) {
+    if (!overfit.empty()) {
+      b = overfit[size_t(batch_idx % int64_t(overfit.size()))];
+      return true;
+    }
+    Profiler::Scope sc(I.profiler, "train_dataloader_next");
+    return train->next(b);
+  }
+
+  void optimizer_step() {
+    Optimizer& opt = *I.optim.optimizer;
+    const auto params = opt.params();
+    if (t.opts_.gradient_clip_val > 0) {
+      Profiler::Scope sc(I.profiler, "clip_gradients");
+      if (t.opts_.gradient_clip_algorithm == "norm")
+        clip_grad_norm_(params, t.opts_.gradient_clip_val);
+      else
+        clip_grad_value_(params, t.opts_.gradient_clip_val);
+    }
+    {
+      Profiler::Scope sc(I.profiler, "optimizer_step");
+      opt.step();
+    }
+    opt.zero_grad();
+    ++t.global_step_;
+    module.global_step_ = t.global_step_;
+    if (I.optim.scheduler && I.optim.interval == "step") I.optim.scheduler->step();
+  }
+
+  // One epoch of training; returns whether it ran to its end (not stopped by max_steps).
+  bool train_epoch(bool resumed_first) {
+    const auto& o = t.opts_;
+    MetricStore& s = I.train_store;
+    s.set_stage("train");
+    s.clear_epoch();
+    module.store_ = &s;
+    module.train();
+    module.epoch_ = t.epoch_;
+    module.on_train_epoch_start();
+    int64_t start = 0;
+    if (overfit.empty()) {
+      if (resumed_first && train->state().epoch == t.epoch_)
+        start = train->state().next_batch;
+      else
+        train->set_epoch(t.epoch_);
+    }
+    if (I.bar) I.bar->start("Epoch " + std::to_string(t.epoch_), n_train);
+    const bool validate_epoch = val && n_val > 0 && (t.epoch_ + 1) % o.check_val_every_n_epoch == 0;
+    const int64_t accum = o.accumulate_grad_batches;
+    bool finished = true;
+    for (int64_t batch_idx = start; batch_idx < n_train; ++batch_idx) {
+      if (o.max_steps >= 0 && t.global_step_ >= o.max_steps) {
+        finished = false;
+        break;
+      }
+      Batch b;
+      if (!next_train(b, batch_idx)) break;
+      s.clear_step();
+      s.set_batch_size(b.labels.numel());
+      Tensor loss;
+      {
+        Profiler::Scope sc(I.profiler, "training_step");
+        loss = module.training_step(b, batch_idx);
+      }
+      VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor, got ",
+                 loss.defined() ? shape_str(loss.shape()) : std::string("an undefined tensor"));
+      {
+        Profiler::Scope sc(I.profiler, "backward");
+        Tensor l = accum > 1 ? loss * (1.0f / float(accum)) : loss;
+        l.backward();
+      }
+      ++t.train_batches_seen_;
+      const bool step_now = (batch_idx + 1) % accum == 0 || batch_idx + 1 == n_train;
+      if (step_now) optimizer_step();
+      // Per-step values: callback metrics always, loggers every log_every_n_steps optimizer steps.
+      std::map<std::string, double> step_log, bar_metrics = I.val_prog_bar;
+      for (const auto& [k, e] : s.step_values()) {
+        t.callback_metrics_[k] = e.value;
+        if (e.logger) step_log[k] = e.value;
+        if (e.prog_bar) bar_metrics[k] = e.value;
+      }
+      if (step_now && t.global_step_ % o.log_every_n_steps == 0 && !step_log.empty()) {
+        for (const auto& [k, v] : step_log) t.logged_metrics_[k] = v;
+        if (I.loggers) I.loggers->log_metrics(step_log, t.global_step_ - 1, t.epoch_);
+      }
+      if (I.bar) I.bar->update(batch_idx + 1, b.labels.numel(), bar_metrics);
+      if (validate_epoch && (batch_idx + 1) % val_every == 0) {
+        Profiler::Scope sc(I.profiler, "validation");
+        run_eval("val", n_val);
+      }
+    }
+    if (I.bar) {
+      std::map<std::string, double> bar_metrics = I.val_prog_bar;
+      for (const auto& [k, e] : s.step_values())
+        if (e.prog_bar) bar_metrics[k] = e.value;
+      for (const auto& [k, v] : s.epoch_prog_bar()) bar_metrics[k] = v;
+      I.bar->finish(bar_metrics);
+    }
+    return finished;
+  }
+};
+
+void Trainer::fit(LightningModule& module, DataModule& dm) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Impl& I = *impl_;
+  if (lower(opts_.strategy) == "dp")
+    out() << "strategy \"dp\" runs as \"ddp\" (one process per device; here world size 1)\n";
+  if (opts_.seed) manual_seed(*opts_.seed);
+  const int64_t fast = opts_.fast_dev_run.batches;
+  should_stop_ = false;
+  train_batches_seen_ = 0;
+  callback_metrics_.clear();
+  logged_metrics_.clear();
+
+  std::string resume_path;
+  if (!opts_.resume.empty()) resume_path = resolve_resume_path(opts_.default_root_dir, opts_.resume);
+
+  dm.setup("fit");
+  TrainerRun run{*this, I, module, dm, dm.train_loader(), nullptr, {}, 0, 0, 0, fast};
+  if (dm.val_dataset()) run.val = dm.val_loader();
+
+  log_dir_.clear();
+  I.loggers.reset();
+  if (writes_files()) {
+    log_dir_ = next_version_dir(opts_.default_root_dir, "lightning_logs");
+    if (opts_.logger) I.loggers = std::make_unique<RunLoggers>(log_dir_);
+  }
+  callbacks_ = opts_.callbacks;
+  if (opts_.enable_checkpointing && writes_files() && !checkpoint_callback())
+    callbacks_.push_back(std::make_shared<ModelCheckpoint>());
+  if (fast) {
+    // fast_dev_run: no checkpoints or logs written.
+    std::vector<std::shared_ptr<Callback>> kept;
+    for (auto& c : callbacks_)
+      if (!dynamic_cast<ModelCheckpoint*>(c.get())) kept.push_back(c);
+    callbacks_ = kept;
+  }
+  I.bar.reset();
+  if (opts_.enable_progress_bar) I.bar = std::make_unique<ProgressBar>(out(), opts_.progress_tty, opts_.log_every_n_steps);
+
+  // Batch counts.
+  const int64_t total_train = run.train->num_batches();
+  if (opts_.overfit_batches.value > 0) {
+    const int64_t n = fast ? std::min(fast, total_train) : opts_.overfit_batches.of(total_train);
+    run.train->set_epoch(0);
+    for (int64_t i = 0; i < n; ++i) {
+      Batch b;
+      if (!run.train->next(b)) break;
+      run.overfit.push_back(b);
+    }
+    run.n_train = int64_t(run.overfit.size());
+    run.n_val = run.n_train;
+  } else {
+    run.n_train = fast ? std::min(fast, total_train) : opts_.limit_train_batches.of(total_train);
+    const int64_t total_val = run.val ? run.val->num_batches() : 0;
+    run.n_val = fast ? std::min(fast, total_val) : opts_.limit_val_batches.of(total_val);
+  }
+  const auto& vci = opts_.val_check_interval;
+  run.val_every = vci.is_fraction ? std::max<int64_t>(1, int64_t(std::floor(vci.value * double(run.n_train))))
+                                  : int64_t(vci.value);
+  if (run.val_every > run.n_train) run.val_every = std::max<int64_t>(1, run.n_train);
+
+  module.store_ = &I.train_store;
+  I.module = &module;
+  I.optim = module.configure_optimizers();
+  VOLT_CHECK(I.optim.optimizer != nullptr, "configure_optimizers() returned no optimizer");
+  VOLT_CHECK(I.optim.interval == "epoch" || I.optim.interval == "step", "configure_optimizers(): scheduler interval \"",
+             I.optim.interval, "\" (choices: epoch, step)");
+  I.val_prog_bar.clear();
+  I.profiler.wrap(module);
+  struct Cleanup {
+    Trainer::Impl& I;
+    LightningModule& m;
+    ~Cleanup() {
+      I.profiler.unwrap();
+      m.store_ = nullptr;
+    }
+  } cleanup{I, module};
+
+  epoch_ = 0;
+  global_step_ = 0;
+  if (opts_.enable_model_summary) {
+    out() << "  | Name | Type | Params\n";
+    for (const auto& [n, c] : module.children())
+      out() << "  | " << n << " | " << c->type_name() << " | " << c->num_parameters() << "\n";
+    out() << module.num_parameters() << " trainable parameters; logs: " << (log_dir_.empty() ? "(none)" : log_dir_)
+          << "\n";
+  }
+  if (I.loggers) {
+    I.loggers->log_hparams(module.hyperparameters());
+    I.loggers->log_graph(module);
+  }
+  for (auto& c : callbacks_) c->on_fit_start(*this, module);
+
+  bool resumed = false;
+  if (!resume_path.empty()) {
+    Checkpoint c = load_checkpoint(resume_path);
+    restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr);
+    epoch_ = c.epoch;
+    global_step_ = c.global_step;
+    module.global_step_ = global_step_;
+    for (auto& cb : callbacks_) {
+      std::map<std::string, std::string> st;
+      const std::string prefix = "callback." + cb->name() + ".";
+      for (const auto& [k, v] : c.metadata)
+        if (k.compare(0, prefix.size(), prefix) == 0) st[k.substr(prefix.size())] = v;
+      cb->load_state_dict(st);
+    }
+    resumed = true;
+    out() << "Resumed from " << resume_path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
+  }
+  module.on_fit_start();
+
+  // Sanity check: a few validation batches before training, nothing logged.
+  if (run.val && !fast && opts_.num_sanity_val_steps != 0 && run.n_val > 0) {
+    const int64_t n = opts_.num_sanity_val_steps < 0 ? run.n_val : std::min(run.n_val, opts_.num_sanity_val_steps);
+    Profiler::Scope sc(I.profiler, "sanity_check");
+    run.run_eval("sanity", n);
+  }
+
+  const int64_t max_epochs = fast ? 1 : (opts_.max_epochs < 0 ? std::numeric_limits<int64_t>::max() : opts_.max_epochs);
+  bool first = true;
+  while (epoch_ < max_epochs && !should_stop_ && run.n_train > 0) {
+    if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) break;
+    bool finished;
+    {
+      Profiler::Scope sc(I.profiler, "run_training_epoch");
+      finished = run.train_epoch(resumed && first);
+    }
+    first = false;
+    {
+      Profiler::Scope sc(I.profiler, "on_train_epoch_end");
+      module.on_train_epoch_end();
+    }
+    const auto train_means = I.train_store.epoch_means();
+    for (const auto& [k, v] : train_means) callback_metrics_[k] = v;
+    const auto train_logged = I.train_store.epoch_means(true);
+    for (const auto& [k, v] : train_logged) logged_metrics_[k] = v;
+    if (I.loggers) {
+      I.loggers->log_metrics(train_logged, std::max<int64_t>(0, global_step_ - 1), epoch_);
+      if (opts_.log_histograms) I.loggers->log_histograms(module, global_step_);
+    }
+    if (I.optim.scheduler && I.optim.interval == "epoch" && finished) I.optim.scheduler->step();
+    if (finished || !run.overfit.empty()) {
+      I.resume_epoch = epoch_ + 1;
+      I.resume_loader = LoaderState{epoch_ + 1, 0};
+    } else {
+      I.resume_epoch = epoch_;
+      I.resume_loader = run.train->state();
+    }
+    if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) should_stop_ = true;
+    {
+      Profiler::Scope sc(I.profiler, "callbacks.on_train_epoch_end");
+      for (auto& c : callbacks_) c->on_train_epoch_end(*this, module);
+    }
+    if (finished) ++epoch_;
+  }
+  module.on_fit_end();
+  for (auto& c : callbacks_) c->on_fit_end(*this, module);
+  if (I.loggers) {
+    I.loggers->log_hparams_metrics(module.hyperparameters(), callback_metrics_, global_step_);
+    I.loggers->flush();
+  }
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  I.profiler.report(out(), total);
+  for (auto& c : callbacks_)
+    if (auto* es = dynamic_cast<EarlyStopping*>(c.get()); es && !es->reason().empty()) out() << es->reason() << "\n";
+}
+
+std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader, int64_t n,
+                                        bool test, Profiler& prof) {
+  module.eval();
+  NoGradGuard ng;
+  s.clear_epoch();
+  s.clear_step();
+  s.set_stage(test ? "test" : "val");
+  module.store_ = &s;
+  if (!test) module.on_validation_epoch_start();
+  loader.set_epoch(0);
+  for (int64_t i = 0; i < n; ++i) {
+    Batch b;
+    if (!loader.next(b)) break;
+    s.set_batch_size(b.labels.numel());
+    Profiler::Scope sc(prof, test ? "test_step" : "validation_step");
+    if (test)
+      module.test_step(b, i);
+    else
+      module.validation_step(b, i);
+  }
+  if (test)
+    module.on_test_epoch_end();
+  else
+    module.on_validation_epoch_end();
+  module.store_ = nullptr;
+  return s.epoch_means();
+}
+
+std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& module, DataModule& dm,
+                                                             const std::string& ckpt) {
+  if (opts_.seed) manual_seed(*opts_.seed);
+  if (!ckpt.empty()) {
+    Checkpoint c = load_checkpoint(ckpt);
+    check_model_matches(c, module);
+    StateDict sd;
+    for (const auto& [n, t] : c.model) sd.add(n, t);
+    module.load_state_dict(sd);
+  }
+  dm.setup("validate");
+  auto loader = dm.val_loader();
+  const int64_t fast = opts_.fast_dev_run.batches;
+  const int64_t total = loader->num_batches();
+  const int64_t n = fast ? std::min(fast, total) : opts_.limit_val_batches.of(total);
+  auto m = TrainerRun::eval_loop(module, impl_->eval_store, *loader, n, false, impl_->profiler);
+  for (const auto& [k, v] : m) callback_metrics_[k] = v;
+  print_table(out(), "Validate metric", m);
+  return {m};
+}
+
+std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module, DataModule& dm,
+                                                         const std::string& ckpt) {
+  if (opts_.seed) manual_seed(*opts_.seed);
+  std::string path;
+  if (ckpt == "best") {
+    ModelCheckpoint* mc = checkpoint_callback();
+    VOLT_CHECK(mc && !mc->best_model_path().empty(),
+               "test(ckpt=\"best\"): no best checkpoint; fit with a ModelCheckpoint (and checkpointing on) first");
+    path = mc->best_model_path();
+  } else if (ckpt == "last") {
+    ModelCheckpoint* mc = checkpoint_callback();
+    path = mc && !mc->last_model_path().empty() ? mc->last_model_path()
+                                                : resolve_resume_path(opts_.default_root_dir, "last");
+  } else {
+    path = ckpt;
+  }
+  if (!path.empty()) {
+    Checkpoint c = load_checkpoint(path);
+    check_model_matches(c, module);
+    StateDict sd;
+    for (const auto& [n, t] : c.model) sd.add(n, t);
+    module.load_state_dict(sd);
+    out() << "Testing with the weights of " << path << "\n";
+  }
+  dm.setup("test");
+  auto loader = dm.test_loader();
+  const int64_t fast = opts_.fast_dev_run.batches;
+  const int64_t total = loader->num_batches();
+  const int64_t n = fast ? std::min(fast, total) : opts_.limit_test_batches.of(total);
+  auto m = TrainerRun::eval_loop(module, impl_->eval_store, *loader, n, true, impl_->profiler);
+  for (const auto& [k, v] : m) callback_metrics_[k] = v;
+  if (impl_->loggers) {
+    impl_->loggers->log_metrics(m, global_step_, epoch_);
+    impl_->loggers->flush();
+  }
+  print_table(out(), "Test metric", m);
+  return {m};
+}
+
+}  // namespace volt

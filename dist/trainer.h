@@ -1,0 +1,125 @@
+// Trainer: Lightning's training loop for a LightningModule and a DataModule (fit, validate, test)
+// with its flags (limits, validation interval, sanity check, gradient clipping and accumulation,
+// fast_dev_run, overfit_batches), loggers (TensorBoard + CSV in <root>/lightning_logs/version_N),
+// callbacks, progress bar, profiler and exact resume. One process (world size 1) on the CPU.
+#pragma once
+#include <cstdint>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "data/datamodule.h"
+#include "dist/callbacks.h"
+#include "dist/lightning_module.h"
+
+namespace volt {
+
+// A count of batches (an integer) or a fraction of them (a floating-point value), as Lightning's
+// limit_*_batches and val_check_interval: 5 means 5 batches, 0.25 a quarter, 1.0 all.
+struct BatchAmount {
+  BatchAmount(double fraction) : value(fraction), is_fraction(true) {}
+  template <class T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
+  BatchAmount(T count) : value(double(count)), is_fraction(false) {}
+  // The number of batches out of `total` (a fraction rounds down, but not to 0 when it is > 0).
+  int64_t of(int64_t total) const;
+  double value;
+  bool is_fraction;
+};
+
+// fast_dev_run: false, true (1 batch) or n batches of train, val and test.
+struct FastDevRun {
+  FastDevRun(bool on = false) : batches(on ? 1 : 0) {}
+  template <class T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
+  FastDevRun(T n) : batches(int64_t(n)) {}
+  int64_t batches;
+};
+
+struct TrainerOptions {
+  int64_t max_epochs = 1000;  // Lightning's default when max_steps is unset; -1 = no limit
+  int64_t max_steps = -1;     // optimizer steps; -1 = no limit
+  std::string accelerator = "auto";  // "cpu", "gpu"/"cuda", "auto"
+  int64_t devices = 1;               // count, or -1 for all
+  int64_t gpus = 0;                  // the tutorial's gpus=N (N > 0 means accelerator "gpu")
+  int64_t num_nodes = 1;
+  std::string strategy = "auto";     // "auto", "ddp", "dp" (run as ddp)
+  std::string precision = "32";      // "32"; "16-mixed", "bf16-mixed", "16" need the GPU backend
+  FastDevRun fast_dev_run = false;
+  BatchAmount overfit_batches = 0.0;  // > 0: the same first batches every epoch, also validated on
+  BatchAmount limit_train_batches = 1.0, limit_val_batches = 1.0, limit_test_batches = 1.0;
+  BatchAmount val_check_interval = 1.0;  // fraction of the epoch, or every n training batches
+  int64_t check_val_every_n_epoch = 1;
+  int64_t num_sanity_val_steps = 2;
+  double gradient_clip_val = 0.0;          // 0 = off
+  std::string gradient_clip_algorithm = "norm";  // "norm" or "value"
+  int64_t accumulate_grad_batches = 1;
+  int64_t log_every_n_steps = 50;
+  std::optional<uint64_t> seed;  // manual_seed(seed) at the start of fit/validate/test
+  bool deterministic = false;    // the CPU kernels are deterministic; kept for Lightning's flag
+  std::string default_root_dir = ".";  // logs and checkpoints under <root>/lightning_logs/version_N
+  bool logger = true;                  // TensorBoard + CSV loggers
+  bool enable_checkpointing = true;    // a default ModelCheckpoint when none is given
+  bool enable_progress_bar = true;
+  bool enable_model_summary = true;
+  bool log_histograms = true;  // weight/bias histograms per epoch
+  std::string profiler;        // "", "simple", "advanced"
+  std::string resume;          // "" or "last" or a checkpoint path: continue that run exactly
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  std::ostream* out = nullptr;  // progress, summaries and tables (nullptr = std::cout)
+  int progress_tty = -1;        // -1: decide from stdout; 0/1 force
+};
+
+class Trainer {
+ public:
+  // Checks the options; unsupported ones (a GPU, several processes, mixed precision on this CPU
+  // build, unknown names) throw volt::Error saying why and what is possible.
+  explicit Trainer(TrainerOptions opts = {});
+  ~Trainer();
+
+  void fit(LightningModule& module, DataModule& dm);
+  // Returns the epoch means of the logged metrics, one map per loader (one here).
+  std::vector<std::map<std::string, double>> validate(LightningModule& module, DataModule& dm,
+                                                      const std::string& ckpt = "");
+  // ckpt: "" (current weights), "best" (the ModelCheckpoint's best), "last", or a path.
+  std::vector<std::map<std::string, double>> test(LightningModule& module, DataModule& dm,
+                                                  const std::string& ckpt = "");
+
+  // State, as Lightning exposes it to callbacks.
+  int64_t current_epoch() const { return epoch_; }
+  int64_t global_step() const { return global_step_; }
+  const std::map<std::string, double>& callback_metrics() const { return callback_metrics_; }
+  const std::map<std::string, double>& logged_metrics() const { return logged_metrics_; }
+  const std::string& log_dir() const { return log_dir_; }  // "" when nothing is written
+  bool should_stop() const { return should_stop_; }
+  void request_stop() { should_stop_ = true; }
+  bool writes_files() const { return opts_.fast_dev_run.batches == 0; }
+  const TrainerOptions& options() const { return opts_; }
+  ModelCheckpoint* checkpoint_callback() const;  // the first ModelCheckpoint, or nullptr
+  const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
+  // Saves the run's exact state (model, optimizer, scheduler, RNG, progress, callbacks) to `path`.
+  void save_checkpoint(const std::string& path) const;
+  // Counts of the last fit (for tests and reports).
+  int64_t train_batches_seen() const { return train_batches_seen_; }
+
+ private:
+  struct Impl;
+  void check_options();
+  std::ostream& out() const { return opts_.out ? *opts_.out : std::cout; }
+  TrainerOptions opts_;
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  std::unique_ptr<Impl> impl_;
+  int64_t epoch_ = 0, global_step_ = 0, train_batches_seen_ = 0;
+  std::map<std::string, double> callback_metrics_, logged_metrics_;
+  std::string log_dir_;
+  bool should_stop_ = false;
+  friend struct TrainerRun;
+};
+
+// The run's folder for "resume": "last" resolves to the newest version_N/checkpoints/last.ckpt
+// under <root>/lightning_logs; anything else is a path. Throws volt::Error when there is none.
+std::string resolve_resume_path(const std::string& root, const std::string& what);
+
+}  // namespace volt

@@ -1,0 +1,81 @@
+// RunLoggers and the model graph (see trainer_logging.h).
+#include "dist/trainer_logging.h"
+
+#include <cmath>
+
+#include "engine/error.h"
+
+namespace volt {
+
+namespace {
+void walk(const Module& m, const std::string& path, std::vector<GraphNode>& nodes, std::string& prev) {
+  if (m.children().empty()) {
+    GraphNode n;
+    n.name = path.empty() ? m.type_name() : path;
+    n.op = m.type_name();
+    n.inputs = {prev};
+    if (!m.extra_repr().empty()) n.attrs["extra_repr"] = m.extra_repr();
+    n.attrs["parameters"] = std::to_string(m.num_parameters());
+    prev = n.name;
+    nodes.push_back(std::move(n));
+    return;
+  }
+  for (const auto& [name, child] : m.children()) walk(*child, path.empty() ? name : path + "/" + name, nodes, prev);
+}
+}  // namespace
+
+std::vector<GraphNode> module_graph(const Module& m) {
+  std::vector<GraphNode> nodes;
+  GraphNode in;
+  in.name = "input";
+  in.op = "Input";
+  nodes.push_back(in);
+  std::string prev = "input";
+  walk(m, "", nodes, prev);
+  GraphNode out;
+  out.name = "output";
+  out.op = "Output";
+  out.inputs = {prev};
+  out.attrs["model"] = m.type_name();
+  nodes.push_back(out);
+  return nodes;
+}
+
+RunLoggers::RunLoggers(const std::string& dir) : tb_(dir), csv_(dir) {}
+
+void RunLoggers::log_metrics(const std::map<std::string, double>& metrics, int64_t step,
+                             std::optional<int64_t> epoch) {
+  if (metrics.empty()) return;
+  for (const auto& [k, v] : metrics) tb_.add_scalar(k, v, step);
+  std::map<std::string, double> row = metrics;
+  csv_.log_metrics(row, step, epoch);
+}
+
+void RunLoggers::log_hparams(const HParams& hparams) { csv_.log_hparams(hparams); }
+
+void RunLoggers::log_hparams_metrics(const HParams& hparams, const std::map<std::string, double>& metrics,
+                                     int64_t step) {
+  std::map<std::string, double> finite;
+  for (const auto& [k, v] : metrics)
+    if (std::isfinite(v)) finite["hp/" + k] = v;
+  tb_.add_hparams(hparams, finite, step);
+}
+
+void RunLoggers::log_graph(const Module& m) { tb_.add_graph(module_graph(m)); }
+
+void RunLoggers::log_histograms(const Module& m, int64_t step) {
+  for (const auto& [name, p] : m.named_parameters()) {
+    if (p.numel() == 0) continue;
+    std::vector<float> v = p.to_vector();
+    bool finite = true;
+    for (float x : v) finite = finite && std::isfinite(x);
+    if (finite) tb_.add_histogram(name, v, step);
+  }
+}
+
+void RunLoggers::flush() {
+  tb_.flush();
+  csv_.flush();
+}
+
+}  // namespace volt

@@ -1,0 +1,40 @@
+// The Trainer's loggers in one place: TensorBoard (SummaryWriter) and CSV (metrics.csv,
+// hparams.yaml) in the run's version folder, plus the model graph and the weight histograms.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dist/csv_logger.h"
+#include "dist/hparams.h"
+#include "dist/tensorboard.h"
+#include "layers/module.h"
+
+namespace volt {
+
+// The Graphs-tab view of a Module tree: an "input" node, one node per leaf layer (named by its
+// "/"-separated path, op = type_name, attrs extra_repr and parameter count), each fed by the one
+// before it in depth-first order, and an "output" node.
+std::vector<GraphNode> module_graph(const Module& m);
+
+class RunLoggers {
+ public:
+  explicit RunLoggers(const std::string& version_dir);
+  void log_metrics(const std::map<std::string, double>& metrics, int64_t step, std::optional<int64_t> epoch);
+  void log_hparams(const HParams& hparams);  // hparams.yaml now
+  // TensorBoard's HPARAMS tab: the hparams with the final metrics (at the end of the run).
+  void log_hparams_metrics(const HParams& hparams, const std::map<std::string, double>& metrics, int64_t step);
+  void log_graph(const Module& m);
+  // One histogram per parameter ("<name>"), skipping non-finite ones.
+  void log_histograms(const Module& m, int64_t step);
+  void flush();
+
+ private:
+  SummaryWriter tb_;
+  CSVLogger csv_;
+};
+
+}  // namespace volt

@@ -1,0 +1,269 @@
+// Classification metrics: top-k accuracy, the ClassificationMetrics accumulator (top-k hits and a
+// confusion matrix as flat int64 counts) and the confusion-matrix image for TensorBoard.
+#include "layers/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "engine/error.h"
+
+namespace volt {
+
+namespace {
+
+// A batch on the host: logits as float32 [N, C], targets as int64 [N], all checked.
+struct HostBatch {
+  Tensor logits, target;
+  int64_t N = 0, C = 0;
+};
+
+std::string ks_str(const std::vector<int64_t>& ks) {
+  std::string s = "{";
+  for (size_t i = 0; i < ks.size(); ++i) s += (i ? ", " : "") + std::to_string(ks[i]);
+  return s + "}";
+}
+
+// expect_C < 0: any number of classes (>= 1).
+HostBatch check_batch(const char* op, const Tensor& logits, const Tensor& target, int64_t expect_C) {
+  VOLT_CHECK(logits.defined(), op, ": logits is undefined");
+  VOLT_CHECK(target.defined(), op, ": target is undefined");
+  const DType ld = logits.dtype();
+  VOLT_CHECK(ld == DType::F32 || ld == DType::F16 || ld == DType::BF16, op,
+             ": logits must be float32, float16 or bfloat16, got ", dtype_name(ld), " (shape ",
+             shape_str(logits.shape()), ")");
+  VOLT_CHECK(logits.dim() == 2, op, ": logits must be [N, C], got ", shape_str(logits.shape()));
+  VOLT_CHECK(logits.size(1) >= 1, op, ": logits ", shape_str(logits.shape()), " has no classes");
+  if (expect_C >= 0)
+    VOLT_CHECK(logits.size(1) == expect_C, op, ": logits ", shape_str(logits.shape()), " has ", logits.size(1),
+               " classes but the metrics were made for ", expect_C);
+  VOLT_CHECK(target.dtype() == DType::I64, op, ": target must hold int64 class indices, got ",
+             dtype_name(target.dtype()), " (shape ", shape_str(target.shape()), ")");
+  VOLT_CHECK(target.dim() == 1 && target.size(0) == logits.size(0), op, ": target shape ",
+             shape_str(target.shape()), " does not match logits ", shape_str(logits.shape()), " (expected [",
+             logits.size(0), "])");
+  HostBatch b;
+  b.N = logits.size(0);
+  b.C = logits.size(1);
+  b.logits = logits.device().is_cpu() ? logits : logits.to(Device::cpu());
+  if (b.logits.dtype() != DType::F32) b.logits = b.logits.to(DType::F32);
+  b.target = target.device().is_cpu() ? target : target.to(Device::cpu());
+  const int64_t* t = b.target.data<int64_t>();
+  for (int64_t n = 0; n < b.N; ++n)
+    VOLT_CHECK(t[n] >= 0 && t[n] < b.C, op, ": target[", n, "] = ", t[n], " is not a class index in [0, ", b.C,
+               ") (logits ", shape_str(logits.shape()), ")");
+  return b;
+}
+
+// a ranks strictly above b by value: NaN above every number, then larger first.
+inline bool value_above(float a, float b) { return (std::isnan(a) && !std::isnan(b)) || a > b; }
+inline bool value_ties(float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
+
+// 0-based rank of class t in row x[0..C) under the documented rule (0 = the top-1 prediction).
+int64_t rank_of(const float* x, int64_t C, int64_t t) {
+  const float xt = x[t];
+  int64_t rank = 0;
+  for (int64_t j = 0; j < C; ++j)
+    if (value_above(x[j], xt) || (j < t && value_ties(x[j], xt))) ++rank;
+  return rank;
+}
+
+// The top-1 prediction: the first class of highest rank (volt::argmax's rule).
+int64_t top1_of(const float* x, int64_t C) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < C; ++j)
+    if (value_above(x[j], x[best])) best = j;
+  return best;
+}
+
+void check_topk(const char* op, const std::vector<int64_t>& ks, int64_t C) {
+  for (size_t i = 0; i < ks.size(); ++i) {
+    VOLT_CHECK(ks[i] >= 1 && ks[i] <= C, op, ": k = ", ks[i], " is out of range [1, ", C, "] (topk ", ks_str(ks),
+               ", ", C, " classes)");
+    for (size_t j = 0; j < i; ++j)
+      VOLT_CHECK(ks[j] != ks[i], op, ": k = ", ks[i], " is repeated in topk ", ks_str(ks));
+  }
+}
+
+}  // namespace
+
+double topk_accuracy(const Tensor& logits, const Tensor& target, int64_t k) {
+  const char* op = "topk_accuracy";
+  const HostBatch b = check_batch(op, logits, target, -1);
+  VOLT_CHECK(b.N >= 1, op, ": empty batch (logits ", shape_str(logits.shape()), ")");
+  VOLT_CHECK(k >= 1 && k <= b.C, op, ": k = ", k, " is out of range [1, ", b.C, "] for logits ",
+             shape_str(logits.shape()));
+  const float* x = b.logits.data<float>();
+  const int64_t* t = b.target.data<int64_t>();
+  int64_t hits = 0;
+  for (int64_t n = 0; n < b.N; ++n) hits += rank_of(x + n * b.C, b.C, t[n]) < k;
+  return double(hits) / double(b.N);
+}
+
+// ---- ClassificationMetrics ----
+
+static std::vector<int64_t> default_topk(int64_t num_classes) {
+  std::vector<int64_t> ks{1};
+  if (num_classes >= 5) ks.push_back(5);
+  return ks;
+}
+
+ClassificationMetrics::ClassificationMetrics(int64_t num_classes)
+    : ClassificationMetrics(num_classes, default_topk(num_classes)) {}
+
+ClassificationMetrics::ClassificationMetrics(int64_t num_classes, std::vector<int64_t> topk)
+    : num_classes_(num_classes), topk_(std::move(topk)) {
+  const char* op = "ClassificationMetrics";
+  VOLT_CHECK(num_classes >= 1, op, ": num_classes must be >= 1, got ", num_classes);
+  VOLT_CHECK(num_classes <= (int64_t(1) << 20), op, ": num_classes = ", num_classes,
+             " is too large for a dense confusion matrix");
+  check_topk(op, topk_, num_classes_);
+  hits_.assign(topk_.size(), 0);
+  confusion_.assign(size_t(num_classes_ * num_classes_), 0);
+}
+
+void ClassificationMetrics::update(const Tensor& logits, const Tensor& target) {
+  const HostBatch b = check_batch("ClassificationMetrics::update", logits, target, num_classes_);
+  const float* x = b.logits.data<float>();
+  const int64_t* t = b.target.data<int64_t>();
+  const int64_t C = num_classes_;
+  for (int64_t n = 0; n < b.N; ++n) {
+    const float* row = x + n * C;
+    confusion_[size_t(t[n] * C + top1_of(row, C))] += 1;
+    if (topk_.empty()) continue;
+    const int64_t rank = rank_of(row, C, t[n]);
+    for (size_t i = 0; i < topk_.size(); ++i) hits_[i] += rank < topk_[i];
+  }
+  count_ += b.N;
+}
+
+ClassificationResult ClassificationMetrics::compute() const {
+  const int64_t C = num_classes_;
+  ClassificationResult r;
+  r.count = count_;
+  const double denom = count_ > 0 ? double(count_) : 1.0;
+  int64_t trace = 0;
+  for (int64_t c = 0; c < C; ++c) trace += confusion_[size_t(c * C + c)];
+  r.accuracy = double(trace) / denom;
+  for (size_t i = 0; i < topk_.size(); ++i) r.topk[topk_[i]] = double(hits_[i]) / denom;
+  r.per_class_accuracy.assign(size_t(C), 0.0);
+  r.class_count.assign(size_t(C), 0);
+  double recall_sum = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    int64_t row = 0;
+    for (int64_t p = 0; p < C; ++p) row += confusion_[size_t(c * C + p)];
+    r.class_count[size_t(c)] = row;
+    if (row == 0) continue;
+    r.per_class_accuracy[size_t(c)] = double(confusion_[size_t(c * C + c)]) / double(row);
+    recall_sum += r.per_class_accuracy[size_t(c)];
+    ++r.classes_present;
+  }
+  r.macro_accuracy = r.classes_present > 0 ? recall_sum / double(r.classes_present) : 0.0;
+  r.confusion = Tensor::empty({C, C}, DType::I64);
+  std::copy(confusion_.begin(), confusion_.end(), r.confusion.data<int64_t>());
+  return r;
+}
+
+void ClassificationMetrics::reset() {
+  count_ = 0;
+  std::fill(hits_.begin(), hits_.end(), 0);
+  std::fill(confusion_.begin(), confusion_.end(), 0);
+}
+
+void ClassificationMetrics::merge(const ClassificationMetrics& other) {
+  VOLT_CHECK(other.num_classes_ == num_classes_ && other.topk_ == topk_,
+             "ClassificationMetrics::merge: other has ", other.num_classes_, " classes and topk ", ks_str(other.topk_),
+             ", this has ", num_classes_, " classes and topk ", ks_str(topk_));
+  if (&other == this) {  // merging with itself doubles every count
+    load_counts([this] {
+      std::vector<int64_t> c = counts();
+      for (int64_t& v : c) v *= 2;
+      return c;
+    }());
+    return;
+  }
+  count_ += other.count_;
+  for (size_t i = 0; i < hits_.size(); ++i) hits_[i] += other.hits_[i];
+  for (size_t i = 0; i < confusion_.size(); ++i) confusion_[i] += other.confusion_[i];
+}
+
+std::vector<int64_t> ClassificationMetrics::counts() const {
+  std::vector<int64_t> c;
+  c.reserve(counts_size());
+  c.push_back(count_);
+  c.insert(c.end(), hits_.begin(), hits_.end());
+  c.insert(c.end(), confusion_.begin(), confusion_.end());
+  return c;
+}
+
+void ClassificationMetrics::load_counts(const std::vector<int64_t>& counts) {
+  const char* op = "ClassificationMetrics::load_counts";
+  const size_t K = topk_.size();
+  VOLT_CHECK(counts.size() == counts_size(), op, ": got ", counts.size(), " counts, expected ", counts_size(),
+             " (1 + ", K, " top-k + ", num_classes_, "x", num_classes_, " confusion)");
+  for (size_t i = 0; i < counts.size(); ++i)
+    VOLT_CHECK(counts[i] >= 0, op, ": counts[", i, "] = ", counts[i], " is negative");
+  int64_t confusion_sum = 0;
+  for (size_t i = 1 + K; i < counts.size(); ++i) confusion_sum += counts[i];
+  VOLT_CHECK(confusion_sum == counts[0], op, ": count = ", counts[0], " but the confusion matrix sums to ",
+             confusion_sum);
+  for (size_t i = 0; i < K; ++i)
+    VOLT_CHECK(counts[1 + i] <= counts[0], op, ": top-", topk_[i], " hits = ", counts[1 + i], " exceed count = ",
+               counts[0]);
+  count_ = counts[0];
+  std::copy(counts.begin() + 1, counts.begin() + 1 + std::ptrdiff_t(K), hits_.begin());
+  std::copy(counts.begin() + 1 + std::ptrdiff_t(K), counts.end(), confusion_.begin());
+}
+
+Tensor ClassificationMetrics::confusion_image(int64_t cell_px) const {
+  return volt::confusion_image(compute().confusion, cell_px);
+}
+
+// ---- the image ----
+
+void confusion_colour(double v, uint8_t rgb[3]) {
+  // Five anchors of matplotlib's viridis; luma rises monotonically from the first to the last.
+  static const double anchors[5][3] = {
+      {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+  if (!(v > 0)) v = 0;  // NaN too
+  if (v > 1) v = 1;
+  const double pos = v * 4.0;
+  const int lo = std::min(3, int(pos));
+  const double f = pos - lo;
+  for (int ch = 0; ch < 3; ++ch)
+    rgb[ch] = uint8_t(std::lround(anchors[lo][ch] + f * (anchors[lo + 1][ch] - anchors[lo][ch])));
+}
+
+Tensor confusion_image(const Tensor& confusion, int64_t cell_px) {
+  const char* op = "confusion_image";
+  VOLT_CHECK(confusion.defined(), op, ": confusion is undefined");
+  VOLT_CHECK(confusion.dtype() == DType::I64, op, ": confusion must be int64, got ",
+             dtype_name(confusion.dtype()), " (shape ", shape_str(confusion.shape()), ")");
+  VOLT_CHECK(confusion.dim() == 2 && confusion.size(0) == confusion.size(1) && confusion.size(0) >= 1, op,
+             ": confusion must be a non-empty square [C, C], got ", shape_str(confusion.shape()));
+  const int64_t C = confusion.size(0);
+  VOLT_CHECK(cell_px >= 1 && C * cell_px <= 8192, op, ": cell_px = ", cell_px, " with ", C,
+             " classes gives a side of ", C * cell_px, " px; need cell_px >= 1 and a side <= 8192");
+  const Tensor host = confusion.device().is_cpu() ? confusion : confusion.to(Device::cpu());
+  const int64_t* m = host.data<int64_t>();
+  const int64_t side = C * cell_px;
+  Tensor img = Tensor::empty({side, side, 3}, DType::U8);
+  uint8_t* px = img.data<uint8_t>();
+  for (int64_t r = 0; r < C; ++r) {
+    int64_t row_sum = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      VOLT_CHECK(m[r * C + c] >= 0, op, ": confusion[", r, ", ", c, "] = ", m[r * C + c], " is negative");
+      row_sum += m[r * C + c];
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      uint8_t rgb[3];
+      confusion_colour(row_sum > 0 ? double(m[r * C + c]) / double(row_sum) : 0.0, rgb);
+      for (int64_t y = r * cell_px; y < (r + 1) * cell_px; ++y)
+        for (int64_t x = c * cell_px; x < (c + 1) * cell_px; ++x)
+          std::copy(rgb, rgb + 3, px + (y * side + x) * 3);
+    }
+  }
+  return img;
+}
+
+}  // namespace volt

@@ -1,0 +1,501 @@
+// The Trainer (dist/trainer.h) on the CPU with small synthetic data: learning, fast_dev_run, batch
+// limits and validation counts, gradient clipping and accumulation, epoch means, ModelCheckpoint,
+// EarlyStopping, test(ckpt="best"), exact resume, log folders, the progress bar and bad options.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/datamodule.h"
+#include "data/synthetic.h"
+#include "dist/checkpoint.h"
+#include "dist/grad_clip.h"
+#include "dist/trainer.h"
+#include "engine/random.h"
+#include "engine/threads.h"
+#include "layers/layers.h"
+#include "layers/models/seed_cnn.h"
+#include "tests/test_util.h"
+
+using namespace volt;
+using test::contains;
+using test::error_of;
+namespace fs = std::filesystem;
+
+namespace {
+
+// 3 x 16 x 16 synthetic images of 4 classes; validation and test share the held-out part.
+class SynthDM : public DataModule {
+ public:
+  SynthDM(int64_t size = 256, int64_t batch = 32, int64_t val = 64) : DataModule(opts(batch)), size_(size), nval_(val) {
+    eval_transform_.mean = {0.5f};
+    eval_transform_.std = {0.5f};
+    train_transform_ = eval_transform_;
+  }
+  static DataModuleOptions opts(int64_t batch) {
+    DataModuleOptions o;
+    o.batch_size = batch;
+    o.num_workers = 0;
+    o.seed = 3;
+    return o;
+  }
+  std::string name() const override { return "synth"; }
+  void setup(const std::string&) override {
+    if (train_) return;
+    SyntheticOptions s;
+    s.size = size_;
+    s.height = s.width = 16;
+    s.num_classes = 4;
+    s.noise = 0.8f;
+    s.seed = 11;
+    split(std::make_shared<SyntheticDataset>(s), nval_);
+    test_ = val_;
+  }
+  Shape image_shape() const override { return {3, 16, 16}; }
+  int64_t num_classes() const override { return 4; }
+
+ private:
+  int64_t size_, nval_;
+};
+
+std::shared_ptr<SeedCNN> small_cnn(double dropout = 0.2) {
+  SeedCNNOptions o;
+  o.height = o.width = 16;
+  o.num_classes = 4;
+  o.dropout = dropout;
+  return std::make_shared<SeedCNN>(o);
+}
+
+// Counts the steps and can log a scripted per-epoch "score".
+class Counting : public ClassifierModule {
+ public:
+  using ClassifierModule::ClassifierModule;
+  Tensor training_step(const Batch& b, int64_t i) override {
+    ++train_calls;
+    return ClassifierModule::training_step(b, i);
+  }
+  void validation_step(const Batch& b, int64_t i) override {
+    ++val_calls;
+    ClassifierModule::validation_step(b, i);
+    log("bs", double(b.labels.numel()));
+  }
+  void test_step(const Batch& b, int64_t i) override {
+    ++test_calls;
+    ClassifierModule::test_step(b, i);
+  }
+  void on_validation_epoch_end() override {
+    if (!scores.empty()) log("score", scores[size_t(std::min<int64_t>(current_epoch(), int64_t(scores.size()) - 1))]);
+  }
+  int64_t train_calls = 0, val_calls = 0, test_calls = 0;
+  std::vector<double> scores;
+};
+
+struct Quiet {
+  std::ostringstream os;
+  TrainerOptions base(const std::string& root) {
+    TrainerOptions o;
+    o.default_root_dir = root;
+    o.out = &os;
+    o.enable_model_summary = false;
+    return o;
+  }
+};
+
+ClassifierOptions adam(double lr = 1e-3) {
+  ClassifierOptions c;
+  c.lr = lr;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("fit learns: val_acc rises on a learnable synthetic set") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(1);
+  SynthDM dm;
+  Counting m(small_cnn(), adam(3e-3));
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.max_epochs = 3;
+  o.seed = 1;
+  Trainer t(o);
+  const double before = t.validate(m, dm)[0].at("val_acc");
+  t.fit(m, dm);
+  const double after = t.callback_metrics().at("val_acc");
+  INFO(q.os.str());
+  CHECK(after > before + 0.2);
+  CHECK(after > 0.7);
+  auto res = t.test(m, dm);
+  REQUIRE(res.size() == 1);
+  CHECK(res[0].count("test_acc") == 1);
+  CHECK(res[0].count("test_loss") == 1);
+  CHECK(contains(q.os.str(), "Test metric"));
+}
+
+TEST_CASE("fast_dev_run runs n batches of each and writes nothing") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(2);
+  SynthDM dm;
+  Counting m(small_cnn(), adam());
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.fast_dev_run = 2;
+  o.max_epochs = 5;
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(m.train_calls == 2);
+  CHECK(m.val_calls == 2);  // no sanity check under fast_dev_run
+  t.test(m, dm);
+  CHECK(m.test_calls == 2);
+  CHECK(fs::is_empty(dir.path));
+  CHECK(t.log_dir().empty());
+}
+
+TEST_CASE("limit_train_batches, val_check_interval and num_sanity_val_steps give the expected call counts") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(3);
+  SynthDM dm(256, 32, 128);  // 4 training and 4 validation batches
+  Counting m(small_cnn(), adam());
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.max_epochs = 2;
+  o.limit_train_batches = 4;
+  o.limit_val_batches = 3;
+  o.val_check_interval = 2;
+  o.num_sanity_val_steps = 2;
+  o.logger = false;
+  o.enable_checkpointing = false;
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(m.train_calls == 8);
+  CHECK(m.val_calls == 2 + 2 * 2 * 3);
+  CHECK(t.global_step() == 8);
+  CHECK(t.current_epoch() == 2);
+
+  Counting m2(small_cnn(), adam());
+  o.limit_train_batches = 0.5;  // half of 4 batches
+  o.val_check_interval = 1.0;
+  o.num_sanity_val_steps = 0;
+  o.limit_val_batches = 0.25;  // a quarter of 4 batches
+  Trainer t2(o);
+  t2.fit(m2, dm);
+  CHECK(m2.train_calls == 2 * 2);
+  CHECK(m2.val_calls == 2 * 1);
+}
+
+TEST_CASE("clip_grad_norm_ and clip_grad_value_ follow PyTorch") {
+  Tensor a = test::param({3.f, 4.f}), b = test::param({12.f});
+  test::set_grad(a, {3, 4});
+  test::set_grad(b, {12});
+  const double total = clip_grad_norm_({a, b}, 6.5);
+  CHECK(total == doctest::Approx(13.0));
+  const double c = 6.5 / (13.0 + 1e-6);
+  test::check_close(a.grad(), {3 * c, 4 * c});
+  test::check_close(b.grad(), {12 * c});
+  // Below the limit: unchanged.
+  CHECK(clip_grad_norm_({a, b}, 100.0) == doctest::Approx(6.5).epsilon(1e-5));
+  test::check_close(a.grad(), {3 * c, 4 * c});
+  test::set_grad(a, {-3, 0.5});
+  clip_grad_value_({a}, 1.0);
+  test::check_close(a.grad(), {-1, 0.5});
+}
+
+TEST_CASE("gradient clipping inside fit keeps the update bounded") {
+  // SGD lr 1, one step with clip value 1e-3: no weight moves by more than 1e-3 (bias/weights alike).
+  test::TempDir dir("volt_trainer_");
+  manual_seed(4);
+  SynthDM dm;
+  auto net = std::make_shared<Sequential>(
+      std::vector<std::shared_ptr<Module>>{std::make_shared<Flatten>(), std::make_shared<Linear>(3 * 16 * 16, 4)});
+  ClassifierOptions co;
+  co.optimizer = "sgd";
+  co.lr = 1.0;
+  ClassifierModule m(net, co);
+  const StateDict before = test::snapshot(m);
+  for (std::string algo : {"value", "norm"}) {
+    m.load_state_dict(before);
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_steps = 1;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.enable_checkpointing = false;
+    o.gradient_clip_val = 1e-3;
+    o.gradient_clip_algorithm = algo;
+    Trainer t(o);
+    t.fit(m, dm);
+    double sq = 0, mx = 0;
+    for (const auto& [n, v] : m.state_dict().items()) {
+      auto x = v.to_vector(), y = before.find(n)->to_vector();
+      for (size_t i = 0; i < x.size(); ++i) {
+        sq += double(x[i] - y[i]) * double(x[i] - y[i]);
+        mx = std::max(mx, double(std::fabs(x[i] - y[i])));
+      }
+    }
+    INFO(algo);
+    if (algo == "value")
+      CHECK(mx <= 1e-3 + 1e-7);
+    else
+      CHECK(std::sqrt(sq) <= 1e-3 * (1 + 1e-4));
+    CHECK(mx > 0);
+  }
+}
+
+TEST_CASE("accumulate_grad_batches=2 equals one step on the doubled batch") {
+  test::TempDir dir("volt_trainer_");
+  auto run = [&](int64_t batch, int64_t accum) {
+    manual_seed(5);
+    auto net = std::make_shared<Sequential>(
+        std::vector<std::shared_ptr<Module>>{std::make_shared<Flatten>(), std::make_shared<Linear>(3 * 16 * 16, 4)});
+    ClassifierOptions co;
+    co.optimizer = "sgd";
+    co.lr = 0.5;
+    ClassifierModule m(net, co);
+    SynthDM dm(256, batch);
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_steps = 1;
+    o.accumulate_grad_batches = accum;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.enable_checkpointing = false;
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(t.global_step() == 1);
+    return test::snapshot(m);
+  };
+  const StateDict a = run(8, 2), b = run(16, 1);
+  for (const auto& [n, v] : a.items()) {
+    const auto x = v.to_vector(), y = b.find(n)->to_vector();
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, double(std::fabs(x[i] - y[i])));
+    INFO(n);
+    CHECK(worst < 1e-5);
+  }
+}
+
+TEST_CASE("epoch metrics are the batch-size-weighted mean") {
+  MetricStore s;
+  s.set_stage("val");
+  s.add("x", 1.0, {}, 10);
+  s.add("x", 3.0, {}, 30);
+  CHECK(s.epoch_means().at("x") == doctest::Approx(2.5));
+  // Through validate(): 40 validation images in batches 16, 16, 8; "bs" logs the batch size.
+  SynthDM dm(120, 16, 40);
+  Counting m(small_cnn(), adam());
+  Quiet q;
+  TrainerOptions o;
+  o.out = &q.os;
+  Trainer t(o);
+  const auto r = t.validate(m, dm);
+  CHECK(r[0].at("bs") == doctest::Approx((16.0 * 16 + 16 * 16 + 8 * 8) / 40));
+  CHECK(contains(q.os.str(), "Validate metric"));
+}
+
+TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt; test(ckpt=best) loads the best") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(6);
+  SynthDM dm(128, 32, 32);
+  Counting m(small_cnn(), adam());
+  m.scores = {5, 3, 4, 1, 2};
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.max_epochs = 5;
+  o.num_sanity_val_steps = 0;
+  ModelCheckpointOptions mo;
+  mo.monitor = "score";
+  mo.save_top_k = 2;
+  mo.save_last = true;
+  mo.filename = "epoch={epoch}-step={step}-{score:.2f}";
+  auto mc = std::make_shared<ModelCheckpoint>(mo);
+  o.callbacks = {mc};
+  Trainer t(o);
+  t.fit(m, dm);
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(t.log_dir() + "/checkpoints")) files.insert(e.path().filename().string());
+  const std::set<std::string> want = {"epoch=3-step=12-score=1.00.ckpt", "epoch=4-step=15-score=2.00.ckpt", "last.ckpt"};
+  CHECK(files == want);
+  CHECK(contains(mc->best_model_path(), "epoch=3-step=12"));
+  CHECK(mc->best_model_score() == 1.0);
+
+  const Checkpoint best = load_checkpoint(mc->best_model_path());
+  t.test(m, dm, "best");
+  for (const auto& [n, v] : best.model) {
+    INFO(n);
+    CHECK(test::same_values(*m.state_dict().find(n), v));
+  }
+  CHECK(contains(error_of([&] { Trainer(o).test(m, dm, "best"); }), "no best checkpoint"));
+}
+
+TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on NaN") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(7);
+  SynthDM dm(128, 32, 32);
+  {
+    Counting m(small_cnn(), adam());
+    m.scores = {1, 2, 3, 4, 5, 6, 7, 8};
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = 8;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.enable_checkpointing = false;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    eo.patience = 2;
+    auto es = std::make_shared<EarlyStopping>(eo);
+    o.callbacks = {es};
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(es->stopped_epoch() == 2);
+    CHECK(t.current_epoch() == 3);
+    CHECK(contains(q.os.str(), "did not improve"));
+  }
+  {
+    Counting m(small_cnn(), adam());
+    m.scores = {1, NAN};
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = 8;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.enable_checkpointing = false;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    eo.patience = 5;
+    auto es = std::make_shared<EarlyStopping>(eo);
+    o.callbacks = {es};
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(es->stopped_epoch() == 1);
+    CHECK(contains(es->reason(), "not finite"));
+  }
+}
+
+TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an uninterrupted run") {
+  test::TempDir dir("volt_trainer_");
+  const int saved = get_num_threads();
+  set_num_threads(2);
+  SynthDM dm(192, 32, 32);
+  auto make = [] {
+    manual_seed(21);
+    return std::make_unique<ClassifierModule>(small_cnn(0.3), adam(2e-3));
+  };
+  auto opts = [&](Quiet& q, int64_t epochs) {
+    auto o = q.base(dir.path);
+    o.max_epochs = epochs;
+    o.seed = 21;
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+    return o;
+  };
+  Quiet q1, q2, q3;
+  auto full = make();
+  Trainer(opts(q1, 4)).fit(*full, dm);
+  auto part = make();
+  Trainer(opts(q2, 2)).fit(*part, dm);
+  auto resumed = make();
+  auto o3 = opts(q3, 4);
+  o3.resume = "last";
+  Trainer t3(o3);
+  t3.fit(*resumed, dm);
+  INFO(q3.os.str());
+  CHECK(contains(q3.os.str(), "version_1/checkpoints/last.ckpt"));
+  CHECK(t3.current_epoch() == 4);
+  CHECK(test::same_state(*resumed, test::snapshot(*full)));
+  CHECK_FALSE(test::same_state(*part, test::snapshot(*full)));
+  set_num_threads(saved);
+}
+
+TEST_CASE("log folders: version_0, version_1 with metrics.csv, hparams.yaml and an events file") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  for (int i = 0; i < 2; ++i) {
+    manual_seed(8);
+    ClassifierModule m(small_cnn(), adam());
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = 2;
+    o.log_every_n_steps = 1;
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(t.log_dir() == dir.path + "/lightning_logs/version_" + std::to_string(i));
+  }
+  const std::string v0 = dir.path + "/lightning_logs/version_0";
+  CHECK(fs::is_directory(dir.path + "/lightning_logs/version_1"));
+  std::ifstream csv(v0 + "/metrics.csv");
+  std::string header;
+  std::getline(csv, header);
+  INFO(header);
+  for (const char* col : {"epoch", "step", "train_loss", "val_loss", "val_acc"}) CHECK(contains(header, col));
+  CHECK(fs::is_regular_file(v0 + "/hparams.yaml"));
+  bool events = false;
+  for (const auto& e : fs::directory_iterator(v0))
+    events = events || contains(e.path().filename().string(), "events.out.tfevents.");
+  CHECK(events);
+  bool ckpt = false;
+  for (const auto& e : fs::directory_iterator(v0 + "/checkpoints")) ckpt = ckpt || e.path().extension() == ".ckpt";
+  CHECK(ckpt);
+}
+
+TEST_CASE("progress bar: plain lines without a terminal, a live line with one; profilers report") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 16, 32);
+  for (int tty : {-1, 1}) {
+    manual_seed(9);
+    ClassifierModule m(small_cnn(), adam());
+    const auto names = test::names_of(m.named_parameters());
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = 1;
+    o.log_every_n_steps = 2;
+    o.progress_tty = tty;
+    o.profiler = tty < 0 ? "simple" : "advanced";
+    o.logger = false;
+    o.enable_checkpointing = false;
+    Trainer t(o);
+    t.fit(m, dm);
+    const std::string s = q.os.str();
+    INFO(s);
+    CHECK(contains(s, "Epoch 0:"));
+    CHECK(contains(s, "it/s"));
+    CHECK(contains(s, "img/s"));
+    CHECK(contains(s, "train_loss="));
+    CHECK(contains(s, "training_step"));
+    if (tty < 0) {
+      CHECK(s.find('\r') == std::string::npos);
+      CHECK(contains(s, "Epoch 0:  33% 2/6"));
+    } else {
+      CHECK(s.find('\r') != std::string::npos);
+      CHECK(contains(s, "forward/model/block1/0 (Conv2d)"));
+    }
+    CHECK(test::names_of(m.named_parameters()) == names);  // advanced profiling leaves the model as it was
+    CHECK(m.children()[0].second->children()[0].second->children()[0].second->extra_repr() == small_cnn()->block1->children()[0].second->extra_repr());
+  }
+}
+
+TEST_CASE("unsupported options throw volt::Error saying why") {
+  auto msg = [](auto set) {
+    TrainerOptions o;
+    set(o);
+    return error_of([&] { Trainer t(o); });
+  };
+  CHECK(contains(msg([](TrainerOptions& o) { o.accelerator = "gpu"; }), "CUDA backend"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.gpus = 1; }), "CUDA backend"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.precision = "16-mixed"; }), "mixed precision needs the GPU backend"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.precision = "16"; }), "mixed precision"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.devices = 2; }), "distributed backend"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.num_nodes = 2; }), "distributed backend"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.strategy = "fsdp"; }), "choices"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.profiler = "pytorch"; }), "simple, advanced"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.gradient_clip_algorithm = "l1"; }), "norm, value"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.limit_train_batches = 1.5; }), "fraction"));
+  TrainerOptions ok;
+  ok.strategy = "dp";
+  ok.devices = -1;
+  ok.accelerator = "cpu";
+  CHECK_NOTHROW(Trainer{ok});
+}
