@@ -518,23 +518,47 @@ std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, Met
   return s.epoch_means();
 }
 
+std::string Trainer::resolve_ckpt(const std::string& ckpt, const char* who) const {
+  if (ckpt == "best") {
+    ModelCheckpoint* mc = checkpoint_callback();
+    VOLT_CHECK(mc && !mc->best_model_path().empty(), who,
+               "(ckpt=\"best\"): no best checkpoint; fit with a ModelCheckpoint (and checkpointing on) first");
+    return mc->best_model_path();
+  }
+  if (ckpt == "last") {
+    ModelCheckpoint* mc = checkpoint_callback();
+    return mc && !mc->last_model_path().empty() ? mc->last_model_path()
+                                                : resolve_resume_path(opts_.default_root_dir, "last");
+  }
+  return ckpt;
+}
+
+void Trainer::load_weights(LightningModule& module, const std::string& path) {
+  Checkpoint c = load_checkpoint(path);
+  check_model_matches(c, module);
+  StateDict sd;
+  for (const auto& [n, t] : c.model) sd.add(n, t);
+  module.load_state_dict(sd);
+}
+
+std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoader& loader, int64_t limit,
+                                                bool is_test) {
+  const int64_t fast = opts_.fast_dev_run.batches;
+  const int64_t total = loader.num_batches();
+  const int64_t n = fast ? std::min(fast, total) : limit;
+  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler);
+  for (const auto& [k, v] : m) callback_metrics_[k] = v;
+  return m;
+}
+
 std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& module, DataModule& dm,
                                                              const std::string& ckpt) {
   if (opts_.seed) manual_seed(*opts_.seed);
-  if (!ckpt.empty()) {
-    Checkpoint c = load_checkpoint(ckpt);
-    check_model_matches(c, module);
-    StateDict sd;
-    for (const auto& [n, t] : c.model) sd.add(n, t);
-    module.load_state_dict(sd);
-  }
+  const std::string path = resolve_ckpt(ckpt, "validate");
+  if (!path.empty()) load_weights(module, path);
   dm.setup("validate");
   auto loader = dm.val_loader();
-  const int64_t fast = opts_.fast_dev_run.batches;
-  const int64_t total = loader->num_batches();
-  const int64_t n = fast ? std::min(fast, total) : opts_.limit_val_batches.of(total);
-  auto m = TrainerRun::eval_loop(module, impl_->eval_store, *loader, n, false, impl_->profiler);
-  for (const auto& [k, v] : m) callback_metrics_[k] = v;
+  auto m = run_eval(module, *loader, opts_.limit_val_batches.of(loader->num_batches()), false);
   print_table(out(), "Validate metric", m);
   return {m};
 }
@@ -542,34 +566,14 @@ std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& mo
 std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module, DataModule& dm,
                                                          const std::string& ckpt) {
   if (opts_.seed) manual_seed(*opts_.seed);
-  std::string path;
-  if (ckpt == "best") {
-    ModelCheckpoint* mc = checkpoint_callback();
-    VOLT_CHECK(mc && !mc->best_model_path().empty(),
-               "test(ckpt=\"best\"): no best checkpoint; fit with a ModelCheckpoint (and checkpointing on) first");
-    path = mc->best_model_path();
-  } else if (ckpt == "last") {
-    ModelCheckpoint* mc = checkpoint_callback();
-    path = mc && !mc->last_model_path().empty() ? mc->last_model_path()
-                                                : resolve_resume_path(opts_.default_root_dir, "last");
-  } else {
-    path = ckpt;
-  }
+  const std::string path = resolve_ckpt(ckpt, "test");
   if (!path.empty()) {
-    Checkpoint c = load_checkpoint(path);
-    check_model_matches(c, module);
-    StateDict sd;
-    for (const auto& [n, t] : c.model) sd.add(n, t);
-    module.load_state_dict(sd);
+    load_weights(module, path);
     out() << "Testing with the weights of " << path << "\n";
   }
   dm.setup("test");
   auto loader = dm.test_loader();
-  const int64_t fast = opts_.fast_dev_run.batches;
-  const int64_t total = loader->num_batches();
-  const int64_t n = fast ? std::min(fast, total) : opts_.limit_test_batches.of(total);
-  auto m = TrainerRun::eval_loop(module, impl_->eval_store, *loader, n, true, impl_->profiler);
-  for (const auto& [k, v] : m) callback_metrics_[k] = v;
+  auto m = run_eval(module, *loader, opts_.limit_test_batches.of(loader->num_batches()), true);
   if (impl_->loggers) {
     impl_->loggers->log_metrics(m, global_step_, epoch_);
     impl_->loggers->flush();

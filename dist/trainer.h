@@ -107,6 +107,12 @@ class Trainer {
  private:
   struct Impl;
   void check_options();
+  // "best" / "last" / a path / "" (keep the current weights) -> the checkpoint file to load.
+  std::string resolve_ckpt(const std::string& ckpt, const char* who) const;
+  // Loads a checkpoint's model weights into `module` (after checking every name and shape).
+  void load_weights(LightningModule& module, const std::string& path);
+  // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
+  std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
   std::ostream& out() const { return opts_.out ? *opts_.out : std::cout; }
   TrainerOptions opts_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
