@@ -48,7 +48,9 @@ void DataLoader::load_state(const LoaderState& s) {
   sampler_.set_epoch(s.epoch);
   order_ = sampler_.indices();
   next_batch_ = s.next_batch;
-  start(next_batch_);
+  // Workers start on the first next(): a set_epoch() right after construction (or a resume) then
+  // costs nothing instead of throwing away batches already made.
+  started_ = false;
 }
 
 void DataLoader::make_batch(int64_t b, Batch& out) const {
@@ -73,6 +75,7 @@ void DataLoader::make_batch(int64_t b, Batch& out) const {
 }
 
 void DataLoader::start(int64_t first_batch) {
+  started_ = true;
   stopping_ = false;
   workers_.clear();
   for (int w = 0; w < o_.num_workers; ++w) workers_.push_back(std::make_unique<Worker>());
@@ -117,6 +120,7 @@ void DataLoader::worker_loop(int w, int64_t first_batch) {
 bool DataLoader::next(Batch& out) {
   if (next_batch_ >= num_batches()) return false;
   const int64_t b = next_batch_;
+  if (o_.num_workers > 0 && !started_) start(b);
   if (o_.num_workers == 0) {
     make_batch(b, out);
   } else {

@@ -71,7 +71,7 @@ class DataLoader {
     std::condition_variable cv;
   };
   void make_batch(int64_t b, Batch& out) const;
-  void start(int64_t first_batch);
+  void start(int64_t first_batch);  // workers begin at first_batch (called by the first next())
   void stop();
   void worker_loop(int w, int64_t first_batch);
 
@@ -81,6 +81,7 @@ class DataLoader {
   std::vector<int64_t> order_;  // this rank's indices for the epoch
   int64_t epoch_ = 0, next_batch_ = 0;
   std::atomic<bool> stopping_{false};
+  bool started_ = false;  // workers run for the current state (set_epoch/load_state only record it)
   std::vector<std::unique_ptr<Worker>> workers_;
 };
 

@@ -38,20 +38,10 @@ using test::error_of;
 
 namespace {
 
-// A fresh folder under the temp dir, removed with everything in it at the end.
-struct TmpDir {
+// A fresh folder under /tmp (test::TempDir), seen as a filesystem path.
+struct TmpDir : test::TempDir {
+  TmpDir() : test::TempDir("volt_download_"), path(test::TempDir::path) {}
   fs::path path;
-  TmpDir() {
-    std::string tmpl = (fs::temp_directory_path() / "volt_download_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TmpDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TmpDir(const TmpDir&) = delete;
-  TmpDir& operator=(const TmpDir&) = delete;
 };
 
 void write_file(const fs::path& p, const std::string& bytes) {
