@@ -74,7 +74,7 @@ TEST_CASE("sampler: shards over 1, 2 and 3 ranks cover every index with equal co
   }
 }
 
-TEST_CASE("sampler: each epoch's order differs and is reproducible; drop_last truncates") {
+TEST_CASE("sampler: each epoch's order differs and is reproducible, and drop_last truncates") {
   SamplerOptions o;
   o.shuffle = true;
   o.seed = 9;

@@ -249,7 +249,7 @@ TEST_CASE("SummaryWriter: file name and Event records decoded in C++") {
   CHECK(decode(attr.one(2)).one(2) == "10");
 }
 
-TEST_CASE("SummaryWriter: two writers in one process get different files; bad input throws") {
+TEST_CASE("SummaryWriter: two writers in one process get different files, and bad input throws") {
   TempDir tmp;
   volt::SummaryWriter a(tmp.str()), b(tmp.str());
   CHECK(a.file_path() != b.file_path());

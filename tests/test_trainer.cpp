@@ -294,7 +294,7 @@ TEST_CASE("epoch metrics are the batch-size-weighted mean") {
   CHECK(contains(q.os.str(), "Validate metric"));
 }
 
-TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt; test(ckpt=best) loads the best") {
+TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt, and test(ckpt=best) loads the best") {
   test::TempDir dir("volt_trainer_");
   manual_seed(6);
   SynthDM dm(128, 32, 32);
@@ -441,7 +441,7 @@ TEST_CASE("log folders: version_0, version_1 with metrics.csv, hparams.yaml and 
   CHECK(ckpt);
 }
 
-TEST_CASE("progress bar: plain lines without a terminal, a live line with one; profilers report") {
+TEST_CASE("progress bar: plain lines without a terminal, a live line with one, and the profilers report") {
   test::TempDir dir("volt_trainer_");
   SynthDM dm(128, 16, 32);
   for (int tty : {-1, 1}) {
