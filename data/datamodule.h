@@ -3,7 +3,8 @@
 // process, and train/val/test_loader() hand out batches. CIFAR10DataModule and MNISTDataModule
 // reproduce the tutorial: a seeded random_split of the training files into train and validation
 // (45,000/5,000 and 55,000/5,000), the test set separate, and Normalize(0.5, 0.5) after scaling
-// to [0, 1]; optional augmentation (random crop with padding 4, horizontal flip, cutout).
+// to [0, 1]; optional augmentation (random crop with padding 4, horizontal flip, cutout). The same
+// recipe serves CIFAR-100, Fashion-MNIST, an image folder and a seeded synthetic set.
 #pragma once
 #include <functional>
 #include <memory>
@@ -11,6 +12,7 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/mnist.h"
 
 namespace volt {
 
@@ -33,7 +35,8 @@ class DataModule {
   virtual ~DataModule() = default;
   virtual std::string name() const = 0;
   virtual void prepare_data() {}
-  // stage: "fit" (train + val), "validate", "test", or "" (all).
+  // stage: "fit" (train + val), "validate", "test", or "" (all). A part built by an earlier call is
+  // kept, so calling it again per stage (as the Trainer does) reads nothing twice.
   virtual void setup(const std::string& stage) = 0;
   std::unique_ptr<DataLoader> train_loader() const;
   std::unique_ptr<DataLoader> val_loader() const;
@@ -51,6 +54,9 @@ class DataModule {
   void split(std::shared_ptr<const Dataset> full, int64_t val_size);
   std::unique_ptr<DataLoader> make_loader(const std::shared_ptr<const Dataset>& d, bool training, const char* what) const;
   std::string resolve_dir(const std::string& dataset_folder) const;
+  // Normalize(0.5, 0.5) over `channels`; training adds cutout and, when crop_flip, the augment option's
+  // random crop (padding 4) and horizontal flip.
+  void set_transforms(int64_t channels, bool crop_flip);
 
   DataModuleOptions o_;
   std::string dir_;
@@ -68,14 +74,71 @@ class CIFAR10DataModule : public DataModule {
   int64_t num_classes() const override { return 10; }
 };
 
+// CIFAR-100 binary (fine labels): 45,000/5,000 split, folder "cifar-100".
+class CIFAR100DataModule : public DataModule {
+ public:
+  explicit CIFAR100DataModule(const DataModuleOptions& o);
+  std::string name() const override { return "CIFAR-100"; }
+  void prepare_data() override;
+  void setup(const std::string& stage) override;
+  Shape image_shape() const override { return {3, 32, 32}; }
+  int64_t num_classes() const override { return 100; }
+};
+
+// MNIST (folder "mnist") or Fashion-MNIST (folder "fashion-mnist"): 55,000/5,000 split.
 class MNISTDataModule : public DataModule {
  public:
-  explicit MNISTDataModule(const DataModuleOptions& o);
-  std::string name() const override { return "MNIST"; }
+  explicit MNISTDataModule(const DataModuleOptions& o, MNISTVariant variant = MNISTVariant::MNIST);
+  std::string name() const override;
   void prepare_data() override;
   void setup(const std::string& stage) override;
   Shape image_shape() const override { return {1, 28, 28}; }
   int64_t num_classes() const override { return 10; }
+
+ private:
+  MNISTVariant variant_;
+};
+
+class FashionMNISTDataModule : public MNISTDataModule {
+ public:
+  explicit FashionMNISTDataModule(const DataModuleOptions& o) : MNISTDataModule(o, MNISTVariant::FashionMNIST) {}
+};
+
+// An image folder with torchvision's layout: <data_dir>/train/<class>/*.png|jpg|bmp and
+// <data_dir>/test/<class>/..., plus <data_dir>/val/<class>/... if present (otherwise 10% of train,
+// seeded). Train, val and test must have the same classes and image size. No download.
+class ImageFolderDataModule : public DataModule {
+ public:
+  explicit ImageFolderDataModule(const DataModuleOptions& o, int64_t channels = 3);
+  std::string name() const override { return "ImageFolder"; }
+  void setup(const std::string& stage) override;
+  // Known after setup() (throws volt::Error before).
+  Shape image_shape() const override;
+  int64_t num_classes() const override;
+
+ private:
+  int64_t channels_;
+  Shape shape_;
+  int64_t classes_ = 0;
+};
+
+// Seeded synthetic images (data/synthetic.h) split like CIFAR-10's by default: 45,000 train,
+// 5,000 validation and 10,000 test images of 3x32x32 in 10 classes. Nothing on disk.
+struct SyntheticDataSizes {
+  int64_t train = 45000, val = 5000, test = 10000;
+  int64_t channels = 3, height = 32, width = 32, num_classes = 10;
+};
+
+class SyntheticDataModule : public DataModule {
+ public:
+  SyntheticDataModule(const DataModuleOptions& o, const SyntheticDataSizes& sizes = {});
+  std::string name() const override { return "synthetic"; }
+  void setup(const std::string& stage) override;
+  Shape image_shape() const override { return {z_.channels, z_.height, z_.width}; }
+  int64_t num_classes() const override { return z_.num_classes; }
+
+ private:
+  SyntheticDataSizes z_;
 };
 
 }  // namespace volt

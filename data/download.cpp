@@ -1,5 +1,5 @@
 // Dataset downloads: MD5 from RFC 1321, libcurl fetches to a part file renamed into place, libarchive
-// extraction into a temporary folder renamed into place, and the CIFAR-10 / MNIST fetchers.
+// extraction into a temporary folder renamed into place. The dataset fetchers are in prepare.cpp.
 #include "data/download.h"
 
 #include <archive.h>
@@ -403,114 +403,6 @@ void extract_tar_gz(const std::string& archive_path, const std::string& dest_dir
               errno_text(errno));
   if (!single) tmp.keep = true;  // it is dest now
   fsync_dir(parent);
-}
-
-// ---------------------------------------------------------------------------------------------
-// CIFAR-10 and MNIST
-
-namespace {
-
-std::string join_url(std::string base, const std::string& name) {
-  if (!base.empty() && base.back() != '/') base += '/';
-  return base + name;
-}
-
-std::string md5_for(const DatasetDownloadOptions& opts, const std::string& name, const std::string& builtin) {
-  const auto it = opts.md5.find(name);
-  return it != opts.md5.end() ? it->second : builtin;
-}
-
-bool is_file(const fs::path& p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec);
-}
-
-// Runs fetch on the downloading process, then the barrier on every process, exactly once each, so
-// no process waits for one that skipped it; a failed fetch still reaches the barrier (releasing the
-// others) before its error is rethrown.
-void fetch_then_barrier(const DatasetDownloadOptions& opts, const std::function<void()>& fetch) {
-  std::exception_ptr failed;
-  if (opts.download) {
-    try {
-      fetch();
-    } catch (...) {
-      failed = std::current_exception();
-    }
-  }
-  if (opts.barrier) opts.barrier();
-  if (failed) std::rethrow_exception(failed);
-}
-
-const char* const kCifarArchive = "cifar-10-binary.tar.gz";
-const char* const kCifarArchiveMd5 = "c32a1d4ab5d03f1284b67883e8d87530";
-const char* const kCifarFolder = "cifar-10-batches-bin";
-const char* const kCifarFiles[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
-                                   "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
-
-const char* const kMnistFiles[4][2] = {
-    {"train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"},
-    {"train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"},
-    {"t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"},
-    {"t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"},
-};
-
-// The first CIFAR batch file missing from folder, or "" when all are there.
-std::string missing_cifar_file(const fs::path& folder) {
-  for (const char* f : kCifarFiles)
-    if (!is_file(folder / f)) return f;
-  return "";
-}
-
-}  // namespace
-
-std::string prepare_cifar10(const std::string& root, const std::string& base_url,
-                            const DatasetDownloadOptions& opts) {
-  const fs::path folder = fs::path(root) / kCifarFolder;
-  fetch_then_barrier(opts, [&] {
-    if (missing_cifar_file(folder).empty()) return;
-    std::error_code ec;
-    if (fs::exists(folder, ec) && !fs::is_empty(folder, ec))
-      VOLT_FAIL("CIFAR-10: ", folder.string(), " exists but lacks ", missing_cifar_file(folder),
-                "; delete the folder to download it again");
-    const fs::path archive = fs::path(root) / kCifarArchive;
-    const std::string want = md5_for(opts, kCifarArchive, kCifarArchiveMd5);
-    // A kept archive is reused only when its MD5 can be (and is) confirmed.
-    if (!(is_file(archive) && !want.empty() && md5_hex(archive.string()) == lower(want)))
-      download_file(join_url(base_url, kCifarArchive), archive.string(), want, opts.timeouts);
-    try {
-      extract_tar_gz(archive.string(), folder.string());
-    } catch (...) {
-      fs::remove(archive, ec);  // a bad archive: the next call fetches it again
-      throw;
-    }
-    const std::string missing = missing_cifar_file(folder);
-    if (!missing.empty()) {
-      fs::remove_all(folder, ec);
-      VOLT_FAIL("CIFAR-10: ", archive.string(), " did not contain ", kCifarFolder, "/", missing);
-    }
-  });
-
-  const std::string missing = missing_cifar_file(folder);
-  VOLT_CHECK(missing.empty(), "CIFAR-10: ", (folder / missing).string(),
-             " is missing after the download (did the downloading process fail?)");
-  return folder.string();
-}
-
-std::string prepare_mnist(const std::string& root, const std::string& base_url, const DatasetDownloadOptions& opts) {
-  fetch_then_barrier(opts, [&] {
-    for (const auto& f : kMnistFiles) {
-      const fs::path path = fs::path(root) / f[0];
-      const std::string md5 = md5_for(opts, f[0], f[1]);
-      // Present with the right MD5 (or with any content when the check is switched off): kept.
-      if (is_file(path) && (md5.empty() || md5_hex(path.string()) == lower(md5))) continue;
-      download_file(join_url(base_url, f[0]), path.string(), md5, opts.timeouts);
-    }
-  });
-
-  for (const auto& f : kMnistFiles)
-    VOLT_CHECK(is_file(fs::path(root) / f[0]), "MNIST: ", (fs::path(root) / f[0]).string(),
-               " is missing after the download (did the downloading process fail?)");
-  return root;
 }
 
 }  // namespace volt

@@ -1,5 +1,6 @@
 // Dataset downloads: MD5 (RFC 1321), an HTTP(S) fetch and a tar.gz extraction that never leave a
-// half-written file or folder that looks complete, and the CIFAR-10 / MNIST fetchers built on them.
+// half-written file or folder that looks complete, and the CIFAR-10/100 and (Fashion-)MNIST fetchers
+// built on them.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -55,7 +56,9 @@ struct DatasetDownloadOptions {
 };
 
 inline constexpr const char* kCifar10BaseUrl = "https://www.cs.toronto.edu/~kriz/";
+inline constexpr const char* kCifar100BaseUrl = "https://www.cs.toronto.edu/~kriz/";
 inline constexpr const char* kMnistBaseUrl = "https://ossci-datasets.s3.amazonaws.com/mnist/";
+inline constexpr const char* kFashionMnistBaseUrl = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
 
 // Makes <root>/cifar-10-batches-bin/ hold data_batch_{1..5}.bin and test_batch.bin, fetching
 // <base_url>cifar-10-binary.tar.gz into root (kept there; a copy with the right MD5 is reused)
@@ -64,9 +67,17 @@ inline constexpr const char* kMnistBaseUrl = "https://ossci-datasets.s3.amazonaw
 std::string prepare_cifar10(const std::string& root, const std::string& base_url = kCifar10BaseUrl,
                             const DatasetDownloadOptions& opts = {});
 
+// The same for CIFAR-100: <root>/cifar-100-binary/ with train.bin and test.bin, from
+// <base_url>cifar-100-binary.tar.gz.
+std::string prepare_cifar100(const std::string& root, const std::string& base_url = kCifar100BaseUrl,
+                             const DatasetDownloadOptions& opts = {});
+
 // Makes root hold the four gzip'ed MNIST IDX files (train-images-idx3-ubyte.gz, ...), fetching
 // from <base_url><name> each one that is missing or has the wrong MD5. Returns root.
 std::string prepare_mnist(const std::string& root, const std::string& base_url = kMnistBaseUrl,
                           const DatasetDownloadOptions& opts = {});
+// The same for Fashion-MNIST (same file names, its own MD5s).
+std::string prepare_fashion_mnist(const std::string& root, const std::string& base_url = kFashionMnistBaseUrl,
+                                  const DatasetDownloadOptions& opts = {});
 
 }  // namespace volt
