@@ -45,6 +45,10 @@ void LightningModule::log(const std::string& name, const Tensor& value, const Lo
   log(name, double(value.item()), opts, batch_size);
 }
 
+void LightningModule::log_image(const std::string& tag, const Tensor& image) {
+  if (image_sink_) image_sink_(tag, image);
+}
+
 ClassifierModule::ClassifierModule(std::shared_ptr<Module> model, const ClassifierOptions& opts)
     : model_(register_module("model", std::move(model))), o_(opts) {
   VOLT_CHECK(model_ != nullptr, "ClassifierModule: no model given");
@@ -59,18 +63,53 @@ Tensor ClassifierModule::training_step(const Batch& batch, int64_t) {
   return loss;
 }
 
+void ClassifierModule::update_metrics(const Tensor& logits, const Tensor& labels) {
+  if (!metrics_ || metrics_->num_classes() != logits.size(1)) metrics_.emplace(logits.size(1));
+  metrics_->update(logits, labels);
+}
+
 void ClassifierModule::validation_step(const Batch& batch, int64_t) {
   Tensor logits = forward(batch.images);
   LogOptions bar;
   bar.prog_bar = true;
   log("val_loss", cross_entropy(logits, batch.labels));
   log("val_acc", accuracy(logits, batch.labels), bar);
+  update_metrics(logits, batch.labels);
 }
 
 void ClassifierModule::test_step(const Batch& batch, int64_t) {
   Tensor logits = forward(batch.images);
   log("test_loss", cross_entropy(logits, batch.labels));
   log("test_acc", accuracy(logits, batch.labels));
+  update_metrics(logits, batch.labels);
+}
+
+void ClassifierModule::on_validation_epoch_start() {
+  if (metrics_) metrics_->reset();
+}
+
+void ClassifierModule::on_test_epoch_start() {
+  if (metrics_) metrics_->reset();
+}
+
+// Epoch-level values are logged with weight 1: their epoch mean is the value itself.
+void ClassifierModule::on_validation_epoch_end() {
+  if (!metrics_ || metrics_->count() == 0) return;
+  const ClassificationResult r = metrics_->compute();
+  if (auto it = r.topk.find(5); it != r.topk.end()) log("val_acc_top5", it->second, {}, 1);
+}
+
+void ClassifierModule::on_test_epoch_end() {
+  if (!metrics_ || metrics_->count() == 0) return;
+  const ClassificationResult r = metrics_->compute();
+  if (auto it = r.topk.find(5); it != r.topk.end()) log("test_acc_top5", it->second, {}, 1);
+  const auto& per_class = r.per_class_accuracy;
+  if (per_class.size() <= 20)
+    for (size_t c = 0; c < per_class.size(); ++c) {
+      const std::string name = c < o_.class_names.size() ? o_.class_names[c] : std::to_string(c);
+      log("test_acc_class/" + name, per_class[c], {}, 1);
+    }
+  log_image("test_confusion_matrix", metrics_->confusion_image());
 }
 
 OptimizerConfig ClassifierModule::configure_optimizers() {
@@ -96,9 +135,17 @@ OptimizerConfig ClassifierModule::configure_optimizers() {
     c.scheduler = std::make_shared<CosineAnnealingLR>(*c.optimizer, std::max<int64_t>(1, o_.max_epochs));
   } else if (o_.scheduler == "step") {
     c.scheduler = std::make_shared<StepLR>(*c.optimizer, std::max<int64_t>(1, o_.max_epochs / 3));
+  } else if (o_.scheduler == "onecycle") {
+    VOLT_CHECK(o_.total_steps > 0, "ClassifierModule: scheduler \"onecycle\" needs total_steps > 0");
+    OneCycleOptions oc;
+    oc.max_lr = o_.lr;
+    oc.total_steps = o_.total_steps;
+    c.scheduler = std::make_shared<OneCycleLR>(*c.optimizer, oc);
+    c.interval = "step";
+    return c;
   } else {
-    VOLT_CHECK(o_.scheduler.empty(), "ClassifierModule: unknown scheduler \"", o_.scheduler,
-               "\" (choices: none, cosine, step)");
+    VOLT_CHECK(o_.scheduler.empty() || o_.scheduler == "none", "ClassifierModule: unknown scheduler \"", o_.scheduler,
+               "\" (choices: none, cosine, step, onecycle)");
   }
   c.interval = "epoch";
   return c;
@@ -113,6 +160,8 @@ HParams ClassifierModule::hyperparameters() const {
   h["weight_decay"] = o_.weight_decay;
   h["scheduler"] = o_.scheduler.empty() ? std::string("none") : o_.scheduler;
   h["num_parameters"] = double(model_->num_parameters());
+  if (o_.label_smoothing != 0) h["label_smoothing"] = o_.label_smoothing;
+  for (const auto& [k, v] : o_.extra_hparams) h[k] = v;
   return h;
 }
 

@@ -3,13 +3,16 @@
 // Module with cross-entropy and logs train_loss, val_loss, val_acc, test_loss and test_acc.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "data/loader.h"
 #include "dist/hparams.h"
+#include "layers/metrics.h"
 #include "layers/module.h"
 #include "layers/optim/optimizer.h"
 #include "layers/optim/scheduler.h"
@@ -78,11 +81,15 @@ class LightningModule : public Module {
   virtual void on_train_epoch_end() {}
   virtual void on_validation_epoch_start() {}
   virtual void on_validation_epoch_end() {}
+  virtual void on_test_epoch_start() {}
   virtual void on_test_epoch_end() {}
 
   // batch_size < 0: the current batch's size. Outside a Trainer's loop it does nothing.
   void log(const std::string& name, double value, const LogOptions& opts = {}, int64_t batch_size = -1);
   void log(const std::string& name, const Tensor& value, const LogOptions& opts = {}, int64_t batch_size = -1);
+  // An image for TensorBoard's IMAGES tab (uint8 [H, W, C], C = 1, 3 or 4) at the current global
+  // step. Outside a Trainer that writes logs it does nothing.
+  void log_image(const std::string& tag, const Tensor& image);
 
   int64_t current_epoch() const { return epoch_; }
   int64_t global_step() const { return global_step_; }
@@ -91,19 +98,27 @@ class LightningModule : public Module {
   friend class Trainer;
   friend struct TrainerRun;
   MetricStore* store_ = nullptr;
+  std::function<void(const std::string&, const Tensor&)> image_sink_;
   int64_t epoch_ = 0, global_step_ = 0;
 };
 
 struct ClassifierOptions {
   std::string optimizer = "adam";  // "adam", "adamw", "sgd"
   double lr = 1e-3, momentum = 0.0, weight_decay = 0.0;
-  std::string scheduler;           // "", "cosine" (over max_epochs, per epoch), "step" (StepLR 1/3 epochs)
+  // "", "cosine" (over max_epochs, per epoch), "step" (StepLR, x0.1 every third of max_epochs),
+  // "onecycle" (OneCycleLR peaking at lr, per optimizer step over total_steps)
+  std::string scheduler;
   int64_t max_epochs = 1;          // for "cosine"/"step"
+  int64_t total_steps = 0;         // for "onecycle": the optimizer steps of the whole fit
   double label_smoothing = 0.0;
+  std::vector<std::string> class_names;  // for per-class test accuracy names (default: the index)
+  HParams extra_hparams;                 // added to hyperparameters() (data set, batch size, ...)
 };
 
 // Any Module (registered as child "model") trained with cross-entropy. Logs train_loss (step,
-// prog_bar), val_loss/val_acc and test_loss/test_acc (epoch means, val_acc on the progress bar).
+// prog_bar), val_loss/val_acc/val_acc_top5 and test_loss/test_acc/test_acc_top5 (epoch means,
+// val_acc on the progress bar), test_acc_class/<name> per class (up to 20 classes), and the test
+// confusion matrix as an image ("test_confusion_matrix").
 class ClassifierModule : public LightningModule {
  public:
   ClassifierModule(std::shared_ptr<Module> model, const ClassifierOptions& opts = {});
@@ -112,13 +127,20 @@ class ClassifierModule : public LightningModule {
   Tensor training_step(const Batch& batch, int64_t batch_idx) override;
   void validation_step(const Batch& batch, int64_t batch_idx) override;
   void test_step(const Batch& batch, int64_t batch_idx) override;
+  void on_validation_epoch_start() override;
+  void on_validation_epoch_end() override;
+  void on_test_epoch_start() override;
+  void on_test_epoch_end() override;
   OptimizerConfig configure_optimizers() override;
   HParams hyperparameters() const override;
   Module& model() const { return *model_; }
 
  private:
+  // Top-k hits and the confusion matrix of the current validation or test epoch.
+  void update_metrics(const Tensor& logits, const Tensor& labels);
   std::shared_ptr<Module> model_;
   ClassifierOptions o_;
+  std::optional<ClassificationMetrics> metrics_;
 };
 
 }  // namespace volt

@@ -498,7 +498,10 @@ std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, Met
   s.clear_step();
   s.set_stage(test ? "test" : "val");
   module.store_ = &s;
-  if (!test) module.on_validation_epoch_start();
+  if (test)
+    module.on_test_epoch_start();
+  else
+    module.on_validation_epoch_start();
   loader.set_epoch(0);
   for (int64_t i = 0; i < n; ++i) {
     Batch b;
@@ -573,6 +576,14 @@ std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module
   }
   dm.setup("test");
   auto loader = dm.test_loader();
+  struct SinkGuard {
+    LightningModule& m;
+    ~SinkGuard() { m.image_sink_ = nullptr; }
+  } sink_guard{module};
+  if (impl_->loggers)
+    module.image_sink_ = [this](const std::string& tag, const Tensor& image) {
+      impl_->loggers->log_image(tag, image, global_step_);
+    };
   auto m = run_eval(module, *loader, opts_.limit_test_batches.of(loader->num_batches()), true);
   if (impl_->loggers) {
     impl_->loggers->log_metrics(m, global_step_, epoch_);

@@ -63,6 +63,15 @@ void RunLoggers::log_hparams_metrics(const HParams& hparams, const std::map<std:
 
 void RunLoggers::log_graph(const Module& m) { tb_.add_graph(module_graph(m)); }
 
+void RunLoggers::log_image(const std::string& tag, const Tensor& image, int64_t step) {
+  VOLT_CHECK(image.dtype() == DType::U8 && image.dim() == 3 &&
+                 (image.size(2) == 1 || image.size(2) == 3 || image.size(2) == 4),
+             "log_image(\"", tag, "\"): expected uint8 [H, W, C] with C = 1, 3 or 4, got ", dtype_name(image.dtype()),
+             " ", shape_str(image.shape()));
+  Tensor host = image.to(Device::cpu());
+  tb_.add_image_png(tag, host.data<uint8_t>(), int(host.size(0)), int(host.size(1)), int(host.size(2)), step);
+}
+
 void RunLoggers::log_histograms(const Module& m, int64_t step) {
   for (const auto& [name, p] : m.named_parameters()) {
     if (p.numel() == 0) continue;

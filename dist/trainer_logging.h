@@ -30,6 +30,8 @@ class RunLoggers {
   void log_graph(const Module& m);
   // One histogram per parameter ("<name>"), skipping non-finite ones.
   void log_histograms(const Module& m, int64_t step);
+  // image: uint8 [H, W, C] (C = 1, 3 or 4), stored as PNG.
+  void log_image(const std::string& tag, const Tensor& image, int64_t step);
   void flush();
 
  private:
