@@ -1,6 +1,8 @@
-# cmake -P script: cnn_train's command line. A short run trains and saves its weights; bad flags
-# exit with 2 and a usage message naming the flag; an unavailable accelerator or a missing dataset
-# folder exits with 1 and says what to do.
+# cmake -P script: cnn_train's command line on the Trainer. A short synthetic run trains, writes
+# logs and checkpoints under --log-dir, tests the best checkpoint and says where everything went;
+# --resume last continues it; --fast-dev-run writes nothing; every tutorial flag is accepted; bad
+# flags exit with 2 and a message naming the flag and the valid choices; an unavailable accelerator,
+# mixed precision on the CPU or a missing dataset folder exits with 1 and says what to do.
 function(expect rc_want pattern)
   execute_process(COMMAND ${CNN_TRAIN} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL rc_want)
@@ -9,19 +11,82 @@ function(expect rc_want pattern)
   if(NOT "${out}${err}" MATCHES "${pattern}")
     message(FATAL_ERROR "cnn_train ${ARGN}: output does not match '${pattern}'\n${out}\n${err}")
   endif()
+  set(last_out "${out}" PARENT_SCOPE)
 endfunction()
+
+set(small --dataset synthetic --train-samples 96 --val-samples 32 --test-samples 48 --batch-size 16
+          --threads 1 --num-workers 2 --no-progress)
+set(runs ${WORK_DIR}/cli_runs)
+file(REMOVE_RECURSE ${runs})
 file(REMOVE ${WORK_DIR}/weights.vt)
-expect(0 "epoch 1/1  train_loss [0-9.]+  val_loss [0-9.]+  val_acc" --data synthetic --epochs 1 --batch-size 16
-       --train-samples 64 --val-samples 32 --threads 1 --num-workers 2 --save ${WORK_DIR}/weights.vt)
+
+# A real run: two epochs, checkpoints, logs, test with the best checkpoint, weights saved.
+expect(0 "test_acc [0-9.]+  test_loss [0-9.]+[^\n]*\\(best weights" ${small} --epochs 2 --log-dir ${runs}
+       --save ${WORK_DIR}/weights.vt)
+foreach(want "logs: ${runs}/lightning_logs/version_0" "best checkpoint: ${runs}/lightning_logs/version_0/checkpoints/epoch="
+             "last checkpoint: .*last.ckpt" "Test metric" "test_acc_top5")
+  if(NOT last_out MATCHES "${want}")
+    message(FATAL_ERROR "the run's output lacks '${want}':\n${last_out}")
+  endif()
+endforeach()
+foreach(f metrics.csv hparams.yaml checkpoints/last.ckpt)
+  if(NOT EXISTS ${runs}/lightning_logs/version_0/${f})
+    message(FATAL_ERROR "cnn_train did not write ${runs}/lightning_logs/version_0/${f}")
+  endif()
+endforeach()
+file(GLOB events ${runs}/lightning_logs/version_0/events.out.tfevents.*)
+if(NOT events)
+  message(FATAL_ERROR "no TensorBoard event file in ${runs}/lightning_logs/version_0")
+endif()
 if(NOT EXISTS ${WORK_DIR}/weights.vt)
   message(FATAL_ERROR "cnn_train --save did not write ${WORK_DIR}/weights.vt")
 endif()
-expect(2 "unknown option --bogus" --bogus)
+
+# --resume last continues version_0 from epoch 2 to 3 in a new version folder.
+expect(0 "Resumed from ${runs}/lightning_logs/version_0/checkpoints/last.ckpt at epoch 2" ${small} --epochs 3
+       --log-dir ${runs} --resume last)
+if(NOT EXISTS ${runs}/lightning_logs/version_1/checkpoints/last.ckpt)
+  message(FATAL_ERROR "the resumed run wrote no last.ckpt in version_1")
+endif()
+
+# fast_dev_run: one batch of each, nothing written.
+file(REMOVE_RECURSE ${runs}/fast)
+expect(0 "logs and checkpoints: none written" --dataset synthetic --fast-dev-run --threads 1 --no-progress
+       --log-dir ${runs}/fast)
+if(EXISTS ${runs}/fast/lightning_logs)
+  message(FATAL_ERROR "--fast-dev-run wrote ${runs}/fast/lightning_logs")
+endif()
+expect(0 "test_acc" --dataset synthetic --fast-dev-run 3 --threads 1 --no-progress --log-dir ${runs}/fast)
+
+# The tutorial's flags, together: profiler, overfit, clipping, accumulation, limits, dp, one device.
+expect(0 "Profiler report \\(simple\\)" ${small} --epochs 1 --log-dir ${runs} --profiler simple --overfit-batches 2
+       --gradient-clip-val 0.5 --accumulate-grad-batches 2 --limit-test-batches 1 --strategy dp --devices 1
+       --num-nodes 1 --deterministic --scheduler onecycle --optimizer sgd)
+expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --profiler advanced --limit-train-batches 0.5
+       --limit-val-batches 1 --gradient-clip-algorithm value --gradient-clip-val 0.1 --optimizer adamw
+       --scheduler cosine --checkpoint-every 1 --val-check-interval 0.5 --distributed-backend ddp)
+expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --limit-val-batches 0 --scheduler step --cutout 8 --augment)
+
+# Bad usage: exit 2, naming the flag and the choices.
+expect(2 "unknown option --bogus.*usage: cnn_train" --bogus)
 expect(2 "bad value '0' for --epochs" --epochs 0)
 expect(2 "bad value 'x' for --lr" --lr x)
 expect(2 "expected one of adam, adamw, sgd" --optimizer rmsprop)
+expect(2 "expected one of cifar10, cifar100, mnist, fashion-mnist, folder, synthetic" --dataset imagenet)
+expect(2 "expected one of 32, 32-true, 16-mixed, 16, bf16-mixed, bf16" --precision 8)
+expect(2 "expected one of simple, advanced" --profiler fancy)
+expect(2 "bad value '1.5' for --limit-train-batches" --limit-train-batches 1.5)
 expect(2 "missing value for --batch-size" --batch-size)
-expect(1 "no CUDA backend" --accelerator gpu --epochs 1)
+expect(2 "--download takes no value" --download=yes)
 expect(0 "usage: cnn_train" --help)
-expect(1 "${WORK_DIR}/no-such-dir.*--download" --data cifar10 --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
-expect(1 "${WORK_DIR}/no-such-dir.*--download" --data mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
+
+# Runtime refusals: exit 1 with the reason.
+expect(1 "accelerator \"gpu\"" ${small} --accelerator gpu --epochs 1)
+expect(1 "accelerator \"gpu\" \\(gpus=2\\)" ${small} --gpus 2 --epochs 1)
+expect(1 "precision \"16-mixed\": mixed precision needs the GPU backend" ${small} --precision 16-mixed --epochs 1)
+expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset cifar10 --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
+expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
+expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset fashion-mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
+expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset cifar100 --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
+expect(1 "ImageFolder: ${WORK_DIR}/no-such-dir/train does not exist" --dataset folder --data-dir ${WORK_DIR}/no-such-dir)
+expect(1 "resume: checkpoint \"${WORK_DIR}/nothing.ckpt\" does not exist" ${small} --resume ${WORK_DIR}/nothing.ckpt)
