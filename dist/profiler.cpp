@@ -26,36 +26,72 @@ void Profiler::wrap(Module& m) {
   if (kind_ != "advanced") return;
   struct Walk {
     std::map<const Module*, std::string>& labels;
-    void run(const Module& node, const std::string& path) {
+    std::map<const void*, std::vector<std::string>>& bw;
+    void run(const Module& node, const std::string& path, const std::vector<std::string>& outer) {
       for (const auto& [name, child] : node.children()) {
         const std::string child_path = path.empty() ? name : path + "/" + name;
-        labels[child.get()] = "forward/" + child_path + " (" + child->type_name() + ")";
-        run(*child, child_path);
+        const std::string suffix = child_path + " (" + child->type_name() + ")";
+        labels[child.get()] = "forward/" + suffix;
+        std::vector<std::string> rows = outer;
+        rows.push_back("backward/" + suffix);
+        bw[child.get()] = rows;
+        run(*child, child_path, rows);
       }
     }
   };
   labels_.clear();
-  Walk{labels_}.run(m, "");
+  bw_labels_.clear();
+  Walk{labels_, bw_labels_}.run(m, "", {});
   starts_.clear();
+  tags_.clear();
   set_forward_observer(this);
+  autograd::set_backward_observer(this);
   observing_ = true;
 }
 
 void Profiler::unwrap() {
   if (!observing_) return;
   set_forward_observer(nullptr);
+  autograd::set_backward_observer(nullptr);
+  autograd::set_current_tag(nullptr);
   observing_ = false;
 }
 
-// Calls nest (a block runs its layers), so start times are kept on a stack.
-void Profiler::before(const Module&) { starts_.push_back(std::chrono::steady_clock::now()); }
+// Calls nest (a block runs its layers), so start times and autograd tags are kept on stacks: the
+// innermost layer tags the nodes its forward records.
+void Profiler::before(const Module& m) {
+  tags_.push_back(autograd::current_tag());
+  autograd::set_current_tag(&m);
+  starts_.push_back(std::chrono::steady_clock::now());
+}
 
 void Profiler::after(const Module& m) {
+  if (!tags_.empty()) {
+    autograd::set_current_tag(tags_.back());
+    tags_.pop_back();
+  }
   if (starts_.empty()) return;
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - starts_.back()).count();
   starts_.pop_back();
   auto it = labels_.find(&m);
   if (it != labels_.end()) add(it->second, sec);
+}
+
+// Backward runs one node at a time; a layer's nodes in one pass add up to one call of its row.
+void Profiler::pass_begin() { pass_.clear(); }
+
+void Profiler::pass_end() {
+  for (const auto& [row, sec] : pass_) add(row, sec);
+  pass_.clear();
+}
+
+void Profiler::before(const Node&) { node_start_ = std::chrono::steady_clock::now(); }
+
+void Profiler::after(const Node& n) {
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - node_start_).count();
+  auto it = bw_labels_.find(n.tag());
+  if (it == bw_labels_.end()) return;  // recorded outside the model's layers (the loss)
+  for (const auto& row : it->second) pass_[row] += sec;
 }
 
 void Profiler::report(std::ostream& os, double total_seconds) const {

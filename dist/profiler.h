@@ -1,6 +1,8 @@
 // Trainer profilers: "simple" times each hook/phase (total, calls, mean) and prints a table at the
-// end; "advanced" adds the forward time of every layer of the model (inclusive of its children),
-// seen through the module forward observer (layers/module.h) for the duration of the run.
+// end; "advanced" adds the forward and backward time of every layer of the model (inclusive of its
+// children), seen through the module forward observer (layers/module.h), which also tags each
+// autograd node with the layer that recorded it, and autograd's backward observer, which times
+// each node's backward and credits it to that layer and the layers around it.
 #pragma once
 #include <chrono>
 #include <map>
@@ -9,11 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/autograd.h"
 #include "layers/module.h"
 
 namespace volt {
 
-class Profiler : private ForwardObserver {
+class Profiler : private ForwardObserver, private autograd::BackwardObserver {
  public:
   // kind: "" (off), "simple", "advanced"; anything else throws volt::Error listing the choices.
   explicit Profiler(const std::string& kind = "");
@@ -40,8 +43,9 @@ class Profiler : private ForwardObserver {
     std::chrono::steady_clock::time_point t0_;
   };
 
-  // "advanced": times the forward of every module under `m` as "forward/<path> (<Type>)" until
-  // unwrap(). The model itself is not changed.
+  // "advanced": times the forward and backward of every module under `m` as
+  // "forward/<path> (<Type>)" and "backward/<path> (<Type>)" until unwrap(). The model itself is
+  // not changed.
   void wrap(Module& m);
   void unwrap();
 
@@ -57,8 +61,16 @@ class Profiler : private ForwardObserver {
   std::map<std::string, Row> rows_;
   void before(const Module& m) override;
   void after(const Module& m) override;
-  std::map<const Module*, std::string> labels_;  // module -> row name
+  void pass_begin() override;
+  void pass_end() override;
+  void before(const Node& n) override;
+  void after(const Node& n) override;
+  std::map<const Module*, std::string> labels_;                 // module -> forward row name
+  std::map<const void*, std::vector<std::string>> bw_labels_;   // module -> its and its parents' backward rows
   std::vector<std::chrono::steady_clock::time_point> starts_;
+  std::vector<const void*> tags_;  // the autograd tag to restore when a forward ends
+  std::chrono::steady_clock::time_point node_start_;
+  std::map<std::string, double> pass_;  // backward rows' time in the current pass (one call each)
   bool observing_ = false;
 };
 

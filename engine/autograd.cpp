@@ -10,12 +10,19 @@ namespace volt {
 
 namespace {
 thread_local bool g_grad_enabled = true;
-}
+thread_local const void* g_tag = nullptr;
+thread_local autograd::BackwardObserver* g_backward_observer = nullptr;
+}  // namespace
 
 std::vector<Tensor> Node::apply(const Tensor& grad_out) {
   VOLT_CHECK(!released_, "backward: the graph through '", name_,
              "' was already freed by an earlier backward(); run the forward pass again");
-  return fn_(grad_out, needs_);
+  if (!g_backward_observer) return fn_(grad_out, needs_);
+  autograd::BackwardObserver* obs = g_backward_observer;
+  obs->before(*this);
+  std::vector<Tensor> grads = fn_(grad_out, needs_);
+  obs->after(*this);
+  return grads;
 }
 
 void Node::release() {
@@ -28,6 +35,9 @@ namespace autograd {
 
 bool grad_enabled() { return g_grad_enabled; }
 void set_grad_enabled(bool enabled) { g_grad_enabled = enabled; }
+const void* current_tag() { return g_tag; }
+void set_current_tag(const void* tag) { g_tag = tag; }
+void set_backward_observer(BackwardObserver* observer) { g_backward_observer = observer; }
 
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
   if (!g_grad_enabled) return;
@@ -45,7 +55,7 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
     if (inputs[i].grad_fn()) next[i].node = inputs[i].grad_fn();
     else next[i].leaf = inputs[i].impl_ptr();
   }
-  out.impl()->grad_fn = std::make_shared<Node>(name, std::move(next), std::move(needs), std::move(fn));
+  out.impl()->grad_fn = std::make_shared<Node>(name, std::move(next), std::move(needs), std::move(fn), g_tag);
 }
 
 static void accumulate_leaf(TensorImpl* leaf, const Tensor& g) {
@@ -74,6 +84,15 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     accumulate_leaf(root.impl(), g0);
     return;
   }
+  struct Pass {  // tells the observer (if any) where this pass begins and ends, even on a throw
+    BackwardObserver* obs;
+    explicit Pass(BackwardObserver* o) : obs(o) {
+      if (obs) obs->pass_begin();
+    }
+    ~Pass() {
+      if (obs) obs->pass_end();
+    }
+  } pass(g_backward_observer);
   // Count, for each node reachable from the root, how many edges point at it. `alive` owns every
   // reachable node until the walk ends: an intermediate output's node may be owned only by edges
   // that release() drops.

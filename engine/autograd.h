@@ -23,9 +23,12 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out, con
 
 class Node {
  public:
-  Node(std::string name, std::vector<Edge> next, std::vector<bool> needs, BackwardFn fn)
-      : name_(std::move(name)), next_(std::move(next)), needs_(std::move(needs)), fn_(std::move(fn)) {}
+  Node(std::string name, std::vector<Edge> next, std::vector<bool> needs, BackwardFn fn, const void* tag = nullptr)
+      : name_(std::move(name)), next_(std::move(next)), needs_(std::move(needs)), fn_(std::move(fn)), tag_(tag) {}
   const std::string& name() const { return name_; }
+  // What was running when the node was recorded (autograd::current_tag(): the profiler sets it to
+  // the layer whose forward made the node); nullptr when nothing was set.
+  const void* tag() const { return tag_; }
   const std::vector<Edge>& next() const { return next_; }
   const std::vector<bool>& needs() const { return needs_; }
   bool released() const { return released_; }
@@ -37,6 +40,7 @@ class Node {
   std::vector<Edge> next_;
   std::vector<bool> needs_;
   BackwardFn fn_;
+  const void* tag_ = nullptr;
   bool released_ = false;
 };
 
@@ -50,6 +54,21 @@ void set_grad_enabled(bool enabled);
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
 
 void backward(const Tensor& root, const Tensor& grad_root);
+
+// Profiling hooks (thread-local, off by default). Nodes recorded while a tag is set carry it;
+// a backward observer is told when a backward pass starts and ends, and before and after each
+// node's backward function runs.
+const void* current_tag();
+void set_current_tag(const void* tag);
+class BackwardObserver {
+ public:
+  virtual ~BackwardObserver() = default;
+  virtual void pass_begin() {}
+  virtual void pass_end() {}
+  virtual void before(const Node& n) = 0;
+  virtual void after(const Node& n) = 0;
+};
+void set_backward_observer(BackwardObserver* observer);
 
 }  // namespace autograd
 

@@ -376,3 +376,37 @@ TEST_CASE("a node's backward must return one gradient per input of the right sha
   });
   CHECK_THROWS_AS(z.backward(Tensor::ones({2})), volt::Error);
 }
+
+TEST_CASE("profiling hooks: nodes carry the tag set when they were recorded, and the observer sees each pass") {
+  struct Count : autograd::BackwardObserver {
+    int begins = 0, ends = 0, befores = 0, afters = 0;
+    std::vector<std::string> names;
+    std::vector<const void*> tags;
+    void pass_begin() override { ++begins; }
+    void pass_end() override { ++ends; }
+    void before(const Node& n) override {
+      ++befores;
+      names.push_back(n.name());
+      tags.push_back(n.tag());
+    }
+    void after(const Node&) override { ++afters; }
+  } obs;
+  const int layer = 0;
+  Tensor x = Tensor::from_vector({3}, {1.f, -2.f, 3.f}).requires_grad_();
+  autograd::set_current_tag(&layer);
+  Tensor y = relu(x);
+  autograd::set_current_tag(nullptr);
+  Tensor loss = sum(mul(y, y));
+  CHECK(y.grad_fn()->tag() == &layer);
+  CHECK(loss.grad_fn()->tag() == nullptr);
+  autograd::set_backward_observer(&obs);
+  loss.backward();
+  autograd::set_backward_observer(nullptr);
+  CHECK(obs.begins == 1);
+  CHECK(obs.ends == 1);
+  CHECK(obs.befores == 3);  // sum, mul, relu
+  CHECK(obs.afters == 3);
+  CHECK(obs.names.back() == "relu");
+  CHECK(obs.tags.back() == &layer);
+  CHECK(x.grad().to_vector() == std::vector<float>{2.f, 0.f, 6.f});
+}

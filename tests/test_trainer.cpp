@@ -13,6 +13,7 @@
 #include "dist/checkpoint.h"
 #include "dist/grad_clip.h"
 #include "dist/trainer.h"
+#include "engine/autograd.h"
 #include "engine/random.h"
 #include "engine/threads.h"
 #include "layers/layers.h"
@@ -471,6 +472,12 @@ TEST_CASE("progress bar: plain lines without a terminal, a live line with one, a
     } else {
       CHECK(s.find('\r') != std::string::npos);
       CHECK(contains(s, "forward/model/block1/0 (Conv2d)"));
+      // Backward time per layer, credited to the layer and the blocks around it; the loss's own
+      // nodes belong to no layer.
+      CHECK(contains(s, "backward/model/block1/0 (Conv2d)"));
+      CHECK(contains(s, "backward/model/block1 (Sequential)"));
+      CHECK(contains(s, "backward/model (SeedCNN)"));
+      CHECK(autograd::current_tag() == nullptr);  // the profiler left no tag behind
     }
     CHECK(test::names_of(m.named_parameters()) == names);  // advanced profiling leaves the model as it was
     CHECK(m.children()[0].second->children()[0].second->children()[0].second->extra_repr() == small_cnn()->block1->children()[0].second->extra_repr());
