@@ -65,10 +65,17 @@ std::string yaml_scalar(const std::string& s) {
   return out + "\"";
 }
 
-// A YAML float: ".nan", ".inf", "-.inf", and always a '.' so it does not read as an int or a string.
+// A YAML number: a whole number below 2^53 as an int ("batch_size: 128", as Lightning writes its
+// ints); otherwise a float: ".nan", ".inf", "-.inf", and always a '.' so it does not read as an int
+// or a string.
 std::string yaml_double(double v) {
   if (std::isnan(v)) return ".nan";
   if (std::isinf(v)) return v > 0 ? ".inf" : "-.inf";
+  if (v == std::floor(v) && std::fabs(v) < 9007199254740992.0) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
   std::string s = format_double(v);
   if (s.find('.') == std::string::npos) {  // PyYAML reads a float only with a '.' ("1.0e-08")
     const size_t e = s.find('e');

@@ -350,7 +350,7 @@ TEST_CASE("hparams.yaml: key: value lines, strings quoted when plain YAML would 
                             {"has space", std::string("line\nbreak \"q\"")}};
   const std::string yaml = volt::hparams_to_yaml(hp);
   CHECK(yaml ==
-        "batch_size: 64.0\n"
+        "batch_size: 64\n"
         "empty: \"\"\n"
         "\"has space\": \"line\\nbreak \\\"q\\\"\"\n"
         "lr: 0.001\n"
