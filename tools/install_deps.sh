@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Volt builds and tests with on Debian/Ubuntu, skipping what is already there:
 # a C++17 compiler, CMake >= 3.25, OpenBLAS, doctest, zlib, stb, libcurl, libarchive, python3 (its
-# http.server serves the download tests on 127.0.0.1) and TensorBoard (its reader checks the event
-# files). The CUDA toolkit is optional and not installed here.
+# http.server serves the download tests on 127.0.0.1), OpenMPI (multi-process training on the CPU
+# and the mpirun tests) and TensorBoard (its reader checks the event files). The CUDA toolkit is
+# optional and not installed here.
 set -euo pipefail
 need=()
-for pkg in g++ make cmake libopenblas-dev doctest-dev zlib1g-dev libstb-dev libcurl4-openssl-dev libarchive-dev python3 python3-pip; do
+for pkg in g++ make cmake libopenblas-dev doctest-dev zlib1g-dev libstb-dev libcurl4-openssl-dev libarchive-dev python3 python3-pip openmpi-bin libopenmpi-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

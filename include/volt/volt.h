@@ -20,5 +20,8 @@
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "dist/checkpoint.h"
+#include "dist/communicator.h"
+#include "dist/ddp.h"
 #include "dist/lightning_module.h"
+#include "dist/process_env.h"
 #include "dist/trainer.h"

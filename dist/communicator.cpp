@@ -1,0 +1,106 @@
+// The tensor conveniences every communicator shares, the world-size-1 communicator, and the
+// factory that picks one from the process environment (see communicator.h).
+#include "dist/communicator.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "engine/error.h"
+#include "volt/config.h"
+
+namespace volt {
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return "sum";
+    case ReduceOp::Avg: return "avg";
+    case ReduceOp::Max: return "max";
+  }
+  return "?";
+}
+
+namespace {
+void check_host_tensor(const Tensor& t, const char* what) {
+  VOLT_CHECK(t.defined(), "Communicator::", what, ": undefined tensor");
+  VOLT_CHECK(t.device().is_cpu(), "Communicator::", what, ": the tensor is on ", t.device().str(),
+             "; this communicator works on host (CPU) tensors");
+}
+}  // namespace
+
+void Communicator::all_reduce(const Tensor& t, ReduceOp op) {
+  check_host_tensor(t, "all_reduce");
+  switch (t.dtype()) {
+    case DType::F32: all_reduce(t.data<float>(), size_t(t.numel()), op); break;
+    case DType::I64: all_reduce(t.data<int64_t>(), size_t(t.numel()), op); break;
+    default:
+      VOLT_FAIL("Communicator::all_reduce: dtype ", dtype_name(t.dtype()), " is not supported (float32 or int64)");
+  }
+}
+
+void Communicator::broadcast(const Tensor& t, int root) {
+  check_host_tensor(t, "broadcast");
+  broadcast(t.raw_data(), t.nbytes(), root);
+}
+
+Tensor Communicator::all_gather(const Tensor& t) {
+  check_host_tensor(t, "all_gather");
+  Shape shape = t.shape();
+  shape.insert(shape.begin(), int64_t(size()));
+  Tensor out = Tensor::empty(shape, t.dtype());
+  all_gather(t.raw_data(), out.raw_data(), t.nbytes());
+  return out;
+}
+
+double Communicator::all_reduce_value(double v, ReduceOp op) {
+  all_reduce(&v, 1, op);
+  return v;
+}
+
+void LocalCommunicator::broadcast(void*, size_t, int root) {
+  VOLT_CHECK(root == 0, "LocalCommunicator::broadcast: root ", root, " does not exist (world size 1)");
+}
+
+void LocalCommunicator::all_gather(const void* send, void* recv, size_t bytes_per_rank) {
+  if (bytes_per_rank > 0 && send != recv) std::memmove(recv, send, bytes_per_rank);
+}
+
+void LocalCommunicator::abort(int exit_code, const std::string& why) {
+  std::fprintf(stderr, "volt: aborting: %s\n", why.c_str());
+  std::fflush(nullptr);  // stdout too: _Exit and MPI_Abort flush nothing
+  std::_Exit(exit_code == 0 ? 1 : exit_code);
+}
+
+#if !VOLT_HAVE_MPI
+bool mpi_available() { return false; }
+
+std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions&) {
+  VOLT_FAIL("this build of Volt has no MPI support (volt/config.h VOLT_HAVE_MPI is 0): install an MPI "
+            "(apt-get install libopenmpi-dev openmpi-bin) and configure again with -DVOLT_MPI=ON");
+}
+#endif
+
+std::unique_ptr<Communicator> make_communicator(const ProcessEnv& env, CommOptions opts) {
+  if (const char* t = std::getenv("VOLT_COMM_TIMEOUT")) {
+    char* end = nullptr;
+    const double v = std::strtod(t, &end);
+    VOLT_CHECK(end && end != t && *end == '\0' && v > 0, "VOLT_COMM_TIMEOUT='", t,
+               "' is not a positive number of seconds");
+    opts.timeout_s = v;
+  }
+  VOLT_CHECK(opts.timeout_s > 0, "CommOptions::timeout_s must be positive, got ", opts.timeout_s);
+  if (env.world_size <= 1) return std::make_unique<LocalCommunicator>();
+  VOLT_CHECK(mpi_available(), env.launcher == "slurm" ? "srun" : env.launcher, " started ", env.world_size,
+             " processes but this build of Volt has no MPI support, so they cannot talk to each other: install "
+             "an MPI (apt-get install libopenmpi-dev openmpi-bin) and configure again with -DVOLT_MPI=ON, or run "
+             "one process");
+  auto comm = make_mpi_communicator(opts);
+  VOLT_CHECK(comm->size() == env.world_size && comm->rank() == env.rank, "MPI sees rank ", comm->rank(), " of ",
+             comm->size(), " but ", env.launcher == "slurm" ? "srun" : env.launcher, " says rank ", env.rank, " of ", env.world_size,
+             ": was the program launched with an MPI that differs from the one Volt was built with (or srun "
+             "without --mpi=pmix)?");
+  return comm;
+}
+
+}  // namespace volt
