@@ -43,6 +43,15 @@ std::unique_ptr<DataLoader> DataModule::make_loader(const std::shared_ptr<const 
   return std::make_unique<DataLoader>(d, lo);
 }
 
+void DataModule::set_distributed(int64_t rank, int64_t world_size, int64_t local_rank, std::function<void()> barrier) {
+  VOLT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size && local_rank >= 0, name(), ": bad layout rank ", rank,
+             " of ", world_size, " (local rank ", local_rank, ")");
+  o_.rank = rank;
+  o_.world_size = world_size;
+  o_.local_rank = local_rank;
+  o_.barrier = std::move(barrier);
+}
+
 std::unique_ptr<DataLoader> DataModule::train_loader() const { return make_loader(train_, true, "training set"); }
 std::unique_ptr<DataLoader> DataModule::val_loader() const { return make_loader(val_, false, "validation set"); }
 std::unique_ptr<DataLoader> DataModule::test_loader() const { return make_loader(test_, false, "test"); }

@@ -43,6 +43,10 @@ class DataModule {
   std::unique_ptr<DataLoader> test_loader() const;
   virtual Shape image_shape() const = 0;
   virtual int64_t num_classes() const = 0;
+  // A data-parallel run's layout (the Trainer sets it before prepare_data and the loaders): each
+  // loader hands this rank its shard; prepare_data downloads on local rank 0 while the other
+  // processes wait at `barrier`.
+  void set_distributed(int64_t rank, int64_t world_size, int64_t local_rank, std::function<void()> barrier);
   const std::string& data_dir() const { return dir_; }
   const DataModuleOptions& options() const { return o_; }
   std::shared_ptr<const Dataset> train_dataset() const { return train_; }

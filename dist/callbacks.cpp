@@ -118,7 +118,7 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
         sort_top();
       while (o_.save_top_k >= 0 && int64_t(top_.size()) > o_.save_top_k) {
         std::error_code ec;
-        fs::remove(top_.back().second, ec);
+        if (t.is_global_zero()) fs::remove(top_.back().second, ec);  // rank 0 owns the files
         top_.pop_back();
       }
       best_path_ = top_.front().second;

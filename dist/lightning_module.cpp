@@ -1,6 +1,9 @@
 // LightningModule's log() and metric bookkeeping, and ClassifierModule (see lightning_module.h).
 #include "dist/lightning_module.h"
 
+#include <functional>
+#include <vector>
+
 #include "engine/error.h"
 #include "engine/ops.h"
 
@@ -12,7 +15,7 @@ void MetricStore::add(const std::string& name, double value, const LogOptions& o
   const bool on_epoch = o.on_epoch.value_or(!training);
   const double w = double(batch_size < 0 ? batch_size_ : batch_size);
   VOLT_CHECK(w > 0, "log(\"", name, "\"): batch_size must be positive, got ", w);
-  if (on_step) step_[name] = Entry{value, 1.0, o.prog_bar, o.logger};
+  if (on_step) step_[name] = Entry{value, 1.0, o.prog_bar, o.logger, o.sync_dist};
   if (on_epoch) {
     Entry& e = epoch_[name];
     e.value += value * w;
@@ -34,6 +37,41 @@ std::map<std::string, double> MetricStore::epoch_prog_bar() const {
   for (const auto& [n, e] : epoch_)
     if (e.weight > 0 && e.prog_bar) out[n] = e.value / e.weight;
   return out;
+}
+
+void MetricStore::reduce_epoch(Communicator& comm) {
+  if (comm.size() == 1) return;
+  // The same names on every rank, or the sums below would mix different metrics.
+  std::string names;
+  for (const auto& [n, e] : epoch_) names += n + '\n';
+  const int64_t h = int64_t(std::hash<std::string>{}(names) & 0x7fffffffffffffffLL);
+  int64_t lo = h, hi = h;
+  comm.all_reduce(&hi, 1, ReduceOp::Max);
+  lo = -lo;
+  comm.all_reduce(&lo, 1, ReduceOp::Max);
+  VOLT_CHECK(hi == h && -lo == h, "metrics: the ranks logged different epoch metrics (this rank: ",
+             names.empty() ? std::string("none") : names, "); every rank must log the same names");
+  std::vector<double> v;
+  for (const auto& [n, e] : epoch_) v.insert(v.end(), {e.value, e.weight});
+  if (v.empty()) return;
+  comm.all_reduce(v.data(), v.size(), ReduceOp::Sum);
+  size_t i = 0;
+  for (auto& [n, e] : epoch_) {
+    e.value = v[i++];
+    e.weight = v[i++];
+  }
+}
+
+void MetricStore::reduce_step(Communicator& comm) {
+  if (comm.size() == 1) return;
+  std::vector<double> v;
+  for (const auto& [n, e] : step_)
+    if (e.sync_dist) v.push_back(e.value);
+  if (v.empty()) return;
+  comm.all_reduce(v.data(), v.size(), ReduceOp::Avg);
+  size_t i = 0;
+  for (auto& [n, e] : step_)
+    if (e.sync_dist) e.value = v[i++];
 }
 
 void LightningModule::log(const std::string& name, double value, const LogOptions& opts, int64_t batch_size) {
@@ -92,14 +130,25 @@ void ClassifierModule::on_test_epoch_start() {
   if (metrics_) metrics_->reset();
 }
 
+// Sums the counts over the ranks of a data-parallel run (every rank ran at least one batch).
+void ClassifierModule::reduce_metrics() {
+  Communicator* c = communicator();
+  if (!c || !metrics_) return;
+  std::vector<int64_t> v = metrics_->counts();
+  c->all_reduce(v.data(), v.size(), ReduceOp::Sum);
+  metrics_->load_counts(v);
+}
+
 // Epoch-level values are logged with weight 1: their epoch mean is the value itself.
 void ClassifierModule::on_validation_epoch_end() {
+  reduce_metrics();
   if (!metrics_ || metrics_->count() == 0) return;
   const ClassificationResult r = metrics_->compute();
   if (auto it = r.topk.find(5); it != r.topk.end()) log("val_acc_top5", it->second, {}, 1);
 }
 
 void ClassifierModule::on_test_epoch_end() {
+  reduce_metrics();
   if (!metrics_ || metrics_->count() == 0) return;
   const ClassificationResult r = metrics_->compute();
   if (auto it = r.topk.find(5); it != r.topk.end()) log("test_acc_top5", it->second, {}, 1);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/loader.h"
+#include "dist/communicator.h"
 #include "dist/hparams.h"
 #include "layers/metrics.h"
 #include "layers/module.h"
@@ -25,7 +26,10 @@ struct LogOptions {
   std::optional<bool> on_step, on_epoch;
   bool prog_bar = false;
   bool logger = true;
-  bool sync_dist = false;  // one process: nothing to reduce
+  // on_step values: average this one over the ranks each step (a collective per step). Epoch
+  // values are always reduced over the ranks (weighted by batch size), so every rank sees the same
+  // metrics and makes the same checkpoint and early-stopping decisions.
+  bool sync_dist = false;
 };
 
 // What configure_optimizers() returns: the optimizer and optionally a scheduler stepped once per
@@ -43,7 +47,7 @@ class MetricStore {
   struct Entry {
     double value = 0;  // step: the last value; epoch: weighted sum
     double weight = 0;
-    bool prog_bar = false, logger = true;
+    bool prog_bar = false, logger = true, sync_dist = false;
   };
   void set_stage(const std::string& stage) { stage_ = stage; }  // "train", "val", "test", "sanity"
   const std::string& stage() const { return stage_; }
@@ -55,6 +59,10 @@ class MetricStore {
   // Epoch means (sum of value*batch_size / sum of batch_size) of the on_epoch values.
   std::map<std::string, double> epoch_means(bool logger_only = false) const;
   std::map<std::string, double> epoch_prog_bar() const;
+  // Data-parallel runs: sums the epoch accumulators over the ranks (which must have logged the
+  // same names: checked), and averages the on_step values logged with sync_dist.
+  void reduce_epoch(Communicator& comm);
+  void reduce_step(Communicator& comm);
 
  private:
   std::string stage_ = "train";
@@ -93,12 +101,16 @@ class LightningModule : public Module {
 
   int64_t current_epoch() const { return epoch_; }
   int64_t global_step() const { return global_step_; }
+  // The Trainer's communicator while it runs this module with several processes, else nullptr:
+  // for reducing a module's own accumulators (e.g. a confusion matrix) over the ranks.
+  Communicator* communicator() const { return comm_; }
 
  private:
   friend class Trainer;
   friend struct TrainerRun;
   MetricStore* store_ = nullptr;
   std::function<void(const std::string&, const Tensor&)> image_sink_;
+  Communicator* comm_ = nullptr;
   int64_t epoch_ = 0, global_step_ = 0;
 };
 
@@ -138,6 +150,7 @@ class ClassifierModule : public LightningModule {
  private:
   // Top-k hits and the confusion matrix of the current validation or test epoch.
   void update_metrics(const Tensor& logits, const Tensor& labels);
+  void reduce_metrics();
   std::shared_ptr<Module> model_;
   ClassifierOptions o_;
   std::optional<ClassificationMetrics> metrics_;

@@ -11,12 +11,15 @@
 
 #include "dist/checkpoint.h"
 #include "dist/csv_logger.h"
+#include "dist/ddp.h"
 #include "dist/grad_clip.h"
 #include "dist/log_dir.h"
 #include "dist/profiler.h"
 #include "dist/progress_bar.h"
+#include "dist/requeue.h"
 #include "dist/trainer_logging.h"
 #include "engine/autograd.h"
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -45,6 +48,8 @@ struct Trainer::Impl {
   int64_t resume_epoch = 0;
   LoaderState resume_loader;
   std::map<std::string, double> val_prog_bar;
+  std::unique_ptr<GradientAverager> averager;  // data-parallel runs
+  std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)
 };
 
 namespace {
@@ -100,7 +105,27 @@ std::string resolve_resume_path(const std::string& root, const std::string& what
 
 Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   check_options();
+  env_ = detect_process_env();
+  const std::string acc = lower(opts_.accelerator);
+  check_layout(env_, opts_.devices, cuda_device_count(), acc == "gpu" || acc == "cuda" || opts_.gpus > 0,
+               opts_.num_nodes);
+  comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_communicator(env_));
+  VOLT_CHECK(comm_->size() == env_.world_size || opts_.communicator, "Trainer: the communicator has ", comm_->size(),
+             " ranks but the launcher started ", env_.world_size, " processes");
   impl_ = std::make_unique<Impl>(opts_.profiler);
+}
+
+std::ostream& Trainer::out() const {
+  if (comm_->rank() == 0) return opts_.out ? *opts_.out : std::cout;
+  static std::ostream null_stream(nullptr);  // other ranks print nothing
+  return null_stream;
+}
+
+void Trainer::prepare_data(DataModule& dm) {
+  if (comm_->size() > 1) {
+    dm.set_distributed(comm_->rank(), comm_->size(), env_.local_rank, [c = comm_] { c->barrier(); });
+  }
+  dm.prepare_data();
 }
 
 Trainer::~Trainer() = default;
@@ -113,15 +138,9 @@ void Trainer::check_options() {
              "\"auto\" (a CUDA build is configured with -DVOLT_CUDA=ON)");
   VOLT_CHECK(acc == "cpu" || acc == "auto", "accelerator \"", opts_.accelerator,
              "\" is not known (choices: cpu, gpu, auto)");
-  VOLT_CHECK(opts_.devices == -1 || opts_.devices >= 1, "devices must be a count >= 1 or -1 (all), got ",
+  VOLT_CHECK(opts_.devices >= -1, "devices must be a count >= 1, -1 (one per GPU) or 0 (auto), got ",
              opts_.devices);
-  VOLT_CHECK(opts_.devices <= 1, "devices=", opts_.devices,
-             ": several devices mean several processes, which need the distributed backend (NCCL/MPI, "
-             "launched with srun); this Trainer runs one process (devices=1)");
   VOLT_CHECK(opts_.num_nodes >= 1, "num_nodes must be >= 1, got ", opts_.num_nodes);
-  VOLT_CHECK(opts_.num_nodes == 1, "num_nodes=", opts_.num_nodes,
-             ": multi-node runs need the distributed backend (NCCL/MPI, launched with srun); this Trainer runs "
-             "one process");
   const std::string st = lower(opts_.strategy);
   VOLT_CHECK(st == "auto" || st == "ddp" || st == "dp", "strategy \"", opts_.strategy,
              "\" is not known (choices: auto, ddp, dp — dp runs as ddp)");
@@ -153,6 +172,55 @@ void Trainer::check_options() {
   VOLT_CHECK(opts_.val_check_interval.value > 0, "val_check_interval must be > 0");
 }
 
+// Data-parallel runs end with the same parameters on every rank (the same start, the same
+// averaged gradients): a checksum of every parameter and buffer's bytes, compared over the ranks,
+// proves it or stops the run with an error instead of saving diverged weights.
+void Trainer::check_ranks_agree(const Module& module) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the state in state_dict order
+  for (const auto& [name, t] : module.state_dict().items()) {
+    const Tensor host = t.to(Device::cpu());
+    const auto* p = static_cast<const unsigned char*>(host.raw_data());
+    for (size_t i = 0; i < host.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  const int64_t mine = int64_t(h >> 1);
+  int64_t hi = mine, neg_lo = -mine;
+  comm_->all_reduce(&hi, 1, ReduceOp::Max);
+  comm_->all_reduce(&neg_lo, 1, ReduceOp::Max);
+  VOLT_CHECK(hi == mine && -neg_lo == mine, "data-parallel: the ranks ended training with different parameters "
+             "(rank ", comm_->rank(), " checksum ", mine, ", range ", -neg_lo, "..", hi, ")");
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)mine);
+  out() << "Parameters and buffers are identical on all " << world_size() << " ranks (checksum " << buf << ")\n";
+}
+
+// Rank 0 asks Slurm to requeue the job once every rank is past its last collective: `scontrol
+// requeue` ends the running job's tasks at once.
+void Trainer::finish_preemption() {
+  if (world_size() > 1) comm_->barrier();
+  if (!is_global_zero()) return;
+  const std::string path = requeue_checkpoint_path(opts_.default_root_dir);
+  requeue_message_ = "Pre-empted (SIGUSR1) at epoch " + std::to_string(epoch_) + ", step " +
+                     std::to_string(global_step_) + ": checkpoint " + path + "; ";
+  if (env_.job_id.empty()) {
+    requeue_message_ += "not a Slurm job, so nothing to requeue; continue with --resume " + path;
+  } else {
+    out() << requeue_message_ << "requeueing job " << env_.job_id << std::endl;
+    try {
+      requeue_message_ += requeue_job(env_.job_id) + "; the requeued job resumes from it";
+    } catch (const Error& e) {
+      requeue_failed_ = true;
+      requeue_message_ += std::string(e.what()) + "; continue with --resume " + path;
+    }
+  }
+  out() << requeue_message_ << std::endl;
+}
+
+bool Trainer::preemption_requested() {
+  int64_t raised = requeue_signal_raised() ? 1 : 0;
+  if (world_size() > 1) comm_->all_reduce(&raised, 1, ReduceOp::Max);  // every rank stops at the same step
+  return raised != 0;
+}
+
 ModelCheckpoint* Trainer::checkpoint_callback() const {
   for (const auto& c : callbacks_)
     if (auto* m = dynamic_cast<ModelCheckpoint*>(c.get())) return m;
@@ -161,6 +229,13 @@ ModelCheckpoint* Trainer::checkpoint_callback() const {
 
 void Trainer::save_checkpoint(const std::string& path) const {
   VOLT_CHECK(impl_->module && impl_->optim.optimizer, "Trainer::save_checkpoint: no run in progress");
+  struct Done {  // the other ranks wait until rank 0's file is complete, even when writing fails
+    Communicator& c;
+    ~Done() {
+      if (c.size() > 1) c.barrier();
+    }
+  } done{*comm_};
+  if (!is_global_zero()) return;
   std::map<std::string, std::string> hp;
   for (const auto& [k, v] : impl_->module->hyperparameters()) hp[k] = hparam_str(v);
   Checkpoint c = capture(*impl_->module, *impl_->optim.optimizer, impl_->optim.scheduler.get(), impl_->resume_epoch,
@@ -183,6 +258,9 @@ struct TrainerRun {
   int64_t fast = 0;
 
   std::map<std::string, double> run_eval(const std::string& stage, int64_t n) {
+    // Each rank's last forward updated its BatchNorm statistics from its own batch: evaluate with
+    // rank 0's, so that every rank computes the same model.
+    if (I.averager) broadcast_from_rank0(t.communicator(), I.buffers);
     const bool was_training = module.is_training();
     module.eval();
     NoGradGuard ng;
@@ -205,6 +283,7 @@ struct TrainerRun {
       module.validation_step(b, i);
     }
     module.on_validation_epoch_end();
+    s.reduce_epoch(t.communicator());
     std::map<std::string, double> means = s.epoch_means();
     if (stage != "sanity") {
       for (const auto& [k, v] : means) t.callback_metrics_[k] = v;
@@ -219,7 +298,7 @@ struct TrainerRun {
   }
 
   static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader,
-                                                 int64_t n, bool test, Profiler& prof);
+                                                 int64_t n, bool test, Profiler& prof, Communicator& comm);
 
   bool next_train(Batch& b, int64_t batch_idx) {
     if (!overfit.empty()) {
@@ -233,6 +312,10 @@ struct TrainerRun {
   void optimizer_step() {
     Optimizer& opt = *I.optim.optimizer;
     const auto params = opt.params();
+    if (I.averager) {  // every rank steps with the same (averaged) gradients; clipping sees those
+      Profiler::Scope sc(I.profiler, "all_reduce_gradients");
+      I.averager->all_reduce_gradients();
+    }
     if (t.opts_.gradient_clip_val > 0) {
       Profiler::Scope sc(I.profiler, "clip_gradients");
       if (t.opts_.gradient_clip_algorithm == "norm")
@@ -248,6 +331,16 @@ struct TrainerRun {
     ++t.global_step_;
     module.global_step_ = t.global_step_;
     if (I.optim.scheduler && I.optim.interval == "step") I.optim.scheduler->step();
+  }
+
+  // SIGUSR1 (Slurm's warning before the time limit) at a step boundary: a checkpoint that resumes at
+  // the next batch, a requeue request, and a clean stop on every rank.
+  void preempt() {
+    I.resume_epoch = t.epoch_;
+    I.resume_loader = overfit.empty() ? train->state() : LoaderState{t.epoch_, 0};
+    t.save_checkpoint(requeue_checkpoint_path(t.opts_.default_root_dir));
+    t.requeued_ = true;  // the requeue itself comes at the end of fit(), after the last collective
+    t.should_stop_ = true;
   }
 
   // One epoch of training; returns whether it ran to its end (not stopped by max_steps).
@@ -280,6 +373,12 @@ struct TrainerRun {
       if (!next_train(b, batch_idx)) break;
       s.clear_step();
       s.set_batch_size(b.labels.numel());
+      if (I.averager) {
+        // As PyTorch's DDP (broadcast_buffers): every rank's forward starts from rank 0's buffers,
+        // so the BatchNorm running statistics stay the same on every rank.
+        Profiler::Scope sc(I.profiler, "broadcast_buffers");
+        broadcast_from_rank0(t.communicator(), I.buffers);
+      }
       Tensor loss;
       {
         Profiler::Scope sc(I.profiler, "training_step");
@@ -293,8 +392,13 @@ struct TrainerRun {
         l.backward();
       }
       ++t.train_batches_seen_;
+      s.reduce_step(t.communicator());
       const bool step_now = (batch_idx + 1) % accum == 0 || batch_idx + 1 == n_train;
       if (step_now) optimizer_step();
+      if (step_now && t.preemption_requested()) {
+        preempt();
+        return false;
+      }
       // Per-step values: callback metrics always, loggers every log_every_n_steps optimizer steps.
       std::map<std::string, double> step_log, bar_metrics = I.val_prog_bar;
       for (const auto& [k, e] : s.step_values()) {
@@ -337,7 +441,22 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
 
   std::string resume_path;
   if (!opts_.resume.empty()) resume_path = resolve_resume_path(opts_.default_root_dir, opts_.resume);
+  // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags.
+  const std::string hpc = requeue_checkpoint_path(opts_.default_root_dir);
+  const bool from_hpc = resume_path.empty() && is_requeued_job() && fs::is_regular_file(hpc);
+  if (from_hpc) {
+    resume_path = hpc;
+  } else if (resume_path.empty() && is_requeued_job()) {
+    // Requeued for another reason (a node failure): continue from the newest last.ckpt, if any.
+    try {
+      resume_path = resolve_resume_path(opts_.default_root_dir, "last");
+    } catch (const Error&) {
+    }
+  }
+  requeued_ = requeue_failed_ = false;
+  requeue_message_.clear();
 
+  prepare_data(dm);
   dm.setup("fit");
   TrainerRun run{*this, I, module, dm, dm.train_loader(), nullptr, {}, 0, 0, 0, fast};
   if (dm.val_dataset()) run.val = dm.val_loader();
@@ -345,8 +464,15 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   log_dir_.clear();
   I.loggers.reset();
   if (writes_files()) {
-    log_dir_ = next_version_dir(opts_.default_root_dir, "lightning_logs");
-    if (opts_.logger) I.loggers = std::make_unique<RunLoggers>(log_dir_);
+    // Rank 0 makes the version folder; the others learn its name (checkpoint paths are shared).
+    if (is_global_zero()) log_dir_ = next_version_dir(opts_.default_root_dir, "lightning_logs");
+    if (world_size() > 1) {
+      int64_t n = int64_t(log_dir_.size());
+      comm_->broadcast(&n, sizeof n, 0);
+      log_dir_.resize(size_t(n));
+      comm_->broadcast(log_dir_.data(), size_t(n), 0);
+    }
+    if (opts_.logger && is_global_zero()) I.loggers = std::make_unique<RunLoggers>(log_dir_);
   }
   callbacks_ = opts_.callbacks;
   if (opts_.enable_checkpointing && writes_files() && !checkpoint_callback())
@@ -359,7 +485,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     callbacks_ = kept;
   }
   I.bar.reset();
-  if (opts_.enable_progress_bar) I.bar = std::make_unique<ProgressBar>(out(), opts_.progress_tty, opts_.log_every_n_steps);
+  if (opts_.enable_progress_bar && is_global_zero()) I.bar = std::make_unique<ProgressBar>(out(), opts_.progress_tty, opts_.log_every_n_steps);
 
   // Batch counts.
   const int64_t total_train = run.train->num_batches();
@@ -391,14 +517,21 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
              I.optim.interval, "\" (choices: epoch, step)");
   I.val_prog_bar.clear();
   I.profiler.wrap(module);
+  const bool installed_handler = install_requeue_signal();  // unless the program did already
   struct Cleanup {
     Trainer::Impl& I;
     LightningModule& m;
+    bool handler;
     ~Cleanup() {
+      if (handler) uninstall_requeue_signal();
       I.profiler.unwrap();
+      I.averager.reset();
+      I.buffers.clear();
       m.store_ = nullptr;
+      m.comm_ = nullptr;
     }
-  } cleanup{I, module};
+  } cleanup{I, module, installed_handler};
+  module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
 
   epoch_ = 0;
   global_step_ = 0;
@@ -432,6 +565,17 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     resumed = true;
     out() << "Resumed from " << resume_path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
   }
+  if (world_size() > 1) {
+    // Every rank starts from rank 0's weights and buffers, and averages its gradients every step.
+    broadcast_from_rank0(*comm_, module);
+    DDPOptions d;
+    d.bucket_bytes = opts_.ddp_bucket_bytes;
+    I.averager = std::make_unique<GradientAverager>(*comm_, module, d);
+    I.buffers.clear();
+    for (const auto& [name, b] : module.named_buffers()) I.buffers.push_back(b);
+    out() << "Data-parallel: " << world_size() << " processes (" << env_.str() << "), " << comm_->backend()
+          << " all-reduce, " << I.averager->buckets().size() << " gradient bucket(s)\n";
+  }
   module.on_fit_start();
 
   // Sanity check: a few validation batches before training, nothing logged.
@@ -450,11 +594,13 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       Profiler::Scope sc(I.profiler, "run_training_epoch");
       finished = run.train_epoch(resumed && first);
     }
+    if (requeued_) break;
     first = false;
     {
       Profiler::Scope sc(I.profiler, "on_train_epoch_end");
       module.on_train_epoch_end();
     }
+    I.train_store.reduce_epoch(*comm_);
     const auto train_means = I.train_store.epoch_means();
     for (const auto& [k, v] : train_means) callback_metrics_[k] = v;
     const auto train_logged = I.train_store.epoch_means(true);
@@ -478,6 +624,15 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     }
     if (finished) ++epoch_;
   }
+  if (I.averager) {
+    broadcast_from_rank0(*comm_, I.buffers);  // rank 0's statistics, as in its checkpoints
+    check_ranks_agree(module);
+  }
+  if (requeued_) finish_preemption();
+  if (from_hpc && !requeued_ && is_global_zero()) {
+    std::error_code ec;
+    fs::remove(hpc, ec);  // the run is complete: a later requeue must not go back to it
+  }
   module.on_fit_end();
   for (auto& c : callbacks_) c->on_fit_end(*this, module);
   if (I.loggers) {
@@ -491,7 +646,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
 }
 
 std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader, int64_t n,
-                                        bool test, Profiler& prof) {
+                                        bool test, Profiler& prof, Communicator& comm) {
   module.eval();
   NoGradGuard ng;
   s.clear_epoch();
@@ -518,6 +673,7 @@ std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, Met
   else
     module.on_validation_epoch_end();
   module.store_ = nullptr;
+  s.reduce_epoch(comm);
   return s.epoch_means();
 }
 
@@ -549,7 +705,12 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
   const int64_t fast = opts_.fast_dev_run.batches;
   const int64_t total = loader.num_batches();
   const int64_t n = fast ? std::min(fast, total) : limit;
-  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler);
+  module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
+  struct Detach {
+    LightningModule& m;
+    ~Detach() { m.comm_ = nullptr; }
+  } detach{module};
+  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_);
   for (const auto& [k, v] : m) callback_metrics_[k] = v;
   return m;
 }
@@ -559,6 +720,7 @@ std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& mo
   if (opts_.seed) manual_seed(*opts_.seed);
   const std::string path = resolve_ckpt(ckpt, "validate");
   if (!path.empty()) load_weights(module, path);
+  prepare_data(dm);
   dm.setup("validate");
   auto loader = dm.val_loader();
   auto m = run_eval(module, *loader, opts_.limit_val_batches.of(loader->num_batches()), false);
@@ -574,6 +736,7 @@ std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module
     load_weights(module, path);
     out() << "Testing with the weights of " << path << "\n";
   }
+  prepare_data(dm);
   dm.setup("test");
   auto loader = dm.test_loader();
   struct SinkGuard {

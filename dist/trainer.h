@@ -1,7 +1,10 @@
 // Trainer: Lightning's training loop for a LightningModule and a DataModule (fit, validate, test)
 // with its flags (limits, validation interval, sanity check, gradient clipping and accumulation,
 // fast_dev_run, overfit_batches), loggers (TensorBoard + CSV in <root>/lightning_logs/version_N),
-// callbacks, progress bar, profiler and exact resume. One process (world size 1) on the CPU.
+// callbacks, progress bar, profiler and exact resume. Data-parallel: launched by srun or mpirun
+// as several processes, each runs this same loop on its shard of the data, gradients are averaged
+// over the ranks each step (dist/ddp.h), epoch metrics are reduced over the ranks, and only rank 0
+// prints, writes logs and writes checkpoints. One process is world size 1.
 #pragma once
 #include <cstdint>
 #include <iostream>
@@ -14,6 +17,7 @@
 
 #include "data/datamodule.h"
 #include "dist/callbacks.h"
+#include "dist/communicator.h"
 #include "dist/lightning_module.h"
 
 namespace volt {
@@ -42,7 +46,9 @@ struct TrainerOptions {
   int64_t max_epochs = 1000;  // Lightning's default when max_steps is unset; -1 = no limit
   int64_t max_steps = -1;     // optimizer steps; -1 = no limit
   std::string accelerator = "auto";  // "cpu", "gpu"/"cuda", "auto"
-  int64_t devices = 1;               // count, or -1 for all
+  // Processes (one per device) on each node: 0 = what the launcher started, -1 = one per GPU, or a
+  // count that must match the launcher's tasks per node (Volt does not spawn processes).
+  int64_t devices = 0;
   int64_t gpus = 0;                  // the tutorial's gpus=N (N > 0 means accelerator "gpu")
   int64_t num_nodes = 1;
   std::string strategy = "auto";     // "auto", "ddp", "dp" (run as ddp)
@@ -68,17 +74,26 @@ struct TrainerOptions {
   std::string profiler;        // "", "simple", "advanced"
   std::string resume;          // "" or "last" or a checkpoint path: continue that run exactly
   std::vector<std::shared_ptr<Callback>> callbacks;
-  std::ostream* out = nullptr;  // progress, summaries and tables (nullptr = std::cout)
+  std::ostream* out = nullptr;  // progress, summaries and tables (nullptr = std::cout); rank 0 only
   int progress_tty = -1;        // -1: decide from stdout; 0/1 force
+  // Data-parallel runs: the communicator (nullptr = make_communicator() for the detected process
+  // environment) and the gradient bucket size.
+  std::shared_ptr<Communicator> communicator;
+  size_t ddp_bucket_bytes = size_t(25) << 20;
 };
 
 class Trainer {
  public:
-  // Checks the options; unsupported ones (a GPU, several processes, mixed precision on this CPU
-  // build, unknown names) throw volt::Error saying why and what is possible.
+  // Checks the options and the process layout (dist/process_env.h check_layout); unsupported ones
+  // (a GPU or mixed precision on this CPU Trainer, unknown names, a layout that cannot work) throw
+  // volt::Error saying why and what is possible.
   explicit Trainer(TrainerOptions opts = {});
   ~Trainer();
 
+  // Tells dm the data-parallel layout and runs its prepare_data() (downloads on local rank 0 of
+  // each node while the others wait). fit/validate/test do it too; call it first to set up the
+  // data before building the model (e.g. to learn the image size).
+  void prepare_data(DataModule& dm);
   void fit(LightningModule& module, DataModule& dm);
   // Returns the epoch means of the logged metrics, one map per loader (one here).
   std::vector<std::map<std::string, double>> validate(LightningModule& module, DataModule& dm,
@@ -97,10 +112,21 @@ class Trainer {
   void request_stop() { should_stop_ = true; }
   bool writes_files() const { return opts_.fast_dev_run.batches == 0; }
   const TrainerOptions& options() const { return opts_; }
+  const ProcessEnv& process_env() const { return env_; }
+  Communicator& communicator() const { return *comm_; }
+  int world_size() const { return comm_->size(); }
+  int global_rank() const { return comm_->rank(); }
+  bool is_global_zero() const { return comm_->rank() == 0; }
   ModelCheckpoint* checkpoint_callback() const;  // the first ModelCheckpoint, or nullptr
   const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
-  // Saves the run's exact state (model, optimizer, scheduler, RNG, progress, callbacks) to `path`.
+  // Saves the run's exact state (model, optimizer, scheduler, RNG, progress, callbacks) to `path`:
+  // rank 0 writes it, and every rank returns once it is complete (call it on every rank).
   void save_checkpoint(const std::string& path) const;
+  // The last fit was pre-empted by SIGUSR1: it wrote <root>/hpc_ckpt.ckpt and (under Slurm) asked
+  // for a requeue; requeue_message() says what happened, requeue_failed() whether the request failed.
+  bool requeued() const { return requeued_; }
+  bool requeue_failed() const { return requeue_failed_; }
+  const std::string& requeue_message() const { return requeue_message_; }
   // Counts of the last fit (for tests and reports).
   int64_t train_batches_seen() const { return train_batches_seen_; }
 
@@ -111,16 +137,25 @@ class Trainer {
   std::string resolve_ckpt(const std::string& ckpt, const char* who) const;
   // Loads a checkpoint's model weights into `module` (after checking every name and shape).
   void load_weights(LightningModule& module, const std::string& path);
+  // SIGUSR1 seen by any rank (a collective when there are several).
+  bool preemption_requested();
+  void finish_preemption();
+  // Data-parallel: throws volt::Error unless every rank holds the same parameters and buffers.
+  void check_ranks_agree(const Module& module);
   // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
   std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
-  std::ostream& out() const { return opts_.out ? *opts_.out : std::cout; }
+  std::ostream& out() const;
   TrainerOptions opts_;
+  ProcessEnv env_;
+  std::shared_ptr<Communicator> comm_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::unique_ptr<Impl> impl_;
   int64_t epoch_ = 0, global_step_ = 0, train_batches_seen_ = 0;
   std::map<std::string, double> callback_metrics_, logged_metrics_;
   std::string log_dir_;
   bool should_stop_ = false;
+  bool requeued_ = false, requeue_failed_ = false;
+  std::string requeue_message_;
   friend struct TrainerRun;
 };
 

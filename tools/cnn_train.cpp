@@ -16,6 +16,7 @@
 #include "data/cifar.h"
 #include "data/image_folder.h"
 #include "data/mnist.h"
+#include "dist/requeue.h"
 #include "tools/cnn_train_args.h"
 
 using namespace volt;
@@ -72,13 +73,37 @@ std::string fmt(double v) {
   return b;
 }
 
+// The communicator of this run (srun / mpirun: one process per rank), kept where main() can reach
+// it: an error on one rank then stops the whole job at once instead of leaving the others waiting.
+std::shared_ptr<Communicator> g_comm;
+
 int run(const TrainArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   set_num_threads(a.threads);
 
   TrainerOptions to = a.trainer_options();
+  const ProcessEnv env = detect_process_env();
+  g_comm = std::shared_ptr<Communicator>(make_communicator(env));
+  to.communicator = g_comm;
+  const bool rank0 = g_comm->rank() == 0;
   auto dm = make_datamodule(a);
-  dm->prepare_data();
+  // Checks go before any training: the options and the process layout (Trainer), then the data.
+  auto checkpoint_options = [&] {
+    const bool validating = to.limit_val_batches.value != 0.0;
+    ModelCheckpointOptions mc;
+    mc.monitor = validating ? "val_loss" : "";
+    mc.mode = "min";
+    mc.save_top_k = 1;
+    mc.save_last = true;
+    mc.every_n_epochs = a.checkpoint_every;
+    mc.filename = validating ? "epoch={epoch}-step={step}-val_loss={val_loss:.4f}" : "epoch={epoch}-step={step}";
+    return mc;
+  };
+  // Checkpoints: the best by val_loss plus last.ckpt (what --resume last continues from).
+  auto checkpoint = std::make_shared<ModelCheckpoint>(checkpoint_options());
+  to.callbacks.push_back(checkpoint);
+  Trainer trainer(to);
+  trainer.prepare_data(*dm);
   dm->setup("");  // the image size and classes (an image folder's are known only now)
   const Shape chw = dm->image_shape();
 
@@ -107,20 +132,8 @@ int run(const TrainArgs& a) {
                       {"seed", double(a.seed)}};
   ClassifierModule module(model, co);
 
-  // Checkpoints: the best by val_loss plus last.ckpt (what --resume last continues from).
-  const bool validating = !(to.limit_val_batches.is_fraction ? to.limit_val_batches.value == 0.0
-                                                             : to.limit_val_batches.value == 0.0);
-  ModelCheckpointOptions mc;
-  mc.monitor = validating ? "val_loss" : "";
-  mc.mode = "min";
-  mc.save_top_k = 1;
-  mc.save_last = true;
-  mc.every_n_epochs = a.checkpoint_every;
-  mc.filename = validating ? "epoch={epoch}-step={step}-val_loss={val_loss:.4f}" : "epoch={epoch}-step={step}";
-  auto checkpoint = std::make_shared<ModelCheckpoint>(mc);
-  to.callbacks.push_back(checkpoint);
-
-  std::printf("Volt %s: seed CNN (%lld parameters) on %s, %s lr %g, batch %lld, %lld epochs, precision %s\n",
+  if (rank0) {
+    std::printf("Volt %s: seed CNN (%lld parameters) on %s, %s lr %g, batch %lld, %lld epochs, precision %s\n",
               VOLT_VERSION, (long long)model->num_parameters(), dm->name().c_str(), a.optimizer.c_str(), a.lr,
               (long long)a.batch, (long long)a.epochs, a.precision.c_str());
   std::printf("device: cpu (%d threads)%s; data from %s: %lld train / %lld val / %lld test, %d loader workers%s\n",
@@ -128,10 +141,14 @@ int run(const TrainArgs& a) {
               a.dataset == "synthetic" ? "a seeded generator" : dm->data_dir().c_str(),
               (long long)dm->train_dataset()->size(), (long long)dm->val_dataset()->size(),
               (long long)dm->test_dataset()->size(), a.num_workers, a.augment ? ", augmented" : "");
-  std::fflush(stdout);
+    if (g_comm->size() > 1)
+      std::printf("processes: %d (%s), each training on its 1/%d of the data with batch %lld\n", g_comm->size(),
+                  env.str().c_str(), g_comm->size(), (long long)a.batch);
+    std::fflush(stdout);
+  }
 
-  Trainer trainer(to);
   trainer.fit(module, *dm);
+  if (trainer.requeued()) return trainer.requeue_failed() && rank0 ? 1 : 0;  // the Trainer said where it stopped
   const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // Test with the best checkpoint (the current weights when none was written: fast_dev_run).
@@ -140,6 +157,7 @@ int run(const TrainArgs& a) {
   const auto results = trainer.test(module, *dm, ckpt);
   const auto& m = results.at(0);
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!rank0) return 0;
 
   std::ostringstream line;
   line << "test_acc " << fmt(m.count("test_acc") ? m.at("test_acc") : NAN) << "  test_loss "
@@ -170,6 +188,9 @@ int run(const TrainArgs& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Slurm's SIGUSR1 (pre-emption warning) may come at any time, even while the data loads: from
+  // here on it only raises a flag, which the Trainer acts on at its next step boundary.
+  install_requeue_signal();
   TrainArgs args;
   try {
     args = parse_train_args(argc, argv);
@@ -184,6 +205,8 @@ int main(int argc, char** argv) {
   try {
     return run(args);
   } catch (const std::exception& e) {
+    if (g_comm && g_comm->size() > 1)  // the other ranks would wait for this one: stop them all
+      g_comm->abort(1, "cnn_train: error on rank " + std::to_string(g_comm->rank()) + ": " + e.what());
     std::fprintf(stderr, "cnn_train: error: %s\n", e.what());
     return 1;
   }

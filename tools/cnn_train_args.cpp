@@ -42,9 +42,10 @@ const char* train_usage() {
          "  --test-samples N\n"
          "hardware:\n"
          "  --accelerator NAME          cpu | gpu | auto (default auto: the GPU when there is one)\n"
-         "  --devices N                 devices per node, -1 for all (default 1)\n"
+         "  --devices N                 processes (devices) per node: a count that must match the launcher's\n"
+         "                              tasks per node, -1 one per GPU, auto what was launched (default)\n"
          "  --gpus N                    the tutorial's gpus=N: --accelerator gpu --devices N\n"
-         "  --num-nodes N               nodes (default 1; launch with srun)\n"
+         "  --num-nodes N               nodes (default 1); several processes are started by srun or mpirun\n"
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
          "                              --distributed-backend is the tutorial's older name)\n"
          "  --threads N                 CPU threads (default: all cores)\n"
@@ -163,7 +164,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--accelerator") a.accelerator = choice({"cpu", "gpu", "cuda", "auto"});
     else if (flag == "--devices") {
       const std::string v = next();
-      a.devices = v == "-1" || v == "auto" ? -1 : to_int(flag, v, 1);
+      a.devices = v == "auto" ? 0 : v == "-1" ? -1 : to_int(flag, v, 1);
     } else if (flag == "--gpus") a.gpus = to_int(flag, next(), 0);
     else if (flag == "--num-nodes") a.num_nodes = to_int(flag, next(), 1);
     else if (flag == "--strategy" || flag == "--distributed-backend") a.strategy = choice({"auto", "ddp", "dp"});

@@ -26,7 +26,7 @@ struct TrainArgs {
   int num_workers = 3;
   // Hardware.
   std::string accelerator = "auto", strategy = "auto";
-  int64_t devices = 1, gpus = 0, num_nodes = 1;
+  int64_t devices = 0, gpus = 0, num_nodes = 1;  // devices 0: auto
   int threads = 0;  // 0: all cores
   // The loop.
   int64_t fast_dev_run = 0;

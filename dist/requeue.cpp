@@ -1,0 +1,76 @@
+// SIGUSR1 flag and the requeue call (see requeue.h).
+#include "dist/requeue.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "engine/error.h"
+
+namespace volt {
+
+namespace {
+volatile sig_atomic_t g_raised = 0;
+bool g_installed = false;
+struct sigaction g_previous;
+
+extern "C" void on_sigusr1(int) { g_raised = 1; }
+
+// Single-quoted for the shell.
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+}  // namespace
+
+bool install_requeue_signal() {
+  if (g_installed) return false;
+  struct sigaction sa {};
+  sa.sa_handler = on_sigusr1;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  VOLT_CHECK(::sigaction(SIGUSR1, &sa, &g_previous) == 0, "cannot install the SIGUSR1 handler");
+  g_installed = true;
+  return true;
+}
+
+void uninstall_requeue_signal() {
+  if (!g_installed) return;
+  ::sigaction(SIGUSR1, &g_previous, nullptr);
+  g_installed = false;
+  g_raised = 0;
+}
+
+bool requeue_signal_raised() { return g_raised != 0; }
+void clear_requeue_signal() { g_raised = 0; }
+
+std::string requeue_job(const std::string& job_id) {
+  VOLT_CHECK(!job_id.empty(), "requeue: this is not a Slurm job (no SLURM_JOB_ID)");
+  const char* custom = std::getenv("VOLT_REQUEUE_CMD");
+  const std::string cmd = (custom && *custom ? std::string(custom) : std::string("scontrol requeue")) + " " +
+                          quote(job_id) + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  VOLT_CHECK(p != nullptr, "requeue: cannot run ", cmd);
+  std::string output;
+  char buf[256];
+  while (std::fgets(buf, sizeof buf, p)) output += buf;
+  const int status = ::pclose(p);
+  while (!output.empty() && (output.back() == '\n' || output.back() == '\r')) output.pop_back();
+  VOLT_CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "requeue: `", cmd, "` failed (status ",
+             status, ")", output.empty() ? "" : ": " + output);
+  return "`" + cmd.substr(0, cmd.size() - 5) + "` succeeded" + (output.empty() ? "" : ": " + output);
+}
+
+std::string requeue_checkpoint_path(const std::string& root) { return root + "/hpc_ckpt.ckpt"; }
+
+bool is_requeued_job() {
+  const char* n = std::getenv("SLURM_RESTART_COUNT");
+  return n && std::atoi(n) > 0;
+}
+
+}  // namespace volt

@@ -1,0 +1,142 @@
+// Slurm pre-emption in the Trainer (dist/requeue.h): SIGUSR1 during a fit writes hpc_ckpt.ckpt at the
+// next step boundary, asks for a requeue (recorded here through $VOLT_REQUEUE_CMD) and stops; the
+// requeued job ($SLURM_RESTART_COUNT > 0) resumes from it without flags and ends bit-identical to
+// an uninterrupted run.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "dist/requeue.h"
+#include "engine/random.h"
+#include "tests/test_util.h"
+#include "tests/trainer_fixtures.h"
+
+using namespace volt;
+using namespace volt::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Raises SIGUSR1 in its training_step at one global step, as Slurm would at any moment.
+class Preempted : public ClassifierModule {
+ public:
+  Preempted(int64_t at_step) : ClassifierModule(small_cnn(0.3), adam(2e-3)), at_(at_step) {}
+  Tensor training_step(const Batch& b, int64_t i) override {
+    if (global_step() == at_) ::raise(SIGUSR1);
+    return ClassifierModule::training_step(b, i);
+  }
+
+ private:
+  int64_t at_;
+};
+
+struct Env {  // sets variables for the test's lifetime
+  std::vector<std::string> names;
+  void set(const char* n, const std::string& v) {
+    ::setenv(n, v.c_str(), 1);
+    names.push_back(n);
+  }
+  ~Env() {
+    for (const auto& n : names) ::unsetenv(n.c_str());
+  }
+};
+
+std::string read_all(const std::string& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job ends bit-identical") {
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  auto opts = [&](Quiet& q, const std::string& root) {
+    auto o = q.base(root);
+    o.max_epochs = 3;
+    o.seed = 5;
+    return o;
+  };
+  // The uninterrupted run.
+  Quiet q0;
+  manual_seed(5);
+  Preempted full(-1);
+  Trainer(opts(q0, dir / "full")).fit(full, dm);
+
+  // Pre-empted at step 7 (epoch 1, batch 2) of a Slurm job whose requeue command records its call.
+  const std::string calls = dir / "requeue_calls.txt";
+  const std::string script = dir / "fake_scontrol.sh";
+  std::ofstream(script) << "#!/bin/sh\necho \"requeue $*\" >> " << calls << "\necho queued\n";
+  fs::permissions(script, fs::perms::owner_all);
+  Env env;
+  env.set("SLURM_JOB_ID", "4242");
+  env.set("VOLT_REQUEUE_CMD", script);
+  Quiet q1;
+  manual_seed(5);
+  Preempted first(7);
+  Trainer t1(opts(q1, dir / "job"));
+  t1.fit(first, dm);
+  INFO(q1.os.str());
+  CHECK(t1.requeued());
+  CHECK_FALSE(t1.requeue_failed());
+  CHECK(t1.global_step() == 8);  // the step that saw the signal finished
+  CHECK(contains(t1.requeue_message(), "Pre-empted (SIGUSR1) at epoch 1, step 8"));
+  CHECK(contains(t1.requeue_message(), "succeeded: queued"));
+  CHECK(read_all(calls) == "requeue 4242\n");
+  const std::string hpc = requeue_checkpoint_path(dir / "job");
+  REQUIRE(fs::exists(hpc));
+  CHECK_FALSE(requeue_signal_raised());  // handled: the handler is gone with the fit and the flag cleared
+
+  // A rerun that is not a requeued job starts afresh; the requeued job resumes from hpc_ckpt.ckpt.
+  env.set("SLURM_RESTART_COUNT", "1");
+  Quiet q2;
+  manual_seed(99);  // other initial weights: the checkpoint replaces them
+  Preempted second(-1);
+  Trainer t2(opts(q2, dir / "job"));
+  t2.fit(second, dm);
+  INFO(q2.os.str());
+  CHECK(contains(q2.os.str(), "Resumed from " + hpc + " at epoch 1, step 8"));
+  CHECK_FALSE(t2.requeued());
+  CHECK(t2.current_epoch() == 3);
+  CHECK(same_state(second, snapshot(full)));
+  CHECK_FALSE(fs::exists(hpc));  // a finished run removes it, so a later requeue cannot go back
+}
+
+TEST_CASE("SIGUSR1 outside Slurm: the checkpoint is written and the message says how to continue") {
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.max_epochs = 2;
+  ::unsetenv("SLURM_JOB_ID");
+  Preempted m(2);
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(t.requeued());
+  CHECK(contains(t.requeue_message(), "not a Slurm job"));
+  CHECK(contains(t.requeue_message(), "--resume " + requeue_checkpoint_path(dir.path)));
+  CHECK(fs::exists(requeue_checkpoint_path(dir.path)));
+}
+
+TEST_CASE("a failing requeue command is reported, the checkpoint stays") {
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  Env env;
+  env.set("SLURM_JOB_ID", "77");
+  env.set("VOLT_REQUEUE_CMD", "false");
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.max_epochs = 2;
+  Preempted m(1);
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(t.requeued());
+  CHECK(t.requeue_failed());
+  INFO(t.requeue_message());
+  CHECK(contains(t.requeue_message(), "requeue: `false '77' 2>&1` failed"));
+  CHECK(fs::exists(requeue_checkpoint_path(dir.path)));
+}

@@ -1,0 +1,100 @@
+// Fixtures of the Trainer tests (test_trainer.cpp, test_requeue.cpp): a small synthetic data module,
+// a small seed CNN, a module that counts its steps, and quiet Trainer options.
+#pragma once
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "data/datamodule.h"
+#include "data/synthetic.h"
+#include "dist/trainer.h"
+#include "layers/models/seed_cnn.h"
+
+namespace volt::test {
+
+
+// 3 x 16 x 16 synthetic images of 4 classes; validation and test share the held-out part.
+class SynthDM : public DataModule {
+ public:
+  SynthDM(int64_t size = 256, int64_t batch = 32, int64_t val = 64) : DataModule(opts(batch)), size_(size), nval_(val) {
+    eval_transform_.mean = {0.5f};
+    eval_transform_.std = {0.5f};
+    train_transform_ = eval_transform_;
+  }
+  static DataModuleOptions opts(int64_t batch) {
+    DataModuleOptions o;
+    o.batch_size = batch;
+    o.num_workers = 0;
+    o.seed = 3;
+    return o;
+  }
+  std::string name() const override { return "synth"; }
+  void setup(const std::string&) override {
+    if (train_) return;
+    SyntheticOptions s;
+    s.size = size_;
+    s.height = s.width = 16;
+    s.num_classes = 4;
+    s.noise = 0.8f;
+    s.seed = 11;
+    split(std::make_shared<SyntheticDataset>(s), nval_);
+    test_ = val_;
+  }
+  Shape image_shape() const override { return {3, 16, 16}; }
+  int64_t num_classes() const override { return 4; }
+
+ private:
+  int64_t size_, nval_;
+};
+
+inline std::shared_ptr<SeedCNN> small_cnn(double dropout = 0.2) {
+  SeedCNNOptions o;
+  o.height = o.width = 16;
+  o.num_classes = 4;
+  o.dropout = dropout;
+  return std::make_shared<SeedCNN>(o);
+}
+
+// Counts the steps and can log a scripted per-epoch "score".
+class Counting : public ClassifierModule {
+ public:
+  using ClassifierModule::ClassifierModule;
+  Tensor training_step(const Batch& b, int64_t i) override {
+    ++train_calls;
+    return ClassifierModule::training_step(b, i);
+  }
+  void validation_step(const Batch& b, int64_t i) override {
+    ++val_calls;
+    ClassifierModule::validation_step(b, i);
+    log("bs", double(b.labels.numel()));
+  }
+  void test_step(const Batch& b, int64_t i) override {
+    ++test_calls;
+    ClassifierModule::test_step(b, i);
+  }
+  void on_validation_epoch_end() override {
+    if (!scores.empty()) log("score", scores[size_t(std::min<int64_t>(current_epoch(), int64_t(scores.size()) - 1))]);
+  }
+  int64_t train_calls = 0, val_calls = 0, test_calls = 0;
+  std::vector<double> scores;
+};
+
+struct Quiet {
+  std::ostringstream os;
+  TrainerOptions base(const std::string& root) {
+    TrainerOptions o;
+    o.default_root_dir = root;
+    o.out = &os;
+    o.enable_model_summary = false;
+    return o;
+  }
+};
+
+inline ClassifierOptions adam(double lr = 1e-3) {
+  ClassifierOptions c;
+  c.lr = lr;
+  return c;
+}
+
+}  // namespace volt::test
