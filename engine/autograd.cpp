@@ -79,6 +79,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   }
   VOLT_CHECK(g0.shape() == root.shape(), "backward: gradient shape ", shape_str(g0.shape()),
              " does not match output shape ", shape_str(root.shape()));
+  VOLT_CHECK(g0.device() == root.device(), "backward: the gradient is on ", g0.device().str(), " but the output is on ",
+             root.device().str());
   NoGradGuard no_grad;
   if (root.is_leaf()) {
     accumulate_leaf(root.impl(), g0);

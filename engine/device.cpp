@@ -5,6 +5,7 @@
 
 #include "engine/allocator.h"
 #include "engine/error.h"
+#include "engine/gpu.h"
 #include "volt/config.h"
 #if VOLT_HAVE_CUDA
 #include "kernels/cuda/device_query.h"
@@ -47,7 +48,13 @@ Backend*& slot(DeviceType t) {
 
 void register_backend(DeviceType type, Backend* backend) { slot(type) = backend; }
 
-bool backend_available(DeviceType type) { return type == DeviceType::CPU || slot(type) != nullptr; }
+bool backend_available(DeviceType type) {
+  if (type == DeviceType::CUDA) {
+    detail::init_cuda_backend();
+    return slot(type) != nullptr && cuda_device_count() > 0;
+  }
+  return true;
+}
 
 int cuda_device_count() {
 #if VOLT_HAVE_CUDA
@@ -62,6 +69,9 @@ Backend& backend_for(Device d) {
     static CpuBackend cpu;
     return cpu;
   }
+  // Referenced from here so that the registration is linked in from the static library (a static
+  // initialiser in an otherwise unreferenced object file would be dropped by the linker).
+  if (d.is_cuda()) detail::init_cuda_backend();
   Backend* b = slot(d.type);
   VOLT_CHECK(b != nullptr, "device ", d.str(),
              " is not available: this build of Volt has no CUDA backend (VOLT_CUDA=OFF, or the CUDA "

@@ -43,7 +43,7 @@ class Backend {
 Backend& backend_for(Device d);
 // Lets a backend library (the CUDA one) make itself available.
 void register_backend(DeviceType type, Backend* backend);
-bool backend_available(DeviceType type);
+bool backend_available(DeviceType type);  // CUDA: built in and at least one GPU visible
 
 // CUDA devices visible to this build (0 when built without CUDA, or with no GPU or driver).
 int cuda_device_count();

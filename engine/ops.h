@@ -45,6 +45,9 @@ inline Tensor operator*(const Tensor& a, float s) { return mul(a, s); }
 inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
 // a += alpha * b in place (same shape; not recorded by autograd — for gradient accumulation and updates).
 void add_(Tensor& a, const Tensor& b, float alpha = 1.f);
+// counter += delta for a one-element int64 tensor on any device (BatchNorm's num_batches_tracked):
+// no host round trip on a GPU.
+void add_int_(Tensor& counter, int64_t delta = 1);
 
 Tensor sum(const Tensor& x);                                    // all elements -> []
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);

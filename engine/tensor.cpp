@@ -8,6 +8,11 @@
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/gpu.h"
+#include "volt/config.h"
+#if VOLT_HAVE_CUDA
+#include "kernels/elementwise.h"
+#endif
 
 namespace volt {
 
@@ -290,7 +295,8 @@ Tensor Tensor::clone() const {
 Tensor Tensor::to(DType dt) const {
   check_defined("to");
   if (dt == dtype()) return *this;
-  require_cpu(*this, "to(dtype)");
+  // Conversions run on the host; a device tensor makes the round trip (fine outside the hot path).
+  if (!device().is_cpu()) return to(Device::cpu()).to(dt).to(device());
   Tensor out = empty(shape(), dt, device());
   convert_host(out.raw_data(), dt, raw_data(), dtype(), numel());
   return out;
@@ -334,6 +340,12 @@ void Tensor::copy_(const Tensor& src) {
 void Tensor::fill_(float value) {
   check_defined("fill_");
   if (!device().is_cpu()) {
+#if VOLT_HAVE_CUDA
+    if (dtype() == DType::F32 && device().is_cuda()) {
+      cuda::fill(numel(), value, static_cast<float*>(raw_data()), cuda_stream(device()));
+      return;
+    }
+#endif
     copy_(full(shape(), value, dtype(), Device::cpu()));
     return;
   }

@@ -20,3 +20,21 @@ void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, cons
                          const float* mean, const float* invstd, bool training, float* dx, float* dgamma, float* dbeta);
 
 }  // namespace volt::cpu
+
+// CUDA twins (kernels/cuda/batch_norm.cu), same arguments plus the stream.
+namespace volt::cuda {
+
+void batch_norm_forward_train(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
+                              double eps, float* y, float* save_mean, float* save_invstd, float* batch_var_unbiased,
+                              void* stream);
+void batch_norm_forward_eval(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
+                             const float* running_mean, const float* running_var, double eps, float* y, void* stream);
+void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
+                               const float* batch_var_unbiased, double momentum, void* stream);
+void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, const float* x, const float* gamma,
+                         const float* mean, const float* invstd, bool training, float* dx, float* dgamma, float* dbeta,
+                         void* stream);
+// invstd[c] = 1 / sqrt(var[c] + eps) (eval-mode statistics for backward).
+void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream);
+
+}  // namespace volt::cuda

@@ -25,3 +25,12 @@ void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db);
 }  // namespace cpu
 
 }  // namespace volt
+
+// CUDA twins (kernels/cuda/conv2d.cu): cuDNN, fp32 NCHW, FMA math (no TF32), algorithms from the
+// cuDNN heuristics cached per shape, one workspace per device that only grows.
+namespace volt::cuda {
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y, void* stream);
+void conv2d_backward_input(const Conv2dShape& s, const float* dy, const float* w, float* dx, void* stream);
+void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw, void* stream);
+void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db, void* stream);
+}  // namespace volt::cuda

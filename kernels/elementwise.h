@@ -24,3 +24,24 @@ void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t
 void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, float* dx);
 
 }  // namespace volt::cpu
+
+// CUDA twins (kernels/cuda/elementwise.cu): same arguments and results, plus the stream
+// (a cudaStream_t as void*). Host arrays (shape, strides) are read before the launch returns.
+namespace volt::cuda {
+
+using cpu::BinaryOp;
+void binary_broadcast(BinaryOp op, int64_t ndim, const int64_t* shape, const float* a, const int64_t* a_strides,
+                      const float* b, const int64_t* b_strides, float* out, void* stream);  // ndim <= 8
+void binary_same(BinaryOp op, int64_t n, const float* a, const float* b, float* out, void* stream);
+void scale(int64_t n, const float* x, float alpha, float beta, float* out, void* stream);
+void axpy(int64_t n, float alpha, const float* x, float* y, void* stream);
+void relu_forward(int64_t n, const float* x, float* y, void* stream);
+void relu_backward(int64_t n, const float* dy, const float* x, float* dx, void* stream);
+// The same Philox mapping as cpu::dropout_forward: identical masks for the same (seed, stream, offset).
+void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
+                     uint8_t* keep, float* y, void* stream);
+void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, float* dx, void* stream);
+void fill(int64_t n, float value, float* out, void* stream);       // float32 fill
+void add_i64(int64_t* value, int64_t delta, void* stream);          // *value += delta (one element)
+
+}  // namespace volt::cuda

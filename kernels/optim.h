@@ -23,3 +23,31 @@ void adam_update(int64_t n, float* param, const float* grad, float* exp_avg, flo
                  const AdamArgs& a);
 
 }  // namespace volt::cpu
+
+// CUDA updates (kernels/cuda/optim.cu): the same per-element arithmetic as the CPU (no FMA
+// contraction, IEEE sqrt and division), many tensors per launch.
+namespace volt::cuda {
+
+struct SgdTensor {
+  float* param;
+  const float* grad;
+  float* momentum_buf;  // null without momentum
+  int64_t n;
+  bool first_step;
+};
+// a.first_step is ignored (per tensor above).
+void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArgs& a, void* stream);
+
+struct AdamTensor {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  float* max_exp_avg_sq;  // null without amsgrad
+  int64_t n;
+  int64_t step;  // this tensor's step count (1 on its first update)
+};
+// a.step is ignored (per tensor above).
+void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, void* stream);
+
+}  // namespace volt::cuda

@@ -14,3 +14,12 @@ void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y, int32_t*
 void max_pool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* indices, float* dx);
 
 }  // namespace volt::cpu
+
+// CUDA twins (kernels/cuda/pool.cu). Backward gathers (no atomics): each input element sums the
+// gradients of the windows whose maximum it is, in the CPU's order, so the results are identical.
+namespace volt::cuda {
+
+void max_pool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y, int32_t* indices, void* stream);
+void max_pool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* indices, float* dx, void* stream);
+
+}  // namespace volt::cuda

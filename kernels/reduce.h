@@ -26,3 +26,29 @@ void cross_entropy_backward(int64_t N, int64_t C, const float* logits, const int
 void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t* out);
 
 }  // namespace volt::cpu
+
+// CUDA twins (kernels/cuda/reduce.cu). Scalars that a CPU kernel returns to the host stay on the
+// device here (no synchronisation inside a step).
+namespace volt::cuda {
+
+void sum_dim(int64_t outer, int64_t R, int64_t inner, const float* x, float* out, void* stream);
+// out[0] = float(sum(x) / divisor), double accumulation, one deterministic order.
+void sum_all(int64_t n, const float* x, double divisor, float* out, void* stream);
+void broadcast_dim(int64_t outer, int64_t R, int64_t inner, const float* dy, float alpha, float* dx, void* stream);
+// dx[i] = g[0] * alpha (g is one element on the device).
+void broadcast_scalar(int64_t n, const float* g, float alpha, float* dx, void* stream);
+void log_softmax_forward(int64_t outer, int64_t R, int64_t inner, const float* x, float* y, void* stream);
+void log_softmax_backward(int64_t outer, int64_t R, int64_t inner, const float* dy, const float* y, float* dx,
+                          void* stream);
+// A target outside [0, C) gives a NaN loss (the op checks targets before calling).
+void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss,
+                           void* stream);
+// Row n's incoming gradient is dloss[n * dloss_stride] / dloss_div (stride 0: one device scalar for
+// every row, as the mean and sum reductions give).
+void cross_entropy_backward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps,
+                            const float* dloss, int64_t dloss_stride, float dloss_div, float* dlogits, void* stream);
+void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t* out, void* stream);
+// out[0] = number of i with a[i] == b[i].
+void count_equal(int64_t n, const int64_t* a, const int64_t* b, int64_t* out, void* stream);
+
+}  // namespace volt::cuda

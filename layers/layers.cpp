@@ -65,7 +65,7 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
              x.defined() ? shape_str(x.shape()) : "undefined");
   const bool use_batch_stats = is_training() || !running_mean.defined();
   if (is_training() && num_batches_tracked.defined())
-    num_batches_tracked.data<int64_t>()[0] += 1;
+    add_int_(num_batches_tracked, 1);  // on the buffer's device (no host round trip on a GPU)
   return batch_norm(x, weight, bias, running_mean, running_var, use_batch_stats,
                     momentum_, eps_);
 }

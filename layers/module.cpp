@@ -5,6 +5,7 @@
 #include <ostream>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
@@ -147,6 +148,40 @@ void Module::zero_grad(bool set_to_none) {
     if (set_to_none) p.second.set_grad(Tensor());
     else g.zero_();
   }
+}
+
+namespace {
+// A copy of `src` (all of its bytes) on `device`.
+std::shared_ptr<Storage> storage_on(const Storage& src, Device device) {
+  auto dst = std::make_shared<Storage>(src.bytes, device);
+  if (src.device.is_cpu()) {
+    backend_for(device).copy_from_host(dst->data, src.data, src.bytes, device.index);
+  } else if (device.is_cpu()) {
+    backend_for(src.device).copy_to_host(dst->data, src.data, src.bytes, src.device.index);
+  } else {  // between two GPUs, through the host
+    Storage host(src.bytes, Device::cpu());
+    backend_for(src.device).copy_to_host(host.data, src.data, src.bytes, src.device.index);
+    backend_for(device).copy_from_host(dst->data, host.data, src.bytes, device.index);
+  }
+  return dst;
+}
+}  // namespace
+
+Module& Module::to(Device device) {
+  // Storages are moved once each, so tensors that share one (views, tied weights) still share it.
+  std::unordered_map<const Storage*, std::shared_ptr<Storage>> moved;
+  auto move = [&](TensorImpl* impl) {
+    if (!impl || !impl->storage || impl->storage->device == device) return;
+    auto it = moved.find(impl->storage.get());
+    if (it == moved.end()) it = moved.emplace(impl->storage.get(), storage_on(*impl->storage, device)).first;
+    impl->storage = it->second;
+  };
+  for (auto& [name, p] : named_parameters()) {
+    move(p.impl());
+    if (p.impl()->grad) move(p.impl()->grad.get());
+  }
+  for (auto& [name, b] : named_buffers()) move(b.impl());
+  return *this;
 }
 
 static void print_module(std::ostream& os, const Module& m, int indent) {

@@ -60,6 +60,10 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
   void zero_grad(bool set_to_none = true);
+  // Moves every parameter, gradient and buffer (children included) to `device`, in place: tensors
+  // handles held elsewhere (layer members, an optimizer built afterwards) see the new storage.
+  // Build optimizers after moving the model (their state is made on the parameters' device).
+  Module& to(Device device);
 
  protected:
   Tensor register_parameter(const std::string& name, Tensor t);  // sets requires_grad

@@ -47,15 +47,23 @@ Tensor sum_to(const Tensor& g, const Shape& target) {
 Tensor binary(const char* op, cpu::BinaryOp kind, const Tensor& a, const Tensor& b) {
   detail::check_input(op, "first operand", a);
   detail::check_input(op, "second operand", b);
-  detail::common_device(op, {a, b});
+  const Device dev = detail::common_device(op, {{"first operand", a}, {"second operand", b}});
   const Shape out_shape = broadcast_shape(op, a.shape(), b.shape());
-  Tensor y = Tensor::empty(out_shape);
+  Tensor y = Tensor::empty(out_shape, DType::F32, dev);
   if (a.shape() == b.shape()) {
-    cpu::binary_same(kind, a.numel(), a.data<float>(), b.data<float>(), y.data<float>());
+    if (dev.is_cuda())
+      VOLT_CUDA_ONLY(cuda::binary_same(kind, a.numel(), a.data<float>(), b.data<float>(), y.data<float>(),
+                                       detail::stream_of(a)));
+    else cpu::binary_same(kind, a.numel(), a.data<float>(), b.data<float>(), y.data<float>());
   } else {
     auto as = broadcast_strides(a.shape(), out_shape), bs = broadcast_strides(b.shape(), out_shape);
-    cpu::binary_broadcast(kind, int64_t(out_shape.size()), out_shape.data(), a.data<float>(), as.data(),
-                          b.data<float>(), bs.data(), y.data<float>());
+    if (dev.is_cuda())
+      VOLT_CUDA_ONLY(cuda::binary_broadcast(kind, int64_t(out_shape.size()), out_shape.data(), a.data<float>(),
+                                            as.data(), b.data<float>(), bs.data(), y.data<float>(),
+                                            detail::stream_of(a)));
+    else
+      cpu::binary_broadcast(kind, int64_t(out_shape.size()), out_shape.data(), a.data<float>(), as.data(),
+                            b.data<float>(), bs.data(), y.data<float>());
   }
   // Only mul needs the operands' values in backward; add/sub keep just the shapes.
   const bool is_mul = kind == cpu::BinaryOp::Mul;
@@ -77,8 +85,10 @@ Tensor binary(const char* op, cpu::BinaryOp kind, const Tensor& a, const Tensor&
 
 Tensor affine(const char* op, const Tensor& a, float alpha, float beta) {
   detail::check_input(op, "input", a);
-  Tensor y = Tensor::empty(a.shape());
-  cpu::scale(a.numel(), a.data<float>(), alpha, beta, y.data<float>());
+  Tensor y = Tensor::empty(a.shape(), DType::F32, a.device());
+  if (a.device().is_cuda())
+    VOLT_CUDA_ONLY(cuda::scale(a.numel(), a.data<float>(), alpha, beta, y.data<float>(), detail::stream_of(a)));
+  else cpu::scale(a.numel(), a.data<float>(), alpha, beta, y.data<float>());
   autograd::record(op, y, {a}, [alpha](const Tensor& g, const std::vector<bool>&) {
     return std::vector<Tensor>{alpha == 1.f ? g : mul(g, alpha)};
   });
@@ -97,7 +107,18 @@ void add_(Tensor& a, const Tensor& b, float alpha) {
   detail::check_input("add_", "destination", a);
   detail::check_input("add_", "source", b);
   VOLT_CHECK(a.shape() == b.shape(), "add_: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
-  cpu::axpy(a.numel(), alpha, b.data<float>(), a.data<float>());
+  const Device dev = detail::common_device("add_", {{"destination", a}, {"source", b}});
+  if (dev.is_cuda())
+    VOLT_CUDA_ONLY(cuda::axpy(a.numel(), alpha, b.data<float>(), a.data<float>(), detail::stream_of(a)));
+  else cpu::axpy(a.numel(), alpha, b.data<float>(), a.data<float>());
+}
+
+void add_int_(Tensor& counter, int64_t delta) {
+  VOLT_CHECK(counter.defined() && counter.dtype() == DType::I64 && counter.numel() == 1,
+             "add_int_: needs a one-element int64 tensor");
+  if (counter.device().is_cuda())
+    VOLT_CUDA_ONLY(cuda::add_i64(counter.data<int64_t>(), delta, detail::stream_of(counter)));
+  else counter.data<int64_t>()[0] += delta;
 }
 
 }  // namespace volt

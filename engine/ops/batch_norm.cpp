@@ -31,39 +31,64 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
              shape_str(x.shape()));
   VOLT_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   VOLT_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
-  detail::common_device(op, {x, weight, bias, running_mean, running_var});
+  const Device dev = detail::common_device(op, {{"input", x}, {"weight", weight}, {"bias", bias},
+                                               {"running_mean", running_mean}, {"running_var", running_var}});
+  const bool gpu = dev.is_cuda();
 
   const float* gamma = weight.defined() ? weight.data<float>() : nullptr;
   const float* beta = bias.defined() ? bias.data<float>() : nullptr;
-  Tensor y = Tensor::empty(x.shape());
-  Tensor mean = Tensor::empty({C}), invstd = Tensor::empty({C});
+  Tensor y = Tensor::empty(x.shape(), DType::F32, dev);
+  Tensor mean = Tensor::empty({C}, DType::F32, dev), invstd = Tensor::empty({C}, DType::F32, dev);
   if (training) {
-    Tensor var_unbiased = Tensor::empty({C});
-    cpu::batch_norm_forward_train(N, C, HW, x.data<float>(), gamma, beta, eps, y.data<float>(), mean.data<float>(),
-                                  invstd.data<float>(), var_unbiased.data<float>());
-    if (running_mean.defined())
-      cpu::batch_norm_update_running(C, running_mean.data<float>(), running_var.data<float>(), mean.data<float>(),
-                                     var_unbiased.data<float>(), momentum);
+    Tensor var_unbiased = Tensor::empty({C}, DType::F32, dev);
+    if (gpu) {
+      VOLT_CUDA_ONLY(void* s = detail::stream_of(x);
+                     cuda::batch_norm_forward_train(N, C, HW, x.data<float>(), gamma, beta, eps, y.data<float>(),
+                                                    mean.data<float>(), invstd.data<float>(),
+                                                    var_unbiased.data<float>(), s);
+                     if (running_mean.defined())
+                       cuda::batch_norm_update_running(C, running_mean.data<float>(), running_var.data<float>(),
+                                                       mean.data<float>(), var_unbiased.data<float>(), momentum, s));
+    } else {
+      cpu::batch_norm_forward_train(N, C, HW, x.data<float>(), gamma, beta, eps, y.data<float>(), mean.data<float>(),
+                                    invstd.data<float>(), var_unbiased.data<float>());
+      if (running_mean.defined())
+        cpu::batch_norm_update_running(C, running_mean.data<float>(), running_var.data<float>(), mean.data<float>(),
+                                       var_unbiased.data<float>(), momentum);
+    }
   } else {
-    cpu::batch_norm_forward_eval(N, C, HW, x.data<float>(), gamma, beta, running_mean.data<float>(),
-                                 running_var.data<float>(), eps, y.data<float>());
     // Statistics for backward are the running ones, frozen now (a later update must not change them).
     mean.copy_(running_mean);
-    const float* rv = running_var.data<float>();
-    float* is = invstd.data<float>();
-    for (int64_t c = 0; c < C; ++c) is[c] = float(1.0 / std::sqrt(double(rv[c]) + eps));
+    if (gpu) {
+      VOLT_CUDA_ONLY(void* s = detail::stream_of(x);
+                     cuda::batch_norm_forward_eval(N, C, HW, x.data<float>(), gamma, beta, running_mean.data<float>(),
+                                                   running_var.data<float>(), eps, y.data<float>(), s);
+                     cuda::batch_norm_invstd(C, running_var.data<float>(), eps, invstd.data<float>(), s));
+    } else {
+      cpu::batch_norm_forward_eval(N, C, HW, x.data<float>(), gamma, beta, running_mean.data<float>(),
+                                   running_var.data<float>(), eps, y.data<float>());
+      const float* rv = running_var.data<float>();
+      float* is = invstd.data<float>();
+      for (int64_t c = 0; c < C; ++c) is[c] = float(1.0 / std::sqrt(double(rv[c]) + eps));
+    }
   }
   autograd::record(op, y, {x, weight, bias},
                    [x, weight, mean, invstd, training, N, C, HW](const Tensor& gy, const std::vector<bool>& needs) {
+                     const Device dev = x.device();
                      std::vector<Tensor> g(3);
                      for (size_t i = 0; i < 3; ++i)
-                       if (needs[i]) g[i] = Tensor::empty(i == 0 ? x.shape() : Shape{C});
-                     cpu::batch_norm_backward(N, C, HW, gy.data<float>(), x.data<float>(),
-                                              weight.defined() ? weight.data<float>() : nullptr, mean.data<float>(),
-                                              invstd.data<float>(), training,
-                                              needs[0] ? g[0].data<float>() : nullptr,
-                                              needs[1] ? g[1].data<float>() : nullptr,
-                                              needs[2] ? g[2].data<float>() : nullptr);
+                       if (needs[i]) g[i] = Tensor::empty(i == 0 ? x.shape() : Shape{C}, DType::F32, dev);
+                     const float* gamma = weight.defined() ? weight.data<float>() : nullptr;
+                     float* dx = needs[0] ? g[0].data<float>() : nullptr;
+                     float* dgamma = needs[1] ? g[1].data<float>() : nullptr;
+                     float* dbeta = needs[2] ? g[2].data<float>() : nullptr;
+                     if (dev.is_cuda())
+                       VOLT_CUDA_ONLY(cuda::batch_norm_backward(N, C, HW, gy.data<float>(), x.data<float>(), gamma,
+                                                                mean.data<float>(), invstd.data<float>(), training, dx,
+                                                                dgamma, dbeta, detail::stream_of(x)));
+                     else
+                       cpu::batch_norm_backward(N, C, HW, gy.data<float>(), x.data<float>(), gamma, mean.data<float>(),
+                                                invstd.data<float>(), training, dx, dgamma, dbeta);
                      return g;
                    });
   return y;

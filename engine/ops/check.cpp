@@ -1,6 +1,8 @@
 // Shared argument checks (see check.h).
 #include "engine/ops/check.h"
 
+#include "engine/gpu.h"
+
 namespace volt::detail {
 
 void check_input(const char* op, const char* what, const Tensor& t, int64_t rank) {
@@ -10,7 +12,22 @@ void check_input(const char* op, const char* what, const Tensor& t, int64_t rank
   VOLT_CHECK(rank < 0 || t.dim() == rank, op, ": ", what, " must have ", rank, " dims, got shape ",
              shape_str(t.shape()));
   VOLT_CHECK(t.numel() > 0, op, ": ", what, " is empty (shape ", shape_str(t.shape()), ")");
-  VOLT_CHECK(t.device().is_cpu(), op, ": no kernel for device ", t.device().str(), " in this build");
+  VOLT_CHECK(t.device().is_cpu() || VOLT_HAVE_CUDA, op, ": no kernel for device ", t.device().str(), " in this build");
+}
+
+Device common_device(const char* op, const std::vector<std::pair<const char*, Tensor>>& named) {
+  const char* first_name = nullptr;
+  Device d;
+  for (const auto& [name, t] : named) {
+    if (!t.defined()) continue;
+    if (!first_name) {
+      first_name = name;
+      d = t.device();
+      continue;
+    }
+    VOLT_CHECK(t.device() == d, op, ": ", first_name, " is on ", d.str(), " but ", name, " is on ", t.device().str());
+  }
+  return d;
 }
 
 Device common_device(const char* op, const std::vector<Tensor>& ts) {
@@ -27,6 +44,12 @@ Device common_device(const char* op, const std::vector<Tensor>& ts) {
 int64_t wrap_dim(const char* op, int64_t dim, int64_t rank) {
   VOLT_CHECK(dim >= -rank && dim < rank, op, ": dim ", dim, " is out of range for a tensor with ", rank, " dims");
   return dim < 0 ? dim + rank : dim;
+}
+
+void* stream_of(const Tensor& t) { return cuda_stream(t.device()); }
+
+void no_cuda_kernels() {
+  VOLT_FAIL("no CUDA kernels in this build of Volt (configured with VOLT_CUDA=OFF or without the CUDA toolkit)");
 }
 
 }  // namespace volt::detail

@@ -1,19 +1,34 @@
-// Argument checks shared by the ops: every message starts with the op name and shows the shapes.
+// Argument checks shared by the ops: every message starts with the op name and shows the shapes; and
+// the CUDA dispatch helpers (a CUDA kernel call is written inside VOLT_CUDA_ONLY(...), which a
+// CPU-only build replaces by an error, so the ops need no #if).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "volt/config.h"
 
 namespace volt::detail {
 
-// Defined, float32, non-empty, on the CPU (the only backend built so far), and (when rank >= 0)
-// of that rank.
+// Defined, float32, non-empty, on a device this build has kernels for, and (when rank >= 0) of that rank.
 void check_input(const char* op, const char* what, const Tensor& t, int64_t rank = -1);
-// All defined tensors share one device.
+// All defined tensors share one device: "conv2d: input is on cuda:0 but weight is on cpu".
+Device common_device(const char* op, const std::vector<std::pair<const char*, Tensor>>& named);
+// Unnamed variant ("tensors are on different devices (cpu and cuda:0)").
 Device common_device(const char* op, const std::vector<Tensor>& ts);
 // dim in [-rank, rank) -> [0, rank)
 int64_t wrap_dim(const char* op, int64_t dim, int64_t rank);
 
+// The stream to run t's kernels on (makes t's device current). Only for CUDA tensors.
+void* stream_of(const Tensor& t);
+[[noreturn]] void no_cuda_kernels();
+
 }  // namespace volt::detail
+
+#if VOLT_HAVE_CUDA
+#define VOLT_CUDA_ONLY(...) __VA_ARGS__
+#else
+#define VOLT_CUDA_ONLY(...) ::volt::detail::no_cuda_kernels()
+#endif

@@ -20,7 +20,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
     VOLT_CHECK(bias.size(0) == ws[0], op, ": bias has ", bias.size(0), " elements but weight has ", ws[0],
                " output channels (bias ", shape_str(bias.shape()), ", weight ", shape_str(ws), ")");
   }
-  detail::common_device(op, {x, weight, bias});
+  const Device dev = detail::common_device(op, {{"input", x}, {"weight", weight}, {"bias", bias}});
   VOLT_CHECK(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be positive, got [", stride[0], ", ", stride[1], "]");
   VOLT_CHECK(padding[0] >= 0 && padding[1] >= 0, op, ": padding must be non-negative, got [", padding[0], ", ",
              padding[1], "]");
@@ -31,22 +31,29 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
   s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
   s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
 
-  Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q});
-  cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
-                      y.data<float>());
+  Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q}, DType::F32, dev);
+  const float* b = bias.defined() ? bias.data<float>() : nullptr;
+  if (dev.is_cuda())
+    VOLT_CUDA_ONLY(cuda::conv2d_forward(s, x.data<float>(), weight.data<float>(), b, y.data<float>(),
+                                        detail::stream_of(x)));
+  else cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), b, y.data<float>());
   autograd::record(op, y, {x, weight, bias}, [s, x, weight](const Tensor& gy, const std::vector<bool>& needs) {
+    const Device dev = x.device();
     std::vector<Tensor> g(3);
-    if (needs[0]) {
-      g[0] = Tensor::empty(x.shape());
-      cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
-    }
-    if (needs[1]) {
-      g[1] = Tensor::empty(weight.shape());
-      cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());
-    }
-    if (needs[2]) {
-      g[2] = Tensor::empty({s.K});
-      cpu::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>());
+    if (needs[0]) g[0] = Tensor::empty(x.shape(), DType::F32, dev);
+    if (needs[1]) g[1] = Tensor::empty(weight.shape(), DType::F32, dev);
+    if (needs[2]) g[2] = Tensor::empty({s.K}, DType::F32, dev);
+    if (dev.is_cuda()) {
+      VOLT_CUDA_ONLY(void* st = detail::stream_of(x);
+                     if (needs[0]) cuda::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(),
+                                                               g[0].data<float>(), st);
+                     if (needs[1]) cuda::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(),
+                                                                g[1].data<float>(), st);
+                     if (needs[2]) cuda::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>(), st));
+    } else {
+      if (needs[0]) cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
+      if (needs[1]) cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());
+      if (needs[2]) cpu::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>());
     }
     return g;
   });

@@ -1,4 +1,5 @@
-// sum and mean, over all elements or one dim.
+// sum and mean, over all elements or one dim, on the input's device. On a GPU the total stays on the
+// device (no host synchronisation).
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/check.h"
@@ -12,11 +13,22 @@ namespace {
 Tensor reduce_all(const char* op, const Tensor& x, bool average) {
   detail::check_input(op, "input", x);
   const int64_t n = x.numel();
-  const double total = cpu::sum_all(n, x.data<float>());
-  Tensor y = Tensor::scalar(float(average ? total / double(n) : total));
+  Tensor y;
+  if (x.device().is_cuda()) {
+    y = Tensor::empty({}, DType::F32, x.device());
+    VOLT_CUDA_ONLY(cuda::sum_all(n, x.data<float>(), average ? double(n) : 1.0, y.data<float>(), detail::stream_of(x)));
+  } else {
+    const double total = cpu::sum_all(n, x.data<float>());
+    y = Tensor::scalar(float(average ? total / double(n) : total));
+  }
   const float scale = average ? 1.f / float(n) : 1.f;
   Shape in_shape = x.shape();
   autograd::record(op, y, {x}, [in_shape, scale](const Tensor& g, const std::vector<bool>&) {
+    if (g.device().is_cuda()) {
+      Tensor gx = Tensor::empty(in_shape, DType::F32, g.device());
+      VOLT_CUDA_ONLY(cuda::broadcast_scalar(gx.numel(), g.data<float>(), scale, gx.data<float>(), detail::stream_of(g)));
+      return std::vector<Tensor>{gx};
+    }
     return std::vector<Tensor>{Tensor::full(in_shape, g.item() * scale)};
   });
   return y;
@@ -36,14 +48,22 @@ Tensor reduce_dim(const char* op, const Tensor& x, int64_t dim, bool keepdim, bo
     if (i != d) out_shape.push_back(s[size_t(i)]);
     else if (keepdim) out_shape.push_back(1);
   }
-  Tensor y = Tensor::empty(out_shape);
-  cpu::sum_dim(outer, R, inner, x.data<float>(), y.data<float>());
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(out_shape, DType::F32, dev);
   const float scale = average ? 1.f / float(R) : 1.f;
-  if (average) cpu::scale(y.numel(), y.data<float>(), scale, 0.f, y.data<float>());
+  if (dev.is_cuda()) {
+    VOLT_CUDA_ONLY(void* st = detail::stream_of(x); cuda::sum_dim(outer, R, inner, x.data<float>(), y.data<float>(), st);
+                   if (average) cuda::scale(y.numel(), y.data<float>(), scale, 0.f, y.data<float>(), st));
+  } else {
+    cpu::sum_dim(outer, R, inner, x.data<float>(), y.data<float>());
+    if (average) cpu::scale(y.numel(), y.data<float>(), scale, 0.f, y.data<float>());
+  }
   Shape in_shape = s;
   autograd::record(op, y, {x}, [in_shape, outer, R, inner, scale](const Tensor& g, const std::vector<bool>&) {
-    Tensor gx = Tensor::empty(in_shape);
-    cpu::broadcast_dim(outer, R, inner, g.data<float>(), scale, gx.data<float>());
+    Tensor gx = Tensor::empty(in_shape, DType::F32, g.device());
+    if (g.device().is_cuda())
+      VOLT_CUDA_ONLY(cuda::broadcast_dim(outer, R, inner, g.data<float>(), scale, gx.data<float>(), detail::stream_of(g)));
+    else cpu::broadcast_dim(outer, R, inner, g.data<float>(), scale, gx.data<float>());
     return std::vector<Tensor>{gx};
   });
   return y;

@@ -5,6 +5,8 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/gpu.h"
+#include "engine/ops/check.h"
 #include "kernels/optim.h"
 
 namespace volt {
@@ -128,16 +130,46 @@ void SGD::apply_state(const OptimizerState& s) {
   buf_ = std::move(buf);
 }
 
+namespace {
+void check_grad_device(const Tensor& p, const Tensor& g, size_t i, const char* who) {
+  VOLT_CHECK(g.device() == p.device(), who, ": parameter ", i, " is on ", p.device().str(), " but its gradient is on ",
+             g.device().str());
+  VOLT_CHECK(g.dtype() == DType::F32 && g.shape() == p.shape(), who, ": parameter ", i, "'s gradient is ",
+             dtype_name(g.dtype()), " ", shape_str(g.shape()), ", expected float32 ", shape_str(p.shape()));
+}
+// State made on one device cannot update a parameter that has since moved to another.
+void check_state_device(const Tensor& p, const Tensor& state, size_t i, const char* who) {
+  VOLT_CHECK(!state.defined() || state.device() == p.device(), who, ": parameter ", i, " is on ", p.device().str(),
+             " but its optimizer state is on ", state.device().str(),
+             " (move the model with Module::to before making the optimizer)");
+}
+}  // namespace
+
 void SGD::step() {
   NoGradGuard no_grad;
+  // CPU parameters one by one; CUDA parameters in multi-tensor launches per device.
+  std::vector<std::vector<cuda::SgdTensor>> gpu;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
+    check_grad_device(params_[i], g, i, "SGD");
+    const Device dev = params_[i].device();
+    check_state_device(params_[i], buf_[i], i, "SGD");
     const bool first = !buf_[i].defined();
-    if (o_.momentum != 0.0 && first) buf_[i] = Tensor::empty(params_[i].shape());
+    if (o_.momentum != 0.0 && first) buf_[i] = Tensor::empty(params_[i].shape(), DType::F32, dev);
+    float* buf = o_.momentum != 0.0 ? buf_[i].data<float>() : nullptr;
+    if (dev.is_cuda()) {
+      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
+      gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), buf, params_[i].numel(), first});
+      continue;
+    }
     cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, first};
-    cpu::sgd_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(),
-                    o_.momentum != 0.0 ? buf_[i].data<float>() : nullptr, a);
+    cpu::sgd_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), buf, a);
+  }
+  for (size_t d = 0; d < gpu.size(); ++d) {
+    if (gpu[d].empty()) continue;
+    [[maybe_unused]] const cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, false};
+    VOLT_CUDA_ONLY(cuda::sgd_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, cuda_stream(Device::cuda(int(d)))));
   }
 }
 
@@ -171,18 +203,34 @@ Adam::Adam(std::vector<Tensor> params, const AdamOptions& o, bool decoupled)
 
 void Adam::step() {
   NoGradGuard no_grad;
+  std::vector<std::vector<cuda::AdamTensor>> gpu;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
+    check_grad_device(params_[i], g, i, decoupled_ ? "AdamW" : "Adam");
+    const Device dev = params_[i].device();
+    check_state_device(params_[i], m_[i], i, decoupled_ ? "AdamW" : "Adam");
     if (!m_[i].defined()) {
-      m_[i] = Tensor::zeros(params_[i].shape());
-      v_[i] = Tensor::zeros(params_[i].shape());
-      if (o_.amsgrad) vmax_[i] = Tensor::zeros(params_[i].shape());
+      m_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
+      v_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
+      if (o_.amsgrad) vmax_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
     }
     steps_[i] += 1;
+    float* vmax = o_.amsgrad ? vmax_[i].data<float>() : nullptr;
+    if (dev.is_cuda()) {
+      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
+      gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
+                                        v_[i].data<float>(), vmax, params_[i].numel(), steps_[i]});
+      continue;
+    }
     cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, steps_[i], decoupled_, o_.amsgrad};
     cpu::adam_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
-                     v_[i].data<float>(), o_.amsgrad ? vmax_[i].data<float>() : nullptr, a);
+                     v_[i].data<float>(), vmax, a);
+  }
+  for (size_t d = 0; d < gpu.size(); ++d) {
+    if (gpu[d].empty()) continue;
+    [[maybe_unused]] const cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, 0, decoupled_, o_.amsgrad};
+    VOLT_CUDA_ONLY(cuda::adam_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, cuda_stream(Device::cuda(int(d)))));
   }
 }
 

@@ -1,0 +1,111 @@
+// Per-op microbenchmark of the CUDA backend at the seed CNN's shapes (batch 128 by default): time per
+// call of each op's forward and backward, and the memory bandwidth that implies against the H100's
+// peak (bytes moved is the op's minimum: inputs read once, outputs written once). A skeleton: it
+// times the eager ops (allocation included); fused and fp16 kernels will be added beside them.
+//   bench_ops_cuda [--batch 128] [--iters 50]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/gpu.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+
+using namespace volt;
+
+namespace {
+
+constexpr double kPeakBytesPerSecond = 3.35e12;  // H100 SXM HBM3
+
+Tensor randn_like_uniform(const Shape& s, uint64_t seed, Device d) {
+  Tensor t = Tensor::empty(s);
+  Generator g(seed);
+  uniform_(t, -1.f, 1.f, g);
+  return t.to(d);
+}
+
+void time_op(const std::string& name, double bytes, int iters, const std::function<void()>& fn) {
+  for (int i = 0; i < 3; ++i) fn();  // warm-up: plans, workspaces, the allocator's cache
+  cuda_synchronize(0);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) fn();
+  cuda_synchronize(0);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+  std::printf("RESULT op=%-28s us=%9.2f GB/s=%8.1f peak_fraction=%.3f\n", name.c_str(), s * 1e6, bytes / s / 1e9,
+              bytes / s / kPeakBytesPerSecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    int64_t N = 128;
+    int iters = 50;
+    for (int i = 1; i + 1 < argc; i += 2) {
+      if (!std::strcmp(argv[i], "--batch")) N = std::atoll(argv[i + 1]);
+      else if (!std::strcmp(argv[i], "--iters")) iters = std::atoi(argv[i + 1]);
+      else {
+        std::fprintf(stderr, "usage: bench_ops_cuda [--batch N] [--iters K]\n");
+        return 2;
+      }
+    }
+    if (cuda_device_count() == 0) {
+      std::printf("SKIPPED: no CUDA device\n");
+      return 0;
+    }
+    const Device d = Device::cuda(0);
+    const double f = 4.0;  // bytes per float
+    NoGradGuard no_grad;
+    const Tensor x = randn_like_uniform({N, 3, 32, 32}, 1, d);
+    const Tensor w1 = randn_like_uniform({64, 3, 5, 5}, 2, d), b1 = randn_like_uniform({64}, 3, d);
+    const Tensor h1 = randn_like_uniform({N, 64, 28, 28}, 4, d);
+    const Tensor g = randn_like_uniform({64}, 5, d), be = randn_like_uniform({64}, 6, d);
+    Tensor rm = Tensor::zeros({64}, DType::F32, d), rv = Tensor::ones({64}, DType::F32, d);
+    const Tensor flat = randn_like_uniform({N, 800}, 7, d), fw = randn_like_uniform({64, 800}, 8, d);
+    const Tensor fb = randn_like_uniform({64}, 9, d);
+    const Tensor logits = randn_like_uniform({N, 10}, 10, d);
+    std::vector<int64_t> lab(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) lab[size_t(i)] = i % 10;
+    const Tensor labels = Tensor::from_labels(lab, d);
+    Generator drop(11, kStreamDropout);
+    const double act = double(h1.numel()) * f;
+
+    time_op("conv2d fwd 3->64 k5", double(x.numel() + w1.numel() + h1.numel()) * f, iters,
+            [&] { (void)conv2d(x, w1, b1); });
+    time_op("batch_norm train fwd", 2 * act, iters, [&] { (void)batch_norm(h1, g, be, rm, rv, true); });
+    time_op("batch_norm eval fwd", 2 * act, iters, [&] { (void)batch_norm(h1, g, be, rm, rv, false); });
+    time_op("relu fwd", 2 * act, iters, [&] { (void)relu(h1); });
+    time_op("max_pool2d 2x2 fwd", 1.25 * act, iters, [&] { (void)max_pool2d(h1, {2, 2}, {2, 2}); });
+    time_op("dropout fwd", 2.25 * act, iters, [&] { (void)dropout(h1, 0.2, true, drop); });
+    time_op("add same shape", 3 * act, iters, [&] { (void)add(h1, h1); });
+    time_op("sum all", act, iters, [&] { (void)sum(h1); });
+    time_op("linear fwd 800->64", double(flat.numel() + fw.numel() + N * 64) * f, iters,
+            [&] { (void)linear(flat, fw, fb); });
+    time_op("cross_entropy fwd", double(logits.numel()) * f, iters, [&] { (void)cross_entropy(logits, labels); });
+
+    // forward + backward of the first block, which dominates the seed CNN's step
+    autograd::set_grad_enabled(true);
+    Tensor xr = x.detach(), wr = w1.clone(), br = b1.clone(), gr = g.clone(), ber = be.clone();
+    wr.requires_grad_(true);
+    br.requires_grad_(true);
+    gr.requires_grad_(true);
+    ber.requires_grad_(true);
+    time_op("block1 fwd+bwd (conv,bn,relu,pool)", 8 * act, iters, [&] {
+      Tensor y = max_pool2d(relu(batch_norm(conv2d(xr, wr, br), gr, ber, rm, rv, true)), {2, 2}, {2, 2});
+      sum(y).backward();
+    });
+    const DeviceAllocatorStats st = cuda_memory_stats(0);
+    std::printf("allocator: %zu driver allocations, %zu cache hits, peak %.1f MiB in use\n", st.system_allocs,
+                st.cache_hits, double(st.peak_bytes_in_use) / (1 << 20));
+    return 0;
+  } catch (const volt::Error& e) {
+    std::fprintf(stderr, "bench_ops_cuda: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,196 @@
+// The CUDA backend behind backend_for(Device::cuda(i)): one caching allocator per device over
+// cudaMalloc, copies and zeroing ordered on the device's stream, and the pinned host allocator.
+// Built in every configuration; without CUDA the entry points report that the backend is missing.
+#include "engine/gpu.h"
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/error.h"
+#include "volt/config.h"
+#if VOLT_HAVE_CUDA
+#include "kernels/cuda/device_query.h"
+#include "kernels/cuda/runtime.h"
+#endif
+
+namespace volt {
+
+#if VOLT_HAVE_CUDA
+
+namespace {
+
+class CudaRawMemory final : public RawMemory {
+ public:
+  explicit CudaRawMemory(int device) : device_(device) {}
+  void* malloc(size_t bytes) override { return cuda::device_malloc(bytes, device_); }
+  void free(void* p) override { cuda::device_free(p, device_); }
+  void* current_stream() override { return cuda::default_stream(device_); }
+  void synchronize() override { cuda::device_synchronize(device_); }
+
+ private:
+  int device_;
+};
+
+// Same policy as the host cache: exact rounded sizes, blocks kept until empty_cache().
+class PinnedHostAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override {
+    const size_t size = round(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(size);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        stats_.bytes_cached -= size;
+        stats_.bytes_in_use += size;
+        return p;
+      }
+    }
+    void* p = cuda::pinned_malloc(size);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.bytes_in_use += size;
+    stats_.system_allocs += 1;
+    return p;
+  }
+  void deallocate(void* p, size_t bytes) override {
+    if (!p) return;
+    const size_t size = round(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[size].push_back(p);
+    stats_.bytes_in_use -= size;
+    stats_.bytes_cached += size;
+  }
+  void empty_cache() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, blocks] : free_)
+      for (void* p : blocks) cuda::pinned_free(p);
+    free_.clear();
+    stats_.bytes_cached = 0;
+  }
+  AllocatorStats stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+ private:
+  static size_t round(size_t b) { return ((b ? b : 1) + 4095) & ~size_t(4095); }
+  mutable std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  AllocatorStats stats_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    const int n = cuda::device_count();
+    for (int i = 0; i < n; ++i) {
+      raw_.push_back(std::make_unique<CudaRawMemory>(i));
+      alloc_.push_back(std::make_unique<CachingDeviceAllocator>(raw_.back().get(), "cuda:" + std::to_string(i)));
+    }
+  }
+  const char* name() const override { return "cuda"; }
+  CachingDeviceAllocator& caching(int i) {
+    VOLT_CHECK(i >= 0 && i < int(alloc_.size()), "device cuda:", i, " is not available: ", alloc_.size(),
+               " CUDA device(s) visible", alloc_.empty() ? " (no GPU or no driver on this machine)" : "");
+    return *alloc_[size_t(i)];
+  }
+  Allocator& allocator(int i) override { return caching(i); }
+  void copy_from_host(void* dst, const void* src, size_t n, int i) override {
+    cuda::copy_h2d_sync(dst, src, n, stream(i));
+  }
+  void copy_to_host(void* dst, const void* src, size_t n, int i) override {
+    cuda::copy_d2h_sync(dst, src, n, stream(i));
+  }
+  void copy_within(void* dst, const void* src, size_t n, int i) override {
+    cuda::copy_d2d_async(dst, src, n, stream(i));
+  }
+  void zero(void* dst, size_t n, int i) override { cuda::memset_async(dst, 0, n, stream(i)); }
+  void synchronize(int i) override { cuda::stream_synchronize(stream(i)); }
+  void* stream(int i) {
+    caching(i);  // range check with a clear message
+    cuda::set_device(i);
+    return cuda::default_stream(i);
+  }
+  int devices() const { return int(alloc_.size()); }
+
+ private:
+  std::vector<std::unique_ptr<CudaRawMemory>> raw_;
+  std::vector<std::unique_ptr<CachingDeviceAllocator>> alloc_;
+};
+
+// Never destroyed: tensors held by static objects may be freed after main returns.
+CudaBackend& cuda_backend() {
+  static CudaBackend* b = new CudaBackend();
+  return *b;
+}
+
+PinnedHostAllocator& pinned() {
+  static PinnedHostAllocator* a = new PinnedHostAllocator();
+  return *a;
+}
+
+}  // namespace
+
+namespace detail {
+void init_cuda_backend() {
+  static std::once_flag once;
+  std::call_once(once, [] { register_backend(DeviceType::CUDA, &cuda_backend()); });
+}
+}  // namespace detail
+
+void* cuda_stream(Device d) {
+  VOLT_CHECK(d.is_cuda(), "cuda_stream: ", d.str(), " is not a CUDA device");
+  detail::init_cuda_backend();
+  return cuda_backend().stream(d.index);
+}
+
+void cuda_synchronize(int index) {
+  detail::init_cuda_backend();
+  cuda_backend().synchronize(index);
+}
+
+DeviceAllocatorStats cuda_memory_stats(int index) {
+  detail::init_cuda_backend();
+  return cuda_backend().caching(index).stats();
+}
+
+void cuda_reset_peak_memory(int index) {
+  detail::init_cuda_backend();
+  cuda_backend().caching(index).reset_peak();
+}
+
+void cuda_empty_cache() {
+  detail::init_cuda_backend();
+  for (int i = 0; i < cuda_backend().devices(); ++i) cuda_backend().caching(i).empty_cache();
+  pinned().empty_cache();
+}
+
+Allocator& pinned_host_allocator() { return pinned(); }
+AllocatorStats pinned_memory_stats() { return pinned().stats(); }
+
+#else  // no CUDA in this build
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  VOLT_FAIL(what, ": this build of Volt has no CUDA backend (configured with VOLT_CUDA=OFF or without the CUDA "
+            "toolkit)");
+}
+}  // namespace
+
+namespace detail {
+void init_cuda_backend() {}
+}  // namespace detail
+void* cuda_stream(Device) { no_cuda("cuda_stream"); }
+void cuda_synchronize(int) { no_cuda("cuda_synchronize"); }
+DeviceAllocatorStats cuda_memory_stats(int) { return {}; }
+void cuda_reset_peak_memory(int) {}
+void cuda_empty_cache() {}
+Allocator& pinned_host_allocator() { return host_allocator(); }
+AllocatorStats pinned_memory_stats() { return {}; }
+
+#endif
+
+}  // namespace volt

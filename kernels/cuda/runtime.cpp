@@ -1,0 +1,119 @@
+// CUDA runtime wrappers (see runtime.h) and the cuBLAS status strings for CUBLAS_CHECK.
+#include "kernels/cuda/runtime.h"
+
+#include <mutex>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/device_query.h"
+
+namespace volt::cuda {
+
+namespace detail {
+const char* cublas_status_string(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "unknown cuBLAS status";
+  }
+}
+}  // namespace detail
+
+void set_device(int device) { CUDA_CHECK(cudaSetDevice(device)); }
+
+int current_device() {
+  int d = 0;
+  CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+void* default_stream(int device) {
+  static std::mutex mu;
+  static std::vector<cudaStream_t> streams;  // never destroyed: tensors may be freed after main returns
+  std::lock_guard<std::mutex> lock(mu);
+  if (streams.empty()) {
+    const int n = device_count();
+    VOLT_CHECK(n > 0, "CUDA: no CUDA device is visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES is empty)");
+    streams.assign(size_t(n), nullptr);
+  }
+  VOLT_CHECK(device >= 0 && device < int(streams.size()), "CUDA: device cuda:", device, " does not exist (",
+             streams.size(), " visible)");
+  if (!streams[size_t(device)]) {
+    int prev = 0;
+    CUDA_CHECK(cudaGetDevice(&prev));
+    CUDA_CHECK(cudaSetDevice(device));
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaSetDevice(prev));
+    streams[size_t(device)] = s;
+  }
+  return streams[size_t(device)];
+}
+
+void* device_malloc(size_t bytes, int device) {
+  CUDA_CHECK(cudaSetDevice(device));
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  CUDA_CHECK(e);
+  return p;
+}
+
+void device_free(void* ptr, int device) {
+  CUDA_CHECK(cudaSetDevice(device));
+  CUDA_CHECK(cudaFree(ptr));
+}
+
+void* pinned_malloc(size_t bytes) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocDefault));
+  return p;
+}
+
+void pinned_free(void* ptr) { CUDA_CHECK(cudaFreeHost(ptr)); }
+
+void copy_h2d_sync(void* dst, const void* src, size_t bytes, void* stream) {
+  if (!bytes) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void copy_d2h_sync(void* dst, const void* src, size_t bytes, void* stream) {
+  if (!bytes) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void copy_d2d_async(void* dst, const void* src, size_t bytes, void* stream) {
+  if (!bytes || dst == src) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream)));
+}
+
+void memset_async(void* dst, int value, size_t bytes, void* stream) {
+  if (!bytes) return;
+  CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, static_cast<cudaStream_t>(stream)));
+}
+
+void stream_synchronize(void* stream) { CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream))); }
+
+void device_synchronize(int device) {
+  CUDA_CHECK(cudaSetDevice(device));
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void mem_info(size_t* free_bytes, size_t* total_bytes) { CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes)); }
+
+}  // namespace volt::cuda

@@ -1,0 +1,35 @@
+// Thin, CUDA-free wrappers over the CUDA runtime that engine/ builds the CUDA backend from (streams,
+// raw device and pinned memory, copies). Errors throw volt::Error (CUDA_CHECK). A stream is a
+// cudaStream_t passed as void* so that this header needs no CUDA headers.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace volt::cuda {
+
+void set_device(int device);
+int current_device();
+// The stream every Volt op on `device` runs on: created once per device (non-blocking), never destroyed.
+void* default_stream(int device);
+
+// Raw device memory (cudaMalloc / cudaFree). malloc returns nullptr when the device is out of memory
+// (so that the caching allocator can free its cache and retry); other errors throw.
+void* device_malloc(size_t bytes, int device);
+void device_free(void* ptr, int device);
+// Page-locked host memory (cudaHostAlloc / cudaFreeHost); throws on failure.
+void* pinned_malloc(size_t bytes);
+void pinned_free(void* ptr);
+
+// Copies ordered on `stream`. The *_sync variants return when the copy is complete (host memory may
+// be reused or read at once).
+void copy_h2d_sync(void* dst, const void* src, size_t bytes, void* stream);
+void copy_d2h_sync(void* dst, const void* src, size_t bytes, void* stream);
+void copy_d2d_async(void* dst, const void* src, size_t bytes, void* stream);
+void memset_async(void* dst, int value, size_t bytes, void* stream);
+void stream_synchronize(void* stream);
+void device_synchronize(int device);
+
+// Bytes free and total on the current device (cudaMemGetInfo).
+void mem_info(size_t* free_bytes, size_t* total_bytes);
+
+}  // namespace volt::cuda

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the GPU tests on a machine without a GPU and runs them on the device machine (see the
+# device tool's README): that machine has the CUDA driver, nvcc and PyTorch's pip cuDNN/cuBLAS, but
+# not OpenBLAS, so the host libraries the binaries need travel in <build>/lib.
+#   here:   bash tests/gpu_carry.sh pack  [build-gpu]                 # then carry "build-gpu"
+#   there:  bash tests/gpu_carry.sh run   [build-gpu] [doctest args]  # e.g. -tc='gpu conv2d*'
+#           bash tests/gpu_carry.sh ctest [build-gpu] [ctest args]    # e.g. -L gpu --output-on-failure
+#           WRAP="compute-sanitizer --tool memcheck" bash tests/gpu_carry.sh run build-gpu -tc='gpu relu*' 
+set -euo pipefail
+mode=${1:?usage: gpu_carry.sh pack|run|ctest [build-dir] [args...]}
+build=${2:-build-gpu}
+shift $(( $# >= 2 ? 2 : 1 ))
+root=$(cd "$(dirname "$0")/.." && pwd)
+case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
+targets="test_cuda test_ops test_device_allocator bench_ops_cuda"
+
+case $mode in
+pack)
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DVOLT_CUDA=ON \
+    -DVOLT_BUILD_TOOLS=OFF >/dev/null
+  cmake --build "$dir" -j"$(nproc)" --target $targets
+  mkdir -p "$dir/lib/compat"
+  for exe in "$dir"/tests/test_cuda "$dir"/tests/test_ops "$dir"/bench/bench_ops_cuda; do
+    ldd "$exe" | awk '/=> \//{print $3}'
+  done | sort -u | while read -r lib; do
+    case $(basename "$lib") in
+      libcuda.so*|libcudart*|libcublas*|libcudnn*|libc.so*|libm.so*|ld-linux*|libdl.so*|libpthread.so*|librt.so*) ;;
+      libstdc++*|libgcc_s*) cp -L "$lib" "$dir/lib/compat/" ;;  # used only if the device's are older
+      *) cp -L "$lib" "$dir/lib/" ;;
+    esac
+  done
+  # What runs there is the executables and CTest's files: drop objects and the static library, and
+  # compress the libraries (OpenBLAS alone is 36 MB; the tree that travels must stay under 64 MiB).
+  find "$dir" -name '*.o' -delete
+  rm -f "$dir/libvolt.a" "$dir/tests/libvolt_test_support.a"
+  tar -cJf "$dir/lib.tar.xz" -C "$dir" lib && rm -rf "$dir/lib"
+  du -sh "$dir"
+  ;;
+run|ctest)
+  [ -d "$dir/lib" ] || tar -xJf "$dir/lib.tar.xz" -C "$dir"
+  libdirs=$dir/lib
+  for name in libcudnn.so.9 libcublas.so.13 libcudart.so.13; do
+    found=$(find /usr/local/cuda*/lib* /usr/lib/x86_64-linux-gnu \
+              $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \
+              -name "$name*" 2>/dev/null | head -1 || true)
+    [ -n "$found" ] && libdirs=$libdirs:$(dirname "$found")
+  done
+  export LD_LIBRARY_PATH=$libdirs:${LD_LIBRARY_PATH:-}
+  if ! "$dir/tests/test_cuda" --count >/dev/null 2>&1; then
+    export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$dir/lib/compat
+    "$dir/tests/test_cuda" --count >/dev/null || { ldd "$dir/tests/test_cuda"; exit 1; }
+  fi
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  nvidia-smi -L || true
+  if [ "$mode" = run ]; then
+    # WRAP runs it under a tool, e.g. WRAP="compute-sanitizer --tool memcheck"
+    cd "$dir/tests" && exec ${WRAP:-} ./test_cuda "$@"
+  fi
+  # CTest's files name the build folder by its absolute path here; make that path exist there too.
+  here=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$dir/CMakeCache.txt")
+  if [ "$here" != "$root" ] && [ ! -e "$here" ]; then mkdir -p "$(dirname "$here")" && ln -s "$root" "$here"; fi
+  case $build in /*) exec ctest --test-dir "$dir" "$@" ;; esac
+  cd "$here/$build" && exec ctest "$@"
+  ;;
+*) echo "usage: gpu_carry.sh pack|run|ctest [build-dir] [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,462 @@
+// The CUDA backend against the CPU: tensors and copies, every op-table entry (forward and the
+// gradients of a fixed random projection) run on both devices from the same inputs, dropout masks,
+// the optimizers, Module::to, the whole seed CNN, and the caching allocator's steady state.
+// Every test case skips (exit 77, reported by CTest as skipped) when no GPU is visible; none passes
+// without running on a GPU. Labelled `gpu`.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/gpu.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "layers/models/seed_cnn.h"
+#include "layers/optim/optimizer.h"
+#include "tests/ops/op_table.h"
+#include "tests/ops/reference.h"
+#include "tests/test_util.h"
+
+using namespace volt;
+namespace vt = volt::test;
+using vt::OpCase;
+
+namespace {
+
+const Device kGpu = Device::cuda(0);
+
+void require_gpu() {
+  if (cuda_device_count() == 0) vt::skip("no CUDA device visible (cuda_device_count() == 0)");
+}
+
+std::vector<double> dvec(const Tensor& t) {
+  std::vector<double> out;
+  for (float v : t.to_vector()) out.push_back(double(v));
+  return out;
+}
+
+// got (any device) against want (any device): |got - want| <= atol + rtol * |want|, worst element printed.
+void check_near(const Tensor& got, const Tensor& want, double atol, double rtol, const std::string& what) {
+  INFO(what);
+  REQUIRE(got.defined());
+  REQUIRE(want.defined());
+  REQUIRE(shape_str(got.shape()) == shape_str(want.shape()));
+  std::string where;
+  const double v = vt::max_rel_violation(got.to_vector(), dvec(want), atol, rtol, &where);
+  INFO("worst element: " << where << " (violation " << v << ", atol " << atol << ", rtol " << rtol << ")");
+  CHECK(v <= 1.0);
+}
+
+// ---------------------------------------------------------------- the op table on the GPU
+
+// Forward on both devices from the same inputs; then backward of sum(y * R) for a fixed random R.
+void check_case_on_gpu(const OpCase& c) {
+  INFO("case: " << c.op << " " << c.name);
+  std::vector<Tensor> in_cpu = vt::make_inputs(c, /*with_grad=*/true, Device::cpu());
+  std::vector<Tensor> in_gpu = vt::make_inputs(c, /*with_grad=*/true, kGpu);
+  for (const Tensor& t : in_gpu) REQUIRE(t.device() == kGpu);
+  const Tensor y_cpu = c.run(in_cpu);
+  const Tensor y_gpu = c.run(in_gpu);
+  REQUIRE(y_gpu.defined());
+  CHECK(y_gpu.device() == kGpu);  // computed there, not on the host behind our back
+  CHECK(y_gpu.dtype() == DType::F32);
+  REQUIRE(y_gpu.shape() == y_cpu.shape());
+  // Against the double-precision reference with the entry's own tolerances, and against the CPU.
+  if (c.reference) {
+    const vt::Reference ref = c.reference(in_cpu);
+    std::string where;
+    const double v = vt::max_rel_violation(y_gpu.to_vector(), ref.values, c.atol, c.rtol, &where);
+    INFO("GPU vs double reference, worst element: " << where << " (violation " << v << ")");
+    CHECK(v <= 1.0);
+  }
+  check_near(y_gpu, y_cpu, c.atol, c.rtol, "forward, GPU vs CPU");
+  // The same inputs give the same output on the GPU (no leftover state, deterministic kernels).
+  CHECK(c.run(in_gpu).to_vector() == y_gpu.to_vector());
+
+  if (!y_cpu.requires_grad()) return;  // e.g. dropout in eval mode with p = 0 returns the input itself
+  const Tensor proj = vt::rand_tensor(y_cpu.shape(), 4242);
+  sum(mul(y_cpu, proj)).backward();
+  sum(mul(y_gpu, proj.to(kGpu))).backward();
+  for (size_t k = 0; k < in_cpu.size(); ++k) {
+    if (!c.inputs[k].differentiable) continue;
+    INFO("gradient of input " << k);
+    REQUIRE(in_cpu[k].grad().defined());
+    REQUIRE(in_gpu[k].grad().defined());
+    CHECK(in_gpu[k].grad().device() == kGpu);
+    check_near(in_gpu[k].grad(), in_cpu[k].grad(), 1e-4, 1e-4, "gradient, GPU vs CPU");
+  }
+}
+
+int run_table_on_gpu(const std::string& op) {
+  require_gpu();
+  int n = 0;
+  for (const OpCase& c : vt::op_table())
+    if (c.op == op) {
+      check_case_on_gpu(c);
+      ++n;
+    }
+  CHECK(n > 0);
+  return n;
+}
+
+}  // namespace
+
+#define VOLT_GPU_TABLE(OP) \
+  TEST_CASE("gpu " OP " table: forward and gradients match the CPU") { run_table_on_gpu(OP); }
+
+VOLT_GPU_TABLE("conv2d")
+VOLT_GPU_TABLE("batch_norm")
+VOLT_GPU_TABLE("relu")
+VOLT_GPU_TABLE("max_pool2d")
+VOLT_GPU_TABLE("linear")
+VOLT_GPU_TABLE("dropout")
+VOLT_GPU_TABLE("add")
+VOLT_GPU_TABLE("sub")
+VOLT_GPU_TABLE("mul")
+VOLT_GPU_TABLE("sum")
+VOLT_GPU_TABLE("mean")
+VOLT_GPU_TABLE("log_softmax")
+VOLT_GPU_TABLE("cross_entropy")
+
+// Shapes larger than the table's: several blocks per grid, long rows, the cuDNN/cuBLAS paths at sizes
+// where they pick other algorithms.
+TEST_CASE("gpu larger shapes: conv2d, linear, batch_norm, pools and reductions match the CPU") {
+  require_gpu();
+  auto both = [](const Tensor& cpu_t) {
+    Tensor a = cpu_t.clone(), b = cpu_t.to(kGpu);
+    a.requires_grad_(true);
+    b.requires_grad_(true);
+    return std::pair<Tensor, Tensor>{a, b};
+  };
+  auto [x, xg] = both(vt::rand_tensor({16, 3, 32, 32}, 1));
+  auto [w, wg] = both(vt::rand_tensor({64, 3, 5, 5}, 2, -0.2f, 0.2f));
+  auto [b, bg] = both(vt::rand_tensor({64}, 3));
+  auto [gamma, gammag] = both(vt::rand_tensor({64}, 4, 0.5f, 1.5f));
+  auto [beta, betag] = both(vt::rand_tensor({64}, 5));
+  Tensor rm = Tensor::zeros({64}), rv = Tensor::ones({64});
+  Tensor rmg = rm.to(kGpu), rvg = rv.to(kGpu);
+  auto net = [](const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& g, const Tensor& be, Tensor rm,
+                Tensor rv) {
+    Tensor h = conv2d(x, w, b, {1, 1}, {2, 2});
+    h = relu(batch_norm(h, g, be, rm, rv, true));
+    h = max_pool2d(h, {3, 3}, {2, 2}, {1, 1});
+    return log_softmax(h.flatten(1), 1);
+  };
+  const Tensor y = net(x, w, b, gamma, beta, rm, rv);
+  const Tensor yg = net(xg, wg, bg, gammag, betag, rmg, rvg);
+  check_near(yg, y, 1e-4, 1e-4, "forward");
+  check_near(rmg, rm, 1e-6, 1e-5, "running_mean");
+  check_near(rvg, rv, 1e-6, 1e-5, "running_var");
+  const Tensor proj = vt::rand_tensor(y.shape(), 6);
+  sum(mul(y, proj)).backward();
+  sum(mul(yg, proj.to(kGpu))).backward();
+  check_near(xg.grad(), x.grad(), 1e-4, 1e-3, "dx");
+  check_near(wg.grad(), w.grad(), 1e-3, 1e-3, "dw");
+  check_near(bg.grad(), b.grad(), 1e-3, 1e-3, "db");
+  check_near(gammag.grad(), gamma.grad(), 1e-3, 1e-3, "dgamma");
+  check_near(betag.grad(), beta.grad(), 1e-3, 1e-3, "dbeta");
+
+  // linear with sizes that are not multiples of anything, and a long-row sum (the block-per-row path)
+  auto [a, ag] = both(vt::rand_tensor({37, 1029}, 7));
+  auto [lw, lwg] = both(vt::rand_tensor({129, 1029}, 8, -0.05f, 0.05f));
+  auto [lb, lbg] = both(vt::rand_tensor({129}, 9));
+  const Tensor ly = linear(a, lw, lb), lyg = linear(ag, lwg, lbg);
+  check_near(lyg, ly, 1e-4, 1e-4, "linear forward");
+  sum(mul(ly, ly)).backward();
+  sum(mul(lyg, lyg)).backward();
+  check_near(ag.grad(), a.grad(), 1e-4, 1e-4, "linear dx");
+  check_near(lwg.grad(), lw.grad(), 1e-3, 1e-4, "linear dw");
+  check_near(lbg.grad(), lb.grad(), 1e-3, 1e-4, "linear db");
+  const Tensor big = vt::rand_tensor({3, 100003}, 10);
+  check_near(sum(big.to(kGpu), 1), sum(big, 1), 1e-3, 1e-5, "sum over long rows");
+  check_near(mean(big.to(kGpu)), mean(big), 1e-6, 1e-4, "mean of everything");
+  CHECK(argmax(big.to(kGpu), 1).to_int_vector() == argmax(big, 1).to_int_vector());
+}
+
+// ---------------------------------------------------------------- tensors, copies, errors
+
+TEST_CASE("gpu tensors: copies to and from the device, clone, copy_, fill_, zero_, item") {
+  require_gpu();
+  const Tensor h = vt::rand_tensor({5, 7, 3}, 11);
+  const Tensor d = h.to(kGpu);
+  CHECK(d.device() == kGpu);
+  CHECK(d.to_vector() == h.to_vector());
+  CHECK(d.to(Device::cpu()).device().is_cpu());
+  const Tensor c = d.clone();
+  CHECK(!c.same_storage(d));
+  CHECK(c.to_vector() == h.to_vector());
+  Tensor z = Tensor::zeros({5, 7, 3}, DType::F32, kGpu);
+  CHECK(z.to_vector() == std::vector<float>(105, 0.f));
+  z.copy_(d);  // device to device
+  CHECK(z.to_vector() == h.to_vector());
+  z.fill_(2.5f);
+  CHECK(z.to_vector() == std::vector<float>(105, 2.5f));
+  z.copy_(h);  // host to device
+  CHECK(z.to_vector() == h.to_vector());
+  Tensor back = Tensor::empty({5, 7, 3});
+  back.copy_(d);  // device to host
+  CHECK(back.to_vector() == h.to_vector());
+  z.zero_();
+  CHECK(z.to_vector() == std::vector<float>(105, 0.f));
+  CHECK(Tensor::full({3}, -1.5f, DType::F32, kGpu).to_vector() == std::vector<float>(3, -1.5f));
+  CHECK(Tensor::scalar(4.25f, kGpu).item() == 4.25f);
+  CHECK(Tensor::from_vector({2}, {1.f, 2.f}, kGpu).to_vector() == std::vector<float>{1.f, 2.f});
+  const Tensor labels = Tensor::from_labels({3, 1, 4, 1, 5}, kGpu);
+  CHECK(labels.to_int_vector() == std::vector<int64_t>{3, 1, 4, 1, 5});
+  // dtype conversion of a device tensor (through the host) keeps the device
+  const Tensor as_i32 = d.to(DType::I32);
+  CHECK(as_i32.device() == kGpu);
+  CHECK(as_i32.to(DType::F32).to_vector() == h.to(DType::I32).to(DType::F32).to_vector());
+  // a view of device memory (narrow) and its gradient
+  Tensor leaf = h.to(kGpu);
+  leaf.requires_grad_(true);
+  sum(leaf.narrow(1, 3)).backward();
+  std::vector<float> want(105, 0.f);
+  for (int i = 21; i < 84; ++i) want[size_t(i)] = 1.f;
+  CHECK(leaf.grad().to_vector() == want);
+  CHECK(leaf.grad().device() == kGpu);
+  // host element access needs a host tensor, with a message that says so
+  CHECK(vt::contains(vt::error_of([&] { (void)d.at({0, 0, 0}); }), "needs a cpu tensor"));
+}
+
+TEST_CASE("gpu errors: an op on tensors from two devices names both") {
+  require_gpu();
+  const Tensor x = vt::rand_tensor({1, 3, 8, 8}, 1).to(kGpu);
+  const Tensor w = vt::rand_tensor({4, 3, 3, 3}, 2);
+  const std::string msg = vt::error_of([&] { conv2d(x, w, Tensor()); });
+  CHECK(vt::contains(msg, "conv2d: input is on cuda:0 but weight is on cpu"));
+  CHECK(vt::contains(vt::error_of([&] { add(x, x.to(Device::cpu())); }), "is on cpu"));
+  CHECK(vt::contains(vt::error_of([&] { (void)Tensor::zeros({2}, DType::F32, Device::cuda(cuda_device_count())); }),
+                     "is not available"));
+  // out-of-range labels are refused on the GPU too
+  const Tensor logits = vt::rand_tensor({2, 3}, 3).to(kGpu);
+  CHECK(vt::contains(vt::error_of([&] { cross_entropy(logits, Tensor::from_labels({0, 3}, kGpu)); }),
+                     "is not a class index"));
+}
+
+// ---------------------------------------------------------------- dropout masks
+
+TEST_CASE("gpu dropout: masks are the CPU's, element for element, for the same seed, stream and offset") {
+  require_gpu();
+  const int64_t n = 1000003;  // not a multiple of four: a partial last Philox block
+  const Tensor x = vt::rand_tensor({n}, 12, 0.5f, 1.5f);  // never zero, so y == 0 means dropped
+  const Tensor xg = x.to(kGpu);
+  for (double p : {0.1, 0.5, 0.9}) {
+    for (uint64_t offset : {uint64_t(0), uint64_t(5), uint64_t(1) << 33}) {
+      INFO("p " << p << ", offset " << offset);
+      Generator gc(20240607, kStreamDropout), gg(20240607, kStreamDropout);
+      gc.set_offset(offset);
+      gg.set_offset(offset);
+      const std::vector<float> yc = dropout(x, p, true, gc).to_vector();
+      const std::vector<float> yg = dropout(xg, p, true, gg).to_vector();
+      CHECK(gc.offset() == gg.offset());
+      int64_t mask_diff = 0, value_diff = 0;
+      for (size_t i = 0; i < yc.size(); ++i) {
+        mask_diff += (yc[i] == 0.f) != (yg[i] == 0.f);
+        value_diff += yc[i] != yg[i];
+      }
+      CHECK(mask_diff == 0);
+      CHECK(value_diff == 0);  // x / (1 - p) rounds the same way on both
+    }
+  }
+}
+
+// ---------------------------------------------------------------- optimizers
+
+namespace {
+// n parameters of varied sizes (more than one multi-tensor launch holds), the same on both devices.
+std::pair<std::vector<Tensor>, std::vector<Tensor>> twin_params(int n) {
+  std::vector<Tensor> c, g;
+  for (int i = 0; i < n; ++i) {
+    const int64_t size = 1 + (int64_t(i) * 7919) % 3001;
+    Tensor p = vt::rand_tensor({size}, 100 + uint64_t(i));
+    Tensor q = p.to(kGpu);
+    p.requires_grad_(true);
+    q.requires_grad_(true);
+    c.push_back(p);
+    g.push_back(q);
+  }
+  return {c, g};
+}
+
+void set_same_grads(std::vector<Tensor>& c, std::vector<Tensor>& g, uint64_t seed) {
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (i % 5 == 3) continue;  // some parameters get no gradient this step (skipped, as in PyTorch)
+    const Tensor gr = vt::rand_tensor(c[i].shape(), seed + i);
+    c[i].set_grad(gr);
+    g[i].set_grad(gr.to(kGpu));
+  }
+}
+
+template <class Opt, class Options>
+void check_optimizer_twins(const Options& o, const char* name) {
+  INFO(name);
+  auto [pc, pg] = twin_params(53);
+  Opt oc(pc, o), og(pg, o);
+  for (int step = 0; step < 4; ++step) {
+    set_same_grads(pc, pg, 1000 * uint64_t(step + 1));
+    oc.step();
+    og.step();
+  }
+  for (size_t i = 0; i < pc.size(); ++i) {
+    INFO("parameter " << i);
+    CHECK(pg[i].device() == kGpu);
+    check_near(pg[i], pc[i], 1e-7, 1e-6, "parameter after 4 steps");
+  }
+  // The state lives on the parameters' device and round-trips through state_dict.
+  const OptimizerState s = og.state_dict();
+  for (const auto& [n, t] : s.tensors) CHECK(t.device() == kGpu);
+}
+}  // namespace
+
+TEST_CASE("gpu optimizers: SGD, Adam and AdamW update like the CPU") {
+  require_gpu();
+  check_optimizer_twins<SGD>(vt::sgd_options(0.1, 0.9, 0.1, 0.01), "SGD momentum dampening weight decay");
+  check_optimizer_twins<SGD>(vt::sgd_options(0.05, 0.9, 0.0, 0.0, true), "SGD nesterov");
+  check_optimizer_twins<SGD>(vt::sgd_options(0.05), "SGD plain");
+  check_optimizer_twins<Adam>(vt::adam_options(1e-2, 0.9, 0.999, 1e-8, 0.01), "Adam weight decay");
+  check_optimizer_twins<Adam>(vt::adam_options(1e-2, 0.8, 0.99, 1e-6, 0.0, true), "Adam amsgrad");
+  check_optimizer_twins<AdamW>(vt::adam_options(1e-2, 0.9, 0.999, 1e-8, 0.05), "AdamW");
+}
+
+// ---------------------------------------------------------------- Module::to and the seed CNN
+
+TEST_CASE("gpu Module::to moves parameters, gradients and buffers in place and back") {
+  require_gpu();
+  manual_seed(3);
+  SeedCNN m;
+  const StateDict before = vt::snapshot(m);
+  const Tensor w = m.parameters()[0];  // a handle taken before the move sees the move
+  m.parameters()[1].set_grad(Tensor::ones(m.parameters()[1].shape()));
+  m.to(kGpu);
+  CHECK(w.device() == kGpu);
+  for (const auto& [n, t] : m.state_dict().items()) {
+    INFO(n);
+    CHECK(t.device() == kGpu);
+  }
+  CHECK(m.parameters()[1].grad().device() == kGpu);
+  m.to(Device::cpu());
+  CHECK(w.device().is_cpu());
+  CHECK(vt::same_state(m, before));
+}
+
+namespace {
+struct Step {
+  float loss;
+  std::vector<Tensor> grads;
+};
+
+Step train_step(SeedCNN& m, Optimizer& opt, const Tensor& x, const Tensor& y) {
+  default_generator(kStreamDropout).set_offset(0);  // same dropout masks on both devices
+  opt.zero_grad();
+  Tensor loss = cross_entropy(m(x), y, Reduction::Mean, 0.1);
+  loss.backward();
+  Step s{loss.item(), {}};
+  for (const Tensor& p : m.parameters()) s.grads.push_back(p.grad().clone());
+  opt.step();
+  return s;
+}
+}  // namespace
+
+// SGD, not Adam, takes the steps here: the conv biases feed BatchNorm, so their exact gradient is 0
+// and what both devices compute is rounding noise; Adam would turn that noise into +-lr steps that
+// differ between devices (harmlessly: BatchNorm cancels them). Adam itself is compared above.
+TEST_CASE("gpu seed CNN: loss, every gradient, SGD steps and BN statistics match the CPU") {
+  require_gpu();
+  manual_seed(7);
+  SeedCNN cpu_model;
+  manual_seed(7);
+  SeedCNN gpu_model;
+  REQUIRE(vt::same_state(gpu_model, vt::snapshot(cpu_model)));
+  gpu_model.to(kGpu);
+  SGD oc(cpu_model.parameters(), vt::sgd_options(0.05, 0.9));
+  SGD og(gpu_model.parameters(), vt::sgd_options(0.05, 0.9));
+  const Tensor x = vt::rand_tensor({16, 3, 32, 32}, 21);
+  std::vector<int64_t> labels;
+  Generator g(22);
+  for (int i = 0; i < 16; ++i) labels.push_back(int64_t(g.next_below(10)));
+  const Tensor y = Tensor::from_labels(labels);
+  const Tensor xg = x.to(kGpu), yg = y.to(kGpu);
+  const auto names = vt::names_of(cpu_model.named_parameters());
+  for (int step = 0; step < 3; ++step) {
+    INFO("step " << step);
+    const Step sc = train_step(cpu_model, oc, x, y);
+    const Step sg = train_step(gpu_model, og, xg, yg);
+    CHECK(std::fabs(sc.loss - sg.loss) <= 1e-5 + 1e-4 * std::fabs(sc.loss));
+    for (size_t i = 0; i < sc.grads.size(); ++i) {
+      INFO(names[i]);
+      CHECK(sg.grads[i].device() == kGpu);
+      check_near(sg.grads[i], sc.grads[i], 1e-5, 1e-3, "gradient");
+    }
+  }
+  for (const auto& [n, t] : cpu_model.state_dict().items()) {
+    INFO(n);
+    const Tensor* tg = gpu_model.state_dict().find(n);
+    REQUIRE(tg != nullptr);
+    CHECK(tg->device() == kGpu);
+    if (t.dtype() == DType::I64) CHECK(tg->to_int_vector() == t.to_int_vector());
+    else check_near(*tg, t, 1e-5, 1e-3, "parameter or buffer after 3 SGD steps");
+  }
+  // eval mode (running statistics, no dropout) agrees too
+  cpu_model.eval();
+  gpu_model.eval();
+  NoGradGuard ng;
+  check_near(gpu_model(xg), cpu_model(x), 1e-4, 1e-3, "eval logits");
+  CHECK(accuracy(gpu_model(xg), yg) == doctest::Approx(accuracy(cpu_model(x), y)));
+}
+
+// ---------------------------------------------------------------- the caching allocator
+
+TEST_CASE("gpu allocator: steady-state training steps allocate nothing new from the driver") {
+  require_gpu();
+  manual_seed(1);
+  SeedCNN m;
+  m.to(kGpu);
+  Adam opt(m.parameters(), AdamOptions{});
+  const Tensor x = vt::rand_tensor({32, 3, 32, 32}, 31).to(kGpu);
+  std::vector<int64_t> labels(32);
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = int64_t(i % 10);
+  const Tensor y = Tensor::from_labels(labels, kGpu);
+  auto step = [&] {
+    opt.zero_grad();
+    Tensor loss = cross_entropy(m(x), y);
+    loss.backward();
+    opt.step();
+  };
+  for (int i = 0; i < 3; ++i) step();  // warm-up: the cache fills, optimizer state appears
+  cuda_synchronize(0);
+  const DeviceAllocatorStats warm = cuda_memory_stats(0);
+  for (int i = 0; i < 10; ++i) step();
+  cuda_synchronize(0);
+  const DeviceAllocatorStats after = cuda_memory_stats(0);
+  INFO("system allocs " << warm.system_allocs << " -> " << after.system_allocs << ", cache hits " << warm.cache_hits
+                        << " -> " << after.cache_hits);
+  CHECK(warm.system_allocs > 0);
+  CHECK(after.system_allocs == warm.system_allocs);
+  CHECK(after.cache_hits > warm.cache_hits);
+  CHECK(after.bytes_in_use == warm.bytes_in_use);  // nothing leaks from step to step
+  cuda_empty_cache();
+  CHECK(cuda_memory_stats(0).bytes_cached == 0);
+  CHECK(cuda_memory_stats(0).system_frees > 0);
+  // after empty_cache the model still trains (blocks come back from the driver)
+  step();
+  cuda_synchronize(0);
+  CHECK(cuda_memory_stats(0).system_allocs > after.system_allocs);
+}
+
+TEST_CASE("gpu pinned host memory: allocations are cached and reused") {
+  require_gpu();
+  Allocator& a = pinned_host_allocator();
+  const size_t before = pinned_memory_stats().system_allocs;
+  void* p = a.allocate(1 << 20);
+  REQUIRE(p != nullptr);
+  static_cast<char*>(p)[0] = 1;  // host-writable
+  a.deallocate(p, 1 << 20);
+  void* q = a.allocate(1 << 20);
+  CHECK(q == p);
+  a.deallocate(q, 1 << 20);
+  CHECK(pinned_memory_stats().system_allocs == before + 1);
+}
