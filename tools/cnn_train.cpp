@@ -137,7 +137,7 @@ int run(const TrainArgs& a) {
               VOLT_VERSION, (long long)model->num_parameters(), dm->name().c_str(), a.optimizer.c_str(), a.lr,
               (long long)a.batch, (long long)a.epochs, a.precision.c_str());
   std::printf("device: cpu (%d threads)%s; data from %s: %lld train / %lld val / %lld test, %d loader workers%s\n",
-              a.threads, a.accelerator == "auto" ? " (auto: this build has no GPU backend in the Trainer yet)" : "",
+              a.threads, a.accelerator == "auto" ? " (auto: the Trainer has no GPU path yet)" : "",
               a.dataset == "synthetic" ? "a seeded generator" : dm->data_dir().c_str(),
               (long long)dm->train_dataset()->size(), (long long)dm->val_dataset()->size(),
               (long long)dm->test_dataset()->size(), a.num_workers, a.augment ? ", augmented" : "");
