@@ -2,6 +2,8 @@
 // scheduling and interleaved validation, epoch-end logging and callbacks), validate and test.
 #include "dist/trainer.h"
 
+#include "volt/config.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -80,6 +82,13 @@ void print_table(std::ostream& os, const std::string& title, const std::map<std:
 
 }  // namespace
 
+// The loader's host batch on the run's device (a no-op on the CPU).
+void batch_to(Batch& b, Device device) {
+  if (device.is_cpu()) return;
+  b.images = b.images.to(device);
+  b.labels = b.labels.to(device);
+}
+
 std::string resolve_resume_path(const std::string& root, const std::string& what) {
   if (what != "last") {
     VOLT_CHECK(fs::is_regular_file(what), "resume: checkpoint \"", what, "\" does not exist");
@@ -107,13 +116,19 @@ Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   check_options();
   env_ = detect_process_env();
   const std::string acc = lower(opts_.accelerator);
-  check_layout(env_, opts_.devices, cuda_device_count(), acc == "gpu" || acc == "cuda" || opts_.gpus > 0,
-               opts_.num_nodes);
+  const bool gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
+  check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
+  device_ = gpu ? Device::cuda(env_.local_rank) : Device::cpu();
   comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_communicator(env_));
+  VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1), "data-parallel training on GPUs needs the NCCL "
+             "communicator, which the Trainer does not use yet; run one process per machine on the GPU, or "
+             "several on the CPU (accelerator=\"cpu\")");
   VOLT_CHECK(comm_->size() == env_.world_size || opts_.communicator, "Trainer: the communicator has ", comm_->size(),
              " ranks but the launcher started ", env_.world_size, " processes");
   impl_ = std::make_unique<Impl>(opts_.profiler);
 }
+
+void Trainer::to_device(Batch& b) const { batch_to(b, device_); }
 
 std::ostream& Trainer::out() const {
   if (comm_->rank() == 0) return opts_.out ? *opts_.out : std::cout;
@@ -132,13 +147,17 @@ Trainer::~Trainer() = default;
 
 void Trainer::check_options() {
   const std::string acc = lower(opts_.accelerator);
-  VOLT_CHECK(!(acc == "gpu" || acc == "cuda" || opts_.gpus > 0),
-             "accelerator \"gpu\"", opts_.gpus > 0 ? " (gpus=" + std::to_string(opts_.gpus) + ")" : "",
-             ": the Trainer does not run on the GPU yet (the CUDA backend's ops exist and are tested by test_cuda, "
-             "but the Trainer's device path is not built), so it runs on the CPU only; use accelerator=\"cpu\" or "
-             "\"auto\"");
-  VOLT_CHECK(acc == "cpu" || acc == "auto", "accelerator \"", opts_.accelerator,
+  VOLT_CHECK(acc == "cpu" || acc == "auto" || acc == "gpu" || acc == "cuda", "accelerator \"", opts_.accelerator,
              "\" is not known (choices: cpu, gpu, auto)");
+  const bool want_gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0;
+  if (want_gpu) {
+    const std::string what = std::string("accelerator \"gpu\"") +
+                              (opts_.gpus > 0 ? " (gpus=" + std::to_string(opts_.gpus) + ")" : "");
+    VOLT_CHECK(VOLT_HAVE_CUDA, what, ": this build has no CUDA backend (configure with -DVOLT_CUDA=ON on a machine "
+               "with the CUDA toolkit, cuDNN and NCCL); use accelerator=\"cpu\" or \"auto\"");
+    VOLT_CHECK(cuda_device_count() > 0, what, ": no GPU is visible to this process (the CUDA backend found 0 "
+               "devices); use accelerator=\"cpu\" or \"auto\"");
+  }
   VOLT_CHECK(opts_.devices >= -1, "devices must be a count >= 1, -1 (one per GPU) or 0 (auto), got ",
              opts_.devices);
   VOLT_CHECK(opts_.num_nodes >= 1, "num_nodes must be >= 1, got ", opts_.num_nodes);
@@ -278,6 +297,8 @@ struct TrainerRun {
         b = overfit[size_t(i % int64_t(overfit.size()))];
       } else if (!val->next(b)) {
         break;
+      } else {
+        t.to_device(b);
       }
       s.set_batch_size(b.labels.numel());
       Profiler::Scope sc(I.profiler, "validation_step");
@@ -299,7 +320,8 @@ struct TrainerRun {
   }
 
   static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader,
-                                                 int64_t n, bool test, Profiler& prof, Communicator& comm);
+                                                 int64_t n, bool test, Profiler& prof, Communicator& comm,
+                                                 Device device);
 
   bool next_train(Batch& b, int64_t batch_idx) {
     if (!overfit.empty()) {
@@ -307,7 +329,9 @@ struct TrainerRun {
       return true;
     }
     Profiler::Scope sc(I.profiler, "train_dataloader_next");
-    return train->next(b);
+    if (!train->next(b)) return false;
+    t.to_device(b);
+    return true;
   }
 
   void optimizer_step() {
@@ -496,6 +520,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     for (int64_t i = 0; i < n; ++i) {
       Batch b;
       if (!run.train->next(b)) break;
+      to_device(b);
       run.overfit.push_back(b);
     }
     run.n_train = int64_t(run.overfit.size());
@@ -512,6 +537,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
 
   module.store_ = &I.train_store;
   I.module = &module;
+  module.to(device_);  // before configure_optimizers: the optimizer's state follows the parameters
   I.optim = module.configure_optimizers();
   VOLT_CHECK(I.optim.optimizer != nullptr, "configure_optimizers() returned no optimizer");
   VOLT_CHECK(I.optim.interval == "epoch" || I.optim.interval == "step", "configure_optimizers(): scheduler interval \"",
@@ -647,7 +673,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
 }
 
 std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader, int64_t n,
-                                        bool test, Profiler& prof, Communicator& comm) {
+                                        bool test, Profiler& prof, Communicator& comm, Device device) {
   module.eval();
   NoGradGuard ng;
   s.clear_epoch();
@@ -662,6 +688,7 @@ std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, Met
   for (int64_t i = 0; i < n; ++i) {
     Batch b;
     if (!loader.next(b)) break;
+    batch_to(b, device);
     s.set_batch_size(b.labels.numel());
     Profiler::Scope sc(prof, test ? "test_step" : "validation_step");
     if (test)
@@ -711,7 +738,8 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
     LightningModule& m;
     ~Detach() { m.comm_ = nullptr; }
   } detach{module};
-  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_);
+  module.to(device_);
+  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_, device_);
   for (const auto& [k, v] : m) callback_metrics_[k] = v;
   return m;
 }

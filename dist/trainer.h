@@ -113,6 +113,8 @@ class Trainer {
   bool writes_files() const { return opts_.fast_dev_run.batches == 0; }
   const TrainerOptions& options() const { return opts_; }
   const ProcessEnv& process_env() const { return env_; }
+  Device device() const { return device_; }  // where the module trains: the GPU = local rank, or the CPU
+  void to_device(Batch& b) const;
   Communicator& communicator() const { return *comm_; }
   int world_size() const { return comm_->size(); }
   int global_rank() const { return comm_->rank(); }
@@ -147,6 +149,7 @@ class Trainer {
   std::ostream& out() const;
   TrainerOptions opts_;
   ProcessEnv env_;
+  Device device_ = Device::cpu();
   std::shared_ptr<Communicator> comm_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::unique_ptr<Impl> impl_;
@@ -158,6 +161,9 @@ class Trainer {
   std::string requeue_message_;
   friend struct TrainerRun;
 };
+
+// Moves a loader's batch (images and labels) to `device` (nothing on the CPU).
+void batch_to(Batch& b, Device device);
 
 // The run's folder for "resume": "last" resolves to the newest version_N/checkpoints/last.ckpt
 // under <root>/lightning_logs; anything else is a path. Throws volt::Error when there is none.

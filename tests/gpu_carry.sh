@@ -12,15 +12,16 @@ build=${2:-build-gpu}
 shift $(( $# >= 2 ? 2 : 1 ))
 root=$(cd "$(dirname "$0")/.." && pwd)
 case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
-targets="test_cuda test_ops test_device_allocator bench_ops_cuda"
+targets="test_cuda test_trainer_gpu test_ops test_device_allocator bench_ops_cuda cnn_train"
 
 case $mode in
 pack)
   cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DVOLT_CUDA=ON \
-    -DVOLT_BUILD_TOOLS=OFF >/dev/null
+    >/dev/null
   cmake --build "$dir" -j"$(nproc)" --target $targets
   mkdir -p "$dir/lib/compat"
-  for exe in "$dir"/tests/test_cuda "$dir"/tests/test_ops "$dir"/bench/bench_ops_cuda; do
+  for exe in "$dir"/tests/test_cuda "$dir"/tests/test_trainer_gpu "$dir"/tests/test_ops "$dir"/bench/bench_ops_cuda \
+             "$dir"/tools/cnn_train; do
     ldd "$exe" | awk '/=> \//{print $3}'
   done | sort -u | while read -r lib; do
     case $(basename "$lib") in

@@ -136,8 +136,11 @@ int run(const TrainArgs& a) {
     std::printf("Volt %s: seed CNN (%lld parameters) on %s, %s lr %g, batch %lld, %lld epochs, precision %s\n",
               VOLT_VERSION, (long long)model->num_parameters(), dm->name().c_str(), a.optimizer.c_str(), a.lr,
               (long long)a.batch, (long long)a.epochs, a.precision.c_str());
-  std::printf("device: cpu (%d threads)%s; data from %s: %lld train / %lld val / %lld test, %d loader workers%s\n",
-              a.threads, a.accelerator == "auto" ? " (auto: the Trainer has no GPU path yet)" : "",
+  const std::string device = trainer.device().is_cpu()
+                                 ? "cpu (" + std::to_string(a.threads) + " threads" +
+                                       (a.accelerator == "auto" ? ", no GPU visible)" : ")")
+                                 : trainer.device().str();
+  std::printf("device: %s; data from %s: %lld train / %lld val / %lld test, %d loader workers%s\n", device.c_str(),
               a.dataset == "synthetic" ? "a seeded generator" : dm->data_dir().c_str(),
               (long long)dm->train_dataset()->size(), (long long)dm->val_dataset()->size(),
               (long long)dm->test_dataset()->size(), a.num_workers, a.augment ? ", augmented" : "");
