@@ -8,9 +8,13 @@
 
 namespace volt {
 
-size_t CachingHostAllocator::round_size(size_t bytes) {
+HostMemorySource aligned_host_memory() {
+  return {[](size_t bytes) { return std::aligned_alloc(64, bytes); }, [](void* p) { std::free(p); }, 64};
+}
+
+size_t CachingHostAllocator::round_size(size_t bytes) const {
   if (bytes == 0) bytes = 1;
-  return (bytes + 63) & ~size_t(63);
+  return (bytes + src_.granularity - 1) & ~(src_.granularity - 1);
 }
 
 void* CachingHostAllocator::allocate(size_t bytes) {
@@ -26,10 +30,10 @@ void* CachingHostAllocator::allocate(size_t bytes) {
       return p;
     }
   }
-  void* p = std::aligned_alloc(64, size);
+  void* p = src_.alloc(size);
   if (!p) {
     empty_cache();
-    p = std::aligned_alloc(64, size);
+    p = src_.alloc(size);
   }
   VOLT_CHECK(p != nullptr, "out of host memory allocating ", bytes, " bytes");
   std::lock_guard<std::mutex> lock(mu_);
@@ -50,7 +54,7 @@ void CachingHostAllocator::deallocate(void* ptr, size_t bytes) {
 void CachingHostAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [size, blocks] : free_)
-    for (void* p : blocks) std::free(p);
+    for (void* p : blocks) src_.free(p);
   free_.clear();
   stats_.bytes_cached = 0;
 }

@@ -22,9 +22,20 @@ struct AllocatorStats {
   size_t system_allocs = 0;    // times memory came from the system
 };
 
-// 64-byte aligned host memory with per-size free lists. Thread-safe.
+// Where a caching host allocator gets its blocks: plain 64-byte aligned memory by default; the CUDA
+// backend passes page-locked (pinned) memory. alloc may return nullptr (then the cache is emptied
+// and it is tried once more) or throw.
+struct HostMemorySource {
+  void* (*alloc)(size_t bytes);
+  void (*free)(void* ptr);
+  size_t granularity;  // sizes are rounded up to a multiple of it (a power of two)
+};
+HostMemorySource aligned_host_memory();  // std::aligned_alloc(64, ...), granularity 64
+
+// Host memory with per-size free lists. Thread-safe.
 class CachingHostAllocator final : public Allocator {
  public:
+  explicit CachingHostAllocator(HostMemorySource source = aligned_host_memory()) : src_(source) {}
   ~CachingHostAllocator() override;
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) override;
@@ -32,7 +43,8 @@ class CachingHostAllocator final : public Allocator {
   AllocatorStats stats() const;
 
  private:
-  static size_t round_size(size_t bytes);
+  size_t round_size(size_t bytes) const;
+  HostMemorySource src_;
   mutable std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   AllocatorStats stats_;

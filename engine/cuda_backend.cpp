@@ -33,55 +33,6 @@ class CudaRawMemory final : public RawMemory {
   int device_;
 };
 
-// Same policy as the host cache: exact rounded sizes, blocks kept until empty_cache().
-class PinnedHostAllocator final : public Allocator {
- public:
-  void* allocate(size_t bytes) override {
-    const size_t size = round(bytes);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        stats_.bytes_cached -= size;
-        stats_.bytes_in_use += size;
-        return p;
-      }
-    }
-    void* p = cuda::pinned_malloc(size);
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.bytes_in_use += size;
-    stats_.system_allocs += 1;
-    return p;
-  }
-  void deallocate(void* p, size_t bytes) override {
-    if (!p) return;
-    const size_t size = round(bytes);
-    std::lock_guard<std::mutex> lock(mu_);
-    free_[size].push_back(p);
-    stats_.bytes_in_use -= size;
-    stats_.bytes_cached += size;
-  }
-  void empty_cache() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, blocks] : free_)
-      for (void* p : blocks) cuda::pinned_free(p);
-    free_.clear();
-    stats_.bytes_cached = 0;
-  }
-  AllocatorStats stats() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-
- private:
-  static size_t round(size_t b) { return ((b ? b : 1) + 4095) & ~size_t(4095); }
-  mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-  AllocatorStats stats_;
-};
-
 class CudaBackend final : public Backend {
  public:
   CudaBackend() {
@@ -127,8 +78,10 @@ CudaBackend& cuda_backend() {
   return *b;
 }
 
-PinnedHostAllocator& pinned() {
-  static PinnedHostAllocator* a = new PinnedHostAllocator();
+// Page-locked host memory for copies to and from the GPU, cached like ordinary host memory.
+CachingHostAllocator& pinned() {
+  static CachingHostAllocator* a = new CachingHostAllocator(
+      {[](size_t bytes) { return cuda::pinned_malloc(bytes); }, [](void* p) { cuda::pinned_free(p); }, 4096});
   return *a;
 }
 
