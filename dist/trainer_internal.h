@@ -1,0 +1,38 @@
+// What trainer.cpp and trainer_setup.cpp share and nobody else needs.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+
+#include "data/loader.h"
+#include "dist/ddp.h"
+#include "dist/lightning_module.h"
+#include "dist/profiler.h"
+#include "dist/progress_bar.h"
+#include "dist/trainer.h"
+#include "dist/trainer_logging.h"
+
+namespace volt::trainer_detail {
+
+std::string lower(std::string s);  // ASCII lower case, for option names
+
+}  // namespace volt::trainer_detail
+
+namespace volt {
+
+struct Trainer::Impl {
+  explicit Impl(const std::string& profiler) : profiler(profiler) {}
+  Profiler profiler;
+  std::unique_ptr<RunLoggers> loggers;
+  std::unique_ptr<ProgressBar> bar;
+  MetricStore train_store, eval_store;
+  LightningModule* module = nullptr;
+  OptimizerConfig optim;
+  int64_t resume_epoch = 0;
+  LoaderState resume_loader;
+  std::map<std::string, double> val_prog_bar;
+  std::unique_ptr<GradientAverager> averager;  // data-parallel runs
+  std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)
+};
+
+}  // namespace volt

@@ -1,0 +1,257 @@
+// The Trainer's setup and its data-parallel helpers (see trainer.h): option checks, the device and
+// process layout, data preparation on every rank, checkpoint paths, the end-of-fit agreement check
+// and Slurm pre-emption. The loops are in trainer.cpp.
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "dist/checkpoint.h"
+#include "dist/log_dir.h"
+#include "dist/requeue.h"
+#include "dist/trainer.h"
+#include "dist/trainer_internal.h"
+#include "engine/device.h"
+#include "engine/error.h"
+#include "volt/config.h"
+
+namespace volt {
+
+namespace fs = std::filesystem;
+
+namespace trainer_detail {
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+}  // namespace trainer_detail
+
+using trainer_detail::lower;
+
+namespace {
+std::string hparam_str(const HParamValue& v) {
+  if (auto d = std::get_if<double>(&v)) return format_double(*d);
+  if (auto b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  return std::get<std::string>(v);
+}
+}  // namespace
+
+Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
+  check_options();
+  env_ = detect_process_env();
+  const std::string acc = lower(opts_.accelerator);
+  const bool gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
+  check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
+  device_ = gpu ? Device::cuda(env_.local_rank) : Device::cpu();
+  comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_communicator(env_));
+  VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1), "data-parallel training on GPUs needs the NCCL "
+             "communicator, which the Trainer does not use yet; run one process per machine on the GPU, or "
+             "several on the CPU (accelerator=\"cpu\")");
+  VOLT_CHECK(comm_->size() == env_.world_size || opts_.communicator, "Trainer: the communicator has ", comm_->size(),
+             " ranks but the launcher started ", env_.world_size, " processes");
+  impl_ = std::make_unique<Impl>(opts_.profiler);
+}
+
+Trainer::~Trainer() = default;
+
+ModelCheckpoint* Trainer::checkpoint_callback() const {
+  for (const auto& c : callbacks_)
+    if (auto* m = dynamic_cast<ModelCheckpoint*>(c.get())) return m;
+  return nullptr;
+}
+
+void Trainer::save_checkpoint(const std::string& path) const {
+  VOLT_CHECK(impl_->module && impl_->optim.optimizer, "Trainer::save_checkpoint: no run in progress");
+  struct Done {  // the other ranks wait until rank 0's file is complete, even when writing fails
+    Communicator& c;
+    ~Done() {
+      if (c.size() > 1) c.barrier();
+    }
+  } done{*comm_};
+  if (!is_global_zero()) return;
+  std::map<std::string, std::string> hp;
+  for (const auto& [k, v] : impl_->module->hyperparameters()) hp[k] = hparam_str(v);
+  Checkpoint c = capture(*impl_->module, *impl_->optim.optimizer, impl_->optim.scheduler.get(), impl_->resume_epoch,
+                         global_step_, impl_->resume_loader, hp);
+  for (const auto& cb : callbacks_)
+    for (const auto& [k, v] : cb->state_dict()) c.metadata["callback." + cb->name() + "." + k] = v;
+  c.metadata["trainer"] = "volt.Trainer";
+  ::volt::save_checkpoint(path, c);
+}
+
+int64_t BatchAmount::of(int64_t total) const {
+  VOLT_CHECK(value >= 0, "a batch limit must be >= 0, got ", value);
+  if (!is_fraction) return std::min<int64_t>(total, int64_t(value));
+  VOLT_CHECK(value <= 1.0, "a batch fraction must be in [0, 1], got ", value,
+             " (pass an integer for a number of batches)");
+  const int64_t n = int64_t(std::floor(value * double(total)));
+  return value > 0 && n == 0 && total > 0 ? 1 : n;
+}
+
+// The loader's host batch on the run's device (a no-op on the CPU).
+void batch_to(Batch& b, Device device) {
+  if (device.is_cpu()) return;
+  b.images = b.images.to(device);
+  b.labels = b.labels.to(device);
+}
+
+std::string resolve_resume_path(const std::string& root, const std::string& what) {
+  if (what != "last") {
+    VOLT_CHECK(fs::is_regular_file(what), "resume: checkpoint \"", what, "\" does not exist");
+    return what;
+  }
+  const std::string parent = root + "/lightning_logs";
+  // Newest version first: its last.ckpt, else its newest .ckpt.
+  for (int v = next_version(parent) - 1; v >= 0; --v) {
+    const std::string dir = parent + "/version_" + std::to_string(v) + "/checkpoints";
+    if (!fs::is_directory(dir)) continue;
+    if (fs::is_regular_file(dir + "/last.ckpt")) return dir + "/last.ckpt";
+    std::string newest;
+    fs::file_time_type t{};
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".ckpt" && (newest.empty() || e.last_write_time() > t)) {
+        newest = e.path().string();
+        t = e.last_write_time();
+      }
+    if (!newest.empty()) return newest;
+  }
+  VOLT_FAIL("resume \"last\": no checkpoint under ", parent, "/version_*/checkpoints");
+}
+
+void Trainer::to_device(Batch& b) const { batch_to(b, device_); }
+
+std::ostream& Trainer::out() const {
+  if (comm_->rank() == 0) return opts_.out ? *opts_.out : std::cout;
+  static std::ostream null_stream(nullptr);  // other ranks print nothing
+  return null_stream;
+}
+
+void Trainer::prepare_data(DataModule& dm) {
+  if (comm_->size() > 1) {
+    dm.set_distributed(comm_->rank(), comm_->size(), env_.local_rank, [c = comm_] { c->barrier(); });
+  }
+  dm.prepare_data();
+}
+
+void Trainer::check_options() {
+  const std::string acc = lower(opts_.accelerator);
+  VOLT_CHECK(acc == "cpu" || acc == "auto" || acc == "gpu" || acc == "cuda", "accelerator \"", opts_.accelerator,
+             "\" is not known (choices: cpu, gpu, auto)");
+  const bool want_gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0;
+  if (want_gpu) {
+    const std::string what = std::string("accelerator \"gpu\"") +
+                              (opts_.gpus > 0 ? " (gpus=" + std::to_string(opts_.gpus) + ")" : "");
+    VOLT_CHECK(VOLT_HAVE_CUDA, what, ": this build has no CUDA backend (configure with -DVOLT_CUDA=ON on a machine "
+               "with the CUDA toolkit, cuDNN and NCCL); use accelerator=\"cpu\" or \"auto\"");
+    VOLT_CHECK(cuda_device_count() > 0, what, ": no GPU is visible to this process (the CUDA backend found 0 "
+               "devices); use accelerator=\"cpu\" or \"auto\"");
+  }
+  VOLT_CHECK(opts_.devices >= -1, "devices must be a count >= 1, -1 (one per GPU) or 0 (auto), got ",
+             opts_.devices);
+  VOLT_CHECK(opts_.num_nodes >= 1, "num_nodes must be >= 1, got ", opts_.num_nodes);
+  const std::string st = lower(opts_.strategy);
+  VOLT_CHECK(st == "auto" || st == "ddp" || st == "dp", "strategy \"", opts_.strategy,
+             "\" is not known (choices: auto, ddp, dp — dp runs as ddp)");
+  const std::string p = lower(opts_.precision);
+  if (p == "16-mixed" || p == "bf16-mixed" || p == "16" || p == "bf16" || p == "16-true" || p == "bf16-true")
+    VOLT_FAIL("precision \"", opts_.precision,
+              "\": mixed precision needs the GPU backend (the CPU has no fp16/bf16 compute here); use "
+              "precision=\"32\"");
+  VOLT_CHECK(p == "32" || p == "32-true", "precision \"", opts_.precision,
+             "\" is not known (choices: 32, 16-mixed, bf16-mixed; 16 is an alias of 16-mixed)");
+  VOLT_CHECK(opts_.max_epochs >= -1, "max_epochs must be >= -1, got ", opts_.max_epochs);
+  VOLT_CHECK(opts_.max_steps >= -1, "max_steps must be >= -1, got ", opts_.max_steps);
+  VOLT_CHECK(opts_.fast_dev_run.batches >= 0, "fast_dev_run must be true/false or n >= 0, got ",
+             opts_.fast_dev_run.batches);
+  VOLT_CHECK(opts_.accumulate_grad_batches >= 1, "accumulate_grad_batches must be >= 1, got ",
+             opts_.accumulate_grad_batches);
+  VOLT_CHECK(opts_.log_every_n_steps >= 1, "log_every_n_steps must be >= 1, got ", opts_.log_every_n_steps);
+  VOLT_CHECK(opts_.num_sanity_val_steps >= -1, "num_sanity_val_steps must be >= -1 (all), got ",
+             opts_.num_sanity_val_steps);
+  VOLT_CHECK(opts_.check_val_every_n_epoch >= 1, "check_val_every_n_epoch must be >= 1");
+  VOLT_CHECK(opts_.gradient_clip_val >= 0, "gradient_clip_val must be >= 0, got ", opts_.gradient_clip_val);
+  VOLT_CHECK(opts_.gradient_clip_algorithm == "norm" || opts_.gradient_clip_algorithm == "value",
+             "gradient_clip_algorithm \"", opts_.gradient_clip_algorithm, "\" is not known (choices: norm, value)");
+  for (const BatchAmount* b : {&opts_.limit_train_batches, &opts_.limit_val_batches, &opts_.limit_test_batches,
+                               &opts_.overfit_batches, &opts_.val_check_interval}) {
+    VOLT_CHECK(b->value >= 0 && (!b->is_fraction || b->value <= 1.0),
+               "batch limits and val_check_interval take a fraction in [0, 1] or a count >= 0, got ", b->value);
+  }
+  VOLT_CHECK(opts_.val_check_interval.value > 0, "val_check_interval must be > 0");
+}
+
+// Data-parallel runs end with the same parameters on every rank (the same start, the same
+// averaged gradients): a checksum of every parameter and buffer's bytes, compared over the ranks,
+// proves it or stops the run with an error instead of saving diverged weights.
+void Trainer::check_ranks_agree(const Module& module) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the state in state_dict order
+  for (const auto& [name, t] : module.state_dict().items()) {
+    const Tensor host = t.to(Device::cpu());
+    const auto* p = static_cast<const unsigned char*>(host.raw_data());
+    for (size_t i = 0; i < host.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  const int64_t mine = int64_t(h >> 1);
+  int64_t hi = mine, neg_lo = -mine;
+  comm_->all_reduce(&hi, 1, ReduceOp::Max);
+  comm_->all_reduce(&neg_lo, 1, ReduceOp::Max);
+  VOLT_CHECK(hi == mine && -neg_lo == mine, "data-parallel: the ranks ended training with different parameters "
+             "(rank ", comm_->rank(), " checksum ", mine, ", range ", -neg_lo, "..", hi, ")");
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)mine);
+  out() << "Parameters and buffers are identical on all " << world_size() << " ranks (checksum " << buf << ")\n";
+}
+
+// Rank 0 asks Slurm to requeue the job once every rank is past its last collective: `scontrol
+// requeue` ends the running job's tasks at once.
+void Trainer::finish_preemption() {
+  if (world_size() > 1) comm_->barrier();
+  if (!is_global_zero()) return;
+  const std::string path = requeue_checkpoint_path(opts_.default_root_dir);
+  requeue_message_ = "Pre-empted (SIGUSR1) at epoch " + std::to_string(epoch_) + ", step " +
+                     std::to_string(global_step_) + ": checkpoint " + path + "; ";
+  if (env_.job_id.empty()) {
+    requeue_message_ += "not a Slurm job, so nothing to requeue; continue with --resume " + path;
+  } else {
+    out() << requeue_message_ << "requeueing job " << env_.job_id << std::endl;
+    try {
+      requeue_message_ += requeue_job(env_.job_id) + "; the requeued job resumes from it";
+    } catch (const Error& e) {
+      requeue_failed_ = true;
+      requeue_message_ += std::string(e.what()) + "; continue with --resume " + path;
+    }
+  }
+  out() << requeue_message_ << std::endl;
+}
+
+bool Trainer::preemption_requested() {
+  int64_t raised = requeue_signal_raised() ? 1 : 0;
+  if (world_size() > 1) comm_->all_reduce(&raised, 1, ReduceOp::Max);  // every rank stops at the same step
+  return raised != 0;
+}
+
+std::string Trainer::resolve_ckpt(const std::string& ckpt, const char* who) const {
+  if (ckpt == "best") {
+    ModelCheckpoint* mc = checkpoint_callback();
+    VOLT_CHECK(mc && !mc->best_model_path().empty(), who,
+               "(ckpt=\"best\"): no best checkpoint; fit with a ModelCheckpoint (and checkpointing on) first");
+    return mc->best_model_path();
+  }
+  if (ckpt == "last") {
+    ModelCheckpoint* mc = checkpoint_callback();
+    return mc && !mc->last_model_path().empty() ? mc->last_model_path()
+                                                : resolve_resume_path(opts_.default_root_dir, "last");
+  }
+  return ckpt;
+}
+
+void Trainer::load_weights(LightningModule& module, const std::string& path) {
+  Checkpoint c = load_checkpoint(path);
+  check_model_matches(c, module);
+  StateDict sd;
+  for (const auto& [n, t] : c.model) sd.add(n, t);
+  module.load_state_dict(sd);
+}
+
+}  // namespace volt
