@@ -22,15 +22,19 @@ const char* reduce_op_name(ReduceOp op) {
 }
 
 namespace {
-void check_host_tensor(const Tensor& t, const char* what) {
+void check_tensor(const Communicator& c, const Tensor& t, const char* what) {
   VOLT_CHECK(t.defined(), "Communicator::", what, ": undefined tensor");
-  VOLT_CHECK(t.device().is_cpu(), "Communicator::", what, ": the tensor is on ", t.device().str(),
-             "; this communicator works on host (CPU) tensors");
+  if (c.device_buffers())
+    VOLT_CHECK(t.device().is_cuda(), "Communicator::", what, ": the tensor is on ", t.device().str(), "; the ",
+               c.backend(), " communicator works on GPU tensors");
+  else
+    VOLT_CHECK(t.device().is_cpu(), "Communicator::", what, ": the tensor is on ", t.device().str(), "; the ",
+               c.backend(), " communicator works on host (CPU) tensors");
 }
 }  // namespace
 
 void Communicator::all_reduce(const Tensor& t, ReduceOp op) {
-  check_host_tensor(t, "all_reduce");
+  check_tensor(*this, t, "all_reduce");
   switch (t.dtype()) {
     case DType::F32: all_reduce(t.data<float>(), size_t(t.numel()), op); break;
     case DType::I64: all_reduce(t.data<int64_t>(), size_t(t.numel()), op); break;
@@ -40,15 +44,15 @@ void Communicator::all_reduce(const Tensor& t, ReduceOp op) {
 }
 
 void Communicator::broadcast(const Tensor& t, int root) {
-  check_host_tensor(t, "broadcast");
+  check_tensor(*this, t, "broadcast");
   broadcast(t.raw_data(), t.nbytes(), root);
 }
 
 Tensor Communicator::all_gather(const Tensor& t) {
-  check_host_tensor(t, "all_gather");
+  check_tensor(*this, t, "all_gather");
   Shape shape = t.shape();
   shape.insert(shape.begin(), int64_t(size()));
-  Tensor out = Tensor::empty(shape, t.dtype());
+  Tensor out = Tensor::empty(shape, t.dtype(), t.device());
   all_gather(t.raw_data(), out.raw_data(), t.nbytes());
   return out;
 }
@@ -81,7 +85,13 @@ std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions&) {
 }
 #endif
 
-std::unique_ptr<Communicator> make_communicator(const ProcessEnv& env, CommOptions opts) {
+#if !(VOLT_HAVE_CUDA && VOLT_HAVE_MPI)
+bool nccl_available() { return false; }
+#endif
+
+namespace {
+// opts with the timeout from $VOLT_COMM_TIMEOUT when set, checked.
+CommOptions options_from_env(CommOptions opts) {
   if (const char* t = std::getenv("VOLT_COMM_TIMEOUT")) {
     char* end = nullptr;
     const double v = std::strtod(t, &end);
@@ -90,6 +100,30 @@ std::unique_ptr<Communicator> make_communicator(const ProcessEnv& env, CommOptio
     opts.timeout_s = v;
   }
   VOLT_CHECK(opts.timeout_s > 0, "CommOptions::timeout_s must be positive, got ", opts.timeout_s);
+  return opts;
+}
+}  // namespace
+
+namespace detail {
+// dist/nccl_communicator.cpp (only in builds with CUDA and MPI).
+std::unique_ptr<Communicator> make_nccl_communicator_impl(const ProcessEnv& env, const CommOptions& opts);
+}  // namespace detail
+
+std::unique_ptr<Communicator> make_nccl_communicator(const ProcessEnv& env, CommOptions opts) {
+#if VOLT_HAVE_CUDA && VOLT_HAVE_MPI
+  return detail::make_nccl_communicator_impl(env, options_from_env(opts));
+#else
+  (void)env;
+  (void)opts;
+  VOLT_FAIL("this build of Volt has no NCCL communicator: it needs the CUDA backend (volt/config.h VOLT_HAVE_CUDA is ",
+            VOLT_HAVE_CUDA, ": the CUDA toolkit, cuDNN and NCCL must be found) and MPI (VOLT_HAVE_MPI is ",
+            VOLT_HAVE_MPI, ": apt-get install libopenmpi-dev openmpi-bin); configure again with -DVOLT_CUDA=ON "
+            "-DVOLT_MPI=ON");
+#endif
+}
+
+std::unique_ptr<Communicator> make_communicator(const ProcessEnv& env, CommOptions opts) {
+  opts = options_from_env(opts);
   if (env.world_size <= 1) return std::make_unique<LocalCommunicator>();
   VOLT_CHECK(mpi_available(), env.launcher == "slurm" ? "srun" : env.launcher, " started ", env.world_size,
              " processes but this build of Volt has no MPI support, so they cannot talk to each other: install "

@@ -1,8 +1,10 @@
 // Communicator: the collectives data-parallel training needs (all-reduce, broadcast, all-gather,
 // barrier) behind one interface. LocalCommunicator is world size 1 and always built;
 // the MPI communicator (host buffers, built when CMake finds MPI: volt/config.h VOLT_HAVE_MPI)
-// runs the CPU backend across processes. make_communicator() picks one from the process
-// environment. No MPI header here: code that embeds Volt compiles with a plain C++ compiler.
+// runs the CPU backend across processes; the NCCL communicator (device buffers, built with the
+// CUDA backend and MPI) runs the GPU backend, one GPU per process. make_communicator() picks a
+// host one from the process environment, make_nccl_communicator() the device one. No MPI, NCCL or
+// CUDA header here: code that embeds Volt compiles with a plain C++ compiler.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -35,9 +37,14 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual const char* backend() const = 0;  // "local", "mpi"
+  virtual const char* backend() const = 0;  // "local", "mpi", "nccl"
+  // Where the buffers of the pointer collectives below live: false, host memory (local, MPI);
+  // true, memory of this process's GPU (NCCL: cuda:local_rank, the current device after creation).
+  virtual bool device_buffers() const { return false; }
 
-  // In place on host buffers, the same count on every rank.
+  // In place, the same count on every rank; host or device buffers as device_buffers() says.
+  // A device collective is ordered after the work already queued on Volt's stream of the device
+  // and has completed when the call returns.
   virtual void all_reduce(float* data, size_t count, ReduceOp op) = 0;
   virtual void all_reduce(double* data, size_t count, ReduceOp op) = 0;
   virtual void all_reduce(int64_t* data, size_t count, ReduceOp op) = 0;
@@ -50,12 +57,13 @@ class Communicator {
   // error the others cannot know about. Never returns.
   [[noreturn]] virtual void abort(int exit_code, const std::string& why) = 0;
 
-  // Conveniences on contiguous CPU tensors (f32 and i64 for all_reduce; any dtype otherwise).
+  // Conveniences on contiguous tensors (f32 and i64 for all_reduce; any dtype otherwise): CPU
+  // tensors for a host communicator, tensors on its GPU for a device one.
   void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::Sum);
   void broadcast(const Tensor& t, int root = 0);
-  Tensor all_gather(const Tensor& t);  // [size(), ...t.shape()]
-  // One value: the sum / average / maximum over ranks.
-  double all_reduce_value(double v, ReduceOp op = ReduceOp::Sum);
+  Tensor all_gather(const Tensor& t);  // [size(), ...t.shape()], on t's device
+  // One host value: the sum / average / maximum over ranks (a device communicator stages it).
+  virtual double all_reduce_value(double v, ReduceOp op = ReduceOp::Sum);
 };
 
 // World size 1: every collective is a copy or nothing.
@@ -84,6 +92,19 @@ bool mpi_available();
 // and finalises MPI at process exit when it initialised it. Throws volt::Error when this build has
 // no MPI.
 std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& opts = {});
+
+// True when this build has the NCCL communicator (the CUDA backend, NCCL and MPI were all found).
+bool nccl_available();
+
+// The NCCL communicator over all processes, on device buffers of GPU env.local_rank (made the
+// current device). Bootstrapped by MPI when env.world_size > 1 (MPI initialised as for
+// make_mpi_communicator; rank 0's ncclGetUniqueId is broadcast with MPI); world size 1 needs no
+// MPI. Every collective runs on the communicator's own stream and is watched: an NCCL error, or
+// one still running after opts.timeout_s ($VOLT_COMM_TIMEOUT when set), aborts the NCCL
+// communicator (ncclCommAbort), is reported with its operation and size, and then aborts the job
+// (MPI_Abort) or throws (opts.abort_on_failure false). Throws volt::Error when this build lacks
+// CUDA, NCCL or MPI, or when this node has fewer GPUs than processes.
+std::unique_ptr<Communicator> make_nccl_communicator(const ProcessEnv& env, CommOptions opts = {});
 
 // LocalCommunicator for world size 1; the MPI communicator when srun or mpirun started several
 // processes and this build has MPI; a volt::Error saying how to rebuild otherwise. The timeout

@@ -27,6 +27,8 @@ void broadcast_from_rank0(Communicator& comm, const Module& module) {
 GradientAverager::GradientAverager(Communicator& comm, std::vector<Tensor> params, DDPOptions opts)
     : comm_(comm), params_(std::move(params)), opts_(opts) {
   VOLT_CHECK(opts_.bucket_bytes > 0, "DDP: bucket_bytes must be positive");
+  VOLT_CHECK(!comm_.device_buffers(), "DDP: GradientAverager averages host (CPU) gradients but the ", comm_.backend(),
+             " communicator works on device buffers (the bucketed GPU all-reduce is not built yet)");
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
     VOLT_CHECK(p.defined(), "DDP: parameter ", i, " is undefined");

@@ -4,9 +4,7 @@
 // duplicated communicator that every rank waiting in a collective answers), then the job is
 // aborted. MPI errors are returned (MPI_ERRORS_RETURN) and become volt::Error via MPI_CHECK.
 // The MPI C API only (no deprecated C++ bindings).
-#define OMPI_SKIP_MPICXX 1
-#define MPICH_SKIP_MPICXX 1
-#include <mpi.h>
+#include "dist/mpi_check.h"
 
 #include <algorithm>
 #include <chrono>
@@ -24,7 +22,8 @@
 #include "engine/error.h"
 
 namespace volt {
-namespace {
+
+namespace detail {
 
 std::string mpi_error_string(int rc) {
   char buf[MPI_MAX_ERROR_STRING];
@@ -33,36 +32,10 @@ std::string mpi_error_string(int rc) {
   return std::string(buf, size_t(len));
 }
 
-}  // namespace
-}  // namespace volt
-
-// MPI_CHECK(MPI_Comm_dup(...)) throws volt::Error with file:line, the call and MPI's message.
-#define MPI_CHECK(call)                                                                                   \
-  do {                                                                                                    \
-    const int volt_mpi_rc_ = (call);                                                                      \
-    if (volt_mpi_rc_ != MPI_SUCCESS)                                                                      \
-      ::volt::detail::throw_error(                                                                        \
-          ::volt::detail::format("MPI call failed: ", #call, ": ", ::volt::mpi_error_string(volt_mpi_rc_)), \
-          __FILE__, __LINE__);                                                                            \
-  } while (0)
-
-namespace volt {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// MPI for the whole process: initialised on first use unless the program did it, finalised at exit
-// when Volt initialised it (MPI cannot be initialised twice, so not when a communicator goes away).
+// MPI for the whole process (see ensure_mpi_runtime in mpi_check.h).
 class MpiRuntime {
  public:
-  static void ensure() { static MpiRuntime runtime; }
-  ~MpiRuntime() {
-    int finalized = 1;
-    MPI_Finalized(&finalized);
-    if (initialized_here_ && !finalized) MPI_Finalize();
-  }
-
- private:
   MpiRuntime() {
     int initialized = 0, finalized = 0;
     MPI_CHECK(MPI_Initialized(&initialized));
@@ -75,8 +48,25 @@ class MpiRuntime {
     }
     MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   }
+  ~MpiRuntime() {
+    int finalized = 1;
+    MPI_Finalized(&finalized);
+    if (initialized_here_ && !finalized) MPI_Finalize();
+  }
+
+ private:
   bool initialized_here_ = false;
 };
+}  // namespace
+
+void ensure_mpi_runtime() { static MpiRuntime runtime; }
+
+}  // namespace detail
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using detail::mpi_error_string;
 
 enum OpCode : int64_t { kIdle = 0, kAllReduce = 1, kBroadcast = 2, kAllGather = 3, kBarrier = 4 };
 const char* op_code_name(int64_t c) {
@@ -100,7 +90,7 @@ std::string rank_list(const std::vector<int>& ranks) {
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(const CommOptions& opts) : opts_(opts) {
-    MpiRuntime::ensure();
+    detail::ensure_mpi_runtime();
     MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
     MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
     MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &ctrl_));

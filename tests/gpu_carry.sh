@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the GPU tests on a machine without a GPU and runs them on the device machine (see the
-# device tool's README): that machine has the CUDA driver, nvcc and PyTorch's pip cuDNN/cuBLAS, but
+# device tool's README): that machine has the CUDA driver, nvcc and PyTorch's pip cuDNN/cuBLAS/NCCL, but
 # not OpenBLAS, so the host libraries the binaries need travel in <build>/lib.
 #   here:   bash tests/gpu_carry.sh pack  [build-gpu]                 # then carry "build-gpu"
 #   there:  bash tests/gpu_carry.sh run   [build-gpu] [doctest args]  # e.g. -tc='gpu conv2d*'
@@ -12,7 +12,7 @@ build=${2:-build-gpu}
 shift $(( $# >= 2 ? 2 : 1 ))
 root=$(cd "$(dirname "$0")/.." && pwd)
 case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
-targets="test_cuda test_trainer_gpu test_ops test_device_allocator bench_ops_cuda cnn_train"
+targets="test_cuda test_trainer_gpu test_ops test_device_allocator bench_ops_cuda cnn_train test_nccl bench_allreduce"
 
 case $mode in
 pack)
@@ -21,11 +21,11 @@ pack)
   cmake --build "$dir" -j"$(nproc)" --target $targets
   mkdir -p "$dir/lib/compat"
   for exe in "$dir"/tests/test_cuda "$dir"/tests/test_trainer_gpu "$dir"/tests/test_ops "$dir"/bench/bench_ops_cuda \
-             "$dir"/tools/cnn_train; do
+             "$dir"/tools/cnn_train "$dir"/tests/dist/test_nccl "$dir"/bench/bench_allreduce; do
     ldd "$exe" | awk '/=> \//{print $3}'
   done | sort -u | while read -r lib; do
     case $(basename "$lib") in
-      libcuda.so*|libcudart*|libcublas*|libcudnn*|libc.so*|libm.so*|ld-linux*|libdl.so*|libpthread.so*|librt.so*) ;;
+      libcuda.so*|libcudart*|libcublas*|libcudnn*|libnccl*|libc.so*|libm.so*|ld-linux*|libdl.so*|libpthread.so*|librt.so*) ;;
       libstdc++*|libgcc_s*) cp -L "$lib" "$dir/lib/compat/" ;;  # used only if the device's are older
       *) cp -L "$lib" "$dir/lib/" ;;
     esac
@@ -40,7 +40,8 @@ pack)
 run|ctest)
   [ -d "$dir/lib" ] || tar -xJf "$dir/lib.tar.xz" -C "$dir"
   libdirs=$dir/lib
-  for name in libcudnn.so.9 libcublas.so.13 libcudart.so.13; do
+  # NCCL (218 MB) does not travel either: PyTorch's pip nvidia-nccl-cu13 there provides libnccl.so.2.
+  for name in libcudnn.so.9 libcublas.so.13 libcudart.so.13 libnccl.so.2; do
     found=$(find /usr/local/cuda*/lib* /usr/lib/x86_64-linux-gnu \
               $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \
               -name "$name*" 2>/dev/null | head -1 || true)

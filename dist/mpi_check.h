@@ -1,0 +1,33 @@
+// MPI_CHECK and the process-wide MPI start-up shared by the communicators that use MPI (the MPI
+// communicator, and the NCCL communicator's bootstrap). Includes mpi.h: only dist/mpi_*.cpp and
+// dist/nccl_communicator.cpp include it, never a public header.
+#pragma once
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include <string>
+
+#include "engine/error.h"
+
+namespace volt::detail {
+
+// MPI's message for an error code.
+std::string mpi_error_string(int rc);
+
+// Initialises MPI once per process (MPI_Init_thread, MPI_THREAD_FUNNELED) unless the program
+// already did, sets MPI_ERRORS_RETURN on MPI_COMM_WORLD, and finalises MPI at process exit when it
+// initialised it (MPI cannot be initialised twice, so not when a communicator goes away).
+void ensure_mpi_runtime();
+
+}  // namespace volt::detail
+
+// MPI_CHECK(MPI_Comm_dup(...)) throws volt::Error with file:line, the call and MPI's message.
+#define MPI_CHECK(call)                                                                                   \
+  do {                                                                                                    \
+    const int volt_mpi_rc_ = (call);                                                                      \
+    if (volt_mpi_rc_ != MPI_SUCCESS)                                                                      \
+      ::volt::detail::throw_error(::volt::detail::format("MPI call failed: ", #call, ": ",                \
+                                                         ::volt::detail::mpi_error_string(volt_mpi_rc_)), \
+                                  __FILE__, __LINE__);                                                    \
+  } while (0)
