@@ -57,6 +57,14 @@ Tensor Communicator::all_gather(const Tensor& t) {
   return out;
 }
 
+bool all_ranks_agree(Communicator& comm, int64_t value) {
+  if (comm.size() == 1) return true;
+  int64_t hi = value, neg_lo = -value;  // value >= INT64_MIN + 1 for the negation
+  comm.all_reduce(&hi, 1, ReduceOp::Max);
+  comm.all_reduce(&neg_lo, 1, ReduceOp::Max);
+  return hi == value && -neg_lo == value;
+}
+
 double Communicator::all_reduce_value(double v, ReduceOp op) {
   all_reduce(&v, 1, op);
   return v;

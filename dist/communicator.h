@@ -66,6 +66,10 @@ class Communicator {
   virtual double all_reduce_value(double v, ReduceOp op = ReduceOp::Sum);
 };
 
+// True when `value` is the same on every rank (two all-reduces: the maximum and the minimum).
+// A collective: every rank must call it.
+bool all_ranks_agree(Communicator& comm, int64_t value);
+
 // World size 1: every collective is a copy or nothing.
 class LocalCommunicator final : public Communicator {
  public:

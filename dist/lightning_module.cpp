@@ -45,11 +45,7 @@ void MetricStore::reduce_epoch(Communicator& comm) {
   std::string names;
   for (const auto& [n, e] : epoch_) names += n + '\n';
   const int64_t h = int64_t(std::hash<std::string>{}(names) & 0x7fffffffffffffffLL);
-  int64_t lo = h, hi = h;
-  comm.all_reduce(&hi, 1, ReduceOp::Max);
-  lo = -lo;
-  comm.all_reduce(&lo, 1, ReduceOp::Max);
-  VOLT_CHECK(hi == h && -lo == h, "metrics: the ranks logged different epoch metrics (this rank: ",
+  VOLT_CHECK(all_ranks_agree(comm, h), "metrics: the ranks logged different epoch metrics (this rank: ",
              names.empty() ? std::string("none") : names, "); every rank must log the same names");
   std::vector<double> v;
   for (const auto& [n, e] : epoch_) v.insert(v.end(), {e.value, e.weight});

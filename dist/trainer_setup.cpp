@@ -120,8 +120,6 @@ std::string resolve_resume_path(const std::string& root, const std::string& what
   VOLT_FAIL("resume \"last\": no checkpoint under ", parent, "/version_*/checkpoints");
 }
 
-void Trainer::to_device(Batch& b) const { batch_to(b, device_); }
-
 std::ostream& Trainer::out() const {
   if (comm_->rank() == 0) return opts_.out ? *opts_.out : std::cout;
   static std::ostream null_stream(nullptr);  // other ranks print nothing
@@ -193,11 +191,8 @@ void Trainer::check_ranks_agree(const Module& module) {
     for (size_t i = 0; i < host.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
   }
   const int64_t mine = int64_t(h >> 1);
-  int64_t hi = mine, neg_lo = -mine;
-  comm_->all_reduce(&hi, 1, ReduceOp::Max);
-  comm_->all_reduce(&neg_lo, 1, ReduceOp::Max);
-  VOLT_CHECK(hi == mine && -neg_lo == mine, "data-parallel: the ranks ended training with different parameters "
-             "(rank ", comm_->rank(), " checksum ", mine, ", range ", -neg_lo, "..", hi, ")");
+  VOLT_CHECK(all_ranks_agree(*comm_, mine), "data-parallel: the ranks ended training with different parameters "
+             "(rank ", comm_->rank(), " checksum ", mine, ")");
   char buf[32];
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)mine);
   out() << "Parameters and buffers are identical on all " << world_size() << " ranks (checksum " << buf << ")\n";
