@@ -82,7 +82,7 @@ struct TrainerRun {
       } else if (!val->next(b)) {
         break;
       } else {
-        t.to_device(b);
+        batch_to(b, t.device());
       }
       s.set_batch_size(b.labels.numel());
       Profiler::Scope sc(I.profiler, "validation_step");
@@ -114,7 +114,7 @@ struct TrainerRun {
     }
     Profiler::Scope sc(I.profiler, "train_dataloader_next");
     if (!train->next(b)) return false;
-    t.to_device(b);
+    batch_to(b, t.device());
     return true;
   }
 
@@ -304,7 +304,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     for (int64_t i = 0; i < n; ++i) {
       Batch b;
       if (!run.train->next(b)) break;
-      to_device(b);
+      batch_to(b, device_);
       run.overfit.push_back(b);
     }
     run.n_train = int64_t(run.overfit.size());

@@ -114,7 +114,6 @@ class Trainer {
   const TrainerOptions& options() const { return opts_; }
   const ProcessEnv& process_env() const { return env_; }
   Device device() const { return device_; }  // where the module trains: the GPU = local rank, or the CPU
-  void to_device(Batch& b) const;
   Communicator& communicator() const { return *comm_; }
   int world_size() const { return comm_->size(); }
   int global_rank() const { return comm_->rank(); }
