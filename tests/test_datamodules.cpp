@@ -66,23 +66,6 @@ void write_idx(const std::string& dir, const std::string& prefix, uint32_t n) {
       .write(reinterpret_cast<const char*>(lab.data()), std::streamsize(lab.size()));
 }
 
-// Sets an environment variable for its lifetime, restoring the old value (or its absence) after.
-struct ScopedEnv {
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      ::setenv(name_, old_.c_str(), 1);
-    else
-      ::unsetenv(name_);
-  }
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
-
 std::set<int64_t> indices_of(const Dataset& d) {
   const auto* s = dynamic_cast<const Subset*>(&d);
   REQUIRE(s != nullptr);
@@ -187,7 +170,7 @@ TEST_CASE("FashionMNISTDataModule: its own folder name and class count, MNIST's 
   CHECK(dm.image_shape() == Shape{1, 28, 28});
 
   // Without --data-dir it looks under $VOLT_DATA_DIR/fashion-mnist.
-  ScopedEnv env("VOLT_DATA_DIR", d.path);
+  test::ScopedEnv env("VOLT_DATA_DIR", d.path);
   DataModuleOptions dflt;
   CHECK(FashionMNISTDataModule(dflt).data_dir() == d / "fashion-mnist");
   CHECK(CIFAR100DataModule(dflt).data_dir() == d / "cifar-100");

@@ -34,17 +34,6 @@ class Preempted : public ClassifierModule {
   int64_t at_;
 };
 
-struct Env {  // sets variables for the test's lifetime
-  std::vector<std::string> names;
-  void set(const char* n, const std::string& v) {
-    ::setenv(n, v.c_str(), 1);
-    names.push_back(n);
-  }
-  ~Env() {
-    for (const auto& n : names) ::unsetenv(n.c_str());
-  }
-};
-
 std::string read_all(const std::string& p) {
   std::ifstream f(p);
   return std::string(std::istreambuf_iterator<char>(f), {});
@@ -72,9 +61,7 @@ TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job end
   const std::string script = dir / "fake_scontrol.sh";
   std::ofstream(script) << "#!/bin/sh\necho \"requeue $*\" >> " << calls << "\necho queued\n";
   fs::permissions(script, fs::perms::owner_all);
-  Env env;
-  env.set("SLURM_JOB_ID", "4242");
-  env.set("VOLT_REQUEUE_CMD", script);
+  ScopedEnv job("SLURM_JOB_ID", "4242"), cmd("VOLT_REQUEUE_CMD", script);
   Quiet q1;
   manual_seed(5);
   Preempted first(7);
@@ -92,7 +79,7 @@ TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job end
   CHECK_FALSE(requeue_signal_raised());  // handled: the handler is gone with the fit and the flag cleared
 
   // A rerun that is not a requeued job starts afresh; the requeued job resumes from hpc_ckpt.ckpt.
-  env.set("SLURM_RESTART_COUNT", "1");
+  ScopedEnv restart("SLURM_RESTART_COUNT", "1");
   Quiet q2;
   manual_seed(99);  // other initial weights: the checkpoint replaces them
   Preempted second(-1);
@@ -112,7 +99,7 @@ TEST_CASE("SIGUSR1 outside Slurm: the checkpoint is written and the message says
   Quiet q;
   auto o = q.base(dir.path);
   o.max_epochs = 2;
-  ::unsetenv("SLURM_JOB_ID");
+  ScopedEnv no_job("SLURM_JOB_ID", nullptr);
   Preempted m(2);
   Trainer t(o);
   t.fit(m, dm);
@@ -125,9 +112,7 @@ TEST_CASE("SIGUSR1 outside Slurm: the checkpoint is written and the message says
 TEST_CASE("a failing requeue command is reported, the checkpoint stays") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
-  Env env;
-  env.set("SLURM_JOB_ID", "77");
-  env.set("VOLT_REQUEUE_CMD", "false");
+  ScopedEnv job("SLURM_JOB_ID", "77"), cmd("VOLT_REQUEUE_CMD", "false");
   Quiet q;
   auto o = q.base(dir.path);
   o.max_epochs = 2;

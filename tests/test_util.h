@@ -105,6 +105,21 @@ std::string error_of(F&& f) {
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+// Sets (or, with nullptr, unsets) an environment variable for its lifetime; restores the old value
+// or its absence at scope exit.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ScopedEnv(const char* name, const std::string& value) : ScopedEnv(name, value.c_str()) {}
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 // A fresh directory /tmp/<prefix>XXXXXX, removed with everything in it at scope exit.
 struct TempDir {
   explicit TempDir(const std::string& prefix = "volt_test_");
