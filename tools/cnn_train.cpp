@@ -87,21 +87,19 @@ int run(const TrainArgs& a) {
   to.communicator = g_comm;
   const bool rank0 = g_comm->rank() == 0;
   auto dm = make_datamodule(a);
-  // Checks go before any training: the options and the process layout (Trainer), then the data.
-  auto checkpoint_options = [&] {
-    const bool validating = to.limit_val_batches.value != 0.0;
-    ModelCheckpointOptions mc;
-    mc.monitor = validating ? "val_loss" : "";
-    mc.mode = "min";
-    mc.save_top_k = 1;
-    mc.save_last = true;
-    mc.every_n_epochs = a.checkpoint_every;
-    mc.filename = validating ? "epoch={epoch}-step={step}-val_loss={val_loss:.4f}" : "epoch={epoch}-step={step}";
-    return mc;
-  };
-  // Checkpoints: the best by val_loss plus last.ckpt (what --resume last continues from).
-  auto checkpoint = std::make_shared<ModelCheckpoint>(checkpoint_options());
+
+  // Checkpoints: the best by val_loss (the newest without validation) plus last.ckpt, which
+  // --resume last continues from.
+  const bool validating = to.limit_val_batches.value != 0.0;
+  ModelCheckpointOptions mc;
+  mc.monitor = validating ? "val_loss" : "";
+  mc.save_top_k = 1;
+  mc.save_last = true;
+  mc.every_n_epochs = a.checkpoint_every;
+  mc.filename = validating ? "epoch={epoch}-step={step}-val_loss={val_loss:.4f}" : "epoch={epoch}-step={step}";
+  auto checkpoint = std::make_shared<ModelCheckpoint>(mc);
   to.callbacks.push_back(checkpoint);
+  // The Trainer checks the options and the process layout before any data is read.
   Trainer trainer(to);
   trainer.prepare_data(*dm);
   dm->setup("");  // the image size and classes (an image folder's are known only now)
