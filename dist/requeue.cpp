@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -52,8 +51,9 @@ void clear_requeue_signal() { g_raised = 0; }
 std::string requeue_job(const std::string& job_id) {
   VOLT_CHECK(!job_id.empty(), "requeue: this is not a Slurm job (no SLURM_JOB_ID)");
   const char* custom = std::getenv("VOLT_REQUEUE_CMD");
-  const std::string cmd = (custom && *custom ? std::string(custom) : std::string("scontrol requeue")) + " " +
-                          quote(job_id) + " 2>&1";
+  const std::string shown = (custom && *custom ? std::string(custom) : std::string("scontrol requeue")) + " " +
+                            quote(job_id);
+  const std::string cmd = shown + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   VOLT_CHECK(p != nullptr, "requeue: cannot run ", cmd);
   std::string output;
@@ -63,7 +63,7 @@ std::string requeue_job(const std::string& job_id) {
   while (!output.empty() && (output.back() == '\n' || output.back() == '\r')) output.pop_back();
   VOLT_CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "requeue: `", cmd, "` failed (status ",
              status, ")", output.empty() ? "" : ": " + output);
-  return "`" + cmd.substr(0, cmd.size() - 5) + "` succeeded" + (output.empty() ? "" : ": " + output);
+  return "`" + shown + "` succeeded" + (output.empty() ? "" : ": " + output);
 }
 
 std::string requeue_checkpoint_path(const std::string& root) { return root + "/hpc_ckpt.ckpt"; }
