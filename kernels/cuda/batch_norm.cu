@@ -7,9 +7,9 @@
 
 namespace volt::cuda {
 
-using detail::as_stream;
 using detail::block_sum;
 using detail::grid_for;
+using detail::launch;
 using detail::kThreads;
 
 namespace {
@@ -129,42 +129,36 @@ void batch_norm_forward_train(int64_t N, int64_t C, int64_t HW, const float* x, 
                               void* stream) {
   VOLT_CHECK(C <= 2147483647, "batch_norm on CUDA: too many channels (", C, ")");
   if (C == 0) return;
-  bn_forward_train_kernel<<<unsigned(C), kStatThreads, 0, as_stream(stream)>>>(N, C, HW, x, gamma, beta, eps, y,
-                                                                               save_mean, save_invstd,
-                                                                               batch_var_unbiased);
-  CUDA_CHECK_LAUNCH();
+  launch(bn_forward_train_kernel, unsigned(C), kStatThreads, 0, stream, N, C, HW, x, gamma, beta, eps, y, save_mean,
+         save_invstd, batch_var_unbiased);
 }
 
 void batch_norm_forward_eval(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
                              const float* running_mean, const float* running_var, double eps, float* y, void* stream) {
   const int64_t total = N * C * HW;
   if (total == 0) return;
-  bn_forward_eval_kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(total, C, HW, x, gamma, beta,
-                                                                              running_mean, running_var, eps, y);
-  CUDA_CHECK_LAUNCH();
+  launch(bn_forward_eval_kernel, grid_for(total), kThreads, 0, stream, total, C, HW, x, gamma, beta, running_mean,
+         running_var, eps, y);
 }
 
 void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
                                const float* batch_var_unbiased, double momentum, void* stream) {
   if (C == 0) return;
-  bn_update_running_kernel<<<grid_for(C), kThreads, 0, as_stream(stream)>>>(C, running_mean, running_var, batch_mean,
-                                                                            batch_var_unbiased, momentum);
-  CUDA_CHECK_LAUNCH();
+  launch(bn_update_running_kernel, grid_for(C), kThreads, 0, stream, C, running_mean, running_var, batch_mean,
+         batch_var_unbiased, momentum);
 }
 
 void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, const float* x, const float* gamma,
                          const float* mean, const float* invstd, bool training, float* dx, float* dgamma, float* dbeta,
                          void* stream) {
   if (C == 0) return;
-  bn_backward_kernel<<<unsigned(C), kStatThreads, 0, as_stream(stream)>>>(N, C, HW, dy, x, gamma, mean, invstd,
-                                                                          training, dx, dgamma, dbeta);
-  CUDA_CHECK_LAUNCH();
+  launch(bn_backward_kernel, unsigned(C), kStatThreads, 0, stream, N, C, HW, dy, x, gamma, mean, invstd, training, dx,
+         dgamma, dbeta);
 }
 
 void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream) {
   if (C == 0) return;
-  bn_invstd_kernel<<<grid_for(C), kThreads, 0, as_stream(stream)>>>(C, var, eps, invstd);
-  CUDA_CHECK_LAUNCH();
+  launch(bn_invstd_kernel, grid_for(C), kThreads, 0, stream, C, var, eps, invstd);
 }
 
 }  // namespace volt::cuda

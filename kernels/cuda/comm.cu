@@ -4,8 +4,8 @@
 
 namespace volt::cuda {
 
-using detail::as_stream;
 using detail::grid_for;
+using detail::launch;
 using detail::kThreads;
 
 namespace {
@@ -25,20 +25,17 @@ __global__ void divide_i64_kernel(int64_t n, int64_t* x, int64_t d) {
 
 void scale_inplace(int64_t n, float* x, float factor, void* stream) {
   if (n == 0) return;
-  scale_f32_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, x, factor);
-  CUDA_CHECK_LAUNCH();
+  launch(scale_f32_kernel, grid_for(n), kThreads, 0, stream, n, x, factor);
 }
 
 void scale_inplace(int64_t n, double* x, double factor, void* stream) {
   if (n == 0) return;
-  scale_f64_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, x, factor);
-  CUDA_CHECK_LAUNCH();
+  launch(scale_f64_kernel, grid_for(n), kThreads, 0, stream, n, x, factor);
 }
 
 void divide_inplace(int64_t n, int64_t* x, int64_t divisor, void* stream) {
   if (n == 0) return;
-  divide_i64_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, x, divisor);
-  CUDA_CHECK_LAUNCH();
+  launch(divide_i64_kernel, grid_for(n), kThreads, 0, stream, n, x, divisor);
 }
 
 }  // namespace volt::cuda

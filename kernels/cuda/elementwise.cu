@@ -6,8 +6,8 @@
 
 namespace volt::cuda {
 
-using detail::as_stream;
 using detail::grid_for;
+using detail::launch;
 using detail::kThreads;
 
 namespace {
@@ -126,66 +126,57 @@ void binary_broadcast(BinaryOp op, int64_t ndim, const int64_t* shape, const flo
   }
   if (n == 0) return;
   dispatch(op, [&](auto f) {
-    binary_broadcast_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, args, a, b, out, f);
+    launch(binary_broadcast_kernel<decltype(f)>, grid_for(n), kThreads, 0, stream, n, args, a, b, out, f);
   });
-  CUDA_CHECK_LAUNCH();
 }
 
 void binary_same(BinaryOp op, int64_t n, const float* a, const float* b, float* out, void* stream) {
   if (n == 0) return;
-  dispatch(op, [&](auto f) { binary_same_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, a, b, out, f); });
-  CUDA_CHECK_LAUNCH();
+  dispatch(op,
+           [&](auto f) { launch(binary_same_kernel<decltype(f)>, grid_for(n), kThreads, 0, stream, n, a, b, out, f); });
 }
 
 void scale(int64_t n, const float* x, float alpha, float beta, float* out, void* stream) {
   if (n == 0) return;
-  scale_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, x, alpha, beta, out);
-  CUDA_CHECK_LAUNCH();
+  launch(scale_kernel, grid_for(n), kThreads, 0, stream, n, x, alpha, beta, out);
 }
 
 void axpy(int64_t n, float alpha, const float* x, float* y, void* stream) {
   if (n == 0) return;
-  axpy_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, alpha, x, y);
-  CUDA_CHECK_LAUNCH();
+  launch(axpy_kernel, grid_for(n), kThreads, 0, stream, n, alpha, x, y);
 }
 
 void relu_forward(int64_t n, const float* x, float* y, void* stream) {
   if (n == 0) return;
-  relu_forward_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, x, y);
-  CUDA_CHECK_LAUNCH();
+  launch(relu_forward_kernel, grid_for(n), kThreads, 0, stream, n, x, y);
 }
 
 void relu_backward(int64_t n, const float* dy, const float* x, float* dx, void* stream) {
   if (n == 0) return;
-  relu_backward_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, dy, x, dx);
-  CUDA_CHECK_LAUNCH();
+  launch(relu_backward_kernel, grid_for(n), kThreads, 0, stream, n, dy, x, dx);
 }
 
 void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
                      uint8_t* keep, float* y, void* stream) {
   if (n == 0) return;
   const float s = p < 1.f ? 1.f / (1.f - p) : 0.f;  // exactly as cpu::dropout_forward
-  dropout_forward_kernel<<<grid_for((n + 3) / 4), kThreads, 0, as_stream(stream)>>>(n, x, p, s, seed, stream_id,
-                                                                                    offset, keep, y);
-  CUDA_CHECK_LAUNCH();
+  launch(dropout_forward_kernel, grid_for((n + 3) / 4), kThreads, 0, stream, n, x, p, s, seed, stream_id, offset, keep,
+         y);
 }
 
 void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, float* dx, void* stream) {
   if (n == 0) return;
   const float s = p < 1.f ? 1.f / (1.f - p) : 0.f;
-  dropout_backward_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, dy, keep, s, dx);
-  CUDA_CHECK_LAUNCH();
+  launch(dropout_backward_kernel, grid_for(n), kThreads, 0, stream, n, dy, keep, s, dx);
 }
 
 void fill(int64_t n, float value, float* out, void* stream) {
   if (n == 0) return;
-  fill_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, value, out);
-  CUDA_CHECK_LAUNCH();
+  launch(fill_kernel, grid_for(n), kThreads, 0, stream, n, value, out);
 }
 
 void add_i64(int64_t* value, int64_t delta, void* stream) {
-  add_i64_kernel<<<1, 1, 0, as_stream(stream)>>>(value, delta);
-  CUDA_CHECK_LAUNCH();
+  launch(add_i64_kernel, 1, 1, 0, stream, value, delta);
 }
 
 }  // namespace volt::cuda

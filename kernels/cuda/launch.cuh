@@ -1,17 +1,41 @@
-// Launch helpers shared by the .cu files: grid sizes for grid-stride loops and a block-wide sum.
+// Launch helpers shared by the .cu files: every kernel is started through launch(), which checks the
+// launch (CUDA_CHECK_LAUNCH) and, in the emulated build (VOLT_CUDA_EMU, kernels/cuda/emu/), runs the
+// same kernel on the CPU. Also grid sizes for grid-stride loops and a block-wide sum.
 #pragma once
+#if VOLT_CUDA_EMU
+#include "kernels/cuda/emu/cuda_emu.h"
+#include "engine/error.h"
+#else
 #include <cuda_runtime.h>
+
+#include "kernels/cuda/check.h"
+#endif
 
 #include <algorithm>
 #include <cstdint>
-
-#include "kernels/cuda/check.h"
+#include <utility>
 
 namespace volt::cuda::detail {
 
 constexpr int kThreads = 256;
 
+#if !VOLT_CUDA_EMU
 inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+#endif
+
+// Starts kernel<<<grid, block, smem_bytes, stream>>>(args...) and checks the launch. The arguments
+// are converted to the kernel's parameter types here, as a <<<>>> launch would.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, void* stream, Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "launch: wrong number of kernel arguments");
+#if VOLT_CUDA_EMU
+  (void)stream;
+  ::volt_emu::launch(kernel, grid, block, smem_bytes, Params(std::forward<Args>(args))...);
+#else
+  kernel<<<grid, block, smem_bytes, static_cast<cudaStream_t>(stream)>>>(Params(std::forward<Args>(args))...);
+  CUDA_CHECK_LAUNCH();
+#endif
+}
 
 // Blocks for a grid-stride loop over n elements (at least one, at most 65536: the loop covers the rest).
 inline unsigned grid_for(int64_t n, int threads = kThreads) {

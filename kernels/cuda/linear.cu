@@ -12,6 +12,7 @@ namespace volt::cuda {
 
 using detail::as_stream;
 using detail::grid_for;
+using detail::launch;
 using detail::kThreads;
 
 namespace {
@@ -39,8 +40,7 @@ void linear_forward(int64_t M, int64_t in, int64_t out, const float* x, const fl
                     void* stream) {
   const int m = to_int(out, "out_features"), n = to_int(M, "batch"), k = to_int(in, "in_features");
   if (b) {
-    bias_rows_kernel<<<grid_for(M * out), kThreads, 0, as_stream(stream)>>>(M, out, b, y);
-    CUDA_CHECK_LAUNCH();
+    launch(bias_rows_kernel, grid_for(M * out), kThreads, 0, stream, M, out, b, y);
   }
   const float alpha = 1.f, beta = b ? 1.f : 0.f;
   CUBLAS_CHECK(cublasSgemm(handle(stream), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w, k, x, k, &beta, y, m));

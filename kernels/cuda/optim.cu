@@ -10,8 +10,8 @@
 
 namespace volt::cuda {
 
-using detail::as_stream;
 using detail::kThreads;
+using detail::launch;
 
 namespace {
 
@@ -114,8 +114,7 @@ void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArg
       l.first[j] = t.first_step;
       max_n = std::max(max_n, t.n);
     }
-    sgd_kernel<<<dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, as_stream(stream)>>>(l, k);
-    CUDA_CHECK_LAUNCH();
+    launch(sgd_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k);
   }
 }
 
@@ -141,8 +140,7 @@ void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::Adam
       l.bias2_sqrt[j] = float(std::sqrt(bias2));
       max_n = std::max(max_n, t.n);
     }
-    adam_kernel<<<dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, as_stream(stream)>>>(l, k);
-    CUDA_CHECK_LAUNCH();
+    launch(adam_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k);
   }
 }
 

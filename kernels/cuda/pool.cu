@@ -5,8 +5,8 @@
 
 namespace volt::cuda {
 
-using detail::as_stream;
 using detail::grid_for;
+using detail::launch;
 using detail::kThreads;
 
 namespace {
@@ -63,15 +63,13 @@ __global__ void max_pool_backward_kernel(cpu::Pool2dShape s, const float* dy, co
 void max_pool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y, int32_t* indices, void* stream) {
   const int64_t total = s.planes * s.P * s.Q;
   if (total == 0) return;
-  max_pool_forward_kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(s, x, y, indices);
-  CUDA_CHECK_LAUNCH();
+  launch(max_pool_forward_kernel, grid_for(total), kThreads, 0, stream, s, x, y, indices);
 }
 
 void max_pool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* indices, float* dx, void* stream) {
   const int64_t total = s.planes * s.H * s.W;
   if (total == 0) return;
-  max_pool_backward_kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(s, dy, indices, dx);
-  CUDA_CHECK_LAUNCH();
+  launch(max_pool_backward_kernel, grid_for(total), kThreads, 0, stream, s, dy, indices, dx);
 }
 
 }  // namespace volt::cuda

@@ -8,9 +8,9 @@
 
 namespace volt::cuda {
 
-using detail::as_stream;
 using detail::block_sum;
 using detail::grid_for;
+using detail::launch;
 using detail::kThreads;
 
 namespace {
@@ -156,69 +156,58 @@ __global__ void count_equal_kernel(int64_t n, const int64_t* a, const int64_t* b
 void sum_dim(int64_t outer, int64_t R, int64_t inner, const float* x, float* out, void* stream) {
   if (outer * inner == 0) return;
   if (inner == 1 && R >= 1024 && outer <= 65535) {
-    sum_rows_kernel<<<unsigned(outer), kThreads, 0, as_stream(stream)>>>(R, x, out);
+    launch(sum_rows_kernel, unsigned(outer), kThreads, 0, stream, R, x, out);
   } else {
-    sum_dim_kernel<<<grid_for(outer * inner), kThreads, 0, as_stream(stream)>>>(outer, R, inner, x, out);
+    launch(sum_dim_kernel, grid_for(outer * inner), kThreads, 0, stream, outer, R, inner, x, out);
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 void sum_all(int64_t n, const float* x, double divisor, float* out, void* stream) {
-  sum_all_kernel<<<1, 1024, 0, as_stream(stream)>>>(n, x, divisor, out);
-  CUDA_CHECK_LAUNCH();
+  launch(sum_all_kernel, 1, 1024, 0, stream, n, x, divisor, out);
 }
 
 void broadcast_dim(int64_t outer, int64_t R, int64_t inner, const float* dy, float alpha, float* dx, void* stream) {
   const int64_t total = outer * R * inner;
   if (total == 0) return;
-  broadcast_dim_kernel<<<grid_for(total), kThreads, 0, as_stream(stream)>>>(outer, R, inner, dy, alpha, dx);
-  CUDA_CHECK_LAUNCH();
+  launch(broadcast_dim_kernel, grid_for(total), kThreads, 0, stream, outer, R, inner, dy, alpha, dx);
 }
 
 void broadcast_scalar(int64_t n, const float* g, float alpha, float* dx, void* stream) {
   if (n == 0) return;
-  broadcast_scalar_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(n, g, alpha, dx);
-  CUDA_CHECK_LAUNCH();
+  launch(broadcast_scalar_kernel, grid_for(n), kThreads, 0, stream, n, g, alpha, dx);
 }
 
 void log_softmax_forward(int64_t outer, int64_t R, int64_t inner, const float* x, float* y, void* stream) {
   if (outer * inner == 0) return;
-  log_softmax_forward_kernel<<<grid_for(outer * inner), kThreads, 0, as_stream(stream)>>>(outer, R, inner, x, y);
-  CUDA_CHECK_LAUNCH();
+  launch(log_softmax_forward_kernel, grid_for(outer * inner), kThreads, 0, stream, outer, R, inner, x, y);
 }
 
 void log_softmax_backward(int64_t outer, int64_t R, int64_t inner, const float* dy, const float* y, float* dx,
                           void* stream) {
   if (outer * inner == 0) return;
-  log_softmax_backward_kernel<<<grid_for(outer * inner), kThreads, 0, as_stream(stream)>>>(outer, R, inner, dy, y,
-                                                                                           dx);
-  CUDA_CHECK_LAUNCH();
+  launch(log_softmax_backward_kernel, grid_for(outer * inner), kThreads, 0, stream, outer, R, inner, dy, y, dx);
 }
 
 void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss,
                            void* stream) {
   if (N == 0) return;
-  cross_entropy_forward_kernel<<<grid_for(N), kThreads, 0, as_stream(stream)>>>(N, C, logits, target, eps, loss);
-  CUDA_CHECK_LAUNCH();
+  launch(cross_entropy_forward_kernel, grid_for(N), kThreads, 0, stream, N, C, logits, target, eps, loss);
 }
 
 void cross_entropy_backward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps,
                             const float* dloss, int64_t dloss_stride, float dloss_div, float* dlogits, void* stream) {
   if (N == 0) return;
-  cross_entropy_backward_kernel<<<grid_for(N), kThreads, 0, as_stream(stream)>>>(N, C, logits, target, eps, dloss,
-                                                                                 dloss_stride, dloss_div, dlogits);
-  CUDA_CHECK_LAUNCH();
+  launch(cross_entropy_backward_kernel, grid_for(N), kThreads, 0, stream, N, C, logits, target, eps, dloss,
+         dloss_stride, dloss_div, dlogits);
 }
 
 void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t* out, void* stream) {
   if (outer * inner == 0) return;
-  argmax_dim_kernel<<<grid_for(outer * inner), kThreads, 0, as_stream(stream)>>>(outer, R, inner, x, out);
-  CUDA_CHECK_LAUNCH();
+  launch(argmax_dim_kernel, grid_for(outer * inner), kThreads, 0, stream, outer, R, inner, x, out);
 }
 
 void count_equal(int64_t n, const int64_t* a, const int64_t* b, int64_t* out, void* stream) {
-  count_equal_kernel<<<1, 1024, 0, as_stream(stream)>>>(n, a, b, out);
-  CUDA_CHECK_LAUNCH();
+  launch(count_equal_kernel, 1, 1024, 0, stream, n, a, b, out);
 }
 
 }  // namespace volt::cuda
