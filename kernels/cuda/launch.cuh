@@ -37,6 +37,15 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
 #endif
 }
 
+// The block's dynamic shared memory (launch()'s smem_bytes) as a T*: `VOLT_DYNAMIC_SMEM(float, buf);`.
+#if VOLT_CUDA_EMU
+#define VOLT_DYNAMIC_SMEM(T, name) T* name = static_cast<T*>(::volt_emu::dynamic_smem())
+#else
+#define VOLT_DYNAMIC_SMEM(T, name)                                \
+  extern __shared__ __align__(16) unsigned char volt_dyn_smem_[]; \
+  T* name = reinterpret_cast<T*>(volt_dyn_smem_)
+#endif
+
 // Blocks for a grid-stride loop over n elements (at least one, at most 65536: the loop covers the rest).
 inline unsigned grid_for(int64_t n, int threads = kThreads) {
   const int64_t b = (n + threads - 1) / threads;

@@ -1,0 +1,352 @@
+// The emulator's scheduler (see cuda_emu.h): every thread of a block is a ucontext fiber with its
+// own stack; the scheduler runs the ready fibers in thread order until each finishes or waits at a
+// barrier, then releases the barriers whose participants have all arrived, and repeats. Under
+// AddressSanitizer the stack switches are announced to it, so kernels' out-of-bounds accesses are
+// reported as in any host code.
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/cuda/emu/cuda_emu.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define VOLT_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VOLT_EMU_ASAN 1
+#endif
+#endif
+#ifndef VOLT_EMU_ASAN
+#define VOLT_EMU_ASAN 0
+#endif
+#if VOLT_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+namespace volt_emu {
+
+namespace {
+
+#if VOLT_EMU_ASAN
+constexpr size_t kStackBytes = 512 * 1024;  // instrumented frames are larger
+#else
+constexpr size_t kStackBytes = 128 * 1024;
+#endif
+constexpr int kMaxThreads = 1024;
+
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct Fiber {
+  ucontext_t context;
+  ThreadState ts;
+  State state = State::Ready;
+  unsigned warp_mask = 0;  // lanes of this fiber's warp barrier
+  int exchanges = 0;       // warp exchanges so far: picks the slot buffer (double-buffered)
+  char* stack = nullptr;
+};
+
+struct Block {
+  std::vector<Fiber> fibers;
+  int threads = 0;
+  ucontext_t scheduler;
+  void (*call)(void*) = nullptr;
+  void* arg = nullptr;
+  std::vector<uint64_t> slots[2];  // [warp * 32 + lane] for each exchange parity
+  std::vector<unsigned char> smem;
+  std::string error;  // first error found; the launch throws it
+#if VOLT_EMU_ASAN
+  const void* sched_stack_bottom = nullptr;
+  size_t sched_stack_size = 0;
+#endif
+};
+
+thread_local Block* g_block = nullptr;
+thread_local Fiber* g_fiber = nullptr;
+thread_local std::vector<std::unique_ptr<char[]>> g_stacks;  // reused by every launch on this thread
+
+void note_error(const std::string& msg) {
+  if (g_block && g_block->error.empty()) g_block->error = msg;
+}
+
+void fail_outside_kernel(const char* what) {
+  std::fprintf(stderr, "volt CUDA emulator: %s called outside a kernel\n", what);
+  std::abort();
+}
+
+// Switches from the running fiber back to the scheduler.
+void yield_to_scheduler() {
+  Fiber* me = g_fiber;
+#if VOLT_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, g_block->sched_stack_bottom, g_block->sched_stack_size);
+#endif
+  swapcontext(&me->context, &g_block->scheduler);
+#if VOLT_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+void fiber_main() {
+#if VOLT_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &g_block->sched_stack_bottom, &g_block->sched_stack_size);
+#endif
+  g_block->call(g_block->arg);
+  g_fiber->state = State::Done;
+#if VOLT_EMU_ASAN
+  __sanitizer_start_switch_fiber(nullptr, g_block->sched_stack_bottom, g_block->sched_stack_size);
+#endif
+  // Returning resumes uc_link (the scheduler).
+}
+
+int linear_tid(const ThreadState& t) {
+  return int(t.thread_idx.x + t.block_dim.x * (t.thread_idx.y + t.block_dim.y * t.thread_idx.z));
+}
+
+// Lanes of warp w that exist in the block.
+unsigned existing_lanes(const Block& b, int warp) {
+  const int first = warp * 32, n = std::min(32, b.threads - first);
+  return n >= 32 ? 0xffffffffu : ((1u << n) - 1u);
+}
+
+// Releases the barriers whose participants have all arrived; returns whether any was released.
+bool release_barriers(Block& b) {
+  bool released = false;
+  int alive = 0, at_block = 0;
+  for (const Fiber& f : b.fibers) {
+    if (f.state != State::Done) ++alive;
+    if (f.state == State::AtBlockBarrier) ++at_block;
+  }
+  if (at_block > 0 && at_block == alive) {
+    if (alive < b.threads)  // as the CUDA guide says: every thread of the block, or undefined
+      note_error(::volt::detail::format("__syncthreads reached by ", at_block, " thread(s) while ",
+                                        b.threads - alive, " have exited (a barrier in divergent code)"));
+    for (Fiber& f : b.fibers)
+      if (f.state == State::AtBlockBarrier) f.state = State::Ready;
+    released = true;
+  }
+  const int warps = (b.threads + 31) / 32;
+  for (int w = 0; w < warps; ++w) {
+    const unsigned exist = existing_lanes(b, w);
+    unsigned waiting = 0, done = 0, wanted = 0;
+    for (int l = 0; l < 32; ++l) {
+      if (!(exist & (1u << l))) continue;
+      const Fiber& f = b.fibers[size_t(w * 32 + l)];
+      if (f.state == State::AtWarpBarrier) {
+        waiting |= 1u << l;
+        wanted |= f.warp_mask;
+      }
+      if (f.state == State::Done) done |= 1u << l;
+    }
+    if (!waiting) continue;
+    // Every lane the waiters name (that exists) must be waiting too; one that exited is an error.
+    if (wanted & exist & done)
+      note_error(::volt::detail::format("a warp shuffle/__syncwarp in warp ", w, " names lanes that have exited (mask 0x",
+                                        std::hex, wanted, ", exited 0x", done, std::dec, ")"));
+    const unsigned need = wanted & exist & ~done;
+    if ((need & ~waiting) == 0) {
+      for (int l = 0; l < 32; ++l)
+        if (waiting & (1u << l)) b.fibers[size_t(w * 32 + l)].state = State::Ready;
+      released = true;
+    }
+  }
+  return released;
+}
+
+void run_block(Block& b) {
+  for (int t = 0; t < b.threads; ++t) {
+    Fiber& f = b.fibers[size_t(t)];
+    f.state = State::Ready;
+    f.exchanges = 0;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = &b.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  for (;;) {
+    for (Fiber& f : b.fibers) {
+      if (f.state != State::Ready) continue;
+      g_fiber = &f;
+#if VOLT_EMU_ASAN
+      void* fake = nullptr;
+      __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
+#endif
+      swapcontext(&b.scheduler, &f.context);
+#if VOLT_EMU_ASAN
+      __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+      g_fiber = nullptr;
+    }
+    bool all_done = true;
+    for (const Fiber& f : b.fibers) all_done = all_done && f.state == State::Done;
+    if (all_done) return;
+    if (!release_barriers(b)) {
+      int at_block = 0, at_warp = 0, done = 0;
+      for (const Fiber& f : b.fibers) {
+        at_block += f.state == State::AtBlockBarrier;
+        at_warp += f.state == State::AtWarpBarrier;
+        done += f.state == State::Done;
+      }
+      note_error(::volt::detail::format("deadlock in block (", b.fibers[0].ts.block_idx.x, ", ",
+                                        b.fibers[0].ts.block_idx.y, ", ", b.fibers[0].ts.block_idx.z, "): ", at_block,
+                                        " thread(s) wait at __syncthreads, ", at_warp,
+                                        " at a warp shuffle/__syncwarp, ", done,
+                                        " exited (a barrier not reached by every thread)"));
+      return;  // the fibers' stacks are simply reused by the next block
+    }
+  }
+}
+
+}  // namespace
+
+ThreadState& self() {
+  if (!g_fiber) fail_outside_kernel("threadIdx/blockIdx/blockDim/gridDim");
+  return g_fiber->ts;
+}
+
+int lane_id() { return linear_tid(self()) & 31; }
+
+void* dynamic_smem() {
+  if (!g_fiber) fail_outside_kernel("dynamic shared memory");
+  return g_block->smem.empty() ? nullptr : g_block->smem.data();
+}
+
+void syncthreads() {
+  if (!g_fiber) fail_outside_kernel("__syncthreads");
+  g_fiber->state = State::AtBlockBarrier;
+  yield_to_scheduler();
+}
+
+void syncwarp(unsigned mask) {
+  if (!g_fiber) fail_outside_kernel("__syncwarp");
+  g_fiber->warp_mask = mask;
+  g_fiber->state = State::AtWarpBarrier;
+  yield_to_scheduler();
+}
+
+void warp_exchange(unsigned mask, const void* in, void* out, size_t bytes, int src) {
+  if (!g_fiber) fail_outside_kernel("a warp shuffle");
+  Block& b = *g_block;
+  const int tid = linear_tid(g_fiber->ts), warp = tid / 32, lane = tid % 32;
+  std::vector<uint64_t>& slots = b.slots[g_fiber->exchanges++ & 1];
+  uint64_t v = 0;
+  std::memcpy(&v, in, bytes);
+  slots[size_t(tid)] = v;
+  if (!(mask & (1u << lane)))
+    note_error(::volt::detail::format("thread ", tid, " shuffles with mask 0x", std::hex, mask, std::dec,
+                                      " that does not include its own lane ", lane));
+  syncwarp(mask);
+  const unsigned exist = existing_lanes(b, warp);
+  if (src < 0 || src > 31 || !(exist & (1u << src)) || !(mask & (1u << src))) {
+    note_error(::volt::detail::format("thread ", tid, " (block of ", b.threads, " threads) reads lane ", src,
+                                      " in a shuffle, which does not exist or is not in the mask: undefined on the "
+                                      "GPU"));
+    std::memcpy(out, in, bytes);
+    return;
+  }
+  std::memcpy(out, &slots[size_t(warp * 32 + src)], bytes);
+}
+
+void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem_bytes) {
+  const int64_t threads = int64_t(block.x) * block.y * block.z;
+  VOLT_CHECK(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
+                 grid.z <= 65535,
+             "CUDA emulator: invalid grid (", grid.x, ", ", grid.y, ", ", grid.z,
+             "): cudaErrorInvalidConfiguration on a GPU");
+  VOLT_CHECK(threads >= 1 && threads <= kMaxThreads && block.x <= 1024 && block.y <= 1024 && block.z <= 64,
+             "CUDA emulator: invalid block (", block.x, ", ", block.y, ", ", block.z,
+             "): cudaErrorInvalidConfiguration on a GPU");
+  VOLT_CHECK(smem_bytes <= 48 * 1024, "CUDA emulator: ", smem_bytes,
+             " bytes of dynamic shared memory need cudaFuncSetAttribute on a GPU (default limit 48 KiB)");
+  VOLT_CHECK(g_block == nullptr, "CUDA emulator: a kernel launched from inside a kernel");
+  while (g_stacks.size() < size_t(threads)) g_stacks.emplace_back(new char[kStackBytes]);
+
+  Block b;
+  b.threads = int(threads);
+  b.call = call;
+  b.arg = arg;
+  b.fibers.resize(size_t(threads));
+  const size_t warps = size_t((threads + 31) / 32);
+  b.slots[0].assign(warps * 32, 0);
+  b.slots[1].assign(warps * 32, 0);
+  b.smem.assign(smem_bytes, 0xCD);  // not zero: reading shared memory before writing it shows
+  g_block = &b;
+  struct Reset {
+    ~Reset() {
+      g_block = nullptr;
+      g_fiber = nullptr;
+    }
+  } reset;
+  for (unsigned bz = 0; bz < grid.z && b.error.empty(); ++bz)
+    for (unsigned by = 0; by < grid.y && b.error.empty(); ++by)
+      for (unsigned bx = 0; bx < grid.x && b.error.empty(); ++bx) {
+        int t = 0;
+        for (unsigned z = 0; z < block.z; ++z)
+          for (unsigned y = 0; y < block.y; ++y)
+            for (unsigned x = 0; x < block.x; ++x, ++t) {
+              Fiber& f = b.fibers[size_t(t)];
+              f.ts = ThreadState{dim3(x, y, z), dim3(bx, by, bz), block, grid};
+              f.stack = g_stacks[size_t(t)].get();
+            }
+        run_block(b);
+      }
+  VOLT_CHECK(b.error.empty(), "CUDA emulator: ", b.error);
+}
+
+// IEEE binary16 and bfloat16 conversions, round to nearest even, NaN kept quiet.
+uint16_t float_to_half_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return uint16_t(sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u));
+  if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: infinity
+  if (abs < 0x38800000u) {                                  // subnormal half (or zero)
+    if (abs < 0x33000000u) return uint16_t(sign);           // at most half the smallest subnormal
+    // |f| * 2^24 = M * 2^(e - 126) with M the 24-bit mantissa: drop s = 126 - e bits, rounding to even.
+    const uint32_t e = abs >> 23, m = (abs & 0x7fffffu) | 0x800000u, s = 126u - e;
+    const uint32_t q = m >> s, r = m & ((1u << s) - 1u), half = 1u << (s - 1u);
+    return uint16_t(sign | (q + (r > half || (r == half && (q & 1u)))));
+  }
+  const uint32_t base = ((abs >> 13) - (112u << 10));
+  const uint32_t r = abs & 0x1fffu;
+  return uint16_t(sign | (base + (r > 0x1000u || (r == 0x1000u && (base & 1u)))));
+}
+
+float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  uint32_t x;
+  if (e == 31) {
+    x = sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u);
+  } else if (e == 0) {
+    const float v = float(m) * (1.0f / 16777216.0f);  // m * 2^-24
+    std::memcpy(&x, &v, 4);
+    x |= sign;
+  } else {
+    x = sign | ((e + 112u) << 23) | (m << 13);
+  }
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+uint16_t float_to_bf16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);
+  return uint16_t((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+float bf16_bits_to_float(uint16_t b) {
+  const uint32_t x = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+}  // namespace volt_emu

@@ -1,0 +1,77 @@
+// The CUDA multi-tensor optimizer updates, run by the CPU emulator, against the CPU's
+// single-tensor updates: the same parameters bit for bit, over more tensors than one launch holds.
+#include "kernels/optim.h"
+#include "tests/emu/emu_util.h"
+
+using namespace volt;
+using namespace volt::emu_test;
+
+namespace {
+// 30 tensors (more than one launch's 24) of awkward sizes.
+std::vector<int64_t> sizes() {
+  std::vector<int64_t> s;
+  for (int i = 0; i < 30; ++i) s.push_back(1 + (i * 97) % 613);
+  return s;
+}
+}  // namespace
+
+TEST_CASE("emu optim: multi-tensor SGD (momentum, nesterov, weight decay) equals the CPU bit for bit") {
+  const auto n = sizes();
+  for (bool nesterov : {false, true}) {
+    std::vector<Guarded<float>> p1, p2, g, b1, b2;
+    for (size_t t = 0; t < n.size(); ++t) {
+      p1.emplace_back(random_floats(size_t(n[t]), 100 + t));
+      p2.emplace_back(p1.back().vec());
+      g.emplace_back(random_floats(size_t(n[t]), 200 + t));
+      b1.emplace_back(size_t(n[t]));
+      b2.emplace_back(size_t(n[t]));
+    }
+    cpu::SgdArgs a{0.05, 0.9, nesterov ? 0.0 : 0.1, 1e-3, nesterov, true};
+    for (int step = 0; step < 3; ++step) {
+      std::vector<cuda::SgdTensor> list;
+      for (size_t t = 0; t < n.size(); ++t) list.push_back({p1[t].data(), g[t].data(), b1[t].data(), n[t], step == 0});
+      cuda::sgd_update_multi(list.data(), int64_t(list.size()), a, nullptr);
+      a.first_step = step == 0;
+      for (size_t t = 0; t < n.size(); ++t) cpu::sgd_update(n[t], p2[t].data(), g[t].data(), b2[t].data(), a);
+    }
+    for (size_t t = 0; t < n.size(); ++t) {
+      check_bitwise(p1[t].vec(), p2[t].vec(), "param " + std::to_string(t));
+      check_bitwise(b1[t].vec(), b2[t].vec(), "momentum " + std::to_string(t));
+      REQUIRE((p1[t].guards_intact() && b1[t].guards_intact()));
+    }
+  }
+}
+
+TEST_CASE("emu optim: multi-tensor Adam, AdamW and AMSGrad equal the CPU bit for bit") {
+  const auto n = sizes();
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool decoupled = variant == 1, amsgrad = variant == 2;
+    std::vector<Guarded<float>> p1, p2, g, m1, m2, v1, v2, x1, x2;
+    for (size_t t = 0; t < n.size(); ++t) {
+      p1.emplace_back(random_floats(size_t(n[t]), 300 + t));
+      p2.emplace_back(p1.back().vec());
+      g.emplace_back(random_floats(size_t(n[t]), 400 + t, -1e-3f, 1e-3f));
+      for (auto* v : {&m1, &m2, &v1, &v2, &x1, &x2}) v->emplace_back(size_t(n[t]));
+    }
+    cpu::AdamArgs a{1e-3, 0.9, 0.999, 1e-8, variant == 0 ? 0.0 : 1e-2, 1, decoupled, amsgrad};
+    for (int64_t step = 1; step <= 3; ++step) {
+      std::vector<cuda::AdamTensor> list;
+      for (size_t t = 0; t < n.size(); ++t)
+        list.push_back({p1[t].data(), g[t].data(), m1[t].data(), v1[t].data(), amsgrad ? x1[t].data() : nullptr, n[t],
+                        step});
+      cuda::adam_update_multi(list.data(), int64_t(list.size()), a, nullptr);
+      a.step = step;
+      for (size_t t = 0; t < n.size(); ++t)
+        cpu::adam_update(n[t], p2[t].data(), g[t].data(), m2[t].data(), v2[t].data(), amsgrad ? x2[t].data() : nullptr,
+                         a);
+    }
+    for (size_t t = 0; t < n.size(); ++t) {
+      INFO("variant " << variant << ", tensor " << t);
+      check_bitwise(p1[t].vec(), p2[t].vec(), "param");
+      check_bitwise(m1[t].vec(), m2[t].vec(), "exp_avg");
+      check_bitwise(v1[t].vec(), v2[t].vec(), "exp_avg_sq");
+      if (amsgrad) check_bitwise(x1[t].vec(), x2[t].vec(), "max_exp_avg_sq");
+      REQUIRE((p1[t].guards_intact() && m1[t].guards_intact() && v1[t].guards_intact() && x1[t].guards_intact()));
+    }
+  }
+}
