@@ -336,10 +336,11 @@ class NcclCommunicator final : public Communicator {
         op_detail_ = nullptr;
         return;
       }
-      if (q != cudaErrorNotReady) {
-        (void)cudaGetLastError();
+      // A query that finds work pending still leaves cudaErrorNotReady as the thread's last error,
+      // which the next kernel launch's check would report: clear it in every case.
+      (void)cudaGetLastError();
+      if (q != cudaErrorNotReady)
         fail(describe() + " failed on the GPU: " + cudaGetErrorName(q) + " (" + cudaGetErrorString(q) + ")");
-      }
       ncclResult_t st = ncclSuccess;
       if (ncclCommGetAsyncError(comm_, &st) == ncclSuccess && st != ncclSuccess && st != ncclInProgress)
         fail(describe() + " failed: " + ncclGetErrorString(st) + last_error() + " (has a rank died?)");

@@ -144,7 +144,7 @@ void Trainer::check_options() {
     VOLT_CHECK(VOLT_HAVE_CUDA, what, ": this build has no CUDA backend (configure with -DVOLT_CUDA=ON on a machine "
                "with the CUDA toolkit, cuDNN and NCCL); use accelerator=\"cpu\" or \"auto\"");
     VOLT_CHECK(cuda_device_count() > 0, what, ": no GPU is visible to this process (the CUDA backend found 0 "
-               "devices); use accelerator=\"cpu\" or \"auto\"");
+               "devices: ", cuda_unavailable_reason(), "); use accelerator=\"cpu\" or \"auto\"");
   }
   VOLT_CHECK(opts_.devices >= -1, "devices must be a count >= 1, -1 (one per GPU) or 0 (auto), got ",
              opts_.devices);

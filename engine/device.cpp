@@ -64,6 +64,16 @@ int cuda_device_count() {
 #endif
 }
 
+std::string cuda_unavailable_reason() {
+#if VOLT_HAVE_CUDA
+  if (cuda::device_count() > 0) return "";
+  const std::string e = cuda::device_count_error();
+  return e.empty() ? "the CUDA runtime found no device" : "the CUDA runtime reports " + e;
+#else
+  return "this build has no CUDA backend";
+#endif
+}
+
 Backend& backend_for(Device d) {
   if (d.is_cpu()) {
     static CpuBackend cpu;

@@ -47,5 +47,8 @@ bool backend_available(DeviceType type);  // CUDA: built in and at least one GPU
 
 // CUDA devices visible to this build (0 when built without CUDA, or with no GPU or driver).
 int cuda_device_count();
+// Why cuda_device_count() is 0, for messages: "this build has no CUDA backend", the CUDA runtime's
+// error ("cudaErrorInsufficientDriver: ..."), or "no CUDA device" ("" when there are devices).
+std::string cuda_unavailable_reason();
 
 }  // namespace volt

@@ -17,9 +17,6 @@ using namespace volt::test;
 
 namespace {
 
-void require_gpu() {
-  if (cuda_device_count() == 0) skip("no CUDA device visible (cuda_device_count() == 0)");
-}
 
 // Records every training step's loss.
 class Recording : public ClassifierModule {

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "engine/autograd.h"
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -70,6 +71,19 @@ void skip(const std::string& why) {
   std::printf("SKIPPED: %s\n", why.c_str());
   std::fflush(stdout);
   std::_Exit(77);
+}
+
+void require_gpu() {
+  if (cuda_device_count() > 0) return;
+  const char* must = std::getenv("VOLT_REQUIRE_GPU");
+  if (must && *must && std::string(must) != "0") {
+    // On the GPU machine a broken driver or library path must fail, not pass as "skipped".
+    std::printf("FAILED: VOLT_REQUIRE_GPU is set but no CUDA device is visible (%s)\n",
+                cuda_unavailable_reason().c_str());
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  skip("no CUDA device visible (" + cuda_unavailable_reason() + ")");
 }
 
 static double project(const Tensor& out, const std::vector<float>& proj) {

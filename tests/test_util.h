@@ -30,6 +30,10 @@ std::string fixtures_dir();
 // Prints "SKIPPED: <why>" and exits with 77 (CTest SKIP_RETURN_CODE).
 [[noreturn]] void skip(const std::string& why);
 
+// Skips unless a CUDA device is visible; with $VOLT_REQUIRE_GPU set (the GPU machine's runs,
+// tests/gpu_carry.sh) a missing device is a failure instead.
+void require_gpu();
+
 struct GradcheckOptions {
   double eps = 1e-2;             // perturbation (absolute)
   double rtol = 2e-2, atol = 2e-3;

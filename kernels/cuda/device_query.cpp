@@ -1,17 +1,35 @@
-// Device count through the CUDA runtime; errors (no driver, no device) count as zero devices.
+// Device count through the CUDA runtime; errors (no driver, no device) count as zero devices, and
+// the error is kept so that "no GPU" messages can say why (a driver too old for this toolkit, a
+// broken installation) instead of looking like a machine without a GPU.
 #include "kernels/cuda/device_query.h"
 
 #include <cuda_runtime_api.h>
 
 namespace volt::cuda {
 
+namespace {
+cudaError_t count_devices(int* n) {
+  *n = 0;
+  const cudaError_t e = cudaGetDeviceCount(n);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky error
+    *n = 0;
+  }
+  return e;
+}
+}  // namespace
+
 int device_count() {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky error
-    return 0;
-  }
+  count_devices(&n);
   return n;
+}
+
+std::string device_count_error() {
+  int n = 0;
+  const cudaError_t e = count_devices(&n);
+  if (e == cudaSuccess) return "";
+  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
 }
 
 }  // namespace volt::cuda

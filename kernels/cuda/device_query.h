@@ -1,6 +1,10 @@
-// How many CUDA devices the runtime sees (0 without a driver or GPU). Built only with the CUDA backend.
+// How many CUDA devices the runtime sees (0 without a driver or GPU), and why there are none when the
+// runtime reported an error. Built only with the CUDA backend.
 #pragma once
+#include <string>
 
 namespace volt::cuda {
 int device_count();
+// "" when cudaGetDeviceCount succeeded (possibly with 0 devices), else its error name and text.
+std::string device_count_error();
 }

@@ -47,12 +47,11 @@ void* default_stream(int device) {
   VOLT_CHECK(device >= 0 && device < int(streams.size()), "CUDA: device cuda:", device, " does not exist (",
              streams.size(), " visible)");
   if (!streams[size_t(device)]) {
-    int prev = 0;
-    CUDA_CHECK(cudaGetDevice(&prev));
+    // The stream belongs to `device`, which stays current: switching back to the previous device
+    // (0 by default) would create a context there too, costing memory on a GPU this process does not use.
     CUDA_CHECK(cudaSetDevice(device));
     cudaStream_t s = nullptr;
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaSetDevice(prev));
     streams[size_t(device)] = s;
   }
   return streams[size_t(device)];

@@ -10,7 +10,7 @@ namespace volt::cuda {
 void set_device(int device);
 int current_device();
 // The stream every Volt op on `device` runs on: created once per device (non-blocking), never destroyed.
-void* default_stream(int device);
+void* default_stream(int device);  // also makes `device` current
 
 // Raw device memory (cudaMalloc / cudaFree). malloc returns nullptr when the device is out of memory
 // (so that the caching allocator can free its cache and retry); other errors throw.

@@ -29,8 +29,8 @@ namespace {
 Communicator& comm() {
   static std::unique_ptr<Communicator> c = [] {
     if (!nccl_available()) test::skip("this build has no NCCL communicator (it needs the CUDA backend, NCCL and MPI)");
+    test::require_gpu();
     const int gpus = cuda_device_count();
-    if (gpus == 0) test::skip("no CUDA device visible (cuda_device_count() == 0)");
     const ProcessEnv env = detect_process_env();
     if (env.local_size > gpus)
       test::skip(std::to_string(env.local_size) + " ranks on this node but " + std::to_string(gpus) +
