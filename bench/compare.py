@@ -131,7 +131,8 @@ def main(argv=None):
     rows = [prefix + table.row(k) for k in table.keys()]
     print(markdown(header, rows) if rows else "(no RESULT or FLOOR lines found)")
     if not args.markdown_row:  # which prints only what goes into RESULTS.md
-        print(f"\n{TARGET_NOTE}" if rows else "")
+        if rows:
+            print(f"\n{TARGET_NOTE}")
         for line in table.skipped:
             print(f"skipped: {line}")
     return 0
