@@ -129,6 +129,13 @@ class Driver(unittest.TestCase):
         self.assertIn("Volt:    skipped: no ", res.stdout)
         self.assertEqual(self.driver("--budget", "soon")[0].returncode, 2)
 
+    def test_time_limit(self):
+        res, _ = self.driver("--time-limit", "100")  # each Volt call may take 120 s: none fits
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("bench_train_gpu --batch-size 16 --precision 16-mixed: not run, --time-limit 100 s",
+                      res.stdout)
+        self.assertIn("Volt:    FAILED", res.stdout)
+
 
 class Options(unittest.TestCase):
     """pytorch_seed_cnn.py's options and the suite's configurations: no torch needed."""
