@@ -38,21 +38,9 @@ pack)
   du -sh "$dir"
   ;;
 run|ctest)
-  [ -d "$dir/lib" ] || tar -xJf "$dir/lib.tar.xz" -C "$dir"
-  libdirs=$dir/lib
-  # NCCL (218 MB) does not travel either: PyTorch's pip nvidia-nccl-cu13 there provides libnccl.so.2.
-  for name in libcudnn.so.9 libcublas.so.13 libcudart.so.13 libnccl.so.2; do
-    found=$(find /usr/local/cuda*/lib* /usr/lib/x86_64-linux-gnu \
-              $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \
-              -name "$name*" 2>/dev/null | head -1 || true)
-    [ -n "$found" ] && libdirs=$libdirs:$(dirname "$found")
-  done
-  export LD_LIBRARY_PATH=$libdirs:${LD_LIBRARY_PATH:-}
+  . "$root/tests/gpu_env.sh"
+  volt_gpu_env "$dir" "$dir/tests/test_cuda" || exit 1
   export VOLT_REQUIRE_GPU=1  # there, a GPU test that finds no GPU fails instead of reporting "skipped"
-  if ! "$dir/tests/test_cuda" --count >/dev/null 2>&1; then
-    export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$dir/lib/compat
-    "$dir/tests/test_cuda" --count >/dev/null || { ldd "$dir/tests/test_cuda"; exit 1; }
-  fi
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   nvidia-smi -L || true
   if [ "$mode" = run ]; then
