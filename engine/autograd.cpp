@@ -52,6 +52,7 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (!needs[i]) continue;
     next[i].shape = inputs[i].shape();
+    next[i].dtype = inputs[i].dtype();
     if (inputs[i].grad_fn()) next[i].node = inputs[i].grad_fn();
     else next[i].leaf = inputs[i].impl_ptr();
   }
@@ -136,7 +137,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     for (size_t i = 0; i < edges.size(); ++i) {
       const Edge& e = edges[i];
       if (!e.node && !e.leaf) continue;
-      const Tensor& gi = grads[i];
+      // A gradient has its input's type (an op working in another precision returns it converted).
+      const Tensor gi = grads[i].defined() && grads[i].dtype() != e.dtype ? grads[i].to(e.dtype) : grads[i];
       if (gi.defined()) {
         VOLT_CHECK(gi.shape() == e.shape, "backward: '", name, "' produced a gradient of shape ",
                    shape_str(gi.shape()), " for input ", i, " of shape ", shape_str(e.shape));

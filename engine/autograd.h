@@ -15,7 +15,8 @@ namespace volt {
 struct Edge {
   std::shared_ptr<Node> node;
   std::shared_ptr<TensorImpl> leaf;
-  Shape shape;  // the input's shape: backward results are checked against it
+  Shape shape;               // the input's shape: backward results are checked against it
+  DType dtype = DType::F32;  // and its type: a gradient of another type is converted to it
 };
 
 // grad_out -> one gradient per input (undefined where needs[i] is false).

@@ -19,6 +19,18 @@ size_t dtype_size(DType t) {
   VOLT_FAIL("unknown dtype ", int(t));
 }
 
+bool is_floating(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+FType ftype_of(DType t) {
+  switch (t) {
+    case DType::F32: return FType::F32;
+    case DType::F16: return FType::F16;
+    case DType::BF16: return FType::BF16;
+    default: break;
+  }
+  VOLT_FAIL("no floating-point kernels for ", dtype_name(t), " tensors");
+}
+
 const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32: return "float32";

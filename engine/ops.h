@@ -11,6 +11,14 @@ namespace volt {
 
 using Pair = std::array<int64_t, 2>;
 
+// The ops take float32, float16 or bfloat16 tensors (all floating inputs of one op of one type, except
+// batch norm's float32 parameters and statistics and cross-entropy's float32 loss) and return the
+// inputs' type; arithmetic is float32 in every case, a 16-bit result rounded once.
+
+// y = x converted to `dtype` (float32/float16/bfloat16); the gradient is converted back. x itself
+// when it already has that type.
+Tensor cast(const Tensor& x, DType dtype);
+
 // x [N, C, H, W], weight [K, C, R, S], bias [K] or undefined -> [N, K, P, Q].
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride = {1, 1}, Pair padding = {0, 0});
 
@@ -19,6 +27,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
 // `momentum` and the unbiased batch variance. In eval the running statistics normalise x.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean, Tensor running_var,
                   bool training, double momentum = 0.1, double eps = 1e-5);
+
+// relu(batch_norm(...)) in one pass each way: backward recomputes the normalised value from x for the
+// ReLU's mask instead of keeping the output (what BatchNorm2d followed by ReLU runs as in a Sequential).
+Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                       Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
 
 Tensor relu(const Tensor& x);
 
@@ -60,6 +73,11 @@ enum class Reduction { None, Mean, Sum };
 // logits [N, C], target int64 [N] with values in [0, C).
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean,
                      double label_smoothing = 0.0);
+
+// Bad input that a GPU kernel found without stopping the stream: a cross_entropy target outside
+// [0, C) gives a NaN loss at once and is reported here, as a volt::Error naming the first one (this
+// reads one small device value: it synchronises). The Trainer calls it where it synchronises anyway.
+void check_deferred_errors(Device d);
 
 Tensor argmax(const Tensor& x, int64_t dim);              // int64, dim removed
 double accuracy(const Tensor& logits, const Tensor& target);  // fraction of rows whose argmax is the target

@@ -295,7 +295,14 @@ Tensor Tensor::clone() const {
 Tensor Tensor::to(DType dt) const {
   check_defined("to");
   if (dt == dtype()) return *this;
-  // Conversions run on the host; a device tensor makes the round trip (fine outside the hot path).
+#if VOLT_HAVE_CUDA
+  if (device().is_cuda() && is_floating(dt) && is_floating(dtype())) {  // on the device: one cast kernel
+    Tensor out = empty(shape(), dt, device());
+    cuda::cast(ftype_of(dtype()), ftype_of(dt), numel(), raw_data(), out.raw_data(), cuda_stream(device()));
+    return out;
+  }
+#endif
+  // Other conversions run on the host; a device tensor makes the round trip (fine outside the hot path).
   if (!device().is_cpu()) return to(Device::cpu()).to(dt).to(device());
   Tensor out = empty(shape(), dt, device());
   convert_host(out.raw_data(), dt, raw_data(), dtype(), numel());
@@ -329,6 +336,10 @@ void Tensor::copy_(const Tensor& src) {
     }
     return;
   }
+  if (device() == src.device() && device().is_cuda() && is_floating(dtype()) && is_floating(src.dtype())) {
+    copy_(src.to(dtype()));  // the cast kernel, then a device copy
+    return;
+  }
   Tensor host_src = src.to(Device::cpu());
   if (device().is_cpu()) {
     convert_host(raw_data(), dtype(), host_src.raw_data(), host_src.dtype(), numel());
@@ -341,8 +352,8 @@ void Tensor::fill_(float value) {
   check_defined("fill_");
   if (!device().is_cpu()) {
 #if VOLT_HAVE_CUDA
-    if (dtype() == DType::F32 && device().is_cuda()) {
-      cuda::fill(numel(), value, static_cast<float*>(raw_data()), cuda_stream(device()));
+    if (is_floating(dtype()) && device().is_cuda()) {
+      cuda::fill(ftype_of(dtype()), numel(), value, raw_data(), cuda_stream(device()));
       return;
     }
 #endif

@@ -1,40 +1,65 @@
-// Batch normalisation over [N, C, HW] (per channel C). gamma/beta may be null (no affine).
+// Batch normalisation over [N, C, HW] (per channel C), optionally fused with the ReLU that follows
+// it (relu = true: y = max(0, bn(x)) forward, and backward masks dy where bn(x) <= 0, recomputing bn(x)
+// from x instead of keeping y). gamma/beta may be null (no affine).
 #pragma once
 #include <cstdint>
+
+#include "kernels/ftype.h"
+#include "kernels/hd.h"
+
+namespace volt {
+
+// The per-channel affine both backends apply, y = x * scale + bias, formed from the float32 statistics
+// kept for backward, so that backward recomputes exactly the forward's pre-activation (the ReLU mask).
+struct BnAffine {
+  float scale, bias;
+};
+VOLT_HD BnAffine bn_affine(float mean, float invstd, const float* gamma, const float* beta, int64_t c) {
+  const double g = gamma ? double(gamma[c]) : 1.0;
+  return BnAffine{float(double(invstd) * g), float((beta ? double(beta[c]) : 0.0) - double(mean) * double(invstd) * g)};
+}
+
+}  // namespace volt
 
 namespace volt::cpu {
 
 // Training: batch mean and biased variance normalise x; save_mean/save_invstd [C] are kept for
 // backward; batch_var_unbiased [C] (may be null) feeds the running-statistics update.
 void batch_norm_forward_train(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                              double eps, float* y, float* save_mean, float* save_invstd, float* batch_var_unbiased);
-// Evaluation: running statistics normalise x.
+                              double eps, bool relu, float* y, float* save_mean, float* save_invstd,
+                              float* batch_var_unbiased);
+// invstd[c] = 1 / sqrt(var[c] + eps) (eval-mode statistics, also kept for backward).
+void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd);
+// Evaluation: the running mean and invstd (batch_norm_invstd of the running variance) normalise x.
 void batch_norm_forward_eval(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, double eps, float* y);
+                             const float* running_mean, const float* invstd, bool relu, float* y);
 // running = (1 - momentum) * running + momentum * batch.
 void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
                                const float* batch_var_unbiased, double momentum);
-// Backward through the normalisation with statistics mean/invstd (batch ones in training; running
-// ones in eval, where `training` is false and mean/invstd are constants). Outputs may be null.
+// Backward through the normalisation (and the ReLU when relu) with statistics mean/invstd (batch ones
+// in training; running ones in eval, where `training` is false and mean/invstd are constants).
+// Outputs may be null.
 void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, const float* x, const float* gamma,
-                         const float* mean, const float* invstd, bool training, float* dx, float* dgamma, float* dbeta);
+                         const float* beta, const float* mean, const float* invstd, bool training, bool relu,
+                         float* dx, float* dgamma, float* dbeta);
 
 }  // namespace volt::cpu
 
-// CUDA twins (kernels/cuda/batch_norm.cu), same arguments plus the stream.
+// CUDA twins (kernels/cuda/batch_norm.cu), same arguments plus the storage type of x, y, dy and dx
+// (FType t: float32, float16 or bfloat16; parameters and statistics stay float32) and the stream.
 namespace volt::cuda {
 
-void batch_norm_forward_train(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                              double eps, float* y, float* save_mean, float* save_invstd, float* batch_var_unbiased,
-                              void* stream);
-void batch_norm_forward_eval(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, double eps, float* y, void* stream);
+void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
+                              const float* beta, double eps, bool relu, void* y, float* save_mean, float* save_invstd,
+                              float* batch_var_unbiased, void* stream);
+void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream);
+void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
+                             const float* beta, const float* running_mean, const float* invstd, bool relu, void* y,
+                             void* stream);
 void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
                                const float* batch_var_unbiased, double momentum, void* stream);
-void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, const float* x, const float* gamma,
-                         const float* mean, const float* invstd, bool training, float* dx, float* dgamma, float* dbeta,
-                         void* stream);
-// invstd[c] = 1 / sqrt(var[c] + eps) (eval-mode statistics for backward).
-void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream);
+void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
+                         const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
+                         float* dgamma, float* dbeta, void* stream);
 
 }  // namespace volt::cuda

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/ftype.h"
+
 namespace volt {
 
 struct Conv2dShape {
@@ -26,11 +28,14 @@ void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db);
 
 }  // namespace volt
 
-// CUDA twins (kernels/cuda/conv2d.cu): cuDNN, fp32 NCHW, FMA math (no TF32), algorithms from the
-// cuDNN heuristics cached per shape, one workspace per device that only grows.
+// CUDA twins (kernels/cuda/conv2d.cu): cuDNN, NCHW, for float32 (FMA math, no TF32) and
+// float16/bfloat16 (tensor cores, float32 accumulation) storage (FType t: x, w, b, y and the
+// gradients all of that type); algorithms from the cuDNN heuristics (or timed once with
+// VOLT_CUDNN_FIND=1) cached per shape and type, one workspace per device that only grows.
 namespace volt::cuda {
-void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y, void* stream);
-void conv2d_backward_input(const Conv2dShape& s, const float* dy, const float* w, float* dx, void* stream);
-void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw, void* stream);
-void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db, void* stream);
+void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
+                    void* stream);
+void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream);
+void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* stream);
+void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* stream);
 }  // namespace volt::cuda

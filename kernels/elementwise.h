@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/ftype.h"
+
 namespace volt::cpu {
 
 enum class BinaryOp { Add, Sub, Mul };
@@ -25,23 +27,27 @@ void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, 
 
 }  // namespace volt::cpu
 
-// CUDA twins (kernels/cuda/elementwise.cu): same arguments and results, plus the stream
-// (a cudaStream_t as void*). Host arrays (shape, strides) are read before the launch returns.
+// CUDA twins (kernels/cuda/elementwise.cu): the same results for float32 (bit for bit), and the same
+// operations on float16/bfloat16 storage (FType t; values widened to float, the result rounded once),
+// plus the stream (a cudaStream_t as void*). Host arrays (shape, strides) are read before the launch
+// returns.
 namespace volt::cuda {
 
 using cpu::BinaryOp;
-void binary_broadcast(BinaryOp op, int64_t ndim, const int64_t* shape, const float* a, const int64_t* a_strides,
-                      const float* b, const int64_t* b_strides, float* out, void* stream);  // ndim <= 8
-void binary_same(BinaryOp op, int64_t n, const float* a, const float* b, float* out, void* stream);
-void scale(int64_t n, const float* x, float alpha, float beta, float* out, void* stream);
-void axpy(int64_t n, float alpha, const float* x, float* y, void* stream);
-void relu_forward(int64_t n, const float* x, float* y, void* stream);
-void relu_backward(int64_t n, const float* dy, const float* x, float* dx, void* stream);
+void binary_broadcast(FType t, BinaryOp op, int64_t ndim, const int64_t* shape, const void* a, const int64_t* a_strides,
+                      const void* b, const int64_t* b_strides, void* out, void* stream);  // ndim <= 8
+void binary_same(FType t, BinaryOp op, int64_t n, const void* a, const void* b, void* out, void* stream);
+void scale(FType t, int64_t n, const void* x, float alpha, float beta, void* out, void* stream);
+void axpy(FType t, int64_t n, float alpha, const void* x, void* y, void* stream);
+void relu_forward(FType t, int64_t n, const void* x, void* y, void* stream);
+void relu_backward(FType t, int64_t n, const void* dy, const void* x, void* dx, void* stream);
 // The same Philox mapping as cpu::dropout_forward: identical masks for the same (seed, stream, offset).
-void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
-                     uint8_t* keep, float* y, void* stream);
-void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, float* dx, void* stream);
-void fill(int64_t n, float value, float* out, void* stream);       // float32 fill
-void add_i64(int64_t* value, int64_t delta, void* stream);          // *value += delta (one element)
+void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
+                     uint8_t* keep, void* y, void* stream);
+void dropout_backward(FType t, int64_t n, const void* dy, const uint8_t* keep, float p, void* dx, void* stream);
+void fill(FType t, int64_t n, float value, void* out, void* stream);
+// y = x converted from one storage type to another (round to nearest even; NaN and Inf kept).
+void cast(FType from, FType to, int64_t n, const void* x, void* y, void* stream);
+void add_i64(int64_t* value, int64_t delta, void* stream);  // *value += delta (one element)
 
 }  // namespace volt::cuda

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/ftype.h"
+
 namespace volt::cpu {
 
 void linear_forward(int64_t M, int64_t in, int64_t out, const float* x, const float* w, const float* b, float* y);
@@ -11,12 +13,13 @@ void linear_backward(int64_t M, int64_t in, int64_t out, const float* dy, const 
 
 }  // namespace volt::cpu
 
-// CUDA twins (kernels/cuda/linear.cu, cuBLAS SGEMM in fp32; TF32 is not enabled).
+// CUDA twins (kernels/cuda/linear.cu): cuBLAS GEMMs with float32 accumulation on float32 (no TF32),
+// float16 or bfloat16 storage (FType t: x, w, b, y and the gradients all of that type).
 namespace volt::cuda {
 
-void linear_forward(int64_t M, int64_t in, int64_t out, const float* x, const float* w, const float* b, float* y,
+void linear_forward(FType t, int64_t M, int64_t in, int64_t out, const void* x, const void* w, const void* b, void* y,
                     void* stream);
-void linear_backward(int64_t M, int64_t in, int64_t out, const float* dy, const float* x, const float* w, float* dx,
-                     float* dw, float* db, void* stream);
+void linear_backward(FType t, int64_t M, int64_t in, int64_t out, const void* dy, const void* x, const void* w,
+                     void* dx, void* dw, void* db, void* stream);
 
 }  // namespace volt::cuda

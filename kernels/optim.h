@@ -22,6 +22,10 @@ struct AdamArgs {
 void adam_update(int64_t n, float* param, const float* grad, float* exp_avg, float* exp_avg_sq, float* max_exp_avg_sq,
                  const AdamArgs& a);
 
+// Mixed precision's loss-scale step: grad *= inv_scale, and *found_inf = 1 when any gradient (before
+// scaling) is Inf or NaN (left unchanged otherwise), as torch's _amp_foreach_non_finite_check_and_unscale_.
+void unscale_grads(int64_t n, float* grad, float inv_scale, float* found_inf);
+
 }  // namespace volt::cpu
 
 // CUDA updates (kernels/cuda/optim.cu): the same per-element arithmetic as the CPU (no FMA
@@ -49,5 +53,14 @@ struct AdamTensor {
 };
 // a.step is ignored (per tensor above).
 void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, void* stream);
+
+// cpu::unscale_grads over many tensors in one launch (per 24), with inv_scale and found_inf in device
+// memory (one float each), so the step needs no host value.
+struct GradTensor {
+  float* grad;
+  int64_t n;
+};
+void unscale_grads_multi(const GradTensor* tensors, int64_t count, const float* inv_scale, float* found_inf,
+                         void* stream);
 
 }  // namespace volt::cuda

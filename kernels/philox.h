@@ -4,11 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define VOLT_HD __host__ __device__ __forceinline__
-#else
-#define VOLT_HD inline
-#endif
+#include "kernels/hd.h"
 
 namespace volt {
 

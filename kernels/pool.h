@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/ftype.h"
+
 namespace volt::cpu {
 
 struct Pool2dShape {
@@ -15,11 +17,13 @@ void max_pool2d_backward(const Pool2dShape& s, const float* dy, const int32_t* i
 
 }  // namespace volt::cpu
 
-// CUDA twins (kernels/cuda/pool.cu). Backward gathers (no atomics): each input element sums the
-// gradients of the windows whose maximum it is, in the CPU's order, so the results are identical.
+// CUDA twins (kernels/cuda/pool.cu), for float32/float16/bfloat16 storage (FType t). Backward gathers
+// (no atomics): each input element sums the gradients of the windows whose maximum it is, in the CPU's
+// order, so float32 results are identical.
 namespace volt::cuda {
 
-void max_pool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y, int32_t* indices, void* stream);
-void max_pool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* indices, float* dx, void* stream);
+void max_pool2d_forward(FType t, const cpu::Pool2dShape& s, const void* x, void* y, int32_t* indices, void* stream);
+void max_pool2d_backward(FType t, const cpu::Pool2dShape& s, const void* dy, const int32_t* indices, void* dx,
+                         void* stream);
 
 }  // namespace volt::cuda

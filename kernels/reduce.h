@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/ftype.h"
+
 namespace volt::cpu {
 
 // out[o, i] = sum_r x[o, r, i] (double accumulation).
@@ -16,38 +18,45 @@ void log_softmax_forward(int64_t outer, int64_t R, int64_t inner, const float* x
 void log_softmax_backward(int64_t outer, int64_t R, int64_t inner, const float* dy, const float* y, float* dx);
 
 // Cross-entropy over logits [N, C] and class indices target [N] (already range-checked) with
-// label smoothing eps: loss_n = (1-eps) * -logp[n, t_n] + eps/C * sum_c -logp[n, c].
-void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss);
-// dlogits[n, c] = dloss[n] * (softmax[n, c] - q[n, c]) with q the smoothed target distribution.
-void cross_entropy_backward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps,
-                            const float* dloss, float* dlogits);
+// label smoothing eps: loss_n = (1-eps) * -logp[n, t_n] + eps/C * sum_c -logp[n, c]. In the same pass,
+// when grad_base is not null, grad_base[n, c] = softmax[n, c] - q[n, c] (q the smoothed target
+// distribution): the gradient up to the incoming dloss, so backward need not read the logits again.
+void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss,
+                           float* grad_base);
+// dlogits[n, c] = grad_base[n, c] * (dloss[n * dloss_stride] / dloss_div) (stride 0: one scalar for
+// every row, as the mean and sum reductions give), in float.
+void cross_entropy_backward(int64_t N, int64_t C, const float* grad_base, const float* dloss, int64_t dloss_stride,
+                            float dloss_div, float* dlogits);
 
 // out[o, i] = argmax_r x[o, r, i] (first maximum).
 void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t* out);
 
 }  // namespace volt::cpu
 
-// CUDA twins (kernels/cuda/reduce.cu). Scalars that a CPU kernel returns to the host stay on the
-// device here (no synchronisation inside a step).
+// CUDA twins (kernels/cuda/reduce.cu), for float32 (bit for bit the CPU's, except sum_dim's long-row
+// path and sum_all, which add in another order) and float16/bfloat16 storage (FType t; float math, one
+// rounding at the store). Scalars that a CPU kernel returns to the host stay on the device here (no
+// synchronisation inside a step).
 namespace volt::cuda {
 
-void sum_dim(int64_t outer, int64_t R, int64_t inner, const float* x, float* out, void* stream);
-// out[0] = float(sum(x) / divisor), double accumulation, one deterministic order.
-void sum_all(int64_t n, const float* x, double divisor, float* out, void* stream);
-void broadcast_dim(int64_t outer, int64_t R, int64_t inner, const float* dy, float alpha, float* dx, void* stream);
+void sum_dim(FType t, int64_t outer, int64_t R, int64_t inner, const void* x, void* out, void* stream);
+// out[0] = sum(x) / divisor, double accumulation, one deterministic order.
+void sum_all(FType t, int64_t n, const void* x, double divisor, void* out, void* stream);
+void broadcast_dim(FType t, int64_t outer, int64_t R, int64_t inner, const void* dy, float alpha, void* dx,
+                   void* stream);
 // dx[i] = g[0] * alpha (g is one element on the device).
-void broadcast_scalar(int64_t n, const float* g, float alpha, float* dx, void* stream);
-void log_softmax_forward(int64_t outer, int64_t R, int64_t inner, const float* x, float* y, void* stream);
-void log_softmax_backward(int64_t outer, int64_t R, int64_t inner, const float* dy, const float* y, float* dx,
+void broadcast_scalar(FType t, int64_t n, const void* g, float alpha, void* dx, void* stream);
+void log_softmax_forward(FType t, int64_t outer, int64_t R, int64_t inner, const void* x, void* y, void* stream);
+void log_softmax_backward(FType t, int64_t outer, int64_t R, int64_t inner, const void* dy, const void* y, void* dx,
                           void* stream);
-// A target outside [0, C) gives a NaN loss (the op checks targets before calling).
-void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss,
-                           void* stream);
-// Row n's incoming gradient is dloss[n * dloss_stride] / dloss_div (stride 0: one device scalar for
-// every row, as the mean and sum reductions give).
-void cross_entropy_backward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps,
-                            const float* dloss, int64_t dloss_stride, float dloss_div, float* dlogits, void* stream);
-void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t* out, void* stream);
+// Logits of storage type t; loss and grad_base float32. A target outside [0, C) gives a NaN loss and
+// gradient row and, when `bad` (int64 [3] on the device) is set, counts it in bad[0] and records the
+// first such row and value in bad[1], bad[2], for the host to report later without a synchronisation now.
+void cross_entropy_forward(FType t, int64_t N, int64_t C, const void* logits, const int64_t* target, float eps,
+                           float* loss, float* grad_base, int64_t* bad, void* stream);
+void cross_entropy_backward(FType t, int64_t N, int64_t C, const float* grad_base, const float* dloss,
+                            int64_t dloss_stride, float dloss_div, void* dlogits, void* stream);
+void argmax_dim(FType t, int64_t outer, int64_t R, int64_t inner, const void* x, int64_t* out, void* stream);
 // out[0] = number of i with a[i] == b[i].
 void count_equal(int64_t n, const int64_t* a, const int64_t* b, int64_t* out, void* stream);
 

@@ -83,7 +83,7 @@ TEST_CASE("empty tensors are rejected by the ops") {
 TEST_CASE("wrong dtypes into the ops name the dtype") {
   const Tensor h = Tensor::ones({2, 3, 4, 4}, DType::F16);
   const Tensor l = Tensor::ones({2, 3}, DType::I64);
-  CHECK_ERROR(relu(h), "relu", "float32", "float16", "[2, 3, 4, 4]");
+  CHECK_ERROR(relu(l), "relu", "float32, float16 or bfloat16", "int64", "[2, 3]");
   CHECK_ERROR(conv2d(h, ones({4, 3, 3, 3}), Tensor()), "conv2d", "input", "float16");
   CHECK_ERROR(conv2d(ones({2, 3, 4, 4}), Tensor::ones({4, 3, 3, 3}, DType::I64), Tensor()), "conv2d", "weight",
               "int64");
@@ -98,9 +98,10 @@ TEST_CASE("wrong dtypes into the ops name the dtype") {
               "uint8");
   CHECK_ERROR(batch_norm(ones({2, 3}), Tensor::ones({3}, DType::F16), Tensor(), Tensor(), Tensor(), true), "batch_norm",
               "weight", "float16");
-  CHECK_ERROR(max_pool2d(h, {2, 2}, {2, 2}), "max_pool2d", "float16");
+  CHECK_ERROR(max_pool2d(Tensor::ones({2, 3, 4, 4}, DType::I32), {2, 2}, {2, 2}), "max_pool2d", "int32");
+  CHECK_ERROR(add(h, ones({2, 3, 4, 4})), "add", "float32", "float16");  // mixed types: cast one first
   CHECK_ERROR(log_softmax(l), "log_softmax", "int64");
-  CHECK_ERROR(cross_entropy(Tensor::ones({2, 3}, DType::F16), Tensor::from_labels({0, 1})), "cross_entropy", "float16");
+  CHECK_ERROR(cross_entropy(Tensor::ones({2, 3}, DType::I64), Tensor::from_labels({0, 1})), "cross_entropy", "int64");
   CHECK_ERROR(argmax(l, 1), "argmax", "int64");
   Generator g(1);
   CHECK_ERROR(dropout(l, 0.5, true, g), "dropout", "int64");

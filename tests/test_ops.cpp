@@ -83,13 +83,16 @@ int run_table(const std::string& op, void (*check)(const OpCase&)) {
   return n;
 }
 
+void check_half(const OpCase& c) { vt::check_low_precision(c, DType::F16, Device::cpu()); }
+void check_bfloat16(const OpCase& c) { vt::check_low_precision(c, DType::BF16, Device::cpu()); }
+
 }  // namespace
 
 TEST_CASE("op table covers every differentiable op in engine/ops.h") {
   std::set<std::string> ops;
   for (const OpCase& c : op_table()) ops.insert(c.op);
-  for (const char* op : {"conv2d", "batch_norm", "relu", "max_pool2d", "linear", "dropout", "add", "sub", "mul", "sum",
-                         "mean", "log_softmax", "cross_entropy"}) {
+  for (const char* op : {"conv2d", "batch_norm", "batch_norm_relu", "relu", "max_pool2d", "linear", "dropout", "add",
+                         "sub", "mul", "sum", "mean", "log_softmax", "cross_entropy", "cast"}) {
     INFO(op);
     CHECK(ops.count(op) == 1);
   }
@@ -99,12 +102,19 @@ TEST_CASE("op table covers every differentiable op in engine/ops.h") {
   CHECK(names.size() == op_table().size());
 }
 
+
 #define VOLT_OP_TABLE_TESTS(OP)                                                                             \
   TEST_CASE(OP " table: forward matches the double-precision reference") { run_table(OP, check_forward); } \
-  TEST_CASE(OP " table: gradients match central differences") { run_table(OP, check_gradients); }
+  TEST_CASE(OP " table: gradients match central differences") { run_table(OP, check_gradients); }         \
+  TEST_CASE(OP " table: float16 and bfloat16 match float32 (NMSE)") {                                       \
+    run_table(OP, check_half);                                                                              \
+    run_table(OP, check_bfloat16);                                                                          \
+  }
 
 VOLT_OP_TABLE_TESTS("conv2d")
 VOLT_OP_TABLE_TESTS("batch_norm")
+VOLT_OP_TABLE_TESTS("batch_norm_relu")
+VOLT_OP_TABLE_TESTS("cast")
 VOLT_OP_TABLE_TESTS("relu")
 VOLT_OP_TABLE_TESTS("max_pool2d")
 VOLT_OP_TABLE_TESTS("linear")

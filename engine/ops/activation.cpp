@@ -1,4 +1,4 @@
-// relu and dropout, on the input's device.
+// relu and dropout, on the input's device and in its floating type.
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/check.h"
@@ -8,14 +8,16 @@ namespace volt {
 
 Tensor relu(const Tensor& x) {
   detail::check_input("relu", "input", x);
+  if (detail::cpu_low_precision(x)) return cast(relu(cast(x, DType::F32)), x.dtype());
   const Device dev = x.device();
-  Tensor y = Tensor::empty(x.shape(), DType::F32, dev);
-  if (dev.is_cuda()) VOLT_CUDA_ONLY(cuda::relu_forward(x.numel(), x.data<float>(), y.data<float>(), detail::stream_of(x)));
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
+  if (dev.is_cuda())
+    VOLT_CUDA_ONLY(cuda::relu_forward(detail::ft(x), x.numel(), x.raw_data(), y.raw_data(), detail::stream_of(x)));
   else cpu::relu_forward(x.numel(), x.data<float>(), y.data<float>());
   autograd::record("relu", y, {x}, [x](const Tensor& gy, const std::vector<bool>&) {
-    Tensor gx = Tensor::empty(x.shape(), DType::F32, x.device());
+    Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
     if (x.device().is_cuda())
-      VOLT_CUDA_ONLY(cuda::relu_backward(x.numel(), gy.data<float>(), x.data<float>(), gx.data<float>(),
+      VOLT_CUDA_ONLY(cuda::relu_backward(detail::ft(x), x.numel(), gy.raw_data(), x.raw_data(), gx.raw_data(),
                                          detail::stream_of(x)));
     else cpu::relu_backward(x.numel(), gy.data<float>(), x.data<float>(), gx.data<float>());
     return std::vector<Tensor>{gx};
@@ -27,23 +29,24 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   detail::check_input("dropout", "input", x);
   VOLT_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
   if (!training || p == 0.0) return x;
+  if (detail::cpu_low_precision(x)) return cast(dropout(cast(x, DType::F32), p, training, gen), x.dtype());
   const int64_t n = x.numel();
   const Device dev = x.device();
   const uint64_t offset = gen.reserve(uint64_t(n));
   Tensor keep = Tensor::empty(x.shape(), DType::U8, dev);
-  Tensor y = Tensor::empty(x.shape(), DType::F32, dev);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   // Both backends draw element i from Philox (seed, stream, offset + i / 4, word i % 4): same masks.
   if (dev.is_cuda())
-    VOLT_CUDA_ONLY(cuda::dropout_forward(n, x.data<float>(), float(p), gen.seed(), gen.stream(), offset,
-                                         keep.data<uint8_t>(), y.data<float>(), detail::stream_of(x)));
+    VOLT_CUDA_ONLY(cuda::dropout_forward(detail::ft(x), n, x.raw_data(), float(p), gen.seed(), gen.stream(), offset,
+                                         keep.data<uint8_t>(), y.raw_data(), detail::stream_of(x)));
   else
     cpu::dropout_forward(n, x.data<float>(), float(p), gen.seed(), gen.stream(), offset, keep.data<uint8_t>(),
                          y.data<float>());
   autograd::record("dropout", y, {x}, [keep, p](const Tensor& gy, const std::vector<bool>&) {
-    Tensor gx = Tensor::empty(gy.shape(), DType::F32, gy.device());
+    Tensor gx = Tensor::empty(gy.shape(), gy.dtype(), gy.device());
     if (gy.device().is_cuda())
-      VOLT_CUDA_ONLY(cuda::dropout_backward(gy.numel(), gy.data<float>(), keep.data<uint8_t>(), float(p),
-                                            gx.data<float>(), detail::stream_of(gy)));
+      VOLT_CUDA_ONLY(cuda::dropout_backward(detail::ft(gy), gy.numel(), gy.raw_data(), keep.data<uint8_t>(), float(p),
+                                            gx.raw_data(), detail::stream_of(gy)));
     else cpu::dropout_backward(gy.numel(), gy.data<float>(), keep.data<uint8_t>(), float(p), gx.data<float>());
     return std::vector<Tensor>{gx};
   });

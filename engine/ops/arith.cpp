@@ -48,18 +48,20 @@ Tensor binary(const char* op, cpu::BinaryOp kind, const Tensor& a, const Tensor&
   detail::check_input(op, "first operand", a);
   detail::check_input(op, "second operand", b);
   const Device dev = detail::common_device(op, {{"first operand", a}, {"second operand", b}});
+  const DType dt = detail::common_dtype(op, {{"first operand", a}, {"second operand", b}});
   const Shape out_shape = broadcast_shape(op, a.shape(), b.shape());
-  Tensor y = Tensor::empty(out_shape, DType::F32, dev);
+  if (detail::cpu_low_precision(a)) return cast(binary(op, kind, cast(a, DType::F32), cast(b, DType::F32)), dt);
+  Tensor y = Tensor::empty(out_shape, dt, dev);
   if (a.shape() == b.shape()) {
     if (dev.is_cuda())
-      VOLT_CUDA_ONLY(cuda::binary_same(kind, a.numel(), a.data<float>(), b.data<float>(), y.data<float>(),
+      VOLT_CUDA_ONLY(cuda::binary_same(detail::ft(a), kind, a.numel(), a.raw_data(), b.raw_data(), y.raw_data(),
                                        detail::stream_of(a)));
     else cpu::binary_same(kind, a.numel(), a.data<float>(), b.data<float>(), y.data<float>());
   } else {
     auto as = broadcast_strides(a.shape(), out_shape), bs = broadcast_strides(b.shape(), out_shape);
     if (dev.is_cuda())
-      VOLT_CUDA_ONLY(cuda::binary_broadcast(kind, int64_t(out_shape.size()), out_shape.data(), a.data<float>(),
-                                            as.data(), b.data<float>(), bs.data(), y.data<float>(),
+      VOLT_CUDA_ONLY(cuda::binary_broadcast(detail::ft(a), kind, int64_t(out_shape.size()), out_shape.data(),
+                                            a.raw_data(), as.data(), b.raw_data(), bs.data(), y.raw_data(),
                                             detail::stream_of(a)));
     else
       cpu::binary_broadcast(kind, int64_t(out_shape.size()), out_shape.data(), a.data<float>(), as.data(),
@@ -85,9 +87,10 @@ Tensor binary(const char* op, cpu::BinaryOp kind, const Tensor& a, const Tensor&
 
 Tensor affine(const char* op, const Tensor& a, float alpha, float beta) {
   detail::check_input(op, "input", a);
-  Tensor y = Tensor::empty(a.shape(), DType::F32, a.device());
+  if (detail::cpu_low_precision(a)) return cast(affine(op, cast(a, DType::F32), alpha, beta), a.dtype());
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
   if (a.device().is_cuda())
-    VOLT_CUDA_ONLY(cuda::scale(a.numel(), a.data<float>(), alpha, beta, y.data<float>(), detail::stream_of(a)));
+    VOLT_CUDA_ONLY(cuda::scale(detail::ft(a), a.numel(), a.raw_data(), alpha, beta, y.raw_data(), detail::stream_of(a)));
   else cpu::scale(a.numel(), a.data<float>(), alpha, beta, y.data<float>());
   autograd::record(op, y, {a}, [alpha](const Tensor& g, const std::vector<bool>&) {
     return std::vector<Tensor>{alpha == 1.f ? g : mul(g, alpha)};
@@ -108,8 +111,15 @@ void add_(Tensor& a, const Tensor& b, float alpha) {
   detail::check_input("add_", "source", b);
   VOLT_CHECK(a.shape() == b.shape(), "add_: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
   const Device dev = detail::common_device("add_", {{"destination", a}, {"source", b}});
+  detail::common_dtype("add_", {{"destination", a}, {"source", b}});
+  if (detail::cpu_low_precision(a)) {
+    Tensor acc = a.to(DType::F32);
+    add_(acc, b.to(DType::F32), alpha);
+    a.copy_(acc);
+    return;
+  }
   if (dev.is_cuda())
-    VOLT_CUDA_ONLY(cuda::axpy(a.numel(), alpha, b.data<float>(), a.data<float>(), detail::stream_of(a)));
+    VOLT_CUDA_ONLY(cuda::axpy(detail::ft(a), a.numel(), alpha, b.raw_data(), a.raw_data(), detail::stream_of(a)));
   else cpu::axpy(a.numel(), alpha, b.data<float>(), a.data<float>());
 }
 

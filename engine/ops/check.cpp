@@ -7,12 +7,33 @@ namespace volt::detail {
 
 void check_input(const char* op, const char* what, const Tensor& t, int64_t rank) {
   VOLT_CHECK(t.defined(), op, ": ", what, " is undefined");
-  VOLT_CHECK(t.dtype() == DType::F32, op, ": ", what, " must be float32, got ", dtype_name(t.dtype()),
-             " (shape ", shape_str(t.shape()), ")");
+  VOLT_CHECK(is_floating(t.dtype()), op, ": ", what, " must be float32, float16 or bfloat16, got ",
+             dtype_name(t.dtype()), " (shape ", shape_str(t.shape()), ")");
   VOLT_CHECK(rank < 0 || t.dim() == rank, op, ": ", what, " must have ", rank, " dims, got shape ",
              shape_str(t.shape()));
   VOLT_CHECK(t.numel() > 0, op, ": ", what, " is empty (shape ", shape_str(t.shape()), ")");
   VOLT_CHECK(t.device().is_cpu() || VOLT_HAVE_CUDA, op, ": no kernel for device ", t.device().str(), " in this build");
+}
+
+void check_f32(const char* op, const char* what, const Tensor& t) {
+  VOLT_CHECK(!t.defined() || t.dtype() == DType::F32, op, ": ", what, " must be float32 (parameters and statistics stay "
+             "float32 under mixed precision), got ", dtype_name(t.dtype()), " (shape ", shape_str(t.shape()), ")");
+}
+
+DType common_dtype(const char* op, const std::vector<std::pair<const char*, Tensor>>& named) {
+  const char* first_name = nullptr;
+  DType d = DType::F32;
+  for (const auto& [name, t] : named) {
+    if (!t.defined()) continue;
+    if (!first_name) {
+      first_name = name;
+      d = t.dtype();
+      continue;
+    }
+    VOLT_CHECK(t.dtype() == d, op, ": ", name, " is ", dtype_name(t.dtype()), " but ", first_name, " is ",
+               dtype_name(d), " (cast them to one type, or run the layer under volt::Autocast)");
+  }
+  return d;
 }
 
 Device common_device(const char* op, const std::vector<std::pair<const char*, Tensor>>& named) {

@@ -12,8 +12,18 @@
 
 namespace volt::detail {
 
-// Defined, float32, non-empty, on a device this build has kernels for, and (when rank >= 0) of that rank.
+// Defined, floating (float32, float16 or bfloat16), non-empty, on a device this build has kernels
+// for, and (when rank >= 0) of that rank.
 void check_input(const char* op, const char* what, const Tensor& t, int64_t rank = -1);
+// float32 exactly: parameters and statistics that stay float32 under mixed precision.
+void check_f32(const char* op, const char* what, const Tensor& t);
+// Every defined tensor has the first one's dtype: "linear: weight is float32 but input is float16".
+DType common_dtype(const char* op, const std::vector<std::pair<const char*, Tensor>>& named);
+// A float16/bfloat16 tensor on the CPU: the op then runs as its float32 self between casts (float
+// math, one rounding to 16 bits at the output: the reference the CUDA kernels are held to).
+inline bool cpu_low_precision(const Tensor& t) { return t.device().is_cpu() && t.dtype() != DType::F32; }
+// The kernels' storage type of a floating tensor.
+inline FType ft(const Tensor& t) { return ftype_of(t.dtype()); }
 // All defined tensors share one device: "conv2d: input is on cuda:0 but weight is on cpu".
 Device common_device(const char* op, const std::vector<std::pair<const char*, Tensor>>& named);
 // Unnamed variant ("tensors are on different devices (cpu and cuda:0)").

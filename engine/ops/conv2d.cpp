@@ -31,25 +31,32 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
   s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
   s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
 
-  Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q}, DType::F32, dev);
-  const float* b = bias.defined() ? bias.data<float>() : nullptr;
+  const DType dt = detail::common_dtype(op, {{"input", x}, {"weight", weight}, {"bias", bias}});
+  if (detail::cpu_low_precision(x))
+    return cast(conv2d(cast(x, DType::F32), cast(weight, DType::F32), bias.defined() ? cast(bias, DType::F32) : bias,
+                       stride, padding),
+                dt);
+
+  Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q}, dt, dev);
+  const void* b = bias.defined() ? bias.raw_data() : nullptr;
   if (dev.is_cuda())
-    VOLT_CUDA_ONLY(cuda::conv2d_forward(s, x.data<float>(), weight.data<float>(), b, y.data<float>(),
+    VOLT_CUDA_ONLY(cuda::conv2d_forward(detail::ft(x), s, x.raw_data(), weight.raw_data(), b, y.raw_data(),
                                         detail::stream_of(x)));
-  else cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), b, y.data<float>());
-  autograd::record(op, y, {x, weight, bias}, [s, x, weight](const Tensor& gy, const std::vector<bool>& needs) {
+  else
+    cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
+                        y.data<float>());
+  autograd::record(op, y, {x, weight, bias}, [s, x, weight, dt](const Tensor& gy, const std::vector<bool>& needs) {
     const Device dev = x.device();
     std::vector<Tensor> g(3);
-    if (needs[0]) g[0] = Tensor::empty(x.shape(), DType::F32, dev);
-    if (needs[1]) g[1] = Tensor::empty(weight.shape(), DType::F32, dev);
-    if (needs[2]) g[2] = Tensor::empty({s.K}, DType::F32, dev);
+    if (needs[0]) g[0] = Tensor::empty(x.shape(), dt, dev);
+    if (needs[1]) g[1] = Tensor::empty(weight.shape(), dt, dev);
+    if (needs[2]) g[2] = Tensor::empty({s.K}, dt, dev);
     if (dev.is_cuda()) {
-      VOLT_CUDA_ONLY(void* st = detail::stream_of(x);
-                     if (needs[0]) cuda::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(),
-                                                               g[0].data<float>(), st);
-                     if (needs[1]) cuda::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(),
-                                                                g[1].data<float>(), st);
-                     if (needs[2]) cuda::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>(), st));
+      VOLT_CUDA_ONLY(void* st = detail::stream_of(x); const FType t = detail::ft(x);
+                     if (needs[0]) cuda::conv2d_backward_input(t, s, gy.raw_data(), weight.raw_data(),
+                                                               g[0].raw_data(), st);
+                     if (needs[1]) cuda::conv2d_backward_weight(t, s, gy.raw_data(), x.raw_data(), g[1].raw_data(), st);
+                     if (needs[2]) cuda::conv2d_backward_bias(t, s, gy.raw_data(), g[2].raw_data(), st));
     } else {
       if (needs[0]) cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
       if (needs[1]) cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());

@@ -19,25 +19,33 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                " outputs (bias ", shape_str(bias.shape()), ", weight ", shape_str(weight.shape()), ")");
   }
   const Device dev = detail::common_device(op, {{"input", x}, {"weight", weight}, {"bias", bias}});
-  Tensor y = Tensor::empty({M, out}, DType::F32, dev);
-  const float* b = bias.defined() ? bias.data<float>() : nullptr;
+  const DType dt = detail::common_dtype(op, {{"input", x}, {"weight", weight}, {"bias", bias}});
+  if (detail::cpu_low_precision(x))
+    return cast(linear(cast(x, DType::F32), cast(weight, DType::F32), bias.defined() ? cast(bias, DType::F32) : bias),
+                dt);
+  Tensor y = Tensor::empty({M, out}, dt, dev);
   if (dev.is_cuda())
-    VOLT_CUDA_ONLY(cuda::linear_forward(M, in, out, x.data<float>(), weight.data<float>(), b, y.data<float>(),
+    VOLT_CUDA_ONLY(cuda::linear_forward(detail::ft(x), M, in, out, x.raw_data(), weight.raw_data(),
+                                        bias.defined() ? bias.raw_data() : nullptr, y.raw_data(),
                                         detail::stream_of(x)));
-  else cpu::linear_forward(M, in, out, x.data<float>(), weight.data<float>(), b, y.data<float>());
-  autograd::record(op, y, {x, weight, bias}, [x, weight, M, in, out](const Tensor& gy, const std::vector<bool>& needs) {
+  else
+    cpu::linear_forward(M, in, out, x.data<float>(), weight.data<float>(),
+                        bias.defined() ? bias.data<float>() : nullptr, y.data<float>());
+  autograd::record(op, y, {x, weight, bias}, [x, weight, M, in, out, dt](const Tensor& gy, const std::vector<bool>& needs) {
     const Device dev = x.device();
     std::vector<Tensor> g(3);
-    if (needs[0]) g[0] = Tensor::empty(x.shape(), DType::F32, dev);
-    if (needs[1]) g[1] = Tensor::empty(weight.shape(), DType::F32, dev);
-    if (needs[2]) g[2] = Tensor::empty({out}, DType::F32, dev);
-    float* dx = needs[0] ? g[0].data<float>() : nullptr;
-    float* dw = needs[1] ? g[1].data<float>() : nullptr;
-    float* db = needs[2] ? g[2].data<float>() : nullptr;
+    if (needs[0]) g[0] = Tensor::empty(x.shape(), dt, dev);
+    if (needs[1]) g[1] = Tensor::empty(weight.shape(), dt, dev);
+    if (needs[2]) g[2] = Tensor::empty({out}, dt, dev);
+    void* dx = needs[0] ? g[0].raw_data() : nullptr;
+    void* dw = needs[1] ? g[1].raw_data() : nullptr;
+    void* db = needs[2] ? g[2].raw_data() : nullptr;
     if (dev.is_cuda())
-      VOLT_CUDA_ONLY(cuda::linear_backward(M, in, out, gy.data<float>(), x.data<float>(), weight.data<float>(), dx, dw,
-                                           db, detail::stream_of(x)));
-    else cpu::linear_backward(M, in, out, gy.data<float>(), x.data<float>(), weight.data<float>(), dx, dw, db);
+      VOLT_CUDA_ONLY(cuda::linear_backward(detail::ft(x), M, in, out, gy.raw_data(), x.raw_data(), weight.raw_data(),
+                                           dx, dw, db, detail::stream_of(x)));
+    else
+      cpu::linear_backward(M, in, out, gy.data<float>(), x.data<float>(), weight.data<float>(),
+                           static_cast<float*>(dx), static_cast<float*>(dw), static_cast<float*>(db));
     return g;
   });
   return y;

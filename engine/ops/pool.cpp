@@ -20,19 +20,21 @@ Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
   cpu::Pool2dShape s{xs[0] * xs[1], xs[2], xs[3], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], 0, 0};
   s.P = (s.H + 2 * s.pad_h - s.kh) / s.stride_h + 1;
   s.Q = (s.W + 2 * s.pad_w - s.kw) / s.stride_w + 1;
+  if (detail::cpu_low_precision(x)) return cast(max_pool2d(cast(x, DType::F32), kernel, stride, padding), x.dtype());
   const Device dev = x.device();
-  Tensor y = Tensor::empty({xs[0], xs[1], s.P, s.Q}, DType::F32, dev);
+  const DType dt = x.dtype();
+  Tensor y = Tensor::empty({xs[0], xs[1], s.P, s.Q}, dt, dev);
   Tensor indices = Tensor::empty(y.shape(), DType::I32, dev);
   if (dev.is_cuda())
-    VOLT_CUDA_ONLY(cuda::max_pool2d_forward(s, x.data<float>(), y.data<float>(), indices.data<int32_t>(),
+    VOLT_CUDA_ONLY(cuda::max_pool2d_forward(detail::ft(x), s, x.raw_data(), y.raw_data(), indices.data<int32_t>(),
                                             detail::stream_of(x)));
   else cpu::max_pool2d_forward(s, x.data<float>(), y.data<float>(), indices.data<int32_t>());
   Shape in_shape = xs;
-  autograd::record(op, y, {x}, [s, indices, in_shape](const Tensor& gy, const std::vector<bool>&) {
-    Tensor gx = Tensor::empty(in_shape, DType::F32, gy.device());
+  autograd::record(op, y, {x}, [s, indices, in_shape, dt](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(in_shape, dt, gy.device());
     if (gy.device().is_cuda())
-      VOLT_CUDA_ONLY(cuda::max_pool2d_backward(s, gy.data<float>(), indices.data<int32_t>(), gx.data<float>(),
-                                               detail::stream_of(gy)));
+      VOLT_CUDA_ONLY(cuda::max_pool2d_backward(detail::ft(gy), s, gy.raw_data(), indices.data<int32_t>(),
+                                               gx.raw_data(), detail::stream_of(gy)));
     else cpu::max_pool2d_backward(s, gy.data<float>(), indices.data<int32_t>(), gx.data<float>());
     return std::vector<Tensor>{gx};
   });

@@ -1,12 +1,21 @@
-// CPU batch norm: one pass per channel for the statistics (double accumulation), one to normalise.
+// CPU batch norm (+ optional fused ReLU): one pass per channel for the statistics (double
+// accumulation), one to normalise; backward recomputes the pre-activation for the ReLU mask.
 #include "kernels/batch_norm.h"
 
 #include <cmath>
 
 namespace volt::cpu {
 
+namespace {
+inline float apply(float x, BnAffine a, bool relu) {
+  const float v = x * a.scale + a.bias;
+  return relu ? (v > 0.f ? v : (v != v ? v : 0.f)) : v;  // NaN propagates through the ReLU
+}
+}  // namespace
+
 void batch_norm_forward_train(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                              double eps, float* y, float* save_mean, float* save_invstd, float* batch_var_unbiased) {
+                              double eps, bool relu, float* y, float* save_mean, float* save_invstd,
+                              float* batch_var_unbiased) {
   const int64_t M = N * HW;
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < C; ++c) {
@@ -26,32 +35,31 @@ void batch_norm_forward_train(int64_t N, int64_t C, int64_t HW, const float* x, 
     }
     const double mean_shifted = sum / double(M);
     const double var = std::max(0.0, sumsq / double(M) - mean_shifted * mean_shifted);
-    const double mean = shift + mean_shifted;
-    const double invstd = 1.0 / std::sqrt(var + eps);
-    save_mean[c] = float(mean);
-    save_invstd[c] = float(invstd);
+    save_mean[c] = float(shift + mean_shifted);
+    save_invstd[c] = float(1.0 / std::sqrt(var + eps));
     if (batch_var_unbiased) batch_var_unbiased[c] = M > 1 ? float(var * double(M) / double(M - 1)) : float(var);
-    const float scale = float(invstd * (gamma ? gamma[c] : 1.f));
-    const float bias = float((beta ? beta[c] : 0.f) - mean * invstd * (gamma ? gamma[c] : 1.f));
+    const BnAffine a = bn_affine(save_mean[c], save_invstd[c], gamma, beta, c);
     for (int64_t n = 0; n < N; ++n) {
       const float* xc = x + (n * C + c) * HW;
       float* yc = y + (n * C + c) * HW;
-      for (int64_t i = 0; i < HW; ++i) yc[i] = xc[i] * scale + bias;
+      for (int64_t i = 0; i < HW; ++i) yc[i] = apply(xc[i], a, relu);
     }
   }
 }
 
+void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd) {
+  for (int64_t c = 0; c < C; ++c) invstd[c] = float(1.0 / std::sqrt(double(var[c]) + eps));
+}
+
 void batch_norm_forward_eval(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, double eps, float* y) {
+                             const float* running_mean, const float* invstd, bool relu, float* y) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
-      const double invstd = 1.0 / std::sqrt(double(running_var[c]) + eps);
-      const float scale = float(invstd * (gamma ? gamma[c] : 1.f));
-      const float bias = float((beta ? beta[c] : 0.f) - double(running_mean[c]) * invstd * (gamma ? gamma[c] : 1.f));
+      const BnAffine a = bn_affine(running_mean[c], invstd[c], gamma, beta, c);
       const float* xc = x + (n * C + c) * HW;
       float* yc = y + (n * C + c) * HW;
-      for (int64_t i = 0; i < HW; ++i) yc[i] = xc[i] * scale + bias;
+      for (int64_t i = 0; i < HW; ++i) yc[i] = apply(xc[i], a, relu);
     }
 }
 
@@ -64,19 +72,26 @@ void batch_norm_update_running(int64_t C, float* running_mean, float* running_va
 }
 
 void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, const float* x, const float* gamma,
-                         const float* mean, const float* invstd, bool training, float* dx, float* dgamma, float* dbeta) {
+                         const float* beta, const float* mean, const float* invstd, bool training, bool relu,
+                         float* dx, float* dgamma, float* dbeta) {
   const int64_t M = N * HW;
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < C; ++c) {
     const float mu = mean[c], is = invstd[c];
+    const BnAffine aff = bn_affine(mu, is, gamma, beta, c);
+    // dy through the ReLU: zero where the forward's pre-activation was not positive.
+    auto grad = [&](const float* dyc, const float* xc, int64_t i) {
+      return !relu || xc[i] * aff.scale + aff.bias > 0.f ? dyc[i] : 0.f;
+    };
     double sum_dy = 0, sum_dy_xhat = 0;
     for (int64_t n = 0; n < N; ++n) {
       const float* dyc = dy + (n * C + c) * HW;
       const float* xc = x + (n * C + c) * HW;
       float s = 0.f, s2 = 0.f;
       for (int64_t i = 0; i < HW; ++i) {
-        s += dyc[i];
-        s2 += dyc[i] * (xc[i] - mu);
+        const float d = grad(dyc, xc, i);
+        s += d;
+        s2 += d * (xc[i] - mu);
       }
       sum_dy += s;
       sum_dy_xhat += double(s2) * is;
@@ -94,14 +109,15 @@ void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, cons
         const float* dyc = dy + (n * C + c) * HW;
         const float* xc = x + (n * C + c) * HW;
         float* dxc = dx + (n * C + c) * HW;
-        for (int64_t i = 0; i < HW; ++i) dxc[i] = k * (dyc[i] - a - (xc[i] - mu) * b);
+        for (int64_t i = 0; i < HW; ++i) dxc[i] = k * (grad(dyc, xc, i) - a - (xc[i] - mu) * b);
       }
     } else {
       const float k = g * is;
       for (int64_t n = 0; n < N; ++n) {
         const float* dyc = dy + (n * C + c) * HW;
+        const float* xc = x + (n * C + c) * HW;
         float* dxc = dx + (n * C + c) * HW;
-        for (int64_t i = 0; i < HW; ++i) dxc[i] = k * dyc[i];
+        for (int64_t i = 0; i < HW; ++i) dxc[i] = k * grad(dyc, xc, i);
       }
     }
   }

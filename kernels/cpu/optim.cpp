@@ -49,4 +49,15 @@ void adam_update(int64_t n, float* param, const float* grad, float* m, float* v,
   }
 }
 
+void unscale_grads(int64_t n, float* grad, float inv_scale, float* found_inf) {
+  bool bad = false;
+#pragma omp parallel for schedule(static) reduction(|| : bad) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    bad = bad || !std::isfinite(g);
+    grad[i] = g * inv_scale;
+  }
+  if (bad) *found_inf = 1.f;
+}
+
 }  // namespace volt::cpu

@@ -64,7 +64,8 @@ void log_softmax_backward(int64_t outer, int64_t R, int64_t inner, const float* 
     }
 }
 
-void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss) {
+void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps, float* loss,
+                           float* grad_base) {
 #pragma omp parallel for schedule(static) if (N * C > 65536)
   for (int64_t n = 0; n < N; ++n) {
     const float* z = logits + n * C;
@@ -79,26 +80,23 @@ void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int6
     const double nll = lse - z[target[n]];
     const double smooth = lse - sum_z / double(C);  // mean over c of -logp
     loss[n] = float((1.0 - eps) * nll + eps * smooth);
+    if (grad_base) {
+      const double off = eps / double(C);
+      for (int64_t c = 0; c < C; ++c) {
+        const double p = std::exp(double(z[c]) - m) / s;
+        const double q = off + (c == target[n] ? 1.0 - eps : 0.0);
+        grad_base[n * C + c] = float(p - q);
+      }
+    }
   }
 }
 
-void cross_entropy_backward(int64_t N, int64_t C, const float* logits, const int64_t* target, float eps,
-                            const float* dloss, float* dlogits) {
+void cross_entropy_backward(int64_t N, int64_t C, const float* grad_base, const float* dloss, int64_t dloss_stride,
+                            float dloss_div, float* dlogits) {
 #pragma omp parallel for schedule(static) if (N * C > 65536)
   for (int64_t n = 0; n < N; ++n) {
-    const float* z = logits + n * C;
-    float* dz = dlogits + n * C;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t c = 0; c < C; ++c) m = std::max(m, z[c]);
-    double s = 0;
-    for (int64_t c = 0; c < C; ++c) s += std::exp(double(z[c]) - m);
-    const double g = dloss[n];
-    const double off = eps / double(C);
-    for (int64_t c = 0; c < C; ++c) {
-      const double p = std::exp(double(z[c]) - m) / s;
-      const double q = off + (c == target[n] ? 1.0 - eps : 0.0);
-      dz[c] = float(g * (p - q));
-    }
+    const float g = dloss[n * dloss_stride] / dloss_div;
+    for (int64_t c = 0; c < C; ++c) dlogits[n * C + c] = grad_base[n * C + c] * g;
   }
 }
 

@@ -1,9 +1,12 @@
-// CUDA batch norm (see kernels/batch_norm.h): one block per channel for the statistics (double
-// accumulation around a shift, as the CPU kernel), elementwise kernels for the rest.
+// CUDA batch norm (see kernels/batch_norm.h), optionally fused with the following ReLU, for float32,
+// float16 and bfloat16 activations (float32 parameters and statistics): one block per channel for the
+// statistics (double accumulation around a shift, as the CPU kernel) and the normalisation, an
+// element-wise kernel in eval mode.
 #include <cmath>
 
 #include "kernels/batch_norm.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/num.cuh"
 
 namespace volt::cuda {
 
@@ -11,6 +14,8 @@ using detail::block_sum;
 using detail::grid_for;
 using detail::launch;
 using detail::kThreads;
+using detail::load_f;
+using detail::store_f;
 
 namespace {
 
@@ -20,49 +25,49 @@ __device__ __forceinline__ int64_t at(int64_t m, int64_t c, int64_t C, int64_t H
   return (n * C + c) * HW + i;
 }
 
-__global__ void bn_forward_train_kernel(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma,
-                                        const float* beta, double eps, float* y, float* save_mean, float* save_invstd,
-                                        float* var_unbiased) {
+__device__ __forceinline__ float affine(float x, BnAffine a) { return __fadd_rn(__fmul_rn(x, a.scale), a.bias); }
+
+__device__ __forceinline__ float relu_if(float v, bool relu) {
+  return relu ? (v > 0.f ? v : (v != v ? v : 0.f)) : v;
+}
+
+template <class T>
+__global__ void bn_forward_train_kernel(int64_t N, int64_t C, int64_t HW, const T* x, const float* gamma,
+                                        const float* beta, double eps, bool relu, T* y, float* save_mean,
+                                        float* save_invstd, float* var_unbiased) {
   const int64_t c = blockIdx.x, M = N * HW;
-  const double shift = x[c * HW];  // first element of the channel, as the CPU kernel
+  const double shift = load_f(x[c * HW]);  // first element of the channel, as the CPU kernel
   double s = 0, s2 = 0;
   for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
-    const double d = double(x[at(m, c, C, HW)]) - shift;
+    const double d = double(load_f(x[at(m, c, C, HW)])) - shift;
     s += d;
     s2 += d * d;
   }
   s = block_sum(s);
   s2 = block_sum(s2);
-  __shared__ float scale_s, bias_s;
+  __shared__ BnAffine aff_s;
   if (threadIdx.x == 0) {
     const double mean_shifted = s / double(M);
     const double var = fmax(0.0, s2 / double(M) - mean_shifted * mean_shifted);
-    const double mean = shift + mean_shifted;
-    const double invstd = 1.0 / sqrt(var + eps);
-    save_mean[c] = float(mean);
-    save_invstd[c] = float(invstd);
+    save_mean[c] = float(shift + mean_shifted);
+    save_invstd[c] = float(1.0 / sqrt(var + eps));
     if (var_unbiased) var_unbiased[c] = M > 1 ? float(var * double(M) / double(M - 1)) : float(var);
-    const float g = gamma ? gamma[c] : 1.f;
-    scale_s = float(invstd * g);
-    bias_s = float((beta ? beta[c] : 0.f) - mean * invstd * g);
+    aff_s = bn_affine(save_mean[c], save_invstd[c], gamma, beta, c);
   }
   __syncthreads();
-  const float scale = scale_s, bias = bias_s;
+  const BnAffine aff = aff_s;
   for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
     const int64_t k = at(m, c, C, HW);
-    y[k] = __fadd_rn(__fmul_rn(x[k], scale), bias);
+    y[k] = store_f<T>(relu_if(affine(load_f(x[k]), aff), relu));
   }
 }
 
-__global__ void bn_forward_eval_kernel(int64_t total, int64_t C, int64_t HW, const float* x, const float* gamma,
-                                       const float* beta, const float* rm, const float* rv, double eps, float* y) {
+template <class T>
+__global__ void bn_forward_eval_kernel(int64_t total, int64_t C, int64_t HW, const T* x, const float* gamma,
+                                       const float* beta, const float* rm, const float* invstd, bool relu, T* y) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = (t / HW) % C;
-    const double invstd = 1.0 / sqrt(double(rv[c]) + eps);
-    const float g = gamma ? gamma[c] : 1.f;
-    const float scale = float(invstd * g);
-    const float bias = float((beta ? beta[c] : 0.f) - double(rm[c]) * invstd * g);
-    y[t] = __fadd_rn(__fmul_rn(x[t], scale), bias);
+    y[t] = store_f<T>(relu_if(affine(load_f(x[t]), bn_affine(rm[c], invstd[c], gamma, beta, c)), relu));
   }
 }
 
@@ -74,16 +79,20 @@ __global__ void bn_update_running_kernel(int64_t C, float* rm, float* rv, const 
   rv[c] = float((1.0 - momentum) * rv[c] + momentum * var[c]);
 }
 
-__global__ void bn_backward_kernel(int64_t N, int64_t C, int64_t HW, const float* dy, const float* x,
-                                   const float* gamma, const float* mean, const float* invstd, bool training,
-                                   float* dx, float* dgamma, float* dbeta) {
+template <class T>
+__global__ void bn_backward_kernel(int64_t N, int64_t C, int64_t HW, const T* dy, const T* x, const float* gamma,
+                                   const float* beta, const float* mean, const float* invstd, bool training, bool relu,
+                                   T* dx, float* dgamma, float* dbeta) {
   const int64_t c = blockIdx.x, M = N * HW;
   const float mu = mean[c], is = invstd[c];
+  const BnAffine aff = bn_affine(mu, is, gamma, beta, c);
   double sum_dy = 0, sum_dy_xmu = 0;
   for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
     const int64_t k = at(m, c, C, HW);
-    sum_dy += dy[k];
-    sum_dy_xmu += double(dy[k]) * double(x[k] - mu);
+    const float xv = load_f(x[k]);
+    const float d = !relu || affine(xv, aff) > 0.f ? load_f(dy[k]) : 0.f;
+    sum_dy += d;
+    sum_dy_xmu += double(d) * double(xv - mu);
   }
   sum_dy = block_sum(sum_dy);
   sum_dy_xmu = block_sum(sum_dy_xmu);
@@ -97,21 +106,17 @@ __global__ void bn_backward_kernel(int64_t N, int64_t C, int64_t HW, const float
   __syncthreads();
   if (!dx) return;
   const float g = gamma ? gamma[c] : 1.f;
-  if (training) {
-    // dx = g*invstd/M * (M*dy - sum_dy - xhat*sum_dy_xhat), written as the CPU kernel does
-    const float k = float(double(g) * is);
-    const float a = float(sdy_s / double(M));
-    const float b = float(sdyx_s / double(M)) * is;
-    for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
-      const int64_t e = at(m, c, C, HW);
-      dx[e] = k * (dy[e] - a - (x[e] - mu) * b);
-    }
-  } else {
-    const float k = g * is;
-    for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
-      const int64_t e = at(m, c, C, HW);
-      dx[e] = k * dy[e];
-    }
+  // training: dx = g*invstd/M * (M*dy - sum_dy - xhat*sum_dy_xhat), written as the CPU kernel does;
+  // eval: dx = g*invstd * dy.
+  const float k = training ? float(double(g) * is) : __fmul_rn(g, is);
+  const float a = training ? float(sdy_s / double(M)) : 0.f;
+  const float b = training ? __fmul_rn(float(sdyx_s / double(M)), is) : 0.f;
+  for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
+    const int64_t e = at(m, c, C, HW);
+    const float xv = load_f(x[e]);
+    const float d = !relu || affine(xv, aff) > 0.f ? load_f(dy[e]) : 0.f;
+    dx[e] = store_f<T>(training ? __fmul_rn(k, __fsub_rn(__fsub_rn(d, a), __fmul_rn(__fsub_rn(xv, mu), b)))
+                                : __fmul_rn(k, d));
   }
 }
 
@@ -124,21 +129,27 @@ constexpr int kStatThreads = 512;
 
 }  // namespace
 
-void batch_norm_forward_train(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                              double eps, float* y, float* save_mean, float* save_invstd, float* batch_var_unbiased,
-                              void* stream) {
+void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
+                              const float* beta, double eps, bool relu, void* y, float* save_mean, float* save_invstd,
+                              float* batch_var_unbiased, void* stream) {
   VOLT_CHECK(C <= 2147483647, "batch_norm on CUDA: too many channels (", C, ")");
   if (C == 0) return;
-  launch(bn_forward_train_kernel, unsigned(C), kStatThreads, 0, stream, N, C, HW, x, gamma, beta, eps, y, save_mean,
-         save_invstd, batch_var_unbiased);
+  VOLT_FTYPE_T(t, launch(bn_forward_train_kernel<T>, unsigned(C), kStatThreads, 0, stream, N, C, HW, x, gamma, beta,
+                         eps, relu, y, save_mean, save_invstd, batch_var_unbiased));
 }
 
-void batch_norm_forward_eval(int64_t N, int64_t C, int64_t HW, const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, double eps, float* y, void* stream) {
+void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream) {
+  if (C == 0) return;
+  launch(bn_invstd_kernel, grid_for(C), kThreads, 0, stream, C, var, eps, invstd);
+}
+
+void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
+                             const float* beta, const float* running_mean, const float* invstd, bool relu, void* y,
+                             void* stream) {
   const int64_t total = N * C * HW;
   if (total == 0) return;
-  launch(bn_forward_eval_kernel, grid_for(total), kThreads, 0, stream, total, C, HW, x, gamma, beta, running_mean,
-         running_var, eps, y);
+  VOLT_FTYPE_T(t, launch(bn_forward_eval_kernel<T>, grid_for(total), kThreads, 0, stream, total, C, HW, x, gamma, beta,
+                         running_mean, invstd, relu, y));
 }
 
 void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
@@ -148,17 +159,12 @@ void batch_norm_update_running(int64_t C, float* running_mean, float* running_va
          batch_var_unbiased, momentum);
 }
 
-void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, const float* x, const float* gamma,
-                         const float* mean, const float* invstd, bool training, float* dx, float* dgamma, float* dbeta,
-                         void* stream) {
+void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
+                         const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
+                         float* dgamma, float* dbeta, void* stream) {
   if (C == 0) return;
-  launch(bn_backward_kernel, unsigned(C), kStatThreads, 0, stream, N, C, HW, dy, x, gamma, mean, invstd, training, dx,
-         dgamma, dbeta);
-}
-
-void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream) {
-  if (C == 0) return;
-  launch(bn_invstd_kernel, grid_for(C), kThreads, 0, stream, C, var, eps, invstd);
+  VOLT_FTYPE_T(t, launch(bn_backward_kernel<T>, unsigned(C), kStatThreads, 0, stream, N, C, HW, dy, x, gamma, beta,
+                         mean, invstd, training, relu, dx, dgamma, dbeta));
 }
 
 }  // namespace volt::cuda

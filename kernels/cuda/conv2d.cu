@@ -1,6 +1,8 @@
-// CUDA convolution through cuDNN (see kernels/conv2d.h): fp32 NCHW with FMA math (no TF32). For each
-// shape a plan (descriptors and the three algorithms picked by the cuDNN heuristics) is built once and
-// cached; one workspace per device is reused and only grows. VOLT_CUDNN_VERBOSE=1 prints each plan.
+// CUDA convolution through cuDNN (see kernels/conv2d.h), NCHW: float32 with FMA math (no TF32), and
+// float16/bfloat16 with tensor-core math and float32 accumulation. For each shape and type a plan
+// (descriptors and the three algorithms, picked by the cuDNN heuristics, or with VOLT_CUDNN_FIND=1 by
+// timing them once at the first call, like PyTorch's cudnn.benchmark) is built once and cached; one
+// workspace per device is reused and only grows. VOLT_CUDNN_VERBOSE=1 prints each plan.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,12 +22,18 @@ namespace {
 
 struct Key {
   int device;
+  FType type;
   int64_t v[11];
   bool operator<(const Key& o) const {
     if (device != o.device) return device < o.device;
+    if (type != o.type) return type < o.type;
     return std::memcmp(v, o.v, sizeof v) < 0;
   }
 };
+
+cudnnDataType_t data_type(FType t) {
+  return t == FType::F32 ? CUDNN_DATA_FLOAT : (t == FType::F16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16);
+}
 
 template <class Perf, class Algo>
 struct Choice {
@@ -35,6 +43,8 @@ struct Choice {
 };
 
 struct Plan {
+  FType type = FType::F32;
+  bool found[3] = {false, false, false};  // VOLT_CUDNN_FIND: forward, backward data, backward filter timed
   cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
@@ -65,16 +75,19 @@ bool transform_based(cudnnConvolutionBwdFilterAlgo_t a) {
          a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
 }
 
-// The first (fastest, by the heuristics' ranking) usable result in FMA math, preferring in turn:
-// deterministic and direct; direct; any FMA algorithm. Without one, an algorithm that every shape
-// supports in FMA math and that is deterministic, so a tensor-core TF32 algorithm is never picked
-// behind the caller's back.
+// float32 may only use FMA math (a tensor-core algorithm would compute in TF32 behind the caller's
+// back); float16/bfloat16 may use any math.
+bool math_allowed(FType t, cudnnMathType_t m) { return t != FType::F32 || m == CUDNN_FMA_MATH; }
+
+// The first (fastest, by the heuristics' ranking or the measured times) usable result in an allowed
+// math, preferring in turn: deterministic and direct; direct; any. Without one, an algorithm that
+// every shape supports in FMA math and that is deterministic.
 template <class Perf, class C, class Algo>
-void choose(const Perf* perf, int n, C& out, Algo fallback) {
+void choose(FType t, const Perf* perf, int n, C& out, Algo fallback) {
   for (int pass = 0; pass < 3; ++pass)
     for (int i = 0; i < n; ++i) {
       const Perf& p = perf[i];
-      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxWorkspace || p.mathType != CUDNN_FMA_MATH) continue;
+      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxWorkspace || !math_allowed(t, p.mathType)) continue;
       if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
       if (pass <= 1 && transform_based(p.algo)) continue;
       out.algo = p.algo;
@@ -89,44 +102,47 @@ void choose(const Perf* perf, int n, C& out, Algo fallback) {
 
 std::mutex g_mu;  // guards the plan cache and the workspaces (calls only enqueue work, so this is cheap)
 
-Plan& plan_for(const Conv2dShape& s, int device, cudnnHandle_t h) {
+Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   static std::map<Key, std::unique_ptr<Plan>> plans;  // never destroyed (cuDNN may be gone at exit)
-  Key k{device, {s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride_h, s.stride_w, s.pad_h, s.pad_w}};
+  Key k{device, t, {s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride_h, s.stride_w, s.pad_h, s.pad_w}};
   auto it = plans.find(k);
   if (it != plans.end()) return *it->second;
   auto p = std::make_unique<Plan>();
+  p->type = t;
+  const cudnnDataType_t dt = data_type(t);
+  const cudnnMathType_t search_math = t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->bias));
   CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
   CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, to_int(s.N, "N"),
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, dt, to_int(s.N, "N"),
                                          to_int(s.C, "C"), to_int(s.H, "H"), to_int(s.W, "W")));
-  CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, to_int(s.K, "K"),
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NCHW, to_int(s.K, "K"),
                                          to_int(s.C, "C"), to_int(s.R, "R"), to_int(s.S, "S")));
   CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, to_int(s.pad_h, "pad_h"), to_int(s.pad_w, "pad_w"),
                                               to_int(s.stride_h, "stride_h"), to_int(s.stride_w, "stride_w"), 1, 1,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, search_math));
   int n = 0, k_out = 0, p_out = 0, q_out = 0;
   CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &n, &k_out, &p_out, &q_out));
   VOLT_CHECK(n == s.N && k_out == s.K && p_out == s.P && q_out == s.Q, "conv2d on CUDA: cuDNN's output shape [", n,
              ", ", k_out, ", ", p_out, ", ", q_out, "] differs from Volt's [", s.N, ", ", s.K, ", ", s.P, ", ", s.Q,
              "]");
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k_out, p_out, q_out));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, k_out, 1, 1));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, dt, n, k_out, p_out, q_out));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, dt, 1, k_out, 1, 1));
 
   constexpr int kAsk = 16;
   int got = 0;
   cudnnConvolutionFwdAlgoPerf_t fwd[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, kAsk, &got, fwd));
-  choose(fwd, got, p->fwd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
+  choose(t, fwd, got, p->fwd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
   cudnnConvolutionBwdDataAlgoPerf_t bd[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->conv, p->x, kAsk, &got, bd));
-  choose(bd, got, p->bwd_data, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
+  choose(t, bd, got, p->bwd_data, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
   cudnnConvolutionBwdFilterAlgoPerf_t bf[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, kAsk, &got, bf));
-  choose(bf, got, p->bwd_filter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+  choose(t, bf, got, p->bwd_filter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
   // The heuristics' memory figure is an estimate: ask for the exact sizes of the chosen algorithms.
   CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->fwd.math));
   CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p->x, p->w, p->conv, p->y, p->fwd.algo, &p->fwd.workspace));
@@ -139,9 +155,9 @@ Plan& plan_for(const Conv2dShape& s, int device, cudnnHandle_t h) {
   static const bool verbose = std::getenv("VOLT_CUDNN_VERBOSE") != nullptr;
   if (verbose)
     std::fprintf(stderr,
-                 "volt conv2d plan cuda:%d x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] stride %lldx%lld pad %lldx%lld: "
+                 "volt conv2d plan cuda:%d %s x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] stride %lldx%lld pad %lldx%lld: "
                  "fwd algo %d math %d ws %zu, bwd-data algo %d math %d ws %zu, bwd-filter algo %d math %d ws %zu\n",
-                 device, (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
+                 device, ftype_name(t), (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
                  (long long)s.C, (long long)s.R, (long long)s.S, (long long)s.stride_h, (long long)s.stride_w,
                  (long long)s.pad_h, (long long)s.pad_w, int(p->fwd.algo), int(p->fwd.math), p->fwd.workspace,
                  int(p->bwd_data.algo), int(p->bwd_data.math), p->bwd_data.workspace, int(p->bwd_filter.algo),
@@ -176,20 +192,50 @@ struct Call {
   int device;
   cudnnHandle_t h;
   Plan* plan;
-  explicit Call(const Conv2dShape& s, void* st) : stream(static_cast<cudaStream_t>(st)) {
+  Call(FType t, const Conv2dShape& s, void* st) : stream(static_cast<cudaStream_t>(st)) {
     CUDA_CHECK(cudaGetDevice(&device));
     h = cudnn_handle(device, stream);
-    plan = &plan_for(s, device, h);
+    plan = &plan_for(t, s, device, h);
   }
 };
 
 const float kOne = 1.f, kZero = 0.f;
 
+// VOLT_CUDNN_FIND=1: the first call of each plan and direction times the algorithms on the real
+// buffers (cudnnFind*Ex, which synchronises) and keeps the fastest usable one.
+bool find_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("VOLT_CUDNN_FIND");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+constexpr size_t kFindWorkspace = size_t(256) << 20;
+constexpr int kFindAsk = 16;
+
+template <class Choice, class Perf, class Algo>
+void keep_found(Call& c, int dir, Choice& out, const Perf* perf, int got, Algo fallback) {
+  choose(c.plan->type, perf, got, out, fallback);
+  c.plan->found[dir] = true;
+  if (std::getenv("VOLT_CUDNN_VERBOSE"))
+    std::fprintf(stderr, "volt conv2d find (%s, direction %d): algo %d math %d ws %zu\n", ftype_name(c.plan->type), dir,
+                 int(out.algo), int(out.math), out.workspace);
+}
+
 }  // namespace
 
-void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y, void* stream) {
-  Call c(s, stream);
+void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
+                    void* stream) {
+  Call c(t, s, stream);
   Plan& p = *c.plan;
+  if (find_enabled() && !p.found[0]) {
+    cudnnConvolutionFwdAlgoPerf_t perf[kFindAsk];
+    int got = 0;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, kFindAsk, &got, perf,
+                                                       workspace(c.device, kFindWorkspace, c.stream), kFindWorkspace));
+    keep_found(c, 0, p.fwd, perf, got, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
+  }
   void* ws = workspace(c.device, p.fwd.workspace, c.stream);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
   CUDNN_CHECK(cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
@@ -197,26 +243,44 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
   if (b) CUDNN_CHECK(cudnnAddTensor(c.h, &kOne, p.bias, b, &kOne, p.y, y));
 }
 
-void conv2d_backward_input(const Conv2dShape& s, const float* dy, const float* w, float* dx, void* stream) {
-  Call c(s, stream);
+void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream) {
+  Call c(t, s, stream);
   Plan& p = *c.plan;
+  if (find_enabled() && !p.found[1]) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[kFindAsk];
+    int got = 0;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(c.h, p.w, w, p.y, dy, p.conv, p.x, dx, kFindAsk, &got,
+                                                            perf, workspace(c.device, kFindWorkspace, c.stream),
+                                                            kFindWorkspace));
+    keep_found(c, 1, p.bwd_data, perf, got, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
+  }
   void* ws = workspace(c.device, p.bwd_data.workspace, c.stream);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data.math));
   CUDNN_CHECK(cudnnConvolutionBackwardData(c.h, &kOne, p.w, w, p.y, dy, p.conv, p.bwd_data.algo, ws,
                                            p.bwd_data.workspace, &kZero, p.x, dx));
 }
 
-void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw, void* stream) {
-  Call c(s, stream);
+void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* stream) {
+  Call c(t, s, stream);
   Plan& p = *c.plan;
+  if (find_enabled() && !p.found[2]) {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[kFindAsk];
+    int got = 0;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(c.h, p.x, x, p.y, dy, p.conv, p.w, dw, kFindAsk, &got,
+                                                              perf, workspace(c.device, kFindWorkspace, c.stream),
+                                                              kFindWorkspace));
+    keep_found(c, 2, p.bwd_filter, perf, got, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+  }
   void* ws = workspace(c.device, p.bwd_filter.workspace, c.stream);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter.math));
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
                                              p.bwd_filter.workspace, &kZero, p.w, dw));
 }
 
-void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db, void* stream) {
-  Call c(s, stream);
+void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* stream) {
+  Call c(t, s, stream);
   CUDNN_CHECK(cudnnConvolutionBackwardBias(c.h, &kOne, c.plan->y, dy, &kZero, c.plan->bias, db));
 }
 

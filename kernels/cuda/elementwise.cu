@@ -1,14 +1,21 @@
-// CUDA elementwise kernels (see kernels/elementwise.h). Arithmetic uses __fadd_rn / __fmul_rn where the
-// CPU kernel has a multiply-add, so the GPU rounds exactly like the CPU (no FMA contraction).
+// CUDA elementwise kernels (see kernels/elementwise.h) for float32, float16 and bfloat16 storage,
+// computed in float32. Arithmetic uses __fadd_rn / __fmul_rn where the CPU kernel has a multiply-add,
+// so the GPU rounds exactly like the CPU (no FMA contraction); a 16-bit result is the float32 result
+// rounded once, as the CPU reference does it.
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/map.cuh"
+#include "kernels/cuda/num.cuh"
 #include "kernels/elementwise.h"
 #include "kernels/philox.h"
 
 namespace volt::cuda {
 
+using detail::dispatch_ftype;
 using detail::grid_for;
 using detail::launch;
 using detail::kThreads;
+using detail::load_f;
+using detail::store_f;
 
 namespace {
 
@@ -21,19 +28,35 @@ struct BroadcastArgs {
   int64_t bs[kMaxDims];
 };
 
-struct AddF { __device__ float operator()(float x, float y) const { return __fadd_rn(x, y); } };
-struct SubF { __device__ float operator()(float x, float y) const { return __fsub_rn(x, y); } };
-struct MulF { __device__ float operator()(float x, float y) const { return __fmul_rn(x, y); } };
+struct AddF {
+  __device__ float operator()(float x, float y) const { return __fadd_rn(x, y); }
+};
+struct SubF {
+  __device__ float operator()(float x, float y) const { return __fsub_rn(x, y); }
+};
+struct MulF {
+  __device__ float operator()(float x, float y) const { return __fmul_rn(x, y); }
+};
+struct AffineF {  // alpha * x + beta
+  float alpha, beta;
+  __device__ float operator()(float x) const { return __fadd_rn(__fmul_rn(alpha, x), beta); }
+};
+struct AxpyF {  // y + alpha * x, with (y, x) as (a, b)
+  float alpha;
+  __device__ float operator()(float y, float x) const { return __fadd_rn(y, __fmul_rn(alpha, x)); }
+};
+struct ReluF {
+  __device__ float operator()(float v) const { return v > 0.f ? v : (v != v ? v : 0.f); }  // NaN propagates
+};
+struct ReluGradF {  // (dy, x) -> dx
+  __device__ float operator()(float dy, float x) const { return x > 0.f ? dy : 0.f; }
+};
+struct IdentityF {
+  __device__ float operator()(float v) const { return v; }
+};
 
-template <class F>
-__global__ void binary_same_kernel(int64_t n, const float* a, const float* b, float* out, F f) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = f(a[i], b[i]);
-}
-
-template <class F>
-__global__ void binary_broadcast_kernel(int64_t n, BroadcastArgs args, const float* a, const float* b, float* out,
-                                        F f) {
+template <class T, class F>
+__global__ void binary_broadcast_kernel(int64_t n, BroadcastArgs args, const T* a, const T* b, T* out, F f) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t rem = i, ao = 0, bo = 0;
     for (int d = args.ndim - 1; d >= 0; --d) {
@@ -42,12 +65,12 @@ __global__ void binary_broadcast_kernel(int64_t n, BroadcastArgs args, const flo
       ao += idx * args.as[d];
       bo += idx * args.bs[d];
     }
-    out[i] = f(a[ao], b[bo]);
+    out[i] = store_f<T>(f(load_f(a[ao]), load_f(b[bo])));
   }
 }
 
 template <class Run>
-void dispatch(BinaryOp op, Run&& run) {
+void dispatch_op(BinaryOp op, Run&& run) {
   switch (op) {
     case BinaryOp::Add: run(AddF{}); break;
     case BinaryOp::Sub: run(SubF{}); break;
@@ -55,32 +78,11 @@ void dispatch(BinaryOp op, Run&& run) {
   }
 }
 
-__global__ void scale_kernel(int64_t n, const float* x, float alpha, float beta, float* out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = __fadd_rn(__fmul_rn(alpha, x[i]), beta);
-}
-
-__global__ void axpy_kernel(int64_t n, float alpha, const float* x, float* y) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = __fadd_rn(y[i], __fmul_rn(alpha, x[i]));
-}
-
-__global__ void relu_forward_kernel(int64_t n, const float* x, float* y) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float v = x[i];
-    y[i] = v > 0.f ? v : (v != v ? v : 0.f);  // NaN propagates
-  }
-}
-
-__global__ void relu_backward_kernel(int64_t n, const float* dy, const float* x, float* dx) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    dx[i] = x[i] > 0.f ? dy[i] : 0.f;
-}
-
 // One thread per Philox block: element i uses word i % 4 of block offset + i / 4 (kernels/philox.h),
 // so a thread computes the four elements 4j .. 4j+3 from one Philox call.
-__global__ void dropout_forward_kernel(int64_t n, const float* x, float p, float s, uint64_t seed, uint64_t stream_id,
-                                       uint64_t offset, uint8_t* keep, float* y) {
+template <class T>
+__global__ void dropout_forward_kernel(int64_t n, const T* x, float p, float s, uint64_t seed, uint64_t stream_id,
+                                       uint64_t offset, uint8_t* keep, T* y) {
   const int64_t blocks = (n + 3) / 4;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < blocks; j += int64_t(gridDim.x) * blockDim.x) {
     const uint64_t block = offset + uint64_t(j);
@@ -91,29 +93,32 @@ __global__ void dropout_forward_kernel(int64_t n, const float* x, float p, float
       if (i >= n) break;
       const bool k = philox_uniform(r.v[w]) >= p;
       keep[i] = k;
-      y[i] = k ? __fmul_rn(x[i], s) : 0.f;
+      y[i] = store_f<T>(k ? __fmul_rn(load_f(x[i]), s) : 0.f);
     }
   }
 }
 
-__global__ void dropout_backward_kernel(int64_t n, const float* dy, const uint8_t* keep, float s, float* dx) {
+template <class T>
+__global__ void dropout_backward_kernel(int64_t n, const T* dy, const uint8_t* keep, float s, T* dx) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float d = __fmul_rn(dy[i], s);
-    dx[i] = keep[i] ? d : 0.f;
+    const float d = __fmul_rn(load_f(dy[i]), s);
+    dx[i] = store_f<T>(keep[i] ? d : 0.f);
   }
 }
 
-__global__ void fill_kernel(int64_t n, float value, float* out) {
+template <class T>
+__global__ void fill_kernel(int64_t n, float value, T* out) {
+  const T v = store_f<T>(value);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = value;
+    out[i] = v;
 }
 
 __global__ void add_i64_kernel(int64_t* value, int64_t delta) { *value += delta; }
 
 }  // namespace
 
-void binary_broadcast(BinaryOp op, int64_t ndim, const int64_t* shape, const float* a, const int64_t* a_strides,
-                      const float* b, const int64_t* b_strides, float* out, void* stream) {
+void binary_broadcast(FType t, BinaryOp op, int64_t ndim, const int64_t* shape, const void* a, const int64_t* a_strides,
+                      const void* b, const int64_t* b_strides, void* out, void* stream) {
   VOLT_CHECK(ndim >= 0 && ndim <= kMaxDims, "broadcasting on CUDA supports at most ", kMaxDims, " dims, got ", ndim);
   BroadcastArgs args{};
   args.ndim = int(ndim);
@@ -125,58 +130,87 @@ void binary_broadcast(BinaryOp op, int64_t ndim, const int64_t* shape, const flo
     n *= shape[d];
   }
   if (n == 0) return;
-  dispatch(op, [&](auto f) {
-    launch(binary_broadcast_kernel<decltype(f)>, grid_for(n), kThreads, 0, stream, n, args, a, b, out, f);
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_op(op, [&](auto f) {
+      launch(binary_broadcast_kernel<T, decltype(f)>, grid_for(n), kThreads, 0, stream, n, args, a, b, out, f);
+    });
   });
 }
 
-void binary_same(BinaryOp op, int64_t n, const float* a, const float* b, float* out, void* stream) {
-  if (n == 0) return;
-  dispatch(op,
-           [&](auto f) { launch(binary_same_kernel<decltype(f)>, grid_for(n), kThreads, 0, stream, n, a, b, out, f); });
+void binary_same(FType t, BinaryOp op, int64_t n, const void* a, const void* b, void* out, void* stream) {
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_op(op, [&](auto f) { detail::map2<T, T, T>(n, a, b, out, f, stream); });
+  });
 }
 
-void scale(int64_t n, const float* x, float alpha, float beta, float* out, void* stream) {
-  if (n == 0) return;
-  launch(scale_kernel, grid_for(n), kThreads, 0, stream, n, x, alpha, beta, out);
+void scale(FType t, int64_t n, const void* x, float alpha, float beta, void* out, void* stream) {
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    detail::map1<T, T>(n, x, out, AffineF{alpha, beta}, stream);
+  });
 }
 
-void axpy(int64_t n, float alpha, const float* x, float* y, void* stream) {
-  if (n == 0) return;
-  launch(axpy_kernel, grid_for(n), kThreads, 0, stream, n, alpha, x, y);
+void axpy(FType t, int64_t n, float alpha, const void* x, void* y, void* stream) {
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    detail::map2<T, T, T>(n, y, x, y, AxpyF{alpha}, stream);
+  });
 }
 
-void relu_forward(int64_t n, const float* x, float* y, void* stream) {
-  if (n == 0) return;
-  launch(relu_forward_kernel, grid_for(n), kThreads, 0, stream, n, x, y);
+void relu_forward(FType t, int64_t n, const void* x, void* y, void* stream) {
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    detail::map1<T, T>(n, x, y, ReluF{}, stream);
+  });
 }
 
-void relu_backward(int64_t n, const float* dy, const float* x, float* dx, void* stream) {
-  if (n == 0) return;
-  launch(relu_backward_kernel, grid_for(n), kThreads, 0, stream, n, dy, x, dx);
+void relu_backward(FType t, int64_t n, const void* dy, const void* x, void* dx, void* stream) {
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    detail::map2<T, T, T>(n, dy, x, dx, ReluGradF{}, stream);
+  });
 }
 
-void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
-                     uint8_t* keep, float* y, void* stream) {
+void cast(FType from, FType to, int64_t n, const void* x, void* y, void* stream) {
+  dispatch_ftype(from, [&](auto from_tag) {
+    dispatch_ftype(to, [&](auto to_tag) {
+      using TA = typename decltype(from_tag)::type;
+      using TY = typename decltype(to_tag)::type;
+      detail::map1<TA, TY>(n, x, y, IdentityF{}, stream);
+    });
+  });
+}
+
+void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
+                     uint8_t* keep, void* y, void* stream) {
   if (n == 0) return;
   const float s = p < 1.f ? 1.f / (1.f - p) : 0.f;  // exactly as cpu::dropout_forward
-  launch(dropout_forward_kernel, grid_for((n + 3) / 4), kThreads, 0, stream, n, x, p, s, seed, stream_id, offset, keep,
-         y);
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(dropout_forward_kernel<T>, grid_for((n + 3) / 4), kThreads, 0, stream, n, x, p, s, seed, stream_id, offset,
+           keep, y);
+  });
 }
 
-void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, float* dx, void* stream) {
+void dropout_backward(FType t, int64_t n, const void* dy, const uint8_t* keep, float p, void* dx, void* stream) {
   if (n == 0) return;
   const float s = p < 1.f ? 1.f / (1.f - p) : 0.f;
-  launch(dropout_backward_kernel, grid_for(n), kThreads, 0, stream, n, dy, keep, s, dx);
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(dropout_backward_kernel<T>, grid_for(n), kThreads, 0, stream, n, dy, keep, s, dx);
+  });
 }
 
-void fill(int64_t n, float value, float* out, void* stream) {
+void fill(FType t, int64_t n, float value, void* out, void* stream) {
   if (n == 0) return;
-  launch(fill_kernel, grid_for(n), kThreads, 0, stream, n, value, out);
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(fill_kernel<T>, grid_for(n), kThreads, 0, stream, n, value, out);
+  });
 }
 
-void add_i64(int64_t* value, int64_t delta, void* stream) {
-  launch(add_i64_kernel, 1, 1, 0, stream, value, delta);
-}
+void add_i64(int64_t* value, int64_t delta, void* stream) { launch(add_i64_kernel, 1, 1, 0, stream, value, delta); }
 
 }  // namespace volt::cuda

@@ -40,3 +40,11 @@ void dispatch_ftype(FType t, F&& f) {
 }
 
 }  // namespace volt::cuda::detail
+
+// Runs the statements with T bound to the C++ storage type of FType t:
+// VOLT_FTYPE_T(t, launch(kernel<T>, grid, block, 0, stream, args...));
+#define VOLT_FTYPE_T(t, ...)                                    \
+  ::volt::cuda::detail::dispatch_ftype(t, [&](auto volt_tag_) { \
+    using T = typename decltype(volt_tag_)::type;               \
+    __VA_ARGS__;                                                \
+  })

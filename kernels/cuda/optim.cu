@@ -93,6 +93,24 @@ __global__ void adam_kernel(AdamList l, AdamConst k) {
   }
 }
 
+struct GradList {
+  float* grad[kPerLaunch];
+  int64_t n[kPerLaunch];
+};
+
+__global__ void unscale_kernel(GradList l, const float* inv_scale, float* found_inf) {
+  const int t = blockIdx.y;
+  float* grad = l.grad[t];
+  const float inv = *inv_scale;
+  bool bad = false;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = grad[i];
+    bad = bad || !isfinite(g);
+    grad[i] = __fmul_rn(g, inv);
+  }
+  if (bad) *found_inf = 1.f;  // every writer stores the same value: no atomic needed
+}
+
 unsigned blocks_x(int64_t max_n) {
   return unsigned(std::max<int64_t>(1, std::min<int64_t>((max_n + kThreads - 1) / kThreads, 1024)));
 }
@@ -141,6 +159,21 @@ void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::Adam
       max_n = std::max(max_n, t.n);
     }
     launch(adam_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k);
+  }
+}
+
+void unscale_grads_multi(const GradTensor* tensors, int64_t count, const float* inv_scale, float* found_inf,
+                         void* stream) {
+  for (int64_t start = 0; start < count; start += kPerLaunch) {
+    GradList l{};
+    const int64_t c = std::min<int64_t>(kPerLaunch, count - start);
+    int64_t max_n = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      l.grad[j] = tensors[start + j].grad;
+      l.n[j] = tensors[start + j].n;
+      max_n = std::max(max_n, l.n[j]);
+    }
+    launch(unscale_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, inv_scale, found_inf);
   }
 }
 

@@ -1,6 +1,8 @@
-// CUDA max pooling (see kernels/pool.h): one thread per output in forward; backward gathers per input
-// element over the windows that contain it, in the CPU's order (deterministic, no atomics).
+// CUDA max pooling (see kernels/pool.h) for float32, float16 and bfloat16: one thread per output in
+// forward; backward gathers per input element over the windows that contain it, in the CPU's order
+// (deterministic, no atomics).
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/num.cuh"
 #include "kernels/pool.h"
 
 namespace volt::cuda {
@@ -8,14 +10,17 @@ namespace volt::cuda {
 using detail::grid_for;
 using detail::launch;
 using detail::kThreads;
+using detail::load_f;
+using detail::store_f;
 
 namespace {
 
-__global__ void max_pool_forward_kernel(cpu::Pool2dShape s, const float* x, float* y, int32_t* indices) {
+template <class T>
+__global__ void max_pool_forward_kernel(cpu::Pool2dShape s, const T* x, T* y, int32_t* indices) {
   const int64_t total = s.planes * s.P * s.Q;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t q = t % s.Q, p = (t / s.Q) % s.P, pl = t / (s.P * s.Q);
-    const float* xp = x + pl * s.H * s.W;
+    const T* xp = x + pl * s.H * s.W;
     const int64_t h0 = p * s.stride_h - s.pad_h, w0 = q * s.stride_w - s.pad_w;
     const int64_t h1 = min(h0 + s.kh, s.H), w1 = min(w0 + s.kw, s.W);
     float best = -INFINITY;
@@ -23,7 +28,7 @@ __global__ void max_pool_forward_kernel(cpu::Pool2dShape s, const float* x, floa
     bool done = false;
     for (int64_t i = max(h0, int64_t(0)); i < h1 && !done; ++i)
       for (int64_t j = max(w0, int64_t(0)); j < w1; ++j) {
-        const float v = xp[i * s.W + j];
+        const float v = load_f(xp[i * s.W + j]);
         if (v > best || isnan(v) || best_i < 0) {
           best = v;
           best_i = i * s.W + j;
@@ -33,12 +38,13 @@ __global__ void max_pool_forward_kernel(cpu::Pool2dShape s, const float* x, floa
           }
         }
       }
-    y[t] = best;
+    y[t] = store_f<T>(best);
     indices[t] = int32_t(best_i);
   }
 }
 
-__global__ void max_pool_backward_kernel(cpu::Pool2dShape s, const float* dy, const int32_t* indices, float* dx) {
+template <class T>
+__global__ void max_pool_backward_kernel(cpu::Pool2dShape s, const T* dy, const int32_t* indices, T* dx) {
   const int64_t total = s.planes * s.H * s.W;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t w = t % s.W, h = (t / s.W) % s.H, pl = t / (s.H * s.W);
@@ -48,28 +54,29 @@ __global__ void max_pool_backward_kernel(cpu::Pool2dShape s, const float* dy, co
     const int64_t q0 = w + s.pad_w < s.kw ? 0 : (w + s.pad_w - s.kw) / s.stride_w + 1;
     const int64_t q1 = min((w + s.pad_w) / s.stride_w + 1, s.Q);
     const int32_t me = int32_t(h * s.W + w);
-    const float* dyp = dy + pl * s.P * s.Q;
+    const T* dyp = dy + pl * s.P * s.Q;
     const int32_t* ip = indices + pl * s.P * s.Q;
     float acc = 0.f;
     for (int64_t p = p0; p < p1; ++p)
       for (int64_t q = q0; q < q1; ++q)
-        if (ip[p * s.Q + q] == me) acc += dyp[p * s.Q + q];
-    dx[t] = acc;
+        if (ip[p * s.Q + q] == me) acc += load_f(dyp[p * s.Q + q]);
+    dx[t] = store_f<T>(acc);
   }
 }
 
 }  // namespace
 
-void max_pool2d_forward(const cpu::Pool2dShape& s, const float* x, float* y, int32_t* indices, void* stream) {
+void max_pool2d_forward(FType t, const cpu::Pool2dShape& s, const void* x, void* y, int32_t* indices, void* stream) {
   const int64_t total = s.planes * s.P * s.Q;
   if (total == 0) return;
-  launch(max_pool_forward_kernel, grid_for(total), kThreads, 0, stream, s, x, y, indices);
+  VOLT_FTYPE_T(t, launch(max_pool_forward_kernel<T>, grid_for(total), kThreads, 0, stream, s, x, y, indices));
 }
 
-void max_pool2d_backward(const cpu::Pool2dShape& s, const float* dy, const int32_t* indices, float* dx, void* stream) {
+void max_pool2d_backward(FType t, const cpu::Pool2dShape& s, const void* dy, const int32_t* indices, void* dx,
+                         void* stream) {
   const int64_t total = s.planes * s.H * s.W;
   if (total == 0) return;
-  launch(max_pool_backward_kernel, grid_for(total), kThreads, 0, stream, s, dy, indices, dx);
+  VOLT_FTYPE_T(t, launch(max_pool_backward_kernel<T>, grid_for(total), kThreads, 0, stream, s, dy, indices, dx));
 }
 
 }  // namespace volt::cuda

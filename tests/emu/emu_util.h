@@ -9,43 +9,103 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "engine/dtype.h"
+#include "kernels/ftype.h"
+
 namespace volt::emu_test {
 
 // n elements with kGuard elements of a fixed byte pattern before and after them.
+// n elements with kGuard elements of a fixed byte pattern before and after them; the elements start
+// 64-byte aligned, as a device allocation does (so the kernels' vector paths run; pass data() + 1 for
+// the unaligned path).
 template <class T>
 class Guarded {
  public:
   static constexpr size_t kGuard = 64;
-  explicit Guarded(size_t n, T fill = T()) : n_(n), store_(n + 2 * kGuard, fill) {
-    std::memset(static_cast<void*>(store_.data()), kPattern, kGuard * sizeof(T));
-    std::memset(static_cast<void*>(store_.data() + kGuard + n), kPattern, kGuard * sizeof(T));
+  explicit Guarded(size_t n, T fill = T())
+      : n_(n), store_(static_cast<T*>(std::aligned_alloc(64, round_up((n + 2 * kGuard) * sizeof(T))))) {
+    REQUIRE(store_ != nullptr);
+    std::memset(static_cast<void*>(store_.get()), kPattern, kGuard * sizeof(T));
+    std::memset(static_cast<void*>(store_.get() + kGuard + n), kPattern, kGuard * sizeof(T));
+    std::fill(data(), data() + n, fill);
   }
   explicit Guarded(const std::vector<T>& v) : Guarded(v.size()) { std::copy(v.begin(), v.end(), data()); }
-  T* data() { return store_.data() + kGuard; }
-  const T* data() const { return store_.data() + kGuard; }
+  T* data() { return store_.get() + kGuard; }
+  const T* data() const { return store_.get() + kGuard; }
   T& operator[](size_t i) { return data()[i]; }
   const T& operator[](size_t i) const { return data()[i]; }
   size_t size() const { return n_; }
   std::vector<T> vec() const { return std::vector<T>(data(), data() + n_); }
   // True when nothing wrote into the guard zones.
   bool guards_intact() const {
-    const auto* head = reinterpret_cast<const unsigned char*>(store_.data());
-    const auto* tail = reinterpret_cast<const unsigned char*>(store_.data() + kGuard + n_);
+    const auto* head = reinterpret_cast<const unsigned char*>(store_.get());
+    const auto* tail = reinterpret_cast<const unsigned char*>(store_.get() + kGuard + n_);
     for (size_t i = 0; i < kGuard * sizeof(T); ++i)
       if (head[i] != kPattern || tail[i] != kPattern) return false;
     return true;
   }
 
  private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  static size_t round_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
   static constexpr unsigned char kPattern = 0xA5;
   size_t n_;
-  std::vector<T> store_;
+  std::unique_ptr<T, Free> store_;
+};
+
+// Every storage type the kernels take, for loops over them.
+inline const std::vector<FType>& all_ftypes() {
+  static const std::vector<FType> t{FType::F32, FType::F16, FType::BF16};
+  return t;
+}
+
+// v rounded to storage type t (and widened back): what a kernel of that type reads or writes.
+inline float round_to(FType t, float v) {
+  return t == FType::F32 ? v : (t == FType::F16 ? half_to_float(float_to_half(v)) : bf16_to_float(float_to_bf16(v)));
+}
+inline std::vector<float> round_to(FType t, std::vector<float> v) {
+  for (float& x : v) x = round_to(t, x);
+  return v;
+}
+
+// A guarded buffer of n values of storage type t: float32, or 16-bit bit patterns.
+class TypedBuf {
+ public:
+  TypedBuf(FType t, size_t n) : t_(t), f_(t == FType::F32 ? n : 0), h_(t == FType::F32 ? 0 : n), n_(n) {}
+  TypedBuf(FType t, const std::vector<float>& v) : TypedBuf(t, v.size()) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (t == FType::F32) f_[i] = v[i];
+      else h_[i] = t == FType::F16 ? float_to_half(v[i]) : float_to_bf16(v[i]);
+    }
+  }
+  void* data() { return t_ == FType::F32 ? static_cast<void*>(f_.data()) : static_cast<void*>(h_.data()); }
+  const void* data() const { return t_ == FType::F32 ? static_cast<const void*>(f_.data()) : h_.data(); }
+  // Element i's address (data() + i elements): an unaligned start for i = 1.
+  void* ptr(size_t i) { return static_cast<char*>(data()) + i * ftype_size(t_); }
+  // The values, widened to float.
+  std::vector<float> values() const {
+    std::vector<float> out(n_);
+    for (size_t i = 0; i < n_; ++i)
+      out[i] = t_ == FType::F32 ? f_[i] : (t_ == FType::F16 ? half_to_float(h_[i]) : bf16_to_float(h_[i]));
+    return out;
+  }
+  bool guards_intact() const { return f_.guards_intact() && h_.guards_intact(); }
+
+ private:
+  FType t_;
+  Guarded<float> f_;
+  Guarded<uint16_t> h_;
+  size_t n_;
 };
 
 inline std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
@@ -63,7 +123,8 @@ inline std::vector<int64_t> random_labels(size_t n, int64_t classes, uint64_t se
   return v;
 }
 
-// Bitwise equality of two float arrays (NaN equal to NaN with the same bits).
+// Bitwise equality of two float arrays (-0 differs from +0); any NaN equals any NaN (payloads of
+// converted NaNs differ between converters and GPUs).
 inline void check_bitwise(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
   INFO(what);
   REQUIRE(got.size() == want.size());
@@ -71,7 +132,7 @@ inline void check_bitwise(const std::vector<float>& got, const std::vector<float
     uint32_t a, b;
     std::memcpy(&a, &got[i], 4);
     std::memcpy(&b, &want[i], 4);
-    if (a != b) {
+    if (a != b && !(std::isnan(got[i]) && std::isnan(want[i]))) {
       INFO("first difference at " << i << ": got " << got[i] << ", want " << want[i]);
       CHECK(a == b);
       return;

@@ -1,6 +1,7 @@
-// The CUDA elementwise and collective-helper kernels, run by the CPU emulator, against the CPU
-// kernels: same results bit for bit (the CUDA kernels round exactly like the CPU ones), odd sizes
-// that leave partial blocks, and guard zones checked after every launch.
+// The CUDA elementwise, cast and collective-helper kernels, run by the CPU emulator, against the CPU
+// kernels: float32 bit for bit, and float16/bfloat16 equal to the CPU's float32 result of the same
+// (rounded) inputs rounded once; odd sizes that leave partial blocks and packs, aligned and unaligned
+// starts (the 8-element vector path and the element path), guard zones checked after every launch.
 #include "kernels/comm.h"
 #include "kernels/elementwise.h"
 #include "tests/emu/emu_util.h"
@@ -9,85 +10,130 @@ using namespace volt;
 using namespace volt::emu_test;
 
 namespace {
-const std::vector<int64_t> kSizes = {1, 3, 255, 257, 1000};
-}
 
-TEST_CASE("emu elementwise: binary ops, scale and axpy match the CPU bit for bit") {
-  for (int64_t n : kSizes) {
-    const auto a = random_floats(size_t(n), 1), b = random_floats(size_t(n), 2);
-    for (cpu::BinaryOp op : {cpu::BinaryOp::Add, cpu::BinaryOp::Sub, cpu::BinaryOp::Mul}) {
-      Guarded<float> ga(a), gb(b), got{size_t(n)}, want{size_t(n)};
-      cuda::binary_same(op, n, ga.data(), gb.data(), got.data(), nullptr);
-      cpu::binary_same(op, n, ga.data(), gb.data(), want.data());
-      check_bitwise(got.vec(), want.vec(), "binary_same n=" + std::to_string(n));
-      CHECK(got.guards_intact());
-    }
-    Guarded<float> gx(a), got{size_t(n)}, want{size_t(n)};
-    cuda::scale(n, gx.data(), 0.37f, -1.25f, got.data(), nullptr);
-    cpu::scale(n, gx.data(), 0.37f, -1.25f, want.data());
-    check_bitwise(got.vec(), want.vec(), "scale");
-    Guarded<float> y1(b), y2(b);
-    cuda::axpy(n, -0.6f, gx.data(), y1.data(), nullptr);
-    cpu::axpy(n, -0.6f, gx.data(), y2.data());
-    check_bitwise(y1.vec(), y2.vec(), "axpy");
-    CHECK(y1.guards_intact());
-  }
+const std::vector<int64_t> kSizes = {1, 3, 8, 255, 257, 1000};
+
+// The CPU kernel's result on the rounded inputs, rounded to t: what the t kernel must write.
+std::vector<float> want_rounded(FType t, std::vector<float> f32_result) { return round_to(t, std::move(f32_result)); }
+
+}  // namespace
+
+TEST_CASE("emu elementwise: binary ops, scale and axpy match the CPU in every storage type") {
+  for (FType t : all_ftypes())
+    for (int64_t n : kSizes)
+      for (size_t off : {size_t(0), size_t(1)}) {  // off 1: the unaligned (element-by-element) path
+        INFO(ftype_name(t) << " n=" << n << " offset=" << off);
+        const size_t m = size_t(n) + off;
+        const auto a = round_to(t, random_floats(m, 1)), b = round_to(t, random_floats(m, 2));
+        for (cpu::BinaryOp op : {cpu::BinaryOp::Add, cpu::BinaryOp::Sub, cpu::BinaryOp::Mul}) {
+          TypedBuf ga(t, a), gb(t, b), got(t, m);
+          std::vector<float> want(m);
+          cuda::binary_same(t, op, n, ga.ptr(off), gb.ptr(off), got.ptr(off), nullptr);
+          cpu::binary_same(op, n, a.data() + off, b.data() + off, want.data() + off);
+          check_bitwise(got.values(), want_rounded(t, want), "binary_same");
+          CHECK(got.guards_intact());
+        }
+        TypedBuf gx(t, a), got(t, m);
+        std::vector<float> want(m);
+        cuda::scale(t, n, gx.ptr(off), 0.37f, -1.25f, got.ptr(off), nullptr);
+        cpu::scale(n, a.data() + off, 0.37f, -1.25f, want.data() + off);
+        check_bitwise(got.values(), want_rounded(t, want), "scale");
+        TypedBuf y1(t, b);
+        std::vector<float> y2 = b;
+        cuda::axpy(t, n, -0.6f, gx.ptr(off), y1.ptr(off), nullptr);
+        cpu::axpy(n, -0.6f, a.data() + off, y2.data() + off);
+        check_bitwise(y1.values(), want_rounded(t, y2), "axpy");
+        CHECK((got.guards_intact() && y1.guards_intact()));
+      }
 }
 
 TEST_CASE("emu elementwise: broadcasting over awkward shapes matches the CPU") {
-  // out [3, 1->5, 7] from a [3, 1, 7] and b [1, 5, 1] (strides 0 on broadcast dims).
+  // out [3, 5, 7] from a [3, 1, 7] and b [1, 5, 1] (strides 0 on broadcast dims).
   const int64_t shape[3] = {3, 5, 7};
   const int64_t as[3] = {7, 0, 1}, bs[3] = {0, 1, 0};
-  const auto a = random_floats(21, 3), b = random_floats(5, 4);
-  for (cpu::BinaryOp op : {cpu::BinaryOp::Add, cpu::BinaryOp::Sub, cpu::BinaryOp::Mul}) {
-    Guarded<float> ga(a), gb(b), got(105), want(105);
-    cuda::binary_broadcast(op, 3, shape, ga.data(), as, gb.data(), bs, got.data(), nullptr);
-    cpu::binary_broadcast(op, 3, shape, ga.data(), as, gb.data(), bs, want.data());
-    check_bitwise(got.vec(), want.vec(), "binary_broadcast");
-    CHECK(got.guards_intact());
+  for (FType t : all_ftypes()) {
+    const auto a = round_to(t, random_floats(21, 3)), b = round_to(t, random_floats(5, 4));
+    for (cpu::BinaryOp op : {cpu::BinaryOp::Add, cpu::BinaryOp::Sub, cpu::BinaryOp::Mul}) {
+      TypedBuf ga(t, a), gb(t, b), got(t, 105);
+      std::vector<float> want(105);
+      cuda::binary_broadcast(t, op, 3, shape, ga.data(), as, gb.data(), bs, got.data(), nullptr);
+      cpu::binary_broadcast(op, 3, shape, a.data(), as, b.data(), bs, want.data());
+      check_bitwise(got.values(), want_rounded(t, want), std::string("binary_broadcast ") + ftype_name(t));
+      CHECK(got.guards_intact());
+    }
   }
 }
 
 TEST_CASE("emu elementwise: relu forward and backward, NaN propagating, match the CPU") {
-  auto x = random_floats(1001, 5);
-  x[7] = NAN;
-  x[8] = 0.f;
-  x[9] = -0.f;
-  const auto dy = random_floats(1001, 6);
-  Guarded<float> gx(x), gdy(dy), y1(1001), y2(1001), d1(1001), d2(1001);
-  cuda::relu_forward(1001, gx.data(), y1.data(), nullptr);
-  cpu::relu_forward(1001, gx.data(), y2.data());
-  check_bitwise(y1.vec(), y2.vec(), "relu forward");
-  CHECK(std::isnan(y1[7]));
-  cuda::relu_backward(1001, gdy.data(), gx.data(), d1.data(), nullptr);
-  cpu::relu_backward(1001, gdy.data(), gx.data(), d2.data());
-  check_bitwise(d1.vec(), d2.vec(), "relu backward");
-  CHECK((y1.guards_intact() && d1.guards_intact()));
+  for (FType t : all_ftypes())
+    for (size_t off : {size_t(0), size_t(1)}) {
+      INFO(ftype_name(t) << " offset=" << off);
+      auto x = round_to(t, random_floats(1002, 5));
+      x[7] = NAN;
+      x[8] = 0.f;
+      x[9] = -0.f;
+      const auto dy = round_to(t, random_floats(1002, 6));
+      const int64_t n = 1001;
+      TypedBuf gx(t, x), gdy(t, dy), y1(t, 1002), d1(t, 1002);
+      std::vector<float> y2(1002), d2(1002);
+      cuda::relu_forward(t, n, gx.ptr(off), y1.ptr(off), nullptr);
+      cpu::relu_forward(n, x.data() + off, y2.data() + off);
+      check_bitwise(y1.values(), want_rounded(t, y2), "relu forward");
+      CHECK(std::isnan(y1.values()[7]));
+      cuda::relu_backward(t, n, gdy.ptr(off), gx.ptr(off), d1.ptr(off), nullptr);
+      cpu::relu_backward(n, dy.data() + off, x.data() + off, d2.data() + off);
+      check_bitwise(d1.values(), want_rounded(t, d2), "relu backward");
+      CHECK((y1.guards_intact() && d1.guards_intact()));
+    }
 }
 
-TEST_CASE("emu elementwise: dropout masks are the CPU's Philox masks for every size and offset") {
-  for (int64_t n : {int64_t(1), int64_t(5), int64_t(1023), int64_t(4099)}) {
-    for (uint64_t offset : {uint64_t(0), uint64_t(13), uint64_t(1) << 33}) {
-      const auto x = random_floats(size_t(n), 7), dy = random_floats(size_t(n), 8);
-      Guarded<float> gx(x), gdy(dy), y1{size_t(n)}, y2{size_t(n)}, d1{size_t(n)}, d2{size_t(n)};
-      Guarded<uint8_t> k1{size_t(n)}, k2{size_t(n)};
-      cuda::dropout_forward(n, gx.data(), 0.3f, 1234, 7, offset, k1.data(), y1.data(), nullptr);
-      cpu::dropout_forward(n, gx.data(), 0.3f, 1234, 7, offset, k2.data(), y2.data());
-      CHECK(k1.vec() == k2.vec());
-      check_bitwise(y1.vec(), y2.vec(), "dropout forward");
-      cuda::dropout_backward(n, gdy.data(), k1.data(), 0.3f, d1.data(), nullptr);
-      cpu::dropout_backward(n, gdy.data(), k2.data(), 0.3f, d2.data());
-      check_bitwise(d1.vec(), d2.vec(), "dropout backward");
-      CHECK((k1.guards_intact() && y1.guards_intact() && d1.guards_intact()));
+TEST_CASE("emu elementwise: casts between every pair of storage types round to nearest even") {
+  auto v = random_floats(1003, 10, -70000.f, 70000.f);
+  const auto small = random_floats(500, 11, -1e-6f, 1e-6f);
+  v.insert(v.end(), small.begin(), small.end());
+  v.insert(v.end(), {NAN, INFINITY, -INFINITY, 0.f, -0.f, 65504.f, 65520.f});
+  for (FType from : all_ftypes())
+    for (FType to : all_ftypes())
+      for (size_t off : {size_t(0), size_t(1)}) {
+        INFO(ftype_name(from) << " -> " << ftype_name(to) << " offset " << off);
+        const auto x = round_to(from, v);
+        TypedBuf gx(from, x), gy(to, x.size());
+        cuda::cast(from, to, int64_t(x.size() - off), gx.ptr(off), gy.ptr(off), nullptr);
+        auto want = round_to(to, x);
+        if (off) want[0] = 0.f;
+        check_bitwise(gy.values(), want, "cast");
+        CHECK(gy.guards_intact());
+      }
+}
+
+TEST_CASE("emu elementwise: dropout masks are the CPU's Philox masks for every size, offset and type") {
+  for (FType t : all_ftypes())
+    for (int64_t n : {int64_t(1), int64_t(5), int64_t(1023), int64_t(4099)}) {
+      for (uint64_t offset : {uint64_t(0), uint64_t(13), uint64_t(1) << 33}) {
+        INFO(ftype_name(t) << " n=" << n << " offset=" << offset);
+        const auto x = round_to(t, random_floats(size_t(n), 7)), dy = round_to(t, random_floats(size_t(n), 8));
+        TypedBuf gx(t, x), gdy(t, dy), y1(t, size_t(n)), d1(t, size_t(n));
+        std::vector<float> y2(static_cast<size_t>(n)), d2(static_cast<size_t>(n));
+        Guarded<uint8_t> k1{size_t(n)}, k2{size_t(n)};
+        cuda::dropout_forward(t, n, gx.data(), 0.3f, 1234, 7, offset, k1.data(), y1.data(), nullptr);
+        cpu::dropout_forward(n, x.data(), 0.3f, 1234, 7, offset, k2.data(), y2.data());
+        CHECK(k1.vec() == k2.vec());
+        check_bitwise(y1.values(), want_rounded(t, y2), "dropout forward");
+        cuda::dropout_backward(t, n, gdy.data(), k1.data(), 0.3f, d1.data(), nullptr);
+        cpu::dropout_backward(n, dy.data(), k2.data(), 0.3f, d2.data());
+        check_bitwise(d1.values(), want_rounded(t, d2), "dropout backward");
+        CHECK((k1.guards_intact() && y1.guards_intact() && d1.guards_intact()));
+      }
     }
-  }
 }
 
 TEST_CASE("emu elementwise: fill and the one-element int64 add") {
-  Guarded<float> f(777);
-  cuda::fill(777, 2.5f, f.data(), nullptr);
-  for (size_t i = 0; i < 777; ++i) REQUIRE(f[i] == 2.5f);
-  CHECK(f.guards_intact());
+  for (FType t : all_ftypes()) {
+    TypedBuf f(t, 777);
+    cuda::fill(t, 777, 2.1f, f.data(), nullptr);
+    for (float v : f.values()) REQUIRE(v == round_to(t, 2.1f));
+    CHECK(f.guards_intact());
+  }
   Guarded<int64_t> c(1, int64_t(41));
   cuda::add_i64(c.data(), 1, nullptr);
   cuda::add_i64(c.data(), -3, nullptr);

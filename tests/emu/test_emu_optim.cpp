@@ -42,6 +42,31 @@ TEST_CASE("emu optim: multi-tensor SGD (momentum, nesterov, weight decay) equals
   }
 }
 
+TEST_CASE("emu optim: the multi-tensor loss-scale unscale finds Inf and NaN and scales like the CPU") {
+  const auto n = sizes();
+  for (int bad_kind = 0; bad_kind < 3; ++bad_kind) {  // none, an Inf, a NaN (in the last tensor)
+    std::vector<Guarded<float>> g1;
+    std::vector<std::vector<float>> g2;
+    for (size_t t = 0; t < n.size(); ++t) {
+      g2.push_back(random_floats(size_t(n[t]), 500 + t, -1e4f, 1e4f));
+      if (t + 1 == n.size() && bad_kind) g2.back()[size_t(n[t]) / 2] = bad_kind == 1 ? INFINITY : NAN;
+      g1.emplace_back(g2.back());
+    }
+    Guarded<float> inv(std::vector<float>{1.f / 1024.f}), found1(std::vector<float>{0.f});
+    float found2 = 0.f;
+    std::vector<cuda::GradTensor> list;
+    for (size_t t = 0; t < n.size(); ++t) list.push_back({g1[t].data(), n[t]});
+    cuda::unscale_grads_multi(list.data(), int64_t(list.size()), inv.data(), found1.data(), nullptr);
+    for (size_t t = 0; t < n.size(); ++t) cpu::unscale_grads(n[t], g2[t].data(), 1.f / 1024.f, &found2);
+    CHECK(found1[0] == (bad_kind ? 1.f : 0.f));
+    CHECK(found2 == found1[0]);
+    for (size_t t = 0; t < n.size(); ++t) {
+      check_bitwise(g1[t].vec(), g2[t], "unscaled gradient " + std::to_string(t));
+      REQUIRE(g1[t].guards_intact());
+    }
+  }
+}
+
 TEST_CASE("emu optim: multi-tensor Adam, AdamW and AMSGrad equal the CPU bit for bit") {
   const auto n = sizes();
   for (int variant = 0; variant < 3; ++variant) {

@@ -28,6 +28,7 @@ struct InputSpec {
   float low = -1.f, high = 1.f;
   int64_t classes = 0;
   float step = 0.05f;
+  bool stays_f32 = false;  // a parameter or statistic that stays float32 when the op runs in 16 bits
 };
 
 InputSpec uniform(Shape s, float low = -1.f, float high = 1.f);
@@ -59,5 +60,12 @@ std::vector<Tensor> make_inputs(const OpCase& c, bool with_grad, Device device =
 
 // Every entry, built once. Names ("op/name") identify entries.
 const std::vector<OpCase>& op_table();
+
+// The entry run in `dt` (float16 or bfloat16: every floating input that does not stay float32 is
+// given in that type) on `device`, against the float32 run on the CPU: forward output and every
+// input's gradient (of sum(y * R) for a fixed random R) within a normalised mean squared error
+// sum((a - b)^2) / sum(b^2) of the type's tolerance (low_precision_nmse).
+void check_low_precision(const OpCase& c, DType dt, Device device);
+double low_precision_nmse(DType dt);
 
 }  // namespace volt::test
