@@ -10,11 +10,12 @@ namespace volt {
 ResidentStore::ResidentStore(const Dataset& data, const PreparedTransform& t, Device device) : spec_(t.spec) {
   const int64_t n = data.size(), d = data.image_bytes();
   const Shape chw = data.image_shape();
-  Tensor images = Tensor::empty({n, chw[0], chw[1], chw[2]}, DType::U8);
+  // Staged in a plain vector, not a host tensor: the host allocator would keep the block cached.
+  std::vector<uint8_t> px(static_cast<size_t>(n * d));
   std::vector<int64_t> labels(static_cast<size_t>(n));
-  uint8_t* px = images.data<uint8_t>();
-  for (int64_t i = 0; i < n; ++i) labels[size_t(i)] = data.get(i, px + i * d);
-  src_.images = images.to(device);
+  for (int64_t i = 0; i < n; ++i) labels[size_t(i)] = data.get(i, px.data() + i * d);
+  src_.images = Tensor::empty({n, chw[0], chw[1], chw[2]}, DType::U8, device);
+  backend_for(device).copy_from_host(src_.images.raw_data(), px.data(), px.size(), device.index);
   src_.labels = Tensor::from_labels(labels, device);
   src_.lut = Tensor::from_vector({chw[0], 256}, t.lut, device);
 }

@@ -32,7 +32,7 @@ void augment_batch(const AugmentSource& src, const AugmentSpec& spec, int64_t be
              ": lut must be float32 [", spec.channels, ", 256], got ", shape_str(src.lut.shape()));
   VOLT_CHECK(begin >= 0 && count >= 1 && begin + count <= src.order.size(0), op, ": positions [", begin, ", ",
              begin + count, ") are outside the order's ", src.order.size(0));
-  const FType ft = ftype_of(dtype);
+  [[maybe_unused]] const FType ft = ftype_of(dtype);  // unused in a build without CUDA
   const Shape out_shape{count, spec.channels, spec.height, spec.width};
   out_labels = Tensor::empty({count}, DType::I64, dev);
   if (dev.is_cuda()) {
