@@ -22,10 +22,6 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
-void require_gpu() {
-  if (cuda_device_count() == 0) skip("no CUDA device visible (cuda_device_count() == 0)");
-}
-
 LoaderOptions on_gpu(const LoaderCase& c, DataOnDevice where, int workers = 0) {
   LoaderOptions o = loader_options(c);
   o.device = kGpu;
