@@ -66,38 +66,23 @@ std::vector<HostBatch> epoch_batches(const LoaderCase& c, LoaderOptions o, int64
 }  // namespace
 
 TEST_CASE("augment CPU twin: apply_transform equals the previous host transform bit for bit") {
-  struct Opt {
-    Shape chw;
-    int64_t crop, cutout;
-    bool flip;
-    std::vector<float> mean, std;
-  };
-  const std::vector<Opt> opts = {
-      {{3, 32, 32}, 4, 8, true, {0.49f, 0.48f, 0.45f}, {0.25f, 0.24f, 0.26f}},
-      {{1, 28, 28}, 0, 0, false, {0.1307f}, {0.3081f}},
-      {{3, 5, 7}, 2, 3, true, {}, {}},
-      {{2, 4, 3}, 9, 1, true, {0.5f}, {0.5f}},  // crop padding larger than the image
-      {{4, 1, 1}, 1, 1, false, {0.2f, 0.4f, 0.6f, 0.8f}, {0.3f, 0.3f, 0.1f, 2.f}},
-      {{1, 3, 40}, 3, 2, true, {}, {}},
-  };
-  for (const Opt& o : opts) {
-    TransformOptions t;
-    t.mean = o.mean;
-    t.std = o.std;
-    t.crop_padding = o.crop;
-    t.cutout = o.cutout;
-    t.horizontal_flip = o.flip;
-    const int64_t d = shape_numel(o.chw);
+  std::vector<LoaderCase> cases = loader_cases();
+  cases.push_back({{2, 4, 3}, 1, 1, 9, 1, true, {0.5f}, {0.5f}, 0, 1, 31, 0});  // crop padding larger than the image
+  cases.push_back({{4, 1, 1}, 1, 1, 1, 1, false, {0.2f, 0.4f, 0.6f, 0.8f}, {0.3f, 0.3f, 0.1f, 2.f}, 0, 1, 32, 0});
+  cases.push_back({{1, 3, 40}, 1, 1, 3, 2, true, {}, {}, 0, 1, 33, 0});  // a row longer than a warp
+  for (const LoaderCase& c : cases) {
+    const TransformOptions t = loader_options(c).transform;
+    const int64_t d = shape_numel(c.chw);
     std::vector<uint8_t> px(static_cast<size_t>(d));
-    const PreparedTransform prepared = prepare_transform(t, o.chw, 31);
+    const PreparedTransform prepared = prepare_transform(t, c.chw, c.seed);
     for (uint64_t key : {uint64_t(0), uint64_t(1), uint64_t(2), uint64_t(77), uint64_t(1000003),
                          (uint64_t(1) << 40) + 9, ~uint64_t(0)}) {
       for (int64_t j = 0; j < d; ++j) px[size_t(j)] = uint8_t((key * 31 + uint64_t(j) * 97) >> 2);
       std::vector<float> want(static_cast<size_t>(d)), got(want.size()), prep(want.size());
-      previous_transform(t, o.chw, px.data(), want.data(), 31, key);
-      apply_transform(t, o.chw, px.data(), got.data(), 31, key);
+      previous_transform(t, c.chw, px.data(), want.data(), c.seed, key);
+      apply_transform(t, c.chw, px.data(), got.data(), c.seed, key);
       prepared.apply(px.data(), prep.data(), key);
-      INFO("shape " << shape_str(o.chw) << " crop " << o.crop << " key " << key);
+      INFO("shape " << shape_str(c.chw) << " crop " << c.crop << " key " << key);
       CHECK(std::memcmp(got.data(), want.data(), want.size() * 4) == 0);
       CHECK(std::memcmp(prep.data(), want.data(), want.size() * 4) == 0);
     }
