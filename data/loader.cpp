@@ -23,9 +23,10 @@ const char* data_on_device_name(DataOnDevice d) {
 }
 
 namespace {
-std::string mb(double bytes) {
+std::string size_str(double bytes) {
   char b[32];
-  if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
+  if (bytes >= 1e12) std::snprintf(b, sizeof b, "%.1f TB", bytes / 1e12);
+  else if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
   else std::snprintf(b, sizeof b, "%.1f MB", bytes / 1e6);
   return b;
 }
@@ -33,14 +34,14 @@ std::string mb(double bytes) {
 
 LoaderPlacement choose_placement(DataOnDevice want, Device device, const std::string& name, int64_t bytes,
                                  size_t free_bytes) {
-  const std::string need = name + "'s " + mb(double(bytes));
+  const std::string need = name + "'s " + size_str(double(bytes));
   if (want == DataOnDevice::Off)
     return {device.is_cuda() ? LoaderMode::HostToDevice : LoaderMode::Host, "data on device: off"};
   if (device.is_cpu()) {
     if (want == DataOnDevice::On) return {LoaderMode::Resident, "data on device: on, " + need + " in host memory"};
     return {LoaderMode::Host, "training on the CPU"};
   }
-  const std::string avail = mb(double(free_bytes)) + " free on " + device.str();
+  const std::string avail = size_str(double(free_bytes)) + " free on " + device.str();
   if (want == DataOnDevice::On) {
     VOLT_CHECK(double(bytes) <= double(free_bytes), "data on device: on, but ", need,
                " of uint8 images, labels and order do not fit in the ", avail,

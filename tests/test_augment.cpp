@@ -168,6 +168,7 @@ TEST_CASE("placement rule: auto is resident on a GPU when the store fits in a qu
   const std::string err = error_of([&] { choose_placement(DataOnDevice::On, gpu, "CIFAR-10 train", 1200 * mb, free); });
   CHECK(contains(err, "CIFAR-10 train's 1.2 GB"));
   CHECK(contains(err, "do not fit in the 1.0 GB free on cuda:0"));
+  CHECK(contains(error_of([&] { choose_placement(DataOnDevice::On, gpu, "d", int64_t(3e12), free); }), "d's 3.0 TB"));
   CHECK(parse_data_on_device("auto") == DataOnDevice::Auto);
   CHECK(parse_data_on_device("off") == DataOnDevice::Off);
   CHECK(std::string(data_on_device_name(parse_data_on_device("on"))) == "on");

@@ -11,6 +11,7 @@
 #include "data/loader.h"
 #include "engine/dtype.h"
 #include "engine/gpu.h"
+#include "engine/random.h"
 #include "tests/loader_fixtures.h"
 #include "tests/test_util.h"
 #include "tests/trainer_fixtures.h"
@@ -150,6 +151,7 @@ TEST_CASE("gpu Trainer: the log says which data mode runs, and training from eit
     o.max_epochs = 1;
     o.seed = 3;
     Trainer t(o);
+    manual_seed(3);  // the same initial weights in both runs
     ClassifierModule m(small_cnn(0.0), adam(1e-3));
     t.fit(m, dm);
     INFO(q.os.str());
