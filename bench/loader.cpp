@@ -1,6 +1,13 @@
-// Loader throughput: images/second the host DataLoader delivers for CIFAR-shaped batches with
-// random crop + flip + Normalize, per worker-thread count (the real CIFAR-10 training batch when
-// found via $VOLT_DATA_DIR or --data-dir, else the synthetic set). Nothing is trained.
+// Loader throughput: images/second delivered for CIFAR-shaped batches with random crop + flip +
+// Normalize (the real CIFAR-10 training batch when found via $VOLT_DATA_DIR or --data-dir, else the
+// synthetic set). Nothing is trained. Rows:
+//   mode=host          the host DataLoader, 0, 1 and 2 worker threads (batches in host memory)
+//   mode=host-to-gpu   the same into pinned memory, copied to cuda:0 one batch ahead (1 and 2 workers)
+//   mode=gpu-resident  the dataset on cuda:0 as uint8, one fused augment kernel per batch (batch 128,
+//                      512, 2048), with the kernel's floor: the bytes it must move (uint8 in, float32
+//                      out, label and order) over the HBM bandwidth (--hbm-gbps, default the H100 SXM's)
+// Without a GPU the device rows print SKIPPED.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,21 +18,58 @@
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "engine/error.h"
+#include "engine/gpu.h"
 #include "engine/threads.h"
 
 using namespace volt;
+
+namespace {
+
+LoaderOptions cifar_options(int64_t batch, int workers) {
+  LoaderOptions o;
+  o.batch_size = batch;
+  o.shuffle = true;
+  o.num_workers = workers;
+  o.transform.mean = {0.5f};
+  o.transform.std = {0.5f};
+  o.transform.crop_padding = 4;
+  o.transform.horizontal_flip = true;
+  return o;
+}
+
+// Images per second over `epochs` epochs after one warm-up batch (the resident upload, the workers'
+// start, the pinned cache); on a GPU, until the last batch is complete on the device.
+double images_per_second(DataLoader& loader, int epochs, Device device) {
+  Batch b;
+  loader.set_epoch(0);
+  loader.next(b);
+  if (device.is_cuda()) cuda_synchronize(device.index);
+  int64_t images = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int e = 1; e <= epochs; ++e) {
+    loader.set_epoch(e);
+    while (loader.next(b)) images += b.labels.numel();
+  }
+  if (device.is_cuda()) cuda_synchronize(device.index);
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return double(images) / sec;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string dir;
   int64_t batch = 256;
   int epochs = 2;
+  double hbm_gbps = 3350;  // H100 SXM HBM3; an H200 has 4800
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--data-dir" && i + 1 < argc) dir = argv[++i];
     else if (a == "--batch-size" && i + 1 < argc) batch = std::atoll(argv[++i]);
     else if (a == "--epochs" && i + 1 < argc) epochs = std::atoi(argv[++i]);
+    else if (a == "--hbm-gbps" && i + 1 < argc) hbm_gbps = std::atof(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_loader [--data-dir DIR] [--batch-size 256] [--epochs 2]\n");
+      std::fprintf(stderr, "usage: bench_loader [--data-dir DIR] [--batch-size 256] [--epochs 2] [--hbm-gbps 3350]\n");
       return 2;
     }
   }
@@ -41,28 +85,44 @@ int main(int argc, char** argv) {
       so.size = 10000;
       data = std::make_shared<SyntheticDataset>(so);
     }
-    std::printf("# loader: %s, %lld images, batch %lld, crop(4)+flip+normalise\n", data->name().c_str(),
-                (long long)data->size(), (long long)batch);
+    std::printf("# loader: %s, %lld images, crop(4)+flip+normalise\n", data->name().c_str(), (long long)data->size());
     for (int workers : {0, 1, 2}) {
-      LoaderOptions o;
-      o.batch_size = batch;
-      o.shuffle = true;
-      o.num_workers = workers;
-      o.transform.mean = {0.5f};
-      o.transform.std = {0.5f};
-      o.transform.crop_padding = 4;
-      o.transform.horizontal_flip = true;
-      DataLoader loader(data, o);
-      int64_t images = 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int e = 0; e < epochs; ++e) {
-        loader.set_epoch(e);
-        Batch b;
-        while (loader.next(b)) images += b.labels.numel();
-      }
-      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("RESULT loader workers=%d batch=%lld img_per_s=%.0f\n", workers, (long long)batch, double(images) / sec);
+      DataLoader loader(data, cifar_options(batch, workers));
+      std::printf("RESULT loader mode=host workers=%d batch=%lld img_per_s=%.0f\n", workers, (long long)batch,
+                  images_per_second(loader, epochs, Device::cpu()));
     }
+    const Device gpu = Device::cuda(0);
+    if (cuda_device_count() == 0) {
+      std::printf("RESULT loader mode=host-to-gpu SKIPPED (no GPU visible)\n");
+      std::printf("RESULT loader mode=gpu-resident SKIPPED (no GPU visible)\n");
+      return 0;
+    }
+    for (int workers : {1, 2}) {
+      LoaderOptions o = cifar_options(batch, workers);
+      o.device = gpu;
+      o.data_on_device = DataOnDevice::Off;
+      DataLoader loader(data, o);
+      std::printf("RESULT loader mode=host-to-gpu workers=%d batch=%lld img_per_s=%.0f\n", workers, (long long)batch,
+                  images_per_second(loader, epochs, gpu));
+    }
+    // Floor of the fused kernel: per image, C*H*W uint8 read and float32 written, plus its label
+    // (read and written) and its order entry, each moved once.
+    const double bytes_per_image = double(data->image_bytes()) * (1 + 4) + 3 * 8;
+    for (int64_t b : {128, 512, 2048}) {
+      LoaderOptions o = cifar_options(b, 0);
+      o.device = gpu;
+      o.data_on_device = DataOnDevice::On;
+      DataLoader loader(data, o);
+      const int reps = int(std::max<int64_t>(epochs, 400 / loader.num_batches()));  // >= ~400 launches
+      const double ips = images_per_second(loader, reps, gpu);
+      const double floor_us = double(b) * bytes_per_image / (hbm_gbps * 1e9) * 1e6;
+      std::printf("RESULT loader mode=gpu-resident batch=%lld img_per_s=%.0f us_per_batch=%.2f floor_us=%.2f "
+                  "floor_img_per_s=%.0f fraction_of_floor=%.3f\n",
+                  (long long)b, ips, double(b) / ips * 1e6, floor_us, double(b) / floor_us * 1e6,
+                  floor_us / (double(b) / ips * 1e6));
+    }
+    std::printf("# floor: %.0f bytes per image at %.0f GB/s (--hbm-gbps); small batches are bound by the launch\n",
+                bytes_per_image, hbm_gbps);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_loader: %s\n", e.what());
     return 1;

@@ -40,6 +40,8 @@ std::unique_ptr<DataLoader> DataModule::make_loader(const std::shared_ptr<const 
   lo.rank = o_.rank;
   lo.world_size = o_.world_size;
   lo.transform = training ? train_transform_ : eval_transform_;
+  lo.device = device_;
+  lo.data_on_device = o_.data_on_device;
   return std::make_unique<DataLoader>(d, lo);
 }
 

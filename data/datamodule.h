@@ -27,6 +27,8 @@ struct DataModuleOptions {
   int64_t cutout = 0;        // > 0: cutout square side on training batches
   int64_t rank = 0, world_size = 1, local_rank = 0;
   std::function<void()> barrier;  // called after prepare_data on every process (distributed runs)
+  // On a GPU (set_device): keep each split on the device when it fits (see DataOnDevice in loader.h).
+  DataOnDevice data_on_device = DataOnDevice::Auto;
 };
 
 class DataModule {
@@ -47,6 +49,10 @@ class DataModule {
   // loader hands this rank its shard; prepare_data downloads on local rank 0 while the other
   // processes wait at `barrier`.
   void set_distributed(int64_t rank, int64_t world_size, int64_t local_rank, std::function<void()> barrier);
+  // Where the loaders deliver batches (the Trainer sets its device): on a CUDA device they are
+  // GPU-resident or copied from pinned memory (options().data_on_device decides).
+  void set_device(Device device) { device_ = device; }
+  Device device() const { return device_; }
   const std::string& data_dir() const { return dir_; }
   const DataModuleOptions& options() const { return o_; }
   std::shared_ptr<const Dataset> train_dataset() const { return train_; }
@@ -63,6 +69,7 @@ class DataModule {
   void set_transforms(int64_t channels, bool crop_flip);
 
   DataModuleOptions o_;
+  Device device_ = Device::cpu();
   std::string dir_;
   TransformOptions eval_transform_, train_transform_;
   std::shared_ptr<const Dataset> train_, val_, test_;

@@ -269,6 +269,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   dm.setup("fit");
   TrainerRun run{*this, I, module, dm, dm.train_loader(), nullptr, {}, 0, 0, 0, fast};
   if (dm.val_dataset()) run.val = dm.val_loader();
+  if (device_.is_cuda())  // which way the batches reach the GPU, and why
+    out() << "train data: " << run.train->mode_note()
+          << (run.val ? "; val data: " + run.val->mode_note() : std::string()) << "\n";
 
   log_dir_.clear();
   I.loggers.reset();

@@ -90,9 +90,9 @@ class Trainer {
   explicit Trainer(TrainerOptions opts = {});
   ~Trainer();
 
-  // Tells dm the data-parallel layout and runs its prepare_data() (downloads on local rank 0 of
-  // each node while the others wait). fit/validate/test do it too; call it first to set up the
-  // data before building the model (e.g. to learn the image size).
+  // Tells dm the data-parallel layout and the device, and runs its prepare_data() (downloads on
+  // local rank 0 of each node while the others wait). fit/validate/test do it too; call it first
+  // to set up the data before building the model (e.g. to learn the image size).
   void prepare_data(DataModule& dm);
   void fit(LightningModule& module, DataModule& dm);
   // Returns the epoch means of the logged metrics, one map per loader (one here).

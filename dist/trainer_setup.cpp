@@ -127,6 +127,7 @@ std::ostream& Trainer::out() const {
 }
 
 void Trainer::prepare_data(DataModule& dm) {
+  dm.set_device(device_);  // the loaders deliver batches where the module trains
   if (comm_->size() > 1) {
     dm.set_distributed(comm_->rank(), comm_->size(), env_.local_rank, [c = comm_] { c->barrier(); });
   }

@@ -105,6 +105,35 @@ void cuda_synchronize(int index) {
   cuda_backend().synchronize(index);
 }
 
+void* cuda_copy_stream(Device d) {
+  cuda_stream(d);  // the device check, and d becomes the current device
+  return cuda::copy_stream(d.index);
+}
+
+void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
+  cuda::copy_h2d_async(dst, src, bytes, stream);
+}
+
+void cuda_mem_info(int index, size_t* free_bytes, size_t* total_bytes) {
+  cuda_stream(Device::cuda(index));
+  cuda::mem_info(free_bytes, total_bytes);
+}
+
+CudaEvent::CudaEvent(int device) {
+  cuda_stream(Device::cuda(device));
+  event_ = cuda::event_create(device);
+}
+CudaEvent::~CudaEvent() {
+  try {
+    if (event_) cuda::event_destroy(event_);
+  } catch (const Error&) {  // a destructor does not throw; a failing driver reports on the next call
+  }
+}
+void CudaEvent::record(void* stream) { cuda::event_record(event_, stream); }
+void CudaEvent::block(void* stream) const { cuda::stream_wait_event(stream, event_); }
+bool CudaEvent::ready() const { return cuda::event_query(event_); }
+void CudaEvent::synchronize() const { cuda::event_synchronize(event_); }
+
 DeviceAllocatorStats cuda_memory_stats(int index) {
   detail::init_cuda_backend();
   return cuda_backend().caching(index).stats();
@@ -138,6 +167,15 @@ void init_cuda_backend() {}
 }  // namespace detail
 void* cuda_stream(Device) { no_cuda("cuda_stream"); }
 void cuda_synchronize(int) { no_cuda("cuda_synchronize"); }
+void* cuda_copy_stream(Device) { no_cuda("cuda_copy_stream"); }
+void cuda_copy_to_device_async(void*, const void*, size_t, void*) { no_cuda("cuda_copy_to_device_async"); }
+void cuda_mem_info(int, size_t*, size_t*) { no_cuda("cuda_mem_info"); }
+CudaEvent::CudaEvent(int) { no_cuda("CudaEvent"); }
+CudaEvent::~CudaEvent() = default;
+void CudaEvent::record(void*) { no_cuda("CudaEvent::record"); }
+void CudaEvent::block(void*) const { no_cuda("CudaEvent::block"); }
+bool CudaEvent::ready() const { no_cuda("CudaEvent::ready"); }
+void CudaEvent::synchronize() const { no_cuda("CudaEvent::synchronize"); }
 DeviceAllocatorStats cuda_memory_stats(int) { return {}; }
 void cuda_reset_peak_memory(int) {}
 void cuda_empty_cache() {}

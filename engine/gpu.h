@@ -1,6 +1,7 @@
-// The CUDA backend as engine/ sees it: the current stream of a device, the caching allocator's
-// statistics and cache, the pinned host allocator for staging. No CUDA headers: a stream is a
-// cudaStream_t passed as void*. In a build without CUDA these throw volt::Error (stats are zeros).
+// The CUDA backend as engine/ sees it: the current stream of a device, the copy stream and events
+// that let host-to-device copies overlap it, the caching allocator's statistics and cache, the pinned
+// host allocator for staging. No CUDA headers: a stream is a cudaStream_t passed as void*. In a build
+// without CUDA these throw volt::Error (stats are zeros).
 #pragma once
 #include "engine/allocator.h"
 #include "engine/device.h"
@@ -12,6 +13,33 @@ namespace volt {
 void* cuda_stream(Device d);
 // Waits for all queued work on cuda:index.
 void cuda_synchronize(int index = 0);
+// A second stream of `d` for host-to-device copies that run while cuda_stream(d) computes.
+void* cuda_copy_stream(Device d);
+// Queues a host-to-device copy on `stream` and returns at once. Asynchronous for the host only from
+// pinned memory, which must stay untouched until the copy completed (a CudaEvent recorded after it).
+void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
+// Bytes free and in total on cuda:index (what the driver reports; the caching allocator's cache counts as used).
+void cuda_mem_info(int index, size_t* free_bytes, size_t* total_bytes);
+
+// An event on a CUDA device (no timing): record() marks the work queued on a stream so far;
+// block(stream) makes another stream wait for it without the host waiting; ready() and synchronize()
+// ask from the host. Move-only.
+class CudaEvent {
+ public:
+  explicit CudaEvent(int device);
+  ~CudaEvent();
+  CudaEvent(CudaEvent&& o) noexcept : event_(o.event_) { o.event_ = nullptr; }
+  CudaEvent& operator=(CudaEvent&&) = delete;
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+  void record(void* stream);
+  void block(void* stream) const;
+  bool ready() const;
+  void synchronize() const;
+
+ private:
+  void* event_ = nullptr;
+};
 // The caching allocator of cuda:index: stats, peak reset, and giving cached blocks back to the driver.
 DeviceAllocatorStats cuda_memory_stats(int index = 0);
 void cuda_reset_peak_memory(int index = 0);

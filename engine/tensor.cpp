@@ -42,6 +42,10 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   data = allocator->allocate(nbytes);
 }
 
+Storage::Storage(size_t nbytes, Device dev, Allocator& alloc) : bytes(nbytes), device(dev), allocator(&alloc) {
+  data = allocator->allocate(nbytes);
+}
+
 Storage::~Storage() { allocator->deallocate(data, bytes); }
 
 void Tensor::check_defined(const char* what) const {
@@ -78,6 +82,16 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   check_shape(shape);
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::empty_pinned(const Shape& shape, DType dtype) {
+  check_shape(shape);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), Device::cpu(),
+                                            pinned_host_allocator());
   impl->shape = shape;
   impl->dtype = dtype;
   return Tensor(std::move(impl));

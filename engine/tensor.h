@@ -24,6 +24,7 @@ class Node;
 // Owns one allocation on one device.
 struct Storage {
   Storage(size_t bytes, Device device);
+  Storage(size_t bytes, Device device, Allocator& allocator);  // from a given allocator (pinned host memory)
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -50,6 +51,9 @@ class Tensor {
 
   // Factories. Shapes must be non-negative; a bad shape throws volt::Error.
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  // A CPU tensor in page-locked memory, so that copies to a GPU can be asynchronous (engine/gpu.h);
+  // ordinary host memory in a build without CUDA.
+  static Tensor empty_pinned(const Shape& shape, DType dtype = DType::F32);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, float value, DType dtype = DType::F32, Device device = Device::cpu());

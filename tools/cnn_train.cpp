@@ -33,6 +33,7 @@ std::unique_ptr<DataModule> make_datamodule(const TrainArgs& a) {
   dmo.seed = uint64_t(a.seed) + 42;
   dmo.augment = a.augment;
   dmo.cutout = a.cutout;
+  dmo.data_on_device = parse_data_on_device(a.data_on_device);
   if (a.dataset == "cifar100") return std::make_unique<CIFAR100DataModule>(dmo);
   if (a.dataset == "mnist") return std::make_unique<MNISTDataModule>(dmo);
   if (a.dataset == "fashion-mnist") return std::make_unique<FashionMNISTDataModule>(dmo);

@@ -34,6 +34,9 @@ const char* train_usage() {
          "  --download                  fetch the dataset into --data-dir if it is missing\n"
          "  --download-url URL          base URL to download from (default: the official mirror)\n"
          "  --num-workers N             loader threads (default 3)\n"
+         "  --data-on-device MODE       auto | on | off: on a GPU, keep the dataset there as uint8 and augment\n"
+         "                              each batch in one kernel (auto: when it fits in a quarter of the free\n"
+         "                              memory; off: host workers, pinned copies one batch ahead)\n"
          "  --augment                   random crop (padding 4) and horizontal flip on training images\n"
          "  --cutout N                  cutout square of side N on training images (default 0: off)\n"
          "  --channels N                image channels for --dataset folder (1, 3 or 4; default 3)\n"
@@ -155,6 +158,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--download") a.download = flag_only();
     else if (flag == "--download-url") a.download_url = next();
     else if (flag == "--num-workers") a.num_workers = int(to_int(flag, next(), 0));
+    else if (flag == "--data-on-device") a.data_on_device = choice({"auto", "on", "off"});
     else if (flag == "--augment") a.augment = flag_only();
     else if (flag == "--cutout") a.cutout = to_int(flag, next(), 0);
     else if (flag == "--channels") a.channels = std::stoll(choice({"1", "3", "4"}));

@@ -20,6 +20,7 @@ struct TrainArgs {
   std::string optimizer = "adam", scheduler = "none", precision = "32";
   // Data.
   std::string dataset = "cifar10", data_dir, download_url;
+  std::string data_on_device = "auto";  // auto | on | off
   bool download = false, augment = false;
   int64_t cutout = 0, channels = 3;
   int64_t train_samples = 45000, val_samples = 5000, test_samples = 10000;  // synthetic

@@ -35,9 +35,11 @@ int current_device() {
   return d;
 }
 
-void* default_stream(int device) {
+namespace {
+// One non-blocking stream per device from `streams`, created on first use; never destroyed: tensors
+// may be freed after main returns.
+void* stream_of_device(std::vector<cudaStream_t>& streams, int device) {
   static std::mutex mu;
-  static std::vector<cudaStream_t> streams;  // never destroyed: tensors may be freed after main returns
   std::lock_guard<std::mutex> lock(mu);
   if (streams.empty()) {
     const int n = device_count();
@@ -55,6 +57,17 @@ void* default_stream(int device) {
     streams[size_t(device)] = s;
   }
   return streams[size_t(device)];
+}
+}  // namespace
+
+void* default_stream(int device) {
+  static std::vector<cudaStream_t> streams;
+  return stream_of_device(streams, device);
+}
+
+void* copy_stream(int device) {
+  static std::vector<cudaStream_t> streams;
+  return stream_of_device(streams, device);
 }
 
 void* device_malloc(size_t bytes, int device) {
@@ -76,7 +89,7 @@ void device_free(void* ptr, int device) {
 
 void* pinned_malloc(size_t bytes) {
   void* p = nullptr;
-  CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocPortable));  // pinned for every device, from any thread
   return p;
 }
 
@@ -101,6 +114,11 @@ void copy_d2d_async(void* dst, const void* src, size_t bytes, void* stream) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream)));
 }
 
+void copy_h2d_async(void* dst, const void* src, size_t bytes, void* stream) {
+  if (!bytes) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)));
+}
+
 void memset_async(void* dst, int value, size_t bytes, void* stream) {
   if (!bytes) return;
   CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, static_cast<cudaStream_t>(stream)));
@@ -114,5 +132,34 @@ void device_synchronize(int device) {
 }
 
 void mem_info(size_t* free_bytes, size_t* total_bytes) { CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes)); }
+
+void* event_create(int device) {
+  CUDA_CHECK(cudaSetDevice(device));
+  cudaEvent_t e = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+
+void event_destroy(void* event) { CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event))); }
+
+void event_record(void* event, void* stream) {
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)));
+}
+
+void stream_wait_event(void* stream, void* event) {
+  CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
+}
+
+bool event_query(void* event) {
+  const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
+  if (e == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  CUDA_CHECK(e);
+  return true;
+}
+
+void event_synchronize(void* event) { CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
 
 }  // namespace volt::cuda

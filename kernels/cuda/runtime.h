@@ -11,12 +11,15 @@ void set_device(int device);
 int current_device();
 // The stream every Volt op on `device` runs on: created once per device (non-blocking), never destroyed.
 void* default_stream(int device);  // also makes `device` current
+// A second stream per device for host-to-device copies that overlap the default stream's work
+// (created once, non-blocking, never destroyed).
+void* copy_stream(int device);
 
 // Raw device memory (cudaMalloc / cudaFree). malloc returns nullptr when the device is out of memory
 // (so that the caching allocator can free its cache and retry); other errors throw.
 void* device_malloc(size_t bytes, int device);
 void device_free(void* ptr, int device);
-// Page-locked host memory (cudaHostAlloc / cudaFreeHost); throws on failure.
+// Page-locked host memory (cudaHostAlloc, portable: pinned for every device / cudaFreeHost); throws on failure.
 void* pinned_malloc(size_t bytes);
 void pinned_free(void* ptr);
 
@@ -25,11 +28,23 @@ void pinned_free(void* ptr);
 void copy_h2d_sync(void* dst, const void* src, size_t bytes, void* stream);
 void copy_d2h_sync(void* dst, const void* src, size_t bytes, void* stream);
 void copy_d2d_async(void* dst, const void* src, size_t bytes, void* stream);
+// Returns at once; asynchronous with respect to the host only when src is pinned, which must then
+// stay untouched until the copy is complete (an event recorded after it).
+void copy_h2d_async(void* dst, const void* src, size_t bytes, void* stream);
 void memset_async(void* dst, int value, size_t bytes, void* stream);
 void stream_synchronize(void* stream);
 void device_synchronize(int device);
 
 // Bytes free and total on the current device (cudaMemGetInfo).
 void mem_info(size_t* free_bytes, size_t* total_bytes);
+
+// Events (cudaEvent_t as void*, created without timing on `device`): record on a stream, make another
+// stream wait for it (no host wait), ask whether it completed, or wait for it on the host.
+void* event_create(int device);
+void event_destroy(void* event);
+void event_record(void* event, void* stream);
+void stream_wait_event(void* stream, void* event);
+bool event_query(void* event);
+void event_synchronize(void* event);
 
 }  // namespace volt::cuda

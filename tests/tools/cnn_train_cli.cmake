@@ -1,8 +1,9 @@
 # cmake -P script: cnn_train's command line on the Trainer. A short synthetic run trains, writes
 # logs and checkpoints under --log-dir, tests the best checkpoint and says where everything went;
-# --resume last continues it; --fast-dev-run writes nothing; every tutorial flag is accepted; bad
-# flags exit with 2 and a message naming the flag and the valid choices; an unavailable accelerator,
-# mixed precision on the CPU or a missing dataset folder exits with 1 and says what to do.
+# --resume last continues it; --fast-dev-run writes nothing; every tutorial flag is accepted
+# (--data-on-device on runs the resident loader in host memory on the CPU); bad flags exit with 2
+# and a message naming the flag and the valid choices; an unavailable accelerator, mixed precision
+# on the CPU or a missing dataset folder exits with 1 and says what to do.
 function(expect rc_want pattern)
   execute_process(COMMAND ${CNN_TRAIN} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL rc_want)
@@ -65,7 +66,8 @@ expect(0 "Profiler report \\(simple\\)" ${small} --epochs 1 --log-dir ${runs} --
 expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --profiler advanced --limit-train-batches 0.5
        --limit-val-batches 1 --gradient-clip-algorithm value --gradient-clip-val 0.1 --optimizer adamw
        --scheduler cosine --checkpoint-every 1 --val-check-interval 0.5 --distributed-backend ddp)
-expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --limit-val-batches 0 --scheduler step --cutout 8 --augment)
+expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --limit-val-batches 0 --scheduler step --cutout 8 --augment
+       --data-on-device on)
 
 # Bad usage: exit 2, naming the flag and the choices.
 expect(2 "unknown option --bogus.*usage: cnn_train" --bogus)
@@ -75,6 +77,7 @@ expect(2 "expected one of adam, adamw, sgd" --optimizer rmsprop)
 expect(2 "expected one of cifar10, cifar100, mnist, fashion-mnist, folder, synthetic" --dataset imagenet)
 expect(2 "expected one of 32, 32-true, 16-mixed, 16, bf16-mixed, bf16" --precision 8)
 expect(2 "expected one of simple, advanced" --profiler fancy)
+expect(2 "bad value 'sometimes' for --data-on-device: expected one of auto, on, off" --data-on-device sometimes)
 expect(2 "bad value '1.5' for --limit-train-batches" --limit-train-batches 1.5)
 expect(2 "missing value for --batch-size" --batch-size)
 expect(2 "--download takes no value" --download=yes)
