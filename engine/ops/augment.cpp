@@ -5,14 +5,6 @@
 
 namespace volt {
 
-namespace {
-FType ftype_of(DType t) {
-  VOLT_CHECK(t == DType::F32 || t == DType::F16 || t == DType::BF16, "augment_batch: images can be float32, "
-             "float16 or bfloat16, not ", dtype_name(t));
-  return t == DType::F32 ? FType::F32 : (t == DType::F16 ? FType::F16 : FType::BF16);
-}
-}  // namespace
-
 void augment_batch(const AugmentSource& src, const AugmentSpec& spec, int64_t begin, int64_t count,
                    uint64_t key_base, uint64_t key_stride, DType dtype, Tensor& out_images, Tensor& out_labels) {
   const char* op = "augment_batch";
@@ -32,6 +24,7 @@ void augment_batch(const AugmentSource& src, const AugmentSpec& spec, int64_t be
              ": lut must be float32 [", spec.channels, ", 256], got ", shape_str(src.lut.shape()));
   VOLT_CHECK(begin >= 0 && count >= 1 && begin + count <= src.order.size(0), op, ": positions [", begin, ", ",
              begin + count, ") are outside the order's ", src.order.size(0));
+  VOLT_CHECK(is_floating(dtype), op, ": images can be float32, float16 or bfloat16, not ", dtype_name(dtype));
   [[maybe_unused]] const FType ft = ftype_of(dtype);  // unused in a build without CUDA
   const Shape out_shape{count, spec.channels, spec.height, spec.width};
   out_labels = Tensor::empty({count}, DType::I64, dev);
