@@ -313,7 +313,7 @@ void check_model_matches(const Checkpoint& ckpt, const Module& model) {
 }
 
 void restore(const Checkpoint& ckpt, Module& model, Optimizer& opt, LRScheduler* scheduler, DataLoader* loader,
-             const std::map<std::string, Generator*>& extra_generators) {
+             const std::map<std::string, Generator*>& extra_generators, GradScaler* scaler) {
   const std::string from = ckpt.source.empty() ? "the checkpoint" : "checkpoint " + ckpt.source;
   // 1. Check everything.
   check_model_matches(ckpt, model);
@@ -325,6 +325,7 @@ void restore(const Checkpoint& ckpt, Module& model, Optimizer& opt, LRScheduler*
                  scheduler->type_name(), " was given");
       scheduler->check_state_dict(*ckpt.scheduler);
     }
+    if (scaler && ckpt.loss_scaler) GradScaler().load_state_dict(*ckpt.loss_scaler);  // checks only
   } catch (const Error& e) {
     throw Error("restore: " + from + ": " + e.what());  // keeps the location of the original check
   }
@@ -351,6 +352,7 @@ void restore(const Checkpoint& ckpt, Module& model, Optimizer& opt, LRScheduler*
   model.load_state_dict(sd, true);
   opt.load_state_dict(*ckpt.optim);
   if (scheduler) scheduler->load_state_dict(*ckpt.scheduler);
+  if (scaler && ckpt.loss_scaler) scaler->load_state_dict(*ckpt.loss_scaler);
   for (uint64_t s = 0; s < 4; ++s) {
     const GeneratorState& st = *gens[kDefaultStreamNames[s]];
     Generator& g = default_generator(s);

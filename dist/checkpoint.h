@@ -9,7 +9,7 @@
 //   MODL model tensors        u32 count, count x tensor record (as the VOLTTENS tensor file)
 //   OPTM optimizer state      component state (below)
 //   SCHD scheduler state      component state
-//   LSCL loss-scaler state    component state (reals "scale", ints "growth_tracker"); reserved
+//   LSCL loss-scaler state    component state (GradScaler: reals "scale", ..., ints "growth_tracker", ...)
 //   RNGS generators           u32 count, count x { string name, u64 seed, u64 stream, u64 offset }
 //   PROG progress             i64 epoch, i64 global_step, i64 loader_epoch, i64 loader_next_batch
 //   HPRM hyperparameters      u32 count, count x { string key, string value }
@@ -34,6 +34,7 @@
 #include "engine/serialize.h"
 #include "layers/module.h"
 #include "layers/optim/component_state.h"
+#include "layers/optim/grad_scaler.h"
 #include "layers/optim/optimizer.h"
 #include "layers/optim/scheduler.h"
 
@@ -50,7 +51,7 @@ struct Checkpoint {
   NamedTensors model;                       // the module's state_dict (parameters and buffers), CPU copies
   std::optional<OptimizerState> optim;
   std::optional<SchedulerState> scheduler;
-  std::optional<LossScalerState> loss_scaler;  // reserved: nothing produces it yet
+  std::optional<LossScalerState> loss_scaler;  // precision "16-mixed" runs (GradScaler::state_dict)
   std::vector<GeneratorState> rng;
   int64_t epoch = 0;        // the epoch to resume in (0-based; the completed count at an epoch boundary)
   int64_t global_step = 0;  // optimizer steps taken so far
@@ -77,9 +78,12 @@ void check_model_matches(const Checkpoint& ckpt, const Module& model);
 
 // Puts the checkpoint back: model values, optimizer state, scheduler state (when `scheduler` is not
 // null; the checkpoint must then have one), the default generator streams, the generators in
-// `extra_generators` (each must be in the checkpoint), and the loader position (when `loader` is not
-// null). Everything is checked first, so a checkpoint that does not fit changes nothing.
+// `extra_generators` (each must be in the checkpoint), the loader position (when `loader` is not
+// null) and the loss scaler (when `scaler` is not null and the checkpoint has one; a checkpoint of a
+// float32 run leaves a new scaler as it is). Everything is checked first, so a checkpoint that does
+// not fit changes nothing.
 void restore(const Checkpoint& ckpt, Module& model, Optimizer& opt, LRScheduler* scheduler,
-             DataLoader* loader = nullptr, const std::map<std::string, Generator*>& extra_generators = {});
+             DataLoader* loader = nullptr, const std::map<std::string, Generator*>& extra_generators = {},
+             GradScaler* scaler = nullptr);
 
 }  // namespace volt

@@ -22,6 +22,7 @@
 #include "dist/requeue.h"
 #include "dist/trainer_internal.h"
 #include "dist/trainer_logging.h"
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -73,6 +74,7 @@ struct TrainerRun {
     s.clear_step();
     s.set_stage(stage == "sanity" ? "val" : stage);
     module.store_ = &s;
+    Autocast autocast(t.compute_dtype_);
     module.on_validation_epoch_start();
     if (overfit.empty()) val->set_epoch(0);
     for (int64_t i = 0; i < n; ++i) {
@@ -105,7 +107,7 @@ struct TrainerRun {
 
   static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader,
                                                  int64_t n, bool test, Profiler& prof, Communicator& comm,
-                                                 Device device);
+                                                 Device device, DType compute);
 
   bool next_train(Batch& b, int64_t batch_idx) {
     if (!overfit.empty()) {
@@ -127,19 +129,26 @@ struct TrainerRun {
     }
     if (t.opts_.gradient_clip_val > 0) {
       Profiler::Scope sc(I.profiler, "clip_gradients");
+      if (I.scaler) I.scaler->unscale_(opt);  // clip the true gradients, not the scaled ones
       if (t.opts_.gradient_clip_algorithm == "norm")
         clip_grad_norm_(params, t.opts_.gradient_clip_val);
       else
         clip_grad_value_(params, t.opts_.gradient_clip_val);
     }
+    bool stepped = true;
     {
       Profiler::Scope sc(I.profiler, "optimizer_step");
-      opt.step();
+      if (I.scaler) {
+        stepped = I.scaler->step(opt);  // skipped when a gradient is Inf/NaN
+        I.scaler->update();
+      } else {
+        opt.step();
+      }
     }
     opt.zero_grad();
     ++t.global_step_;
     module.global_step_ = t.global_step_;
-    if (I.optim.scheduler && I.optim.interval == "step") I.optim.scheduler->step();
+    if (I.optim.scheduler && I.optim.interval == "step" && stepped) I.optim.scheduler->step();
   }
 
   // SIGUSR1 (Slurm's warning before the time limit) at a step boundary: a checkpoint that resumes at
@@ -191,6 +200,7 @@ struct TrainerRun {
       Tensor loss;
       {
         Profiler::Scope sc(I.profiler, "training_step");
+        Autocast autocast(t.compute_dtype_);
         loss = module.training_step(b, batch_idx);
       }
       VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor, got ",
@@ -198,6 +208,7 @@ struct TrainerRun {
       {
         Profiler::Scope sc(I.profiler, "backward");
         Tensor l = accum > 1 ? loss * (1.0f / float(accum)) : loss;
+        if (I.scaler) l = I.scaler->scale(l);
         l.backward();
       }
       ++t.train_batches_seen_;
@@ -326,6 +337,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   I.module = &module;
   module.to(device_);  // before configure_optimizers: the optimizer's state follows the parameters
   I.optim = module.configure_optimizers();
+  I.scaler.reset();
+  if (compute_dtype_ == DType::F16) I.scaler = std::make_unique<GradScaler>();
   VOLT_CHECK(I.optim.optimizer != nullptr, "configure_optimizers() returned no optimizer");
   VOLT_CHECK(I.optim.interval == "epoch" || I.optim.interval == "step", "configure_optimizers(): scheduler interval \"",
              I.optim.interval, "\" (choices: epoch, step)");
@@ -365,7 +378,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   bool resumed = false;
   if (!resume_path.empty()) {
     Checkpoint c = load_checkpoint(resume_path);
-    restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr);
+    restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr, {},
+            I.scaler.get());
     epoch_ = c.epoch;
     global_step_ = c.global_step;
     module.global_step_ = global_step_;
@@ -422,6 +436,10 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     if (I.loggers) {
       I.loggers->log_metrics(train_logged, std::max<int64_t>(0, global_step_ - 1), epoch_);
       if (opts_.log_histograms) I.loggers->log_histograms(module, global_step_);
+      if (I.scaler)
+        I.loggers->log_metrics({{"amp_loss_scale", I.scaler->get_scale()},
+                                {"amp_skipped_steps", double(I.scaler->skipped_steps())}},
+                               std::max<int64_t>(0, global_step_ - 1), epoch_);
     }
     if (I.optim.scheduler && I.optim.interval == "epoch" && finished) I.optim.scheduler->step();
     if (finished || !run.overfit.empty()) {
@@ -454,15 +472,20 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     I.loggers->flush();
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (I.scaler && is_global_zero())
+    out() << "Mixed precision (" << opts_.precision << "): " << I.scaler->skipped_steps() << " of "
+          << I.scaler->steps() << " optimizer steps skipped (Inf/NaN gradients); loss scale now "
+          << I.scaler->get_scale() << "\n";
   I.profiler.report(out(), total);
   for (auto& c : callbacks_)
     if (auto* es = dynamic_cast<EarlyStopping*>(c.get()); es && !es->reason().empty()) out() << es->reason() << "\n";
 }
 
 std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader, int64_t n,
-                                        bool test, Profiler& prof, Communicator& comm, Device device) {
+                                        bool test, Profiler& prof, Communicator& comm, Device device, DType compute) {
   module.eval();
   NoGradGuard ng;
+  Autocast autocast(compute);
   s.clear_epoch();
   s.clear_step();
   s.set_stage(test ? "test" : "val");
@@ -503,7 +526,8 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
     ~Detach() { m.comm_ = nullptr; }
   } detach{module};
   module.to(device_);
-  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_, device_);
+  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_, device_,
+                                 compute_dtype_);
   for (const auto& [k, v] : m) callback_metrics_[k] = v;
   return m;
 }

@@ -52,7 +52,11 @@ struct TrainerOptions {
   int64_t gpus = 0;                  // the tutorial's gpus=N (N > 0 means accelerator "gpu")
   int64_t num_nodes = 1;
   std::string strategy = "auto";     // "auto", "ddp", "dp" (run as ddp)
-  std::string precision = "32";      // "32"; "16-mixed", "bf16-mixed", "16" need the GPU backend
+  // "32"; "16-mixed" (float16 compute under Autocast, float32 master weights, dynamic loss scaling:
+  // an optimizer step with Inf/NaN gradients is skipped, counted and not seen by a per-step
+  // scheduler) or "bf16-mixed" (bfloat16 compute, no scaling); "16" and "bf16" are aliases. On the
+  // CPU the mixed modes run the float32 kernels between 16-bit casts: correct, but slower than "32".
+  std::string precision = "32";
   FastDevRun fast_dev_run = false;
   BatchAmount overfit_batches = 0.0;  // > 0: the same first batches every epoch, also validated on
   BatchAmount limit_train_batches = 1.0, limit_val_batches = 1.0, limit_test_batches = 1.0;
@@ -149,6 +153,7 @@ class Trainer {
   TrainerOptions opts_;
   ProcessEnv env_;
   Device device_ = Device::cpu();
+  DType compute_dtype_ = DType::F32;  // the precision's Autocast type (float32: none)
   std::shared_ptr<Communicator> comm_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::unique_ptr<Impl> impl_;

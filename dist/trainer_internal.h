@@ -11,6 +11,7 @@
 #include "dist/progress_bar.h"
 #include "dist/trainer.h"
 #include "dist/trainer_logging.h"
+#include "layers/optim/grad_scaler.h"
 
 namespace volt::trainer_detail {
 
@@ -33,6 +34,7 @@ struct Trainer::Impl {
   std::map<std::string, double> val_prog_bar;
   std::unique_ptr<GradientAverager> averager;  // data-parallel runs
   std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)
+  std::unique_ptr<GradScaler> scaler;          // precision "16-mixed"
 };
 
 }  // namespace volt

@@ -75,6 +75,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   for (const auto& [k, v] : impl_->module->hyperparameters()) hp[k] = hparam_str(v);
   Checkpoint c = capture(*impl_->module, *impl_->optim.optimizer, impl_->optim.scheduler.get(), impl_->resume_epoch,
                          global_step_, impl_->resume_loader, hp);
+  if (impl_->scaler) c.loss_scaler = impl_->scaler->state_dict();
   for (const auto& cb : callbacks_)
     for (const auto& [k, v] : cb->state_dict()) c.metadata["callback." + cb->name() + "." + k] = v;
   c.metadata["trainer"] = "volt.Trainer";
@@ -154,12 +155,16 @@ void Trainer::check_options() {
   VOLT_CHECK(st == "auto" || st == "ddp" || st == "dp", "strategy \"", opts_.strategy,
              "\" is not known (choices: auto, ddp, dp — dp runs as ddp)");
   const std::string p = lower(opts_.precision);
-  if (p == "16-mixed" || p == "bf16-mixed" || p == "16" || p == "bf16" || p == "16-true" || p == "bf16-true")
-    VOLT_FAIL("precision \"", opts_.precision,
-              "\": mixed precision needs the GPU backend (the CPU has no fp16/bf16 compute here); use "
-              "precision=\"32\"");
-  VOLT_CHECK(p == "32" || p == "32-true", "precision \"", opts_.precision,
-             "\" is not known (choices: 32, 16-mixed, bf16-mixed; 16 is an alias of 16-mixed)");
+  VOLT_CHECK(p != "16-true" && p != "bf16-true", "precision \"", opts_.precision,
+             "\": pure 16-bit training (16-bit weights and optimizer state) is not supported; use \"16-mixed\" or "
+             "\"bf16-mixed\" (16-bit compute, float32 master weights)");
+  if (p == "16-mixed" || p == "16")
+    compute_dtype_ = DType::F16;
+  else if (p == "bf16-mixed" || p == "bf16")
+    compute_dtype_ = DType::BF16;
+  else
+    VOLT_CHECK(p == "32" || p == "32-true", "precision \"", opts_.precision,
+               "\" is not known (choices: 32, 16-mixed, bf16-mixed; 16 and bf16 are aliases of the mixed ones)");
   VOLT_CHECK(opts_.max_epochs >= -1, "max_epochs must be >= -1, got ", opts_.max_epochs);
   VOLT_CHECK(opts_.max_steps >= -1, "max_steps must be >= -1, got ", opts_.max_steps);
   VOLT_CHECK(opts_.fast_dev_run.batches >= 0, "fast_dev_run must be true/false or n >= 0, got ",

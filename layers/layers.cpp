@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "engine/autocast.h"
+
 #include "engine/error.h"
 
 namespace volt {
@@ -37,7 +39,19 @@ void Conv2d::reset_parameters(Generator& gen) {
   if (bias.defined()) uniform_bias_(bias, fan_in, gen);
 }
 
-Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_}); }
+namespace {
+// Under Autocast, a tensor in the autocast type (a no-op for one that already is, or outside a guard).
+Tensor autocast(const Tensor& t) {
+  const DType dt = autocast_dtype();
+  return dt == DType::F32 || !t.defined() || !is_floating(t.dtype()) ? t : cast(t, dt);
+}
+}  // namespace
+
+Tensor Conv2d::forward(const Tensor& x) {
+  return conv2d(autocast(x), autocast(weight), autocast(bias), {stride_, stride_}, {padding_, padding_});
+}
+
+Tensor Linear::forward(const Tensor& x) { return linear(autocast(x), autocast(weight), autocast(bias)); }
 
 std::string Conv2d::extra_repr() const {
   return detail::format(in_, ", ", out_, ", kernel_size=", k_, ", stride=", stride_,
@@ -60,14 +74,17 @@ BatchNorm2d::BatchNorm2d(int64_t c, double eps, double momentum, bool affine, bo
   }
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward(const Tensor& x) { return run(x, false); }
+Tensor BatchNorm2d::forward_relu(const Tensor& x) { return run(x, true); }
+
+Tensor BatchNorm2d::run(const Tensor& x, bool relu) {
   VOLT_CHECK(x.defined() && x.dim() == 4, "BatchNorm2d: expected input [N, C, H, W], got shape ",
              x.defined() ? shape_str(x.shape()) : "undefined");
   const bool use_batch_stats = is_training() || !running_mean.defined();
   if (is_training() && num_batches_tracked.defined())
     add_int_(num_batches_tracked, 1);  // on the buffer's device (no host round trip on a GPU)
-  return batch_norm(x, weight, bias, running_mean, running_var, use_batch_stats,
-                    momentum_, eps_);
+  return (relu ? batch_norm_relu : batch_norm)(x, weight, bias, running_mean, running_var, use_batch_stats, momentum_,
+                                               eps_);
 }
 
 std::string BatchNorm2d::extra_repr() const {

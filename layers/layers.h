@@ -13,7 +13,7 @@ class Conv2d : public Module {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1, int64_t padding = 0,
          bool bias = true, Generator* gen = nullptr);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward(const Tensor& x) override;  // in autocast_dtype() under an Autocast guard
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
   void reset_parameters(Generator& gen);
@@ -28,11 +28,14 @@ class BatchNorm2d : public Module {
   explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
                        bool track_running_stats = true);
   Tensor forward(const Tensor& x) override;
+  bool fuses_relu() const override { return true; }
+  Tensor forward_relu(const Tensor& x) override;  // batch_norm_relu: one pass each way
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
+  Tensor run(const Tensor& x, bool relu);
   int64_t c_;
   double eps_, momentum_;
 };
@@ -57,7 +60,7 @@ class MaxPool2d : public Module {
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true, Generator* gen = nullptr);
-  Tensor forward(const Tensor& x) override { return linear(x, weight, bias); }
+  Tensor forward(const Tensor& x) override;  // in autocast_dtype() under an Autocast guard
   std::string type_name() const override { return "Linear"; }
   std::string extra_repr() const override;
   void reset_parameters(Generator& gen);

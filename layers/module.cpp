@@ -8,6 +8,8 @@
 #include <unordered_map>
 
 #include "engine/autograd.h"
+#include "engine/ops.h"
+#include "layers/layers.h"
 #include "engine/error.h"
 
 namespace volt {
@@ -209,9 +211,21 @@ Sequential::Sequential(std::vector<std::shared_ptr<Module>> modules) {
 
 void Sequential::push_back(std::shared_ptr<Module> m) { register_module(std::to_string(children().size()), std::move(m)); }
 
+Tensor Module::forward_relu(const Tensor& x) { return relu(forward(x)); }
+
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (const auto& c : children()) h = (*c.second)(h);
+  const auto& cs = children();
+  const bool observed = g_observer.load(std::memory_order_relaxed) != nullptr;
+  for (size_t i = 0; i < cs.size(); ++i) {
+    Module& m = *cs[i].second;
+    if (!observed && m.fuses_relu() && i + 1 < cs.size() && dynamic_cast<ReLU*>(cs[i + 1].second.get())) {
+      h = m.forward_relu(h);  // the ReLU is done: skip it
+      ++i;
+      continue;
+    }
+    h = m(h);
+  }
   return h;
 }
 

@@ -44,6 +44,11 @@ class Module {
   Tensor operator()(const Tensor& x);  // forward, seen by the forward observer
   virtual std::string type_name() const = 0;
   virtual std::string extra_repr() const { return ""; }
+  // relu(forward(x)) in one pass, for a module that can fuse the ReLU following it (BatchNorm2d):
+  // Sequential calls it for such a module followed by a ReLU (unless a forward observer, the
+  // per-layer profiler, wants to see each layer).
+  virtual bool fuses_relu() const { return false; }
+  virtual Tensor forward_relu(const Tensor& x);
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;

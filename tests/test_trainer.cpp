@@ -409,8 +409,8 @@ TEST_CASE("unsupported options throw volt::Error saying why") {
   };
   CHECK(contains(msg([](TrainerOptions& o) { o.accelerator = "gpu"; }), "CUDA backend"));
   CHECK(contains(msg([](TrainerOptions& o) { o.gpus = 1; }), "CUDA backend"));
-  CHECK(contains(msg([](TrainerOptions& o) { o.precision = "16-mixed"; }), "mixed precision needs the GPU backend"));
-  CHECK(contains(msg([](TrainerOptions& o) { o.precision = "16"; }), "mixed precision"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.precision = "16-true"; }), "use \"16-mixed\""));
+  CHECK(contains(msg([](TrainerOptions& o) { o.precision = "fp8"; }), "choices: 32, 16-mixed, bf16-mixed"));
   // Several devices or nodes mean several processes, which the launcher starts, not the Trainer.
   const std::string devices = msg([](TrainerOptions& o) { o.devices = 2; });
   INFO(devices);

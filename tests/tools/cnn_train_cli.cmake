@@ -1,9 +1,10 @@
 # cmake -P script: cnn_train's command line on the Trainer. A short synthetic run trains, writes
 # logs and checkpoints under --log-dir, tests the best checkpoint and says where everything went;
 # --resume last continues it; --fast-dev-run writes nothing; every tutorial flag is accepted
-# (--data-on-device on runs the resident loader in host memory on the CPU); bad flags exit with 2
-# and a message naming the flag and the valid choices; an unavailable accelerator, mixed precision
-# on the CPU or a missing dataset folder exits with 1 and says what to do.
+# (--data-on-device on runs the resident loader in host memory on the CPU; --precision 16-mixed and
+# bf16-mixed run and report their loss scaling); bad flags exit with 2 and a message naming the flag
+# and the valid choices; an unavailable accelerator or a missing dataset folder exits with 1 and says
+# what to do.
 function(expect rc_want pattern)
   execute_process(COMMAND ${CNN_TRAIN} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL rc_want)
@@ -83,10 +84,14 @@ expect(2 "missing value for --batch-size" --batch-size)
 expect(2 "--download takes no value" --download=yes)
 expect(0 "usage: cnn_train" --help)
 
+# Mixed precision on the CPU: the float32 kernels between 16-bit casts; 16-mixed reports its scaler.
+expect(0 "Mixed precision \\(16-mixed\\): 0 of 6 optimizer steps skipped" ${small} --precision 16-mixed --epochs 1
+       --fast-dev-run 6)
+expect(0 "test_acc" ${small} --precision bf16-mixed --fast-dev-run 2)
+
 # Runtime refusals: exit 1 with the reason.
 expect(1 "accelerator \"gpu\"" ${small} --accelerator gpu --epochs 1)
 expect(1 "accelerator \"gpu\" \\(gpus=2\\)" ${small} --gpus 2 --epochs 1)
-expect(1 "precision \"16-mixed\": mixed precision needs the GPU backend" ${small} --precision 16-mixed --epochs 1)
 expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset cifar10 --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
 expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
 expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset fashion-mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
