@@ -12,7 +12,9 @@ build=${2:-build-gpu}
 shift $(( $# >= 2 ? 2 : 1 ))
 root=$(cd "$(dirname "$0")/.." && pwd)
 case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
-targets="test_cuda test_trainer_gpu test_ops test_device_allocator bench_ops_cuda cnn_train test_nccl bench_allreduce"
+# Every `gpu`-labelled test program, and what tests/gpu_session.sh runs.
+targets="test_cuda test_trainer_gpu test_loader_gpu test_nccl test_ops test_device_allocator cnn_train bench_ops_cuda
+  bench_train_gpu bench_allreduce bench_loader"
 
 case $mode in
 pack)
@@ -20,8 +22,9 @@ pack)
     >/dev/null
   cmake --build "$dir" -j"$(nproc)" --target $targets
   mkdir -p "$dir/lib/compat"
-  for exe in "$dir"/tests/test_cuda "$dir"/tests/test_trainer_gpu "$dir"/tests/test_ops "$dir"/bench/bench_ops_cuda \
-             "$dir"/tools/cnn_train "$dir"/tests/dist/test_nccl "$dir"/bench/bench_allreduce; do
+  for t in $targets; do
+    exe=$(find "$dir/tests" "$dir/bench" "$dir/tools" -name "$t" -type f -perm -u+x | head -1)
+    [ -n "$exe" ] || { echo "gpu_carry: $t was not built" >&2; exit 1; }
     ldd "$exe" | awk '/=> \//{print $3}'
   done | sort -u | while read -r lib; do
     case $(basename "$lib") in

@@ -1,0 +1,197 @@
+// GPU training-step benchmark of the seed CNN: a synthetic CIFAR-shaped batch resident on the GPU,
+// Adam, cross-entropy, in each precision (32, 16-mixed, bf16-mixed) and batch size; the step is the
+// Trainer's (zero_grad, forward under Autocast, loss scaling in 16-mixed, backward, optimizer step).
+// Prints RESULT lines like bench/pytorch_seed_cnn.py, and a FLOOR line per configuration: the bytes
+// the step's kernels must move per image (one pass per tensor read or written, as Volt's fused
+// kernels do) over the device bandwidth measured here by a device-to-device copy.
+#include <volt/volt.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/autocast.h"
+#include "engine/gpu.h"
+#include "layers/optim/grad_scaler.h"
+
+using namespace volt;
+
+namespace {
+
+const char* kUsage =
+    "usage: bench_train_gpu [--batch-size 128,512,2048] [--precision 32,16-mixed] [--warmup 10] [--steps 50]\n"
+    "                       [--device N | --device cpu]   (cpu: a smoke run of the same step code)\n";
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(item);
+  return out;
+}
+
+int positive(const std::string& v, const std::string& flag) {
+  char* end = nullptr;
+  const long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end || x <= 0) throw Error("bad value '" + v + "' for " + flag + " (a positive integer)");
+  return int(x);
+}
+
+DType compute_type(const std::string& p) {
+  if (p == "32") return DType::F32;
+  if (p == "16-mixed") return DType::F16;
+  if (p == "bf16-mixed") return DType::BF16;
+  throw Error("bad precision '" + p + "' (choices: 32, 16-mixed, bf16-mixed)");
+}
+
+void sync(Device d) {
+  if (d.is_cuda()) cuda_synchronize(d.index);
+}
+
+// Device bandwidth in GB/s: a 1 GiB device-to-device copy (read + write), best of 5.
+double measure_bandwidth(Device d) {
+  const int64_t n = d.is_cuda() ? int64_t(1) << 28 : int64_t(1) << 24;  // floats
+  Tensor a = Tensor::zeros({n}, DType::F32, d);
+  Tensor b = Tensor::empty({n}, DType::F32, d);
+  double best = 1e30;
+  for (int r = 0; r < 6; ++r) {
+    sync(d);
+    const auto t0 = std::chrono::steady_clock::now();
+    b.copy_(a);
+    sync(d);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0 && s < best) best = s;  // the first copy warms up
+  }
+  return 2.0 * double(n) * 4.0 / best / 1e9;
+}
+
+// Bytes the seed CNN's training step moves per image through its activations (3x32x32 input):
+// e bytes per activation element, int32 max-pool indices, one pass per tensor read or written by
+// each kernel as Volt runs them (batch norm fused with ReLU: statistics pass + normalising pass
+// forward, two passes backward).
+double step_bytes_per_image(double e) {
+  const double a0 = 3 * 32 * 32, a1 = 64 * 28 * 28, a2 = 64 * 14 * 14, a3 = 32 * 10 * 10, a4 = 32 * 5 * 5;
+  const double fc = a4 + 64 + 64 + 32 + 32 + 10;  // the MLP's activations, forward and back
+  double elems = 0;
+  elems += a0 + a1;           // conv1 forward: read the input, write its output
+  elems += 3 * a1;            // bn1+relu forward: statistics read, normalise read + write
+  elems += a1 + a2;           // pool1 forward
+  elems += a2 + a3;           // conv2 forward
+  elems += 3 * a3;            // bn2+relu forward
+  elems += a3 + a4;           // pool2 forward
+  elems += 2 * fc;            // fc forward and backward
+  elems += a4 + a3;           // pool2 backward: read dy, write dx
+  elems += 5 * a3;            // bn2+relu backward: (dy, x) twice, write dx
+  elems += a3 + a2 + a2 + a3; // conv2 data and weight gradients
+  elems += a2 + a1;           // pool1 backward
+  elems += 5 * a1;            // bn1+relu backward
+  elems += a0 + a1;           // conv1 weight gradient (no input gradient)
+  const double index_bytes = 4.0 * 2 * (a2 + a4);  // written forward, read backward
+  return elems * e + index_bytes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> batches = {128, 512, 2048};
+  std::vector<std::string> precisions = {"32", "16-mixed"};
+  int warmup = 10, steps = 50, device = 0;
+  bool on_cpu = false;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw Error("missing value for " + a);
+        return argv[++i];
+      };
+      if (a == "--batch-size") {
+        batches.clear();
+        for (const auto& s : split(value())) batches.push_back(positive(s, a));
+      } else if (a == "--precision") {
+        precisions = split(value());
+        for (const auto& p : precisions) compute_type(p);
+      } else if (a == "--warmup") warmup = positive(value(), a);
+      else if (a == "--steps") steps = positive(value(), a);
+      else if (a == "--device") {
+        const std::string v = value();
+        on_cpu = v == "cpu";
+        if (!on_cpu) device = positive(std::to_string(std::atoi(v.c_str()) + 1), a) - 1;
+      }
+      else if (a == "-h" || a == "--help") {
+        std::printf("%s", kUsage);
+        return 0;
+      } else throw Error("unknown flag " + a);
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_train_gpu: %s\n%s", e.what(), kUsage);
+    return 2;
+  }
+  if (!on_cpu && cuda_device_count() <= device) {
+    std::printf("SKIPPED: no CUDA device cuda:%d (%s)\n", device, cuda_unavailable_reason().c_str());
+    return 77;
+  }
+  try {
+    const Device dev = on_cpu ? Device::cpu() : Device::cuda(device);
+    const double gbps = measure_bandwidth(dev);
+    std::printf("# Volt %s seed-CNN training step on %s: Adam, GPU-resident synthetic 3x32x32 batch; "
+                "device-to-device copy bandwidth %.1f GB/s\n",
+                VOLT_VERSION, dev.str().c_str(), gbps);
+    std::fflush(stdout);
+    for (const std::string& precision : precisions)
+      for (int b : batches) {
+        const DType dt = compute_type(precision);
+        manual_seed(0);
+        SeedCNN model;
+        model.to(dev);
+        model.train();
+        Adam opt(model.parameters(), AdamOptions{});
+        GradScaler scaler;
+        Generator g(1, 0);
+        Tensor x = Tensor::empty({b, 3, 32, 32});
+        uniform_(x, -1.f, 1.f, g);
+        x = x.to(dev);
+        std::vector<int64_t> labels(static_cast<size_t>(b));
+        for (int i = 0; i < b; ++i) labels[size_t(i)] = i % 10;
+        const Tensor y = Tensor::from_labels(labels).to(dev);
+        Tensor loss;
+        auto step = [&] {
+          opt.zero_grad();
+          {
+            Autocast ac(dt);
+            loss = cross_entropy(model(x), y);
+          }
+          if (dt == DType::F16) {
+            scaler.scale(loss).backward();
+            scaler.step(opt);
+            scaler.update();
+          } else {
+            loss.backward();
+            opt.step();
+          }
+        };
+        for (int i = 0; i < warmup; ++i) step();
+        sync(dev);
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < steps; ++i) step();
+        sync(dev);
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double img_s = double(b) * steps / sec;
+        std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=eager threads=1 img_per_s=%.1f "
+                    "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld\n",
+                    on_cpu ? "cpu" : "cuda", b, precision.c_str(), img_s, 1e3 * sec / steps, steps, double(loss.item()),
+                    (long long)scaler.skipped_steps());
+        const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0);
+        std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
+                    "floor_img_per_s=%.0f\n",
+                    b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);
+        std::fflush(stdout);
+      }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_train_gpu: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Everything the GPU machine is lent for, in one call that never runs past its budget (the device
+# tool allows 600 s per call and little device time per session). Build here, carry the build, run
+# there; every step's log lands in $OUT with a one-line summary in $OUT/summary.txt:
+#   here:   bash tests/gpu_carry.sh pack build-gpu                  # then carry ["build-gpu"]
+#   there:  bash tests/gpu_session.sh [build-gpu] [steps...]        # BUDGET_S=540 by default
+# Steps (in this order; name some to run only those): info gpu-tests memcheck bench train-16 train-32
+# allreduce loader kernels. gpu-tests runs CTest's `gpu` label; memcheck runs test_cuda under
+# compute-sanitizer; bench is bench/run_gpu_bench.sh (Volt and PyTorch side by side); train-16 and
+# train-32 time `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; kernels is the
+# per-kernel time of one 16-mixed training step (ncu).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build-gpu}
+[ $# -gt 0 ] && shift
+case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
+out=${OUT:-$root/gpu-out}
+mkdir -p "$out"
+budget=${BUDGET_S:-540}
+start=$SECONDS
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(info gpu-tests memcheck bench train-16 train-32 allreduce loader kernels)
+
+. "$root/tests/gpu_env.sh"
+if ! volt_gpu_env "$dir" "$dir/tests/test_cuda" >"$out/env.log" 2>&1; then
+  echo "the binaries in $dir do not load here (see env.log)" | tee "$out/summary.txt"
+  exit 1
+fi
+export VOLT_REQUIRE_GPU=1  # a GPU test that finds no GPU fails here instead of reporting "skipped"
+
+# run NAME CAP CMD...: CMD with a time limit of CAP seconds or what is left of the budget.
+run() {
+  local name=$1 cap=$2 left t0 rc
+  shift 2
+  left=$((budget - (SECONDS - start)))
+  if [ "$left" -lt 10 ]; then
+    echo "$name: not run (budget of ${budget} s used)" | tee -a "$out/summary.txt"
+    return
+  fi
+  [ "$cap" -gt "$left" ] && cap=$left
+  t0=$SECONDS
+  timeout --kill-after=5 "$cap" bash -c '"$@"' bash "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  echo "$name: exit $rc in $((SECONDS - t0)) s (limit $cap s)$([ $rc -eq 124 ] && echo ' TIMED OUT')" |
+    tee -a "$out/summary.txt"
+}
+
+# The time of the whole cnn_train job, start to printed test metrics.
+timed_train() {
+  local t0=$SECONDS
+  "$dir/tools/cnn_train" --dataset synthetic --epochs 20 --no-progress --log-dir "$out/runs" "$@"
+  local rc=$?
+  echo "WALL cnn_train --dataset synthetic --epochs 20 $*: $((SECONDS - t0)) s (exit $rc)"
+  return $rc
+}
+
+# One 16-mixed training step at batch 128 and 2048 under ncu: every kernel's GPU time.
+kernels() {
+  local b
+  for b in 128 2048; do
+    echo "== batch $b"
+    ncu --csv --metrics gpu__time_duration.sum --launch-skip 400 --launch-count 150 \
+      "$dir/bench/bench_train_gpu" --batch-size "$b" --precision 16-mixed --warmup 10 --steps 2
+  done
+}
+
+export dir out
+export -f timed_train kernels
+for s in "${steps[@]}"; do
+  case $s in
+    info) run info 20 bash -c "nvidia-smi; nvcc --version; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" ;;
+    gpu-tests) run gpu-tests 170 bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 120 ;;
+    memcheck) run memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" ;;
+    bench) run bench 200 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$out/bench" --time-limit 190 ;;
+    train-16) run train-16 90 timed_train --precision 16-mixed ;;
+    train-32) run train-32 90 timed_train --precision 32 ;;
+    allreduce) run allreduce 40 "$dir/bench/bench_allreduce" --no-host ;;
+    loader) run loader 40 "$dir/bench/bench_loader" --hbm-gbps 4800 ;;
+    kernels) run kernels 60 kernels ;;
+    *) echo "unknown step '$s' (info gpu-tests memcheck bench train-16 train-32 allreduce loader kernels)" >&2; exit 2 ;;
+  esac
+done
+echo "total: $((SECONDS - start)) s of a ${budget} s budget" | tee -a "$out/summary.txt"
