@@ -1,6 +1,9 @@
 // GPU training-step benchmark of the seed CNN: a synthetic CIFAR-shaped batch resident on the GPU,
 // Adam, cross-entropy, in each precision (32, 16-mixed, bf16-mixed) and batch size; the step is the
 // Trainer's (zero_grad, forward under Autocast, loss scaling in 16-mixed, backward, optimizer step).
+// Modes: eager (a launch per kernel) and graph (the whole step captured once as a CUDA graph and
+// replayed: engine/cuda_graph.h; in 16-mixed the host reads the loss scaler's Inf flag after each
+// replay, one small synchronisation per step).
 // Prints RESULT lines like bench/pytorch_seed_cnn.py, and a FLOOR line per configuration: the bytes
 // the step's kernels must move per image (one pass per tensor read or written, as Volt's fused
 // kernels do) over the device bandwidth measured here by a device-to-device copy.
@@ -14,6 +17,7 @@
 #include <vector>
 
 #include "engine/autocast.h"
+#include "engine/cuda_graph.h"
 #include "engine/gpu.h"
 #include "layers/optim/grad_scaler.h"
 
@@ -22,7 +26,8 @@ using namespace volt;
 namespace {
 
 const char* kUsage =
-    "usage: bench_train_gpu [--batch-size 128,512,2048] [--precision 32,16-mixed] [--warmup 10] [--steps 50]\n"
+    "usage: bench_train_gpu [--batch-size 128,512,2048] [--precision 32,16-mixed] [--mode eager,graph]\n"
+    "                       [--warmup 10] [--steps 50]\n"
     "                       [--device N | --device cpu]   (cpu: a smoke run of the same step code)\n";
 
 std::vector<std::string> split(const std::string& s) {
@@ -98,6 +103,7 @@ double step_bytes_per_image(double e) {
 int main(int argc, char** argv) {
   std::vector<int> batches = {128, 512, 2048};
   std::vector<std::string> precisions = {"32", "16-mixed"};
+  std::vector<std::string> modes = {"eager", "graph"};
   int warmup = 10, steps = 50, device = 0;
   bool on_cpu = false;
   try {
@@ -113,6 +119,10 @@ int main(int argc, char** argv) {
       } else if (a == "--precision") {
         precisions = split(value());
         for (const auto& p : precisions) compute_type(p);
+      } else if (a == "--mode") {
+        modes = split(value());
+        for (const auto& m : modes)
+          if (m != "eager" && m != "graph") throw Error("bad mode '" + m + "' (choices: eager, graph)");
       } else if (a == "--warmup") warmup = positive(value(), a);
       else if (a == "--steps") steps = positive(value(), a);
       else if (a == "--device") {
@@ -141,54 +151,78 @@ int main(int argc, char** argv) {
                 VOLT_VERSION, dev.str().c_str(), gbps);
     std::fflush(stdout);
     for (const std::string& precision : precisions)
-      for (int b : batches) {
-        const DType dt = compute_type(precision);
-        manual_seed(0);
-        SeedCNN model;
-        model.to(dev);
-        model.train();
-        Adam opt(model.parameters(), AdamOptions{});
-        GradScaler scaler;
-        Generator g(1, 0);
-        Tensor x = Tensor::empty({b, 3, 32, 32});
-        uniform_(x, -1.f, 1.f, g);
-        x = x.to(dev);
-        std::vector<int64_t> labels(static_cast<size_t>(b));
-        for (int i = 0; i < b; ++i) labels[size_t(i)] = i % 10;
-        const Tensor y = Tensor::from_labels(labels).to(dev);
-        Tensor loss;
-        auto step = [&] {
-          opt.zero_grad();
-          {
-            Autocast ac(dt);
-            loss = cross_entropy(model(x), y);
+      for (int b : batches)
+        for (const std::string& mode : modes) {
+          if (mode == "graph" && on_cpu) continue;  // graphs are a CUDA feature
+          const DType dt = compute_type(precision);
+          manual_seed(0);
+          SeedCNN model;
+          model.to(dev);
+          model.train();
+          Adam opt(model.parameters(), AdamOptions{});
+          GradScaler scaler;
+          Generator g(1, 0);
+          Tensor x = Tensor::empty({b, 3, 32, 32});
+          uniform_(x, -1.f, 1.f, g);
+          x = x.to(dev);
+          std::vector<int64_t> labels(static_cast<size_t>(b));
+          for (int i = 0; i < b; ++i) labels[size_t(i)] = i % 10;
+          const Tensor y = Tensor::from_labels(labels).to(dev);
+          Tensor loss;
+          // The Trainer's step. Captured once in graph mode, then replayed.
+          auto step = [&] {
+            opt.zero_grad();
+            {
+              Autocast ac(dt);
+              loss = cross_entropy(model(x), y);
+            }
+            if (dt == DType::F16) {
+              scaler.scale(loss).backward();
+              scaler.step(opt);
+              scaler.update();
+            } else {
+              loss.backward();
+              opt.step();
+            }
+          };
+          for (int i = 0; i < warmup; ++i) step();  // eager: optimizer state, cuDNN plans, the cache
+          std::unique_ptr<CudaGraph> graph;
+          if (mode == "graph") {
+            graph = std::make_unique<CudaGraph>(dev);
+            try {
+              graph->capture(step);
+            } catch (const Error& e) {
+              std::printf("SKIP framework=volt batch=%d precision=%s mode=graph reason=capture: %s\n", b,
+                          precision.c_str(), e.what());
+              std::fflush(stdout);
+              continue;
+            }
           }
-          if (dt == DType::F16) {
-            scaler.scale(loss).backward();
-            scaler.step(opt);
-            scaler.update();
-          } else {
-            loss.backward();
-            opt.step();
+          auto run = [&] {
+            if (!graph) return step();
+            graph->replay();
+            if (dt == DType::F16) scaler.after_replay(opt);
+          };
+          if (graph)
+            for (int i = 0; i < warmup; ++i) run();
+          sync(dev);
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int i = 0; i < steps; ++i) run();
+          sync(dev);
+          const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          const double img_s = double(b) * steps / sec;
+          std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=%s threads=1 img_per_s=%.1f "
+                      "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld\n",
+                      on_cpu ? "cpu" : "cuda", b, precision.c_str(), mode.c_str(), img_s, 1e3 * sec / steps, steps,
+                      double(loss.item()), (long long)scaler.skipped_steps());
+          if (mode == modes.front()) {
+            const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0);
+            std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
+                        "floor_img_per_s=%.0f\n",
+                        b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);
           }
-        };
-        for (int i = 0; i < warmup; ++i) step();
-        sync(dev);
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < steps; ++i) step();
-        sync(dev);
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const double img_s = double(b) * steps / sec;
-        std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=eager threads=1 img_per_s=%.1f "
-                    "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld\n",
-                    on_cpu ? "cpu" : "cuda", b, precision.c_str(), img_s, 1e3 * sec / steps, steps, double(loss.item()),
-                    (long long)scaler.skipped_steps());
-        const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0);
-        std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
-                    "floor_img_per_s=%.0f\n",
-                    b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);
-        std::fflush(stdout);
-      }
+          std::fflush(stdout);
+        }
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_train_gpu: %s\n", e.what());
     return 1;

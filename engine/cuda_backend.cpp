@@ -134,6 +134,11 @@ void CudaEvent::block(void* stream) const { cuda::stream_wait_event(stream, even
 bool CudaEvent::ready() const { return cuda::event_query(event_); }
 void CudaEvent::synchronize() const { cuda::event_synchronize(event_); }
 
+CachingDeviceAllocator& cuda_caching_allocator(int index) {
+  detail::init_cuda_backend();
+  return cuda_backend().caching(index);
+}
+
 DeviceAllocatorStats cuda_memory_stats(int index) {
   detail::init_cuda_backend();
   return cuda_backend().caching(index).stats();
@@ -176,6 +181,7 @@ void CudaEvent::record(void*) { no_cuda("CudaEvent::record"); }
 void CudaEvent::block(void*) const { no_cuda("CudaEvent::block"); }
 bool CudaEvent::ready() const { no_cuda("CudaEvent::ready"); }
 void CudaEvent::synchronize() const { no_cuda("CudaEvent::synchronize"); }
+CachingDeviceAllocator& cuda_caching_allocator(int) { no_cuda("cuda_caching_allocator"); }
 DeviceAllocatorStats cuda_memory_stats(int) { return {}; }
 void cuda_reset_peak_memory(int) {}
 void cuda_empty_cache() {}

@@ -47,10 +47,20 @@ class CachingDeviceAllocator final : public Allocator {
   // Requests are rounded up: to 512 bytes below 1 MiB, to 64 KiB above.
   static size_t round_size(size_t bytes);
 
+  // Private pools (a captured CUDA graph's memory). Between begin_pool(key) and end_pool(), blocks
+  // are handed out from pool `key` (taking cached blocks of the current stream, or new ones, into it);
+  // a block of the pool returns to the pool when freed, at any time, so nothing outside the pool ever
+  // gets memory the graph's replays write. release_pool(key) gives the pool's free blocks back to the
+  // stream's cache; its blocks still held by tensors follow when those are freed.
+  void begin_pool(void* key);
+  void end_pool();
+  void release_pool(void* key);
+
  private:
   struct Block {
     size_t size;
     void* stream;
+    void* pool;  // nullptr, or the private pool the block belongs to
   };
   void free_cached_locked();
   RawMemory* raw_;
@@ -59,6 +69,8 @@ class CachingDeviceAllocator final : public Allocator {
   // stream -> (size -> blocks): best fit within a factor of two, so a large block is not spent on a small request.
   std::map<void*, std::multimap<size_t, void*>> free_;
   std::unordered_map<void*, Block> live_;  // every block handed out
+  std::map<void*, void*> pools_;           // live private pools: key -> the stream they serve
+  void* active_pool_ = nullptr;            // between begin_pool and end_pool
   DeviceAllocatorStats stats_;
 };
 

@@ -41,6 +41,7 @@ class CudaEvent {
   void* event_ = nullptr;
 };
 // The caching allocator of cuda:index: stats, peak reset, and giving cached blocks back to the driver.
+CachingDeviceAllocator& cuda_caching_allocator(int index);
 DeviceAllocatorStats cuda_memory_stats(int index = 0);
 void cuda_reset_peak_memory(int index = 0);
 void cuda_empty_cache();  // every device, and the pinned host cache

@@ -42,7 +42,9 @@ void axpy(FType t, int64_t n, float alpha, const void* x, void* y, void* stream)
 void relu_forward(FType t, int64_t n, const void* x, void* y, void* stream);
 void relu_backward(FType t, int64_t n, const void* dy, const void* x, void* dx, void* stream);
 // The same Philox mapping as cpu::dropout_forward: identical masks for the same (seed, stream, offset).
-void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
+// seed_offset: device memory holding {seed, offset}, read when the kernel runs (so that a captured
+// step replays with the generator's current offset: engine/cuda_graph.h).
+void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t stream_id, const uint64_t* seed_offset,
                      uint8_t* keep, void* y, void* stream);
 void dropout_backward(FType t, int64_t n, const void* dy, const uint8_t* keep, float p, void* dx, void* stream);
 void fill(FType t, int64_t n, float value, void* out, void* stream);

@@ -1,6 +1,6 @@
 // The caching device allocator's bookkeeping, on a fake device (runs everywhere): rounding, reuse
 // per stream, best fit within a factor of two, no driver calls in a steady-state loop, empty_cache,
-// and the out-of-memory retry after freeing the cache. Also: a cuda tensor on a machine without a GPU
+// and the out-of-memory retry after freeing the cache, and private pools for CUDA graphs. Also: a cuda tensor on a machine without a GPU
 // is an error that names the device.
 #include <doctest/doctest.h>
 
@@ -120,6 +120,39 @@ TEST_CASE("device allocator: out of memory frees the cache and retries, then rep
   const std::string msg = volt::test::error_of([&] { a.allocate(1u << 20); });
   CHECK(volt::test::contains(msg, "out of memory on fake:1"));
   a.deallocate(big, (5u << 20) / 2);
+  a.empty_cache();
+  CHECK(dev.live.empty());
+}
+
+TEST_CASE("device allocator: a private pool (a CUDA graph's memory) keeps its blocks until released") {
+  FakeDevice dev;
+  CachingDeviceAllocator a(&dev, "fake:0");
+  void* warm = a.allocate(4000);  // an eager step's block, cached on the stream
+  a.deallocate(warm, 4000);
+  int pool_key = 0;
+  a.begin_pool(&pool_key);
+  void* p1 = a.allocate(4000);  // the stream's cached block joins the pool
+  CHECK(p1 == warm);
+  void* p2 = a.allocate(5000);
+  a.deallocate(p2, 5000);       // freed during the capture: back to the pool, reusable inside it
+  void* p3 = a.allocate(5000);
+  CHECK(p3 == p2);
+  a.end_pool();
+  a.deallocate(p3, 5000);
+  // Outside the pool nothing gets the pool's memory, even of the same size on the same stream.
+  void* outside = a.allocate(5000);
+  CHECK(outside != p3);
+  CHECK(outside != p1);
+  a.deallocate(outside, 5000);
+  a.deallocate(p1, 4000);       // a tensor made in the capture, freed after it: stays in the pool
+  a.empty_cache();              // gives back the stream's cache, not a live pool's blocks
+  CHECK(dev.live.count(p1) == 1);
+  CHECK(dev.live.count(p3) == 1);
+  CHECK(dev.live.count(outside) == 0);
+  a.release_pool(&pool_key);    // the graph is gone: its blocks return to the stream's cache
+  void* again = a.allocate(4000);
+  CHECK(again == p1);
+  a.deallocate(again, 4000);
   a.empty_cache();
   CHECK(dev.live.empty());
 }

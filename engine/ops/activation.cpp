@@ -1,5 +1,6 @@
 // relu and dropout, on the input's device and in its floating type.
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/ops.h"
 #include "engine/ops/check.h"
 #include "kernels/elementwise.h"
@@ -32,16 +33,24 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   if (detail::cpu_low_precision(x)) return cast(dropout(cast(x, DType::F32), p, training, gen), x.dtype());
   const int64_t n = x.numel();
   const Device dev = x.device();
-  const uint64_t offset = gen.reserve(uint64_t(n));
   Tensor keep = Tensor::empty(x.shape(), DType::U8, dev);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   // Both backends draw element i from Philox (seed, stream, offset + i / 4, word i % 4): same masks.
-  if (dev.is_cuda())
-    VOLT_CUDA_ONLY(cuda::dropout_forward(detail::ft(x), n, x.raw_data(), float(p), gen.seed(), gen.stream(), offset,
+  // On a GPU the seed and offset reach the kernel through device memory, taken from the generator when
+  // the step runs (a captured step's replays each reserve fresh offsets: engine/cuda_graph.h); `gen`
+  // must outlive such a graph (the default generators and a layer's own do).
+  if (dev.is_cuda()) {
+    const auto* so = static_cast<const uint64_t*>(step_scalars(dev, 2, [&gen, n](uint64_t* v) {
+      v[0] = gen.seed();
+      v[1] = gen.reserve(uint64_t(n));
+    }));
+    VOLT_CUDA_ONLY(cuda::dropout_forward(detail::ft(x), n, x.raw_data(), float(p), gen.stream(), so,
                                          keep.data<uint8_t>(), y.raw_data(), detail::stream_of(x)));
-  else
+  } else {
+    const uint64_t offset = gen.reserve(uint64_t(n));
     cpu::dropout_forward(n, x.data<float>(), float(p), gen.seed(), gen.stream(), offset, keep.data<uint8_t>(),
                          y.data<float>());
+  }
   autograd::record("dropout", y, {x}, [keep, p](const Tensor& gy, const std::vector<bool>&) {
     Tensor gx = Tensor::empty(gy.shape(), gy.dtype(), gy.device());
     if (gy.device().is_cuda())

@@ -81,8 +81,9 @@ void dispatch_op(BinaryOp op, Run&& run) {
 // One thread per Philox block: element i uses word i % 4 of block offset + i / 4 (kernels/philox.h),
 // so a thread computes the four elements 4j .. 4j+3 from one Philox call.
 template <class T>
-__global__ void dropout_forward_kernel(int64_t n, const T* x, float p, float s, uint64_t seed, uint64_t stream_id,
-                                       uint64_t offset, uint8_t* keep, T* y) {
+__global__ void dropout_forward_kernel(int64_t n, const T* x, float p, float s, uint64_t stream_id,
+                                       const uint64_t* seed_offset, uint8_t* keep, T* y) {
+  const uint64_t seed = seed_offset[0], offset = seed_offset[1];
   const int64_t blocks = (n + 3) / 4;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < blocks; j += int64_t(gridDim.x) * blockDim.x) {
     const uint64_t block = offset + uint64_t(j);
@@ -183,13 +184,13 @@ void cast(FType from, FType to, int64_t n, const void* x, void* y, void* stream)
   });
 }
 
-void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t seed, uint64_t stream_id, uint64_t offset,
+void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t stream_id, const uint64_t* seed_offset,
                      uint8_t* keep, void* y, void* stream) {
   if (n == 0) return;
   const float s = p < 1.f ? 1.f / (1.f - p) : 0.f;  // exactly as cpu::dropout_forward
   dispatch_ftype(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launch(dropout_forward_kernel<T>, grid_for((n + 3) / 4), kThreads, 0, stream, n, x, p, s, seed, stream_id, offset,
+    launch(dropout_forward_kernel<T>, grid_for((n + 3) / 4), kThreads, 0, stream, n, x, p, s, stream_id, seed_offset,
            keep, y);
   });
 }

@@ -24,17 +24,27 @@ cudnnHandle_t cudnn_handle(int device, cudaStream_t stream) {
 }
 
 cublasHandle_t cublas_handle(int device, cudaStream_t stream) {
-  static std::vector<cublasHandle_t> handles;
+  struct Entry {
+    cublasHandle_t h = nullptr;
+    void* workspace = nullptr;
+  };
+  static std::vector<Entry> handles;
+  // A workspace of its own, so cuBLAS never allocates inside a captured CUDA graph. cublasSetStream
+  // resets the handle to cuBLAS's default pool, so it is set again after every cublasSetStream.
+  constexpr size_t kWorkspace = size_t(32) << 20;
   std::lock_guard<std::mutex> lock(g_mu);
-  if (handles.size() <= size_t(device)) handles.resize(size_t(device) + 1, nullptr);
-  cublasHandle_t& h = handles[size_t(device)];
-  if (!h) {
-    CUBLAS_CHECK(cublasCreate(&h));
+  if (handles.size() <= size_t(device)) handles.resize(size_t(device) + 1);
+  Entry& e = handles[size_t(device)];
+  if (!e.h) {
+    CUBLAS_CHECK(cublasCreate(&e.h));
     // Plain fp32 (no TF32 tensor-core math unless a precision mode asks for it later).
-    CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublasSetMathMode(e.h, CUBLAS_DEFAULT_MATH));
+    CUDA_CHECK(cudaSetDevice(device));
+    CUDA_CHECK(cudaMalloc(&e.workspace, kWorkspace));
   }
-  CUBLAS_CHECK(cublasSetStream(h, stream));
-  return h;
+  CUBLAS_CHECK(cublasSetStream(e.h, stream));
+  CUBLAS_CHECK(cublasSetWorkspace(e.h, e.workspace, kWorkspace));
+  return e.h;
 }
 
 }  // namespace volt::cuda

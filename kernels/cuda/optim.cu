@@ -1,7 +1,8 @@
 // CUDA optimizer updates (see kernels/optim.h): up to kPerLaunch tensors per launch (blockIdx.y picks
 // the tensor, a grid-stride loop in x covers it). The arithmetic is the CPU kernel's, operation by
 // operation, with explicit round-to-nearest intrinsics so nvcc does not fuse it into FMAs: the GPU
-// gives the CPU's parameters bit for bit.
+// gives the CPU's parameters bit for bit. The values that change per step are read from device
+// memory (`scalars`), and a device flag can skip the whole update, so a captured step replays right.
 #include <algorithm>
 #include <cmath>
 
@@ -22,29 +23,32 @@ struct SgdList {
   const float* grad[kPerLaunch];
   float* buf[kPerLaunch];
   int64_t n[kPerLaunch];
-  bool first[kPerLaunch];
+  int first;  // index in the scalars of this launch's first tensor
 };
 
 struct SgdConst {
-  float lr, wd, mom, keep;
+  float wd, keep;
   bool nesterov;
 };
 
-__global__ void sgd_kernel(SgdList l, SgdConst k) {
+// scal: [lr, momentum, first_step per tensor] (cpu::sgd_scalars).
+__global__ void sgd_kernel(SgdList l, SgdConst k, const float* scal, const float* skip) {
+  if (skip && *skip != 0.f) return;
   const int t = blockIdx.y;
   float* param = l.param[t];
   const float* grad = l.grad[t];
   float* buf = l.buf[t];
-  const bool first = l.first[t];
+  const float lr = scal[0], mom = scal[1];
+  const bool first = scal[2 + l.first + t] != 0.f;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x) {
     float g = grad[i];
     if (k.wd != 0.f) g = __fadd_rn(g, __fmul_rn(k.wd, param[i]));
-    if (k.mom != 0.f) {
-      const float b = first ? g : __fadd_rn(__fmul_rn(k.mom, buf[i]), __fmul_rn(k.keep, g));
+    if (mom != 0.f) {
+      const float b = first ? g : __fadd_rn(__fmul_rn(mom, buf[i]), __fmul_rn(k.keep, g));
       buf[i] = b;
-      g = k.nesterov ? __fadd_rn(g, __fmul_rn(k.mom, b)) : b;
+      g = k.nesterov ? __fadd_rn(g, __fmul_rn(mom, b)) : b;
     }
-    param[i] = __fsub_rn(param[i], __fmul_rn(k.lr, g));
+    param[i] = __fsub_rn(param[i], __fmul_rn(lr, g));
   }
 }
 
@@ -55,31 +59,33 @@ struct AdamList {
   float* v[kPerLaunch];
   float* vmax[kPerLaunch];
   int64_t n[kPerLaunch];
-  float step_size[kPerLaunch];
-  float bias2_sqrt[kPerLaunch];
+  int first;  // index in the scalars of this launch's first tensor
 };
 
 struct AdamConst {
-  float w1, b2, w2, eps, wd, decay;
+  float b2, w2, eps, wd;
   bool decoupled, amsgrad;
 };
 
-__global__ void adam_kernel(AdamList l, AdamConst k) {
+// scal: [1 - beta1, 1 - lr*wd, (step_size, bias2_sqrt) per tensor] (cpu::adam_scalars).
+__global__ void adam_kernel(AdamList l, AdamConst k, const float* scal, const float* skip) {
+  if (skip && *skip != 0.f) return;
   const int t = blockIdx.y;
   float* param = l.param[t];
   const float* grad = l.grad[t];
   float* m = l.m[t];
   float* v = l.v[t];
   float* vmax = l.vmax[t];
-  const float step_size = l.step_size[t], bias2_sqrt = l.bias2_sqrt[t];
+  const float w1 = scal[0], decay = scal[1];
+  const float step_size = scal[2 + 2 * (l.first + t)], bias2_sqrt = scal[3 + 2 * (l.first + t)];
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x) {
     float g = grad[i];
     float p = param[i];
     if (k.wd != 0.f) {
-      if (k.decoupled) p = __fmul_rn(p, k.decay);
+      if (k.decoupled) p = __fmul_rn(p, decay);
       else g = __fadd_rn(g, __fmul_rn(k.wd, p));
     }
-    const float mi = __fadd_rn(m[i], __fmul_rn(k.w1, __fsub_rn(g, m[i])));
+    const float mi = __fadd_rn(m[i], __fmul_rn(w1, __fsub_rn(g, m[i])));
     const float vi = __fadd_rn(__fmul_rn(v[i], k.b2), __fmul_rn(__fmul_rn(k.w2, g), g));
     m[i] = mi;
     v[i] = vi;
@@ -117,8 +123,9 @@ unsigned blocks_x(int64_t max_n) {
 
 }  // namespace
 
-void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArgs& a, void* stream) {
-  const SgdConst k{float(a.lr), float(a.weight_decay), float(a.momentum), float(1.0 - a.dampening), a.nesterov};
+void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArgs& a, const float* scalars,
+                      const float* skip, void* stream) {
+  const SgdConst k{float(a.weight_decay), float(1.0 - a.dampening), a.nesterov};
   for (int64_t start = 0; start < count; start += kPerLaunch) {
     SgdList l{};
     const int64_t c = std::min<int64_t>(kPerLaunch, count - start);
@@ -129,36 +136,34 @@ void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArg
       l.grad[j] = t.grad;
       l.buf[j] = t.momentum_buf;
       l.n[j] = t.n;
-      l.first[j] = t.first_step;
       max_n = std::max(max_n, t.n);
     }
-    launch(sgd_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k);
+    l.first = int(start);
+    launch(sgd_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k, scalars, skip);
   }
 }
 
-void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, void* stream) {
+void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, const float* scalars,
+                       const float* skip, void* stream) {
   // Host constants exactly as cpu::adam_update forms them.
-  const AdamConst k{float(1.0 - a.beta1), float(a.beta2), float(1.0 - a.beta2), float(a.eps), float(a.weight_decay),
-                    float(1.0 - a.lr * a.weight_decay), a.decoupled, a.amsgrad};
+  const AdamConst k{float(a.beta2), float(1.0 - a.beta2), float(a.eps), float(a.weight_decay), a.decoupled,
+                    a.amsgrad};
   for (int64_t start = 0; start < count; start += kPerLaunch) {
     AdamList l{};
     const int64_t c = std::min<int64_t>(kPerLaunch, count - start);
     int64_t max_n = 0;
     for (int64_t j = 0; j < c; ++j) {
       const AdamTensor& t = tensors[start + j];
-      const double bias1 = 1.0 - std::pow(a.beta1, double(t.step));
-      const double bias2 = 1.0 - std::pow(a.beta2, double(t.step));
       l.param[j] = t.param;
       l.grad[j] = t.grad;
       l.m[j] = t.exp_avg;
       l.v[j] = t.exp_avg_sq;
       l.vmax[j] = t.max_exp_avg_sq;
       l.n[j] = t.n;
-      l.step_size[j] = float(a.lr / bias1);
-      l.bias2_sqrt[j] = float(std::sqrt(bias2));
       max_n = std::max(max_n, t.n);
     }
-    launch(adam_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k);
+    l.first = int(start);
+    launch(adam_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k, scalars, skip);
   }
 }
 

@@ -47,4 +47,15 @@ void stream_wait_event(void* stream, void* event);
 bool event_query(void* event);
 void event_synchronize(void* event);
 
+// CUDA graphs (cudaGraphExec_t as void*). graph_capture_begin starts recording `stream` (relaxed
+// mode: allocating inside the capture is allowed); graph_capture_end stops it and returns the
+// instantiated graph, or throws volt::Error with the reason the capture failed (it then leaves the
+// stream as it was). `abandon` ends a capture that an exception interrupted, discarding it.
+void graph_capture_begin(void* stream);
+void* graph_capture_end(void* stream);
+void graph_capture_abandon(void* stream);
+bool stream_capturing(void* stream);
+void graph_launch(void* exec, void* stream);
+void graph_destroy(void* exec);
+
 }  // namespace volt::cuda

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/cuda_graph.h"
 #include "engine/error.h"
 #include "engine/gpu.h"
 #include "engine/ops.h"
@@ -76,6 +77,15 @@ bool GradScaler::step(Optimizer& opt) {
   VOLT_CHECK(!stepped_, "GradScaler::step: called twice without update() in between");
   if (!unscaled_) unscale_(opt);
   stepped_ = true;
+  if (cuda_graph_capturing()) {  // the flag is decided on the device; after_replay() reads it
+    opt.set_skip_if(found_inf_t_);
+    struct Clear {
+      Optimizer& o;
+      ~Clear() { o.set_skip_if(Tensor()); }
+    } clear{opt};
+    opt.step();
+    return true;
+  }
   ++steps_;
   found_inf_ = found_inf_t_.defined() && found_inf_t_.item() != 0.f;  // the step's one host read
   if (found_inf_) {
@@ -88,6 +98,27 @@ bool GradScaler::step(Optimizer& opt) {
 
 void GradScaler::update() {
   VOLT_CHECK(stepped_, "GradScaler::update: call step() first");
+  if (cuda_graph_capturing()) {
+    unscaled_ = stepped_ = false;
+    return;
+  }
+  adjust();
+}
+
+bool GradScaler::after_replay(Optimizer& opt) {
+  VOLT_CHECK(found_inf_t_.defined(), "GradScaler::after_replay: no captured step has used this scaler");
+  ++steps_;
+  found_inf_ = found_inf_t_.item() != 0.f;  // waits for the replay
+  if (found_inf_) {
+    ++skipped_;
+    opt.revert_last_step();
+  }
+  stepped_ = true;
+  adjust();
+  return !found_inf_;
+}
+
+void GradScaler::adjust() {
   if (found_inf_) {
     scale_ *= o_.backoff_factor;
     growth_tracker_ = 0;

@@ -33,6 +33,11 @@ class GradScaler {
   bool step(Optimizer& opt);
   // Adjusts the scale after step(): halve after a skipped step, double after growth_interval clean ones.
   void update();
+  // In a captured CUDA step (engine/cuda_graph.h) step() cannot read the flag: the optimizer's kernels
+  // skip on the device instead, and update() leaves the host alone. After each replay, after_replay()
+  // reads the flag, counts the step, gives back the optimizer's step counts if it was skipped, and
+  // adjusts the scale for the next replay; it returns whether the step was taken.
+  bool after_replay(Optimizer& opt);
 
   double get_scale() const { return scale_; }
   int64_t growth_tracker() const { return growth_tracker_; }
@@ -47,6 +52,8 @@ class GradScaler {
 
  private:
   void ensure_device(Device d);
+  void adjust();       // the scale after a step, from found_inf_
+
   void write_scale();  // scale_ -> the device's scale and 1/scale
   GradScalerOptions o_;
   double scale_;

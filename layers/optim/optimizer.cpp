@@ -3,7 +3,10 @@
 
 #include <set>
 
+#include <cstring>
+
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/error.h"
 #include "engine/gpu.h"
 #include "engine/ops/check.h"
@@ -21,6 +24,23 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(
   }
   set_lr(lr);
 }
+
+bool Optimizer::skip_now() const { return skip_if_.defined() && skip_if_.item() != 0.f; }
+
+const float* Optimizer::skip_ptr() const { return skip_if_.defined() ? skip_if_.data<float>() : nullptr; }
+
+namespace {
+// Device float scalars for a multi-tensor update on `dev`: fill_floats(out) writes them when the step
+// runs (now, or before each replay of a captured step).
+const float* device_scalars(Device dev, int64_t floats, std::function<void(float*)> fill_floats) {
+  const size_t values = size_t(floats + 1) / 2;
+  return static_cast<const float*>(step_scalars(dev, values, [floats, fill_floats](uint64_t* v) {
+    std::vector<float> f(static_cast<size_t>(floats));
+    fill_floats(f.data());
+    std::memcpy(v, f.data(), f.size() * sizeof(float));
+  }));
+}
+}  // namespace
 
 void Optimizer::set_lr(double lr) {
   VOLT_CHECK(lr >= 0.0, "optimizer: learning rate must be non-negative, got ", lr);
@@ -101,6 +121,7 @@ static SGDOptions sgd_options_of(const OptimizerState& s) {
 SGD::SGD(std::vector<Tensor> params, const SGDOptions& o) : Optimizer(std::move(params), o.lr), o_(o) {
   check_sgd_options(o, "SGD");
   buf_.resize(params_.size());
+  started_.assign(params_.size(), false);
 }
 
 OptimizerState SGD::state_dict() const {
@@ -111,7 +132,7 @@ OptimizerState SGD::state_dict() const {
   s.reals["weight_decay"] = o_.weight_decay;
   s.ints["nesterov"] = o_.nesterov ? 1 : 0;
   for (size_t i = 0; i < buf_.size(); ++i)
-    if (buf_[i].defined()) s.tensors.emplace_back("momentum_buffer." + std::to_string(i), buf_[i].clone());
+    if (started_[i]) s.tensors.emplace_back("momentum_buffer." + std::to_string(i), buf_[i].clone());
   return s;
 }
 
@@ -128,6 +149,7 @@ void SGD::apply_state(const OptimizerState& s) {
   o_ = o;
   lr_ = o.lr;
   buf_ = std::move(buf);
+  for (size_t i = 0; i < params_.size(); ++i) started_[i] = buf_[i].defined();
 }
 
 namespace {
@@ -149,28 +171,57 @@ void SGD::step() {
   NoGradGuard no_grad;
   // CPU parameters one by one; CUDA parameters in multi-tensor launches per device.
   std::vector<std::vector<cuda::SgdTensor>> gpu;
+  std::vector<std::vector<size_t>> gpu_index;
+  const bool skip_cpu = skip_if_.defined() && skip_if_.device().is_cpu() && skip_now();
+  last_first_.clear();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
     check_grad_device(params_[i], g, i, "SGD");
     const Device dev = params_[i].device();
     check_state_device(params_[i], buf_[i], i, "SGD");
-    const bool first = !buf_[i].defined();
-    if (o_.momentum != 0.0 && first) buf_[i] = Tensor::empty(params_[i].shape(), DType::F32, dev);
+    if (o_.momentum != 0.0 && !buf_[i].defined()) buf_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
     float* buf = o_.momentum != 0.0 ? buf_[i].data<float>() : nullptr;
     if (dev.is_cuda()) {
-      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
-      gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), buf, params_[i].numel(), first});
+      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1), gpu_index.resize(gpu.size());
+      gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), buf, params_[i].numel()});
+      gpu_index[size_t(dev.index)].push_back(i);
       continue;
+    }
+    if (skip_cpu) continue;
+    const bool first = o_.momentum != 0.0 && !started_[i];
+    if (first) {
+      started_[i] = true;
+      last_first_.push_back(i);
     }
     cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, first};
     cpu::sgd_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), buf, a);
   }
   for (size_t d = 0; d < gpu.size(); ++d) {
     if (gpu[d].empty()) continue;
+    const Device dev = Device::cuda(int(d));
+    const std::vector<size_t> idx = gpu_index[d];
+    // The first-step flags and the learning rate are read when the step runs (see cuda_graph.h).
+    const float* scal = device_scalars(dev, cpu::sgd_scalar_count(int64_t(idx.size())), [this, idx](float* out) {
+      std::vector<char> first(idx.size());
+      for (size_t k = 0; k < idx.size(); ++k) {
+        first[k] = o_.momentum != 0.0 && !started_[idx[k]];
+        if (first[k]) {
+          started_[idx[k]] = true;
+          last_first_.push_back(idx[k]);
+        }
+      }
+      const cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, false};
+      cpu::sgd_scalars(a, reinterpret_cast<const bool*>(first.data()), int64_t(idx.size()), out);
+    });
     [[maybe_unused]] const cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, false};
-    VOLT_CUDA_ONLY(cuda::sgd_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, cuda_stream(Device::cuda(int(d)))));
+    VOLT_CUDA_ONLY(cuda::sgd_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, scal, skip_ptr(), cuda_stream(dev)));
   }
+}
+
+void SGD::revert_last_step() {
+  for (size_t i : last_first_) started_[i] = false;
+  last_first_.clear();
 }
 
 Adam::Adam(std::vector<Tensor> params, const AdamOptions& o) : Adam(std::move(params), o, false) {}
@@ -204,6 +255,9 @@ Adam::Adam(std::vector<Tensor> params, const AdamOptions& o, bool decoupled)
 void Adam::step() {
   NoGradGuard no_grad;
   std::vector<std::vector<cuda::AdamTensor>> gpu;
+  std::vector<std::vector<size_t>> gpu_index;
+  const bool skip_cpu = skip_if_.defined() && skip_if_.device().is_cpu() && skip_now();
+  last_stepped_.clear();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -215,23 +269,45 @@ void Adam::step() {
       v_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
       if (o_.amsgrad) vmax_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
     }
-    steps_[i] += 1;
     float* vmax = o_.amsgrad ? vmax_[i].data<float>() : nullptr;
     if (dev.is_cuda()) {
-      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
+      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1), gpu_index.resize(gpu.size());
       gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
-                                        v_[i].data<float>(), vmax, params_[i].numel(), steps_[i]});
+                                        v_[i].data<float>(), vmax, params_[i].numel()});
+      gpu_index[size_t(dev.index)].push_back(i);
       continue;
     }
+    if (skip_cpu) continue;
+    steps_[i] += 1;
+    last_stepped_.push_back(i);
     cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, steps_[i], decoupled_, o_.amsgrad};
     cpu::adam_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
                      v_[i].data<float>(), vmax, a);
   }
   for (size_t d = 0; d < gpu.size(); ++d) {
     if (gpu[d].empty()) continue;
+    const Device dev = Device::cuda(int(d));
+    const std::vector<size_t> idx = gpu_index[d];
+    // Step counts advance, and the bias corrections and learning rate are formed, when the step runs
+    // (at once, or before each replay of a captured step: see cuda_graph.h).
+    const float* scal = device_scalars(dev, cpu::adam_scalar_count(int64_t(idx.size())), [this, idx](float* out) {
+      std::vector<int64_t> steps(idx.size());
+      for (size_t k = 0; k < idx.size(); ++k) {
+        steps[k] = ++steps_[idx[k]];
+        last_stepped_.push_back(idx[k]);
+      }
+      const cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, 0, decoupled_, o_.amsgrad};
+      cpu::adam_scalars(a, steps.data(), int64_t(idx.size()), out);
+    });
     [[maybe_unused]] const cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, 0, decoupled_, o_.amsgrad};
-    VOLT_CUDA_ONLY(cuda::adam_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, cuda_stream(Device::cuda(int(d)))));
+    VOLT_CUDA_ONLY(cuda::adam_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, scal, skip_ptr(),
+                                           cuda_stream(dev)));
   }
+}
+
+void Adam::revert_last_step() {
+  for (size_t i : last_stepped_) steps_[i] -= 1;
+  last_stepped_.clear();
 }
 
 OptimizerState Adam::state_dict() const {

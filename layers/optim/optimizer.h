@@ -35,6 +35,13 @@ class Optimizer {
   // (on each parameter's device), so a failed load leaves the optimizer untouched.
   void load_state_dict(const OptimizerState& s);
 
+  // Mixed precision in a captured CUDA step (GradScaler): while `flag` (a one-element float32 tensor
+  // on the parameters' device) is set, step() updates nothing when the flag holds a non-zero value at
+  // run time; the host learns it only after the step ran, and then calls revert_last_step() to give
+  // back what step() counted on the host (step counts, first steps).
+  void set_skip_if(const Tensor& flag) { skip_if_ = flag; }
+  virtual void revert_last_step() {}
+
  protected:
   virtual void check_state(const OptimizerState& s) const = 0;  // the class-specific checks
   virtual void apply_state(const OptimizerState& s) = 0;        // called only after every check passed
@@ -44,8 +51,13 @@ class Optimizer {
   Tensor copy_for_param(const Tensor& src, size_t i) const;  // deep copy on parameter i's device
   void put_common(OptimizerState& s) const;                   // type, num_params, lr
 
+  // The skip flag, for the CPU update (true: skip) and as a device pointer for the CUDA one (or null).
+  bool skip_now() const;
+  const float* skip_ptr() const;
+
   std::vector<Tensor> params_;
   double lr_;
+  Tensor skip_if_;
 };
 
 struct SGDOptions {
@@ -69,8 +81,11 @@ class SGD : public Optimizer {
  private:
   void check_state(const OptimizerState& s) const override;
   void apply_state(const OptimizerState& s) override;
+  void revert_last_step() override;
   SGDOptions o_;
-  std::vector<Tensor> buf_;  // momentum buffers, created on a parameter's first step
+  std::vector<Tensor> buf_;    // momentum buffers, created on a parameter's first step
+  std::vector<bool> started_;  // buffer i holds a value (its first step has been counted)
+  std::vector<size_t> last_first_;  // parameters whose first step the last step() counted
 };
 
 struct AdamOptions {
@@ -99,10 +114,12 @@ class Adam : public Optimizer {
   void check_state(const OptimizerState& s) const override;
   void apply_state(const OptimizerState& s) override;
   Adam(std::vector<Tensor> params, const AdamOptions& opts, bool decoupled);
+  void revert_last_step() override;
   AdamOptions o_;
   bool decoupled_;
   std::vector<Tensor> m_, v_, vmax_;
   std::vector<int64_t> steps_;
+  std::vector<size_t> last_stepped_;  // parameters whose step count the last step() advanced
 };
 
 // Adam with decoupled weight decay (default 1e-2, as torch.optim.AdamW).

@@ -115,7 +115,8 @@ TEST_CASE("emu elementwise: dropout masks are the CPU's Philox masks for every s
         TypedBuf gx(t, x), gdy(t, dy), y1(t, size_t(n)), d1(t, size_t(n));
         std::vector<float> y2(static_cast<size_t>(n)), d2(static_cast<size_t>(n));
         Guarded<uint8_t> k1{size_t(n)}, k2{size_t(n)};
-        cuda::dropout_forward(t, n, gx.data(), 0.3f, 1234, 7, offset, k1.data(), y1.data(), nullptr);
+        const uint64_t seed_offset[2] = {1234, offset};
+        cuda::dropout_forward(t, n, gx.data(), 0.3f, 7, seed_offset, k1.data(), y1.data(), nullptr);
         cpu::dropout_forward(n, x.data(), 0.3f, 1234, 7, offset, k2.data(), y2.data());
         CHECK(k1.vec() == k2.vec());
         check_bitwise(y1.values(), want_rounded(t, y2), "dropout forward");

@@ -28,9 +28,14 @@ TEST_CASE("emu optim: multi-tensor SGD (momentum, nesterov, weight decay) equals
     }
     cpu::SgdArgs a{0.05, 0.9, nesterov ? 0.0 : 0.1, 1e-3, nesterov, true};
     for (int step = 0; step < 3; ++step) {
+      a.lr = 0.05 / (step + 1);  // a schedule: the per-step values travel through `scalars`
       std::vector<cuda::SgdTensor> list;
-      for (size_t t = 0; t < n.size(); ++t) list.push_back({p1[t].data(), g[t].data(), b1[t].data(), n[t], step == 0});
-      cuda::sgd_update_multi(list.data(), int64_t(list.size()), a, nullptr);
+      for (size_t t = 0; t < n.size(); ++t) list.push_back({p1[t].data(), g[t].data(), b1[t].data(), n[t]});
+      const std::vector<char> first(n.size(), step == 0);
+      std::vector<float> scal(size_t(cpu::sgd_scalar_count(int64_t(n.size()))));
+      cpu::sgd_scalars(a, reinterpret_cast<const bool*>(first.data()), int64_t(n.size()), scal.data());
+      const Guarded<float> gs(scal);
+      cuda::sgd_update_multi(list.data(), int64_t(list.size()), a, gs.data(), nullptr, nullptr);
       a.first_step = step == 0;
       for (size_t t = 0; t < n.size(); ++t) cpu::sgd_update(n[t], p2[t].data(), g[t].data(), b2[t].data(), a);
     }
@@ -40,6 +45,40 @@ TEST_CASE("emu optim: multi-tensor SGD (momentum, nesterov, weight decay) equals
       REQUIRE((p1[t].guards_intact() && b1[t].guards_intact()));
     }
   }
+}
+
+TEST_CASE("emu optim: a non-zero skip flag leaves every tensor untouched (a mixed-precision step with Inf)") {
+  const auto n = sizes();
+  std::vector<Guarded<float>> p, g, m, v;
+  for (size_t t = 0; t < n.size(); ++t) {
+    p.emplace_back(random_floats(size_t(n[t]), 600 + t));
+    g.emplace_back(random_floats(size_t(n[t]), 700 + t));
+    m.emplace_back(size_t(n[t]));
+    v.emplace_back(size_t(n[t]));
+  }
+  std::vector<cuda::AdamTensor> list;
+  std::vector<cuda::SgdTensor> slist;
+  for (size_t t = 0; t < n.size(); ++t) {
+    list.push_back({p[t].data(), g[t].data(), m[t].data(), v[t].data(), nullptr, n[t]});
+    slist.push_back({p[t].data(), g[t].data(), m[t].data(), n[t]});
+  }
+  const cpu::AdamArgs a{1e-3, 0.9, 0.999, 1e-8, 0.0, 1, false, false};
+  const std::vector<int64_t> steps(n.size(), 1);
+  std::vector<float> scal(size_t(cpu::adam_scalar_count(int64_t(n.size()))));
+  cpu::adam_scalars(a, steps.data(), int64_t(n.size()), scal.data());
+  Guarded<float> gs(scal), skip(std::vector<float>{1.f});
+  std::vector<std::vector<float>> before;
+  for (auto& x : p) before.push_back(x.vec());
+  cuda::adam_update_multi(list.data(), int64_t(list.size()), a, gs.data(), skip.data(), nullptr);
+  const cpu::SgdArgs sa{0.1, 0.9, 0.0, 0.0, false, true};
+  cuda::sgd_update_multi(slist.data(), int64_t(slist.size()), sa, gs.data(), skip.data(), nullptr);
+  for (size_t t = 0; t < n.size(); ++t) {
+    REQUIRE(p[t].vec() == before[t]);
+    REQUIRE(m[t].vec() == std::vector<float>(size_t(n[t]), 0.f));
+  }
+  skip[0] = 0.f;  // a clean step updates
+  cuda::adam_update_multi(list.data(), int64_t(list.size()), a, gs.data(), skip.data(), nullptr);
+  CHECK(p[0].vec() != before[0]);
 }
 
 TEST_CASE("emu optim: the multi-tensor loss-scale unscale finds Inf and NaN and scales like the CPU") {
@@ -80,11 +119,15 @@ TEST_CASE("emu optim: multi-tensor Adam, AdamW and AMSGrad equal the CPU bit for
     }
     cpu::AdamArgs a{1e-3, 0.9, 0.999, 1e-8, variant == 0 ? 0.0 : 1e-2, 1, decoupled, amsgrad};
     for (int64_t step = 1; step <= 3; ++step) {
+      a.lr = 1e-3 * double(step);  // a schedule, through `scalars` as the step counts are
       std::vector<cuda::AdamTensor> list;
       for (size_t t = 0; t < n.size(); ++t)
-        list.push_back({p1[t].data(), g[t].data(), m1[t].data(), v1[t].data(), amsgrad ? x1[t].data() : nullptr, n[t],
-                        step});
-      cuda::adam_update_multi(list.data(), int64_t(list.size()), a, nullptr);
+        list.push_back({p1[t].data(), g[t].data(), m1[t].data(), v1[t].data(), amsgrad ? x1[t].data() : nullptr, n[t]});
+      const std::vector<int64_t> steps(n.size(), step);
+      std::vector<float> scal(size_t(cpu::adam_scalar_count(int64_t(n.size()))));
+      cpu::adam_scalars(a, steps.data(), int64_t(n.size()), scal.data());
+      const Guarded<float> gs(scal);
+      cuda::adam_update_multi(list.data(), int64_t(list.size()), a, gs.data(), nullptr, nullptr);
       a.step = step;
       for (size_t t = 0; t < n.size(); ++t)
         cpu::adam_update(n[t], p2[t].data(), g[t].data(), m2[t].data(), v2[t].data(), amsgrad ? x2[t].data() : nullptr,

@@ -1,0 +1,62 @@
+// CUDA graphs: a training step captured once and replayed, so a step costs one launch instead of a
+// hundred. Two things make a captured step replay correctly:
+//   - memory: what the step allocates while captured comes from the graph's private pool of the
+//     caching allocator, reserved while the graph lives, so replays write where the capture wrote;
+//   - host values that change every step (Philox offsets of dropout masks, the optimizer's step
+//     sizes): kernels read them from device memory through step_scalars(), whose host side is
+//     re-run before every replay, so a replayed step sees the values an eager step would.
+// Anything that needs the host inside the step (reading a value back, a synchronisation) makes
+// capture fail with a volt::Error; callers then run the step eagerly.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/device.h"
+
+namespace volt {
+
+class CudaGraph {
+ public:
+  explicit CudaGraph(Device d);
+  ~CudaGraph();
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+
+  // Records fn's work on the device's stream without running it (run it eagerly a few times first,
+  // so that every lazy allocation and library plan exists). Throws volt::Error, leaving nothing
+  // recorded, when fn does something a graph cannot hold.
+  void capture(const std::function<void()>& fn);
+  // Re-runs the step_scalars() fills registered during the capture, copies their values to the
+  // device, and launches the recorded work; returns without waiting for it.
+  void replay();
+  bool captured() const { return exec_ != nullptr; }
+  Device device() const { return device_; }
+
+ private:
+  friend const void* step_scalars(Device d, size_t n, std::function<void(uint64_t*)> fill);
+  struct Fill {
+    size_t offset, n;
+    std::function<void(uint64_t*)> fill;
+  };
+  Device device_;
+  void* exec_ = nullptr;
+  std::vector<Fill> fills_;
+  size_t used_ = 0;             // 8-byte values the fills write
+  void* scalars_ = nullptr;     // device: kMaxScalars values the recorded kernels read
+  uint64_t* staging_[2] = {nullptr, nullptr};  // pinned, alternating between replays
+  std::unique_ptr<class CudaEvent> staged_[2];  // each staging buffer's copy has completed
+  int next_ = 0;
+};
+
+// The device address of n 8-byte values that the next kernels read. fill(values) writes them: at
+// once, with the values then copied to the device ahead of the kernels queued next (eager); or, while
+// a CudaGraph captures on d, before every replay of it. A fill that advances host state (a generator's
+// offset, a step count) must do so inside fill, so that it happens once per executed step.
+const void* step_scalars(Device d, size_t n, std::function<void(uint64_t* values)> fill);
+
+// True while a CudaGraph captures on this thread.
+bool cuda_graph_capturing();
+
+}  // namespace volt
