@@ -4,43 +4,131 @@
 #include <functional>
 #include <vector>
 
+#include "engine/cuda_graph.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 
 namespace volt {
 
-void MetricStore::add(const std::string& name, double value, const LogOptions& o, int64_t batch_size) {
-  const bool training = stage_ == "train";
-  const bool on_step = o.on_step.value_or(training);
-  const bool on_epoch = o.on_epoch.value_or(!training);
-  const double w = double(batch_size < 0 ? batch_size_ : batch_size);
+double MetricStore::Entry::get() const { return value + (device.defined() ? double(device.item()) : 0.0); }
+
+namespace {
+struct Flags {
+  bool on_step, on_epoch;
+  double w;
+};
+Flags flags_of(const std::string& name, const std::string& stage, const LogOptions& o, int64_t batch_size,
+               int64_t current) {
+  const bool training = stage == "train";
+  const double w = double(batch_size < 0 ? current : batch_size);
   VOLT_CHECK(w > 0, "log(\"", name, "\"): batch_size must be positive, got ", w);
-  if (on_step) step_[name] = Entry{value, 1.0, o.prog_bar, o.logger, o.sync_dist};
+  return {o.on_step.value_or(training), o.on_epoch.value_or(!training), w};
+}
+}  // namespace
+
+// The host-side bookkeeping of one log() (also what replay_logs() repeats).
+void MetricStore::mark(const std::string& name, bool on_step, bool on_epoch, double w, const LogOptions& o) {
+  if (on_step) {
+    Entry& e = step_[name];
+    e.weight = 1.0;
+    e.prog_bar = o.prog_bar;
+    e.logger = o.logger;
+    e.sync_dist = o.sync_dist;
+    e.fresh = true;
+  }
   if (on_epoch) {
     Entry& e = epoch_[name];
-    e.value += value * w;
     e.weight += w;
     e.prog_bar = e.prog_bar || o.prog_bar;
     e.logger = o.logger;
   }
 }
 
+void MetricStore::add(const std::string& name, double value, const LogOptions& o, int64_t batch_size) {
+  const Flags f = flags_of(name, stage_, o, batch_size, batch_size_);
+  mark(name, f.on_step, f.on_epoch, f.w, o);
+  if (f.on_step) {
+    Entry& e = step_[name];
+    e.value = value;
+    if (e.device.defined()) e.device.zero_();
+  }
+  if (f.on_epoch) epoch_[name].value += value * f.w;
+}
+
+void MetricStore::add(const std::string& name, const Tensor& value, const LogOptions& o, int64_t batch_size) {
+  VOLT_CHECK(value.defined() && value.numel() == 1, "log(\"", name, "\"): expected a one-element tensor, got ",
+             value.defined() ? shape_str(value.shape()) : std::string("an undefined tensor"));
+  if (value.device().is_cpu()) return add(name, double(value.item()), o, batch_size);
+  const Flags f = flags_of(name, stage_, o, batch_size, batch_size_);
+  const Tensor v = value.detach().reshape({}).to(DType::F32);
+  auto slot = [&](Entry& e) -> Tensor& {
+    if (!e.device.defined() || e.device.device() != v.device()) e.device = Tensor::zeros({}, DType::F32, v.device());
+    return e.device;
+  };
+  if (f.on_step) {
+    Entry& e = step_[name];
+    e.value = 0;
+    slot(e).copy_(v);
+  }
+  if (f.on_epoch) {
+    Tensor& acc = slot(epoch_[name]);
+    add_(acc, v, float(f.w));
+  }
+  mark(name, f.on_step, f.on_epoch, f.w, o);
+  if (cuda_graph_capturing()) captured_.push_back({name, f.on_step, f.on_epoch, f.w});
+}
+
+void MetricStore::replay_logs() {
+  for (const Captured& c : captured_) {
+    LogOptions o;
+    const auto s = step_.find(c.name);
+    const auto e = epoch_.find(c.name);
+    o.prog_bar = (s != step_.end() && s->second.prog_bar) || (e != epoch_.end() && e->second.prog_bar);
+    o.logger = s != step_.end() ? s->second.logger : (e == epoch_.end() || e->second.logger);
+    o.sync_dist = s != step_.end() && s->second.sync_dist;
+    mark(c.name, c.on_step, c.on_epoch, c.weight, o);
+  }
+}
+
+void MetricStore::clear_step() {
+  for (auto& [n, e] : step_) e.fresh = false;
+}
+
+void MetricStore::clear_epoch() {
+  for (auto& [n, e] : epoch_) {
+    e.value = e.weight = 0;
+    if (e.device.defined()) e.device.zero_();
+  }
+}
+
+std::map<std::string, const MetricStore::Entry*> MetricStore::step_values() const {
+  std::map<std::string, const Entry*> out;
+  for (const auto& [n, e] : step_)
+    if (e.fresh) out[n] = &e;
+  return out;
+}
+
 std::map<std::string, double> MetricStore::epoch_means(bool logger_only) const {
   std::map<std::string, double> out;
   for (const auto& [n, e] : epoch_)
-    if (e.weight > 0 && (!logger_only || e.logger)) out[n] = e.value / e.weight;
+    if (e.weight > 0 && (!logger_only || e.logger)) out[n] = e.get() / e.weight;
   return out;
 }
 
 std::map<std::string, double> MetricStore::epoch_prog_bar() const {
   std::map<std::string, double> out;
   for (const auto& [n, e] : epoch_)
-    if (e.weight > 0 && e.prog_bar) out[n] = e.value / e.weight;
+    if (e.weight > 0 && e.prog_bar) out[n] = e.get() / e.weight;
   return out;
 }
 
 void MetricStore::reduce_epoch(Communicator& comm) {
   if (comm.size() == 1) return;
+  for (auto& [n, e] : epoch_)  // the device parts join the host sums, which the communicator reduces
+    if (e.device.defined()) {
+      e.value = e.get();
+      e.device.zero_();
+    }
   // The same names on every rank, or the sums below would mix different metrics.
   std::string names;
   for (const auto& [n, e] : epoch_) names += n + '\n';
@@ -62,12 +150,15 @@ void MetricStore::reduce_step(Communicator& comm) {
   if (comm.size() == 1) return;
   std::vector<double> v;
   for (const auto& [n, e] : step_)
-    if (e.sync_dist) v.push_back(e.value);
+    if (e.fresh && e.sync_dist) v.push_back(e.get());
   if (v.empty()) return;
   comm.all_reduce(v.data(), v.size(), ReduceOp::Avg);
   size_t i = 0;
   for (auto& [n, e] : step_)
-    if (e.sync_dist) e.value = v[i++];
+    if (e.fresh && e.sync_dist) {
+      e.value = v[i++];
+      if (e.device.defined()) e.device.zero_();
+    }
 }
 
 void LightningModule::log(const std::string& name, double value, const LogOptions& opts, int64_t batch_size) {
@@ -75,8 +166,9 @@ void LightningModule::log(const std::string& name, double value, const LogOption
 }
 
 void LightningModule::log(const std::string& name, const Tensor& value, const LogOptions& opts, int64_t batch_size) {
-  VOLT_CHECK(value.numel() == 1, "log(\"", name, "\"): expected a one-element tensor, got ", shape_str(value.shape()));
-  log(name, double(value.item()), opts, batch_size);
+  VOLT_CHECK(value.defined() && value.numel() == 1, "log(\"", name, "\"): expected a one-element tensor, got ",
+             value.defined() ? shape_str(value.shape()) : std::string("an undefined tensor"));
+  if (store_) store_->add(name, value, opts, batch_size);
 }
 
 void LightningModule::log_image(const std::string& tag, const Tensor& image) {

@@ -41,21 +41,33 @@ struct OptimizerConfig {
 };
 
 // The values logged in one stage: the current step's on_step values and the batch-size-weighted
-// epoch accumulators. The Trainer owns it and reads it; log() writes into it.
+// epoch accumulators. The Trainer owns it and reads it; log() writes into it. A value logged as a
+// GPU tensor stays on the GPU (copied, or accumulated in place into a float32 scalar there): reading
+// it (Entry::get) is the only synchronisation, which the Trainer does only when it prints or logs.
 class MetricStore {
  public:
   struct Entry {
-    double value = 0;  // step: the last value; epoch: weighted sum
+    double value = 0;  // step: the last host value; epoch: the weighted sum of host values
     double weight = 0;
+    Tensor device;     // the same for values logged on a GPU (float32 [], updated in place)
     bool prog_bar = false, logger = true, sync_dist = false;
+    bool fresh = false;  // step entries: logged in the current step
+    double get() const;  // value (+ the device part, read from the GPU)
   };
   void set_stage(const std::string& stage) { stage_ = stage; }  // "train", "val", "test", "sanity"
   const std::string& stage() const { return stage_; }
   void set_batch_size(int64_t n) { batch_size_ = n; }
   void add(const std::string& name, double value, const LogOptions& o, int64_t batch_size);
-  void clear_step() { step_.clear(); }
-  void clear_epoch() { epoch_.clear(); }
-  const std::map<std::string, Entry>& step_values() const { return step_; }
+  void add(const std::string& name, const Tensor& value, const LogOptions& o, int64_t batch_size);
+  // Entries are reset in place (their device scalars stay where a captured CUDA graph writes them).
+  void clear_step();
+  void clear_epoch();
+  // The step entries logged in the current step.
+  std::map<std::string, const Entry*> step_values() const;
+  // While a CUDA graph is captured (engine/cuda_graph.h), the host side of each log() is recorded;
+  // replay_logs() applies it again after every replay of the graph (the GPU side is in the graph).
+  void replay_logs();
+  void forget_captured_logs() { captured_.clear(); }
   // Epoch means (sum of value*batch_size / sum of batch_size) of the on_epoch values.
   std::map<std::string, double> epoch_means(bool logger_only = false) const;
   std::map<std::string, double> epoch_prog_bar() const;
@@ -65,9 +77,16 @@ class MetricStore {
   void reduce_step(Communicator& comm);
 
  private:
+  struct Captured {
+    std::string name;
+    bool on_step, on_epoch;
+    double weight;
+  };
+  void mark(const std::string& name, bool on_step, bool on_epoch, double w, const LogOptions& o);
   std::string stage_ = "train";
   int64_t batch_size_ = 1;
   std::map<std::string, Entry> step_, epoch_;
+  std::vector<Captured> captured_;
 };
 
 class Trainer;

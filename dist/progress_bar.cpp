@@ -49,6 +49,14 @@ std::string ProgressBar::line(int64_t done, const std::map<std::string, double>&
   return s + "]";
 }
 
+bool ProgressBar::due(int64_t done) const {
+  if (!open_) return false;
+  if (tty_)
+    return done >= total_ ||
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - last_draw_).count() >= 0.1;
+  return done % every_n_ == 0 && done < total_;
+}
+
 void ProgressBar::update(int64_t done, int64_t images, const std::map<std::string, double>& metrics) {
   if (!open_) return;
   done_ = done;

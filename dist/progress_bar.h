@@ -19,6 +19,9 @@ class ProgressBar {
 
   void start(const std::string& description, int64_t total);  // e.g. "Epoch 3", "Validation"
   void update(int64_t done, int64_t images, const std::map<std::string, double>& metrics);
+  // Whether update(done, ...) would draw: the caller then gathers the metrics (reading them from a
+  // GPU costs a synchronisation), otherwise it just counts with update(done, images, {}).
+  bool due(int64_t done) const;
   void finish(const std::map<std::string, double>& metrics);  // ends the line / prints the last one
 
   static std::string format_time(double seconds);  // "01:05", "1:02:03"

@@ -219,18 +219,28 @@ struct TrainerRun {
         preempt();
         return false;
       }
-      // Per-step values: callback metrics always, loggers every log_every_n_steps optimizer steps.
-      std::map<std::string, double> step_log, bar_metrics = I.val_prog_bar;
-      for (const auto& [k, e] : s.step_values()) {
-        t.callback_metrics_[k] = e.value;
-        if (e.logger) step_log[k] = e.value;
-        if (e.prog_bar) bar_metrics[k] = e.value;
+      // Per-step values, read (from the GPU: a synchronisation) only when something shows them: the
+      // loggers every log_every_n_steps optimizer steps, the progress bar when it redraws, and the
+      // callback metrics then and at the epoch's last batch.
+      const bool log_now = step_now && t.global_step_ % o.log_every_n_steps == 0;
+      const bool draw = I.bar && I.bar->due(batch_idx + 1);
+      if (log_now || draw || batch_idx + 1 == n_train) {
+        std::map<std::string, double> step_log, bar_metrics = I.val_prog_bar;
+        for (const auto& [k, e] : s.step_values()) {
+          const double v = e->get();
+          t.callback_metrics_[k] = v;
+          if (e->logger) step_log[k] = v;
+          if (e->prog_bar) bar_metrics[k] = v;
+        }
+        check_deferred_errors(t.device());  // e.g. a label out of range, found by a GPU kernel
+        if (log_now && !step_log.empty()) {
+          for (const auto& [k, v] : step_log) t.logged_metrics_[k] = v;
+          if (I.loggers) I.loggers->log_metrics(step_log, t.global_step_ - 1, t.epoch_);
+        }
+        if (I.bar) I.bar->update(batch_idx + 1, b.labels.numel(), bar_metrics);
+      } else if (I.bar) {
+        I.bar->update(batch_idx + 1, b.labels.numel(), {});  // counts; draws nothing
       }
-      if (step_now && t.global_step_ % o.log_every_n_steps == 0 && !step_log.empty()) {
-        for (const auto& [k, v] : step_log) t.logged_metrics_[k] = v;
-        if (I.loggers) I.loggers->log_metrics(step_log, t.global_step_ - 1, t.epoch_);
-      }
-      if (I.bar) I.bar->update(batch_idx + 1, b.labels.numel(), bar_metrics);
       if (validate_epoch && (batch_idx + 1) % val_every == 0) {
         Profiler::Scope sc(I.profiler, "validation");
         run_eval("val", n_val);
@@ -239,7 +249,7 @@ struct TrainerRun {
     if (I.bar) {
       std::map<std::string, double> bar_metrics = I.val_prog_bar;
       for (const auto& [k, e] : s.step_values())
-        if (e.prog_bar) bar_metrics[k] = e.value;
+        if (e->prog_bar) bar_metrics[k] = e->get();
       for (const auto& [k, v] : s.epoch_prog_bar()) bar_metrics[k] = v;
       I.bar->finish(bar_metrics);
     }
