@@ -199,14 +199,14 @@ void ClassifierModule::validation_step(const Batch& batch, int64_t) {
   LogOptions bar;
   bar.prog_bar = true;
   log("val_loss", cross_entropy(logits, batch.labels));
-  log("val_acc", accuracy(logits, batch.labels), bar);
+  log("val_acc", batch_accuracy(logits, batch.labels), bar);
   update_metrics(logits, batch.labels);
 }
 
 void ClassifierModule::test_step(const Batch& batch, int64_t) {
   Tensor logits = forward(batch.images);
   log("test_loss", cross_entropy(logits, batch.labels));
-  log("test_acc", accuracy(logits, batch.labels));
+  log("test_acc", batch_accuracy(logits, batch.labels));
   update_metrics(logits, batch.labels);
 }
 

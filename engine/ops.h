@@ -81,5 +81,8 @@ void check_deferred_errors(Device d);
 
 Tensor argmax(const Tensor& x, int64_t dim);              // int64, dim removed
 double accuracy(const Tensor& logits, const Tensor& target);  // fraction of rows whose argmax is the target
+// The same fraction as a one-element float32 tensor on the logits' device: no host synchronisation
+// (what a training or validation step logs).
+Tensor batch_accuracy(const Tensor& logits, const Tensor& target);
 
 }  // namespace volt

@@ -7,6 +7,10 @@
 #include <string>
 
 #include "engine/error.h"
+#include "engine/gpu.h"
+#include "engine/ops/check.h"
+#include "kernels/metrics.h"
+#include "volt/config.h"
 
 namespace volt {
 
@@ -55,25 +59,9 @@ HostBatch check_batch(const char* op, const Tensor& logits, const Tensor& target
   return b;
 }
 
-// a ranks strictly above b by value: NaN above every number, then larger first.
-inline bool value_above(float a, float b) { return (std::isnan(a) && !std::isnan(b)) || a > b; }
-inline bool value_ties(float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
-
 // 0-based rank of class t in row x[0..C) under the documented rule (0 = the top-1 prediction).
 int64_t rank_of(const float* x, int64_t C, int64_t t) {
-  const float xt = x[t];
-  int64_t rank = 0;
-  for (int64_t j = 0; j < C; ++j)
-    if (value_above(x[j], xt) || (j < t && value_ties(x[j], xt))) ++rank;
-  return rank;
-}
-
-// The top-1 prediction: the first class of highest rank (volt::argmax's rule).
-int64_t top1_of(const float* x, int64_t C) {
-  int64_t best = 0;
-  for (int64_t j = 1; j < C; ++j)
-    if (value_above(x[j], x[best])) best = j;
-  return best;
+  return metric_rank([x](int64_t j) { return x[j]; }, C, t);
 }
 
 void check_topk(const char* op, const std::vector<int64_t>& ks, int64_t C) {
@@ -123,21 +111,50 @@ ClassificationMetrics::ClassificationMetrics(int64_t num_classes, std::vector<in
 }
 
 void ClassificationMetrics::update(const Tensor& logits, const Tensor& target) {
-  const HostBatch b = check_batch("ClassificationMetrics::update", logits, target, num_classes_);
-  const float* x = b.logits.data<float>();
-  const int64_t* t = b.target.data<int64_t>();
-  const int64_t C = num_classes_;
-  for (int64_t n = 0; n < b.N; ++n) {
-    const float* row = x + n * C;
-    confusion_[size_t(t[n] * C + top1_of(row, C))] += 1;
-    if (topk_.empty()) continue;
-    const int64_t rank = rank_of(row, C, t[n]);
-    for (size_t i = 0; i < topk_.size(); ++i) hits_[i] += rank < topk_[i];
+  const char* op = "ClassificationMetrics::update";
+  const int64_t C = num_classes_, K = int64_t(topk_.size());
+  TopK ks{};
+  VOLT_CHECK(K <= kMaxTopK, op, ": at most ", kMaxTopK, " k values, got ", K);
+  for (int64_t i = 0; i < K; ++i) ks.k[i] = topk_[size_t(i)];
+  ks.n = K;
+  if (logits.defined() && target.defined() && logits.device().is_cuda() && target.device() == logits.device() &&
+      logits.dim() == 2 && logits.size(1) == C && target.dim() == 1 && target.size(0) == logits.size(0) &&
+      target.dtype() == DType::I64 && is_floating(logits.dtype())) {
+    // Counted on the GPU; the targets are checked there too (reported when the counts are read).
+    if (logits.size(0) == 0) return;
+    if (!device_.defined() || device_.device() != logits.device())
+      device_ = Tensor::zeros({K + C * C + 1}, DType::I64, logits.device());
+    int64_t* d = device_.data<int64_t>();
+    VOLT_CUDA_ONLY(cuda::classification_update(ftype_of(logits.dtype()), logits.size(0), C, logits.raw_data(),
+                                               target.data<int64_t>(), ks, d + K, d, d + K + C * C,
+                                               cuda_stream(logits.device())));
+    count_ += logits.size(0);
+    return;
   }
+  const HostBatch b = check_batch(op, logits, target, num_classes_);
+  int64_t bad = 0;
+  cpu::classification_update(b.N, C, b.logits.data<float>(), b.target.data<int64_t>(), ks, confusion_.data(),
+                             hits_.data(), &bad);
   count_ += b.N;
 }
 
+void ClassificationMetrics::fold() const {
+  if (!device_.defined()) return;
+  const std::vector<int64_t> d = device_.to_int_vector();
+  const int64_t C = num_classes_, K = int64_t(topk_.size());
+  device_.zero_();
+  const int64_t bad = d[size_t(K + C * C)];
+  if (bad > 0) {  // those rows were counted in count_ only: take them out again
+    count_ -= bad;
+    VOLT_FAIL("ClassificationMetrics::update: ", bad, " target(s) on ", device_.device().str(),
+              " were not class indices in [0, ", C, ")");
+  }
+  for (int64_t i = 0; i < K; ++i) hits_[size_t(i)] += d[size_t(i)];
+  for (int64_t i = 0; i < C * C; ++i) confusion_[size_t(i)] += d[size_t(K + i)];
+}
+
 ClassificationResult ClassificationMetrics::compute() const {
+  fold();
   const int64_t C = num_classes_;
   ClassificationResult r;
   r.count = count_;
@@ -165,6 +182,7 @@ ClassificationResult ClassificationMetrics::compute() const {
 }
 
 void ClassificationMetrics::reset() {
+  if (device_.defined()) device_.zero_();
   count_ = 0;
   std::fill(hits_.begin(), hits_.end(), 0);
   std::fill(confusion_.begin(), confusion_.end(), 0);
@@ -182,12 +200,15 @@ void ClassificationMetrics::merge(const ClassificationMetrics& other) {
     }());
     return;
   }
+  fold();
+  other.fold();
   count_ += other.count_;
   for (size_t i = 0; i < hits_.size(); ++i) hits_[i] += other.hits_[i];
   for (size_t i = 0; i < confusion_.size(); ++i) confusion_[i] += other.confusion_[i];
 }
 
 std::vector<int64_t> ClassificationMetrics::counts() const {
+  fold();
   std::vector<int64_t> c;
   c.reserve(counts_size());
   c.push_back(count_);
@@ -210,6 +231,7 @@ void ClassificationMetrics::load_counts(const std::vector<int64_t>& counts) {
   for (size_t i = 0; i < K; ++i)
     VOLT_CHECK(counts[1 + i] <= counts[0], op, ": top-", topk_[i], " hits = ", counts[1 + i], " exceed count = ",
                counts[0]);
+  if (device_.defined()) device_.zero_();
   count_ = counts[0];
   std::copy(counts.begin() + 1, counts.begin() + 1 + std::ptrdiff_t(K), hits_.begin());
   std::copy(counts.begin() + 1 + std::ptrdiff_t(K), counts.end(), confusion_.begin());

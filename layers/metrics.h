@@ -36,8 +36,10 @@ struct ClassificationResult {
   Tensor confusion;                       // int64 [C, C]: rows = true class, cols = predicted (top-1)
 };
 
-// Accumulates top-k hits and the confusion matrix over batches (counts live on the host: one
-// update copies a device batch to the host). State is the flat count vector
+// Accumulates top-k hits and the confusion matrix over batches. A batch on a GPU is counted there
+// (kernels/metrics.h: no copy, no synchronisation); its counts join the host's when they are read
+// (compute, counts, merge), which is also when a target outside [0, C) found on the GPU is reported.
+// State is the flat count vector
 //   [count, hits(topk[0]), ..., hits(topk[K-1]), confusion (C*C, row-major)]
 // which counts() returns and load_counts() restores; summing it elementwise across ranks (an
 // all-reduce) and loading the sum gives the metrics of the union of the ranks' samples.
@@ -69,11 +71,13 @@ class ClassificationMetrics {
   Tensor confusion_image(int64_t cell_px = 16) const;
 
  private:
+  void fold() const;  // adds the device counts to the host's and zeroes them (a synchronisation)
   int64_t num_classes_;
   std::vector<int64_t> topk_;
-  int64_t count_ = 0;
-  std::vector<int64_t> hits_;       // [K], hits_[i] for topk_[i]
-  std::vector<int64_t> confusion_;  // [C*C] row-major
+  mutable int64_t count_ = 0;
+  mutable std::vector<int64_t> hits_;       // [K], hits_[i] for topk_[i]
+  mutable std::vector<int64_t> confusion_;  // [C*C] row-major
+  mutable Tensor device_;  // int64 [K + C*C + 1] on the GPU of the batches: hits, confusion, bad targets
 };
 
 // RGB picture of a confusion matrix (int64 [C, C], rows = true class) for TensorBoard: each row

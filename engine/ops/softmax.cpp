@@ -6,6 +6,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/check.h"
+#include "kernels/metrics.h"
 #include "kernels/reduce.h"
 
 namespace volt {
@@ -166,22 +167,24 @@ Tensor argmax(const Tensor& x, int64_t dim) {
   return y;
 }
 
-double accuracy(const Tensor& logits, const Tensor& target) {
-  check_targets("accuracy", logits, target);
-  Tensor pred = argmax(logits, 1);
+Tensor batch_accuracy(const Tensor& logits, const Tensor& target) {
+  check_targets("batch_accuracy", logits, target);
+  const int64_t N = logits.size(0), C = logits.size(1);
+  Tensor out = Tensor::empty({}, DType::F32, logits.device());
   if (logits.device().is_cuda()) {
-    Tensor correct = Tensor::empty({}, DType::I64, logits.device());
-    VOLT_CUDA_ONLY(cuda::count_equal(target.size(0), pred.data<int64_t>(), target.data<int64_t>(),
-                                     correct.data<int64_t>(), detail::stream_of(logits)));
-    const double acc = double(correct.to_int_vector()[0]) / double(target.size(0));  // one copy to the host
-    check_deferred_errors(logits.device());  // the targets, checked on the device meanwhile
-    return acc;
+    VOLT_CUDA_ONLY(cuda::accuracy_fraction(detail::ft(logits), N, C, logits.raw_data(), target.data<int64_t>(),
+                                           out.data<float>(), detail::stream_of(logits)));
+    return out;
   }
-  const int64_t* p = pred.data<int64_t>();
-  const int64_t* t = target.data<int64_t>();
-  int64_t correct = 0;
-  for (int64_t n = 0; n < target.size(0); ++n) correct += p[n] == t[n];
-  return double(correct) / double(target.size(0));
+  const Tensor f = logits.dtype() == DType::F32 ? logits : logits.to(DType::F32);
+  cpu::accuracy_fraction(N, C, f.data<float>(), target.data<int64_t>(), out.data<float>());
+  return out;
+}
+
+double accuracy(const Tensor& logits, const Tensor& target) {
+  const double acc = batch_accuracy(logits, target).item();  // one copy to the host on a GPU
+  check_deferred_errors(logits.device());                    // the targets, checked on the device meanwhile
+  return acc;
 }
 
 }  // namespace volt

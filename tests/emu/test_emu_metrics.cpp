@@ -1,0 +1,53 @@
+// The CUDA classification-count and accuracy kernels, run by the CPU emulator, against the CPU ones:
+// the same integer counts with ties, NaN rows and targets out of range, in every storage type.
+#include "kernels/metrics.h"
+#include "tests/emu/emu_util.h"
+
+using namespace volt;
+using namespace volt::emu_test;
+
+TEST_CASE("emu metrics: confusion matrix, top-k hits and bad targets equal the CPU's") {
+  const int64_t N = 301, C = 7;
+  auto labels = random_labels(size_t(N), C, 3);
+  labels[5] = C;   // out of range
+  labels[6] = -2;
+  const TopK ks{{1, 3, 5}, 3};
+  for (FType t : all_ftypes()) {
+    INFO(ftype_name(t));
+    auto z = round_to(t, random_floats(size_t(N * C), 4, -3.f, 3.f));
+    z[10] = z[11];         // a tie in row 1
+    z[3 * C + 2] = NAN;    // a NaN in row 3 (ranks above every number)
+    TypedBuf gz(t, z);
+    Guarded<int64_t> gt(labels), conf1{size_t(C * C), 0}, hits1{3, 0}, bad1{1, 0};
+    std::vector<int64_t> conf2(size_t(C * C)), hits2(3);
+    int64_t bad2 = 0;
+    cuda::classification_update(t, N, C, gz.data(), gt.data(), ks, conf1.data(), hits1.data(), bad1.data(), nullptr);
+    cpu::classification_update(N, C, z.data(), labels.data(), ks, conf2.data(), hits2.data(), &bad2);
+    CHECK(conf1.vec() == conf2);
+    CHECK(hits1.vec() == hits2);
+    CHECK(bad1[0] == 2);
+    CHECK(bad2 == 2);
+    int64_t total = 0;
+    for (int64_t v : conf2) total += v;
+    CHECK(total == N - 2);
+    CHECK((conf1.guards_intact() && hits1.guards_intact() && bad1.guards_intact()));
+  }
+}
+
+TEST_CASE("emu metrics: the batch accuracy fraction equals the CPU's") {
+  for (int64_t N : {int64_t(1), int64_t(37), int64_t(3000)}) {
+    const int64_t C = 10;
+    const auto labels = random_labels(size_t(N), C, 5);
+    for (FType t : all_ftypes()) {
+      const auto z = round_to(t, random_floats(size_t(N * C), 6));
+      TypedBuf gz(t, z);
+      Guarded<int64_t> gt(labels);
+      Guarded<float> out{1};
+      float want = 0;
+      cuda::accuracy_fraction(t, N, C, gz.data(), gt.data(), out.data(), nullptr);
+      cpu::accuracy_fraction(N, C, z.data(), labels.data(), &want);
+      CHECK(out[0] == want);
+      CHECK(out.guards_intact());
+    }
+  }
+}
