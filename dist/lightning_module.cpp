@@ -61,8 +61,14 @@ void MetricStore::add(const std::string& name, const Tensor& value, const LogOpt
   if (value.device().is_cpu()) return add(name, double(value.item()), o, batch_size);
   const Flags f = flags_of(name, stage_, o, batch_size, batch_size_);
   const Tensor v = value.detach().reshape({}).to(DType::F32);
+  const bool capturing = cuda_graph_capturing();
   auto slot = [&](Entry& e) -> Tensor& {
-    if (!e.device.defined() || e.device.device() != v.device()) e.device = Tensor::zeros({}, DType::F32, v.device());
+    if (!e.device.defined() || e.device.device() != v.device()) {
+      // Made (and zeroed) outside a captured step: zeroing inside one would repeat at every replay.
+      VOLT_CHECK(!capturing, "log(\"", name, "\"): first logged inside a captured CUDA graph step; log it in the "
+                 "steps before the capture too");
+      e.device = Tensor::zeros({}, DType::F32, v.device());
+    }
     return e.device;
   };
   if (f.on_step) {
@@ -74,20 +80,15 @@ void MetricStore::add(const std::string& name, const Tensor& value, const LogOpt
     Tensor& acc = slot(epoch_[name]);
     add_(acc, v, float(f.w));
   }
-  mark(name, f.on_step, f.on_epoch, f.w, o);
-  if (cuda_graph_capturing()) captured_.push_back({name, f.on_step, f.on_epoch, f.w});
+  // A captured step runs only when replayed: its host side is applied then (replay_logs).
+  if (capturing)
+    captured_.push_back({name, f.on_step, f.on_epoch, f.w, o});
+  else
+    mark(name, f.on_step, f.on_epoch, f.w, o);
 }
 
 void MetricStore::replay_logs() {
-  for (const Captured& c : captured_) {
-    LogOptions o;
-    const auto s = step_.find(c.name);
-    const auto e = epoch_.find(c.name);
-    o.prog_bar = (s != step_.end() && s->second.prog_bar) || (e != epoch_.end() && e->second.prog_bar);
-    o.logger = s != step_.end() ? s->second.logger : (e == epoch_.end() || e->second.logger);
-    o.sync_dist = s != step_.end() && s->second.sync_dist;
-    mark(c.name, c.on_step, c.on_epoch, c.weight, o);
-  }
+  for (const Captured& c : captured_) mark(c.name, c.on_step, c.on_epoch, c.weight, c.options);
 }
 
 void MetricStore::clear_step() {

@@ -81,6 +81,7 @@ class MetricStore {
     std::string name;
     bool on_step, on_epoch;
     double weight;
+    LogOptions options;
   };
   void mark(const std::string& name, bool on_step, bool on_epoch, double w, const LogOptions& o);
   std::string stage_ = "train";

@@ -24,6 +24,7 @@
 #include "dist/trainer_logging.h"
 #include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -120,7 +121,9 @@ struct TrainerRun {
     return true;
   }
 
-  void optimizer_step() {
+  // The step's device work on the optimizer side: averaging, clipping, the (possibly skipped) update,
+  // zero_grad. Returns whether the update was taken (16-mixed skips Inf/NaN steps).
+  bool update_parameters() {
     Optimizer& opt = *I.optim.optimizer;
     const auto params = opt.params();
     if (I.averager) {  // every rank steps with the same (averaged) gradients; clipping sees those
@@ -146,9 +149,87 @@ struct TrainerRun {
       }
     }
     opt.zero_grad();
+    return stepped;
+  }
+
+  // The host's part of an optimizer step.
+  void count_step(bool stepped) {
     ++t.global_step_;
     module.global_step_ = t.global_step_;
     if (I.optim.scheduler && I.optim.interval == "step" && stepped) I.optim.scheduler->step();
+  }
+
+  void optimizer_step() { count_step(update_parameters()); }
+
+  // ---- the CUDA-graph step (TrainerOptions::cuda_graphs) ----
+  std::unique_ptr<CudaGraph> graph;
+  Batch graph_batch;          // the captured step's input: each batch is copied in before a replay
+  int64_t eager_full_steps = 0;
+  bool graph_off = false;
+
+  // Why the step cannot be a graph, or "" (then it can, for batches of the full size).
+  std::string graph_blocker() const {
+    const auto& o = t.opts_;
+    if (!t.device().is_cuda() || !o.cuda_graphs) return "off";
+    if (o.accumulate_grad_batches > 1) return "gradient accumulation";
+    if (o.gradient_clip_val > 0) return "gradient clipping (computed on the host)";
+    if (I.averager) return "several processes";
+    if (I.profiler.enabled()) return "the profiler (it times each phase on the host)";
+    return "";
+  }
+
+  // Trains on b as a replay of the captured step when possible; false: run it eagerly.
+  bool graph_step(const Batch& b, int64_t batch_idx, MetricStore& s) {
+    if (graph_off) return false;
+    const int64_t full = train->batch_size();
+    if (b.labels.numel() != full || b.images.device() != t.device()) return false;
+    if (!graph) {
+      const std::string why = graph_blocker();
+      if (!why.empty()) {
+        graph_off = true;
+        if (why != "off") t.out() << "CUDA graphs: off (" << why << "); the training step runs eagerly\n";
+        return false;
+      }
+      if (++eager_full_steps <= 2) return false;  // warm-up: optimizer state, cuDNN plans, the cache
+      graph_batch.images = b.images.clone();
+      graph_batch.labels = b.labels.clone();
+      graph_batch.index = b.index;
+      auto g = std::make_unique<CudaGraph>(t.device());
+      try {
+        g->capture([&] {
+          Tensor loss;
+          {
+            Autocast autocast(t.compute_dtype_);
+            loss = module.training_step(graph_batch, batch_idx);
+          }
+          VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor");
+          (I.scaler ? I.scaler->scale(loss) : loss).backward();
+          update_parameters();
+        });
+      } catch (const Error& e) {
+        graph_off = true;
+        s.forget_captured_logs();
+        t.out() << e.what() << "\n";
+        return false;
+      }
+      graph = std::move(g);
+      t.out() << "CUDA graphs: the training step is captured; each batch of " << full << " is one replay\n";
+    } else {
+      graph_batch.images.copy_(b.images);
+      graph_batch.labels.copy_(b.labels);
+    }
+    graph->replay();
+    s.replay_logs();
+    const bool stepped = I.scaler ? I.scaler->after_replay(*I.optim.optimizer) : true;
+    count_step(stepped);
+    return true;
+  }
+
+  ~TrainerRun() {
+    if (graph) {
+      graph.reset();
+      I.train_store.forget_captured_logs();
+    }
   }
 
   // SIGUSR1 (Slurm's warning before the time limit) at a step boundary: a checkpoint that resumes at
@@ -191,30 +272,35 @@ struct TrainerRun {
       if (!next_train(b, batch_idx)) break;
       s.clear_step();
       s.set_batch_size(b.labels.numel());
-      if (I.averager) {
-        // As PyTorch's DDP (broadcast_buffers): every rank's forward starts from rank 0's buffers,
-        // so the BatchNorm running statistics stay the same on every rank.
-        Profiler::Scope sc(I.profiler, "broadcast_buffers");
-        broadcast_from_rank0(t.communicator(), I.buffers);
+      const bool graphed = graph_step(b, batch_idx, s);  // a replay of the captured step, when possible
+      if (graphed) {
+        ++t.train_batches_seen_;
+      } else {
+        if (I.averager) {
+          // As PyTorch's DDP (broadcast_buffers): every rank's forward starts from rank 0's buffers,
+          // so the BatchNorm running statistics stay the same on every rank.
+          Profiler::Scope sc(I.profiler, "broadcast_buffers");
+          broadcast_from_rank0(t.communicator(), I.buffers);
+        }
+        Tensor loss;
+        {
+          Profiler::Scope sc(I.profiler, "training_step");
+          Autocast autocast(t.compute_dtype_);
+          loss = module.training_step(b, batch_idx);
+        }
+        VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor, got ",
+                   loss.defined() ? shape_str(loss.shape()) : std::string("an undefined tensor"));
+        {
+          Profiler::Scope sc(I.profiler, "backward");
+          Tensor l = accum > 1 ? loss * (1.0f / float(accum)) : loss;
+          if (I.scaler) l = I.scaler->scale(l);
+          l.backward();
+        }
+        ++t.train_batches_seen_;
       }
-      Tensor loss;
-      {
-        Profiler::Scope sc(I.profiler, "training_step");
-        Autocast autocast(t.compute_dtype_);
-        loss = module.training_step(b, batch_idx);
-      }
-      VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor, got ",
-                 loss.defined() ? shape_str(loss.shape()) : std::string("an undefined tensor"));
-      {
-        Profiler::Scope sc(I.profiler, "backward");
-        Tensor l = accum > 1 ? loss * (1.0f / float(accum)) : loss;
-        if (I.scaler) l = I.scaler->scale(l);
-        l.backward();
-      }
-      ++t.train_batches_seen_;
       s.reduce_step(t.communicator());
-      const bool step_now = (batch_idx + 1) % accum == 0 || batch_idx + 1 == n_train;
-      if (step_now) optimizer_step();
+      const bool step_now = graphed || (batch_idx + 1) % accum == 0 || batch_idx + 1 == n_train;
+      if (step_now && !graphed) optimizer_step();
       if (step_now && t.preemption_requested()) {
         preempt();
         return false;

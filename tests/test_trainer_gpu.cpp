@@ -84,3 +84,35 @@ TEST_CASE("gpu Trainer: gradient clipping by norm on device gradients matches th
     CHECK(std::fabs(a[i] - b[i]) <= 1e-4 + 1e-3 * std::fabs(a[i]));
   }
 }
+
+TEST_CASE("gpu Trainer: a fit as CUDA-graph replays ends with the eager fit's weights and metrics") {
+  require_gpu();
+  TempDir dir("volt_trainer_gpu_");
+  for (const char* precision : {"32", "16-mixed"}) {
+    INFO(precision);
+    std::vector<StateDict> states;
+    std::vector<double> losses;
+    for (bool graphs : {false, true}) {
+      manual_seed(23);
+      ClassifierModule m(small_cnn(0.3), adam(2e-3));
+      SynthDM dm(384, 32, 32);
+      Quiet q;
+      auto o = q.base(dir / (std::string(precision) + (graphs ? "_graph" : "_eager")));
+      o.accelerator = "gpu";
+      o.max_epochs = 2;
+      o.seed = 23;
+      o.precision = precision;
+      o.cuda_graphs = graphs;
+      Trainer t(o);
+      t.fit(m, dm);
+      INFO(q.os.str());
+      CHECK(contains(q.os.str(), "the training step is captured") == graphs);
+      states.push_back(snapshot(m));
+      losses.push_back(t.callback_metrics().at("train_loss"));
+    }
+    ClassifierModule probe(small_cnn(0.3), adam(2e-3));
+    probe.load_state_dict(states[1]);
+    CHECK(same_state(probe, states[0]));
+    CHECK(losses[1] == losses[0]);
+  }
+}
