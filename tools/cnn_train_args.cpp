@@ -52,6 +52,7 @@ const char* train_usage() {
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
          "                              --distributed-backend is the tutorial's older name)\n"
          "  --threads N                 CPU threads (default: all cores)\n"
+         "  --cuda-graphs on|off        on a GPU, replay the training step as one CUDA graph (default on)\n"
          "the loop (Lightning's Trainer flags):\n"
          "  --fast-dev-run [N]          run N (default 1) batches of train, val and test; no logs/checkpoints\n"
          "  --overfit-batches X         train and validate on the same first X batches (count or fraction)\n"
@@ -159,6 +160,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--download-url") a.download_url = next();
     else if (flag == "--num-workers") a.num_workers = int(to_int(flag, next(), 0));
     else if (flag == "--data-on-device") a.data_on_device = choice({"auto", "on", "off"});
+    else if (flag == "--cuda-graphs") a.cuda_graphs = choice({"on", "off"}) == "on";
     else if (flag == "--augment") a.augment = flag_only();
     else if (flag == "--cutout") a.cutout = to_int(flag, next(), 0);
     else if (flag == "--channels") a.channels = std::stoll(choice({"1", "3", "4"}));
@@ -236,6 +238,7 @@ TrainerOptions TrainArgs::trainer_options() const {
   t.profiler = profiler;
   t.resume = resume;
   t.enable_progress_bar = progress;
+  t.cuda_graphs = cuda_graphs;
   return t;
 }
 

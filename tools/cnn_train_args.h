@@ -29,6 +29,7 @@ struct TrainArgs {
   std::string accelerator = "auto", strategy = "auto";
   int64_t devices = 0, gpus = 0, num_nodes = 1;  // devices 0: auto
   int threads = 0;  // 0: all cores
+  bool cuda_graphs = true;
   // The loop.
   int64_t fast_dev_run = 0;
   BatchAmount overfit_batches = 0.0, limit_train_batches = 1.0, limit_val_batches = 1.0, limit_test_batches = 1.0;

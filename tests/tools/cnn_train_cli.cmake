@@ -79,6 +79,7 @@ expect(2 "expected one of cifar10, cifar100, mnist, fashion-mnist, folder, synth
 expect(2 "expected one of 32, 32-true, 16-mixed, 16, bf16-mixed, bf16" --precision 8)
 expect(2 "expected one of simple, advanced" --profiler fancy)
 expect(2 "bad value 'sometimes' for --data-on-device: expected one of auto, on, off" --data-on-device sometimes)
+expect(2 "bad value 'maybe' for --cuda-graphs: expected one of on, off" --cuda-graphs maybe)
 expect(2 "bad value '1.5' for --limit-train-batches" --limit-train-batches 1.5)
 expect(2 "missing value for --batch-size" --batch-size)
 expect(2 "--download takes no value" --download=yes)
