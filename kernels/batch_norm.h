@@ -46,12 +46,15 @@ void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, cons
 }  // namespace volt::cpu
 
 // CUDA twins (kernels/cuda/batch_norm.cu), same arguments plus the storage type of x, y, dy and dx
-// (FType t: float32, float16 or bfloat16; parameters and statistics stay float32) and the stream.
+// (FType t: float32, float16 or bfloat16; parameters and statistics stay float32), device scratch
+// memory of batch_norm_workspace_bytes(N, C, HW) bytes (the training passes split each channel over
+// several blocks and combine their partial sums in a fixed order: deterministic), and the stream.
 namespace volt::cuda {
 
+size_t batch_norm_workspace_bytes(int64_t N, int64_t C, int64_t HW);
 void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                               const float* beta, double eps, bool relu, void* y, float* save_mean, float* save_invstd,
-                              float* batch_var_unbiased, void* stream);
+                              float* batch_var_unbiased, void* workspace, void* stream);
 void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream);
 void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                              const float* beta, const float* running_mean, const float* invstd, bool relu, void* y,
@@ -60,6 +63,6 @@ void batch_norm_update_running(int64_t C, float* running_mean, float* running_va
                                const float* batch_var_unbiased, double momentum, void* stream);
 void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
                          const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
-                         float* dgamma, float* dbeta, void* stream);
+                         float* dgamma, float* dbeta, void* workspace, void* stream);
 
 }  // namespace volt::cuda

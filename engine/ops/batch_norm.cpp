@@ -11,6 +11,13 @@ namespace volt {
 
 namespace {
 
+#if VOLT_HAVE_CUDA
+// Scratch memory of the CUDA kernels' split reductions (from the caching allocator: free in the steady state).
+Tensor workspace(int64_t N, int64_t C, int64_t HW, Device dev) {
+  return Tensor::empty({int64_t(cuda::batch_norm_workspace_bytes(N, C, HW))}, DType::U8, dev);
+}
+#endif
+
 Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
           Tensor running_var, bool training, double momentum, double eps, bool relu) {
   detail::check_input(op, "input", x);
@@ -49,10 +56,10 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
   if (training) {
     Tensor var_unbiased = Tensor::empty({C}, DType::F32, dev);
     if (gpu) {
-      VOLT_CUDA_ONLY(void* s = detail::stream_of(x);
+      VOLT_CUDA_ONLY(void* s = detail::stream_of(x); Tensor ws = workspace(N, C, HW, dev);
                      cuda::batch_norm_forward_train(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta, eps, relu,
                                                     y.raw_data(), mean.data<float>(), invstd.data<float>(),
-                                                    var_unbiased.data<float>(), s);
+                                                    var_unbiased.data<float>(), ws.raw_data(), s);
                      if (running_mean.defined())
                        cuda::batch_norm_update_running(C, running_mean.data<float>(), running_var.data<float>(),
                                                        mean.data<float>(), var_unbiased.data<float>(), momentum, s));
@@ -89,15 +96,17 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                      const float* beta = bias.defined() ? bias.data<float>() : nullptr;
                      float* dgamma = needs[1] ? g[1].data<float>() : nullptr;
                      float* dbeta = needs[2] ? g[2].data<float>() : nullptr;
-                     if (dev.is_cuda())
-                       VOLT_CUDA_ONLY(cuda::batch_norm_backward(detail::ft(x), N, C, HW, gy.raw_data(), x.raw_data(),
+                     if (dev.is_cuda()) {
+                       VOLT_CUDA_ONLY(Tensor ws = workspace(N, C, HW, dev);
+                                      cuda::batch_norm_backward(detail::ft(x), N, C, HW, gy.raw_data(), x.raw_data(),
                                                                 gamma, beta, mean.data<float>(), invstd.data<float>(),
                                                                 training, relu, needs[0] ? g[0].raw_data() : nullptr,
-                                                                dgamma, dbeta, detail::stream_of(x)));
-                     else
+                                                                dgamma, dbeta, ws.raw_data(), detail::stream_of(x)));
+                     } else {
                        cpu::batch_norm_backward(N, C, HW, gy.data<float>(), x.data<float>(), gamma, beta,
                                                 mean.data<float>(), invstd.data<float>(), training, relu,
                                                 needs[0] ? g[0].data<float>() : nullptr, dgamma, dbeta);
+                     }
                      return g;
                    });
   return y;

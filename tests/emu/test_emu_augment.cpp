@@ -96,7 +96,7 @@ TEST_CASE("emu augment: float16 and bfloat16 batches are the float32 batch round
     cpu::augment_batch(s, st.lut.data(), st.images.data(), st.labels.data(), st.order.data(), 0, count, 99, 1,
                        want.data(), want_labels.data());
     for (FType t : {FType::F16, FType::BF16}) {
-      INFO(ftype_name(t) << " shape [" << c.c << ", " << c.h << ", " << c.w << "]");
+      INFO(std::string(ftype_name(t)) << " shape [" << c.c << ", " << c.h << ", " << c.w << "]");
       Guarded<uint16_t> got{size_t(count * d)};
       Guarded<int64_t> got_labels{size_t(count)};
       cuda::augment_batch(s, st.lut.data(), st.images.data(), st.labels.data(), st.order.data(), 0, count, 99, 1, t,

@@ -20,16 +20,17 @@ TEST_CASE("emu batch_norm: training forward (+ReLU), running statistics and back
   };
   for (FType t : all_ftypes())
     for (bool relu : {false, true})
-      for (const Case c : {Case{2, 3, 5}, Case{7, 4, 33}, Case{3, 2, 700}}) {
-        INFO(ftype_name(t) << (relu ? " +relu " : " ") << c.N << "x" << c.C << "x" << c.HW);
+      for (const Case c : {Case{2, 3, 5}, Case{7, 4, 33}, Case{3, 2, 700}, Case{13, 3, 1601}}) {  // last: chunks
+        INFO(std::string(ftype_name(t)) << (relu ? " +relu " : " ") << c.N << "x" << c.C << "x" << c.HW);
         const size_t n = size_t(c.N * c.C * c.HW), C = size_t(c.C);
         const auto x = round_to(t, random_floats(n, 31, -3.f, 5.f)), dy = round_to(t, random_floats(n, 32));
         const auto gamma = random_floats(C, 33, 0.5f, 1.5f), beta = random_floats(C, 34);
         TypedBuf gx(t, x), gdy(t, dy), y1(t, n);
         Guarded<float> gg(gamma), gbt(beta), m1{C}, s1{C}, v1{C};
         std::vector<float> y2(n), m2(C), s2(C), v2(C);
+        Guarded<uint8_t> ws{cuda::batch_norm_workspace_bytes(c.N, c.C, c.HW)};
         cuda::batch_norm_forward_train(t, c.N, c.C, c.HW, gx.data(), gg.data(), gbt.data(), 1e-5, relu, y1.data(),
-                                       m1.data(), s1.data(), v1.data(), nullptr);
+                                       m1.data(), s1.data(), v1.data(), ws.data(), nullptr);
         cpu::batch_norm_forward_train(c.N, c.C, c.HW, x.data(), gamma.data(), beta.data(), 1e-5, relu, y2.data(),
                                       m2.data(), s2.data(), v2.data());
         check_near(m1.vec(), m2, 1e-6, 1e-6, "save_mean");
@@ -50,11 +51,13 @@ TEST_CASE("emu batch_norm: training forward (+ReLU), running statistics and back
           std::vector<float> dx2(n), dg2(C), db2(C);
           cuda::batch_norm_backward(t, c.N, c.C, c.HW, gdy.data(), gx.data(), gg.data(), gbt.data(), gm.data(),
                                     gs.data(), true, relu, with_dx ? dx1.data() : nullptr, dg1.data(), db1.data(),
-                                    nullptr);
+                                    ws.data(), nullptr);
+          CHECK(ws.guards_intact());
           cpu::batch_norm_backward(c.N, c.C, c.HW, dy.data(), x.data(), gamma.data(), beta.data(), m2.data(), s2.data(),
                                    true, relu, with_dx ? dx2.data() : nullptr, dg2.data(), db2.data());
-          check_near(dg1.vec(), dg2, 1e-5, 1e-5, "dgamma");
-          check_near(db1.vec(), db2, 1e-5, 1e-5, "dbeta");
+          // The CPU sums each (n, c) row in float before adding rows in double: ~1e-4 relative at HW = 1601.
+          check_near(dg1.vec(), dg2, 1e-5, 1e-4, "dgamma");
+          check_near(db1.vec(), db2, 1e-5, 1e-4, "dbeta");
           if (with_dx) check_near(dx1.values(), round_to(t, dx2), atol_for(t), rtol_for(t), "dx");
           CHECK((dx1.guards_intact() && dg1.guards_intact() && db1.guards_intact()));
         }
@@ -67,7 +70,7 @@ TEST_CASE("emu batch_norm: evaluation forward (+ReLU) and backward with the runn
   const size_t n = size_t(N * C * HW);
   for (FType t : all_ftypes())
     for (bool relu : {false, true}) {
-      INFO(ftype_name(t) << (relu ? " +relu" : ""));
+      INFO(std::string(ftype_name(t)) << (relu ? " +relu" : ""));
       const auto x = round_to(t, random_floats(n, 41)), dy = round_to(t, random_floats(n, 42));
       const auto rm = random_floats(size_t(C), 43), rv = random_floats(size_t(C), 44, 0.2f, 2.f);
       Guarded<float> grm(rm), grv(rv), is1{size_t(C)};
@@ -81,8 +84,9 @@ TEST_CASE("emu batch_norm: evaluation forward (+ReLU) and backward with the runn
                                     nullptr);
       cpu::batch_norm_forward_eval(N, C, HW, x.data(), nullptr, nullptr, rm.data(), is2.data(), relu, y2.data());
       check_bitwise(y1.values(), round_to(t, y2), "eval forward without affine");
+      Guarded<uint8_t> ws{cuda::batch_norm_workspace_bytes(N, C, HW)};
       cuda::batch_norm_backward(t, N, C, HW, gdy.data(), gx.data(), nullptr, nullptr, grm.data(), is1.data(), false,
-                                relu, dx1.data(), nullptr, nullptr, nullptr);
+                                relu, dx1.data(), nullptr, nullptr, ws.data(), nullptr);
       cpu::batch_norm_backward(N, C, HW, dy.data(), x.data(), nullptr, nullptr, rm.data(), is2.data(), false, relu,
                                dx2.data(), nullptr, nullptr);
       check_bitwise(dx1.values(), round_to(t, dx2), "eval backward");
@@ -97,7 +101,7 @@ TEST_CASE("emu max_pool2d: forward indices and backward gathers match the CPU, w
   for (FType t : all_ftypes())
     for (const Case c :
          {Case{6, 28, 28, 2, 2, 0}, Case{3, 7, 9, 3, 2, 1}, Case{2, 5, 5, 3, 1, 1}, Case{1, 1, 1, 1, 1, 0}}) {
-      INFO(ftype_name(t) << " " << c.planes << "x" << c.H << "x" << c.W << " k" << c.k);
+      INFO(std::string(ftype_name(t)) << " " << c.planes << "x" << c.H << "x" << c.W << " k" << c.k);
       cpu::Pool2dShape s{c.planes, c.H, c.W, c.k, c.k, c.stride, c.stride, c.pad, c.pad, 0, 0};
       s.P = (c.H + 2 * c.pad - c.k) / c.stride + 1;
       s.Q = (c.W + 2 * c.pad - c.k) / c.stride + 1;

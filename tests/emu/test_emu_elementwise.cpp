@@ -22,7 +22,7 @@ TEST_CASE("emu elementwise: binary ops, scale and axpy match the CPU in every st
   for (FType t : all_ftypes())
     for (int64_t n : kSizes)
       for (size_t off : {size_t(0), size_t(1)}) {  // off 1: the unaligned (element-by-element) path
-        INFO(ftype_name(t) << " n=" << n << " offset=" << off);
+        INFO(std::string(ftype_name(t)) << " n=" << n << " offset=" << off);
         const size_t m = size_t(n) + off;
         const auto a = round_to(t, random_floats(m, 1)), b = round_to(t, random_floats(m, 2));
         for (cpu::BinaryOp op : {cpu::BinaryOp::Add, cpu::BinaryOp::Sub, cpu::BinaryOp::Mul}) {
@@ -67,7 +67,7 @@ TEST_CASE("emu elementwise: broadcasting over awkward shapes matches the CPU") {
 TEST_CASE("emu elementwise: relu forward and backward, NaN propagating, match the CPU") {
   for (FType t : all_ftypes())
     for (size_t off : {size_t(0), size_t(1)}) {
-      INFO(ftype_name(t) << " offset=" << off);
+      INFO(std::string(ftype_name(t)) << " offset=" << off);
       auto x = round_to(t, random_floats(1002, 5));
       x[7] = NAN;
       x[8] = 0.f;
@@ -95,7 +95,7 @@ TEST_CASE("emu elementwise: casts between every pair of storage types round to n
   for (FType from : all_ftypes())
     for (FType to : all_ftypes())
       for (size_t off : {size_t(0), size_t(1)}) {
-        INFO(ftype_name(from) << " -> " << ftype_name(to) << " offset " << off);
+        INFO(std::string(ftype_name(from)) << " -> " << ftype_name(to) << " offset " << off);
         const auto x = round_to(from, v);
         TypedBuf gx(from, x), gy(to, x.size());
         cuda::cast(from, to, int64_t(x.size() - off), gx.ptr(off), gy.ptr(off), nullptr);
@@ -110,7 +110,7 @@ TEST_CASE("emu elementwise: dropout masks are the CPU's Philox masks for every s
   for (FType t : all_ftypes())
     for (int64_t n : {int64_t(1), int64_t(5), int64_t(1023), int64_t(4099)}) {
       for (uint64_t offset : {uint64_t(0), uint64_t(13), uint64_t(1) << 33}) {
-        INFO(ftype_name(t) << " n=" << n << " offset=" << offset);
+        INFO(std::string(ftype_name(t)) << " n=" << n << " offset=" << offset);
         const auto x = round_to(t, random_floats(size_t(n), 7)), dy = round_to(t, random_floats(size_t(n), 8));
         TypedBuf gx(t, x), gdy(t, dy), y1(t, size_t(n)), d1(t, size_t(n));
         std::vector<float> y2(static_cast<size_t>(n)), d2(static_cast<size_t>(n));

@@ -13,7 +13,7 @@ TEST_CASE("emu metrics: confusion matrix, top-k hits and bad targets equal the C
   labels[6] = -2;
   const TopK ks{{1, 3, 5}, 3};
   for (FType t : all_ftypes()) {
-    INFO(ftype_name(t));
+    INFO(std::string(ftype_name(t)));
     auto z = round_to(t, random_floats(size_t(N * C), 4, -3.f, 3.f));
     z[10] = z[11];         // a tie in row 1
     z[3 * C + 2] = NAN;    // a NaN in row 3 (ranks above every number)

@@ -13,7 +13,7 @@ TEST_CASE("emu reduce: sum over a dimension, one thread per output and one block
   };
   for (FType t : all_ftypes())
     for (const Case c : {Case{3, 5, 7}, Case{1, 1, 1}, Case{2, 300, 1}, Case{3, 2500, 1}, Case{1, 4096, 3}}) {
-      INFO(ftype_name(t) << " " << c.outer << "x" << c.R << "x" << c.inner);
+      INFO(std::string(ftype_name(t)) << " " << c.outer << "x" << c.R << "x" << c.inner);
       const size_t n = size_t(c.outer * c.R * c.inner), m = size_t(c.outer * c.inner);
       const auto x = round_to(t, random_floats(n, 11));
       TypedBuf gx(t, x), got(t, m);
@@ -53,7 +53,7 @@ TEST_CASE("emu reduce: log-softmax forward and backward over the middle dimensio
   const int64_t outer = 3, R = 11, inner = 5;
   const size_t n = size_t(outer * R * inner);
   for (FType t : all_ftypes()) {
-    INFO(ftype_name(t));
+    INFO(std::string(ftype_name(t)));
     const auto x = round_to(t, random_floats(n, 14, -20.f, 20.f));
     const auto dy = round_to(t, random_floats(n, 15));
     TypedBuf gx(t, x), gdy(t, dy), y1(t, n), d1(t, n);
@@ -75,7 +75,7 @@ TEST_CASE("emu reduce: fused cross-entropy (loss and gradient base in one pass) 
   const auto t_lab = random_labels(size_t(N), C, 17);
   for (FType t : all_ftypes())
     for (float eps : {0.f, 0.1f}) {
-      INFO(ftype_name(t) << " eps=" << eps);
+      INFO(std::string(ftype_name(t)) << " eps=" << eps);
       const auto z = round_to(t, random_floats(size_t(N * C), 16, -8.f, 8.f));
       TypedBuf gz(t, z);
       Guarded<float> l1{size_t(N)}, gb1{size_t(N * C)};
