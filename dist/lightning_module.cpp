@@ -45,6 +45,8 @@ void MetricStore::mark(const std::string& name, bool on_step, bool on_epoch, dou
 }
 
 void MetricStore::add(const std::string& name, double value, const LogOptions& o, int64_t batch_size) {
+  VOLT_CHECK(!cuda_graph_capturing(), "log(\"", name, "\"): a host value cannot be logged inside a captured CUDA graph "
+             "step (it would not change at replays); log a GPU tensor");
   const Flags f = flags_of(name, stage_, o, batch_size, batch_size_);
   mark(name, f.on_step, f.on_epoch, f.w, o);
   if (f.on_step) {

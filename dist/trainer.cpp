@@ -159,12 +159,16 @@ struct TrainerRun {
     if (I.optim.scheduler && I.optim.interval == "step" && stepped) I.optim.scheduler->step();
   }
 
-  void optimizer_step() { count_step(update_parameters()); }
+  void optimizer_step() {
+    const bool stepped = update_parameters();
+    eager_taken += stepped;  // steps that updated (and so created the optimizer's state)
+    count_step(stepped);
+  }
 
   // ---- the CUDA-graph step (TrainerOptions::cuda_graphs) ----
   std::unique_ptr<CudaGraph> graph;
   Batch graph_batch;          // the captured step's input: each batch is copied in before a replay
-  int64_t eager_full_steps = 0;
+  int64_t eager_taken = 0;
   bool graph_off = false;
 
   // Why the step cannot be a graph, or "" (then it can, for batches of the full size).
@@ -190,7 +194,9 @@ struct TrainerRun {
         if (why != "off") t.out() << "CUDA graphs: off (" << why << "); the training step runs eagerly\n";
         return false;
       }
-      if (++eager_full_steps <= 2) return false;  // warm-up: optimizer state, cuDNN plans, the cache
+      // Warm-up: two eager steps that updated (16-mixed may skip the first ones), so the optimizer's
+      // state, the cuDNN plans and the allocator's cache exist before the capture.
+      if (eager_taken < 2) return false;
       graph_batch.images = b.images.clone();
       graph_batch.labels = b.labels.clone();
       graph_batch.index = b.index;

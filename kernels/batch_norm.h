@@ -64,5 +64,8 @@ void batch_norm_update_running(int64_t C, float* running_mean, float* running_va
 void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
                          const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
                          float* dgamma, float* dbeta, void* workspace, void* stream);
+// out[c] = the sum of x[n, c, i] over n and i (double accumulation, one rounding to the storage type),
+// with the same split reduction and workspace (a convolution's bias gradient).
+void channel_sum(FType t, int64_t N, int64_t C, int64_t HW, const void* x, void* out, void* workspace, void* stream);
 
 }  // namespace volt::cuda

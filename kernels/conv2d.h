@@ -37,5 +37,6 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
                     void* stream);
 void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream);
 void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* stream);
-void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* stream);
+// db = the sum of dy per output channel (batch_norm.h's channel_sum), with its workspace.
+void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* workspace, void* stream);
 }  // namespace volt::cuda

@@ -51,5 +51,7 @@ void fill(FType t, int64_t n, float value, void* out, void* stream);
 // y = x converted from one storage type to another (round to nearest even; NaN and Inf kept).
 void cast(FType from, FType to, int64_t n, const void* x, void* y, void* stream);
 void add_i64(int64_t* value, int64_t delta, void* stream);  // *value += delta (one element)
+// y[n, c, i] += bias[c] over [N, C, HW] (a convolution's bias).
+void add_channel_bias(FType t, int64_t N, int64_t C, int64_t HW, const void* bias, void* y, void* stream);
 
 }  // namespace volt::cuda

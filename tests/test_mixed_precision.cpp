@@ -190,38 +190,14 @@ TEST_CASE("a 16-mixed run resumed after 2 of 4 epochs ends bit-identical, loss s
   TempDir dir("volt_amp_");
   const int saved = get_num_threads();
   set_num_threads(2);
-  SynthDM dm(192, 32, 32);
-  auto make = [] {
-    manual_seed(21);
-    return std::make_unique<ClassifierModule>(small_cnn(0.3), adam(2e-3));
-  };
-  auto opts = [&](Quiet& q, int64_t epochs) {
-    auto o = q.base(dir.path);
-    o.max_epochs = epochs;
-    o.seed = 21;
-    o.precision = "16-mixed";
-    ModelCheckpointOptions mo;
-    mo.save_last = true;
-    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
-    return o;
-  };
-  Quiet q1, q2, q3;
-  auto full = make();
-  Trainer(opts(q1, 4)).fit(*full, dm);
-  auto part = make();
-  Trainer(opts(q2, 2)).fit(*part, dm);
+  const ResumeRuns r = run_resume_pair(dir.path, "16-mixed");
   const Checkpoint c = load_checkpoint(dir.path + "/lightning_logs/version_1/checkpoints/last.ckpt");
   REQUIRE(c.loss_scaler.has_value());
   CHECK(c.loss_scaler->type == "GradScaler");
   CHECK(c.loss_scaler->ints.at("steps") == 10);  // 2 epochs of 5 batches
-  auto resumed = make();
-  auto o3 = opts(q3, 4);
-  o3.resume = "last";
-  Trainer t3(o3);
-  t3.fit(*resumed, dm);
-  INFO(q3.os.str());
-  CHECK(t3.current_epoch() == 4);
-  CHECK(same_state(*resumed, snapshot(*full)));
-  CHECK(contains(q3.os.str(), "0 of 20 optimizer steps skipped"));
+  INFO(r.resumed_log);
+  CHECK(r.resumed_epoch == 4);
+  CHECK(same_state(*r.resumed, snapshot(*r.full)));
+  CHECK(contains(r.resumed_log, "0 of 20 optimizer steps skipped"));
   set_num_threads(saved);
 }

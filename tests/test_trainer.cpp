@@ -296,35 +296,12 @@ TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an un
   test::TempDir dir("volt_trainer_");
   const int saved = get_num_threads();
   set_num_threads(2);
-  SynthDM dm(192, 32, 32);
-  auto make = [] {
-    manual_seed(21);
-    return std::make_unique<ClassifierModule>(small_cnn(0.3), adam(2e-3));
-  };
-  auto opts = [&](Quiet& q, int64_t epochs) {
-    auto o = q.base(dir.path);
-    o.max_epochs = epochs;
-    o.seed = 21;
-    ModelCheckpointOptions mo;
-    mo.save_last = true;
-    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
-    return o;
-  };
-  Quiet q1, q2, q3;
-  auto full = make();
-  Trainer(opts(q1, 4)).fit(*full, dm);
-  auto part = make();
-  Trainer(opts(q2, 2)).fit(*part, dm);
-  auto resumed = make();
-  auto o3 = opts(q3, 4);
-  o3.resume = "last";
-  Trainer t3(o3);
-  t3.fit(*resumed, dm);
-  INFO(q3.os.str());
-  CHECK(contains(q3.os.str(), "version_1/checkpoints/last.ckpt"));
-  CHECK(t3.current_epoch() == 4);
-  CHECK(test::same_state(*resumed, test::snapshot(*full)));
-  CHECK_FALSE(test::same_state(*part, test::snapshot(*full)));
+  const ResumeRuns r = run_resume_pair(dir.path);
+  INFO(r.resumed_log);
+  CHECK(contains(r.resumed_log, "version_1/checkpoints/last.ckpt"));
+  CHECK(r.resumed_epoch == 4);
+  CHECK(test::same_state(*r.resumed, test::snapshot(*r.full)));
+  CHECK_FALSE(test::same_state(*r.part, test::snapshot(*r.full)));
   set_num_threads(saved);
 }
 

@@ -8,7 +8,9 @@
 
 #include "data/datamodule.h"
 #include "data/synthetic.h"
+#include "dist/callbacks.h"
 #include "dist/trainer.h"
+#include "engine/random.h"
 #include "layers/models/seed_cnn.h"
 
 namespace volt::test {
@@ -95,6 +97,45 @@ inline ClassifierOptions adam(double lr = 1e-3) {
   ClassifierOptions c;
   c.lr = lr;
   return c;
+}
+
+// The exact-resume experiment: an uninterrupted 4-epoch fit, a 2-epoch fit writing last.ckpt, and a
+// fit to 4 epochs resumed from it (same seed, dropout and shuffling on), all under `root`.
+struct ResumeRuns {
+  std::unique_ptr<ClassifierModule> full, part, resumed;
+  std::string resumed_log;  // what the resumed fit printed
+  int64_t resumed_epoch = 0;
+};
+inline ResumeRuns run_resume_pair(const std::string& root, const std::string& precision = "32") {
+  SynthDM dm(192, 32, 32);
+  auto make = [] {
+    manual_seed(21);
+    return std::make_unique<ClassifierModule>(small_cnn(0.3), adam(2e-3));
+  };
+  auto opts = [&](Quiet& q, int64_t epochs) {
+    auto o = q.base(root);
+    o.max_epochs = epochs;
+    o.seed = 21;
+    o.precision = precision;
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+    return o;
+  };
+  ResumeRuns r;
+  Quiet q1, q2, q3;
+  r.full = make();
+  Trainer(opts(q1, 4)).fit(*r.full, dm);
+  r.part = make();
+  Trainer(opts(q2, 2)).fit(*r.part, dm);
+  r.resumed = make();
+  auto o3 = opts(q3, 4);
+  o3.resume = "last";
+  Trainer t3(o3);
+  t3.fit(*r.resumed, dm);
+  r.resumed_log = q3.os.str();
+  r.resumed_epoch = t3.current_epoch();
+  return r;
 }
 
 }  // namespace volt::test

@@ -1,4 +1,5 @@
 // conv2d: shape checks, dispatch to kernels/conv2d.h, and its backward (grad input, weight, bias).
+#include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
 
 #include "engine/autograd.h"
@@ -56,7 +57,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
                      if (needs[0]) cuda::conv2d_backward_input(t, s, gy.raw_data(), weight.raw_data(),
                                                                g[0].raw_data(), st);
                      if (needs[1]) cuda::conv2d_backward_weight(t, s, gy.raw_data(), x.raw_data(), g[1].raw_data(), st);
-                     if (needs[2]) cuda::conv2d_backward_bias(t, s, gy.raw_data(), g[2].raw_data(), st));
+                     if (needs[2]) {
+                       Tensor ws = Tensor::empty({int64_t(cuda::batch_norm_workspace_bytes(s.N, s.K, s.P * s.Q))},
+                                                 DType::U8, dev);
+                       cuda::conv2d_backward_bias(t, s, gy.raw_data(), g[2].raw_data(), ws.raw_data(), st);
+                     });
     } else {
       if (needs[0]) cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
       if (needs[1]) cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());

@@ -180,6 +180,25 @@ __global__ void bn_dx_kernel(int64_t total, int64_t C, int64_t HW, const T* dy, 
   }
 }
 
+template <class T>
+__global__ void channel_partial_sum_kernel(int64_t N, int64_t C, int64_t HW, const T* x, int64_t chunks, double* part) {
+  const int64_t c = blockIdx.y, k = blockIdx.x, M = N * HW;
+  const int64_t len = (M + chunks - 1) / chunks, m0 = k * len, m1 = min(M, m0 + len);
+  double s = 0;
+  for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) s += load_f(x[at(m, c, C, HW)]);
+  s = block_sum(s);
+  if (threadIdx.x == 0) part[(c * chunks + k) * 2] = s;
+}
+
+template <class T>
+__global__ void channel_sum_finish_kernel(int64_t C, int64_t chunks, const double* part, T* out) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  double s = 0;
+  for (int64_t k = 0; k < chunks; ++k) s += part[(c * chunks + k) * 2];
+  out[c] = store_f<T>(float(s));
+}
+
 __global__ void bn_invstd_kernel(int64_t C, const float* var, double eps, float* invstd) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c < C) invstd[c] = float(1.0 / sqrt(double(var[c]) + eps));
@@ -253,6 +272,16 @@ void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* 
                       mean, invstd, training, dgamma, dbeta, coef);
                if (dx) launch(bn_dx_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, C, HW, dy, x,
                               mean, coef, training, relu, dx));
+}
+
+void channel_sum(FType t, int64_t N, int64_t C, int64_t HW, const void* x, void* out, void* workspace, void* stream) {
+  VOLT_CHECK(C <= 65535, "channel_sum on CUDA: at most 65535 channels (grid y), got ", C);
+  if (C == 0) return;
+  const Layout l = layout(N, C, HW);
+  auto* part = static_cast<double*>(workspace);
+  VOLT_FTYPE_T(t, launch(channel_partial_sum_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream,
+                         N, C, HW, x, l.chunks, part);
+               launch(channel_sum_finish_kernel<T>, grid_for(C), kThreads, 0, stream, C, l.chunks, part, out));
 }
 
 }  // namespace volt::cuda

@@ -12,7 +12,9 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
+#include "kernels/elementwise.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/handles.h"
 
@@ -45,7 +47,7 @@ struct Choice {
 struct Plan {
   FType type = FType::F32;
   bool found[3] = {false, false, false};  // VOLT_CUDNN_FIND: forward, backward data, backward filter timed
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   Choice<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t> fwd;
@@ -113,7 +115,6 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   const cudnnMathType_t search_math = t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
-  CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->bias));
   CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
   CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv));
   CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, dt, to_int(s.N, "N"),
@@ -130,7 +131,6 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
              ", ", k_out, ", ", p_out, ", ", q_out, "] differs from Volt's [", s.N, ", ", s.K, ", ", s.P, ", ", s.Q,
              "]");
   CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, dt, n, k_out, p_out, q_out));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, dt, 1, k_out, 1, 1));
 
   constexpr int kAsk = 16;
   int got = 0;
@@ -167,16 +167,16 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   return ref;
 }
 
-// The device's workspace, grown to at least `bytes`. Growing waits for queued work (which may still
-// use the old buffer) before freeing it; it happens only while new shapes appear.
-void* workspace(int device, size_t bytes, cudaStream_t stream) {
+// The device's workspace, grown to at least `bytes`. A replaced buffer is never freed: a captured
+// CUDA graph may still use it (growth happens only while new shapes appear, so little is kept).
+void* workspace(int device, size_t bytes, cudaStream_t) {
   static std::vector<std::pair<void*, size_t>> ws;  // per device, never freed
+  static std::vector<void*> retired;
   if (ws.size() <= size_t(device)) ws.resize(size_t(device) + 1, {nullptr, 0});
   auto& [ptr, size] = ws[size_t(device)];
   if (bytes <= size) return ptr;
   if (ptr) {
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    CUDA_CHECK(cudaFree(ptr));
+    retired.push_back(ptr);
     ptr = nullptr;
     size = 0;
   }
@@ -240,7 +240,8 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
   CUDNN_CHECK(cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
                                       p.y, y));
-  if (b) CUDNN_CHECK(cudnnAddTensor(c.h, &kOne, p.bias, b, &kOne, p.y, y));
+  // Volt's own kernel rather than cudnnAddTensor: one path for every storage type (bfloat16 included).
+  if (b) add_channel_bias(t, s.N, s.K, s.P * s.Q, b, y, stream);
 }
 
 void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream) {
@@ -279,9 +280,8 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
                                              p.bwd_filter.workspace, &kZero, p.w, dw));
 }
 
-void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* stream) {
-  Call c(t, s, stream);
-  CUDNN_CHECK(cudnnConvolutionBackwardBias(c.h, &kOne, c.plan->y, dy, &kZero, c.plan->bias, db));
+void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* workspace, void* stream) {
+  channel_sum(t, s.N, s.K, s.P * s.Q, dy, db, workspace, stream);  // db[k] = sum of dy over n, p, q
 }
 
 }  // namespace volt::cuda

@@ -116,6 +116,12 @@ __global__ void fill_kernel(int64_t n, float value, T* out) {
 
 __global__ void add_i64_kernel(int64_t* value, int64_t delta) { *value += delta; }
 
+template <class T>
+__global__ void add_channel_bias_kernel(int64_t total, int64_t C, int64_t HW, const T* bias, T* y) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x)
+    y[t] = store_f<T>(__fadd_rn(load_f(y[t]), load_f(bias[(t / HW) % C])));
+}
+
 }  // namespace
 
 void binary_broadcast(FType t, BinaryOp op, int64_t ndim, const int64_t* shape, const void* a, const int64_t* a_strides,
@@ -213,5 +219,14 @@ void fill(FType t, int64_t n, float value, void* out, void* stream) {
 }
 
 void add_i64(int64_t* value, int64_t delta, void* stream) { launch(add_i64_kernel, 1, 1, 0, stream, value, delta); }
+
+void add_channel_bias(FType t, int64_t N, int64_t C, int64_t HW, const void* bias, void* y, void* stream) {
+  const int64_t total = N * C * HW;
+  if (total == 0) return;
+  dispatch_ftype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(add_channel_bias_kernel<T>, grid_for(total), kThreads, 0, stream, total, C, HW, bias, y);
+  });
+}
 
 }  // namespace volt::cuda

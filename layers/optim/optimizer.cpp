@@ -159,6 +159,11 @@ void check_grad_device(const Tensor& p, const Tensor& g, size_t i, const char* w
   VOLT_CHECK(g.dtype() == DType::F32 && g.shape() == p.shape(), who, ": parameter ", i, "'s gradient is ",
              dtype_name(g.dtype()), " ", shape_str(g.shape()), ", expected float32 ", shape_str(p.shape()));
 }
+// State made inside a captured CUDA graph would be zeroed again by every replay.
+void check_not_capturing(const char* who, size_t i) {
+  VOLT_CHECK(!cuda_graph_capturing(), who, ": the state of parameter ", i,
+             " would be created inside a CUDA graph capture (and zeroed at every replay); take an eager step first");
+}
 // State made on one device cannot update a parameter that has since moved to another.
 void check_state_device(const Tensor& p, const Tensor& state, size_t i, const char* who) {
   VOLT_CHECK(!state.defined() || state.device() == p.device(), who, ": parameter ", i, " is on ", p.device().str(),
@@ -180,7 +185,10 @@ void SGD::step() {
     check_grad_device(params_[i], g, i, "SGD");
     const Device dev = params_[i].device();
     check_state_device(params_[i], buf_[i], i, "SGD");
-    if (o_.momentum != 0.0 && !buf_[i].defined()) buf_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
+    if (o_.momentum != 0.0 && !buf_[i].defined()) {
+      check_not_capturing("SGD", i);
+      buf_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
+    }
     float* buf = o_.momentum != 0.0 ? buf_[i].data<float>() : nullptr;
     if (dev.is_cuda()) {
       if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1), gpu_index.resize(gpu.size());
@@ -202,7 +210,10 @@ void SGD::step() {
     const Device dev = Device::cuda(int(d));
     const std::vector<size_t> idx = gpu_index[d];
     // The first-step flags and the learning rate are read when the step runs (see cuda_graph.h).
-    const float* scal = device_scalars(dev, cpu::sgd_scalar_count(int64_t(idx.size())), [this, idx](float* out) {
+    // A fill registered by a capture runs once per replay: each replay's list starts afresh.
+    const bool replayed = cuda_graph_capturing();
+    const float* scal = device_scalars(dev, cpu::sgd_scalar_count(int64_t(idx.size())), [this, idx, replayed](float* out) {
+      if (replayed) last_first_.clear();
       std::vector<char> first(idx.size());
       for (size_t k = 0; k < idx.size(); ++k) {
         first[k] = o_.momentum != 0.0 && !started_[idx[k]];
@@ -265,6 +276,7 @@ void Adam::step() {
     const Device dev = params_[i].device();
     check_state_device(params_[i], m_[i], i, decoupled_ ? "AdamW" : "Adam");
     if (!m_[i].defined()) {
+      check_not_capturing(type_name().c_str(), i);
       m_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
       v_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
       if (o_.amsgrad) vmax_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
@@ -290,7 +302,9 @@ void Adam::step() {
     const std::vector<size_t> idx = gpu_index[d];
     // Step counts advance, and the bias corrections and learning rate are formed, when the step runs
     // (at once, or before each replay of a captured step: see cuda_graph.h).
-    const float* scal = device_scalars(dev, cpu::adam_scalar_count(int64_t(idx.size())), [this, idx](float* out) {
+    const bool replayed = cuda_graph_capturing();  // then this fill runs once per replay
+    const float* scal = device_scalars(dev, cpu::adam_scalar_count(int64_t(idx.size())), [this, idx, replayed](float* out) {
+      if (replayed) last_stepped_.clear();
       std::vector<int64_t> steps(idx.size());
       for (size_t k = 0; k < idx.size(); ++k) {
         steps[k] = ++steps_[idx[k]];

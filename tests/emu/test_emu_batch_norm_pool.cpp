@@ -1,6 +1,8 @@
 // The CUDA batch-norm (alone and fused with ReLU) and max-pool kernels, run by the CPU emulator,
 // against the CPU kernels, in every storage type of the activations.
 #include "kernels/batch_norm.h"
+#include "kernels/conv2d.h"
+#include "kernels/elementwise.h"
 #include "kernels/pool.h"
 #include "tests/emu/emu_util.h"
 
@@ -121,5 +123,32 @@ TEST_CASE("emu max_pool2d: forward indices and backward gathers match the CPU, w
       cpu::max_pool2d_backward(s, dy.data(), i2.data(), d2.data());
       check_bitwise(d1.values(), round_to(t, d2), "max_pool backward");
       CHECK((y1.guards_intact() && i1.guards_intact() && d1.guards_intact()));
+    }
+}
+
+TEST_CASE("emu convolution bias: the per-channel add and the per-channel sum (its gradient) match the CPU") {
+  struct Case {
+    int64_t N, C, HW;
+  };
+  for (FType t : all_ftypes())
+    for (const Case c : {Case{3, 5, 7}, Case{1, 1, 1}, Case{17, 3, 900}}) {
+      INFO(std::string(ftype_name(t)) << " " << c.N << "x" << c.C << "x" << c.HW);
+      const size_t n = size_t(c.N * c.C * c.HW);
+      const auto y0 = round_to(t, random_floats(n, 61)), b = round_to(t, random_floats(size_t(c.C), 62));
+      TypedBuf gy(t, y0), gb(t, b);
+      cuda::add_channel_bias(t, c.N, c.C, c.HW, gb.data(), gy.data(), nullptr);
+      std::vector<float> want(n);
+      for (size_t i = 0; i < n; ++i) want[i] = y0[i] + b[(i / size_t(c.HW)) % size_t(c.C)];
+      check_bitwise(gy.values(), round_to(t, want), "bias add");
+      // The sum per channel, against the CPU convolution's bias gradient.
+      Conv2dShape s{c.N, 1, 1, 1, c.C, 1, 1, 1, 1, 0, 0, 1, c.HW};
+      TypedBuf gx(t, y0), out(t, size_t(c.C));
+      Guarded<uint8_t> ws{cuda::batch_norm_workspace_bytes(c.N, c.C, c.HW)};
+      cuda::channel_sum(t, c.N, c.C, c.HW, gx.data(), out.data(), ws.data(), nullptr);
+      std::vector<float> db(size_t(c.C));
+      cpu::conv2d_backward_bias(s, y0.data(), db.data());
+      check_near(out.values(), round_to(t, db), t == FType::F32 ? 1e-4 : 0.05, t == FType::F32 ? 1e-5 : 8e-3,
+                 "channel sum");
+      CHECK((gy.guards_intact() && out.guards_intact() && ws.guards_intact()));
     }
 }

@@ -143,7 +143,7 @@ TEST_CASE("emu runtime: bad configurations and undefined behaviour are errors, n
   CHECK(out[31] == 31);
 }
 
-TEST_CASE("emu runtime: half and bfloat16 conversions equal Volt's for every half and many floats") {
+TEST_CASE("emu runtime: the half and bfloat16 intrinsics convert as Volt does, for every half and many floats") {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float f = __half2float(__ushort_as_half(uint16_t(h)));
     const float want = half_to_float(uint16_t(h));

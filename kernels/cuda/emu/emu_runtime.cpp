@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/dtype.h"
 #include "engine/error.h"
 #include "kernels/cuda/emu/cuda_emu.h"
 
@@ -298,55 +299,10 @@ void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem
   VOLT_CHECK(b.error.empty(), "CUDA emulator: ", b.error);
 }
 
-// IEEE binary16 and bfloat16 conversions, round to nearest even, NaN kept quiet.
-uint16_t float_to_half_bits(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) return uint16_t(sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u));
-  if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: infinity
-  if (abs < 0x38800000u) {                                  // subnormal half (or zero)
-    if (abs < 0x33000000u) return uint16_t(sign);           // at most half the smallest subnormal
-    // |f| * 2^24 = M * 2^(e - 126) with M the 24-bit mantissa: drop s = 126 - e bits, rounding to even.
-    const uint32_t e = abs >> 23, m = (abs & 0x7fffffu) | 0x800000u, s = 126u - e;
-    const uint32_t q = m >> s, r = m & ((1u << s) - 1u), half = 1u << (s - 1u);
-    return uint16_t(sign | (q + (r > half || (r == half && (q & 1u)))));
-  }
-  const uint32_t base = ((abs >> 13) - (112u << 10));
-  const uint32_t r = abs & 0x1fffu;
-  return uint16_t(sign | (base + (r > 0x1000u || (r == 0x1000u && (base & 1u)))));
-}
-
-float half_bits_to_float(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  uint32_t x;
-  if (e == 31) {
-    x = sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u);
-  } else if (e == 0) {
-    const float v = float(m) * (1.0f / 16777216.0f);  // m * 2^-24
-    std::memcpy(&x, &v, 4);
-    x |= sign;
-  } else {
-    x = sign | ((e + 112u) << 23) | (m << 13);
-  }
-  float f;
-  std::memcpy(&f, &x, 4);
-  return f;
-}
-
-uint16_t float_to_bf16_bits(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);
-  return uint16_t((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-
-float bf16_bits_to_float(uint16_t b) {
-  const uint32_t x = uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &x, 4);
-  return f;
-}
+// Half and bfloat16 conversions: Volt's own (engine/dtype.h), round to nearest even.
+uint16_t float_to_half_bits(float f) { return ::volt::float_to_half(f); }
+float half_bits_to_float(uint16_t h) { return ::volt::half_to_float(h); }
+uint16_t float_to_bf16_bits(float f) { return ::volt::float_to_bf16(f); }
+float bf16_bits_to_float(uint16_t b) { return ::volt::bf16_to_float(b); }
 
 }  // namespace volt_emu
