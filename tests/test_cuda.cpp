@@ -100,13 +100,32 @@ int run_table_on_gpu(const std::string& op) {
   return n;
 }
 
+// The entries in float16 and bfloat16 on the GPU against the CPU's float32 (op_table.h).
+int run_table_on_gpu_16(const std::string& op) {
+  require_gpu();
+  int n = 0;
+  for (const OpCase& c : vt::op_table())
+    if (c.op == op) {
+      vt::check_low_precision(c, DType::F16, kGpu);
+      vt::check_low_precision(c, DType::BF16, kGpu);
+      ++n;
+    }
+  CHECK(n > 0);
+  return n;
+}
+
 }  // namespace
 
-#define VOLT_GPU_TABLE(OP) \
-  TEST_CASE("gpu " OP " table: forward and gradients match the CPU") { run_table_on_gpu(OP); }
+#define VOLT_GPU_TABLE(OP)                                                                          \
+  TEST_CASE("gpu " OP " table: forward and gradients match the CPU") { run_table_on_gpu(OP); }      \
+  TEST_CASE("gpu " OP " table in float16 and bfloat16: NMSE against the CPU's float32") {           \
+    run_table_on_gpu_16(OP);                                                                        \
+  }
 
 VOLT_GPU_TABLE("conv2d")
 VOLT_GPU_TABLE("batch_norm")
+VOLT_GPU_TABLE("batch_norm_relu")
+VOLT_GPU_TABLE("cast")
 VOLT_GPU_TABLE("relu")
 VOLT_GPU_TABLE("max_pool2d")
 VOLT_GPU_TABLE("linear")
