@@ -48,7 +48,7 @@ run() {
 # The time of the whole cnn_train job, start to printed test metrics.
 timed_train() {
   local t0=$SECONDS
-  "$dir/tools/cnn_train" --dataset synthetic --epochs 20 --no-progress --log-dir "$out/runs" "$@"
+  VOLT_CUDNN_VERBOSE=1 "$dir/tools/cnn_train" --dataset synthetic --epochs 20 --no-progress --log-dir "$out/runs" "$@"
   local rc=$?
   echo "WALL cnn_train --dataset synthetic --epochs 20 $*: $((SECONDS - t0)) s (exit $rc)"
   return $rc
@@ -59,8 +59,9 @@ kernels() {
   local b
   for b in 128 2048; do
     echo "== batch $b"
-    ncu --csv --metrics gpu__time_duration.sum --launch-skip 400 --launch-count 150 \
-      "$dir/bench/bench_train_gpu" --batch-size "$b" --precision 16-mixed --warmup 10 --steps 2
+    # eager mode: one kernel per launch; 3 warm-up steps of fewer than 100 launches are skipped
+    ncu --csv --metrics gpu__time_duration.sum --launch-skip 300 --launch-count 150 \
+      "$dir/bench/bench_train_gpu" --batch-size "$b" --precision 16-mixed --mode eager --warmup 3 --steps 2
   done
 }
 
