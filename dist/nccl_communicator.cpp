@@ -121,6 +121,7 @@ class NcclCommunicator final : public Communicator {
 
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming));
     CUDA_CHECK(cudaMalloc(&scratch_, 16));
 
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -158,6 +159,7 @@ class NcclCommunicator final : public Communicator {
     if (host_stage_) cudaFreeHost(host_stage_);
     if (scratch_) cudaFree(scratch_);
     if (ready_) cudaEventDestroy(ready_);
+    if (joined_) cudaEventDestroy(joined_);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -260,12 +262,13 @@ class NcclCommunicator final : public Communicator {
     track();
   }
 
-  // Volt's stream waits for the last queued collective still running (those before it finished
-  // first: one stream); nothing to wait for once the watchdog saw them all complete.
+  // Volt's stream waits for everything queued so far on the communicator's stream (an event
+  // recorded now: this also holds inside a CUDA graph capture, where it joins the two streams).
   void wait_queued() override {
     DeviceGuard guard(device_);
     check_usable();
-    if (watchdog_) watchdog_->block(volt_stream());
+    CUDA_CHECK(cudaEventRecord(joined_, stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(volt_stream(), joined_, 0));
   }
 
   [[noreturn]] void abort(int exit_code, const std::string& why) override {
@@ -471,8 +474,14 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
-  // A queued collective: followed by the watchdog thread (made with the first one) until it completes.
+  // A queued collective: followed by the watchdog thread (made with the first one) until it
+  // completes. Not while a CUDA graph captures Volt's stream: the collective then runs at each
+  // replay, which no host call here sees (and a captured event cannot be queried).
   void track() {
+    if (cuda::stream_capturing(volt_stream())) {
+      op_.op = nullptr;
+      return;
+    }
     if (!watchdog_) {
       watchdog_ = std::make_unique<detail::StreamWatchdog>(
           device_, opts_.timeout_s,
@@ -522,7 +531,8 @@ class NcclCommunicator final : public Communicator {
   CommOptions opts_;
   int rank_ = 0, size_ = 1, device_ = 0;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t ready_ = nullptr;
+  cudaEvent_t ready_ = nullptr;   // Volt's stream -> the communicator's
+  cudaEvent_t joined_ = nullptr;  // the communicator's stream -> Volt's (wait_queued)
   void* scratch_ = nullptr;  // 16 bytes: the barrier's element
   void* dev_stage_ = nullptr;  // staging for host buffers (ensure_stage)
   void* host_stage_ = nullptr;

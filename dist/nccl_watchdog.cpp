@@ -43,17 +43,6 @@ void StreamWatchdog::track(void* stream, const OpInfo& op) {
   cv_.notify_one();
 }
 
-void StreamWatchdog::block(void* waiter) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!pending_.empty())
-    CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(waiter), static_cast<cudaEvent_t>(pending_.back().done), 0));
-}
-
-size_t StreamWatchdog::in_flight() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return pending_.size();
-}
-
 void StreamWatchdog::run() {
   cudaSetDevice(device_);  // the events' device, for this thread's queries
   std::unique_lock<std::mutex> lock(mu_);

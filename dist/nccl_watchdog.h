@@ -48,9 +48,6 @@ class StreamWatchdog {
   // Records an event after the work queued so far on `stream` and follows it until it completes.
   // Every tracked item must be on the same stream (they complete in order). Starts the thread.
   void track(void* stream, const OpInfo& op);
-  // Makes `waiter` wait, on the device, for every tracked item still in flight (the last one).
-  void block(void* waiter);
-  size_t in_flight();
 
  private:
   struct Item {
