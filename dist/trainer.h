@@ -86,8 +86,9 @@ struct TrainerOptions {
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::ostream* out = nullptr;  // progress, summaries and tables (nullptr = std::cout); rank 0 only
   int progress_tty = -1;        // -1: decide from stdout; 0/1 force
-  // Data-parallel runs: the communicator (nullptr = make_communicator() for the detected process
-  // environment) and the gradient bucket size.
+  // Data-parallel runs: the communicator (nullptr = for the detected process environment: NCCL
+  // between GPU processes, else make_communicator(): MPI between CPU processes, local for one) and
+  // the gradient bucket size. A given NCCL communicator is used even alone (world size 1).
   std::shared_ptr<Communicator> communicator;
   size_t ddp_bucket_bytes = size_t(25) << 20;
 };

@@ -45,10 +45,18 @@ Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   const bool gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
   check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
   device_ = gpu ? Device::cuda(env_.local_rank) : Device::cpu();
-  comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_communicator(env_));
-  VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1), "data-parallel training on GPUs needs the NCCL "
-             "communicator, which the Trainer does not use yet; run one process per machine on the GPU, or "
-             "several on the CPU (accelerator=\"cpu\")");
+  // Several processes: MPI between CPU ranks; NCCL between GPU ranks (one GPU each, bootstrapped by MPI).
+  if (opts_.communicator)
+    comm_ = opts_.communicator;
+  else if (device_.is_cuda() && env_.world_size > 1)
+    comm_ = make_nccl_communicator(env_);
+  else
+    comm_ = make_communicator(env_);
+  VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1 && !comm_->device_buffers()), "data-parallel training on GPUs "
+             "needs a communicator on device buffers (nccl), but the given one is ", comm_->backend(),
+             " (host buffers); leave TrainerOptions::communicator unset, or train on the CPU (accelerator=\"cpu\")");
+  VOLT_CHECK(!(device_.is_cpu() && comm_->device_buffers()), "training on the CPU needs a communicator on host buffers "
+             "(local or mpi), but the given one is ", comm_->backend(), " (GPU buffers); use accelerator=\"gpu\"");
   VOLT_CHECK(comm_->size() == env_.world_size || opts_.communicator, "Trainer: the communicator has ", comm_->size(),
              " ranks but the launcher started ", env_.world_size, " processes");
   impl_ = std::make_unique<Impl>(opts_.profiler);

@@ -13,6 +13,7 @@
 
 #include "dist/communicator.h"
 #include "dist/ddp.h"
+#include "dist/trainer.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "layers/layers.h"
@@ -312,4 +313,12 @@ TEST_CASE("ddp overlapped: misuse, world size 1 and a listener installed before 
   CHECK(count.n == 4);
   CHECK(autograd::grad_ready_listener() == &count);
   autograd::set_grad_ready_listener(nullptr);
+}
+
+TEST_CASE("ddp: the Trainer refuses a communicator on GPU buffers for CPU training") {
+  PassFlag flag;
+  TrainerOptions o;
+  o.accelerator = "cpu";
+  o.communicator = std::make_shared<RecordingComm>(1, flag, /*device=*/true);
+  CHECK(contains(error_of([&] { Trainer t(o); }), "training on the CPU needs a communicator on host buffers"));
 }
