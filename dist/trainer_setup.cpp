@@ -38,20 +38,26 @@ std::string hparam_str(const HParamValue& v) {
 }
 }  // namespace
 
+namespace {
+bool uses_gpu(const TrainerOptions& o) {
+  const std::string acc = lower(o.accelerator);
+  return acc == "gpu" || acc == "cuda" || o.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
+}
+}  // namespace
+
+std::unique_ptr<Communicator> make_trainer_communicator(const TrainerOptions& opts, const ProcessEnv& env) {
+  // Several processes: NCCL between GPU ranks (one GPU each, bootstrapped by MPI), MPI between CPU ranks.
+  if (uses_gpu(opts) && env.world_size > 1) return make_nccl_communicator(env);
+  return make_communicator(env);
+}
+
 Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   check_options();
   env_ = detect_process_env();
-  const std::string acc = lower(opts_.accelerator);
-  const bool gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
+  const bool gpu = uses_gpu(opts_);
   check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
   device_ = gpu ? Device::cuda(env_.local_rank) : Device::cpu();
-  // Several processes: MPI between CPU ranks; NCCL between GPU ranks (one GPU each, bootstrapped by MPI).
-  if (opts_.communicator)
-    comm_ = opts_.communicator;
-  else if (device_.is_cuda() && env_.world_size > 1)
-    comm_ = make_nccl_communicator(env_);
-  else
-    comm_ = make_communicator(env_);
+  comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_trainer_communicator(opts_, env_));
   VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1 && !comm_->device_buffers()), "data-parallel training on GPUs "
              "needs a communicator on device buffers (nccl), but the given one is ", comm_->backend(),
              " (host buffers); leave TrainerOptions::communicator unset, or train on the CPU (accelerator=\"cpu\")");
