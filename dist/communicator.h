@@ -41,7 +41,7 @@ class Communicator {
   // Where the buffers of the pointer collectives below live: false, host memory (local, MPI);
   // true, memory of this process's GPU (NCCL: cuda:local_rank, the current device after creation).
   // A device communicator's blocking collectives accept host memory too (the few host values
-  // reduced between steps: metrics, flags): it is staged through device memory, a copy each way.
+  // reduced between steps: metrics, flags), which NCCL's hands to MPI: no GPU round trip.
   virtual bool device_buffers() const { return false; }
 
   // In place, the same count on every rank; host or device buffers as device_buffers() says.
@@ -74,11 +74,11 @@ class Communicator {
   virtual void wait_queued() {}
 
   // Conveniences on contiguous tensors (f32 and i64 for all_reduce; any dtype otherwise): CPU
-  // tensors for a host communicator; tensors on its GPU (or, staged, CPU tensors) for a device one.
+  // tensors for a host communicator; tensors on its GPU (or CPU tensors) for a device one.
   void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::Sum);
   void broadcast(const Tensor& t, int root = 0);
   Tensor all_gather(const Tensor& t);  // [size(), ...t.shape()], on t's device
-  // One host value: the sum / average / maximum over ranks (a device communicator stages it).
+  // One host value: the sum / average / maximum over ranks.
   virtual double all_reduce_value(double v, ReduceOp op = ReduceOp::Sum);
 };
 

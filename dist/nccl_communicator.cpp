@@ -1,14 +1,16 @@
 // The NCCL communicator on device buffers (compiled only with the CUDA backend and MPI), one GPU per
 // process (cuda:local_rank). Bootstrapped by MPI: rank 0's ncclGetUniqueId goes to every rank with
 // MPI_Bcast, then ncclCommInitRankConfig (world size 1 needs no MPI). The NCCL communicator is
-// non-blocking (config.blocking = 0), so no NCCL call can hang the host. Every collective runs on
-// the communicator's own stream (a device buffer's after an event on Volt's stream of the device; a
-// host buffer's through a pinned and a device staging buffer). A blocking collective is watched by
-// polling ncclCommGetAsyncError and cudaStreamQuery; a queued one (all_reduce_queued,
-// broadcast_queued) by a watchdog thread polling an event recorded after it. An NCCL or CUDA
-// error, or a collective still running after the timeout, aborts the NCCL communicator
-// (ncclCommAbort), is reported with the operation and its size, and ends the job (MPI_Abort) or
-// throws (abort_on_failure = false; a queued collective's failure at the next call).
+// non-blocking (config.blocking = 0), so no NCCL call can hang the host. Every collective on
+// device memory runs on the communicator's own stream after an event on Volt's stream of the
+// device. A blocking one is watched by polling ncclCommGetAsyncError and cudaStreamQuery; a queued
+// one (all_reduce_queued, broadcast_queued) by a watchdog thread polling an event recorded after it.
+// An NCCL or CUDA error, or a collective still running after the timeout, aborts the NCCL
+// communicator (ncclCommAbort), is reported with the operation and its size, and ends the job
+// (MPI_Abort) or throws (abort_on_failure = false; a queued collective's failure at the next call).
+// Host memory (metric sums, the pre-emption flag, the log folder's name) goes over the MPI
+// communicator that bootstrapped NCCL: host values need no GPU round trip, and reducing them never
+// waits for the gradient all-reduces queued on the GPU.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -132,6 +134,9 @@ class NcclCommunicator final : public Communicator {
       fail(describe(op_) + " failed: " + ncclGetErrorString(rc) + last_error());
     wait_enqueued(Clock::now());
     op_.op = nullptr;
+    // Host memory's collectives: MPI between ranks (already running: it bootstrapped NCCL).
+    if (size_ > 1) host_ = make_mpi_communicator(opts_);
+    else host_ = std::make_unique<LocalCommunicator>();
   }
 
   ~NcclCommunicator() override {
@@ -155,8 +160,6 @@ class NcclCommunicator final : public Communicator {
       if (clean) ncclCommDestroy(comm_);
       else ncclCommAbort(comm_);
     }
-    if (dev_stage_) cudaFree(dev_stage_);
-    if (host_stage_) cudaFreeHost(host_stage_);
     if (scratch_) cudaFree(scratch_);
     if (ready_) cudaEventDestroy(ready_);
     if (joined_) cudaEventDestroy(joined_);
@@ -180,36 +183,30 @@ class NcclCommunicator final : public Communicator {
     if (bytes == 0) return;  // the same on every rank
     DeviceGuard guard(device_);
     check_usable();
-    const bool host = is_host_memory(data, "broadcast");
-    if (host) ensure_stage(bytes);
+    if (is_host_memory(data, "broadcast")) return host_->broadcast(data, bytes, root);
     begin("broadcast", bytes);
-    void* buf = host ? stage_in(data, bytes) : data;
-    if (!host) order_after_volt_stream();
+    order_after_volt_stream();
     const auto start = Clock::now();
-    enqueue([&](ncclComm_t c) { return ncclBroadcast(buf, buf, bytes, ncclUint8, root, c, stream_); }, start);
-    finish_blocking(host ? data : nullptr, bytes, start);
+    enqueue([&](ncclComm_t c) { return ncclBroadcast(data, data, bytes, ncclUint8, root, c, stream_); }, start);
+    wait(start);
   }
 
   void all_gather(const void* send, void* recv, size_t bytes_per_rank) override {
     if (bytes_per_rank == 0) return;
     DeviceGuard guard(device_);
     check_usable();
-    const size_t total = bytes_per_rank * size_t(size_);
     const bool host_send = is_host_memory(send, "all_gather (send)"), host_recv = is_host_memory(recv, "all_gather (recv)");
-    if (host_send || host_recv) ensure_stage(bytes_per_rank + total);
+    VOLT_CHECK(host_send == host_recv, "Communicator::all_gather: the send buffer is ", host_send ? "host" : "device",
+               " memory but the receive buffer ", host_recv ? "host" : "device", " memory; give both on one side");
+    if (host_send) return host_->all_gather(send, recv, bytes_per_rank);
+    const size_t total = bytes_per_rank * size_t(size_);
     begin("all_gather", total);
-    if (!(host_send && host_recv)) order_after_volt_stream();
+    order_after_volt_stream();
     const char* in = static_cast<const char*>(send);
     char* out = static_cast<char*>(recv);
+    // NCCL allows in place only at this rank's slot; any other overlap goes through a copy.
     void* copy = nullptr;
-    if (host_send || host_recv) {
-      // Host memory on either side: both sides go through the device stage, [send | recv].
-      in = static_cast<const char*>(dev_stage_);
-      out = static_cast<char*>(dev_stage_) + bytes_per_rank;
-      if (host_send) stage_in(send, bytes_per_rank);
-      else CUDA_CHECK(cudaMemcpyAsync(dev_stage_, send, bytes_per_rank, cudaMemcpyDeviceToDevice, stream_));
-    } else if (in != out + bytes_per_rank * size_t(rank_) && in < out + total && out < in + bytes_per_rank) {
-      // NCCL allows in place only at this rank's slot; any other overlap goes through a copy.
+    if (in != out + bytes_per_rank * size_t(rank_) && in < out + total && out < in + bytes_per_rank) {
       CUDA_CHECK(cudaMallocAsync(&copy, bytes_per_rank, stream_));
       CUDA_CHECK(cudaMemcpyAsync(copy, in, bytes_per_rank, cudaMemcpyDeviceToDevice, stream_));
       in = static_cast<const char*>(copy);
@@ -217,11 +214,7 @@ class NcclCommunicator final : public Communicator {
     const auto start = Clock::now();
     enqueue([&](ncclComm_t c) { return ncclAllGather(in, out, bytes_per_rank, ncclUint8, c, stream_); }, start);
     if (copy) CUDA_CHECK(cudaFreeAsync(copy, stream_));
-    if (host_send && !host_recv) CUDA_CHECK(cudaMemcpyAsync(recv, out, total, cudaMemcpyDeviceToDevice, stream_));
-    if (!host_recv) return wait(start);
-    CUDA_CHECK(cudaMemcpyAsync(host_stage_, out, total, cudaMemcpyDeviceToHost, stream_));
     wait(start);
-    std::memcpy(recv, host_stage_, total);
   }
 
   // A one-element all-reduce, waited on: every rank has reached the barrier when it completes.
@@ -337,8 +330,9 @@ class NcclCommunicator final : public Communicator {
       VOLT_FAIL("rank ", rank_, " of ", size_, ": the nccl communicator was aborted after an earlier failure: ", failure_);
   }
 
-  // true for host memory (pageable or pinned), which the blocking collectives stage through device
-  // memory; false for memory of this process's GPU (or managed memory); another GPU's is an error.
+  // true for host memory (pageable or pinned), which the blocking collectives hand to the host
+  // communicator; false for memory of this process's GPU (or managed memory); another GPU's is an
+  // error.
   bool is_host_memory(const void* p, const char* what) const {
     cudaPointerAttributes attr{};
     const cudaError_t e = cudaPointerGetAttributes(&attr, p);
@@ -357,37 +351,7 @@ class NcclCommunicator final : public Communicator {
   // could be copied back: it needs device memory.
   void require_device_memory(const void* p, const char* what) const {
     VOLT_CHECK(!is_host_memory(p, what), "Communicator::", what, ": ", p, " is host memory; the nccl communicator's "
-               "queued collectives need memory of cuda:", device_, " (the blocking ones stage host buffers)");
-  }
-
-  // Staging for host buffers: a pinned host buffer and a device buffer of at least `bytes`. Grown
-  // rarely (the host values reduced between steps are small); freeing waits for the device.
-  void ensure_stage(size_t bytes) {
-    if (bytes <= stage_bytes_) return;
-    const size_t n = std::max({bytes, 2 * stage_bytes_, size_t(4096)});
-    if (dev_stage_) CUDA_CHECK(cudaFree(dev_stage_));
-    if (host_stage_) CUDA_CHECK(cudaFreeHost(host_stage_));
-    dev_stage_ = host_stage_ = nullptr;
-    stage_bytes_ = 0;
-    CUDA_CHECK(cudaMalloc(&dev_stage_, n));
-    CUDA_CHECK(cudaMallocHost(&host_stage_, n));
-    stage_bytes_ = n;
-  }
-
-  // Copies `bytes` of host memory into the device stage on the communicator's stream (through the
-  // pinned buffer, so no CUDA call blocks on the stream); returns the device copy.
-  void* stage_in(const void* host, size_t bytes) {
-    std::memcpy(host_stage_, host, bytes);
-    CUDA_CHECK(cudaMemcpyAsync(dev_stage_, host_stage_, bytes, cudaMemcpyHostToDevice, stream_));
-    return dev_stage_;
-  }
-
-  // Waits for a blocking collective; with `host` set, first queues the copy of the device stage's
-  // first `bytes` back through the pinned buffer, and copies them into `host` once done.
-  void finish_blocking(void* host, size_t bytes, Clock::time_point start) {
-    if (host) CUDA_CHECK(cudaMemcpyAsync(host_stage_, dev_stage_, bytes, cudaMemcpyDeviceToHost, stream_));
-    wait(start);
-    if (host) std::memcpy(host, host_stage_, bytes);
+               "queued collectives need memory of cuda:", device_, " (the blocking ones take host buffers)");
   }
 
   template <class T>
@@ -395,17 +359,14 @@ class NcclCommunicator final : public Communicator {
     if (count == 0) return;  // the same on every rank: nothing to do anywhere
     DeviceGuard guard(device_);
     check_usable();
-    const size_t bytes = count * sizeof(T);
-    const bool host = is_host_memory(data, "all_reduce");
-    if (host) ensure_stage(bytes);
-    begin("all_reduce", bytes);
+    if (is_host_memory(data, "all_reduce")) return host_->all_reduce(data, count, op);
+    begin("all_reduce", count * sizeof(T));
     op_.detail = reduce_op_name(op);
-    T* buf = host ? static_cast<T*>(stage_in(data, bytes)) : data;
-    if (!host) order_after_volt_stream();  // a host buffer depends on no device work
+    order_after_volt_stream();
     const auto start = Clock::now();
-    enqueue([&](ncclComm_t c) { return ncclAllReduce(buf, buf, count, type, nccl_op(op), c, stream_); }, start);
-    if (op == ReduceOp::Avg && size_ > 1) scale_to_average(buf, count);
-    finish_blocking(host ? data : nullptr, bytes, start);
+    enqueue([&](ncclComm_t c) { return ncclAllReduce(data, data, count, type, nccl_op(op), c, stream_); }, start);
+    if (op == ReduceOp::Avg && size_ > 1) scale_to_average(data, count);
+    wait(start);
   }
   void scale_to_average(float* x, size_t n) { cuda::scale_inplace(int64_t(n), x, float(1.0 / size_), stream_); }
   void scale_to_average(double* x, size_t n) { cuda::scale_inplace(int64_t(n), x, 1.0 / size_, stream_); }
@@ -534,9 +495,7 @@ class NcclCommunicator final : public Communicator {
   cudaEvent_t ready_ = nullptr;   // Volt's stream -> the communicator's
   cudaEvent_t joined_ = nullptr;  // the communicator's stream -> Volt's (wait_queued)
   void* scratch_ = nullptr;  // 16 bytes: the barrier's element
-  void* dev_stage_ = nullptr;  // staging for host buffers (ensure_stage)
-  void* host_stage_ = nullptr;
-  size_t stage_bytes_ = 0;
+  std::unique_ptr<Communicator> host_;  // host memory's collectives: MPI (local at world size 1)
   int64_t seq_ = 0;  // collectives started (the same sequence on every rank)
   OpInfo op_;        // the collective being started or waited for by this thread
   // Shared with the watchdog thread, under mu_: the NCCL communicator (nullptr once aborted) and

@@ -1,8 +1,8 @@
 // The NCCL communicator on device buffers: alone (world size 1 on one GPU) and under `mpirun -n N`
 // (one GPU per rank; $VOLT_TEST_WORLD_SIZE says how many ranks to expect). Every rank runs every
 // case in the same order; results are copied back to the host and checked against values computed
-// there, and the reductions are checked bitwise identical on every rank; host buffers (staged) and
-// the queued collectives too. Skips (exit 77) when the build has no NCCL communicator, no GPU is
+// there, and the reductions are checked bitwise identical on every rank; host buffers (over MPI)
+// and the queued collectives too. Skips (exit 77) when the build has no NCCL communicator, no GPU is
 // visible, or this node has fewer GPUs than ranks (NCCL refuses two ranks on one GPU). Labelled `gpu`.
 #include <algorithm>
 #include <climits>
@@ -252,9 +252,9 @@ TEST_CASE("nccl: tensor conveniences on GPU tensors, ordered after Volt's stream
   comm().barrier();
 }
 
-TEST_CASE("nccl: host buffers and CPU tensors are staged through the device") {
+TEST_CASE("nccl: host buffers and CPU tensors go over the host communicator (MPI)") {
   const int R = comm().size(), me = comm().rank();
-  // A host vector (the metrics' sums, the pre-emption flag): staged, reduced, copied back.
+  // A host vector (the metrics' sums, the pre-emption flag): reduced without the GPU.
   std::vector<double> sums(5);
   for (size_t i = 0; i < sums.size(); ++i) sums[i] = value(me, i);
   comm().all_reduce(sums.data(), sums.size(), ReduceOp::Sum);
@@ -263,7 +263,6 @@ TEST_CASE("nccl: host buffers and CPU tensors are staged through the device") {
   int64_t flag = me == R - 1 ? 1 : 0;
   comm().all_reduce(&flag, 1, ReduceOp::Max);
   CHECK(flag == 1);
-  // Larger than the first staging buffer (4 KiB): it grows.
   std::vector<float> big(70001, float(me + 1));
   comm().all_reduce(big.data(), big.size(), ReduceOp::Avg);
   CHECK(big.front() == float(R + 1) / 2);
@@ -278,6 +277,8 @@ TEST_CASE("nccl: host buffers and CPU tensors are staged through the device") {
   std::vector<int32_t> mine{me, 10 * me}, all(size_t(2 * R));
   comm().all_gather(mine.data(), all.data(), sizeof(int32_t) * 2);
   for (int r = 0; r < R; ++r) CHECK(all[size_t(2 * r + 1)] == 10 * r);
+  DeviceBuffer dev(sizeof(int32_t) * 2 * size_t(R));  // one side host, the other device: refused
+  CHECK_THROWS_AS(comm().all_gather(mine.data(), dev.ptr(), sizeof(int32_t) * 2), Error);
   // Queued collectives run while the host goes on: no point to copy a host buffer back.
   CHECK_THROWS_AS(comm().all_reduce_queued(big.data(), big.size(), ReduceOp::Sum), Error);
   CHECK(comm().all_reduce_value(1.0) == double(R));  // still usable
