@@ -137,6 +137,7 @@ RunResult fit(const std::shared_ptr<Communicator>& c, const std::string& root, c
   o.precision = precision;
   o.accumulate_grad_batches = accumulate;
   o.ddp_bucket_bytes = 8192;  // several buckets
+  o.cuda_graphs = false;      // both runs eager: the comparison is about the NCCL path
   if (c) o.communicator = c;
   else o.communicator = std::make_shared<LocalCommunicator>();
   manual_seed(5);
