@@ -24,10 +24,8 @@ const char* reduce_op_name(ReduceOp op) {
 namespace {
 void check_tensor(const Communicator& c, const Tensor& t, const char* what) {
   VOLT_CHECK(t.defined(), "Communicator::", what, ": undefined tensor");
-  if (c.device_buffers())
-    VOLT_CHECK(t.device().is_cuda(), "Communicator::", what, ": the tensor is on ", t.device().str(), "; the ",
-               c.backend(), " communicator works on GPU tensors");
-  else
+  // A device communicator takes host memory too; a host one cannot read a GPU's.
+  if (!c.device_buffers())
     VOLT_CHECK(t.device().is_cpu(), "Communicator::", what, ": the tensor is on ", t.device().str(), "; the ",
                c.backend(), " communicator works on host (CPU) tensors");
 }

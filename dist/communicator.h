@@ -40,11 +40,13 @@ class Communicator {
   virtual const char* backend() const = 0;  // "local", "mpi", "nccl"
   // Where the buffers of the pointer collectives below live: false, host memory (local, MPI);
   // true, memory of this process's GPU (NCCL: cuda:local_rank, the current device after creation).
+  // A device communicator's blocking collectives accept host memory too (the few host values
+  // reduced between steps: metrics, flags), which NCCL's hands to MPI: no GPU round trip.
   virtual bool device_buffers() const { return false; }
 
   // In place, the same count on every rank; host or device buffers as device_buffers() says.
-  // A device collective is ordered after the work already queued on Volt's stream of the device
-  // and has completed when the call returns.
+  // A device collective on device memory is ordered after the work already queued on Volt's stream
+  // of the device; every collective here has completed when the call returns.
   virtual void all_reduce(float* data, size_t count, ReduceOp op) = 0;
   virtual void all_reduce(double* data, size_t count, ReduceOp op) = 0;
   virtual void all_reduce(int64_t* data, size_t count, ReduceOp op) = 0;
@@ -57,12 +59,26 @@ class Communicator {
   // error the others cannot know about. Never returns.
   [[noreturn]] virtual void abort(int exit_code, const std::string& why) = 0;
 
+  // Queued collectives, which overlap communication with computation (DDP's gradient buckets, the
+  // per-step buffer broadcast). On a device communicator the collective runs on the communicator's
+  // stream after the work queued so far on Volt's stream of the device (an event orders it), and
+  // the call returns without the host waiting; wait_queued() makes Volt's stream wait for every
+  // collective queued so far, again without the host waiting, so that work queued on it afterwards
+  // sees the results. The buffer must be device memory that nothing else writes (or, for the
+  // all-reduce, reads) until then. A watchdog thread reports one that fails or outlives the
+  // timeout, as for the blocking ones. A host communicator runs the collective at once (it
+  // blocks) and wait_queued() does nothing, so the same calling code runs on every backend. Every
+  // rank queues the same collectives in the same order.
+  virtual void all_reduce_queued(float* data, size_t count, ReduceOp op) { all_reduce(data, count, op); }
+  virtual void broadcast_queued(void* data, size_t bytes, int root) { broadcast(data, bytes, root); }
+  virtual void wait_queued() {}
+
   // Conveniences on contiguous tensors (f32 and i64 for all_reduce; any dtype otherwise): CPU
-  // tensors for a host communicator, tensors on its GPU for a device one.
+  // tensors for a host communicator; tensors on its GPU (or CPU tensors) for a device one.
   void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::Sum);
   void broadcast(const Tensor& t, int root = 0);
   Tensor all_gather(const Tensor& t);  // [size(), ...t.shape()], on t's device
-  // One host value: the sum / average / maximum over ranks (a device communicator stages it).
+  // One host value: the sum / average / maximum over ranks.
   virtual double all_reduce_value(double v, ReduceOp op = ReduceOp::Sum);
 };
 

@@ -1,11 +1,16 @@
 // The NCCL communicator on device buffers (compiled only with the CUDA backend and MPI), one GPU per
 // process (cuda:local_rank). Bootstrapped by MPI: rank 0's ncclGetUniqueId goes to every rank with
 // MPI_Bcast, then ncclCommInitRankConfig (world size 1 needs no MPI). The NCCL communicator is
-// non-blocking (config.blocking = 0), so no NCCL call can hang the host: every collective is queued
-// on the communicator's own stream (after an event on Volt's stream of the device) and then watched
-// by polling ncclCommGetAsyncError and cudaStreamQuery. An NCCL or CUDA error, or a collective
-// still running after the timeout, aborts the NCCL communicator (ncclCommAbort), is reported with
-// the operation and its size, and ends the job (MPI_Abort) or throws (abort_on_failure = false).
+// non-blocking (config.blocking = 0), so no NCCL call can hang the host. Every collective on
+// device memory runs on the communicator's own stream after an event on Volt's stream of the
+// device. A blocking one is watched by polling ncclCommGetAsyncError and cudaStreamQuery; a queued
+// one (all_reduce_queued, broadcast_queued) by a watchdog thread polling an event recorded after it.
+// An NCCL or CUDA error, or a collective still running after the timeout, aborts the NCCL
+// communicator (ncclCommAbort), is reported with the operation and its size, and ends the job
+// (MPI_Abort) or throws (abort_on_failure = false; a queued collective's failure at the next call).
+// Host memory (metric sums, the pre-emption flag, the log folder's name) goes over the MPI
+// communicator that bootstrapped NCCL: host values need no GPU round trip, and reducing them never
+// waits for the gradient all-reduces queued on the GPU.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -13,11 +18,16 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
 #include <sstream>
+#include <string>
 #include <thread>
 
 #include "dist/communicator.h"
 #include "dist/mpi_check.h"
+#include "dist/nccl_watchdog.h"
 #include "engine/error.h"
 #include "kernels/comm.h"
 #include "kernels/cuda/check.h"
@@ -26,6 +36,8 @@
 
 namespace volt {
 namespace {
+
+using detail::OpInfo;
 
 using Clock = std::chrono::steady_clock;
 
@@ -100,17 +112,18 @@ class NcclCommunicator final : public Communicator {
       for (;;) {
         int done = 0;
         const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) fail(describe() + " failed: " + detail::mpi_error_string(rc) + " (has a rank died?)");
+        if (rc != MPI_SUCCESS) fail(describe(op_) + " failed: " + detail::mpi_error_string(rc) + " (has a rank died?)");
         if (done) break;
         const double waited = seconds_since(start);
-        if (waited > opts_.timeout_s) fail(timeout_report(waited, "did not receive rank 0's id"));
+        if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, "did not receive rank 0's id"));
         backoff(waited);
       }
-      op_ = nullptr;
+      op_.op = nullptr;
     }
 
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming));
     CUDA_CHECK(cudaMalloc(&scratch_, 16));
 
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -118,12 +131,16 @@ class NcclCommunicator final : public Communicator {
     begin("ncclCommInitRank", 0);
     const ncclResult_t rc = ncclCommInitRankConfig(&comm_, size_, id, rank_, &config);
     if (rc != ncclSuccess && rc != ncclInProgress)
-      fail(describe() + " failed: " + ncclGetErrorString(rc) + last_error());
+      fail(describe(op_) + " failed: " + ncclGetErrorString(rc) + last_error());
     wait_enqueued(Clock::now());
-    op_ = nullptr;
+    op_.op = nullptr;
+    // Host memory's collectives: MPI between ranks (already running: it bootstrapped NCCL).
+    if (size_ > 1) host_ = make_mpi_communicator(opts_);
+    else host_ = std::make_unique<LocalCommunicator>();
   }
 
   ~NcclCommunicator() override {
+    watchdog_.reset();  // first: its thread uses the members below
     if (comm_) {
       // Finalize flushes outstanding work; a communicator that does not finish within a bound (or
       // failed) is aborted instead, so going out of scope never hangs.
@@ -145,6 +162,7 @@ class NcclCommunicator final : public Communicator {
     }
     if (scratch_) cudaFree(scratch_);
     if (ready_) cudaEventDestroy(ready_);
+    if (joined_) cudaEventDestroy(joined_);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -156,56 +174,45 @@ class NcclCommunicator final : public Communicator {
   using Communicator::all_reduce;
   using Communicator::broadcast;
 
-  void all_reduce(float* data, size_t count, ReduceOp op) override {
-    DeviceGuard guard(device_);
-    if (!reduce(data, count, op, ncclFloat32, sizeof(float))) return;
-    if (op == ReduceOp::Avg && size_ > 1) cuda::scale_inplace(int64_t(count), data, float(1.0 / size_), stream_);
-    wait(Clock::now());
-  }
-  void all_reduce(double* data, size_t count, ReduceOp op) override {
-    DeviceGuard guard(device_);
-    if (!reduce(data, count, op, ncclFloat64, sizeof(double))) return;
-    if (op == ReduceOp::Avg && size_ > 1) cuda::scale_inplace(int64_t(count), data, 1.0 / size_, stream_);
-    wait(Clock::now());
-  }
-  void all_reduce(int64_t* data, size_t count, ReduceOp op) override {
-    DeviceGuard guard(device_);
-    if (!reduce(data, count, op, ncclInt64, sizeof(int64_t))) return;
-    if (op == ReduceOp::Avg && size_ > 1) cuda::divide_inplace(int64_t(count), data, int64_t(size_), stream_);
-    wait(Clock::now());
-  }
+  void all_reduce(float* data, size_t count, ReduceOp op) override { reduce(data, count, op, ncclFloat32); }
+  void all_reduce(double* data, size_t count, ReduceOp op) override { reduce(data, count, op, ncclFloat64); }
+  void all_reduce(int64_t* data, size_t count, ReduceOp op) override { reduce(data, count, op, ncclInt64); }
 
   void broadcast(void* data, size_t bytes, int root) override {
-    VOLT_CHECK(root >= 0 && root < size_, "Communicator::broadcast: root ", root, " is not a rank (world size ", size_, ")");
+    check_root(root);
     if (bytes == 0) return;  // the same on every rank
     DeviceGuard guard(device_);
-    check_device_pointer(data, "broadcast");
+    check_usable();
+    if (is_host_memory(data, "broadcast")) return host_->broadcast(data, bytes, root);
     begin("broadcast", bytes);
     order_after_volt_stream();
     const auto start = Clock::now();
-    enqueue(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, stream_), start);
+    enqueue([&](ncclComm_t c) { return ncclBroadcast(data, data, bytes, ncclUint8, root, c, stream_); }, start);
     wait(start);
   }
 
   void all_gather(const void* send, void* recv, size_t bytes_per_rank) override {
     if (bytes_per_rank == 0) return;
     DeviceGuard guard(device_);
-    check_device_pointer(send, "all_gather (send)");
-    check_device_pointer(recv, "all_gather (recv)");
-    begin("all_gather", bytes_per_rank * size_t(size_));
+    check_usable();
+    const bool host_send = is_host_memory(send, "all_gather (send)"), host_recv = is_host_memory(recv, "all_gather (recv)");
+    VOLT_CHECK(host_send == host_recv, "Communicator::all_gather: the send buffer is ", host_send ? "host" : "device",
+               " memory but the receive buffer ", host_recv ? "host" : "device", " memory; give both on one side");
+    if (host_send) return host_->all_gather(send, recv, bytes_per_rank);
+    const size_t total = bytes_per_rank * size_t(size_);
+    begin("all_gather", total);
     order_after_volt_stream();
     const char* in = static_cast<const char*>(send);
     char* out = static_cast<char*>(recv);
     // NCCL allows in place only at this rank's slot; any other overlap goes through a copy.
     void* copy = nullptr;
-    const bool in_place = in == out + bytes_per_rank * size_t(rank_);
-    if (!in_place && in < out + bytes_per_rank * size_t(size_) && out < in + bytes_per_rank) {
+    if (in != out + bytes_per_rank * size_t(rank_) && in < out + total && out < in + bytes_per_rank) {
       CUDA_CHECK(cudaMallocAsync(&copy, bytes_per_rank, stream_));
       CUDA_CHECK(cudaMemcpyAsync(copy, in, bytes_per_rank, cudaMemcpyDeviceToDevice, stream_));
       in = static_cast<const char*>(copy);
     }
     const auto start = Clock::now();
-    enqueue(ncclAllGather(in, out, bytes_per_rank, ncclUint8, comm_, stream_), start);
+    enqueue([&](ncclComm_t c) { return ncclAllGather(in, out, bytes_per_rank, ncclUint8, c, stream_); }, start);
     if (copy) CUDA_CHECK(cudaFreeAsync(copy, stream_));
     wait(start);
   }
@@ -213,27 +220,58 @@ class NcclCommunicator final : public Communicator {
   // A one-element all-reduce, waited on: every rank has reached the barrier when it completes.
   void barrier() override {
     DeviceGuard guard(device_);
+    check_usable();
     begin("barrier", 0);
     const auto start = Clock::now();
-    enqueue(ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, stream_), start);
+    enqueue([&](ncclComm_t c) { return ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, c, stream_); }, start);
     wait(start);
   }
 
-  double all_reduce_value(double v, ReduceOp op) override {
+  // Queued collectives: ordered after Volt's stream by an event, not waited for by the host; the
+  // watchdog thread follows them (see track()).
+  void all_reduce_queued(float* data, size_t count, ReduceOp op) override {
+    if (count == 0) return;
     DeviceGuard guard(device_);
-    CUDA_CHECK(cudaMemcpyAsync(scratch_, &v, sizeof(v), cudaMemcpyHostToDevice, stream_));
-    all_reduce(static_cast<double*>(scratch_), 1, op);
-    CUDA_CHECK(cudaMemcpyAsync(&v, scratch_, sizeof(v), cudaMemcpyDeviceToHost, stream_));
-    begin("all_reduce_value (copy back)", sizeof(v));
-    wait(Clock::now());
-    return v;
+    check_usable();
+    require_device_memory(data, "all_reduce_queued");
+    begin("all_reduce (queued)", count * sizeof(float));
+    op_.detail = reduce_op_name(op);
+    order_after_volt_stream();
+    enqueue([&](ncclComm_t c) { return ncclAllReduce(data, data, count, ncclFloat32, nccl_op(op), c, stream_); },
+            Clock::now());
+    if (op == ReduceOp::Avg && size_ > 1) cuda::scale_inplace(int64_t(count), data, float(1.0 / size_), stream_);
+    track();
+  }
+
+  void broadcast_queued(void* data, size_t bytes, int root) override {
+    check_root(root);
+    if (bytes == 0) return;
+    DeviceGuard guard(device_);
+    check_usable();
+    require_device_memory(data, "broadcast_queued");
+    begin("broadcast (queued)", bytes);
+    order_after_volt_stream();
+    enqueue([&](ncclComm_t c) { return ncclBroadcast(data, data, bytes, ncclUint8, root, c, stream_); }, Clock::now());
+    track();
+  }
+
+  // Volt's stream waits for everything queued so far on the communicator's stream (an event
+  // recorded now: this also holds inside a CUDA graph capture, where it joins the two streams).
+  void wait_queued() override {
+    DeviceGuard guard(device_);
+    check_usable();
+    CUDA_CHECK(cudaEventRecord(joined_, stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(volt_stream(), joined_, 0));
   }
 
   [[noreturn]] void abort(int exit_code, const std::string& why) override {
     std::fprintf(stderr, "volt: rank %d of %d: %s\n", rank_, size_, why.c_str());
-    if (comm_) {
-      ncclCommAbort(comm_);  // frees the GPU's NCCL kernels and connections so nothing waits on them
-      comm_ = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (comm_) {
+        ncclCommAbort(comm_);  // frees the GPU's NCCL kernels and connections so nothing waits on them
+        comm_ = nullptr;
+      }
     }
     const int status = exit_code == 0 ? 1 : exit_code;
     if (mpi_is_running()) {
@@ -246,114 +284,206 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
-  void begin(const char* op, size_t bytes) {
-    ++seq_;
-    op_ = op;
-    op_detail_ = nullptr;
-    bytes_ = bytes;
+  static ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::Max ? ncclMax : ncclSum; }
+  cudaStream_t volt_stream() const { return static_cast<cudaStream_t>(cuda::default_stream(device_)); }
+
+  void check_root(int root) const {
+    VOLT_CHECK(root >= 0 && root < size_, "Communicator::broadcast: root ", root, " is not a rank (world size ", size_, ")");
   }
 
-  std::string describe() const {
+  void begin(const char* op, size_t bytes) {
+    op_ = OpInfo{op, nullptr, ++seq_, bytes};
+  }
+
+  std::string describe(const OpInfo& o) const {
     std::ostringstream os;
-    os << (op_ ? op_ : "nothing");
-    if (op_detail_) os << "(" << op_detail_ << ")";
-    os << " #" << seq_ << " of " << bytes_ << " bytes on cuda:" << device_;
+    os << (o.op ? o.op : "nothing");
+    if (o.detail) os << "(" << o.detail << ")";
+    os << " #" << o.seq << " of " << o.bytes << " bytes on cuda:" << device_;
     return os.str();
   }
 
-  std::string last_error() const {
+  // NCCL's last message on this communicator; the caller holds mu_ (or no other thread runs).
+  std::string last_error_locked() const {
     const char* s = comm_ ? ncclGetLastError(comm_) : nullptr;
     return s && *s ? std::string(" (") + s + ")" : std::string();
   }
+  std::string last_error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_error_locked();
+  }
 
-  std::string timeout_report(double waited, const char* state) const {
+  std::string timeout_report(const OpInfo& o, double waited, const char* state) const {
     std::ostringstream os;
     os.precision(3);
-    os << describe() << " did not complete within " << opts_.timeout_s << " s (waited " << waited << " s, " << state
+    os << describe(o) << " did not complete within " << opts_.timeout_s << " s (waited " << waited << " s, " << state
        << ", world size " << size_ << "): another rank died, hangs, or called a different collective. Set "
        << "$VOLT_COMM_TIMEOUT (seconds) to change the timeout";
     return os.str();
   }
 
-  // Device memory of this process (or managed memory): a host pointer here would fault in NCCL.
-  void check_device_pointer(const void* p, const char* what) const {
+  // After a failure the NCCL communicator is aborted: every later call says why, instead of
+  // handing NCCL a dead communicator.
+  void check_usable() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failure_.empty())
+      VOLT_FAIL("rank ", rank_, " of ", size_, ": the nccl communicator was aborted after an earlier failure: ", failure_);
+  }
+
+  // true for host memory (pageable or pinned), which the blocking collectives hand to the host
+  // communicator; false for memory of this process's GPU (or managed memory); another GPU's is an
+  // error.
+  bool is_host_memory(const void* p, const char* what) const {
     cudaPointerAttributes attr{};
     const cudaError_t e = cudaPointerGetAttributes(&attr, p);
-    if (e != cudaSuccess) (void)cudaGetLastError();
-    VOLT_CHECK(e == cudaSuccess && (attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged),
-               "Communicator::", what, ": ", p, " is not device memory; the nccl communicator works on buffers of "
-               "cuda:", device_, " (device_buffers() is true)");
-    VOLT_CHECK(attr.type == cudaMemoryTypeManaged || attr.device == device_, "Communicator::", what, ": ", p,
-               " is memory of cuda:", attr.device, " but this rank's communicator uses cuda:", device_);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return true;  // memory CUDA does not know
+    }
+    if (attr.type == cudaMemoryTypeManaged) return false;
+    if (attr.type != cudaMemoryTypeDevice) return true;
+    VOLT_CHECK(attr.device == device_, "Communicator::", what, ": ", p, " is memory of cuda:", attr.device,
+               " but this rank's communicator uses cuda:", device_);
+    return false;
   }
+
+  // A queued collective runs while the host goes on, so there is no point at which a host buffer
+  // could be copied back: it needs device memory.
+  void require_device_memory(const void* p, const char* what) const {
+    VOLT_CHECK(!is_host_memory(p, what), "Communicator::", what, ": ", p, " is host memory; the nccl communicator's "
+               "queued collectives need memory of cuda:", device_, " (the blocking ones take host buffers)");
+  }
+
+  template <class T>
+  void reduce(T* data, size_t count, ReduceOp op, ncclDataType_t type) {
+    if (count == 0) return;  // the same on every rank: nothing to do anywhere
+    DeviceGuard guard(device_);
+    check_usable();
+    if (is_host_memory(data, "all_reduce")) return host_->all_reduce(data, count, op);
+    begin("all_reduce", count * sizeof(T));
+    op_.detail = reduce_op_name(op);
+    order_after_volt_stream();
+    const auto start = Clock::now();
+    enqueue([&](ncclComm_t c) { return ncclAllReduce(data, data, count, type, nccl_op(op), c, stream_); }, start);
+    if (op == ReduceOp::Avg && size_ > 1) scale_to_average(data, count);
+    wait(start);
+  }
+  void scale_to_average(float* x, size_t n) { cuda::scale_inplace(int64_t(n), x, float(1.0 / size_), stream_); }
+  void scale_to_average(double* x, size_t n) { cuda::scale_inplace(int64_t(n), x, 1.0 / size_, stream_); }
+  void scale_to_average(int64_t* x, size_t n) { cuda::divide_inplace(int64_t(n), x, int64_t(size_), stream_); }
 
   // The collective reads what Volt's kernels on this device queued before the call.
   void order_after_volt_stream() {
-    CUDA_CHECK(cudaEventRecord(ready_, static_cast<cudaStream_t>(cuda::default_stream(device_))));
+    CUDA_CHECK(cudaEventRecord(ready_, volt_stream()));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
   }
 
-  // Queues the NCCL reduction (returns false for count 0: nothing to do on any rank); the caller
-  // adds the average's scaling and waits.
-  bool reduce(void* data, size_t count, ReduceOp op, ncclDataType_t type, size_t elem) {
-    if (count == 0) return false;
-    check_device_pointer(data, "all_reduce");
-    begin("all_reduce", count * elem);
-    op_detail_ = reduce_op_name(op);
-    order_after_volt_stream();
-    enqueue(ncclAllReduce(data, data, count, type, op == ReduceOp::Max ? ncclMax : ncclSum, comm_, stream_),
-            Clock::now());
-    return true;
+  // Makes the NCCL call under the lock (the watchdog thread may abort the communicator); a
+  // non-blocking communicator may still be queueing the operation (ncclInProgress).
+  template <class F>
+  void enqueue(F&& call, Clock::time_point start) {
+    ncclResult_t rc;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      rc = comm_ ? call(comm_) : ncclInvalidUsage;
+    }
+    if (rc != ncclSuccess && rc != ncclInProgress) fail(describe(op_) + " failed: " + ncclGetErrorString(rc) + last_error());
+    if (rc == ncclInProgress) wait_enqueued(start);
   }
 
-  // A non-blocking communicator may still be queueing the operation (ncclInProgress).
-  void enqueue(ncclResult_t rc, Clock::time_point start) {
-    if (rc != ncclSuccess && rc != ncclInProgress) fail(describe() + " failed: " + ncclGetErrorString(rc) + last_error());
-    if (rc == ncclInProgress) wait_enqueued(start);
+  // ncclCommGetAsyncError: ncclInProgress while NCCL is still queueing, else the first error.
+  ncclResult_t async_state() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!comm_) return ncclInvalidUsage;
+    ncclResult_t st = ncclSuccess;
+    const ncclResult_t rc = ncclCommGetAsyncError(comm_, &st);
+    return rc != ncclSuccess ? rc : st;
   }
 
   // Polls until NCCL has finished the pending call (init or queueing), with the timeout.
   void wait_enqueued(Clock::time_point start) {
     for (;;) {
-      ncclResult_t st = ncclSuccess;
-      const ncclResult_t rc = ncclCommGetAsyncError(comm_, &st);
-      if (rc != ncclSuccess) st = rc;
+      const ncclResult_t st = async_state();
       if (st == ncclSuccess) return;
-      if (st != ncclInProgress) fail(describe() + " failed: " + ncclGetErrorString(st) + last_error());
+      if (st != ncclInProgress) fail(describe(op_) + " failed: " + ncclGetErrorString(st) + last_error());
       const double waited = seconds_since(start);
-      if (waited > opts_.timeout_s) fail(timeout_report(waited, "NCCL still in progress on the host"));
+      if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, "NCCL still in progress on the host"));
       backoff(waited);
     }
   }
 
-  // The watchdog: polls the stream until the collective (and what follows it on the stream) is
-  // done, checking NCCL's asynchronous error (a peer that failed or went away) meanwhile.
+  // The blocking collectives' watchdog: polls the stream until the collective (and what follows it
+  // on the stream) is done, checking NCCL's asynchronous error (a peer that failed or went away).
   void wait(Clock::time_point start) {
     for (;;) {
       const cudaError_t q = cudaStreamQuery(stream_);
       if (q == cudaSuccess) {
-        op_ = nullptr;
-        op_detail_ = nullptr;
+        op_.op = nullptr;
         return;
       }
       // A query that finds work pending still leaves cudaErrorNotReady as the thread's last error,
       // which the next kernel launch's check would report: clear it in every case.
       (void)cudaGetLastError();
       if (q != cudaErrorNotReady)
-        fail(describe() + " failed on the GPU: " + cudaGetErrorName(q) + " (" + cudaGetErrorString(q) + ")");
-      ncclResult_t st = ncclSuccess;
-      if (ncclCommGetAsyncError(comm_, &st) == ncclSuccess && st != ncclSuccess && st != ncclInProgress)
-        fail(describe() + " failed: " + ncclGetErrorString(st) + last_error() + " (has a rank died?)");
+        fail(describe(op_) + " failed on the GPU: " + cudaGetErrorName(q) + " (" + cudaGetErrorString(q) + ")");
+      const ncclResult_t st = async_state();
+      if (st != ncclSuccess && st != ncclInProgress)
+        fail(describe(op_) + " failed: " + ncclGetErrorString(st) + last_error() + " (has a rank died?)");
       const double waited = seconds_since(start);
-      if (waited > opts_.timeout_s) fail(timeout_report(waited, "still running on the GPU"));
+      if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, "still running on the GPU"));
       backoff(waited);
     }
   }
 
-  [[noreturn]] void fail(const std::string& msg) {
-    if (comm_) {
-      ncclCommAbort(comm_);  // no further collective can run on it; NCCL's kernels are stopped
+  // A queued collective: followed by the watchdog thread (made with the first one) until it
+  // completes. Not while a CUDA graph captures Volt's stream: the collective then runs at each
+  // replay, which no host call here sees (and a captured event cannot be queried).
+  void track() {
+    if (cuda::stream_capturing(volt_stream())) {
+      op_.op = nullptr;
+      return;
+    }
+    if (!watchdog_) {
+      watchdog_ = std::make_unique<detail::StreamWatchdog>(
+          device_, opts_.timeout_s,
+          [this] {
+            const ncclResult_t st = async_state();
+            return st == ncclSuccess || st == ncclInProgress ? std::string() : ncclGetErrorString(st) + last_error();
+          },
+          [this](const detail::WatchFailure& f) { watchdog_failed(f); });
+    }
+    watchdog_->track(stream_, op_);
+    op_.op = nullptr;
+  }
+
+  // On the watchdog thread: a queued collective failed or outlived the timeout. The NCCL
+  // communicator is aborted (so that no stream waits on it forever), then the job ends
+  // (abort_on_failure) or the next call on the communicator throws the report.
+  void watchdog_failed(const detail::WatchFailure& f) {
+    std::string msg;
+    switch (f.kind) {
+      case detail::WatchFailure::Gpu: msg = describe(f.op) + " failed on the GPU: " + f.detail; break;
+      case detail::WatchFailure::Comm: msg = describe(f.op) + " failed: " + f.detail + " (has a rank died?)"; break;
+      case detail::WatchFailure::Timeout: msg = timeout_report(f.op, f.waited_s, "queued, still running on the GPU"); break;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (failure_.empty()) failure_ = msg;
+      if (comm_) ncclCommAbort(comm_);
       comm_ = nullptr;
+    }
+    if (opts_.abort_on_failure) abort(1, msg);
+  }
+
+  [[noreturn]] void fail(std::string msg) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (failure_.empty()) failure_ = msg;
+      else msg = failure_;  // the watchdog found it first: its report names the cause
+      if (comm_) {
+        ncclCommAbort(comm_);  // no further collective can run on it; NCCL's kernels are stopped
+        comm_ = nullptr;
+      }
     }
     if (opts_.abort_on_failure) abort(1, msg);
     VOLT_FAIL("rank ", rank_, " of ", size_, ": ", msg);
@@ -361,14 +491,19 @@ class NcclCommunicator final : public Communicator {
 
   CommOptions opts_;
   int rank_ = 0, size_ = 1, device_ = 0;
-  ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t ready_ = nullptr;
-  void* scratch_ = nullptr;  // 16 bytes: the barrier's element and all_reduce_value's double
-  int64_t seq_ = 0;          // collectives started (the same sequence on every rank)
-  const char* op_ = nullptr;
-  const char* op_detail_ = nullptr;
-  size_t bytes_ = 0;
+  cudaEvent_t ready_ = nullptr;   // Volt's stream -> the communicator's
+  cudaEvent_t joined_ = nullptr;  // the communicator's stream -> Volt's (wait_queued)
+  void* scratch_ = nullptr;  // 16 bytes: the barrier's element
+  std::unique_ptr<Communicator> host_;  // host memory's collectives: MPI (local at world size 1)
+  int64_t seq_ = 0;  // collectives started (the same sequence on every rank)
+  OpInfo op_;        // the collective being started or waited for by this thread
+  // Shared with the watchdog thread, under mu_: the NCCL communicator (nullptr once aborted) and
+  // the first failure's report.
+  std::mutex mu_;
+  ncclComm_t comm_ = nullptr;
+  std::string failure_;
+  std::unique_ptr<detail::StreamWatchdog> watchdog_;  // follows the queued collectives
 };
 
 }  // namespace

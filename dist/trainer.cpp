@@ -279,6 +279,7 @@ struct TrainerRun {
       s.clear_step();
       s.set_batch_size(b.labels.numel());
       const bool graphed = graph_step(b, batch_idx, s);  // a replay of the captured step, when possible
+      const bool step_now = graphed || (batch_idx + 1) % accum == 0 || batch_idx + 1 == n_train;
       if (graphed) {
         ++t.train_batches_seen_;
       } else {
@@ -296,6 +297,8 @@ struct TrainerRun {
         }
         VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor, got ",
                    loss.defined() ? shape_str(loss.shape()) : std::string("an undefined tensor"));
+        // DDP: the step's last backward all-reduces each gradient bucket as soon as it is final.
+        if (I.averager && step_now) I.averager->prepare_for_backward();
         {
           Profiler::Scope sc(I.profiler, "backward");
           Tensor l = accum > 1 ? loss * (1.0f / float(accum)) : loss;
@@ -305,7 +308,6 @@ struct TrainerRun {
         ++t.train_batches_seen_;
       }
       s.reduce_step(t.communicator());
-      const bool step_now = graphed || (batch_idx + 1) % accum == 0 || batch_idx + 1 == n_train;
       if (step_now && !graphed) optimizer_step();
       if (step_now && t.preemption_requested()) {
         preempt();
@@ -495,16 +497,17 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     resumed = true;
     out() << "Resumed from " << resume_path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
   }
-  if (world_size() > 1) {
+  if (world_size() > 1 || comm_->device_buffers()) {  // NCCL: also world size 1 (the same code path)
     // Every rank starts from rank 0's weights and buffers, and averages its gradients every step.
     broadcast_from_rank0(*comm_, module);
     DDPOptions d;
     d.bucket_bytes = opts_.ddp_bucket_bytes;
-    I.averager = std::make_unique<GradientAverager>(*comm_, module, d);
+    I.averager = make_gradient_averager(*comm_, module, d);
     I.buffers.clear();
     for (const auto& [name, b] : module.named_buffers()) I.buffers.push_back(b);
     out() << "Data-parallel: " << world_size() << " processes (" << env_.str() << "), " << comm_->backend()
-          << " all-reduce, " << I.averager->buckets().size() << " gradient bucket(s)\n";
+          << " all-reduce, " << I.averager->buckets().size() << " gradient bucket(s)"
+          << (comm_->device_buffers() ? " reduced during backward" : "") << "\n";
   }
   module.on_fit_start();
 

@@ -86,8 +86,9 @@ struct TrainerOptions {
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::ostream* out = nullptr;  // progress, summaries and tables (nullptr = std::cout); rank 0 only
   int progress_tty = -1;        // -1: decide from stdout; 0/1 force
-  // Data-parallel runs: the communicator (nullptr = make_communicator() for the detected process
-  // environment) and the gradient bucket size.
+  // Data-parallel runs: the communicator (nullptr = make_trainer_communicator() for the detected
+  // process environment) and the gradient bucket size. A given NCCL communicator is used even
+  // alone (world size 1: the same code path as several GPUs).
   std::shared_ptr<Communicator> communicator;
   size_t ddp_bucket_bytes = size_t(25) << 20;
 };
@@ -171,6 +172,11 @@ class Trainer {
   std::string requeue_message_;
   friend struct TrainerRun;
 };
+
+// The communicator a Trainer with these options makes when TrainerOptions::communicator is unset:
+// NCCL between processes on GPUs, else make_communicator() (MPI between CPU processes, local for
+// one). For a program that keeps the communicator itself (to abort every rank on an error).
+std::unique_ptr<Communicator> make_trainer_communicator(const TrainerOptions& opts, const ProcessEnv& env);
 
 // Moves a loader's batch (images and labels) to `device` (nothing on the CPU).
 void batch_to(Batch& b, Device device);

@@ -32,7 +32,7 @@ struct Trainer::Impl {
   int64_t resume_epoch = 0;
   LoaderState resume_loader;
   std::map<std::string, double> val_prog_bar;
-  std::unique_ptr<GradientAverager> averager;  // data-parallel runs
+  std::unique_ptr<GradientReducer> averager;   // data-parallel runs (dist/ddp.h)
   std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)
   std::unique_ptr<GradScaler> scaler;          // precision "16-mixed"
 };

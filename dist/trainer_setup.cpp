@@ -38,17 +38,31 @@ std::string hparam_str(const HParamValue& v) {
 }
 }  // namespace
 
+namespace {
+bool uses_gpu(const TrainerOptions& o) {
+  const std::string acc = lower(o.accelerator);
+  return acc == "gpu" || acc == "cuda" || o.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
+}
+}  // namespace
+
+std::unique_ptr<Communicator> make_trainer_communicator(const TrainerOptions& opts, const ProcessEnv& env) {
+  // Several processes: NCCL between GPU ranks (one GPU each, bootstrapped by MPI), MPI between CPU ranks.
+  if (uses_gpu(opts) && env.world_size > 1) return make_nccl_communicator(env);
+  return make_communicator(env);
+}
+
 Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   check_options();
   env_ = detect_process_env();
-  const std::string acc = lower(opts_.accelerator);
-  const bool gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
+  const bool gpu = uses_gpu(opts_);
   check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
   device_ = gpu ? Device::cuda(env_.local_rank) : Device::cpu();
-  comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_communicator(env_));
-  VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1), "data-parallel training on GPUs needs the NCCL "
-             "communicator, which the Trainer does not use yet; run one process per machine on the GPU, or "
-             "several on the CPU (accelerator=\"cpu\")");
+  comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_trainer_communicator(opts_, env_));
+  VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1 && !comm_->device_buffers()), "data-parallel training on GPUs "
+             "needs a communicator on device buffers (nccl), but the given one is ", comm_->backend(),
+             " (host buffers); leave TrainerOptions::communicator unset, or train on the CPU (accelerator=\"cpu\")");
+  VOLT_CHECK(!(device_.is_cpu() && comm_->device_buffers()), "training on the CPU needs a communicator on host buffers "
+             "(local or mpi), but the given one is ", comm_->backend(), " (GPU buffers); use accelerator=\"gpu\"");
   VOLT_CHECK(comm_->size() == env_.world_size || opts_.communicator, "Trainer: the communicator has ", comm_->size(),
              " ranks but the launcher started ", env_.world_size, " processes");
   impl_ = std::make_unique<Impl>(opts_.profiler);

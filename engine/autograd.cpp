@@ -12,6 +12,22 @@ namespace {
 thread_local bool g_grad_enabled = true;
 thread_local const void* g_tag = nullptr;
 thread_local autograd::BackwardObserver* g_backward_observer = nullptr;
+thread_local autograd::GradReadyListener* g_grad_ready = nullptr;
+
+// The gradient-ready hook's bookkeeping for one pass: how many edges into each leaf are still to be
+// processed. Does nothing without a listener.
+struct LeafEdges {
+  autograd::GradReadyListener* listener;
+  std::unordered_map<TensorImpl*, int> left;
+  void add(const Edge& e) {
+    if (listener && e.leaf) ++left[e.leaf.get()];
+  }
+  void processed(const Edge& e) {
+    if (!listener || !e.leaf) return;
+    auto it = left.find(e.leaf.get());
+    if (it != left.end() && --it->second == 0) listener->grad_ready(Tensor(e.leaf));
+  }
+};
 }  // namespace
 
 std::vector<Tensor> Node::apply(const Tensor& grad_out) {
@@ -38,6 +54,12 @@ void set_grad_enabled(bool enabled) { g_grad_enabled = enabled; }
 const void* current_tag() { return g_tag; }
 void set_current_tag(const void* tag) { g_tag = tag; }
 void set_backward_observer(BackwardObserver* observer) { g_backward_observer = observer; }
+GradReadyListener* grad_ready_listener() { return g_grad_ready; }
+GradReadyListener* set_grad_ready_listener(GradReadyListener* listener) {
+  GradReadyListener* prev = g_grad_ready;
+  g_grad_ready = listener;
+  return prev;
+}
 
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
   if (!g_grad_enabled) return;
@@ -85,6 +107,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   NoGradGuard no_grad;
   if (root.is_leaf()) {
     accumulate_leaf(root.impl(), g0);
+    if (g_grad_ready) g_grad_ready->grad_ready(root);
     return;
   }
   struct Pass {  // tells the observer (if any) where this pass begins and ends, even on a throw
@@ -98,7 +121,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   } pass(g_backward_observer);
   // Count, for each node reachable from the root, how many edges point at it. `alive` owns every
   // reachable node until the walk ends: an intermediate output's node may be owned only by edges
-  // that release() drops.
+  // that release() drops. With a gradient-ready listener, the edges into each leaf are counted too.
+  LeafEdges leaves{g_grad_ready, {}};
   std::unordered_map<Node*, int> deps;
   std::unordered_map<Node*, std::shared_ptr<Node>> alive;
   std::vector<Node*> stack{root.grad_fn().get()};
@@ -108,6 +132,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->next()) {
+      leaves.add(e);
       if (!e.node) continue;
       auto it = deps.find(e.node.get());
       if (it == deps.end()) {
@@ -150,6 +175,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
           else it->second = add(it->second, gi);
         }
       }
+      leaves.processed(e);  // a leaf's last edge: its gradient is final
       if (e.node && --deps[e.node.get()] == 0) {
         if (pending.count(e.node.get())) {
           ready.push_back(e.node.get());
@@ -159,11 +185,13 @@ void backward(const Tensor& root, const Tensor& grad_root) {
           while (!drop.empty()) {
             Node* d = drop.back();
             drop.pop_back();
-            for (const Edge& de : d->next())
+            for (const Edge& de : d->next()) {
+              leaves.processed(de);  // no gradient flows along it: the leaf gets nothing from here
               if (de.node && --deps[de.node.get()] == 0) {
                 if (pending.count(de.node.get())) ready.push_back(de.node.get());
                 else drop.push_back(de.node.get());
               }
+            }
             d->release();
           }
         }

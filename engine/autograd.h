@@ -71,6 +71,25 @@ class BackwardObserver {
 };
 void set_backward_observer(BackwardObserver* observer);
 
+// Gradient-ready hook (thread-local, off by default; data-parallel training starts a leaf's
+// all-reduce from it). During backward(), grad_ready(leaf) is called once per leaf that the pass
+// reaches, as soon as its .grad is final for the pass: every edge into the leaf from the nodes the
+// pass visits has been processed (a leaf used several times, e.g. a shared weight, is reported
+// once, after its last contribution was accumulated). An edge whose gradient came back undefined,
+// or that hangs below a branch no gradient reached, counts as processed: the leaf is still
+// reported, and its .grad is then whatever it held (undefined when nothing was ever accumulated).
+// Leaves the pass does not reach are not reported; nor are any after backward() throws. The
+// accumulation's kernels are queued (not finished) on the leaf's device stream when it is called.
+// Without a listener the pass counts nothing.
+class GradReadyListener {
+ public:
+  virtual ~GradReadyListener() = default;
+  virtual void grad_ready(const Tensor& leaf) = 0;
+};
+// Installs `listener` for backward passes on this thread (nullptr: none); returns the previous one.
+GradReadyListener* set_grad_ready_listener(GradReadyListener* listener);
+GradReadyListener* grad_ready_listener();
+
 }  // namespace autograd
 
 // Disables graph recording in a scope (evaluation, optimizer updates).

@@ -1,8 +1,9 @@
 // Autograd engine behaviour: accumulation, requires_grad propagation, NoGradGuard, graph freeing,
-// diamonds, branches without gradient, view backward, explicit output gradients, non-leaf grads
-// and the release of saved tensors after backward.
+// diamonds, branches without gradient, view backward, explicit output gradients, non-leaf grads,
+// the release of saved tensors after backward, and the gradient-ready hook.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -409,4 +410,105 @@ TEST_CASE("profiling hooks: nodes carry the tag set when they were recorded, and
   CHECK(obs.names.back() == "relu");
   CHECK(obs.tags.back() == &layer);
   CHECK(x.grad().to_vector() == std::vector<float>{2.f, 0.f, 6.f});
+}
+
+// ---- the gradient-ready hook (autograd::GradReadyListener) ----
+namespace {
+// Records, per reported leaf, how often it was reported and its .grad at that moment.
+struct ReadyLog : autograd::GradReadyListener {
+  std::vector<const TensorImpl*> order;
+  std::vector<std::vector<float>> grads;  // empty where .grad was undefined
+  void grad_ready(const Tensor& leaf) override {
+    order.push_back(leaf.impl());
+    grads.push_back(leaf.grad().defined() ? leaf.grad().to_vector() : std::vector<float>{});
+  }
+  int count(const Tensor& t) const { return int(std::count(order.begin(), order.end(), t.impl())); }
+  std::vector<float> grad_when_ready(const Tensor& t) const {
+    for (size_t i = 0; i < order.size(); ++i)
+      if (order[i] == t.impl()) return grads[i];
+    return {};
+  }
+  size_t position(const Tensor& t) const {
+    return size_t(std::find(order.begin(), order.end(), t.impl()) - order.begin());
+  }
+};
+
+struct ListenerScope {
+  autograd::GradReadyListener* prev;
+  explicit ListenerScope(autograd::GradReadyListener* l) : prev(autograd::set_grad_ready_listener(l)) {}
+  ~ListenerScope() { autograd::set_grad_ready_listener(prev); }
+};
+}  // namespace
+
+TEST_CASE("grad-ready hook: a shared weight is reported once, after its last contribution, with its final gradient") {
+  // w is used near the loss and again deep below it (like a tied embedding); u only near the loss.
+  Tensor w = leaf({3}, {0.5f, -1.5f, 2.f}), u = leaf({3}, {1.f, 2.f, -0.5f});
+  const Tensor a = Tensor::from_vector({3}, {0.3f, 0.7f, -1.1f});
+  Tensor deep = relu(mul(mul(w, a), 1.7f));               // w's first use, far from the loss
+  Tensor loss = add(sum(mul(deep, u)), sum(mul(w, w)));  // and twice more near it
+  ReadyLog log;
+  {
+    ListenerScope scope(&log);
+    loss.backward();
+  }
+  CHECK(log.count(w) == 1);
+  CHECK(log.count(u) == 1);
+  CHECK(log.order.size() == 2);
+  CHECK(log.position(u) < log.position(w));  // u is final as soon as the near branch is done
+  // At the moment it was reported, w's .grad already held every contribution: it is the final one.
+  CHECK(log.grad_when_ready(w) == w.grad().to_vector());
+  CHECK(log.grad_when_ready(u) == u.grad().to_vector());
+  std::vector<double> want(3);
+  for (size_t i = 0; i < 3; ++i) {
+    const double wi = w.at({int64_t(i)}), ai = a.at({int64_t(i)}), ui = u.at({int64_t(i)});
+    const double pre = wi * ai * 1.7;
+    want[i] = 2 * wi + (pre > 0 ? ai * 1.7 * ui : 0.0);
+  }
+  check_close(w.grad().to_vector(), want);
+}
+
+TEST_CASE("grad-ready hook: leaves whose gradient never arrives are still reported, unreached leaves are not") {
+  Tensor p = leaf({2}, {1.f, 2.f}), q = leaf({2}, {3.f, 4.f}), r = leaf({2}, {5.f, 6.f}), unused = leaf({2}, {0.f, 1.f});
+  // "cut" returns no gradient for its first input (a node) nor for its second (the leaf q): the
+  // branch below the node (which uses r) gets nothing, but its edges still count as processed.
+  Tensor below = mul(r, 2.f);
+  Tensor cut = add(below, q);
+  autograd::record("cut", cut, {below, q}, [](const Tensor&, const std::vector<bool>&) {
+    return std::vector<Tensor>{Tensor(), Tensor()};
+  });
+  Tensor loss = sum(add(mul(p, p), cut));
+  ReadyLog log;
+  {
+    ListenerScope scope(&log);
+    loss.backward();
+  }
+  CHECK(log.count(p) == 1);
+  CHECK(log.count(q) == 1);
+  CHECK(log.count(r) == 1);
+  CHECK(log.count(unused) == 0);
+  CHECK(log.order.size() == 3);
+  CHECK(!q.grad().defined());
+  CHECK(!r.grad().defined());
+  CHECK(log.grad_when_ready(q).empty());
+  CHECK(p.grad().to_vector() == std::vector<float>{2.f, 4.f});
+}
+
+TEST_CASE("grad-ready hook: a leaf root, accumulation over passes, uninstalling, and the previous listener") {
+  ReadyLog log, other;
+  Tensor x = leaf({2}, {1.f, -1.f});
+  CHECK(autograd::grad_ready_listener() == nullptr);
+  {
+    ListenerScope scope(&log);
+    CHECK(autograd::set_grad_ready_listener(&other) == &log);  // returns the previous one
+    autograd::set_grad_ready_listener(&log);
+    x.backward(Tensor::from_vector({2}, {0.5f, 0.25f}));  // the root is the leaf itself
+    CHECK(log.count(x) == 1);
+    sum(mul(x, 3.f)).backward();  // a second pass: reported again, with the accumulated gradient
+    CHECK(log.count(x) == 2);
+    CHECK(log.grads.back() == std::vector<float>{3.5f, 3.25f});
+  }
+  CHECK(autograd::grad_ready_listener() == nullptr);
+  sum(x).backward();  // no listener: nothing is told
+  CHECK(log.count(x) == 2);
+  CHECK(other.order.empty());
 }

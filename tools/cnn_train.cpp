@@ -84,7 +84,7 @@ int run(const TrainArgs& a) {
 
   TrainerOptions to = a.trainer_options();
   const ProcessEnv env = detect_process_env();
-  g_comm = std::shared_ptr<Communicator>(make_communicator(env));
+  g_comm = std::shared_ptr<Communicator>(make_trainer_communicator(to, env));  // NCCL between GPU processes
   to.communicator = g_comm;
   const bool rank0 = g_comm->rank() == 0;
   auto dm = make_datamodule(a);

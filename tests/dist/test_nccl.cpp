@@ -1,9 +1,9 @@
 // The NCCL communicator on device buffers: alone (world size 1 on one GPU) and under `mpirun -n N`
 // (one GPU per rank; $VOLT_TEST_WORLD_SIZE says how many ranks to expect). Every rank runs every
 // case in the same order; results are copied back to the host and checked against values computed
-// there, and the reductions are checked bitwise identical on every rank. Skips (exit 77) when the
-// build has no NCCL communicator, no GPU is visible, or this node has fewer GPUs than ranks (NCCL
-// refuses two ranks on one GPU). Labelled `gpu`.
+// there, and the reductions are checked bitwise identical on every rank; host buffers (over MPI)
+// and the queued collectives too. Skips (exit 77) when the build has no NCCL communicator, no GPU is
+// visible, or this node has fewer GPUs than ranks (NCCL refuses two ranks on one GPU). Labelled `gpu`.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -252,10 +252,72 @@ TEST_CASE("nccl: tensor conveniences on GPU tensors, ordered after Volt's stream
   comm().barrier();
 }
 
-TEST_CASE("nccl: host buffers and CPU tensors are refused with an error, not a crash") {
-  std::vector<float> host(5, 1.f);
-  CHECK_THROWS_AS(comm().all_reduce(host.data(), host.size(), ReduceOp::Sum), Error);
-  CHECK_THROWS_AS(comm().all_reduce(Tensor::from_vector({2}, {1.f, 2.f})), Error);
-  // Still usable afterwards (nothing was started).
-  CHECK(comm().all_reduce_value(1.0) == double(comm().size()));
+TEST_CASE("nccl: host buffers and CPU tensors go over the host communicator (MPI)") {
+  const int R = comm().size(), me = comm().rank();
+  // A host vector (the metrics' sums, the pre-emption flag): reduced without the GPU.
+  std::vector<double> sums(5);
+  for (size_t i = 0; i < sums.size(); ++i) sums[i] = value(me, i);
+  comm().all_reduce(sums.data(), sums.size(), ReduceOp::Sum);
+  const std::vector<double> want = expected<double>(5, ReduceOp::Sum, value);
+  for (size_t i = 0; i < sums.size(); ++i) CHECK(std::fabs(sums[i] - want[i]) <= 1e-12 * R * (1 + R));
+  int64_t flag = me == R - 1 ? 1 : 0;
+  comm().all_reduce(&flag, 1, ReduceOp::Max);
+  CHECK(flag == 1);
+  std::vector<float> big(70001, float(me + 1));
+  comm().all_reduce(big.data(), big.size(), ReduceOp::Avg);
+  CHECK(big.front() == float(R + 1) / 2);
+  CHECK(big.back() == float(R + 1) / 2);
+  // A CPU tensor, a host broadcast (the log folder's name) and a host all-gather.
+  const Tensor t = Tensor::from_vector({2}, {1.f, float(me)});
+  comm().all_reduce(t);
+  CHECK(t.to_vector() == std::vector<float>{float(R), float(R * (R - 1) / 2)});
+  std::string name = me == 0 ? "lightning_logs/version_7" : std::string(24, '?');
+  comm().broadcast(name.data(), name.size(), 0);
+  CHECK(name == "lightning_logs/version_7");
+  std::vector<int32_t> mine{me, 10 * me}, all(size_t(2 * R));
+  comm().all_gather(mine.data(), all.data(), sizeof(int32_t) * 2);
+  for (int r = 0; r < R; ++r) CHECK(all[size_t(2 * r + 1)] == 10 * r);
+  DeviceBuffer dev(sizeof(int32_t) * 2 * size_t(R));  // one side host, the other device: refused
+  CHECK_THROWS_AS(comm().all_gather(mine.data(), dev.ptr(), sizeof(int32_t) * 2), Error);
+  // Queued collectives run while the host goes on: no point to copy a host buffer back.
+  CHECK_THROWS_AS(comm().all_reduce_queued(big.data(), big.size(), ReduceOp::Sum), Error);
+  CHECK(comm().all_reduce_value(1.0) == double(R));  // still usable
+}
+
+TEST_CASE("nccl: queued all-reduces and broadcasts overlap Volt's stream and order what follows") {
+  const int R = comm().size(), me = comm().rank();
+  // Several buckets queued back to back, each after the kernel that produced it.
+  std::vector<Tensor> buckets;
+  std::vector<std::vector<float>> host;
+  for (int b = 0; b < 4; ++b) {
+    const size_t n = size_t(1) << (8 + 3 * b) | size_t(b);
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = float(value(me, i + size_t(b)));
+    host.push_back(v);
+    buckets.push_back(mul(Tensor::from_vector({int64_t(n)}, v, gpu()), 1.0f));  // a kernel on Volt's stream
+    comm().all_reduce_queued(buckets.back().data<float>(), n, ReduceOp::Avg);
+  }
+  Tensor root = Tensor::from_vector({3}, {float(me), 2.f, 3.f}, gpu());
+  comm().broadcast_queued(root.raw_data(), root.nbytes(), R - 1);
+  comm().wait_queued();
+  // Queued on Volt's stream after the wait: sees the averages.
+  const Tensor doubled = mul(buckets[3], 2.0f);
+  const float inv = float(1.0 / R);
+  for (int b = 0; b < 4; ++b) {
+    const std::vector<float> got = buckets[size_t(b)].to_vector();
+    size_t bad = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      float s = 0;  // two ranks: one correctly rounded addition, as NCCL's
+      for (int r = 0; r < R; ++r) s += float(value(r, i + size_t(b)));
+      const float want = R == 1 ? host[size_t(b)][i] : s * inv;
+      bad += R <= 2 ? got[i] != want : std::fabs(got[i] - want) > 1e-5f * (1 + std::fabs(want));
+    }
+    INFO("bucket " << b << " of " << got.size() << " elements");
+    CHECK(bad == 0);
+    CHECK(identical_on_all_ranks(got.data(), got.size() * sizeof(float)));
+  }
+  const std::vector<float> d = doubled.to_vector(), b3 = buckets[3].to_vector();
+  for (size_t i = 0; i < d.size(); i += 97) CHECK(d[i] == 2 * b3[i]);
+  CHECK(root.to_vector() == std::vector<float>{float(R - 1), 2.f, 3.f});
+  comm().wait_queued();  // nothing in flight: a no-op
 }
