@@ -166,8 +166,8 @@ struct TrainerRun {
   }
 
   // ---- the CUDA-graph step (TrainerOptions::cuda_graphs) ----
-  std::unique_ptr<CudaGraph> graph;
-  Batch graph_batch;          // the captured step's input: each batch is copied in before a replay
+  std::unique_ptr<CudaGraph> graph{};
+  Batch graph_batch{};        // the captured step's input: each batch is copied in before a replay
   int64_t eager_taken = 0;
   bool graph_off = false;
 
