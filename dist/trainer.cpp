@@ -16,6 +16,7 @@
 #include "dist/csv_logger.h"
 #include "dist/ddp.h"
 #include "dist/grad_clip.h"
+#include "dist/graphed_step.h"
 #include "dist/log_dir.h"
 #include "dist/profiler.h"
 #include "dist/progress_bar.h"
@@ -24,7 +25,6 @@
 #include "dist/trainer_logging.h"
 #include "engine/autocast.h"
 #include "engine/autograd.h"
-#include "engine/cuda_graph.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -37,18 +37,6 @@ namespace fs = std::filesystem;
 namespace {
 using trainer_detail::lower;
 
-void print_table(std::ostream& os, const std::string& title, const std::map<std::string, double>& m) {
-  const std::string rule(60, '-');
-  char line[256];
-  os << rule << "\n";
-  std::snprintf(line, sizeof line, "%-30s %s\n", title.c_str(), "DataLoader 0");
-  os << line << rule << "\n";
-  for (const auto& [k, v] : m) {
-    std::snprintf(line, sizeof line, "%-30s %.6g\n", k.c_str(), v);
-    os << line;
-  }
-  os << rule << "\n";
-}
 
 }  // namespace
 
@@ -106,10 +94,6 @@ struct TrainerRun {
     return means;
   }
 
-  static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader,
-                                                 int64_t n, bool test, Profiler& prof, Communicator& comm,
-                                                 Device device, DType compute);
-
   bool next_train(Batch& b, int64_t batch_idx) {
     if (!overfit.empty()) {
       b = overfit[size_t(batch_idx % int64_t(overfit.size()))];
@@ -166,12 +150,10 @@ struct TrainerRun {
   }
 
   // ---- the CUDA-graph step (TrainerOptions::cuda_graphs) ----
-  std::unique_ptr<CudaGraph> graph{};
-  Batch graph_batch{};        // the captured step's input: each batch is copied in before a replay
   int64_t eager_taken = 0;
-  bool graph_off = false;
+  std::unique_ptr<GraphedStep> graphed{};
 
-  // Why the step cannot be a graph, or "" (then it can, for batches of the full size).
+  // Why the step cannot be a graph, "off" when graphs are not asked for, or "" (then it can).
   std::string graph_blocker() const {
     const auto& o = t.opts_;
     if (!t.device().is_cuda() || !o.cuda_graphs) return "off";
@@ -184,58 +166,24 @@ struct TrainerRun {
 
   // Trains on b as a replay of the captured step when possible; false: run it eagerly.
   bool graph_step(const Batch& b, int64_t batch_idx, MetricStore& s) {
-    if (graph_off) return false;
-    const int64_t full = train->batch_size();
-    if (b.labels.numel() != full || b.images.device() != t.device()) return false;
-    if (!graph) {
-      const std::string why = graph_blocker();
-      if (!why.empty()) {
-        graph_off = true;
-        if (why != "off") t.out() << "CUDA graphs: off (" << why << "); the training step runs eagerly\n";
-        return false;
-      }
-      // Warm-up: two eager steps that updated (16-mixed may skip the first ones), so the optimizer's
-      // state, the cuDNN plans and the allocator's cache exist before the capture.
-      if (eager_taken < 2) return false;
-      graph_batch.images = b.images.clone();
-      graph_batch.labels = b.labels.clone();
-      graph_batch.index = b.index;
-      auto g = std::make_unique<CudaGraph>(t.device());
-      try {
-        g->capture([&] {
-          Tensor loss;
-          {
-            Autocast autocast(t.compute_dtype_);
-            loss = module.training_step(graph_batch, batch_idx);
-          }
-          VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor");
-          (I.scaler ? I.scaler->scale(loss) : loss).backward();
-          update_parameters();
-        });
-      } catch (const Error& e) {
-        graph_off = true;
-        s.forget_captured_logs();
-        t.out() << e.what() << "\n";
-        return false;
-      }
-      graph = std::move(g);
-      t.out() << "CUDA graphs: the training step is captured; each batch of " << full << " is one replay\n";
-    } else {
-      graph_batch.images.copy_(b.images);
-      graph_batch.labels.copy_(b.labels);
+    if (!graphed) {
+      graphed = std::make_unique<GraphedStep>(t.device(), t.out(), s);
+      if (const std::string why = graph_blocker(); !why.empty()) graphed->disable(why);
     }
-    graph->replay();
-    s.replay_logs();
-    const bool stepped = I.scaler ? I.scaler->after_replay(*I.optim.optimizer) : true;
-    count_step(stepped);
+    if (graphed->disabled()) return false;
+    const bool replayed = graphed->run(b, train->batch_size(), eager_taken, [&](const Batch& input) {
+      Tensor loss;
+      {
+        Autocast autocast(t.compute_dtype_);
+        loss = module.training_step(input, batch_idx);
+      }
+      VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor");
+      (I.scaler ? I.scaler->scale(loss) : loss).backward();
+      update_parameters();
+    });
+    if (!replayed) return false;
+    count_step(I.scaler ? I.scaler->after_replay(*I.optim.optimizer) : true);
     return true;
-  }
-
-  ~TrainerRun() {
-    if (graph) {
-      graph.reset();
-      I.train_store.forget_captured_logs();
-    }
   }
 
   // SIGUSR1 (Slurm's warning before the time limit) at a step boundary: a checkpoint that resumes at
@@ -584,98 +532,6 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   I.profiler.report(out(), total);
   for (auto& c : callbacks_)
     if (auto* es = dynamic_cast<EarlyStopping*>(c.get()); es && !es->reason().empty()) out() << es->reason() << "\n";
-}
-
-std::map<std::string, double> TrainerRun::eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader, int64_t n,
-                                        bool test, Profiler& prof, Communicator& comm, Device device, DType compute) {
-  module.eval();
-  NoGradGuard ng;
-  Autocast autocast(compute);
-  s.clear_epoch();
-  s.clear_step();
-  s.set_stage(test ? "test" : "val");
-  module.store_ = &s;
-  if (test)
-    module.on_test_epoch_start();
-  else
-    module.on_validation_epoch_start();
-  loader.set_epoch(0);
-  for (int64_t i = 0; i < n; ++i) {
-    Batch b;
-    if (!loader.next(b)) break;
-    batch_to(b, device);
-    s.set_batch_size(b.labels.numel());
-    Profiler::Scope sc(prof, test ? "test_step" : "validation_step");
-    if (test)
-      module.test_step(b, i);
-    else
-      module.validation_step(b, i);
-  }
-  if (test)
-    module.on_test_epoch_end();
-  else
-    module.on_validation_epoch_end();
-  module.store_ = nullptr;
-  s.reduce_epoch(comm);
-  return s.epoch_means();
-}
-
-std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoader& loader, int64_t limit,
-                                                bool is_test) {
-  const int64_t fast = opts_.fast_dev_run.batches;
-  const int64_t total = loader.num_batches();
-  const int64_t n = fast ? std::min(fast, total) : limit;
-  module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
-  struct Detach {
-    LightningModule& m;
-    ~Detach() { m.comm_ = nullptr; }
-  } detach{module};
-  module.to(device_);
-  auto m = TrainerRun::eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_, device_,
-                                 compute_dtype_);
-  for (const auto& [k, v] : m) callback_metrics_[k] = v;
-  return m;
-}
-
-std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& module, DataModule& dm,
-                                                             const std::string& ckpt) {
-  if (opts_.seed) manual_seed(*opts_.seed);
-  const std::string path = resolve_ckpt(ckpt, "validate");
-  if (!path.empty()) load_weights(module, path);
-  prepare_data(dm);
-  dm.setup("validate");
-  auto loader = dm.val_loader();
-  auto m = run_eval(module, *loader, opts_.limit_val_batches.of(loader->num_batches()), false);
-  print_table(out(), "Validate metric", m);
-  return {m};
-}
-
-std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module, DataModule& dm,
-                                                         const std::string& ckpt) {
-  if (opts_.seed) manual_seed(*opts_.seed);
-  const std::string path = resolve_ckpt(ckpt, "test");
-  if (!path.empty()) {
-    load_weights(module, path);
-    out() << "Testing with the weights of " << path << "\n";
-  }
-  prepare_data(dm);
-  dm.setup("test");
-  auto loader = dm.test_loader();
-  struct SinkGuard {
-    LightningModule& m;
-    ~SinkGuard() { m.image_sink_ = nullptr; }
-  } sink_guard{module};
-  if (impl_->loggers)
-    module.image_sink_ = [this](const std::string& tag, const Tensor& image) {
-      impl_->loggers->log_image(tag, image, global_step_);
-    };
-  auto m = run_eval(module, *loader, opts_.limit_test_batches.of(loader->num_batches()), true);
-  if (impl_->loggers) {
-    impl_->loggers->log_metrics(m, global_step_, epoch_);
-    impl_->loggers->flush();
-  }
-  print_table(out(), "Test metric", m);
-  return {m};
 }
 
 }  // namespace volt

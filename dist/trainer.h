@@ -22,6 +22,8 @@
 
 namespace volt {
 
+class Profiler;
+
 // A count of batches (an integer) or a fraction of them (a floating-point value), as Lightning's
 // limit_*_batches and val_check_interval: 5 means 5 batches, 0.25 a quarter, 1.0 all.
 struct BatchAmount {
@@ -156,6 +158,10 @@ class Trainer {
   void check_ranks_agree(const Module& module);
   // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
   std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
+  // Up to n batches of `loader` through validation_step or test_step; the epoch means.
+  static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader,
+                                                 int64_t n, bool test, Profiler& prof, Communicator& comm,
+                                                 Device device, DType compute);
   std::ostream& out() const;
   TrainerOptions opts_;
   ProcessEnv env_;

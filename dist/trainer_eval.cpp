@@ -1,0 +1,125 @@
+// The Trainer's evaluation: validate() and test() (a checkpoint's weights, the data module's
+// loader, a table of the metrics) and the loop they share.
+#include <cstdio>
+#include <ostream>
+
+#include "dist/trainer.h"
+#include "dist/trainer_internal.h"
+#include "engine/autocast.h"
+#include "engine/autograd.h"
+#include "engine/random.h"
+
+namespace volt {
+
+namespace {
+
+void print_table(std::ostream& os, const std::string& title, const std::map<std::string, double>& m) {
+  const std::string rule(60, '-');
+  char line[256];
+  os << rule << "\n";
+  std::snprintf(line, sizeof line, "%-30s %s\n", title.c_str(), "DataLoader 0");
+  os << line << rule << "\n";
+  for (const auto& [k, v] : m) {
+    std::snprintf(line, sizeof line, "%-30s %.6g\n", k.c_str(), v);
+    os << line;
+  }
+  os << rule << "\n";
+}
+
+}  // namespace
+
+// Runs up to n batches of `loader` through validation_step or test_step; the epoch means.
+std::map<std::string, double> Trainer::eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader, int64_t n,
+                                                 bool test, Profiler& prof, Communicator& comm, Device device,
+                                                 DType compute) {
+  module.eval();
+  NoGradGuard ng;
+  Autocast autocast(compute);
+  s.clear_epoch();
+  s.clear_step();
+  s.set_stage(test ? "test" : "val");
+  module.store_ = &s;
+  if (test)
+    module.on_test_epoch_start();
+  else
+    module.on_validation_epoch_start();
+  loader.set_epoch(0);
+  for (int64_t i = 0; i < n; ++i) {
+    Batch b;
+    if (!loader.next(b)) break;
+    batch_to(b, device);
+    s.set_batch_size(b.labels.numel());
+    Profiler::Scope sc(prof, test ? "test_step" : "validation_step");
+    if (test)
+      module.test_step(b, i);
+    else
+      module.validation_step(b, i);
+  }
+  if (test)
+    module.on_test_epoch_end();
+  else
+    module.on_validation_epoch_end();
+  module.store_ = nullptr;
+  s.reduce_epoch(comm);
+  return s.epoch_means();
+}
+
+std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoader& loader, int64_t limit,
+                                                bool is_test) {
+  const int64_t fast = opts_.fast_dev_run.batches;
+  const int64_t total = loader.num_batches();
+  const int64_t n = fast ? std::min(fast, total) : limit;
+  module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
+  struct Detach {
+    LightningModule& m;
+    ~Detach() { m.comm_ = nullptr; }
+  } detach{module};
+  module.to(device_);
+  auto m = eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_, device_,
+                                 compute_dtype_);
+  for (const auto& [k, v] : m) callback_metrics_[k] = v;
+  return m;
+}
+
+std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& module, DataModule& dm,
+                                                             const std::string& ckpt) {
+  if (opts_.seed) manual_seed(*opts_.seed);
+  const std::string path = resolve_ckpt(ckpt, "validate");
+  if (!path.empty()) load_weights(module, path);
+  prepare_data(dm);
+  dm.setup("validate");
+  auto loader = dm.val_loader();
+  auto m = run_eval(module, *loader, opts_.limit_val_batches.of(loader->num_batches()), false);
+  print_table(out(), "Validate metric", m);
+  return {m};
+}
+
+std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module, DataModule& dm,
+                                                         const std::string& ckpt) {
+  if (opts_.seed) manual_seed(*opts_.seed);
+  const std::string path = resolve_ckpt(ckpt, "test");
+  if (!path.empty()) {
+    load_weights(module, path);
+    out() << "Testing with the weights of " << path << "\n";
+  }
+  prepare_data(dm);
+  dm.setup("test");
+  auto loader = dm.test_loader();
+  struct SinkGuard {
+    LightningModule& m;
+    ~SinkGuard() { m.image_sink_ = nullptr; }
+  } sink_guard{module};
+  if (impl_->loggers)
+    module.image_sink_ = [this](const std::string& tag, const Tensor& image) {
+      impl_->loggers->log_image(tag, image, global_step_);
+    };
+  auto m = run_eval(module, *loader, opts_.limit_test_batches.of(loader->num_batches()), true);
+  if (impl_->loggers) {
+    impl_->loggers->log_metrics(m, global_step_, epoch_);
+    impl_->loggers->flush();
+  }
+  print_table(out(), "Test metric", m);
+  return {m};
+}
+
+}  // namespace volt
