@@ -20,4 +20,8 @@ std::map<std::string, GoldenTensor> load_golden(const std::string& path);
 // The float32 tensor holding g's values.
 Tensor to_tensor(const GoldenTensor& g);
 
+// The whole golden comparison (tests/golden_check.cpp) with the model and data on `device`; skips
+// (exit 77) where the fixture is absent.
+void check_golden_on(Device device);
+
 }  // namespace volt::test

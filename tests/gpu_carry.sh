@@ -13,7 +13,7 @@ shift $(( $# >= 2 ? 2 : 1 ))
 root=$(cd "$(dirname "$0")/.." && pwd)
 case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
 # Every `gpu`-labelled test program, and what tests/gpu_session.sh runs.
-targets="test_cuda test_cuda_graph test_trainer_gpu test_loader_gpu test_nccl test_ddp_gpu test_ops test_device_allocator cnn_train bench_ops_cuda
+targets="test_cuda test_cuda_graph test_golden_gpu test_trainer_gpu test_loader_gpu test_nccl test_ddp_gpu test_ops test_device_allocator cnn_train bench_ops_cuda
   bench_train_gpu bench_allreduce bench_loader"
 
 case $mode in
@@ -33,10 +33,15 @@ pack)
       *) cp -L "$lib" "$dir/lib/" ;;
     esac
   done
-  # What runs there is the executables and CTest's files: drop objects and the static library, and
-  # compress the libraries (OpenBLAS alone is 36 MB; the tree that travels must stay under 64 MiB).
+  # What runs there is the executables and CTest's files: drop objects, the static libraries and
+  # CMake's own files, strip the symbols, and compress the libraries (OpenBLAS alone is 36 MB; the
+  # tree that travels must stay under 64 MiB).
   find "$dir" -name '*.o' -delete
-  rm -f "$dir/libvolt.a" "$dir/tests/libvolt_test_support.a"
+  find "$dir" -name '*.a' -delete
+  find "$dir" -type d -name CMakeFiles -prune -exec rm -rf {} +
+  for t in $targets; do
+    find "$dir/tests" "$dir/bench" "$dir/tools" -name "$t" -type f -perm -u+x -exec strip --strip-unneeded {} +
+  done
   tar -cJf "$dir/lib.tar.xz" -C "$dir" lib && rm -rf "$dir/lib"
   du -sh "$dir"
   ;;

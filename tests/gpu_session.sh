@@ -2,7 +2,8 @@
 # Everything the GPU machine is lent for, in one call that never runs past its budget (the device
 # tool allows 600 s per call and little device time per session). Build here, carry the build, run
 # there; every step's log lands in $OUT with a one-line summary in $OUT/summary.txt:
-#   here:   bash tests/gpu_carry.sh pack build-gpu                  # then carry ["build-gpu"]
+#   here:   bash tests/gpu_carry.sh pack build-gpu                  # then carry ["build-gpu", ".carry"]
+#           mkdir -p .carry && cp -r ../shared/fixtures .carry/     # PyTorch's golden values (git-ignored)
 #   there:  bash tests/gpu_session.sh [build-gpu] [steps...]        # BUDGET_S=540 by default
 # Steps (in this order; name some to run only those): info gpu-tests memcheck bench train-16 train-32
 # allreduce loader kernels. gpu-tests runs CTest's `gpu` label; memcheck runs test_cuda under
@@ -27,6 +28,7 @@ if ! volt_gpu_env "$dir" "$dir/tests/test_cuda" >"$out/env.log" 2>&1; then
   exit 1
 fi
 export VOLT_REQUIRE_GPU=1  # a GPU test that finds no GPU fails here instead of reporting "skipped"
+[ -d "$root/.carry/fixtures" ] && export VOLT_FIXTURES_DIR=$root/.carry/fixtures
 
 # run NAME CAP CMD...: CMD with a time limit of CAP seconds or what is left of the budget.
 run() {
@@ -71,8 +73,8 @@ for s in "${steps[@]}"; do
   case $s in
     info) run info 20 bash -c "nvidia-smi; nvcc --version; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" ;;
     gpu-tests) run gpu-tests 170 bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 120 ;;
-    memcheck) run memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" ;;
-    bench) run bench 200 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$out/bench" --time-limit 190 ;;
+    memcheck) run memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" ;;
+    bench) run bench 190 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$out/bench" --time-limit 180 ;;
     train-16) run train-16 90 timed_train --precision 16-mixed ;;
     train-32) run train-32 90 timed_train --precision 32 ;;
     allreduce) run allreduce 40 "$dir/bench/bench_allreduce" --no-host ;;
