@@ -24,6 +24,7 @@
 #include "engine/error.h"
 #include "engine/gpu.h"
 #include "engine/tensor.h"
+#include "bench_common.h"
 
 using namespace volt;
 
@@ -97,7 +98,7 @@ int main(int argc, char** argv) {
       };
       if (a == "--min-bytes") o.min_bytes = parse_size(next());
       else if (a == "--max-bytes") o.max_bytes = parse_size(next());
-      else if (a == "--max-iters") o.max_iters = std::max(1, std::atoi(next()));
+      else if (a == "--max-iters") o.max_iters = int(bench::parse_int(next(), a));
       else if (a == "--no-nccl") o.nccl = false;
       else if (a == "--no-host") o.host = false;
       else {

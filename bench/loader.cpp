@@ -20,6 +20,7 @@
 #include "engine/error.h"
 #include "engine/gpu.h"
 #include "engine/threads.h"
+#include "bench_common.h"
 
 using namespace volt;
 
@@ -62,16 +63,22 @@ int main(int argc, char** argv) {
   int64_t batch = 256;
   int epochs = 2;
   double hbm_gbps = 3350;  // H100 SXM HBM3; an H200 has 4800
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--data-dir" && i + 1 < argc) dir = argv[++i];
-    else if (a == "--batch-size" && i + 1 < argc) batch = std::atoll(argv[++i]);
-    else if (a == "--epochs" && i + 1 < argc) epochs = std::atoi(argv[++i]);
-    else if (a == "--hbm-gbps" && i + 1 < argc) hbm_gbps = std::atof(argv[++i]);
-    else {
-      std::fprintf(stderr, "usage: bench_loader [--data-dir DIR] [--batch-size 256] [--epochs 2] [--hbm-gbps 3350]\n");
-      return 2;
+  const char* usage = "usage: bench_loader [--data-dir DIR] [--batch-size 256] [--epochs 2] [--hbm-gbps 3350]\n";
+  try {
+    for (bench::Args args(argc, argv); args.next();) {
+      const std::string& a = args.flag();
+      if (a == "--data-dir") dir = args.value();
+      else if (a == "--batch-size") batch = bench::parse_int(args.value(), a);
+      else if (a == "--epochs") epochs = int(bench::parse_int(args.value(), a));
+      else if (a == "--hbm-gbps") hbm_gbps = bench::parse_double(args.value(), a);
+      else if (a == "-h" || a == "--help") {
+        std::printf("%s", usage);
+        return 0;
+      } else throw Error("unknown flag " + a);
     }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_loader: %s\n%s", e.what(), usage);
+    return 2;
   }
   if (dir.empty())
     if (const char* d = std::getenv("VOLT_DATA_DIR")) dir = std::string(d) + "/cifar-10";

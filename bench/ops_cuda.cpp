@@ -16,6 +16,7 @@
 #include "engine/gpu.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "bench_common.h"
 
 using namespace volt;
 
@@ -44,17 +45,20 @@ void time_op(const std::string& name, double bytes, int iters, const std::functi
 }  // namespace
 
 int main(int argc, char** argv) {
+  int64_t N = 128;
+  int iters = 50;
   try {
-    int64_t N = 128;
-    int iters = 50;
-    for (int i = 1; i + 1 < argc; i += 2) {
-      if (!std::strcmp(argv[i], "--batch")) N = std::atoll(argv[i + 1]);
-      else if (!std::strcmp(argv[i], "--iters")) iters = std::atoi(argv[i + 1]);
-      else {
-        std::fprintf(stderr, "usage: bench_ops_cuda [--batch N] [--iters K]\n");
-        return 2;
-      }
+    for (bench::Args args(argc, argv); args.next();) {
+      const std::string& a = args.flag();
+      if (a == "--batch") N = bench::parse_int(args.value(), a);
+      else if (a == "--iters") iters = int(bench::parse_int(args.value(), a));
+      else throw Error("unknown flag " + a);
     }
+  } catch (const volt::Error& e) {
+    std::fprintf(stderr, "bench_ops_cuda: %s\nusage: bench_ops_cuda [--batch 128] [--iters 50]\n", e.what());
+    return 2;
+  }
+  try {
     if (cuda_device_count() == 0) {
       std::printf("SKIPPED: no CUDA device\n");
       return 0;

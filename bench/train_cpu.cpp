@@ -2,49 +2,34 @@
 // per thread count. Prints RESULT lines in the same format as bench/pytorch_seed_cnn.py.
 #include <volt/volt.h>
 
+#include "bench_common.h"
+
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <sstream>
 #include <string>
 #include <vector>
 
 using namespace volt;
 
-static std::vector<int> parse_list(const std::string& s, const char* flag) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long v = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end || v <= 0) throw Error(std::string("bad value '") + item + "' for " + flag);
-    out.push_back(int(v));
-  }
-  return out;
-}
+static const char* kUsage = "usage: bench_train_cpu [--threads 1,2] [--batch-size 128] [--warmup 3] [--steps 10]\n";
 
 int main(int argc, char** argv) {
   std::vector<int> threads = {1, 2}, batches = {128};
   int warmup = 3, steps = 10;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw Error("missing value for " + a);
-        return argv[++i];
-      };
-      if (a == "--threads") threads = parse_list(value(), "--threads");
-      else if (a == "--batch-size") batches = parse_list(value(), "--batch-size");
-      else if (a == "--warmup") warmup = parse_list(value(), "--warmup")[0];
-      else if (a == "--steps") steps = parse_list(value(), "--steps")[0];
+    for (bench::Args args(argc, argv); args.next();) {
+      const std::string& a = args.flag();
+      if (a == "--threads") threads = bench::parse_int_list(args.value(), a);
+      else if (a == "--batch-size") batches = bench::parse_int_list(args.value(), a);
+      else if (a == "--warmup") warmup = int(bench::parse_int(args.value(), a));
+      else if (a == "--steps") steps = int(bench::parse_int(args.value(), a));
       else if (a == "-h" || a == "--help") {
-        std::printf("usage: bench_train_cpu [--threads 1,2] [--batch-size 128] [--warmup 3] [--steps 10]\n");
+        std::printf("%s", kUsage);
         return 0;
       } else throw Error("unknown flag " + a);
     }
   } catch (const Error& e) {
-    std::fprintf(stderr, "bench_train_cpu: %s\nusage: bench_train_cpu [--threads 1,2] [--batch-size 128] [--warmup 3] [--steps 10]\n", e.what());
+    std::fprintf(stderr, "bench_train_cpu: %s\n%s", e.what(), kUsage);
     return 2;
   }
   std::printf("# Volt %s, seed CNN training step on the CPU (Adam, synthetic 3x32x32 batch)\n", VOLT_VERSION);
@@ -55,12 +40,8 @@ int main(int argc, char** argv) {
       SeedCNN model;
       model.train();
       Adam opt(model.parameters(), AdamOptions{});
-      Tensor x = Tensor::empty({b, 3, 32, 32});
-      Generator g(1, 0);
-      uniform_(x, -1.f, 1.f, g);
-      std::vector<int64_t> labels(static_cast<size_t>(b));
-      for (int i = 0; i < b; ++i) labels[size_t(i)] = i % 10;
-      Tensor y = Tensor::from_labels(labels);
+      const bench::SyntheticBatch batch = bench::synthetic_batch(b, Device::cpu());
+      const Tensor &x = batch.x, &y = batch.y;
       auto step = [&] {
         opt.zero_grad();
         Tensor loss = cross_entropy(model(x), y);

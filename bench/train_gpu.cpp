@@ -11,8 +11,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,6 +18,7 @@
 #include "engine/cuda_graph.h"
 #include "engine/gpu.h"
 #include "layers/optim/grad_scaler.h"
+#include "bench_common.h"
 
 using namespace volt;
 
@@ -29,21 +28,6 @@ const char* kUsage =
     "usage: bench_train_gpu [--batch-size 128,512,2048] [--precision 32,16-mixed] [--mode eager,graph]\n"
     "                       [--warmup 10] [--steps 50]\n"
     "                       [--device N | --device cpu]   (cpu: a smoke run of the same step code)\n";
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(item);
-  return out;
-}
-
-int positive(const std::string& v, const std::string& flag) {
-  char* end = nullptr;
-  const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end || x <= 0) throw Error("bad value '" + v + "' for " + flag + " (a positive integer)");
-  return int(x);
-}
 
 DType compute_type(const std::string& p) {
   if (p == "32") return DType::F32;
@@ -107,28 +91,23 @@ int main(int argc, char** argv) {
   int warmup = 10, steps = 50, device = 0;
   bool on_cpu = false;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw Error("missing value for " + a);
-        return argv[++i];
-      };
+    for (bench::Args args(argc, argv); args.next();) {
+      const std::string& a = args.flag();
       if (a == "--batch-size") {
-        batches.clear();
-        for (const auto& s : split(value())) batches.push_back(positive(s, a));
+        batches = bench::parse_int_list(args.value(), a);
       } else if (a == "--precision") {
-        precisions = split(value());
+        precisions = bench::split_list(args.value());
         for (const auto& p : precisions) compute_type(p);
       } else if (a == "--mode") {
-        modes = split(value());
+        modes = bench::split_list(args.value());
         for (const auto& m : modes)
           if (m != "eager" && m != "graph") throw Error("bad mode '" + m + "' (choices: eager, graph)");
-      } else if (a == "--warmup") warmup = positive(value(), a);
-      else if (a == "--steps") steps = positive(value(), a);
+      } else if (a == "--warmup") warmup = int(bench::parse_int(args.value(), a));
+      else if (a == "--steps") steps = int(bench::parse_int(args.value(), a));
       else if (a == "--device") {
-        const std::string v = value();
+        const std::string v = args.value();
         on_cpu = v == "cpu";
-        if (!on_cpu) device = positive(std::to_string(std::atoi(v.c_str()) + 1), a) - 1;
+        if (!on_cpu) device = int(bench::parse_int(v, a, 0));
       }
       else if (a == "-h" || a == "--help") {
         std::printf("%s", kUsage);
@@ -161,13 +140,8 @@ int main(int argc, char** argv) {
           model.train();
           Adam opt(model.parameters(), AdamOptions{});
           GradScaler scaler;
-          Generator g(1, 0);
-          Tensor x = Tensor::empty({b, 3, 32, 32});
-          uniform_(x, -1.f, 1.f, g);
-          x = x.to(dev);
-          std::vector<int64_t> labels(static_cast<size_t>(b));
-          for (int i = 0; i < b; ++i) labels[size_t(i)] = i % 10;
-          const Tensor y = Tensor::from_labels(labels).to(dev);
+          const bench::SyntheticBatch batch = bench::synthetic_batch(b, dev);
+          const Tensor &x = batch.x, &y = batch.y;
           Tensor loss;
           // The Trainer's step. Captured once in graph mode, then replayed.
           auto step = [&] {
