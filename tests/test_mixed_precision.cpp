@@ -168,21 +168,10 @@ TEST_CASE("16-mixed and bf16-mixed fits learn like float32 on the CPU") {
   for (const char* precision : {"16-mixed", "bf16-mixed"}) {
     INFO(precision);
     TempDir dir("volt_amp_");
-    manual_seed(1);
-    SynthDM dm;
-    Counting m(small_cnn(), adam(3e-3));
-    Quiet q;
-    auto o = q.base(dir.path);
-    o.max_epochs = 3;
-    o.seed = 1;
-    o.precision = precision;
-    Trainer t(o);
-    const double before = t.validate(m, dm)[0].at("val_acc");
-    t.fit(m, dm);
-    const double after = t.callback_metrics().at("val_acc");
-    INFO(q.os.str());
-    CHECK(after > before + 0.2);
-    CHECK(after > 0.7);
+    const auto f = run_learning_fit(dir.path, precision);
+    INFO(f->q.os.str());
+    CHECK(f->after > f->before + 0.2);
+    CHECK(f->after > 0.7);
   }
 }
 

@@ -31,25 +31,15 @@ using namespace volt::test;
 
 TEST_CASE("fit learns: val_acc rises on a learnable synthetic set") {
   test::TempDir dir("volt_trainer_");
-  manual_seed(1);
-  SynthDM dm;
-  Counting m(small_cnn(), adam(3e-3));
-  Quiet q;
-  auto o = q.base(dir.path);
-  o.max_epochs = 3;
-  o.seed = 1;
-  Trainer t(o);
-  const double before = t.validate(m, dm)[0].at("val_acc");
-  t.fit(m, dm);
-  const double after = t.callback_metrics().at("val_acc");
-  INFO(q.os.str());
-  CHECK(after > before + 0.2);
-  CHECK(after > 0.7);
-  auto res = t.test(m, dm);
+  const auto f = run_learning_fit(dir.path);
+  INFO(f->q.os.str());
+  CHECK(f->after > f->before + 0.2);
+  CHECK(f->after > 0.7);
+  auto res = f->t->test(*f->m, *f->dm);
   REQUIRE(res.size() == 1);
   CHECK(res[0].count("test_acc") == 1);
   CHECK(res[0].count("test_loss") == 1);
-  CHECK(contains(q.os.str(), "Test metric"));
+  CHECK(contains(f->q.os.str(), "Test metric"));
 }
 
 TEST_CASE("fast_dev_run runs n batches of each and writes nothing") {
