@@ -74,8 +74,8 @@ enum class Reduction { None, Mean, Sum };
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean,
                      double label_smoothing = 0.0);
 
-// Bad input that a GPU kernel found without stopping the stream: a cross_entropy target outside
-// [0, C) gives a NaN loss at once and is reported here, as a volt::Error naming the first one (this
+// Bad input that a GPU kernel found without stopping the stream: a cross_entropy or batch_accuracy
+// target outside [0, C) gives a NaN loss (a wrong prediction) at once and is reported here, as a volt::Error naming the first one (this
 // reads one small device value: it synchronises). The Trainer calls it where it synchronises anyway.
 void check_deferred_errors(Device d);
 

@@ -60,7 +60,9 @@ namespace volt::cuda {
 
 void classification_update(FType t, int64_t N, int64_t C, const void* logits, const int64_t* target, const TopK& ks,
                            int64_t* confusion, int64_t* hits, int64_t* bad, void* stream);
+// A target outside [0, C) counts as wrong and is recorded in bad[3] as cross_entropy_forward does
+// (kernels/reduce.h), for check_deferred_errors(); null `bad`: not recorded.
 void accuracy_fraction(FType t, int64_t N, int64_t C, const void* logits, const int64_t* target, float* out,
-                       void* stream);
+                       int64_t* bad, void* stream);
 
 }  // namespace volt::cuda

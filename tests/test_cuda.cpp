@@ -248,10 +248,18 @@ TEST_CASE("gpu errors: an op on tensors from two devices names both") {
   CHECK(vt::contains(vt::error_of([&] { add(x, x.to(Device::cpu())); }), "is on cpu"));
   CHECK(vt::contains(vt::error_of([&] { (void)Tensor::zeros({2}, DType::F32, Device::cuda(cuda_device_count())); }),
                      "is not available"));
-  // out-of-range labels are refused on the GPU too
+  // out-of-range labels are refused on the GPU too: found by the kernel without a synchronisation,
+  // reported by check_deferred_errors (which the Trainer calls) and at once by accuracy()
   const Tensor logits = vt::rand_tensor({2, 3}, 3).to(kGpu);
-  CHECK(vt::contains(vt::error_of([&] { cross_entropy(logits, Tensor::from_labels({0, 3}, kGpu)); }),
-                     "is not a class index"));
+  const Tensor bad_labels = Tensor::from_labels({0, 3}, kGpu);
+  const std::vector<float> rows = cross_entropy(logits, bad_labels, Reduction::None).to_vector();
+  CHECK(std::isnan(rows[1]));
+  CHECK_FALSE(std::isnan(rows[0]));
+  const std::string deferred = vt::error_of([&] { check_deferred_errors(kGpu); });
+  CHECK(vt::contains(deferred, "target[1] = 3 is not a class index"));
+  CHECK(vt::error_of([&] { check_deferred_errors(kGpu); }).empty());  // reported once
+  CHECK(vt::contains(vt::error_of([&] { (void)accuracy(logits, bad_labels); }), "target[1] = 3 is not a class index"));
+  CHECK(vt::error_of([&] { check_deferred_errors(kGpu); }).empty());
 }
 
 // ---------------------------------------------------------------- dropout masks

@@ -53,7 +53,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 namespace {
 
 // Per CUDA device: int64 [3] = (count of targets out of range, first row, its value), written by the
-// cross-entropy kernel and read by check_deferred_errors().
+// cross-entropy and batch-accuracy kernels and read by check_deferred_errors().
 std::mutex g_bad_mu;
 std::map<int, Tensor> g_bad_targets;
 
@@ -95,8 +95,9 @@ void check_deferred_errors(Device d) {
   const std::vector<int64_t> v = slot.to_int_vector();
   if (v[0] == 0) return;
   slot.zero_();
-  VOLT_FAIL("cross_entropy: ", v[0], " target(s) on ", d.str(), " were not class indices (the first: target[", v[1],
-            "] = ", v[2], "); their losses are NaN");
+  VOLT_FAIL("cross_entropy/batch_accuracy: ", v[0], " target(s) on ", d.str(),
+            " were not class indices (their losses are NaN, their predictions count as wrong); the first: target[",
+            v[1], "] = ", v[2], " is not a class index");
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {
@@ -173,7 +174,8 @@ Tensor batch_accuracy(const Tensor& logits, const Tensor& target) {
   Tensor out = Tensor::empty({}, DType::F32, logits.device());
   if (logits.device().is_cuda()) {
     VOLT_CUDA_ONLY(cuda::accuracy_fraction(detail::ft(logits), N, C, logits.raw_data(), target.data<int64_t>(),
-                                           out.data<float>(), detail::stream_of(logits)));
+                                           out.data<float>(), bad_target_slot(logits.device()).data<int64_t>(),
+                                           detail::stream_of(logits)));
     return out;
   }
   const Tensor f = logits.dtype() == DType::F32 ? logits : logits.to(DType::F32);

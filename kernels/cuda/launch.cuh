@@ -69,4 +69,13 @@ __device__ T block_sum(T v) {
   return v;
 }
 
+// Records a target outside [0, C) in the deferred-error slot bad[3] (count; the first row and value)
+// that check_deferred_errors() reads on the host. Null `bad`: not recorded.
+__device__ __forceinline__ void note_bad_target(int64_t* bad, int64_t n, int64_t target) {
+  if (bad && atomicAdd(reinterpret_cast<unsigned long long*>(bad), 1ull) == 0ull) {
+    bad[1] = n;
+    bad[2] = target;
+  }
+}
+
 }  // namespace volt::cuda::detail

@@ -40,10 +40,14 @@ __global__ void classification_kernel(int64_t N, int64_t C, const T* logits, con
 }
 
 template <class T>
-__global__ void accuracy_kernel(int64_t N, int64_t C, const T* logits, const int64_t* target, float* out) {
+__global__ void accuracy_kernel(int64_t N, int64_t C, const T* logits, const int64_t* target, float* out,
+                                int64_t* bad) {
   long long correct = 0;
-  for (int64_t n = threadIdx.x; n < N; n += blockDim.x)
-    correct += metric_top1(Row<T>{logits + n * C}, C) == target[n];
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
+    const int64_t t = target[n];
+    if (t < 0 || t >= C) detail::note_bad_target(bad, n, t);  // counts as wrong
+    else correct += metric_top1(Row<T>{logits + n * C}, C) == t;
+  }
   correct = block_sum(correct);
   if (threadIdx.x == 0) out[0] = float(double(correct) / double(N));
 }
@@ -58,8 +62,8 @@ void classification_update(FType t, int64_t N, int64_t C, const void* logits, co
 }
 
 void accuracy_fraction(FType t, int64_t N, int64_t C, const void* logits, const int64_t* target, float* out,
-                       void* stream) {
-  VOLT_FTYPE_T(t, launch(accuracy_kernel<T>, 1, 1024, 0, stream, N, C, logits, target, out));
+                       int64_t* bad, void* stream) {
+  VOLT_FTYPE_T(t, launch(accuracy_kernel<T>, 1, 1024, 0, stream, N, C, logits, target, out, bad));
 }
 
 }  // namespace volt::cuda

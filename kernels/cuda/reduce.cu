@@ -110,10 +110,7 @@ __global__ void cross_entropy_forward_kernel(int64_t N, int64_t C, const T* logi
       loss[n] = NAN;
       if (grad_base)
         for (int64_t c = 0; c < C; ++c) grad_base[n * C + c] = NAN;
-      if (bad && atomicAdd(reinterpret_cast<unsigned long long*>(bad), 1ull) == 0ull) {
-        bad[1] = n;
-        bad[2] = tn;
-      }
+      detail::note_bad_target(bad, n, tn);
       continue;
     }
     float m = -INFINITY;

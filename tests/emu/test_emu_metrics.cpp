@@ -43,11 +43,26 @@ TEST_CASE("emu metrics: the batch accuracy fraction equals the CPU's") {
       TypedBuf gz(t, z);
       Guarded<int64_t> gt(labels);
       Guarded<float> out{1};
+      Guarded<int64_t> bad{3, 0};
       float want = 0;
-      cuda::accuracy_fraction(t, N, C, gz.data(), gt.data(), out.data(), nullptr);
+      cuda::accuracy_fraction(t, N, C, gz.data(), gt.data(), out.data(), bad.data(), nullptr);
       cpu::accuracy_fraction(N, C, z.data(), labels.data(), &want);
       CHECK(out[0] == want);
-      CHECK(out.guards_intact());
+      CHECK(bad[0] == 0);
+      CHECK((out.guards_intact() && bad.guards_intact()));
     }
   }
+}
+
+TEST_CASE("emu metrics: a batch-accuracy target out of range counts as wrong and is recorded for the host") {
+  const int64_t N = 5, C = 3;
+  // Rows whose top-1 class is 0, 1, 2, 0, 1; targets 0, 1, 7 (bad), -2 (bad), 1.
+  const std::vector<float> z = {9, 0, 0, 0, 9, 0, 0, 0, 9, 9, 0, 0, 0, 9, 0};
+  Guarded<float> gz(z), out{1};
+  Guarded<int64_t> gt(std::vector<int64_t>{0, 1, 7, -2, 1}), bad{3, 0};
+  cuda::accuracy_fraction(FType::F32, N, C, gz.data(), gt.data(), out.data(), bad.data(), nullptr);
+  CHECK(out[0] == doctest::Approx(3.0 / 5.0));
+  CHECK(bad[0] == 2);
+  CHECK(bad[1] == 2);  // the emulator runs rows in order; on a GPU the first recorded may be either
+  CHECK(bad[2] == 7);
 }
