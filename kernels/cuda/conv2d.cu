@@ -3,6 +3,7 @@
 // (descriptors and the three algorithms, picked by the cuDNN heuristics, or with VOLT_CUDNN_FIND=1 by
 // timing them once at the first call, like PyTorch's cudnn.benchmark) is built once and cached; one
 // workspace per device is reused and only grows. VOLT_CUDNN_VERBOSE=1 prints each plan.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -39,6 +40,7 @@ cudnnDataType_t data_type(FType t) {
 
 template <class Perf, class Algo>
 struct Choice {
+  using perf_t = Perf;
   Algo algo{};
   cudnnMathType_t math = CUDNN_FMA_MATH;
   size_t workspace = 0;
@@ -77,6 +79,9 @@ bool transform_based(cudnnConvolutionBwdFilterAlgo_t a) {
          a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
 }
 
+// The math the algorithm search runs in: FMA for float32, tensor cores allowed for 16-bit types.
+cudnnMathType_t search_math(FType t) { return t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH; }
+
 // float32 may only use FMA math (a tensor-core algorithm would compute in TF32 behind the caller's
 // back); float16/bfloat16 may use any math.
 bool math_allowed(FType t, cudnnMathType_t m) { return t != FType::F32 || m == CUDNN_FMA_MATH; }
@@ -99,7 +104,33 @@ void choose(FType t, const Perf* perf, int n, C& out, Algo fallback) {
     }
   out.algo = fallback;
   out.math = CUDNN_FMA_MATH;
-  out.workspace = 0;  // asked for below
+  out.workspace = 0;  // set_workspace_size asks for the exact figure
+}
+
+// The exact workspace of the algorithm chosen for direction dir (0 forward, 1 backward data, 2 backward
+// filter): the heuristics' and the search's memory figures are estimates, the fallback has none.
+void set_workspace_size(cudnnHandle_t h, Plan& p, int dir) {
+  if (dir == 0) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
+    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, p.fwd.algo, &p.fwd.workspace));
+  } else if (dir == 1) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data.math));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv, p.x, p.bwd_data.algo,
+                                                             &p.bwd_data.workspace));
+  } else {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter.math));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv, p.w, p.bwd_filter.algo,
+                                                               &p.bwd_filter.workspace));
+  }
+}
+
+constexpr auto kFallbackFwd = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+constexpr auto kFallbackBwdData = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+constexpr auto kFallbackBwdFilter = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+
+bool verbose() {
+  static const bool on = std::getenv("VOLT_CUDNN_VERBOSE") != nullptr;
+  return on;
 }
 
 std::mutex g_mu;  // guards the plan cache and the workspaces (calls only enqueue work, so this is cheap)
@@ -112,7 +143,6 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   auto p = std::make_unique<Plan>();
   p->type = t;
   const cudnnDataType_t dt = data_type(t);
-  const cudnnMathType_t search_math = t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
   CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
@@ -124,7 +154,7 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, to_int(s.pad_h, "pad_h"), to_int(s.pad_w, "pad_w"),
                                               to_int(s.stride_h, "stride_h"), to_int(s.stride_w, "stride_w"), 1, 1,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, search_math));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, search_math(t)));
   int n = 0, k_out = 0, p_out = 0, q_out = 0;
   CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &n, &k_out, &p_out, &q_out));
   VOLT_CHECK(n == s.N && k_out == s.K && p_out == s.P && q_out == s.Q, "conv2d on CUDA: cuDNN's output shape [", n,
@@ -136,24 +166,15 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   int got = 0;
   cudnnConvolutionFwdAlgoPerf_t fwd[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, kAsk, &got, fwd));
-  choose(t, fwd, got, p->fwd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
+  choose(t, fwd, got, p->fwd, kFallbackFwd);
   cudnnConvolutionBwdDataAlgoPerf_t bd[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->conv, p->x, kAsk, &got, bd));
-  choose(t, bd, got, p->bwd_data, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
+  choose(t, bd, got, p->bwd_data, kFallbackBwdData);
   cudnnConvolutionBwdFilterAlgoPerf_t bf[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, kAsk, &got, bf));
-  choose(t, bf, got, p->bwd_filter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
-  // The heuristics' memory figure is an estimate: ask for the exact sizes of the chosen algorithms.
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->fwd.math));
-  CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p->x, p->w, p->conv, p->y, p->fwd.algo, &p->fwd.workspace));
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->bwd_data.math));
-  CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->w, p->y, p->conv, p->x, p->bwd_data.algo,
-                                                           &p->bwd_data.workspace));
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->bwd_filter.math));
-  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p->x, p->y, p->conv, p->w, p->bwd_filter.algo,
-                                                             &p->bwd_filter.workspace));
-  static const bool verbose = std::getenv("VOLT_CUDNN_VERBOSE") != nullptr;
-  if (verbose)
+  choose(t, bf, got, p->bwd_filter, kFallbackBwdFilter);
+  for (int dir = 0; dir < 3; ++dir) set_workspace_size(h, *p, dir);
+  if (verbose())
     std::fprintf(stderr,
                  "volt conv2d plan cuda:%d %s x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] stride %lldx%lld pad %lldx%lld: "
                  "fwd algo %d math %d ws %zu, bwd-data algo %d math %d ws %zu, bwd-filter algo %d math %d ws %zu\n",
@@ -168,19 +189,20 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
 }
 
 // The device's workspace, grown to at least `bytes`. A replaced buffer is never freed: a captured
-// CUDA graph may still use it (growth happens only while new shapes appear, so little is kept).
-void* workspace(int device, size_t bytes, cudaStream_t) {
+// CUDA graph may still use it. It at least doubles, so all the buffers kept stay under twice the last.
+void* workspace(int device, size_t bytes) {
   static std::vector<std::pair<void*, size_t>> ws;  // per device, never freed
   static std::vector<void*> retired;
   if (ws.size() <= size_t(device)) ws.resize(size_t(device) + 1, {nullptr, 0});
   auto& [ptr, size] = ws[size_t(device)];
   if (bytes <= size) return ptr;
+  const size_t grown = std::max(bytes, 2 * size);
   if (ptr) {
     retired.push_back(ptr);
     ptr = nullptr;
     size = 0;
   }
-  const size_t want = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
+  const size_t want = (grown + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
   CUDA_CHECK(cudaMalloc(&ptr, want));
   size = want;
   return ptr;
@@ -188,13 +210,12 @@ void* workspace(int device, size_t bytes, cudaStream_t) {
 
 struct Call {
   std::lock_guard<std::mutex> lock{g_mu};
-  cudaStream_t stream;
   int device;
   cudnnHandle_t h;
   Plan* plan;
-  Call(FType t, const Conv2dShape& s, void* st) : stream(static_cast<cudaStream_t>(st)) {
+  Call(FType t, const Conv2dShape& s, void* stream) {
     CUDA_CHECK(cudaGetDevice(&device));
-    h = cudnn_handle(device, stream);
+    h = cudnn_handle(device, static_cast<cudaStream_t>(stream));
     plan = &plan_for(t, s, device, h);
   }
 };
@@ -213,12 +234,21 @@ bool find_enabled() {
 constexpr size_t kFindWorkspace = size_t(256) << 20;
 constexpr int kFindAsk = 16;
 
-template <class Choice, class Perf, class Algo>
-void keep_found(Call& c, int dir, Choice& out, const Perf* perf, int got, Algo fallback) {
-  choose(c.plan->type, perf, got, out, fallback);
-  c.plan->found[dir] = true;
-  if (std::getenv("VOLT_CUDNN_VERBOSE"))
-    std::fprintf(stderr, "volt conv2d find (%s, direction %d): algo %d math %d ws %zu\n", ftype_name(c.plan->type), dir,
+// With VOLT_CUDNN_FIND, the first call of direction dir (as in set_workspace_size) times the algorithms
+// on the real buffers: find(ask, &got, perf, workspace, bytes) wraps that direction's cudnnFind*Ex.
+template <class Choice, class Algo, class Find>
+void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
+  Plan& p = *c.plan;
+  if (!find_enabled() || p.found[dir]) return;
+  typename Choice::perf_t perf[kFindAsk];
+  int got = 0;
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, search_math(p.type)));
+  CUDNN_CHECK(find(kFindAsk, &got, perf, workspace(c.device, kFindWorkspace), kFindWorkspace));
+  choose(p.type, perf, got, out, fallback);
+  set_workspace_size(c.h, p, dir);
+  p.found[dir] = true;
+  if (verbose())
+    std::fprintf(stderr, "volt conv2d find (%s, direction %d): algo %d math %d ws %zu\n", ftype_name(p.type), dir,
                  int(out.algo), int(out.math), out.workspace);
 }
 
@@ -228,15 +258,10 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
                     void* stream) {
   Call c(t, s, stream);
   Plan& p = *c.plan;
-  if (find_enabled() && !p.found[0]) {
-    cudnnConvolutionFwdAlgoPerf_t perf[kFindAsk];
-    int got = 0;
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
-    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, kFindAsk, &got, perf,
-                                                       workspace(c.device, kFindWorkspace, c.stream), kFindWorkspace));
-    keep_found(c, 0, p.fwd, perf, got, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
-  }
-  void* ws = workspace(c.device, p.fwd.workspace, c.stream);
+  find_once(c, 0, p.fwd, kFallbackFwd, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
+    return cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, ask, got, perf, ws, bytes);
+  });
+  void* ws = workspace(c.device, p.fwd.workspace);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
   CUDNN_CHECK(cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
                                       p.y, y));
@@ -247,16 +272,10 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
 void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream) {
   Call c(t, s, stream);
   Plan& p = *c.plan;
-  if (find_enabled() && !p.found[1]) {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[kFindAsk];
-    int got = 0;
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
-    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(c.h, p.w, w, p.y, dy, p.conv, p.x, dx, kFindAsk, &got,
-                                                            perf, workspace(c.device, kFindWorkspace, c.stream),
-                                                            kFindWorkspace));
-    keep_found(c, 1, p.bwd_data, perf, got, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
-  }
-  void* ws = workspace(c.device, p.bwd_data.workspace, c.stream);
+  find_once(c, 1, p.bwd_data, kFallbackBwdData, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
+    return cudnnFindConvolutionBackwardDataAlgorithmEx(c.h, p.w, w, p.y, dy, p.conv, p.x, dx, ask, got, perf, ws, bytes);
+  });
+  void* ws = workspace(c.device, p.bwd_data.workspace);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data.math));
   CUDNN_CHECK(cudnnConvolutionBackwardData(c.h, &kOne, p.w, w, p.y, dy, p.conv, p.bwd_data.algo, ws,
                                            p.bwd_data.workspace, &kZero, p.x, dx));
@@ -265,16 +284,11 @@ void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const 
 void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* stream) {
   Call c(t, s, stream);
   Plan& p = *c.plan;
-  if (find_enabled() && !p.found[2]) {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[kFindAsk];
-    int got = 0;
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
-    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(c.h, p.x, x, p.y, dy, p.conv, p.w, dw, kFindAsk, &got,
-                                                              perf, workspace(c.device, kFindWorkspace, c.stream),
-                                                              kFindWorkspace));
-    keep_found(c, 2, p.bwd_filter, perf, got, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
-  }
-  void* ws = workspace(c.device, p.bwd_filter.workspace, c.stream);
+  find_once(c, 2, p.bwd_filter, kFallbackBwdFilter, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
+    return cudnnFindConvolutionBackwardFilterAlgorithmEx(c.h, p.x, x, p.y, dy, p.conv, p.w, dw, ask, got, perf, ws,
+                                                         bytes);
+  });
+  void* ws = workspace(c.device, p.bwd_filter.workspace);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter.math));
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
                                              p.bwd_filter.workspace, &kZero, p.w, dw));
