@@ -131,7 +131,6 @@ CudaEvent::~CudaEvent() {
 }
 void CudaEvent::record(void* stream) { cuda::event_record(event_, stream); }
 void CudaEvent::block(void* stream) const { cuda::stream_wait_event(stream, event_); }
-bool CudaEvent::ready() const { return cuda::event_query(event_); }
 void CudaEvent::synchronize() const { cuda::event_synchronize(event_); }
 
 CachingDeviceAllocator& cuda_caching_allocator(int index) {
@@ -179,7 +178,6 @@ CudaEvent::CudaEvent(int) { no_cuda("CudaEvent"); }
 CudaEvent::~CudaEvent() = default;
 void CudaEvent::record(void*) { no_cuda("CudaEvent::record"); }
 void CudaEvent::block(void*) const { no_cuda("CudaEvent::block"); }
-bool CudaEvent::ready() const { no_cuda("CudaEvent::ready"); }
 void CudaEvent::synchronize() const { no_cuda("CudaEvent::synchronize"); }
 CachingDeviceAllocator& cuda_caching_allocator(int) { no_cuda("cuda_caching_allocator"); }
 DeviceAllocatorStats cuda_memory_stats(int) { return {}; }

@@ -22,8 +22,8 @@ void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* s
 void cuda_mem_info(int index, size_t* free_bytes, size_t* total_bytes);
 
 // An event on a CUDA device (no timing): record() marks the work queued on a stream so far;
-// block(stream) makes another stream wait for it without the host waiting; ready() and synchronize()
-// ask from the host. Move-only.
+// block(stream) makes another stream wait for it without the host waiting; synchronize() waits
+// for it on the host. Move-only.
 class CudaEvent {
  public:
   explicit CudaEvent(int device);
@@ -34,7 +34,6 @@ class CudaEvent {
   CudaEvent& operator=(const CudaEvent&) = delete;
   void record(void* stream);
   void block(void* stream) const;
-  bool ready() const;
   void synchronize() const;
 
  private:

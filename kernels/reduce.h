@@ -57,7 +57,5 @@ void cross_entropy_forward(FType t, int64_t N, int64_t C, const void* logits, co
 void cross_entropy_backward(FType t, int64_t N, int64_t C, const float* grad_base, const float* dloss,
                             int64_t dloss_stride, float dloss_div, void* dlogits, void* stream);
 void argmax_dim(FType t, int64_t outer, int64_t R, int64_t inner, const void* x, int64_t* out, void* stream);
-// out[0] = number of i with a[i] == b[i].
-void count_equal(int64_t n, const int64_t* a, const int64_t* b, int64_t* out, void* stream);
 
 }  // namespace volt::cuda

@@ -162,13 +162,6 @@ __global__ void argmax_dim_kernel(int64_t outer, int64_t R, int64_t inner, const
   }
 }
 
-__global__ void count_equal_kernel(int64_t n, const int64_t* a, const int64_t* b, int64_t* out) {
-  long long acc = 0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += a[i] == b[i];
-  acc = block_sum(acc);
-  if (threadIdx.x == 0) out[0] = int64_t(acc);
-}
-
 }  // namespace
 
 void sum_dim(FType t, int64_t outer, int64_t R, int64_t inner, const void* x, void* out, void* stream) {
@@ -226,10 +219,6 @@ void cross_entropy_backward(FType t, int64_t N, int64_t C, const float* grad_bas
 void argmax_dim(FType t, int64_t outer, int64_t R, int64_t inner, const void* x, int64_t* out, void* stream) {
   if (outer * inner == 0) return;
   VOLT_FTYPE_T(t, launch(argmax_dim_kernel<T>, grid_for(outer * inner), kThreads, 0, stream, outer, R, inner, x, out));
-}
-
-void count_equal(int64_t n, const int64_t* a, const int64_t* b, int64_t* out, void* stream) {
-  launch(count_equal_kernel, 1, 1024, 0, stream, n, a, b, out);
 }
 
 }  // namespace volt::cuda

@@ -150,16 +150,6 @@ void stream_wait_event(void* stream, void* event) {
   CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
 }
 
-bool event_query(void* event) {
-  const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
-  if (e == cudaErrorNotReady) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  CUDA_CHECK(e);
-  return true;
-}
-
 void event_synchronize(void* event) { CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
 
 void graph_capture_begin(void* stream) {

@@ -44,7 +44,6 @@ void* event_create(int device);
 void event_destroy(void* event);
 void event_record(void* event, void* stream);
 void stream_wait_event(void* stream, void* event);
-bool event_query(void* event);
 void event_synchronize(void* event);
 
 // CUDA graphs (cudaGraphExec_t as void*). graph_capture_begin starts recording `stream` (relaxed
