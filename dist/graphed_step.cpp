@@ -16,7 +16,7 @@ void GraphedStep::disable(const std::string& why) {
 }
 
 bool GraphedStep::run(const Batch& b, int64_t full_batch, int64_t eager_taken,
-                      const std::function<void(const Batch&)>& body) {
+                      const std::function<void(const Batch&)>& body, const std::function<void()>& undo) {
   if (off_ || b.labels.numel() != full_batch || b.images.device() != device_) return false;
   if (!graph_) {
     // Warm-up: two eager steps that updated (16-mixed may skip the first ones), so the optimizer's
@@ -31,6 +31,7 @@ bool GraphedStep::run(const Batch& b, int64_t full_batch, int64_t eager_taken,
     } catch (const Error& e) {
       off_ = true;
       store_.forget_captured_logs();
+      undo();
       out_ << e.what() << "\n";
       return false;
     }

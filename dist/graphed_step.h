@@ -24,8 +24,10 @@ class GraphedStep {
   bool disabled() const { return off_; }
   // Runs the step on b as a replay of the captured `body` (capturing it first, once `eager_taken`
   // eager steps have updated the parameters); false when b must run eagerly (a shorter batch, the
-  // warm-up, graphs off, or a capture that failed).
-  bool run(const Batch& b, int64_t full_batch, int64_t eager_taken, const std::function<void(const Batch&)>& body);
+  // warm-up, graphs off, or a capture that failed). After a failed capture `undo` clears what the
+  // abandoned body left behind (gradients that were never computed, a half-done scaler step).
+  bool run(const Batch& b, int64_t full_batch, int64_t eager_taken, const std::function<void(const Batch&)>& body,
+           const std::function<void()>& undo);
 
  private:
   Device device_;

@@ -180,6 +180,9 @@ struct TrainerRun {
       VOLT_CHECK(loss.defined() && loss.numel() == 1, "training_step must return a one-element loss tensor");
       (I.scaler ? I.scaler->scale(loss) : loss).backward();
       update_parameters();
+    }, [&] {
+      I.optim.optimizer->zero_grad(true);  // the captured backward allocated them but never ran
+      if (I.scaler) I.scaler->abandon_step();
     });
     if (!replayed) return false;
     count_step(I.scaler ? I.scaler->after_replay(*I.optim.optimizer) : true);

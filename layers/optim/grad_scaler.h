@@ -38,6 +38,8 @@ class GradScaler {
   // reads the flag, counts the step, gives back the optimizer's step counts if it was skipped, and
   // adjusts the scale for the next replay; it returns whether the step was taken.
   bool after_replay(Optimizer& opt);
+  // Forgets a step begun but not finished (a capture that failed between unscale_ and update()).
+  void abandon_step() { unscaled_ = stepped_ = found_inf_ = false; }
 
   double get_scale() const { return scale_; }
   int64_t growth_tracker() const { return growth_tracker_; }
