@@ -25,8 +25,6 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(
   set_lr(lr);
 }
 
-bool Optimizer::skip_now() const { return skip_if_.defined() && skip_if_.item() != 0.f; }
-
 const float* Optimizer::skip_ptr() const { return skip_if_.defined() ? skip_if_.data<float>() : nullptr; }
 
 namespace {
@@ -177,7 +175,6 @@ void SGD::step() {
   // CPU parameters one by one; CUDA parameters in multi-tensor launches per device.
   std::vector<std::vector<cuda::SgdTensor>> gpu;
   std::vector<std::vector<size_t>> gpu_index;
-  const bool skip_cpu = skip_if_.defined() && skip_if_.device().is_cpu() && skip_now();
   last_first_.clear();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
@@ -196,12 +193,8 @@ void SGD::step() {
       gpu_index[size_t(dev.index)].push_back(i);
       continue;
     }
-    if (skip_cpu) continue;
     const bool first = o_.momentum != 0.0 && !started_[i];
-    if (first) {
-      started_[i] = true;
-      last_first_.push_back(i);
-    }
+    started_[i] = started_[i] || first;
     cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, first};
     cpu::sgd_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), buf, a);
   }
@@ -267,7 +260,6 @@ void Adam::step() {
   NoGradGuard no_grad;
   std::vector<std::vector<cuda::AdamTensor>> gpu;
   std::vector<std::vector<size_t>> gpu_index;
-  const bool skip_cpu = skip_if_.defined() && skip_if_.device().is_cpu() && skip_now();
   last_stepped_.clear();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
@@ -289,9 +281,7 @@ void Adam::step() {
       gpu_index[size_t(dev.index)].push_back(i);
       continue;
     }
-    if (skip_cpu) continue;
     steps_[i] += 1;
-    last_stepped_.push_back(i);
     cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, steps_[i], decoupled_, o_.amsgrad};
     cpu::adam_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
                      v_[i].data<float>(), vmax, a);

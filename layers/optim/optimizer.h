@@ -36,9 +36,10 @@ class Optimizer {
   void load_state_dict(const OptimizerState& s);
 
   // Mixed precision in a captured CUDA step (GradScaler): while `flag` (a one-element float32 tensor
-  // on the parameters' device) is set, step() updates nothing when the flag holds a non-zero value at
-  // run time; the host learns it only after the step ran, and then calls revert_last_step() to give
-  // back what step() counted on the host (step counts, first steps).
+  // on the parameters' device) is set, step()'s CUDA updates do nothing when the flag holds a
+  // non-zero value at run time (CPU parameters ignore it); the host learns it only after the step
+  // ran, and then calls revert_last_step() to give back what step() counted for the CUDA parameters
+  // (step counts, first steps).
   void set_skip_if(const Tensor& flag) { skip_if_ = flag; }
   virtual void revert_last_step() {}
 
@@ -51,8 +52,7 @@ class Optimizer {
   Tensor copy_for_param(const Tensor& src, size_t i) const;  // deep copy on parameter i's device
   void put_common(OptimizerState& s) const;                   // type, num_params, lr
 
-  // The skip flag, for the CPU update (true: skip) and as a device pointer for the CUDA one (or null).
-  bool skip_now() const;
+  // The skip flag as a device pointer for the CUDA update (or null).
   const float* skip_ptr() const;
 
   std::vector<Tensor> params_;
@@ -85,7 +85,7 @@ class SGD : public Optimizer {
   SGDOptions o_;
   std::vector<Tensor> buf_;    // momentum buffers, created on a parameter's first step
   std::vector<bool> started_;  // buffer i holds a value (its first step has been counted)
-  std::vector<size_t> last_first_;  // parameters whose first step the last step() counted
+  std::vector<size_t> last_first_;  // CUDA parameters whose first step the last step() counted
 };
 
 struct AdamOptions {
@@ -119,7 +119,7 @@ class Adam : public Optimizer {
   bool decoupled_;
   std::vector<Tensor> m_, v_, vmax_;
   std::vector<int64_t> steps_;
-  std::vector<size_t> last_stepped_;  // parameters whose step count the last step() advanced
+  std::vector<size_t> last_stepped_;  // CUDA parameters whose step count the last step() advanced
 };
 
 // Adam with decoupled weight decay (default 1e-2, as torch.optim.AdamW).
