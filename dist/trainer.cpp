@@ -159,7 +159,7 @@ struct TrainerRun {
     if (!t.device().is_cuda() || !o.cuda_graphs) return "off";
     if (o.accumulate_grad_batches > 1) return "gradient accumulation";
     if (o.gradient_clip_val > 0) return "gradient clipping (computed on the host)";
-    if (I.averager) return "several processes";
+    if (I.averager) return "data-parallel gradient averaging";
     if (I.profiler.enabled()) return "the profiler (it times each phase on the host)";
     return "";
   }
