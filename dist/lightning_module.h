@@ -26,7 +26,8 @@ struct LogOptions {
   std::optional<bool> on_step, on_epoch;
   bool prog_bar = false;
   bool logger = true;
-  // on_step values: average this one over the ranks each step (a collective per step). Epoch
+  // on_step values: average this one over the ranks where the Trainer logs or records it (every
+  // log_every_n_steps optimizer steps and at the epoch's last batch: a collective then). Epoch
   // values are always reduced over the ranks (weighted by batch size), so every rank sees the same
   // metrics and makes the same checkpoint and early-stopping decisions.
   bool sync_dist = false;

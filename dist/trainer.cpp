@@ -258,7 +258,6 @@ struct TrainerRun {
         }
         ++t.train_batches_seen_;
       }
-      s.reduce_step(t.communicator());
       if (step_now && !graphed) optimizer_step();
       if (step_now && t.preemption_requested()) {
         preempt();
@@ -268,8 +267,12 @@ struct TrainerRun {
       // loggers every log_every_n_steps optimizer steps, the progress bar when it redraws, and the
       // callback metrics then and at the epoch's last batch.
       const bool log_now = step_now && t.global_step_ % o.log_every_n_steps == 0;
+      const bool last = batch_idx + 1 == n_train;
+      // sync_dist values are averaged over the ranks only where they are logged (the same steps on
+      // every rank, so the collective matches); the progress bar between those shows this rank's.
+      if (log_now || last) s.reduce_step(t.communicator());
       const bool draw = I.bar && I.bar->due(batch_idx + 1);
-      if (log_now || draw || batch_idx + 1 == n_train) {
+      if (log_now || draw || last) {
         std::map<std::string, double> step_log, bar_metrics = I.val_prog_bar;
         for (const auto& [k, e] : s.step_values()) {
           const double v = e->get();

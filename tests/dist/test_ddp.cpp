@@ -18,6 +18,7 @@
 #include "engine/ops.h"
 #include "layers/layers.h"
 #include "tests/test_util.h"
+#include "tests/trainer_fixtures.h"
 
 using namespace volt;
 using volt::test::contains;
@@ -321,4 +322,75 @@ TEST_CASE("ddp: the Trainer refuses a communicator on GPU buffers for CPU traini
   o.accelerator = "cpu";
   o.communicator = std::make_shared<RecordingComm>(1, flag, /*device=*/true);
   CHECK(contains(error_of([&] { Trainer t(o); }), "training on the CPU needs a communicator on host buffers"));
+}
+
+namespace {
+
+// Plays rank 0 of two whose partner logs each value plus 10 (a double average adds 5) and holds the
+// same gradients and buffers; counts the double averages.
+class PartnerPlusTen final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  const char* backend() const override { return "partner+10"; }
+  bool device_buffers() const override { return false; }
+  void all_reduce(float* data, size_t count, ReduceOp op) override {
+    if (op == ReduceOp::Sum)
+      for (size_t i = 0; i < count; ++i) data[i] *= 2.f;
+  }
+  void all_reduce(double* data, size_t count, ReduceOp op) override {
+    if (op == ReduceOp::Avg) ++averages;
+    for (size_t i = 0; i < count; ++i) data[i] = op == ReduceOp::Avg ? data[i] + 5 : 2 * data[i];
+  }
+  void all_reduce(int64_t* data, size_t count, ReduceOp op) override {
+    if (op == ReduceOp::Sum)
+      for (size_t i = 0; i < count; ++i) data[i] *= 2;
+  }
+  void broadcast(void*, size_t, int) override {}
+  void all_gather(const void* send, void* recv, size_t bytes) override {
+    for (int r = 0; r < 2; ++r) std::memcpy(static_cast<char*>(recv) + size_t(r) * bytes, send, bytes);
+  }
+  void barrier() override {}
+  [[noreturn]] void abort(int, const std::string& why) override { VOLT_FAIL("abort: ", why); }
+  using Communicator::all_reduce;
+  int averages = 0;
+};
+
+// Logs its batch index as an on_step value averaged over the ranks.
+class LogsBatchIndex : public volt::test::Counting {
+ public:
+  LogsBatchIndex() : Counting(volt::test::small_cnn(), volt::test::adam()) {}
+  Tensor training_step(const Batch& b, int64_t i) override {
+    LogOptions o;
+    o.on_step = true;
+    o.on_epoch = false;
+    o.sync_dist = true;
+    log("idx", double(i), o);
+    return Counting::training_step(b, i);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("ddp: sync_dist step values are the ranks' mean, averaged only where they are logged") {
+  volt::test::TempDir dir("volt_ddp_sync_");
+  manual_seed(5);
+  volt::test::SynthDM dm(512, 32, 32);  // 16 training batches, 8 on each of the two ranks
+  LogsBatchIndex m;
+  volt::test::Quiet q;
+  auto o = q.base(dir.path);
+  o.accelerator = "cpu";
+  o.max_epochs = 1;
+  o.log_every_n_steps = 3;  // logged after steps 3 and 6, and recorded at the last (8th) batch
+  o.num_sanity_val_steps = 0;
+  o.enable_progress_bar = false;
+  auto comm = std::make_shared<PartnerPlusTen>();
+  o.communicator = comm;
+  Trainer t(o);
+  t.fit(m, dm);
+  INFO(q.os.str());
+  CHECK(m.train_calls == 8);
+  CHECK(t.callback_metrics().at("idx") == 7.0 + 5.0);  // the last batch's index, with the partner's
+  CHECK(t.logged_metrics().at("idx") == 5.0 + 5.0);    // the last logged step (the 6th batch)
+  CHECK(comm->averages == 3);
 }
