@@ -61,16 +61,15 @@ void ProgressBar::update(int64_t done, int64_t images, const std::map<std::strin
   if (!open_) return;
   done_ = done;
   images_ += images;
-  const auto now = std::chrono::steady_clock::now();
+  if (!due(done)) return;
   if (tty_) {
-    if (done < total_ && std::chrono::duration<double>(now - last_draw_).count() < 0.1) return;
-    last_draw_ = now;
+    last_draw_ = std::chrono::steady_clock::now();
     std::string s = line(done, metrics);
     const size_t len = s.size();
     if (len < last_len_) s.append(last_len_ - len, ' ');
     last_len_ = len;
     os_ << '\r' << s << std::flush;
-  } else if (done % every_n_ == 0 && done < total_) {
+  } else {
     os_ << line(done, metrics) << "\n" << std::flush;
   }
 }
