@@ -28,8 +28,8 @@ std::string ks_str(const std::vector<int64_t>& ks) {
   return s + "}";
 }
 
-// expect_C < 0: any number of classes (>= 1).
-HostBatch check_batch(const char* op, const Tensor& logits, const Tensor& target, int64_t expect_C) {
+// The batch's types and shapes; expect_C < 0: any number of classes (>= 1).
+void check_shapes(const char* op, const Tensor& logits, const Tensor& target, int64_t expect_C) {
   VOLT_CHECK(logits.defined(), op, ": logits is undefined");
   VOLT_CHECK(target.defined(), op, ": target is undefined");
   const DType ld = logits.dtype();
@@ -46,6 +46,11 @@ HostBatch check_batch(const char* op, const Tensor& logits, const Tensor& target
   VOLT_CHECK(target.dim() == 1 && target.size(0) == logits.size(0), op, ": target shape ",
              shape_str(target.shape()), " does not match logits ", shape_str(logits.shape()), " (expected [",
              logits.size(0), "])");
+}
+
+// check_shapes, then the batch as float32 logits and targets in host memory, every target checked.
+HostBatch check_batch(const char* op, const Tensor& logits, const Tensor& target, int64_t expect_C) {
+  check_shapes(op, logits, target, expect_C);
   HostBatch b;
   b.N = logits.size(0);
   b.C = logits.size(1);
@@ -117,9 +122,8 @@ void ClassificationMetrics::update(const Tensor& logits, const Tensor& target) {
   VOLT_CHECK(K <= kMaxTopK, op, ": at most ", kMaxTopK, " k values, got ", K);
   for (int64_t i = 0; i < K; ++i) ks.k[i] = topk_[size_t(i)];
   ks.n = K;
-  if (logits.defined() && target.defined() && logits.device().is_cuda() && target.device() == logits.device() &&
-      logits.dim() == 2 && logits.size(1) == C && target.dim() == 1 && target.size(0) == logits.size(0) &&
-      target.dtype() == DType::I64 && is_floating(logits.dtype())) {
+  check_shapes(op, logits, target, C);
+  if (logits.device().is_cuda() && target.device() == logits.device()) {
     // Counted on the GPU; the targets are checked there too (reported when the counts are read).
     if (logits.size(0) == 0) return;
     if (!device_.defined() || device_.device() != logits.device())
@@ -143,14 +147,14 @@ void ClassificationMetrics::fold() const {
   const std::vector<int64_t> d = device_.to_int_vector();
   const int64_t C = num_classes_, K = int64_t(topk_.size());
   device_.zero_();
+  for (int64_t i = 0; i < K; ++i) hits_[size_t(i)] += d[size_t(i)];
+  for (int64_t i = 0; i < C * C; ++i) confusion_[size_t(i)] += d[size_t(K + i)];
   const int64_t bad = d[size_t(K + C * C)];
-  if (bad > 0) {  // those rows were counted in count_ only: take them out again
+  if (bad > 0) {  // those rows were counted in count_ only: take them out again (the valid ones stay)
     count_ -= bad;
     VOLT_FAIL("ClassificationMetrics::update: ", bad, " target(s) on ", device_.device().str(),
               " were not class indices in [0, ", C, ")");
   }
-  for (int64_t i = 0; i < K; ++i) hits_[size_t(i)] += d[size_t(i)];
-  for (int64_t i = 0; i < C * C; ++i) confusion_[size_t(i)] += d[size_t(K + i)];
 }
 
 ClassificationResult ClassificationMetrics::compute() const {

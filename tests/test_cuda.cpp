@@ -14,6 +14,7 @@
 #include "engine/gpu.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "layers/metrics.h"
 #include "layers/models/seed_cnn.h"
 #include "layers/optim/optimizer.h"
 #include "tests/ops/op_table.h"
@@ -431,6 +432,37 @@ TEST_CASE("gpu seed CNN: loss, every gradient, SGD steps and BN statistics match
   NoGradGuard ng;
   check_near(gpu_model(xg), cpu_model(x), 1e-4, 1e-3, "eval logits");
   CHECK(accuracy(gpu_model(xg), yg) == doctest::Approx(accuracy(cpu_model(x), y)));
+}
+
+// ---------------------------------------------------------------- classification metrics
+
+TEST_CASE("gpu ClassificationMetrics: counts on cuda:0 equal the CPU's; bad targets are reported, valid rows kept") {
+  require_gpu();
+  const int64_t N = 300, C = 10;
+  const Tensor logits = vt::rand_tensor({N, C}, 41, -3.f, 3.f);
+  std::vector<int64_t> labels(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) labels[size_t(i)] = (i * 7) % C;
+  const Tensor target = Tensor::from_labels(labels);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    INFO(dtype_name(dt));
+    const Tensor l = logits.to(dt);  // the same rounded values on both sides
+    ClassificationMetrics on_cpu(C, {1, 3, 5}), on_gpu(C, {1, 3, 5});
+    on_cpu.update(l, target);
+    on_gpu.update(l.to(kGpu), target.to(kGpu));
+    CHECK(on_gpu.counts() == on_cpu.counts());
+  }
+  ClassificationMetrics m(C, {1});
+  m.update(logits.to(kGpu), target.to(kGpu));
+  std::vector<int64_t> bad = labels;
+  bad[4] = C;
+  bad[9] = -1;
+  m.update(logits.to(kGpu), Tensor::from_labels(bad, kGpu));
+  CHECK(vt::contains(vt::error_of([&] { (void)m.compute(); }), "2 target(s) on cuda:0 were not class indices"));
+  const ClassificationResult r = m.compute();  // reported once; the other 2N - 2 rows all counted
+  CHECK(r.count == 2 * N - 2);
+  int64_t rows = 0;
+  for (int64_t c : r.class_count) rows += c;
+  CHECK(rows == 2 * N - 2);
 }
 
 // ---------------------------------------------------------------- the caching allocator
