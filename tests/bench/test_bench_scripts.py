@@ -65,6 +65,13 @@ class Compare(unittest.TestCase):
         self.assertNotIn("skipped", out.stdout)  # only table lines, to paste into RESULTS.md
         self.assertEqual(rows(out.stdout)[0][3:7], ["128", "32", "-", "38,000"])  # no Volt figure: "-"
 
+    def test_results_md_takes_the_rows(self):
+        # The empty GPU table in bench/RESULTS.md has exactly the columns --markdown-row prints.
+        out = compare("--markdown-row", "d", "g", "c", SAMPLES[0])
+        header = next(line for line in out.stdout.splitlines() if line.startswith("| "))
+        with open(os.path.join(ROOT, "bench", "RESULTS.md")) as f:
+            self.assertIn(header + "\n", f.read())
+
     def test_nothing_to_compare(self):
         out = compare(stdin="no results here\nRESULT framework=volt precision=32 img_per_s=1\n\xff\n")
         self.assertEqual((out.returncode, out.stdout.strip()), (0, "(no RESULT or FLOOR lines found)"))
