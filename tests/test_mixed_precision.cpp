@@ -121,14 +121,9 @@ TEST_CASE("GradScaler scales the loss, unscales once, skips an Inf step and halv
 namespace {
 
 // A classifier whose loss is Inf on one chosen batch of the first epoch, with a per-step LinearLR.
-class InfOnce : public ClassifierModule {
+class InfOnce : public InfAt {
  public:
-  InfOnce(int64_t bad_batch) : ClassifierModule(small_cnn(0.0), adam(1e-3)), bad_(bad_batch) {}
-  Tensor training_step(const Batch& b, int64_t i) override {
-    Tensor l = ClassifierModule::training_step(b, i);
-    if (current_epoch() == 0 && i == bad_) return mul(l, std::numeric_limits<float>::infinity());
-    return l;
-  }
+  InfOnce(int64_t bad_batch) : InfAt(small_cnn(0.0), adam(1e-3), bad_batch) {}
   OptimizerConfig configure_optimizers() override {
     OptimizerConfig c = ClassifierModule::configure_optimizers();
     c.scheduler = std::make_shared<LinearLR>(*c.optimizer, 0.5, 1.0, 100);
@@ -137,9 +132,6 @@ class InfOnce : public ClassifierModule {
     return c;
   }
   std::shared_ptr<LRScheduler> sched;
-
- private:
-  int64_t bad_;
 };
 
 }  // namespace
@@ -179,14 +171,16 @@ TEST_CASE("a 16-mixed run resumed after 2 of 4 epochs ends bit-identical, loss s
   TempDir dir("volt_amp_");
   const int saved = get_num_threads();
   set_num_threads(2);
-  const ResumeRuns r = run_resume_pair(dir.path, "16-mixed");
+  const ResumeRuns r = run_resume_pair(dir.path, "16-mixed", /*inf_batch=*/1);  // the scale halves once
   const Checkpoint c = load_checkpoint(dir.path + "/lightning_logs/version_1/checkpoints/last.ckpt");
   REQUIRE(c.loss_scaler.has_value());
   CHECK(c.loss_scaler->type == "GradScaler");
   CHECK(c.loss_scaler->ints.at("steps") == 10);  // 2 epochs of 5 batches
+  CHECK(c.loss_scaler->reals.at("scale") == 32768.0);
   INFO(r.resumed_log);
   CHECK(r.resumed_epoch == 4);
   CHECK(same_state(*r.resumed, snapshot(*r.full)));
-  CHECK(contains(r.resumed_log, "0 of 20 optimizer steps skipped"));
+  CHECK(contains(r.resumed_log, "1 of 20 optimizer steps skipped"));
+  CHECK(contains(r.resumed_log, "loss scale now 32768"));  // the saved scale, not a fresh 65536
   set_num_threads(saved);
 }

@@ -1,6 +1,7 @@
 // Fixtures of the Trainer tests (test_trainer.cpp, test_requeue.cpp): a small synthetic data module,
 // a small seed CNN, a module that counts its steps, and quiet Trainer options.
 #pragma once
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -10,6 +11,7 @@
 #include "data/synthetic.h"
 #include "dist/callbacks.h"
 #include "dist/trainer.h"
+#include "engine/ops.h"
 #include "engine/random.h"
 #include "layers/models/seed_cnn.h"
 
@@ -82,6 +84,20 @@ class Counting : public ClassifierModule {
   std::vector<double> scores;
 };
 
+// A classifier whose loss is Inf at batch inf_batch of epoch 0 (-1: never): a step 16-mixed skips.
+class InfAt : public ClassifierModule {
+ public:
+  InfAt(std::shared_ptr<Module> model, const ClassifierOptions& o, int64_t inf_batch)
+      : ClassifierModule(std::move(model), o), inf_batch_(inf_batch) {}
+  Tensor training_step(const Batch& b, int64_t i) override {
+    const Tensor l = ClassifierModule::training_step(b, i);
+    return current_epoch() == 0 && i == inf_batch_ ? mul(l, std::numeric_limits<float>::infinity()) : l;
+  }
+
+ private:
+  int64_t inf_batch_;
+};
+
 struct Quiet {
   std::ostringstream os;
   TrainerOptions base(const std::string& root) {
@@ -125,17 +141,19 @@ inline std::unique_ptr<LearningFit> run_learning_fit(const std::string& root, co
 }
 
 // The exact-resume experiment: an uninterrupted 4-epoch fit, a 2-epoch fit writing last.ckpt, and a
-// fit to 4 epochs resumed from it (same seed, dropout and shuffling on), all under `root`.
+// fit to 4 epochs resumed from it (same seed, dropout and shuffling on), all under `root`; the loss
+// is Inf at batch inf_batch of the first epoch (-1: never).
 struct ResumeRuns {
   std::unique_ptr<ClassifierModule> full, part, resumed;
   std::string resumed_log;  // what the resumed fit printed
   int64_t resumed_epoch = 0;
 };
-inline ResumeRuns run_resume_pair(const std::string& root, const std::string& precision = "32") {
+inline ResumeRuns run_resume_pair(const std::string& root, const std::string& precision = "32",
+                                  int64_t inf_batch = -1) {
   SynthDM dm(192, 32, 32);
-  auto make = [] {
+  auto make = [inf_batch] {
     manual_seed(21);
-    return std::make_unique<ClassifierModule>(small_cnn(0.3), adam(2e-3));
+    return std::make_unique<InfAt>(small_cnn(0.3), adam(2e-3), inf_batch);
   };
   auto opts = [&](Quiet& q, int64_t epochs) {
     auto o = q.base(root);
