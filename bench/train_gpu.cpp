@@ -130,10 +130,18 @@ int main(int argc, char** argv) {
                 VOLT_VERSION, dev.str().c_str(), gbps);
     std::fflush(stdout);
     for (const std::string& precision : precisions)
-      for (int b : batches)
+      for (int b : batches) {
+        const DType dt = compute_type(precision);
+        const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0);
+        std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
+                    "floor_img_per_s=%.0f\n",
+                    b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);
         for (const std::string& mode : modes) {
-          if (mode == "graph" && on_cpu) continue;  // graphs are a CUDA feature
-          const DType dt = compute_type(precision);
+          if (mode == "graph" && on_cpu) {
+            std::printf("SKIP framework=volt batch=%d precision=%s mode=graph reason=cpu: CUDA graphs need a GPU\n", b,
+                        precision.c_str());
+            continue;
+          }
           manual_seed(0);
           SeedCNN model;
           model.to(dev);
@@ -185,18 +193,13 @@ int main(int argc, char** argv) {
           sync(dev);
           const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           const double img_s = double(b) * steps / sec;
-          std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=%s threads=1 img_per_s=%.1f "
+          std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=%s threads=%d img_per_s=%.1f "
                       "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld\n",
-                      on_cpu ? "cpu" : "cuda", b, precision.c_str(), mode.c_str(), img_s, 1e3 * sec / steps, steps,
-                      double(loss.item()), (long long)scaler.skipped_steps());
-          if (mode == modes.front()) {
-            const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0);
-            std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
-                        "floor_img_per_s=%.0f\n",
-                        b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);
-          }
+                      on_cpu ? "cpu" : "cuda", b, precision.c_str(), mode.c_str(), get_num_threads(), img_s,
+                      1e3 * sec / steps, steps, double(loss.item()), (long long)scaler.skipped_steps());
           std::fflush(stdout);
         }
+      }
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_train_gpu: %s\n", e.what());
     return 1;

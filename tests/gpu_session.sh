@@ -28,7 +28,11 @@ if ! volt_gpu_env "$dir" "$dir/tests/test_cuda" >"$out/env.log" 2>&1; then
   exit 1
 fi
 export VOLT_REQUIRE_GPU=1  # a GPU test that finds no GPU fails here instead of reporting "skipped"
-[ -d "$root/.carry/fixtures" ] && export VOLT_FIXTURES_DIR=$root/.carry/fixtures
+if [ -d "$root/.carry/fixtures" ]; then
+  export VOLT_FIXTURES_DIR=$root/.carry/fixtures
+else
+  echo "golden: .carry/fixtures was not carried, so test_golden_gpu reports skipped" | tee -a "$out/summary.txt"
+fi
 
 # run NAME CAP CMD...: CMD with a time limit of CAP seconds or what is left of the budget.
 run() {

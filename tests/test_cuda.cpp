@@ -436,7 +436,7 @@ TEST_CASE("gpu seed CNN: loss, every gradient, SGD steps and BN statistics match
 
 // ---------------------------------------------------------------- classification metrics
 
-TEST_CASE("gpu ClassificationMetrics: counts on cuda:0 equal the CPU's; bad targets are reported, valid rows kept") {
+TEST_CASE("gpu ClassificationMetrics: counts on cuda:0 equal the CPU's, bad targets are reported and valid rows kept") {
   require_gpu();
   const int64_t N = 300, C = 10;
   const Tensor logits = vt::rand_tensor({N, C}, 41, -3.f, 3.f);
