@@ -19,6 +19,7 @@
 #include "layers/layers.h"
 #include "layers/module.h"
 #include "layers/optim/optimizer.h"
+#include "tests/dist/dist_util.h"
 #include "tests/test_util.h"
 
 using namespace volt;
@@ -40,11 +41,7 @@ float value(int rank, size_t i) { return float(std::sin(0.7 * double(i) + 1.3 * 
 
 // Every rank's copy of `data` (bytes) is the same as rank 0's.
 bool identical_on_all_ranks(const void* data, size_t bytes) {
-  std::vector<char> all(bytes * size_t(comm().size()));
-  comm().all_gather(data, all.data(), bytes);
-  for (int r = 1; r < comm().size(); ++r)
-    if (std::memcmp(all.data(), all.data() + size_t(r) * bytes, bytes) != 0) return false;
-  return true;
+  return volt::test::identical_on_all_ranks(comm(), data, bytes);
 }
 
 struct Model : Sequential {

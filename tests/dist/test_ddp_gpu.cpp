@@ -18,6 +18,7 @@
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "tests/dist/dist_util.h"
 #include "tests/test_util.h"
 #include "tests/trainer_fixtures.h"
 
@@ -47,14 +48,9 @@ Tensor gpu_param(const Shape& shape, uint64_t seed) {
   return t;
 }
 
-// Every rank's copy of a host vector is rank 0's (gathered through the staging path).
+// Every rank's copy of a host vector is rank 0's, bit for bit (gathered through the staging path).
 bool identical_on_all_ranks(const std::vector<float>& v) {
-  Communicator& c = *comm();
-  std::vector<float> all(v.size() * size_t(c.size()));
-  c.all_gather(v.data(), all.data(), v.size() * sizeof(float));
-  for (int r = 1; r < c.size(); ++r)
-    if (!std::equal(v.begin(), v.end(), all.begin() + std::ptrdiff_t(size_t(r) * v.size()))) return false;
-  return true;
+  return volt::test::identical_on_all_ranks(*comm(), v.data(), v.size() * sizeof(float));
 }
 
 }  // namespace
