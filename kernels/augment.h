@@ -73,10 +73,12 @@ void augment_batch(const AugmentSpec& s, const float* lut, const uint8_t* images
 // CUDA twin (kernels/cuda/augment.cu): the same batch, every pointer on the device, in one launch on
 // `stream`; out_images is float32, float16 or bfloat16 (out_type; the 16-bit values are the float32
 // results rounded to nearest even). float32 results equal the CPU's bit for bit (a table lookup per
-// pixel, no arithmetic). C <= 65535 and H * W < 2^31.
+// pixel, no arithmetic). C <= 65535 and H * W < 2^31. images holds n images; an order value outside
+// [0, n) (the CPU refuses it; the device cannot without a synchronisation) reads nothing and gives a
+// zero image labelled -1, which the loss then reports as a target that is not a class index.
 namespace volt::cuda {
 
-void augment_batch(const AugmentSpec& s, const float* lut, const uint8_t* images, const int64_t* labels,
+void augment_batch(const AugmentSpec& s, const float* lut, const uint8_t* images, const int64_t* labels, int64_t n,
                    const int64_t* order, int64_t begin, int64_t count, uint64_t key_base, uint64_t key_stride,
                    FType out_type, void* out_images, int64_t* out_labels, void* stream);
 

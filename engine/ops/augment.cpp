@@ -31,7 +31,7 @@ void augment_batch(const AugmentSource& src, const AugmentSpec& spec, int64_t be
   if (dev.is_cuda()) {
     out_images = Tensor::empty(out_shape, dtype, dev);
     VOLT_CUDA_ONLY(cuda::augment_batch(spec, src.lut.data<float>(), src.images.data<uint8_t>(),
-                                       src.labels.data<int64_t>(), src.order.data<int64_t>(), begin, count, key_base,
+                                       src.labels.data<int64_t>(), n, src.order.data<int64_t>(), begin, count, key_base,
                                        key_stride, ft, out_images.raw_data(), out_labels.data<int64_t>(),
                                        detail::stream_of(src.images)));
     return;

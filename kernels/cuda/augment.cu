@@ -17,8 +17,8 @@ namespace {
 
 template <class T>
 __global__ void augment_batch_kernel(AugmentSpec s, const float* lut, const uint8_t* images, const int64_t* labels,
-                                     const int64_t* order, int64_t begin, uint64_t key_base, uint64_t key_stride,
-                                     T* out, int64_t* out_labels) {
+                                     int64_t n, const int64_t* order, int64_t begin, uint64_t key_base,
+                                     uint64_t key_stride, T* out, int64_t* out_labels) {
   __shared__ float table[256];
   __shared__ AugmentDraw draw;
   __shared__ int64_t src;
@@ -26,15 +26,20 @@ __global__ void augment_batch_kernel(AugmentSpec s, const float* lut, const uint
   const int c = int(blockIdx.y);
   for (int v = threadIdx.x; v < 256; v += blockDim.x) table[v] = lut[c * 256 + v];
   if (threadIdx.x == 0) {
-    src = order[begin + k];
+    const int64_t o = order[begin + k];
+    src = o >= 0 && o < n ? o : -1;  // an index outside the store reads nothing (see kernels/augment.h)
     draw = augment_draw(s, key_base + uint64_t(begin + k) * key_stride);
-    if (c == 0) out_labels[k] = labels[src];
+    if (c == 0) out_labels[k] = src < 0 ? -1 : labels[src];
   }
   __syncthreads();
   const int H = int(s.height), W = int(s.width), plane = H * W;
+  T* dst = out + (k * s.channels + c) * int64_t(plane);
+  if (src < 0) {
+    for (int i = threadIdx.x; i < plane; i += blockDim.x) dst[i] = store_f<T>(0.f);
+    return;
+  }
   const AugmentDraw d = draw;
   const uint8_t* in = images + (src * s.channels + c) * int64_t(plane);
-  T* dst = out + (k * s.channels + c) * int64_t(plane);
   const float pad = table[0];
   for (int i = threadIdx.x; i < plane; i += blockDim.x) {
     const int y = i / W, x = i - y * W;
@@ -47,7 +52,7 @@ __global__ void augment_batch_kernel(AugmentSpec s, const float* lut, const uint
 
 }  // namespace
 
-void augment_batch(const AugmentSpec& s, const float* lut, const uint8_t* images, const int64_t* labels,
+void augment_batch(const AugmentSpec& s, const float* lut, const uint8_t* images, const int64_t* labels, int64_t n,
                    const int64_t* order, int64_t begin, int64_t count, uint64_t key_base, uint64_t key_stride,
                    FType out_type, void* out_images, int64_t* out_labels, void* stream) {
   if (count <= 0) return;
@@ -58,8 +63,8 @@ void augment_batch(const AugmentSpec& s, const float* lut, const uint8_t* images
   const dim3 grid(unsigned(count), unsigned(s.channels));
   detail::dispatch_ftype(out_type, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launch(augment_batch_kernel<T>, grid, dim3(kThreads), 0, stream, s, lut, images, labels, order, begin, key_base,
-           key_stride, static_cast<T*>(out_images), out_labels);
+    launch(augment_batch_kernel<T>, grid, dim3(kThreads), 0, stream, s, lut, images, labels, n, order, begin,
+           key_base, key_stride, static_cast<T*>(out_images), out_labels);
   });
 }
 

@@ -73,7 +73,7 @@ TEST_CASE("emu augment: float32 batches equal the CPU twin bit for bit over ever
       Guarded<uint8_t> images(st.images);
       Guarded<int64_t> labels(st.labels), order(st.order), got_labels{size_t(count)};
       Guarded<float> lut(st.lut), got{size_t(count * d)};
-      cuda::augment_batch(s, lut.data(), images.data(), labels.data(), order.data(), begin, count, base, stride,
+      cuda::augment_batch(s, lut.data(), images.data(), labels.data(), n, order.data(), begin, count, base, stride,
                           FType::F32, got.data(), got_labels.data(), nullptr);
       std::vector<float> want(size_t(count * d));
       std::vector<int64_t> want_labels(static_cast<size_t>(count));
@@ -99,8 +99,8 @@ TEST_CASE("emu augment: float16 and bfloat16 batches are the float32 batch round
       INFO(std::string(ftype_name(t)) << " shape [" << c.c << ", " << c.h << ", " << c.w << "]");
       Guarded<uint16_t> got{size_t(count * d)};
       Guarded<int64_t> got_labels{size_t(count)};
-      cuda::augment_batch(s, st.lut.data(), st.images.data(), st.labels.data(), st.order.data(), 0, count, 99, 1, t,
-                          got.data(), got_labels.data(), nullptr);
+      cuda::augment_batch(s, st.lut.data(), st.images.data(), st.labels.data(), 11, st.order.data(), 0, count, 99, 1,
+                          t, got.data(), got_labels.data(), nullptr);
       size_t bad = 0, first = 0;
       for (size_t i = 0; i < want.size(); ++i) {
         const uint16_t r = t == FType::F16 ? float_to_half(want[i]) : float_to_bf16(want[i]);
@@ -126,7 +126,7 @@ TEST_CASE("emu augment: the draws are the host transform's (crop, flip and cutou
     const AugmentDraw dr = augment_draw(s, key);
     std::vector<float> got(54);
     int64_t label = -1;
-    cuda::augment_batch(s, st.lut.data(), st.images.data(), st.labels.data(), st.order.data(), 0, 1, key, 1,
+    cuda::augment_batch(s, st.lut.data(), st.images.data(), st.labels.data(), 1, st.order.data(), 0, 1, key, 1,
                         FType::F32, got.data(), &label, nullptr);
     CHECK(label == st.labels[0]);
     for (int y = 0; y < 6; ++y)
@@ -139,4 +139,28 @@ TEST_CASE("emu augment: the draws are the host transform's (crop, flip and cutou
       }
     CHECK(dr.cut_y1 - dr.cut_y0 >= 1);  // cutout 2 always leaves at least one row inside the image
   }
+}
+
+TEST_CASE("emu augment: an order value outside the store reads nothing: a zero image labelled -1") {
+  const Case c = kCases[0];
+  AugmentSpec s;
+  const int64_t n = 5;
+  Store st = make_store(c, s, n, 4, 11);
+  st.order = {2, n, -1, 0};  // two bad indices between good ones
+  const int64_t d = c.c * c.h * c.w;
+  Guarded<uint8_t> images(st.images);
+  Guarded<int64_t> labels(st.labels), order(st.order), got_labels{4};
+  Guarded<float> got{size_t(4 * d)};
+  cuda::augment_batch(s, st.lut.data(), images.data(), labels.data(), n, order.data(), 0, 4, 7, 1, FType::F32,
+                      got.data(), got_labels.data(), nullptr);
+  CHECK(got_labels.vec() == std::vector<int64_t>{st.labels[2], -1, -1, st.labels[0]});
+  for (int64_t k : {1, 2})
+    for (int64_t i = 0; i < d; ++i) REQUIRE(got[size_t(k * d + i)] == 0.f);
+  std::vector<float> want(static_cast<size_t>(d));
+  int64_t want_label = 0;
+  cpu::augment_batch(s, st.lut.data(), st.images.data(), st.labels.data(), st.order.data(), 3, 1, 7, 1, want.data(),
+                     &want_label);
+  const std::vector<float> all = got.vec();
+  CHECK(std::vector<float>(all.begin() + 3 * d, all.end()) == want);
+  CHECK((got.guards_intact() && got_labels.guards_intact() && images.guards_intact()));
 }
