@@ -111,6 +111,26 @@ GpuFit fit_on_gpu(ClassifierModule& m, const std::string& precision, bool graphs
   return {snapshot(m), t.callback_metrics().at("train_loss"), q.os.str()};
 }
 
+// The same fit from seed 23 eagerly (fits[0]) and with CUDA graphs (fits[1]); make() builds the module.
+template <class Make>
+std::vector<GpuFit> eager_and_graphed(Make make, const TempDir& dir, const std::string& precision) {
+  std::vector<GpuFit> fits;
+  for (bool graphs : {false, true}) {
+    manual_seed(23);
+    auto m = make();
+    fits.push_back(fit_on_gpu(*m, precision, graphs, dir / (precision + (graphs ? "_graph" : "_eager"))));
+  }
+  return fits;
+}
+
+// Whether the two fits ended with the same weights, bit for bit.
+template <class Make>
+bool same_weights(Make make, const std::vector<GpuFit>& fits) {
+  auto probe = make();
+  probe->load_state_dict(fits[1].state);
+  return same_state(*probe, fits[0].state);
+}
+
 }  // namespace
 
 TEST_CASE("gpu Trainer: a fit as CUDA-graph replays ends with the eager fit's weights and metrics") {
@@ -118,17 +138,13 @@ TEST_CASE("gpu Trainer: a fit as CUDA-graph replays ends with the eager fit's we
   TempDir dir("volt_trainer_gpu_");
   for (const char* precision : {"32", "16-mixed"}) {
     INFO(precision);
-    std::vector<GpuFit> fits;
-    for (bool graphs : {false, true}) {
-      manual_seed(23);
-      ClassifierModule m(small_cnn(0.3), adam(2e-3));
-      fits.push_back(fit_on_gpu(m, precision, graphs, dir / (std::string(precision) + (graphs ? "_graph" : "_eager"))));
-      INFO(fits.back().log);
-      CHECK(contains(fits.back().log, "the training step is captured") == graphs);
-    }
-    ClassifierModule probe(small_cnn(0.3), adam(2e-3));
-    probe.load_state_dict(fits[1].state);
-    CHECK(same_state(probe, fits[0].state));
+    auto make = [] { return std::make_unique<ClassifierModule>(small_cnn(0.3), adam(2e-3)); };
+    const std::vector<GpuFit> fits = eager_and_graphed(make, dir, precision);
+    INFO(fits[0].log);
+    INFO(fits[1].log);
+    CHECK_FALSE(contains(fits[0].log, "the training step is captured"));
+    CHECK(contains(fits[1].log, "the training step is captured"));
+    CHECK(same_weights(make, fits));
     CHECK(fits[1].loss == fits[0].loss);
   }
 }
@@ -157,19 +173,13 @@ TEST_CASE("gpu Trainer: a capture that fails after backward leaves no gradient o
   TempDir dir("volt_trainer_gpu_");
   for (const char* precision : {"32", "16-mixed"}) {
     INFO(precision);
-    std::vector<GpuFit> fits;
-    for (bool graphs : {false, true}) {
-      manual_seed(23);
-      FailsInCapture m;
-      fits.push_back(fit_on_gpu(m, precision, graphs, dir / (std::string(precision) + (graphs ? "_graph" : "_eager"))));
-    }
+    auto make = [] { return std::make_unique<FailsInCapture>(); };
+    const std::vector<GpuFit> fits = eager_and_graphed(make, dir, precision);
     INFO(fits[1].log);
     CHECK(contains(fits[1].log, "CUDA graph capture failed"));
     CHECK_FALSE(contains(fits[1].log, "the training step is captured"));
     // The eager steps after the failed capture are those of the fit that never tried one.
-    FailsInCapture probe;
-    probe.load_state_dict(fits[1].state);
-    CHECK(same_state(probe, fits[0].state));
+    CHECK(same_weights(make, fits));
     CHECK(fits[1].loss == fits[0].loss);
   }
 }
