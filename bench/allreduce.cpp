@@ -119,12 +119,10 @@ int main(int argc, char** argv) {
     if (!o.nccl) nccl_skip = "--no-nccl";
     else if (!nccl_available()) nccl_skip = "this build has no NCCL communicator (needs the CUDA backend, NCCL and MPI)";
     else if (gpus == 0) nccl_skip = "no GPU visible";
-    else if (env.local_size > gpus)
-      nccl_skip = std::to_string(env.local_size) + " ranks on this node but " + std::to_string(gpus) +
-                  " GPU(s): NCCL needs one GPU per rank";
     if (nccl_skip.empty()) {
       auto comm = make_nccl_communicator(env);
-      const Tensor buf = Tensor::zeros({int64_t(o.max_bytes / sizeof(float))}, DType::F32, Device::cuda(env.local_rank));
+      const Device d = Device::cuda(process_gpu(env, gpus));  // two ranks on one GPU: the communicator refused them
+      const Tensor buf = Tensor::zeros({int64_t(o.max_bytes / sizeof(float))}, DType::F32, d);
       sweep(*comm, buf.data<float>(), o, "nccl (device buffers)");
       ++tables;
     } else if (rank0) {

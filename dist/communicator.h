@@ -39,7 +39,7 @@ class Communicator {
   virtual int size() const = 0;
   virtual const char* backend() const = 0;  // "local", "mpi", "nccl"
   // Where the buffers of the pointer collectives below live: false, host memory (local, MPI);
-  // true, memory of this process's GPU (NCCL: cuda:local_rank, the current device after creation).
+  // true, memory of this process's GPU (NCCL: process_gpu's, the current device after creation).
   // A device communicator's blocking collectives accept host memory too (the few host values
   // reduced between steps: metrics, flags), which NCCL's hands to MPI: no GPU round trip.
   virtual bool device_buffers() const { return false; }
@@ -116,10 +116,11 @@ std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& opts = {}
 // True when this build has the NCCL communicator (the CUDA backend, NCCL and MPI were all found).
 bool nccl_available();
 
-// The NCCL communicator over all processes, on device buffers of GPU env.local_rank (made the
-// current device). Bootstrapped by MPI when env.world_size > 1 (MPI initialised as for
-// make_mpi_communicator; rank 0's ncclGetUniqueId is broadcast with MPI); world size 1 needs no
-// MPI. Every collective runs on the communicator's own stream and is watched: an NCCL error, or
+// The NCCL communicator over all processes, on device buffers of GPU process_gpu(env, visible GPUs)
+// (made the current device). Bootstrapped by MPI when env.world_size > 1 (MPI initialised as for
+// make_mpi_communicator; the ranks' GPU UUIDs are all-gathered and two ranks on one GPU refused
+// with a volt::Error on every rank (check_distinct_gpus); rank 0's ncclGetUniqueId is broadcast
+// with MPI); world size 1 needs no MPI. Every collective runs on the communicator's own stream and is watched: an NCCL error, or
 // one still running after opts.timeout_s ($VOLT_COMM_TIMEOUT when set), aborts the NCCL
 // communicator (ncclCommAbort), is reported with its operation and size, and then aborts the job
 // (MPI_Abort) or throws (opts.abort_on_failure false). Throws volt::Error when this build lacks

@@ -1,6 +1,7 @@
 // The NCCL communicator on device buffers (compiled only with the CUDA backend and MPI), one GPU per
-// process (cuda:local_rank). Bootstrapped by MPI: rank 0's ncclGetUniqueId goes to every rank with
-// MPI_Bcast, then ncclCommInitRankConfig (world size 1 needs no MPI). The NCCL communicator is
+// process (process_gpu: the local rank's, or the one GPU a task is bound to). Bootstrapped by MPI:
+// the ranks' GPU UUIDs are all-gathered (two ranks on one GPU are refused), rank 0's
+// ncclGetUniqueId goes to every rank with MPI_Bcast, then ncclCommInitRankConfig (world size 1 needs no MPI). The NCCL communicator is
 // non-blocking (config.blocking = 0), so no NCCL call can hang the host. Every collective on
 // device memory runs on the communicator's own stream after an event on Volt's stream of the
 // device. A blocking one is watched by polling ncclCommGetAsyncError and cudaStreamQuery; a queued
@@ -24,6 +25,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "dist/communicator.h"
 #include "dist/mpi_check.h"
@@ -86,10 +88,7 @@ class NcclCommunicator final : public Communicator {
     }
     VOLT_CHECK(gpus > 0, "NCCL communicator: no CUDA device is visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES "
                "is empty); run the CPU backend with the MPI communicator instead");
-    VOLT_CHECK(env.local_rank < gpus && env.local_size <= gpus, "NCCL communicator: ", env.local_size,
-               " processes on this node but only ", gpus, " GPUs visible (", env.str(),
-               "): NCCL needs one GPU per process; start at most ", gpus, " tasks per node");
-    device_ = env.local_rank;
+    device_ = process_gpu(env, gpus);
     CUDA_CHECK(cudaSetDevice(device_));
 
     // The unique id: made locally for world size 1, else by rank 0 and broadcast over MPI.
@@ -104,21 +103,12 @@ class NcclCommunicator final : public Communicator {
       VOLT_CHECK(mpi_rank == rank_ && mpi_size == size_, "MPI sees rank ", mpi_rank, " of ", mpi_size, " but the launcher says ",
                  env.str(), ": was the program launched with an MPI that differs from the one Volt was built with (or "
                  "srun without --mpi=pmix)?");
+      check_gpus_distinct(env);
       if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id));
       begin("bootstrap (MPI_Bcast of the NCCL id)", sizeof(id));
       MPI_Request req;
       MPI_CHECK(MPI_Ibcast(&id, int(sizeof(id)), MPI_BYTE, 0, MPI_COMM_WORLD, &req));
-      const auto start = Clock::now();
-      for (;;) {
-        int done = 0;
-        const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) fail(describe(op_) + " failed: " + detail::mpi_error_string(rc) + " (has a rank died?)");
-        if (done) break;
-        const double waited = seconds_since(start);
-        if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, "did not receive rank 0's id"));
-        backoff(waited);
-      }
-      op_.op = nullptr;
+      wait_mpi(req, "did not receive rank 0's id");
     }
 
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -274,10 +264,15 @@ class NcclCommunicator final : public Communicator {
       }
     }
     const int status = exit_code == 0 ? 1 : exit_code;
-    if (mpi_is_running()) {
+    if (detail::mpi_abort_allowed_here()) {
       std::fprintf(stderr, "volt: rank %d: aborting the job (MPI_Abort)\n", rank_);
       std::fflush(nullptr);  // stdout too: _Exit and MPI_Abort flush nothing
       MPI_Abort(MPI_COMM_WORLD, status);
+    } else if (mpi_is_running()) {
+      // The watchdog's thread under an MPI without MPI_THREAD_MULTIPLE may not call MPI: this rank
+      // exits, and the launcher (srun --kill-on-bad-exit, mpirun) or the others' timeouts end the job.
+      std::fprintf(stderr, "volt: rank %d: exiting with status %d (this MPI forbids MPI_Abort from the watchdog "
+                   "thread); the launcher or the other ranks' timeouts stop the job\n", rank_, status);
     }
     std::fflush(nullptr);
     std::_Exit(status);
@@ -473,6 +468,53 @@ class NcclCommunicator final : public Communicator {
       comm_ = nullptr;
     }
     if (opts_.abort_on_failure) abort(1, msg);
+  }
+
+  // Waits for an MPI request of the bootstrap (op_ names it), never past the timeout.
+  void wait_mpi(MPI_Request& req, const char* state) {
+    const auto start = Clock::now();
+    for (;;) {
+      int done = 0;
+      const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) fail(describe(op_) + " failed: " + detail::mpi_error_string(rc) + " (has a rank died?)");
+      if (done) break;
+      const double waited = seconds_since(start);
+      if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, state));
+      backoff(waited);
+    }
+    op_.op = nullptr;
+  }
+
+  // Every rank's GPU, gathered over MPI: two ranks on one GPU are refused on every rank alike
+  // (a throw, not an abort: all ranks see the same list), before NCCL would find them.
+  void check_gpus_distinct(const ProcessEnv& env) {
+    struct Slot {
+      unsigned char uuid[16];
+      int node, device;
+    };
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    Slot mine{};
+    std::memcpy(mine.uuid, prop.uuid.bytes, sizeof(mine.uuid));
+    mine.node = env.node_rank;
+    mine.device = device_;
+    std::vector<Slot> all(static_cast<size_t>(size_));
+    begin("bootstrap (MPI_Allgather of the GPUs' UUIDs)", sizeof(Slot) * all.size());
+    MPI_Request req;
+    MPI_CHECK(MPI_Iallgather(&mine, int(sizeof(Slot)), MPI_BYTE, all.data(), int(sizeof(Slot)), MPI_BYTE,
+                             MPI_COMM_WORLD, &req));
+    wait_mpi(req, "not every rank sent its GPU");
+    std::vector<RankGpu> gpus;
+    for (int r = 0; r < size_; ++r) {
+      const Slot& s = all[size_t(r)];
+      char text[64];
+      int n = std::snprintf(text, sizeof(text), "GPU-");
+      for (int i = 0; i < 16; ++i)
+        n += std::snprintf(text + n, sizeof(text) - size_t(n), "%s%02x", (i == 4 || i == 6 || i == 8 || i == 10) ? "-" : "",
+                           unsigned(s.uuid[i]));
+      gpus.push_back(RankGpu{r, s.node, s.device, text});
+    }
+    check_distinct_gpus(gpus);
   }
 
   [[noreturn]] void fail(std::string msg) {

@@ -182,22 +182,25 @@ ProcessEnv detect_process_env(const EnvMap& env) {
   return e;
 }
 
-void check_layout(const ProcessEnv& env, int64_t devices_requested, int gpus_on_node, bool accelerator_is_gpu,
+namespace {
+std::string where_is(const ProcessEnv& env) {
+  return env.launcher == "none" ? std::string("this single process")
+                                : "rank " + std::to_string(env.rank) + " (node " + std::to_string(env.node_rank) + ")";
+}
+}  // namespace
+
+void check_layout(const ProcessEnv& env, int64_t devices_requested, int gpus_visible, bool accelerator_is_gpu,
                   int64_t num_nodes_requested) {
-  const std::string where = env.launcher == "none" ? std::string("this single process")
-                                                   : "rank " + std::to_string(env.rank) + " (node " +
-                                                         std::to_string(env.node_rank) + ")";
+  const std::string where = where_is(env);
   const std::string launch_hint = "launch one process per device: srun --ntasks-per-node=N (with --gpus-per-node=N on "
                                   "GPUs) or mpirun -n N; Volt does not start processes itself";
   VOLT_CHECK(devices_requested >= -1, "layout: --devices ", devices_requested, " is not a count (or -1 for all)");
   if (accelerator_is_gpu) {
-    VOLT_CHECK(gpus_on_node > 0, "layout: the GPU accelerator was asked for but ", where, " sees no GPU");
-    VOLT_CHECK(env.local_size <= gpus_on_node, "layout: ", env.local_size, " processes on node ", env.node_rank,
-               " but only ", gpus_on_node, " GPU", gpus_on_node == 1 ? "" : "s",
-               " visible; each process uses GPU = local rank, so run at most ", gpus_on_node,
-               " tasks per node (srun --ntasks-per-node=", gpus_on_node, " --gpus-per-node=", gpus_on_node, ")");
-    if (devices_requested == -1) {
-      VOLT_CHECK(env.local_size == gpus_on_node, "layout: --devices -1 means all ", gpus_on_node, " GPUs of the node, but ",
+    VOLT_CHECK(gpus_visible > 0, "layout: the GPU accelerator was asked for but ", where, " sees no GPU");
+    // Seeing the node's GPUs (one or more per process), -1 means all of them; a process bound to its
+    // own GPU (it sees fewer) cannot count the node's, and check_distinct_gpus checks the binding.
+    if (devices_requested == -1 && gpus_visible >= env.local_size) {
+      VOLT_CHECK(env.local_size == gpus_visible, "layout: --devices -1 means all ", gpus_visible, " GPUs of the node, but ",
                  env.local_size, " process", env.local_size == 1 ? " runs" : "es run", " on node ", env.node_rank, "; ",
                  launch_hint);
     }
@@ -212,6 +215,24 @@ void check_layout(const ProcessEnv& env, int64_t devices_requested, int gpus_on_
     VOLT_CHECK(num_nodes_requested == env.num_nodes, "layout: --num-nodes ", num_nodes_requested, " but the job runs on ",
                env.num_nodes, " node", env.num_nodes == 1 ? "" : "s",
                env.launcher == "slurm" ? " (srun --nodes / sbatch --nodes)" : "", " as seen by ", where);
+  }
+}
+
+int process_gpu(const ProcessEnv& env, int gpus_visible) {
+  VOLT_CHECK(gpus_visible > 0, "layout: ", where_is(env), " sees no GPU (no driver, or CUDA_VISIBLE_DEVICES is empty)");
+  return gpus_visible >= env.local_size ? env.local_rank : 0;
+}
+
+void check_distinct_gpus(const std::vector<RankGpu>& gpus) {
+  std::map<std::string, const RankGpu*> first;
+  for (const RankGpu& g : gpus) {
+    const auto [it, fresh] = first.emplace(g.uuid, &g);
+    if (fresh) continue;
+    const RankGpu& a = *it->second;
+    VOLT_CHECK(false, "layout: ranks ", a.rank, " and ", g.rank, " (node ", g.node, ") both train on GPU ", g.uuid,
+               " (device ", a.device, " and ", g.device, " of the GPUs each sees): each process needs its own GPU; "
+               "start at most one task per GPU and give each task its own (srun --ntasks-per-node=N with "
+               "--gpus-per-node=N, or --gpus-per-task=1)");
   }
 }
 

@@ -16,7 +16,7 @@ using EnvMap = std::map<std::string, std::string>;
 struct ProcessEnv {
   std::string launcher = "none";  // "slurm" (srun), "mpirun" (OpenMPI), "none" (one process)
   int rank = 0;          // global rank in [0, world_size)
-  int local_rank = 0;    // rank among the processes on this node; picks GPU = local_rank
+  int local_rank = 0;    // rank among the processes on this node; picks the GPU (process_gpu)
   int local_size = 1;    // processes on this node
   int node_rank = 0;     // index of this node in [0, num_nodes)
   int world_size = 1;
@@ -55,10 +55,31 @@ std::vector<int> parse_slurm_tasks_per_node(const std::string& text);
 //  - devices_requested (the Trainer's `devices` / cnn_train's --devices; -1 = all, 0 = not given)
 //    must equal the processes on this node: Volt does not spawn processes, the launcher does
 //    (srun --ntasks-per-node=N, mpirun -n N); a single process with devices > 1 is refused;
-//  - on the GPU (accelerator_is_gpu): a GPU per process, so local_size <= gpus_on_node, and
-//    devices = -1 means all gpus_on_node, which must then equal the processes on the node;
+//  - on the GPU (accelerator_is_gpu): the process must see a GPU (gpus_visible, after
+//    CUDA_VISIBLE_DEVICES); when it sees the whole node's GPUs (at least one per process) and
+//    devices = -1, that means all of them, which must then equal the processes on the node. A process
+//    that sees fewer GPUs than its node has processes is taken as bound to its own GPU by the
+//    launcher (process_gpu); whether two processes share one is checked by check_distinct_gpus;
 //  - num_nodes_requested (> 0) must equal the nodes the job runs on.
-void check_layout(const ProcessEnv& env, int64_t devices_requested, int gpus_on_node, bool accelerator_is_gpu,
+void check_layout(const ProcessEnv& env, int64_t devices_requested, int gpus_visible, bool accelerator_is_gpu,
                   int64_t num_nodes_requested = 0);
+
+// The GPU (an index among the gpus_visible this process sees) that the process trains on:
+//  - its local rank when it sees at least one GPU per process of its node (srun --gpus-per-node=N
+//    with --ntasks-per-node=N, mpirun on a node whose GPUs all processes see);
+//  - GPU 0 when it sees fewer (Slurm binds GPUs to tasks: --gpus-per-task=1, --gpu-bind=single:1 or
+//    map_gpu, or a site's CUDA_VISIBLE_DEVICES per task: each task sees only its own).
+// Throws volt::Error when the process sees no GPU.
+int process_gpu(const ProcessEnv& env, int gpus_visible);
+
+// One rank's GPU as gathered from every rank when the NCCL communicator starts: the GPU's UUID
+// ("GPU-8c2d..." as nvidia-smi prints it), the node and the device index the rank chose.
+struct RankGpu {
+  int rank = 0, node = 0, device = 0;
+  std::string uuid;
+};
+// Refuses two ranks on the same physical GPU (NCCL needs one GPU per rank), naming both ranks, the
+// node and the GPU, and what to ask the launcher for instead. `gpus` holds one entry per rank.
+void check_distinct_gpus(const std::vector<RankGpu>& gpus);
 
 }  // namespace volt

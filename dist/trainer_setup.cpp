@@ -56,7 +56,7 @@ Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   env_ = detect_process_env();
   const bool gpu = uses_gpu(opts_);
   check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
-  device_ = gpu ? Device::cuda(env_.local_rank) : Device::cpu();
+  device_ = gpu ? Device::cuda(process_gpu(env_, cuda_device_count())) : Device::cpu();
   comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_trainer_communicator(opts_, env_));
   VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1 && !comm_->device_buffers()), "data-parallel training on GPUs "
              "needs a communicator on device buffers (nccl), but the given one is ", comm_->backend(),

@@ -40,7 +40,7 @@ std::shared_ptr<Communicator> comm() {
   return c;
 }
 
-Device gpu() { return Device::cuda(detect_process_env().local_rank); }
+Device gpu() { return Device::cuda(process_gpu(detect_process_env(), cuda_device_count())); }
 
 Tensor gpu_param(const Shape& shape, uint64_t seed) {
   Tensor t = rand_tensor(shape, seed).to(gpu());

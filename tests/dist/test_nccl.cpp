@@ -42,7 +42,7 @@ Communicator& comm() {
   return *c;
 }
 
-Device gpu() { return Device::cuda(detect_process_env().local_rank); }
+Device gpu() { return Device::cuda(process_gpu(detect_process_env(), cuda_device_count())); }
 
 // A device buffer of `bytes` (a U8 tensor keeps it alive) with host copies in and out.
 struct DeviceBuffer {

@@ -133,9 +133,12 @@ TEST_CASE("process_env: layouts that cannot work are refused") {
   check_layout(two_per_node, 2, 8, true);  // more GPUs than tasks is fine
   check_layout(two_per_node, 2, 0, false);
 
-  std::string m = error_of([&] { check_layout(two_per_node, 2, 1, true); });
-  CHECK(contains(m, "2 processes on node 0 but only 1 GPU visible"));
-  m = error_of([&] { check_layout(two_per_node, 4, 4, true); });
+  // A process that sees fewer GPUs than its node has processes is bound to its own by Slurm
+  // (--gpus-per-task=1): accepted here, with -1 too (it cannot count the node's GPUs).
+  check_layout(two_per_node, 2, 1, true);
+  check_layout(two_per_node, -1, 1, true);
+
+  std::string m = error_of([&] { check_layout(two_per_node, 4, 4, true); });
   CHECK(contains(m, "--devices 4 but 2 processes run on node 0"));
   CHECK(contains(m, "srun --ntasks-per-node"));
   m = error_of([&] { check_layout(two_per_node, -1, 4, true); });
@@ -148,6 +151,29 @@ TEST_CASE("process_env: layouts that cannot work are refused") {
   m = error_of([&] { check_layout(one, 1, 0, true); });
   CHECK(contains(m, "sees no GPU"));
   CHECK(contains(error_of([&] { check_layout(one, -2, 0, false); }), "--devices -2"));
+}
+
+TEST_CASE("process_env: the GPU each process trains on") {
+  const ProcessEnv one = detect_process_env(EnvMap{});
+  const ProcessEnv second_of_four = detect_process_env(srun_env(5, 1, 1, 8, 2, "4(x2)"));
+  CHECK(process_gpu(one, 1) == 0);
+  CHECK(process_gpu(one, 8) == 0);
+  CHECK(process_gpu(second_of_four, 4) == 1);  // sees the node's 4 GPUs: GPU = local rank
+  CHECK(process_gpu(second_of_four, 8) == 1);
+  CHECK(process_gpu(second_of_four, 1) == 0);  // bound to its own GPU (--gpus-per-task=1)
+  CHECK(process_gpu(second_of_four, 2) == 0);  // bound to two (--gpus-per-task=2): the first
+  std::string m = error_of([&] { process_gpu(second_of_four, 0); });
+  CHECK(contains(m, "rank 5 (node 1) sees no GPU"));
+  CHECK(contains(m, "CUDA_VISIBLE_DEVICES"));
+
+  // Two ranks on one physical GPU are refused, naming both and the GPU.
+  check_distinct_gpus({{0, 0, 0, "GPU-a"}, {1, 0, 1, "GPU-b"}, {2, 1, 0, "GPU-c"}, {3, 1, 0, "GPU-d"}});
+  check_distinct_gpus({});
+  m = error_of([&] {
+    check_distinct_gpus({{0, 0, 0, "GPU-a"}, {1, 0, 1, "GPU-b"}, {2, 1, 0, "GPU-c"}, {3, 1, 0, "GPU-c"}});
+  });
+  CHECK(contains(m, "ranks 2 and 3 (node 1) both train on GPU GPU-c"));
+  CHECK(contains(m, "--gpus-per-task=1"));
 }
 
 TEST_CASE("communicator: world size 1 without a launcher") {
