@@ -15,10 +15,15 @@ namespace volt::detail {
 // MPI's message for an error code.
 std::string mpi_error_string(int rc);
 
-// Initialises MPI once per process (MPI_Init_thread, MPI_THREAD_FUNNELED) unless the program
-// already did, sets MPI_ERRORS_RETURN on MPI_COMM_WORLD, and finalises MPI at process exit when it
-// initialised it (MPI cannot be initialised twice, so not when a communicator goes away).
+// Initialises MPI once per process (MPI_Init_thread asking for MPI_THREAD_MULTIPLE, so that the
+// NCCL watchdog thread may call MPI_Abort; Volt's other MPI calls all come from one thread) unless
+// the program already did, sets MPI_ERRORS_RETURN on MPI_COMM_WORLD, and finalises MPI at process
+// exit when it initialised it (MPI cannot be initialised twice, so not when a communicator goes away).
 void ensure_mpi_runtime();
+
+// Whether this thread may call MPI_Abort now: MPI is running and either this is the thread that
+// initialised it or MPI provides MPI_THREAD_MULTIPLE.
+bool mpi_abort_allowed_here();
 
 }  // namespace volt::detail
 

@@ -43,7 +43,7 @@ class MpiRuntime {
     VOLT_CHECK(!finalized, "MPI was already finalised in this process: no MPI communicator can be made");
     if (!initialized) {
       int provided = 0;
-      MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+      MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
       initialized_here_ = true;
     }
     MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
@@ -60,6 +60,16 @@ class MpiRuntime {
 }  // namespace
 
 void ensure_mpi_runtime() { static MpiRuntime runtime; }
+
+bool mpi_abort_allowed_here() {
+  int initialized = 0, finalized = 0, provided = MPI_THREAD_SINGLE, is_main = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return false;
+  MPI_Query_thread(&provided);
+  MPI_Is_thread_main(&is_main);
+  return is_main || provided == MPI_THREAD_MULTIPLE;
+}
 
 }  // namespace detail
 
