@@ -5,7 +5,7 @@
 //   mode=host-to-gpu   the same into pinned memory, copied to cuda:0 one batch ahead (1 and 2 workers)
 //   mode=gpu-resident  the dataset on cuda:0 as uint8, one fused augment kernel per batch (batch 128,
 //                      512, 2048), with the kernel's floor: the bytes it must move (uint8 in, float32
-//                      out, label and order) over the HBM bandwidth (--hbm-gbps, default the H100 SXM's)
+//                      out, label and order) over the memory bandwidth (--hbm-gbps, default the GPU's theoretical peak)
 // Without a GPU the device rows print SKIPPED.
 #include <algorithm>
 #include <chrono>
@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
   std::string dir;
   int64_t batch = 256;
   int epochs = 2;
-  double hbm_gbps = 3350;  // H100 SXM HBM3; an H200 has 4800
-  const char* usage = "usage: bench_loader [--data-dir DIR] [--batch-size 256] [--epochs 2] [--hbm-gbps 3350]\n";
+  double hbm_gbps = 0;  // 0: the GPU's theoretical peak, from its attributes
+  const char* usage = "usage: bench_loader [--data-dir DIR] [--batch-size 256] [--epochs 2] [--hbm-gbps GB/s]\n";
   try {
     for (bench::Args args(argc, argv); args.next();) {
       const std::string& a = args.flag();
@@ -104,6 +104,9 @@ int main(int argc, char** argv) {
       std::printf("RESULT loader mode=gpu-resident SKIPPED (no GPU visible)\n");
       return 0;
     }
+    if (hbm_gbps <= 0) hbm_gbps = cuda_peak_memory_bandwidth(0) / 1e9;
+    VOLT_CHECK(hbm_gbps > 0, "the GPU does not report its memory bandwidth: give --hbm-gbps");
+    std::printf("# %s: %.0f GB/s theoretical memory bandwidth\n", cuda_device_name(0).c_str(), hbm_gbps);
     for (int workers : {1, 2}) {
       LoaderOptions o = cifar_options(batch, workers);
       o.device = gpu;

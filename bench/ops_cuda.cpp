@@ -1,6 +1,6 @@
 // Per-op microbenchmark of the CUDA backend at the seed CNN's shapes (batch 128 by default): time per
-// call of each op's forward and backward, and the memory bandwidth that implies against the H100's
-// peak (bytes moved is the op's minimum: inputs read once, outputs written once). A skeleton: it
+// call of each op's forward and backward, and the memory bandwidth that implies against the GPU's
+// theoretical peak (bytes moved is the op's minimum: inputs read once, outputs written once). A skeleton: it
 // times the eager ops (allocation included); fused and fp16 kernels will be added beside them.
 //   bench_ops_cuda [--batch 128] [--iters 50]
 #include <chrono>
@@ -22,7 +22,7 @@ using namespace volt;
 
 namespace {
 
-constexpr double kPeakBytesPerSecond = 3.35e12;  // H100 SXM HBM3
+double peak_bytes_per_second = 0;  // the GPU's theoretical memory bandwidth (its attributes)
 
 Tensor randn_like_uniform(const Shape& s, uint64_t seed, Device d) {
   Tensor t = Tensor::empty(s);
@@ -39,7 +39,7 @@ void time_op(const std::string& name, double bytes, int iters, const std::functi
   cuda_synchronize(0);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
   std::printf("RESULT op=%-28s us=%9.2f GB/s=%8.1f peak_fraction=%.3f\n", name.c_str(), s * 1e6, bytes / s / 1e9,
-              bytes / s / kPeakBytesPerSecond);
+              bytes / s / peak_bytes_per_second);
 }
 
 }  // namespace
@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     const Device d = Device::cuda(0);
+    peak_bytes_per_second = cuda_peak_memory_bandwidth(0);
+    VOLT_CHECK(peak_bytes_per_second > 0, "the GPU does not report its memory bandwidth");
+    std::printf("# %s: %.0f GB/s theoretical memory bandwidth\n", cuda_device_name(0).c_str(),
+                peak_bytes_per_second / 1e9);
     const double f = 4.0;  // bytes per float
     NoGradGuard no_grad;
     const Tensor x = randn_like_uniform({N, 3, 32, 32}, 1, d);

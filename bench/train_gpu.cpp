@@ -125,9 +125,12 @@ int main(int argc, char** argv) {
   try {
     const Device dev = on_cpu ? Device::cpu() : Device::cuda(device);
     const double gbps = measure_bandwidth(dev);
+    const std::string what = on_cpu ? dev.str() : dev.str() + " (" + cuda_device_name(device) + ")";
     std::printf("# Volt %s seed-CNN training step on %s: Adam, GPU-resident synthetic 3x32x32 batch; "
-                "device-to-device copy bandwidth %.1f GB/s\n",
-                VOLT_VERSION, dev.str().c_str(), gbps);
+                "device-to-device copy bandwidth %.1f GB/s",
+                VOLT_VERSION, what.c_str(), gbps);
+    if (!on_cpu) std::printf(" (theoretical peak %.0f GB/s)", cuda_peak_memory_bandwidth(device) / 1e9);
+    std::printf("\n");
     std::fflush(stdout);
     for (const std::string& precision : precisions)
       for (int b : batches) {

@@ -114,6 +114,9 @@ void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* s
   cuda::copy_h2d_async(dst, src, bytes, stream);
 }
 
+std::string cuda_device_name(int index) { return cuda::device_name(index); }
+double cuda_peak_memory_bandwidth(int index) { return cuda::peak_memory_bandwidth(index); }
+
 void cuda_mem_info(int index, size_t* free_bytes, size_t* total_bytes) {
   cuda_stream(Device::cuda(index));
   cuda::mem_info(free_bytes, total_bytes);
@@ -173,6 +176,8 @@ void* cuda_stream(Device) { no_cuda("cuda_stream"); }
 void cuda_synchronize(int) { no_cuda("cuda_synchronize"); }
 void* cuda_copy_stream(Device) { no_cuda("cuda_copy_stream"); }
 void cuda_copy_to_device_async(void*, const void*, size_t, void*) { no_cuda("cuda_copy_to_device_async"); }
+std::string cuda_device_name(int) { no_cuda("cuda_device_name"); }
+double cuda_peak_memory_bandwidth(int) { no_cuda("cuda_peak_memory_bandwidth"); }
 void cuda_mem_info(int, size_t*, size_t*) { no_cuda("cuda_mem_info"); }
 CudaEvent::CudaEvent(int) { no_cuda("CudaEvent"); }
 CudaEvent::~CudaEvent() = default;

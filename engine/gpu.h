@@ -3,6 +3,8 @@
 // host allocator for staging. No CUDA headers: a stream is a cudaStream_t passed as void*. In a build
 // without CUDA these throw volt::Error (stats are zeros).
 #pragma once
+#include <string>
+
 #include "engine/allocator.h"
 #include "engine/device.h"
 #include "engine/device_allocator.h"
@@ -18,6 +20,10 @@ void* cuda_copy_stream(Device d);
 // Queues a host-to-device copy on `stream` and returns at once. Asynchronous for the host only from
 // pinned memory, which must stay untouched until the copy completed (a CudaEvent recorded after it).
 void cuda_copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
+// cuda:index's name ("NVIDIA H100 80GB HBM3") and theoretical memory bandwidth in bytes/s (0 when
+// the driver does not say), for benchmarks' fractions of peak.
+std::string cuda_device_name(int index);
+double cuda_peak_memory_bandwidth(int index);
 // Bytes free and in total on cuda:index (what the driver reports; the caching allocator's cache counts as used).
 void cuda_mem_info(int index, size_t* free_bytes, size_t* total_bytes);
 

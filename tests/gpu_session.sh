@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Everything the GPU machine is lent for, in one call that never runs past its budget (the device
-# tool allows 600 s per call and little device time per session). Build here, carry the build, run
-# there; every step's log lands in $OUT with a one-line summary in $OUT/summary.txt:
+# tool allows 600 s per call and 15 minutes of device time per session, machine start included). Build
+# here, carry the build, run there. Every step's log lands in a work folder; $OUT gets two files (the
+# device tool returns at most 8, at most two folders down), refreshed after every step so that a
+# call cut short still returns what ran: summary.txt (a line per step) and logs.tar.gz (every log):
 #   here:   bash tests/gpu_carry.sh pack build-gpu                  # then carry ["build-gpu", ".carry"]
 #           mkdir -p .carry && cp -r ../shared/fixtures .carry/     # PyTorch's golden values (git-ignored)
 #   there:  bash tests/gpu_session.sh [build-gpu] [steps...]        # BUDGET_S=540 by default
-# Steps (in this order; name some to run only those): info gpu-tests memcheck bench train-16 train-32
-# allreduce loader kernels. gpu-tests runs CTest's `gpu` label; memcheck runs test_cuda under
+# Steps (in this order, the most wanted first; name some to run only those): info gpu-tests bench
+# train-16 memcheck train-32 allreduce loader kernels. gpu-tests runs CTest's `gpu` label; memcheck runs test_cuda under
 # compute-sanitizer; bench is bench/run_gpu_bench.sh (Volt and PyTorch side by side); train-16 and
 # train-32 time `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; kernels is the
 # per-kernel time of one 16-mixed training step (ncu).
@@ -16,22 +18,30 @@ build=${1:-build-gpu}
 [ $# -gt 0 ] && shift
 case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
 out=${OUT:-$root/gpu-out}
-mkdir -p "$out"
+work=${WORK:-$(mktemp -d /tmp/volt-gpu-session.XXXXXX)}
+mkdir -p "$out" "$work"
 budget=${BUDGET_S:-540}
 start=$SECONDS
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info gpu-tests memcheck bench train-16 train-32 allreduce loader kernels)
+[ ${#steps[@]} -eq 0 ] && steps=(info gpu-tests bench train-16 memcheck train-32 allreduce loader kernels)
+
+# What comes back: the summary, and every log but checkpoints in one archive.
+save() {
+  cp "$work/summary.txt" "$out/summary.txt" 2>/dev/null
+  tar -czf "$out/logs.tar.gz" --exclude='*.ckpt' -C "$work" . 2>/dev/null
+}
 
 . "$root/tests/gpu_env.sh"
-if ! volt_gpu_env "$dir" "$dir/tests/test_cuda" >"$out/env.log" 2>&1; then
-  echo "the binaries in $dir do not load here (see env.log)" | tee "$out/summary.txt"
+if ! volt_gpu_env "$dir" "$dir/tests/test_cuda" >"$work/env.log" 2>&1; then
+  echo "the binaries in $dir do not load here (see env.log)" | tee "$work/summary.txt"
+  save
   exit 1
 fi
 export VOLT_REQUIRE_GPU=1  # a GPU test that finds no GPU fails here instead of reporting "skipped"
 if [ -d "$root/.carry/fixtures" ]; then
   export VOLT_FIXTURES_DIR=$root/.carry/fixtures
 else
-  echo "golden: .carry/fixtures was not carried, so test_golden_gpu reports skipped" | tee -a "$out/summary.txt"
+  echo "golden: .carry/fixtures was not carried, so test_golden_gpu reports skipped" | tee -a "$work/summary.txt"
 fi
 
 # run NAME CAP CMD...: CMD with a time limit of CAP seconds or what is left of the budget.
@@ -40,21 +50,22 @@ run() {
   shift 2
   left=$((budget - (SECONDS - start)))
   if [ "$left" -lt 10 ]; then
-    echo "$name: not run (budget of ${budget} s used)" | tee -a "$out/summary.txt"
+    echo "$name: not run (budget of ${budget} s used)" | tee -a "$work/summary.txt"
     return
   fi
   [ "$cap" -gt "$left" ] && cap=$left
   t0=$SECONDS
-  timeout --kill-after=5 "$cap" bash -c '"$@"' bash "$@" >"$out/$name.log" 2>&1
+  timeout --kill-after=5 "$cap" bash -c '"$@"' bash "$@" >"$work/$name.log" 2>&1
   rc=$?
   echo "$name: exit $rc in $((SECONDS - t0)) s (limit $cap s)$([ $rc -eq 124 ] && echo ' TIMED OUT')" |
-    tee -a "$out/summary.txt"
+    tee -a "$work/summary.txt"
+  save
 }
 
 # The time of the whole cnn_train job, start to printed test metrics.
 timed_train() {
   local t0=$SECONDS
-  VOLT_CUDNN_VERBOSE=1 "$dir/tools/cnn_train" --dataset synthetic --epochs 20 --no-progress --log-dir "$out/runs" "$@"
+  VOLT_CUDNN_VERBOSE=1 "$dir/tools/cnn_train" --dataset synthetic --epochs 20 --no-progress --log-dir "$work/runs" "$@"
   local rc=$?
   echo "WALL cnn_train --dataset synthetic --epochs 20 $*: $((SECONDS - t0)) s (exit $rc)"
   return $rc
@@ -71,20 +82,21 @@ kernels() {
   done
 }
 
-export dir out
+export dir work
 export -f timed_train kernels
 for s in "${steps[@]}"; do
   case $s in
     info) run info 20 bash -c "nvidia-smi; nvcc --version; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" ;;
-    gpu-tests) run gpu-tests 170 bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 120 ;;
-    memcheck) run memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" ;;
-    bench) run bench 190 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$out/bench" --time-limit 180 ;;
-    train-16) run train-16 90 timed_train --precision 16-mixed ;;
-    train-32) run train-32 90 timed_train --precision 32 ;;
-    allreduce) run allreduce 40 "$dir/bench/bench_allreduce" --no-host ;;
-    loader) run loader 40 "$dir/bench/bench_loader" --hbm-gbps 4800 ;;
-    kernels) run kernels 60 kernels ;;
-    *) echo "unknown step '$s' (info gpu-tests memcheck bench train-16 train-32 allreduce loader kernels)" >&2; exit 2 ;;
+    gpu-tests) run gpu-tests 150 bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 120 ;;
+    memcheck) run memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" ;;
+    bench) run bench 170 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$work/bench" --time-limit 160 ;;
+    train-16) run train-16 60 timed_train --precision 16-mixed ;;
+    train-32) run train-32 60 timed_train --precision 32 ;;
+    allreduce) run allreduce 30 "$dir/bench/bench_allreduce" --no-host ;;
+    loader) run loader 30 "$dir/bench/bench_loader" ;;
+    kernels) run kernels 45 kernels ;;
+    *) echo "unknown step '$s' (info gpu-tests bench train-16 memcheck train-32 allreduce loader kernels)" >&2; exit 2 ;;
   esac
 done
-echo "total: $((SECONDS - start)) s of a ${budget} s budget" | tee -a "$out/summary.txt"
+echo "total: $((SECONDS - start)) s of a ${budget} s budget" | tee -a "$work/summary.txt"
+save

@@ -25,6 +25,25 @@ int device_count() {
   return n;
 }
 
+std::string device_name(int index) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, index) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return "cuda:" + std::to_string(index);
+  }
+  return p.name;
+}
+
+double peak_memory_bandwidth(int index) {
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, index) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, index) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0);  // double data rate
+}
+
 std::string device_count_error() {
   int n = 0;
   const cudaError_t e = count_devices(&n);

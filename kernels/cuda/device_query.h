@@ -7,4 +7,8 @@ namespace volt::cuda {
 int device_count();
 // "" when cudaGetDeviceCount succeeded (possibly with 0 devices), else its error name and text.
 std::string device_count_error();
+// Device `index`'s name and theoretical memory bandwidth in bytes/s (2 transfers per memory clock
+// times the bus width, from the device's attributes), for benchmarks' fractions of peak.
+std::string device_name(int index);
+double peak_memory_bandwidth(int index);
 }
