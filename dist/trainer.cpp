@@ -15,7 +15,7 @@
 #include "dist/checkpoint.h"
 #include "dist/csv_logger.h"
 #include "dist/ddp.h"
-#include "dist/grad_clip.h"
+#include "layers/optim/grad_clip.h"
 #include "dist/graphed_step.h"
 #include "dist/log_dir.h"
 #include "dist/profiler.h"
@@ -158,7 +158,6 @@ struct TrainerRun {
     const auto& o = t.opts_;
     if (!t.device().is_cuda() || !o.cuda_graphs) return "off";
     if (o.accumulate_grad_batches > 1) return "gradient accumulation";
-    if (o.gradient_clip_val > 0) return "gradient clipping (computed on the host)";
     if (I.averager) return "data-parallel gradient averaging";
     if (I.profiler.enabled()) return "the profiler (it times each phase on the host)";
     return "";

@@ -78,8 +78,9 @@ struct TrainerOptions {
   bool enable_model_summary = true;
   bool log_histograms = true;  // weight/bias histograms per epoch
   // On a GPU, run the training step as a CUDA graph (captured after two eager steps, then replayed:
-  // one launch per step) when the step allows it: one process, no gradient accumulation or clipping,
-  // no profiler, batches of the full batch size (a shorter last batch runs eagerly). Note that
+  // one launch per step; gradient clipping included) when the step allows it: one process, no
+  // gradient accumulation, no profiler, batches of the full batch size (a shorter last batch runs
+  // eagerly). Note that
   // training_step then runs on the host only for the eager steps and the capture: its GPU work
   // (forward, loss, log() of device tensors) repeats at each replay, other host side effects do not.
   bool cuda_graphs = true;

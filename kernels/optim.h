@@ -1,6 +1,7 @@
 // Optimizer update kernels with PyTorch's exact formulas (torch.optim.SGD / Adam / AdamW,
 // single-tensor, non-fused variants). Each updates one parameter tensor in place.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 namespace volt::cpu {
@@ -35,6 +36,27 @@ void adam_scalars(const AdamArgs& a, const int64_t* steps, int64_t tensors, floa
 // Mixed precision's loss-scale step: grad *= inv_scale, and *found_inf = 1 when any gradient (before
 // scaling) is Inf or NaN (left unchanged otherwise), as torch's _amp_foreach_non_finite_check_and_unscale_.
 void unscale_grads(int64_t n, float* grad, float inv_scale, float* found_inf);
+
+// Gradient clipping with torch.nn.utils' semantics (clip_grad_norm_, clip_grad_value_), accumulated
+// in double. grad_norm_term: over n floats, the sum of |g|^p (g*g for p = 2, exact in double), or the
+// largest |g| for p = inf; a NaN propagates. The terms of several tensors combine by
+// grad_norm_combine (a sum, or the max for p = inf), and grad_norm_finish turns the total into the
+// norm (the p-th root). clip_coefficient: max_norm / (norm + 1e-6), clamped to at most 1 (a NaN norm
+// gives NaN, as torch's clamp). scale_grads: g = float(double(g) * coef). clamp_grads: g clamped to
+// [-clip, clip], NaN kept.
+double grad_norm_term(int64_t n, const float* grad, double p);
+inline bool grad_norm_is_max(double p) { return std::isinf(p); }
+inline double grad_norm_combine(double a, double b, double p) {
+  if (!grad_norm_is_max(p)) return a + b;
+  return (b > a || b != b) && a == a ? b : a;
+}
+double grad_norm_finish(double total, double p);
+inline double clip_coefficient(double norm, double max_norm) {
+  const double q = max_norm / (norm + 1e-6);
+  return q > 1.0 ? 1.0 : q;
+}
+void scale_grads(int64_t n, float* grad, double coef);
+void clamp_grads(int64_t n, float* grad, float clip);
 
 }  // namespace volt::cpu
 
@@ -73,5 +95,17 @@ struct GradTensor {
 };
 void unscale_grads_multi(const GradTensor* tensors, int64_t count, const float* inv_scale, float* found_inf,
                          void* stream);
+
+// clip_grad_norm_ over many tensors without the host: per-block terms (cpu::grad_norm_term's, in
+// double) into `partials`, combined in a fixed order by one block (deterministic), which writes the
+// norm (*norm, float) and cpu::clip_coefficient (*coef, double); then scale_grads_multi multiplies
+// every gradient by *coef (nothing happens where it is 1). `partials` holds
+// grad_norm_partial_count(tensors, count) doubles of device memory.
+int64_t grad_norm_partial_count(const GradTensor* tensors, int64_t count);
+void grad_norm_multi(const GradTensor* tensors, int64_t count, double norm_type, double max_norm, double* partials,
+                     float* norm, double* coef, void* stream);
+void scale_grads_multi(const GradTensor* tensors, int64_t count, const double* coef, void* stream);
+// cpu::clamp_grads over many tensors.
+void clamp_grads_multi(const GradTensor* tensors, int64_t count, float clip, void* stream);
 
 }  // namespace volt::cuda

@@ -11,7 +11,7 @@
 #include "data/datamodule.h"
 #include "data/synthetic.h"
 #include "dist/checkpoint.h"
-#include "dist/grad_clip.h"
+#include "layers/optim/grad_clip.h"
 #include "dist/trainer.h"
 #include "engine/autograd.h"
 #include "engine/random.h"
@@ -97,17 +97,47 @@ TEST_CASE("clip_grad_norm_ and clip_grad_value_ follow PyTorch") {
   Tensor a = test::param({3.f, 4.f}), b = test::param({12.f});
   test::set_grad(a, {3, 4});
   test::set_grad(b, {12});
-  const double total = clip_grad_norm_({a, b}, 6.5);
-  CHECK(total == doctest::Approx(13.0));
+  const Tensor total = clip_grad_norm_({a, b}, 6.5);
+  CHECK(total.shape() == Shape{});
+  CHECK(total.item() == doctest::Approx(13.0));
   const double c = 6.5 / (13.0 + 1e-6);
   test::check_close(a.grad(), {3 * c, 4 * c});
   test::check_close(b.grad(), {12 * c});
-  // Below the limit: unchanged.
-  CHECK(clip_grad_norm_({a, b}, 100.0) == doctest::Approx(6.5).epsilon(1e-5));
-  test::check_close(a.grad(), {3 * c, 4 * c});
+  // Below the limit: unchanged, bit for bit.
+  const std::vector<float> before = a.grad().to_vector();
+  CHECK(clip_grad_norm_({a, b}, 100.0).item() == doctest::Approx(6.5).epsilon(1e-5));
+  CHECK(a.grad().to_vector() == before);
   test::set_grad(a, {-3, 0.5});
   clip_grad_value_({a}, 1.0);
   test::check_close(a.grad(), {-1, 0.5});
+
+  // Other norms: inf (the largest |g|), 1, 3.
+  test::set_grad(a, {3, -4});
+  test::set_grad(b, {-2});
+  CHECK(clip_grad_norm_({a, b}, 100.0, INFINITY).item() == 4.f);
+  CHECK(clip_grad_norm_({a, b}, 100.0, 1.0).item() == 9.f);
+  CHECK(clip_grad_norm_({a, b}, 100.0, 3.0).item() == doctest::Approx(std::cbrt(27.0 + 64 + 8)));
+  clip_grad_norm_({a, b}, 2.0, INFINITY);
+  test::check_close(a.grad(), {1.5, -2}, 1e-5);
+  // No gradient at all: a zero norm; a NaN gradient makes every gradient NaN, as torch's does.
+  Tensor none = test::param({1.f});
+  CHECK(clip_grad_norm_({none}, 1.0).item() == 0.f);
+  test::set_grad(a, {NAN, 1});
+  test::set_grad(b, {2});
+  CHECK(std::isnan(clip_grad_norm_({a, b}, 1.0).item()));
+  CHECK(std::isnan(b.grad().to_vector()[0]));
+  test::set_grad(a, {NAN, 1});
+  CHECK(std::isnan(clip_grad_norm_({a, b}, 1.0, INFINITY).item()));  // NaN wins over max, too
+  // clip_grad_value_ keeps NaN (torch.clamp does).
+  test::set_grad(a, {NAN, -7});
+  clip_grad_value_({a}, 2.0);
+  CHECK(std::isnan(a.grad().to_vector()[0]));
+  CHECK(a.grad().to_vector()[1] == -2.f);
+
+  // Bad input.
+  CHECK(contains(error_of([&] { clip_grad_norm_({a}, -1.0); }), "max_norm must be >= 0"));
+  CHECK(contains(error_of([&] { clip_grad_norm_({a}, 1.0, 0.0); }), "norm_type must be positive"));
+  CHECK(contains(error_of([&] { clip_grad_value_({a}, -1.0); }), "clip_value must be >= 0"));
 }
 
 TEST_CASE("gradient clipping inside fit keeps the update bounded") {

@@ -88,8 +88,8 @@ TEST_CASE("gpu Trainer: gradient clipping by norm on device gradients matches th
   }
 }
 
-// A 2-epoch fit of m on cuda:0 (seed 23) with or without CUDA graphs: the final weights, the last
-// train_loss and what the Trainer printed.
+// A 2-epoch fit of m on cuda:0 (seed 23) with or without CUDA graphs, with gradient clipping when
+// clip > 0: the final weights, the last train_loss and what the Trainer printed.
 namespace {
 
 struct GpuFit {
@@ -97,7 +97,8 @@ struct GpuFit {
   double loss = 0;
   std::string log;
 };
-GpuFit fit_on_gpu(ClassifierModule& m, const std::string& precision, bool graphs, const std::string& root) {
+GpuFit fit_on_gpu(ClassifierModule& m, const std::string& precision, bool graphs, const std::string& root,
+                  double clip = 0, const std::string& clip_algorithm = "norm") {
   SynthDM dm(384, 32, 32);
   Quiet q;
   auto o = q.base(root);
@@ -106,6 +107,8 @@ GpuFit fit_on_gpu(ClassifierModule& m, const std::string& precision, bool graphs
   o.seed = 23;
   o.precision = precision;
   o.cuda_graphs = graphs;
+  o.gradient_clip_val = clip;
+  o.gradient_clip_algorithm = clip_algorithm;
   Trainer t(o);
   t.fit(m, dm);
   return {snapshot(m), t.callback_metrics().at("train_loss"), q.os.str()};
@@ -113,12 +116,14 @@ GpuFit fit_on_gpu(ClassifierModule& m, const std::string& precision, bool graphs
 
 // The same fit from seed 23 eagerly (fits[0]) and with CUDA graphs (fits[1]); make() builds the module.
 template <class Make>
-std::vector<GpuFit> eager_and_graphed(Make make, const TempDir& dir, const std::string& precision) {
+std::vector<GpuFit> eager_and_graphed(Make make, const TempDir& dir, const std::string& precision, double clip = 0,
+                                      const std::string& clip_algorithm = "norm") {
   std::vector<GpuFit> fits;
   for (bool graphs : {false, true}) {
     manual_seed(23);
     auto m = make();
-    fits.push_back(fit_on_gpu(*m, precision, graphs, dir / (precision + (graphs ? "_graph" : "_eager"))));
+    const std::string name = precision + (clip > 0 ? "_clip_" + clip_algorithm : "") + (graphs ? "_graph" : "_eager");
+    fits.push_back(fit_on_gpu(*m, precision, graphs, dir / name, clip, clip_algorithm));
   }
   return fits;
 }
@@ -146,6 +151,24 @@ TEST_CASE("gpu Trainer: a fit as CUDA-graph replays ends with the eager fit's we
     CHECK(contains(fits[1].log, "the training step is captured"));
     CHECK(same_weights(make, fits));
     CHECK(fits[1].loss == fits[0].loss);
+  }
+}
+
+TEST_CASE("gpu Trainer: gradient clipping (norm and value) runs inside the captured step, as eagerly") {
+  require_gpu();
+  TempDir dir("volt_trainer_gpu_");
+  for (const char* precision : {"32", "16-mixed"}) {
+    for (const char* algorithm : {"norm", "value"}) {
+      INFO(precision << ", clip by " << algorithm);
+      auto make = [] { return std::make_unique<ClassifierModule>(small_cnn(0.3), adam(2e-3)); };
+      // Limits that clip most steps: the norm of these gradients is about 1, single values about 0.1.
+      const std::vector<GpuFit> fits = eager_and_graphed(make, dir, precision, algorithm == std::string("norm") ? 0.2 : 0.01,
+                                                         algorithm);
+      INFO(fits[1].log);
+      CHECK(contains(fits[1].log, "the training step is captured"));
+      CHECK(same_weights(make, fits));
+      CHECK(fits[1].loss == fits[0].loss);
+    }
   }
 }
 

@@ -1,7 +1,9 @@
 // CPU optimizer updates, written to follow torch/optim/{sgd,adam}.py's single-tensor paths.
 #include "kernels/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace volt::cpu {
 
@@ -76,6 +78,52 @@ void unscale_grads(int64_t n, float* grad, float inv_scale, float* found_inf) {
     grad[i] = g * inv_scale;
   }
   if (bad) *found_inf = 1.f;
+}
+
+namespace {
+// |g|^p for one element (p = inf: |g|).
+double norm_power(float g, double p) {
+  const double a = std::fabs(double(g));
+  if (p == 2.0) return a * a;
+  if (p == 1.0 || grad_norm_is_max(p)) return a;
+  return std::pow(a, p);
+}
+}  // namespace
+
+double grad_norm_term(int64_t n, const float* grad, double p) {
+  // Fixed chunks summed in order: the same result for any number of threads.
+  constexpr int64_t kChunk = 65536;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(size_t(std::max<int64_t>(chunks, 1)), 0.0);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double acc = 0;
+    for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) acc = grad_norm_combine(acc, norm_power(grad[i], p), p);
+    part[size_t(c)] = acc;
+  }
+  double acc = 0;
+  for (const double v : part) acc = grad_norm_combine(acc, v, p);
+  return acc;
+}
+
+double grad_norm_finish(double total, double p) {
+  if (p == 1.0 || grad_norm_is_max(p)) return total;
+  if (p == 2.0) return std::sqrt(total);
+  return std::pow(total, 1.0 / p);
+}
+
+void scale_grads(int64_t n, float* grad, double coef) {
+  if (coef == 1.0) return;  // the identity
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) grad[i] = float(double(grad[i]) * coef);
+}
+
+void clamp_grads(int64_t n, float* grad, float clip) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    if (g == g) grad[i] = std::min(clip, std::max(-clip, g));
+  }
 }
 
 }  // namespace volt::cpu

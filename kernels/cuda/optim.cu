@@ -117,8 +117,98 @@ __global__ void unscale_kernel(GradList l, const float* inv_scale, float* found_
   if (bad) *found_inf = 1.f;  // every writer stores the same value: no atomic needed
 }
 
+// ---- gradient clipping ----
+
+// cpu::grad_norm_term's element power and combination (p = inf: max |g|, a NaN propagating).
+__device__ __forceinline__ double norm_power(float g, double p, bool is_max) {
+  const double a = fabs(double(g));
+  if (p == 2.0) return __dmul_rn(a, a);
+  if (p == 1.0 || is_max) return a;
+  return pow(a, p);
+}
+__device__ __forceinline__ double norm_combine(double a, double b, bool is_max) {
+  if (!is_max) return __dadd_rn(a, b);
+  return (b > a || isnan(b)) && !isnan(a) ? b : a;
+}
+// The block's combination of v (blockDim.x == kThreads), valid in thread 0; a fixed order.
+__device__ double block_norm_combine(double v, bool is_max) {
+  __shared__ double buf[kThreads];
+  buf[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (int(threadIdx.x) < s) buf[threadIdx.x] = norm_combine(buf[threadIdx.x], buf[threadIdx.x + s], is_max);
+    __syncthreads();
+  }
+  return buf[0];
+}
+
+// partials[(first + t) * gridDim.x + blockIdx.x]: this block's term of tensor t.
+__global__ void norm_terms_kernel(GradList l, int first, double p, bool is_max, double* partials) {
+  const int t = blockIdx.y;
+  const float* grad = l.grad[t];
+  double acc = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x)
+    acc = norm_combine(acc, norm_power(grad[i], p, is_max), is_max);
+  acc = block_norm_combine(acc, is_max);
+  if (threadIdx.x == 0) partials[(int64_t(first) + t) * gridDim.x + blockIdx.x] = acc;
+}
+
+// One block: every partial in index order per thread, then the block; the norm and the coefficient.
+__global__ void norm_finish_kernel(const double* partials, int64_t count, double p, bool is_max, double max_norm,
+                                   float* norm, double* coef) {
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) acc = norm_combine(acc, partials[i], is_max);
+  acc = block_norm_combine(acc, is_max);
+  if (threadIdx.x == 0) {
+    const double total = (p == 1.0 || is_max) ? acc : p == 2.0 ? sqrt(acc) : pow(acc, 1.0 / p);
+    const double q = __ddiv_rn(max_norm, __dadd_rn(total, 1e-6));
+    *norm = float(total);
+    *coef = q > 1.0 ? 1.0 : q;
+  }
+}
+
+__global__ void scale_grads_kernel(GradList l, const double* coef) {
+  const double c = *coef;
+  if (c == 1.0) return;
+  const int t = blockIdx.y;
+  float* grad = l.grad[t];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x)
+    grad[i] = float(__dmul_rn(double(grad[i]), c));
+}
+
+__global__ void clamp_grads_kernel(GradList l, float clip) {
+  const int t = blockIdx.y;
+  float* grad = l.grad[t];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = grad[i];
+    if (!isnan(g)) grad[i] = fminf(clip, fmaxf(-clip, g));
+  }
+}
+
 unsigned blocks_x(int64_t max_n) {
   return unsigned(std::max<int64_t>(1, std::min<int64_t>((max_n + kThreads - 1) / kThreads, 1024)));
+}
+
+// The tensors in launches of kPerLaunch: fn(list, first index, count in this launch, the largest n).
+template <class F>
+void for_each_launch(const GradTensor* tensors, int64_t count, F fn) {
+  for (int64_t start = 0; start < count; start += kPerLaunch) {
+    GradList l{};
+    const int64_t c = std::min<int64_t>(kPerLaunch, count - start);
+    int64_t max_n = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      l.grad[j] = tensors[start + j].grad;
+      l.n[j] = tensors[start + j].n;
+      max_n = std::max(max_n, l.n[j]);
+    }
+    fn(l, int(start), unsigned(c), max_n);
+  }
+}
+
+int64_t max_numel(const GradTensor* tensors, int64_t count) {
+  int64_t m = 0;
+  for (int64_t i = 0; i < count; ++i) m = std::max(m, tensors[i].n);
+  return m;
 }
 
 }  // namespace
@@ -169,17 +259,37 @@ void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::Adam
 
 void unscale_grads_multi(const GradTensor* tensors, int64_t count, const float* inv_scale, float* found_inf,
                          void* stream) {
-  for (int64_t start = 0; start < count; start += kPerLaunch) {
-    GradList l{};
-    const int64_t c = std::min<int64_t>(kPerLaunch, count - start);
-    int64_t max_n = 0;
-    for (int64_t j = 0; j < c; ++j) {
-      l.grad[j] = tensors[start + j].grad;
-      l.n[j] = tensors[start + j].n;
-      max_n = std::max(max_n, l.n[j]);
-    }
-    launch(unscale_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, inv_scale, found_inf);
-  }
+  for_each_launch(tensors, count, [&](const GradList& l, int, unsigned c, int64_t max_n) {
+    launch(unscale_kernel, dim3(blocks_x(max_n), c), kThreads, 0, stream, l, inv_scale, found_inf);
+  });
+}
+
+int64_t grad_norm_partial_count(const GradTensor* tensors, int64_t count) {
+  return std::max<int64_t>(1, count * int64_t(blocks_x(max_numel(tensors, count))));
+}
+
+void grad_norm_multi(const GradTensor* tensors, int64_t count, double norm_type, double max_norm, double* partials,
+                     float* norm, double* coef, void* stream) {
+  const bool is_max = cpu::grad_norm_is_max(norm_type);
+  // One grid width for every launch, so that tensor t's terms sit at [t * bx, (t + 1) * bx).
+  const unsigned bx = blocks_x(max_numel(tensors, count));
+  for_each_launch(tensors, count, [&](const GradList& l, int first, unsigned c, int64_t) {
+    launch(norm_terms_kernel, dim3(bx, c), kThreads, 0, stream, l, first, norm_type, is_max, partials);
+  });
+  launch(norm_finish_kernel, dim3(1), kThreads, 0, stream, partials, count * int64_t(bx), norm_type, is_max, max_norm,
+         norm, coef);
+}
+
+void scale_grads_multi(const GradTensor* tensors, int64_t count, const double* coef, void* stream) {
+  for_each_launch(tensors, count, [&](const GradList& l, int, unsigned c, int64_t max_n) {
+    launch(scale_grads_kernel, dim3(blocks_x(max_n), c), kThreads, 0, stream, l, coef);
+  });
+}
+
+void clamp_grads_multi(const GradTensor* tensors, int64_t count, float clip, void* stream) {
+  for_each_launch(tensors, count, [&](const GradList& l, int, unsigned c, int64_t max_n) {
+    launch(clamp_grads_kernel, dim3(blocks_x(max_n), c), kThreads, 0, stream, l, clip);
+  });
 }
 
 }  // namespace volt::cuda

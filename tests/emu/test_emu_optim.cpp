@@ -143,3 +143,86 @@ TEST_CASE("emu optim: multi-tensor Adam, AdamW and AMSGrad equal the CPU bit for
     }
   }
 }
+
+namespace {
+// The CPU's clip_grad_norm_ over tensors g (in place); returns the norm.
+double cpu_clip_norm(std::vector<std::vector<float>>& g, double max_norm, double p) {
+  double total = 0;
+  for (auto& x : g) total = cpu::grad_norm_combine(total, cpu::grad_norm_term(int64_t(x.size()), x.data(), p), p);
+  const double norm = cpu::grad_norm_finish(total, p);
+  for (auto& x : g) cpu::scale_grads(int64_t(x.size()), x.data(), cpu::clip_coefficient(norm, max_norm));
+  return norm;
+}
+}  // namespace
+
+TEST_CASE("emu optim: multi-tensor clip_grad_norm_ (p = 2, 1, 3, inf) matches the CPU, and leaves a small norm alone") {
+  auto n = sizes();
+  n.push_back(3001);  // 12 blocks of one tensor: their partial terms combine too
+  for (double p : {2.0, 1.0, 3.0, double(INFINITY)}) {
+    for (double max_norm : {0.5, 1e9}) {
+      INFO("p " << p << ", max_norm " << max_norm);
+      std::vector<Guarded<float>> g1;
+      std::vector<std::vector<float>> g2;
+      for (size_t t = 0; t < n.size(); ++t) {
+        g2.push_back(random_floats(size_t(n[t]), 800 + t, -3.f, 2.f));
+        g1.emplace_back(g2.back());
+      }
+      std::vector<cuda::GradTensor> list;
+      for (size_t t = 0; t < n.size(); ++t) list.push_back({g1[t].data(), n[t]});
+      const int64_t np = cuda::grad_norm_partial_count(list.data(), int64_t(list.size()));
+      Guarded<double> partials(size_t(np + 1), -1.0);
+      Guarded<float> norm(1);
+      cuda::grad_norm_multi(list.data(), int64_t(list.size()), p, max_norm, partials.data(), norm.data(),
+                            partials.data() + np, nullptr);
+      cuda::scale_grads_multi(list.data(), int64_t(list.size()), partials.data() + np, nullptr);
+      const double want = cpu_clip_norm(g2, max_norm, p);
+      CHECK(norm[0] == doctest::Approx(want).epsilon(1e-6));
+      CHECK(partials[size_t(np)] == doctest::Approx(cpu::clip_coefficient(want, max_norm)).epsilon(1e-12));
+      for (size_t t = 0; t < n.size(); ++t) {
+        const std::vector<float> got = g1[t].vec();
+        if (max_norm > 1e8) {
+          check_bitwise(got, g2[t], "unclipped gradient " + std::to_string(t));  // coefficient 1: untouched
+        } else {
+          for (size_t i = 0; i < got.size(); ++i)
+            REQUIRE(std::fabs(got[i] - g2[t][i]) <= 1e-6f * std::fabs(g2[t][i]) + 1e-30f);
+        }
+        REQUIRE((g1[t].guards_intact() && partials.guards_intact() && norm.guards_intact()));
+      }
+    }
+  }
+}
+
+TEST_CASE("emu optim: a NaN gradient makes the clip norm NaN, and the multi-tensor clamp keeps NaN as the CPU does") {
+  const auto n = sizes();
+  for (double p : {2.0, double(INFINITY)}) {
+    std::vector<Guarded<float>> g;
+    for (size_t t = 0; t < n.size(); ++t) g.emplace_back(random_floats(size_t(n[t]), 900 + t));
+    g[7][3] = NAN;
+    std::vector<cuda::GradTensor> list;
+    for (size_t t = 0; t < n.size(); ++t) list.push_back({g[t].data(), n[t]});
+    const int64_t np = cuda::grad_norm_partial_count(list.data(), int64_t(list.size()));
+    Guarded<double> partials(size_t(np + 1));
+    Guarded<float> norm(1);
+    cuda::grad_norm_multi(list.data(), int64_t(list.size()), p, 1.0, partials.data(), norm.data(), partials.data() + np,
+                          nullptr);
+    CHECK(std::isnan(norm[0]));
+    cuda::scale_grads_multi(list.data(), int64_t(list.size()), partials.data() + np, nullptr);
+    CHECK(std::isnan(g[0][0]));
+  }
+  std::vector<Guarded<float>> g1;
+  std::vector<std::vector<float>> g2;
+  for (size_t t = 0; t < n.size(); ++t) {
+    g2.push_back(random_floats(size_t(n[t]), 950 + t, -2.f, 2.f));
+    g2.back()[0] = NAN;
+    g1.emplace_back(g2.back());
+  }
+  std::vector<cuda::GradTensor> list;
+  for (size_t t = 0; t < n.size(); ++t) list.push_back({g1[t].data(), n[t]});
+  cuda::clamp_grads_multi(list.data(), int64_t(list.size()), 0.75f, nullptr);
+  for (size_t t = 0; t < n.size(); ++t) {
+    cpu::clamp_grads(n[t], g2[t].data(), 0.75f);
+    REQUIRE(std::isnan(g1[t][0]));
+    check_bitwise(g1[t].vec(), g2[t], "clamped gradient " + std::to_string(t));
+    REQUIRE(g1[t].guards_intact());
+  }
+}
