@@ -16,6 +16,7 @@
 #include "engine/random.h"
 #include "layers/metrics.h"
 #include "layers/models/seed_cnn.h"
+#include "layers/optim/grad_clip.h"
 #include "layers/optim/optimizer.h"
 #include "tests/ops/op_table.h"
 #include "tests/ops/reference.h"
@@ -346,6 +347,30 @@ TEST_CASE("gpu optimizers: SGD, Adam and AdamW update like the CPU") {
   check_optimizer_twins<Adam>(vt::adam_options(1e-2, 0.9, 0.999, 1e-8, 0.01), "Adam weight decay");
   check_optimizer_twins<Adam>(vt::adam_options(1e-2, 0.8, 0.99, 1e-6, 0.0, true), "Adam amsgrad");
   check_optimizer_twins<AdamW>(vt::adam_options(1e-2, 0.9, 0.999, 1e-8, 0.05), "AdamW");
+}
+
+TEST_CASE("gpu gradient clipping: norm (p = 2, 1, inf) and value clipping match the CPU, with the norm left on the device") {
+  require_gpu();
+  for (double p : {2.0, 1.0, double(INFINITY)}) {
+    for (double max_norm : {0.5, 1e9}) {  // clipping, and a norm under the limit (untouched)
+      INFO("p " << p << ", max_norm " << max_norm);
+      auto [pc, pg] = twin_params(53);
+      set_same_grads(pc, pg, 7000);
+      const Tensor nc = clip_grad_norm_(pc, max_norm, p), ng = clip_grad_norm_(pg, max_norm, p);
+      CHECK(ng.device() == kGpu);
+      CHECK(ng.item() == doctest::Approx(nc.item()).epsilon(1e-6));
+      for (size_t i = 0; i < pc.size(); ++i)
+        if (pc[i].grad().defined()) check_near(pg[i].grad(), pc[i].grad(), 1e-12, 1e-6, "clipped gradient");
+    }
+  }
+  auto [pc, pg] = twin_params(53);
+  set_same_grads(pc, pg, 7100);
+  clip_grad_value_(pc, 0.3);
+  clip_grad_value_(pg, 0.3);
+  for (size_t i = 0; i < pc.size(); ++i)
+    if (pc[i].grad().defined()) CHECK(pg[i].grad().to_vector() == pc[i].grad().to_vector());
+  // Gradients on two devices are refused.
+  CHECK(vt::contains(vt::error_of([&] { clip_grad_norm_({pc[0], pg[1]}, 1.0); }), "gradients on several devices"));
 }
 
 // ---------------------------------------------------------------- Module::to and the seed CNN
