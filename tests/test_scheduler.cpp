@@ -218,3 +218,34 @@ TEST_CASE("a schedule drives the optimizer's updates") {
     check_close(p, {want});
   }
 }
+
+TEST_CASE("scheduler state_dict / load_state_dict") {
+  Tensor p = test::param({1.f});
+  Adam opt({p}, test::adam_options(0.1));
+  CosineAnnealingLR sched(opt, 10, 0.001);
+  for (int i = 0; i < 3; ++i) sched.step();
+  const SchedulerState s = sched.state_dict();
+  CHECK(s.type == "CosineAnnealingLR");
+  CHECK(s.ints.at("last_epoch") == 3);
+  CHECK(s.reals.at("base_lr") == 0.1);
+
+  Tensor q = test::param({1.f});
+  Adam opt2({q}, test::adam_options(0.1));
+  CosineAnnealingLR fresh(opt2, 10, 0.001);
+  fresh.load_state_dict(s);
+  opt2.load_state_dict(opt.state_dict());
+  CHECK(fresh.last_epoch() == 3);
+  sched.step();
+  fresh.step();
+  CHECK(opt.lr() == opt2.lr());
+
+  StepLR other(opt2, 2);
+  CHECK(test::contains(test::error_of([&] { other.load_state_dict(s); }), "CosineAnnealingLR"));
+  OneCycleOptions oc;
+  oc.total_steps = 2;
+  OneCycleLR one(opt2, oc);
+  SchedulerState far = one.state_dict();
+  far.ints["last_epoch"] = 5;
+  CHECK(test::contains(test::error_of([&] { one.load_state_dict(far); }), "total_steps"));
+  CHECK(one.last_epoch() == 0);
+}

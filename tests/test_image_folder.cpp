@@ -1,0 +1,180 @@
+// ImageFolderDataset on PNG, BMP and JPEG files written by stb_image_write (sorted classes and
+// files, channel-planar decoding, errors naming the file), and concurrent get() on every dataset.
+#include <doctest/doctest.h>
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/cifar.h"
+#include "data/image_folder.h"
+#include "data/synthetic.h"
+#include "engine/error.h"
+#include "tests/dataset_files.h"
+#include "tests/test_util.h"
+
+using namespace volt;
+namespace fs = std::filesystem;
+
+namespace {
+using test::Bytes;
+using test::cifar_records;
+using test::contains;
+using test::error_of;
+using test::first_labels;
+using test::pixel_at;
+using test::write_file;
+using TempDir = test::DatasetDir;
+}  // namespace
+
+namespace {
+// w x h image with `comp` interleaved channels; value depends on (seed, y, x, c).
+Bytes hwc_image(int w, int h, int comp, int seed) {
+  Bytes b(size_t(w * h * comp));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < comp; ++c) b[size_t((y * w + x) * comp + c)] = uint8_t((seed * 53 + y * 29 + x * 7 + c * 85) % 256);
+  return b;
+}
+
+void write_png(const std::string& path, int w, int h, int comp, int seed) {
+  fs::create_directories(fs::path(path).parent_path());
+  REQUIRE(stbi_write_png(path.c_str(), w, h, comp, hwc_image(w, h, comp, seed).data(), w * comp));
+}
+}  // namespace
+
+TEST_CASE("ImageFolder: sorted classes and files, PNG/BMP/JPEG decoded to channel-planar [C, H, W]") {
+  TempDir d;
+  const int w = 5, h = 3;
+  write_png(d / "b_dog/z.png", w, h, 3, 1);
+  write_png(d / "b_dog/A.PNG", w, h, 3, 2);
+  fs::create_directories(d / "a_cat");
+  REQUIRE(stbi_write_bmp((d / "a_cat/x.bmp").c_str(), w, h, 3, hwc_image(w, h, 3, 3).data()));
+  REQUIRE(stbi_write_jpg((d / "a_cat/y.JPEG").c_str(), w, h, 3, hwc_image(w, h, 3, 4).data(), 100));
+  write_file(d / "a_cat/notes.txt", {1, 2, 3});  // not an image: ignored
+  write_file(d / "readme.md", {1});                // not a folder: ignored
+  const ImageFolderDataset ds(d.path);
+  CHECK(ds.class_names() == std::vector<std::string>{"a_cat", "b_dog"});
+  CHECK(ds.size() == 4);
+  CHECK(ds.num_classes() == 2);
+  CHECK(ds.image_shape() == Shape{3, h, w});
+  CHECK(ds.path(0) == d / "a_cat/x.bmp");
+  CHECK(ds.path(1) == d / "a_cat/y.JPEG");
+  CHECK(ds.path(2) == d / "b_dog/A.PNG");
+  CHECK(ds.path(3) == d / "b_dog/z.png");
+  CHECK(first_labels(ds, 4) == std::vector<int64_t>{0, 0, 1, 1});
+  Bytes img(size_t(ds.image_bytes()));
+  for (int64_t i : {0, 2, 3}) {  // lossless formats: exact, seeds 3, 2, 1
+    const Bytes want = hwc_image(w, h, 3, i == 0 ? 3 : i == 2 ? 2 : 1);
+    ds.get(i, img.data());
+    int bad = 0;
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < w * h; ++p) bad += img[size_t(c * w * h + p)] != want[size_t(p * 3 + c)];
+    CHECK_MESSAGE(bad == 0, "image ", i);
+  }
+  ds.get(1, img.data());  // JPEG at quality 100: close
+  const Bytes want = hwc_image(w, h, 3, 4);
+  int worst = 0;
+  for (int c = 0; c < 3; ++c)
+    for (int p = 0; p < w * h; ++p) worst = std::max(worst, std::abs(img[size_t(c * w * h + p)] - want[size_t(p * 3 + c)]));
+  CHECK(worst <= 40);
+
+  // grey: a 1-channel PNG read as 1 channel is exact, and as 3 channels is replicated
+  TempDir g;
+  write_png(g / "only/a.png", 4, 6, 1, 5);
+  const ImageFolderDataset grey(g.path, 1);
+  CHECK(grey.image_shape() == Shape{1, 6, 4});
+  CHECK(pixel_at(grey, 0, 0, 5, 3) == hwc_image(4, 6, 1, 5)[5 * 4 + 3]);
+  const ImageFolderDataset rgb(g.path, 3);
+  CHECK(pixel_at(rgb, 0, 2, 5, 3) == hwc_image(4, 6, 1, 5)[5 * 4 + 3]);
+  CHECK(contains(error_of([&] { ImageFolderDataset(g.path, 5); }), "channels must be 1, 2, 3 or 4"));
+}
+
+TEST_CASE("ImageFolder errors name the folder or file") {
+  TempDir d;
+  SUBCASE("missing directory") { CHECK(contains(error_of([&] { ImageFolderDataset(d / "none"); }), d / "none")); }
+  SUBCASE("no class folders") {
+    write_file(d / "stray.png", {1});
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });
+    CHECK(contains(e, "no class folders in " + d.path));
+  }
+  SUBCASE("empty class folder") {
+    write_png(d / "a/1.png", 2, 2, 3, 0);
+    fs::create_directories(d / "b");
+    write_file(d / "b/readme.txt", {1});
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });
+    CHECK(contains(e, d / "b"));
+    CHECK(contains(e, "holds no images"));
+  }
+  SUBCASE("unreadable image") {
+    write_png(d / "a/1.png", 2, 2, 3, 0);
+    write_file(d / "a/2.png", {'n', 'o', 't', ' ', 'a', ' ', 'p', 'n', 'g'});
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });
+    CHECK(contains(e, d / "a/2.png"));
+    CHECK(contains(e, "cannot read image"));
+  }
+  SUBCASE("image whose header is fine but data is cut off fails in get()") {
+    write_png(d / "a/1.png", 16, 16, 3, 0);
+    Bytes b;
+    {
+      std::ifstream in(d / "a/1.png", std::ios::binary);
+      b.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    b.resize(60);
+    write_file(d / "a/1.png", b);
+    const ImageFolderDataset ds(d.path);
+    Bytes img(size_t(ds.image_bytes()));
+    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK(contains(e, "cannot decode"));
+  }
+  SUBCASE("mixed image sizes: the first file that differs") {
+    write_png(d / "a/1.png", 4, 4, 3, 0);
+    write_png(d / "a/2.png", 4, 4, 3, 1);
+    write_png(d / "b/1.png", 4, 5, 3, 2);
+    write_png(d / "b/2.png", 3, 3, 3, 3);
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });
+    CHECK(contains(e, d / "b/1.png"));
+    CHECK(contains(e, "4x5"));
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK_FALSE(contains(e, d / "b/2.png"));
+  }
+}
+
+// ---- synthetic, and concurrent reads ----
+
+TEST_CASE("get() is safe to call from several threads at once") {
+  TempDir d;
+  for (int c = 0; c < 3; ++c)
+    for (int i = 0; i < 4; ++i) write_png(d / ("c" + std::to_string(c) + "/" + std::to_string(i) + ".png"), 8, 6, 3, c * 4 + i);
+  TempDir cd;
+  write_file(cd / "test_batch.bin", cifar_records({{1}, {2}, {3}, {4}, {5}}));
+  const ImageFolderDataset folder(d.path, 3);
+  const CIFAR10Dataset cifar(cd.path, false, false);
+  SyntheticOptions so;
+  so.size = 12;
+  const SyntheticDataset synth(so);
+  for (const Dataset* ds : std::vector<const Dataset*>{&folder, &cifar, &synth}) {
+    std::vector<Bytes> want(size_t(ds->size()), Bytes(size_t(ds->image_bytes())));
+    std::vector<int64_t> want_label(size_t(ds->size()));
+    for (int64_t i = 0; i < ds->size(); ++i) want_label[size_t(i)] = ds->get(i, want[size_t(i)].data());
+    std::vector<int> mismatches(4, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        Bytes img(size_t(ds->image_bytes()));
+        for (int rep = 0; rep < 5; ++rep)
+          for (int64_t i = 0; i < ds->size(); ++i) {
+            const int64_t j = (i + t + rep) % ds->size();
+            const int64_t l = ds->get(j, img.data());
+            mismatches[size_t(t)] += l != want_label[size_t(j)] || img != want[size_t(j)];
+          }
+      });
+    for (auto& th : threads) th.join();
+    CHECK_MESSAGE(mismatches == std::vector<int>(4, 0), ds->name());
+  }
+}
