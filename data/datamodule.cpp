@@ -42,6 +42,7 @@ std::unique_ptr<DataLoader> DataModule::make_loader(const std::shared_ptr<const 
   lo.transform = training ? train_transform_ : eval_transform_;
   lo.device = device_;
   lo.data_on_device = o_.data_on_device;
+  lo.image_dtype = image_dtype_;
   return std::make_unique<DataLoader>(d, lo);
 }
 
@@ -52,6 +53,12 @@ void DataModule::set_distributed(int64_t rank, int64_t world_size, int64_t local
   o_.world_size = world_size;
   o_.local_rank = local_rank;
   o_.barrier = std::move(barrier);
+}
+
+void DataModule::set_image_dtype(DType t) {
+  VOLT_CHECK(t == DType::F32 || t == DType::F16 || t == DType::BF16, name(),
+             ": batch images must be float32, float16 or bfloat16, got ", dtype_name(t));
+  image_dtype_ = t;
 }
 
 std::unique_ptr<DataLoader> DataModule::train_loader() const { return make_loader(train_, true, "training set"); }

@@ -53,6 +53,10 @@ class DataModule {
   // GPU-resident or copied from pinned memory (options().data_on_device decides).
   void set_device(Device device) { device_ = device; }
   Device device() const { return device_; }
+  // The batches' image type: float32 (default), or float16 / bfloat16 for a mixed-precision model
+  // whose first op takes them (autocast's convolution does): half the bytes to copy and no cast.
+  void set_image_dtype(DType t);
+  DType image_dtype() const { return image_dtype_; }
   const std::string& data_dir() const { return dir_; }
   const DataModuleOptions& options() const { return o_; }
   std::shared_ptr<const Dataset> train_dataset() const { return train_; }
@@ -70,6 +74,7 @@ class DataModule {
 
   DataModuleOptions o_;
   Device device_ = Device::cpu();
+  DType image_dtype_ = DType::F32;
   std::string dir_;
   TransformOptions eval_transform_, train_transform_;
   std::shared_ptr<const Dataset> train_, val_, test_;

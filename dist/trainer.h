@@ -127,7 +127,8 @@ class Trainer {
   bool writes_files() const { return opts_.fast_dev_run.batches == 0; }
   const TrainerOptions& options() const { return opts_; }
   const ProcessEnv& process_env() const { return env_; }
-  Device device() const { return device_; }  // where the module trains: the GPU = local rank, or the CPU
+  Device device() const { return device_; }  // where the module trains: the process's GPU, or the CPU
+  DType compute_dtype() const { return compute_dtype_; }  // the precision's compute type (float32: autocast off)
   Communicator& communicator() const { return *comm_; }
   int world_size() const { return comm_->size(); }
   int global_rank() const { return comm_->rank(); }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "data/datamodule.h"
+#include "engine/ops.h"
 #include "tests/test_util.h"
 
 using namespace volt;
@@ -109,6 +110,17 @@ TEST_CASE("SyntheticDataModule: CIFAR-10's sizes by default, disjoint splits, te
   CHECK(b.images.shape() == Shape{8, 1, 16, 16});
   CHECK(dm.num_classes() == 4);
   CHECK(contains(error_of([&] { SyntheticDataModule(o, SyntheticDataSizes{0, 1, 1}); }), "must be > 0"));
+
+  // 16-bit batches: the float32 batch's values, rounded as a cast rounds them.
+  for (DType t : {DType::F16, DType::BF16}) {
+    dm.set_image_dtype(t);
+    Batch h;
+    REQUIRE(dm.train_loader()->next(h));
+    CHECK(h.images.dtype() == t);
+    CHECK(h.labels.to_int_vector() == b.labels.to_int_vector());
+    CHECK(h.images.to_vector() == cast(b.images, t).to_vector());
+  }
+  CHECK(contains(error_of([&] { dm.set_image_dtype(DType::U8); }), "float32, float16 or bfloat16"));
 }
 
 TEST_CASE("ImageFolderDataModule: train/test folders, val split off train or read from val/") {

@@ -102,6 +102,9 @@ int run(const TrainArgs& a) {
   to.callbacks.push_back(checkpoint);
   // The Trainer checks the options and the process layout before any data is read.
   Trainer trainer(to);
+  // The seed CNN starts with an autocast convolution: on a GPU, 16-bit runs take 16-bit batches
+  // (half the bytes written by the augment kernel or copied from the host, and no cast).
+  if (trainer.device().is_cuda()) dm->set_image_dtype(trainer.compute_dtype());
   trainer.prepare_data(*dm);
   dm->setup("");  // the image size and classes (an image folder's are known only now)
   const Shape chw = dm->image_shape();
