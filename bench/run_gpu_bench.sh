@@ -5,9 +5,10 @@
 #          [--out DIR] [--pytorch-suite best|eager] [--python PY] [--steps N] [--warmup N]
 #          [--budget SECONDS] [--time-limit SECONDS] [--pytorch-device cuda|cpu]
 # --build defaults to build-gpu (tests/gpu_carry.sh pack), else build. --budget bounds PyTorch's suite
-# (default 300 s; it is killed 120 s past it, a compile that ran over). --time-limit (default 540 s, so
-# that one call fits the device tool's 600 s) bounds the whole run: Volt's calls stop and PyTorch's
-# budget shrinks to fit it. A side that cannot run here (no binary, no torch, no GPU) is reported and
+# (default 300 s; it is killed a grace period past it, a compile that ran over: 120 s, or 30 s under a
+# --time-limit below 400 s). --time-limit (default 540 s, so that one call fits the device tool's
+# 600 s) bounds the whole run: a Volt call starts only while it can end with the grace + 30 s still
+# left for PyTorch, and PyTorch's budget shrinks to what is left. A side that cannot run here (no binary, no torch, no GPU) is reported and
 # skipped; the exit status is 1 only when a side that could run failed or did not fit.
 # VOLT_COMMIT names the commit in results-row.md where git cannot (the device machine's copy).
 # VOLT_TIMEOUT: seconds per bench_train_gpu call (default 120).
@@ -37,6 +38,8 @@ while [ $# -gt 0 ]; do
 done
 case $suite in best|eager) ;; *) usage ;; esac
 [[ $budget =~ ^[0-9]+$ && $limit =~ ^[0-9]+$ ]] || usage
+[ "$limit" -lt 400 ] && grace=30
+torch_min=$((grace + 30))  # the least time PyTorch's side is started with
 if [ -z "$build" ]; then
   build=$root/build
   [ -x "$root/build-gpu/bench/bench_train_gpu" ] && build=$root/build-gpu
@@ -62,7 +65,7 @@ else
     status=0
     for b in ${batches//,/ }; do
       for p in ${precisions//,/ }; do
-        if [ $((SECONDS + volt_timeout)) -gt "$limit" ]; then
+        if [ $((SECONDS + volt_timeout)) -gt $((limit - torch_min)) ]; then
           echo "bench_train_gpu --batch-size $b --precision $p: not run, --time-limit $limit s"; status=124
           continue
         fi
@@ -91,8 +94,8 @@ if [ -z "$probe" ]; then
   torch_state="skipped: torch is not importable with $py (--python PY)"
 elif [ "$device" = cuda ] && [ "${probe#* }" != True ]; then
   torch_state="skipped: torch ${probe% *} sees no CUDA device (--pytorch-device cpu times the CPU)"
-elif [ "$limit" -lt $((SECONDS + grace + 30)) ]; then
-  torch_state="FAILED: not run, --time-limit $limit s leaves under $((grace + 30)) s at ${SECONDS} s"; failed=1
+elif [ "$limit" -lt $((SECONDS + torch_min)) ]; then
+  torch_state="FAILED: not run, --time-limit $limit s leaves under $torch_min s at ${SECONDS} s"; failed=1
 else
   [ "$budget" -lt $((limit - SECONDS - grace)) ] || budget=$((limit - SECONDS - grace))
   timeout -k 10 "$((budget + grace))" "$py" "$root/bench/pytorch_seed_cnn.py" --device "$device" \

@@ -18,9 +18,14 @@ targets="test_cuda test_cuda_graph test_golden_gpu test_trainer_gpu test_loader_
 
 case $mode in
 pack)
+  # The binaries find the carried libraries through their own RPATH ($ORIGIN/../lib, or ../../lib from
+  # tests/dist; DT_RPATH, not RUNPATH, so that it also serves the libraries' own dependencies): the
+  # device's other programs (python3 and PyTorch, ctest, ncu) never load them.
   cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DVOLT_CUDA=ON \
+    '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib;$ORIGIN/../../lib' -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags \
     >/dev/null
   cmake --build "$dir" -j"$(nproc)" --target $targets
+  rm -rf "$dir/lib" "$dir/lib.tar.xz"  # a run here unpacked it: start again from what the binaries need
   mkdir -p "$dir/lib/compat"
   for t in $targets; do
     exe=$(find "$dir/tests" "$dir/bench" "$dir/tools" -name "$t" -type f -perm -u+x | head -1)
@@ -28,7 +33,9 @@ pack)
     ldd "$exe" | awk '/=> \//{print $3}'
   done | sort -u | while read -r lib; do
     case $(basename "$lib") in
+      # the driver's and CUDA's (the device has them), and glibc's, which must match the device's libc
       libcuda.so*|libcudart*|libcublas*|libcudnn*|libnccl*|libc.so*|libm.so*|ld-linux*|libdl.so*|libpthread.so*|librt.so*) ;;
+      libresolv.so*|libnss_*|libanl.so*|libmvec.so*|libutil.so*|libthread_db*) ;;
       libstdc++*|libgcc_s*) cp -L "$lib" "$dir/lib/compat/" ;;  # used only if the device's are older
       *) cp -L "$lib" "$dir/lib/" ;;
     esac
@@ -43,7 +50,11 @@ pack)
     find "$dir/tests" "$dir/bench" "$dir/tools" -name "$t" -type f -perm -u+x -exec strip --strip-unneeded {} +
   done
   tar -cJf "$dir/lib.tar.xz" -C "$dir" lib && rm -rf "$dir/lib"
-  du -sh "$dir"
+  # What travels: this folder, .carry (the fixtures) and the tracked sources; the cap is 64 MiB.
+  bytes=$(du -scb "$dir" "$root/.carry" 2>/dev/null | tail -1 | cut -f1)
+  bytes=$((bytes + $(git -C "$root" ls-files -z | (cd "$root" && du -cb --files0-from=- 2>/dev/null) | tail -1 | cut -f1)))
+  echo "gpu_carry: $dir is $(du -sh "$dir" | cut -f1); with .carry and the sources $((bytes / 1048576)) MiB travel"
+  [ "$bytes" -le $((62 * 1048576)) ] || { echo "gpu_carry: over 62 MiB: the device tool refuses more than 64" >&2; exit 1; }
   ;;
 run|ctest)
   . "$root/tests/gpu_env.sh"

@@ -7,11 +7,13 @@
 #   here:   bash tests/gpu_carry.sh pack build-gpu                  # then carry ["build-gpu", ".carry"]
 #           mkdir -p .carry && cp -r ../shared/fixtures .carry/     # PyTorch's golden values (git-ignored)
 #   there:  bash tests/gpu_session.sh [build-gpu] [steps...]        # BUDGET_S=540 by default
-# Steps (in this order, the most wanted first; name some to run only those): info gpu-tests bench
-# train-16 memcheck train-32 allreduce loader kernels. gpu-tests runs CTest's `gpu` label; memcheck runs test_cuda under
-# compute-sanitizer; bench is bench/run_gpu_bench.sh (Volt and PyTorch side by side); train-16 and
-# train-32 time `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; kernels is the
-# per-kernel time of one 16-mixed training step (ncu).
+# Steps (in this order, the most wanted first; name some to run only those): info checks bench
+# train-16 allreduce loader kernels train-32. checks runs gpu-tests (CTest's `gpu` label) and memcheck
+# (test_cuda under compute-sanitizer) side by side, as neither is timed; each can be named alone.
+# bench is bench/run_gpu_bench.sh (Volt and PyTorch side by side); train-16 and train-32 time
+# `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; kernels is the per-kernel time of one
+# 16-mixed training step (ncu). Under gVisor, where compute-sanitizer and ncu cannot use the GPU,
+# memcheck and kernels say so instead of running.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build-gpu}
@@ -23,7 +25,9 @@ mkdir -p "$out" "$work"
 budget=${BUDGET_S:-540}
 start=$SECONDS
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info gpu-tests bench train-16 memcheck train-32 allreduce loader kernels)
+[ ${#steps[@]} -eq 0 ] && steps=(info checks bench train-16 allreduce loader kernels train-32)
+gvisor=0
+case $(uname -r) in 4.4.0*) gvisor=1 ;; esac  # gVisor's kernel version
 
 # What comes back: the summary, and every log but checkpoints in one archive.
 save() {
@@ -44,7 +48,8 @@ else
   echo "golden: .carry/fixtures was not carried, so test_golden_gpu reports skipped" | tee -a "$work/summary.txt"
 fi
 
-# run NAME CAP CMD...: CMD with a time limit of CAP seconds or what is left of the budget.
+# run NAME CAP CMD...: CMD with a time limit of CAP seconds or what is left of the budget; its line in
+# the summary, and what came back refreshed (SAVE=0: not, for runs side by side).
 run() {
   local name=$1 cap=$2 left t0 rc
   shift 2
@@ -59,7 +64,19 @@ run() {
   rc=$?
   echo "$name: exit $rc in $((SECONDS - t0)) s (limit $cap s)$([ $rc -eq 124 ] && echo ' TIMED OUT')" |
     tee -a "$work/summary.txt"
-  save
+  [ "${SAVE:-1}" = 0 ] || save
+}
+
+# Under gVisor a step that needs the GPU's profiling interfaces is reported, not run.
+needs_tools() {
+  [ $gvisor = 0 ] && return 0
+  echo "$1: not run (gVisor: compute-sanitizer and ncu cannot use the GPU here)" | tee -a "$work/summary.txt"
+  return 1
+}
+gpu_tests() { run gpu-tests "$1" bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 150; }
+memcheck() {
+  needs_tools memcheck || return 0
+  run memcheck "$1" compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" --duration=true
 }
 
 # The time of the whole cnn_train job, start to printed test metrics.
@@ -87,15 +104,22 @@ export -f timed_train kernels
 for s in "${steps[@]}"; do
   case $s in
     info) run info 20 bash -c "nvidia-smi; nvcc --version; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" ;;
-    gpu-tests) run gpu-tests 150 bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 120 ;;
-    memcheck) run memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" ;;
-    bench) run bench 170 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$work/bench" --time-limit 160 ;;
-    train-16) run train-16 60 timed_train --precision 16-mixed ;;
-    train-32) run train-32 60 timed_train --precision 32 ;;
-    allreduce) run allreduce 30 "$dir/bench/bench_allreduce" --no-host ;;
-    loader) run loader 30 "$dir/bench/bench_loader" ;;
-    kernels) run kernels 45 kernels ;;
-    *) echo "unknown step '$s' (info gpu-tests bench train-16 memcheck train-32 allreduce loader kernels)" >&2; exit 2 ;;
+    checks)
+      SAVE=0 gpu_tests 210 &
+      SAVE=0 memcheck 210 &
+      wait
+      save ;;
+    gpu-tests) gpu_tests 210 ;;
+    memcheck) memcheck 210 ;;
+    bench) VOLT_TIMEOUT=40 run bench 180 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$work/bench" \
+             --time-limit 170 --budget 100 ;;
+    train-16) run train-16 45 timed_train --precision 16-mixed ;;
+    train-32) run train-32 45 timed_train --precision 32 ;;
+    allreduce) run allreduce 25 "$dir/bench/bench_allreduce" --no-host ;;
+    loader) run loader 25 "$dir/bench/bench_loader" ;;
+    kernels) needs_tools kernels && run kernels 45 kernels ;;
+    *) echo "unknown step '$s' (info checks gpu-tests memcheck bench train-16 allreduce loader kernels train-32)" >&2
+       exit 2 ;;
   esac
 done
 echo "total: $((SECONDS - start)) s of a ${budget} s budget" | tee -a "$work/summary.txt"
