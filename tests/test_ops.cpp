@@ -211,6 +211,15 @@ TEST_CASE("NaN propagates through max_pool2d and relu") {
   const Tensor y3 = max_pool2d(x, {2, 3}, {1, 1});  // the general path
   CHECK(std::isnan(y3.at({0, 0, 0, 0})));
   CHECK(std::isnan(y3.at({0, 0, 0, 1})));
+  // Two NaNs in a window: the first one takes the gradient, on the fast path and the general one alike.
+  for (int64_t stride : {2, 1}) {
+    INFO("stride " << stride);
+    Tensor x2 = leaf({1, 1, 2, 4}, {1, nan, 3, 4, nan, 6, 7, 8});
+    sum(max_pool2d(x2, {2, 2}, {stride, stride})).backward();
+    const std::vector<float> g = x2.grad().to_vector();
+    CHECK(g[1] > 0.f);
+    CHECK(g[4] == 0.f);
+  }
   const Tensor r = relu(Tensor::from_vector({2}, {nan, -1}));
   CHECK(std::isnan(r.at({0})));
   CHECK(r.at({1}) == 0.f);

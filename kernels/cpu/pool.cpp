@@ -9,7 +9,8 @@ namespace volt::cpu {
 
 namespace {
 // kernel 2, stride 2, no padding (the seed CNN's pooling): branch-free selection, since which
-// element wins is data-dependent and a branch per element mispredicts half the time.
+// element wins is data-dependent and a branch per element mispredicts half the time. The first NaN
+// of a window wins, as in the general loop below and on the GPU.
 void max_pool_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* indices) {
 #pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < s.planes; ++pl) {
@@ -24,11 +25,11 @@ void max_pool_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* indic
         const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], d = r1[2 * q + 1];
         float best = a;
         int32_t bi = 0;
-        bool take = (b > best) | (b != b);
+        bool take = (b > best) | ((b != b) & (best == best));
         best = take ? b : best; bi = take ? 1 : bi;
-        take = (c > best) | (c != c);
+        take = (c > best) | ((c != c) & (best == best));
         best = take ? c : best; bi = take ? int32_t(s.W) : bi;
-        take = (d > best) | (d != d);
+        take = (d > best) | ((d != d) & (best == best));
         best = take ? d : best; bi = take ? int32_t(s.W) + 1 : bi;
         yp[p * s.Q + q] = best;
         ip[p * s.Q + q] = base + int32_t(2 * q) + bi;

@@ -140,6 +140,11 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   Key k{device, t, {s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride_h, s.stride_w, s.pad_h, s.pad_w}};
   auto it = plans.find(k);
   if (it != plans.end()) return *it->second;
+  // cuDNN's NCHW descriptors index a tensor with an int: at most 2^31 - 1 elements each.
+  const int64_t in_elems = s.N * s.C * s.H * s.W, out_elems = s.N * s.K * s.P * s.Q;
+  VOLT_CHECK(in_elems <= 2147483647 && out_elems <= 2147483647, "conv2d on CUDA: input [", s.N, ", ", s.C, ", ", s.H,
+             ", ", s.W, "] or output [", s.N, ", ", s.K, ", ", s.P, ", ", s.Q,
+             "] has more than 2^31 - 1 elements, cuDNN's limit; use a smaller batch");
   auto p = std::make_unique<Plan>();
   p->type = t;
   const cudnnDataType_t dt = data_type(t);

@@ -40,7 +40,7 @@ __global__ void classification_kernel(int64_t N, int64_t C, const T* logits, con
 }
 
 template <class T>
-__global__ void accuracy_kernel(int64_t N, int64_t C, const T* logits, const int64_t* target, float* out,
+__global__ void __launch_bounds__(1024) accuracy_kernel(int64_t N, int64_t C, const T* logits, const int64_t* target, float* out,
                                 int64_t* bad) {
   long long correct = 0;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {

@@ -44,7 +44,7 @@ __global__ void sum_rows_kernel(int64_t R, const T* x, T* out) {
 
 // One block of 1024 threads: deterministic, and fine for the sizes losses and metrics have.
 template <class T>
-__global__ void sum_all_kernel(int64_t n, const T* x, double divisor, T* out) {
+__global__ void __launch_bounds__(1024) sum_all_kernel(int64_t n, const T* x, double divisor, T* out) {
   double acc = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += load_f(x[i]);
   acc = block_sum(acc);
