@@ -138,8 +138,11 @@ void DataLoader::make_batch(int64_t b, Batch& out) const {
   const Shape chw = dataset_->image_shape();
   const int64_t d = shape_numel(chw);
   const Shape shape{size, chw[0], chw[1], chw[2]};
-  // Batches bound for a GPU are made in pinned memory, so that their copy is asynchronous.
+  // Batches bound for a GPU are made in pinned memory, so that their copy is asynchronous. Pinning
+  // uses the calling thread's current device: make it the loader's (a worker thread starts on GPU 0,
+  // where each rank would otherwise open a CUDA context of its own).
   const bool pinned = placement_.mode == LoaderMode::HostToDevice;
+  if (pinned) cuda_stream(o_.device);
   auto alloc = [&](const Shape& s, DType t) { return pinned ? Tensor::empty_pinned(s, t) : Tensor::empty(s, t); };
   const bool f32 = o_.image_dtype == DType::F32;
   Tensor images = f32 ? alloc(shape, DType::F32) : Tensor::empty(shape);

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <iostream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -80,9 +81,10 @@ struct TrainerOptions {
   // On a GPU, run the training step as a CUDA graph (captured after two eager steps, then replayed:
   // one launch per step; gradient clipping included) when the step allows it: one process, no
   // gradient accumulation, no profiler, batches of the full batch size (a shorter last batch runs
-  // eagerly). Note that
-  // training_step then runs on the host only for the eager steps and the capture: its GPU work
-  // (forward, loss, log() of device tensors) repeats at each replay, other host side effects do not.
+  // eagerly). Note that training_step then runs on the host only for the eager steps and the
+  // capture: its GPU work (forward, loss, log() of device tensors) repeats at each replay, other host
+  // side effects do not, and a branch on the host (on batch_idx, the epoch, a counter) stays as the
+  // capture took it. A training_step that must branch per step wants cuda_graphs = false.
   bool cuda_graphs = true;
   std::string profiler;        // "", "simple", "advanced"
   std::string resume;          // "" or "last" or a checkpoint path: continue that run exactly
@@ -160,10 +162,12 @@ class Trainer {
   void check_ranks_agree(const Module& module);
   // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
   std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
-  // Up to n batches of `loader` through validation_step or test_step; the epoch means.
-  static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader,
-                                                 int64_t n, bool test, Profiler& prof, Communicator& comm,
-                                                 Device device, DType compute);
+  // Up to n batches from next(i, batch) (false: no more; the batch on the module's device) through
+  // validation_step or test_step, in eval mode under autocast; the epoch means. The store is `s`
+  // (stage "test" or "val"); afterwards the module's store is unset and its mode is eval.
+  static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s,
+                                                 const std::function<bool(int64_t, Batch&)>& next, int64_t n,
+                                                 bool test, Profiler& prof, Communicator& comm, DType compute);
   std::ostream& out() const;
   TrainerOptions opts_;
   ProcessEnv env_;
