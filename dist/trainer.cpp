@@ -56,32 +56,19 @@ struct TrainerRun {
     // rank 0's, so that every rank computes the same model.
     if (I.averager) broadcast_from_rank0(t.communicator(), I.buffers);
     const bool was_training = module.is_training();
-    module.eval();
-    NoGradGuard ng;
-    MetricStore& s = I.eval_store;
-    s.clear_epoch();
-    s.clear_step();
-    s.set_stage(stage == "sanity" ? "val" : stage);
-    module.store_ = &s;
-    Autocast autocast(t.compute_dtype_);
-    module.on_validation_epoch_start();
     if (overfit.empty()) val->set_epoch(0);
-    for (int64_t i = 0; i < n; ++i) {
-      Batch b;
+    const auto next = [&](int64_t i, Batch& b) {
       if (!overfit.empty()) {
         b = overfit[size_t(i % int64_t(overfit.size()))];
-      } else if (!val->next(b)) {
-        break;
-      } else {
-        batch_to(b, t.device());
+        return true;
       }
-      s.set_batch_size(b.labels.numel());
-      Profiler::Scope sc(I.profiler, "validation_step");
-      module.validation_step(b, i);
-    }
-    module.on_validation_epoch_end();
-    s.reduce_epoch(t.communicator());
-    std::map<std::string, double> means = s.epoch_means();
+      if (!val->next(b)) return false;
+      batch_to(b, t.device());
+      return true;
+    };
+    MetricStore& s = I.eval_store;
+    std::map<std::string, double> means =
+        Trainer::eval_loop(module, s, next, n, false, I.profiler, t.communicator(), t.compute_dtype_);
     if (stage != "sanity") {
       for (const auto& [k, v] : means) t.callback_metrics_[k] = v;
       const auto logged = s.epoch_means(true);

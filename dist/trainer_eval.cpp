@@ -28,10 +28,9 @@ void print_table(std::ostream& os, const std::string& title, const std::map<std:
 
 }  // namespace
 
-// Runs up to n batches of `loader` through validation_step or test_step; the epoch means.
-std::map<std::string, double> Trainer::eval_loop(LightningModule& module, MetricStore& s, DataLoader& loader, int64_t n,
-                                                 bool test, Profiler& prof, Communicator& comm, Device device,
-                                                 DType compute) {
+std::map<std::string, double> Trainer::eval_loop(LightningModule& module, MetricStore& s,
+                                                 const std::function<bool(int64_t, Batch&)>& next, int64_t n, bool test,
+                                                 Profiler& prof, Communicator& comm, DType compute) {
   module.eval();
   NoGradGuard ng;
   Autocast autocast(compute);
@@ -43,11 +42,9 @@ std::map<std::string, double> Trainer::eval_loop(LightningModule& module, Metric
     module.on_test_epoch_start();
   else
     module.on_validation_epoch_start();
-  loader.set_epoch(0);
   for (int64_t i = 0; i < n; ++i) {
     Batch b;
-    if (!loader.next(b)) break;
-    batch_to(b, device);
+    if (!next(i, b)) break;
     s.set_batch_size(b.labels.numel());
     Profiler::Scope sc(prof, test ? "test_step" : "validation_step");
     if (test)
@@ -75,8 +72,13 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
     ~Detach() { m.comm_ = nullptr; }
   } detach{module};
   module.to(device_);
-  auto m = eval_loop(module, impl_->eval_store, loader, n, is_test, impl_->profiler, *comm_, device_,
-                                 compute_dtype_);
+  loader.set_epoch(0);
+  const auto next = [&](int64_t, Batch& b) {
+    if (!loader.next(b)) return false;
+    batch_to(b, device_);
+    return true;
+  };
+  auto m = eval_loop(module, impl_->eval_store, next, n, is_test, impl_->profiler, *comm_, compute_dtype_);
   for (const auto& [k, v] : m) callback_metrics_[k] = v;
   return m;
 }
