@@ -90,7 +90,11 @@ CachingHostAllocator& pinned() {
 namespace detail {
 void init_cuda_backend() {
   static std::once_flag once;
-  std::call_once(once, [] { register_backend(DeviceType::CUDA, &cuda_backend()); });
+  std::call_once(once, [] {
+    register_backend(DeviceType::CUDA, &cuda_backend());
+    // cuDNN's workspace, when the device is full, may take back what the cache holds.
+    cuda::set_cache_release([](int device) { cuda_backend().caching(device).empty_cache(); });
+  });
 }
 }  // namespace detail
 

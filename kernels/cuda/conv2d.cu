@@ -18,6 +18,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/handles.h"
+#include "kernels/cuda/runtime.h"
 
 namespace volt::cuda {
 
@@ -193,32 +194,45 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   return ref;
 }
 
-// The device's workspace, grown to at least `bytes`. A replaced buffer is never freed: a captured
-// CUDA graph may still use it. It at least doubles, so all the buffers kept stay under twice the last.
-void* workspace(int device, size_t bytes) {
+// The device's workspace, grown to at least `bytes`; nullptr when the device cannot hold it, even after
+// the caching allocator gave its cache back (not while `stream` is being captured into a graph). A
+// replaced buffer is never freed: a captured CUDA graph may still use it. It grows to twice its size
+// when that fits, so all the buffers kept stay under twice the last.
+void* workspace(int device, size_t bytes, void* stream) {
   static std::vector<std::pair<void*, size_t>> ws;  // per device, never freed
   static std::vector<void*> retired;
   if (ws.size() <= size_t(device)) ws.resize(size_t(device) + 1, {nullptr, 0});
   auto& [ptr, size] = ws[size_t(device)];
   if (bytes <= size) return ptr;
-  const size_t grown = std::max(bytes, 2 * size);
-  if (ptr) {
-    retired.push_back(ptr);
-    ptr = nullptr;
-    size = 0;
+  const auto mib = [](size_t b) { return (b + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1); };
+  void* fresh = nullptr;
+  size_t got = 0;
+  for (int attempt = 0; attempt < 2 && !fresh; ++attempt) {
+    if (attempt == 1) {
+      if (stream_capturing(stream)) break;
+      release_cache(device);
+    }
+    for (size_t want : {mib(std::max(bytes, 2 * size)), mib(bytes)}) {
+      if ((fresh = device_malloc(want, device))) {
+        got = want;
+        break;
+      }
+    }
   }
-  const size_t want = (grown + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
-  CUDA_CHECK(cudaMalloc(&ptr, want));
-  size = want;
+  if (!fresh) return nullptr;
+  if (ptr) retired.push_back(ptr);
+  ptr = fresh;
+  size = got;
   return ptr;
 }
 
 struct Call {
+  void* stream;
   std::lock_guard<std::mutex> lock{g_mu};
   int device;
   cudnnHandle_t h;
   Plan* plan;
-  Call(FType t, const Conv2dShape& s, void* stream) {
+  Call(FType t, const Conv2dShape& s, void* stream_) : stream(stream_) {
     CUDA_CHECK(cudaGetDevice(&device));
     h = cudnn_handle(device, static_cast<cudaStream_t>(stream));
     plan = &plan_for(t, s, device, h);
@@ -248,13 +262,34 @@ void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
   typename Choice::perf_t perf[kFindAsk];
   int got = 0;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, search_math(p.type)));
-  CUDNN_CHECK(find(kFindAsk, &got, perf, workspace(c.device, kFindWorkspace), kFindWorkspace));
+  void* ws = workspace(c.device, kFindWorkspace, c.stream);
+  const size_t bytes = ws ? kFindWorkspace : 0;  // a full device: search what needs no workspace
+  CUDNN_CHECK(find(kFindAsk, &got, perf, ws, bytes));
   choose(p.type, perf, got, out, fallback);
   set_workspace_size(c.h, p, dir);
   p.found[dir] = true;
   if (verbose())
     std::fprintf(stderr, "volt conv2d find (%s, direction %d): algo %d math %d ws %zu\n", ftype_name(p.type), dir,
                  int(out.algo), int(out.math), out.workspace);
+}
+
+// Direction dir's workspace for the chosen algorithm; when the device cannot hold it, the direction
+// takes its fallback algorithm (little or no workspace) from now on, saying so once.
+template <class C, class Algo>
+void* workspace_for(Call& c, int dir, C& choice, Algo fallback) {
+  void* ws = workspace(c.device, choice.workspace, c.stream);
+  if (ws || choice.workspace == 0) return ws;
+  const size_t wanted = choice.workspace;
+  choice.algo = fallback;
+  choice.math = CUDNN_FMA_MATH;
+  set_workspace_size(c.h, *c.plan, dir);
+  ws = workspace(c.device, choice.workspace, c.stream);
+  VOLT_CHECK(ws || choice.workspace == 0, "conv2d on CUDA: out of GPU memory for cuDNN's workspace (", wanted,
+             " bytes, and ", choice.workspace, " for the fallback algorithm)");
+  std::fprintf(stderr, "volt conv2d: cuDNN's %zu-byte workspace does not fit in the GPU's free memory; direction %d "
+               "of this shape uses algorithm %d (%zu bytes) from now on\n", wanted, dir, int(choice.algo),
+               choice.workspace);
+  return ws;
 }
 
 }  // namespace
@@ -266,7 +301,7 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
   find_once(c, 0, p.fwd, kFallbackFwd, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, ask, got, perf, ws, bytes);
   });
-  void* ws = workspace(c.device, p.fwd.workspace);
+  void* ws = workspace_for(c, 0, p.fwd, kFallbackFwd);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
   CUDNN_CHECK(cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
                                       p.y, y));
@@ -280,7 +315,7 @@ void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const 
   find_once(c, 1, p.bwd_data, kFallbackBwdData, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionBackwardDataAlgorithmEx(c.h, p.w, w, p.y, dy, p.conv, p.x, dx, ask, got, perf, ws, bytes);
   });
-  void* ws = workspace(c.device, p.bwd_data.workspace);
+  void* ws = workspace_for(c, 1, p.bwd_data, kFallbackBwdData);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data.math));
   CUDNN_CHECK(cudnnConvolutionBackwardData(c.h, &kOne, p.w, w, p.y, dy, p.conv, p.bwd_data.algo, ws,
                                            p.bwd_data.workspace, &kZero, p.x, dx));
@@ -293,7 +328,7 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
     return cudnnFindConvolutionBackwardFilterAlgorithmEx(c.h, p.x, x, p.y, dy, p.conv, p.w, dw, ask, got, perf, ws,
                                                          bytes);
   });
-  void* ws = workspace(c.device, p.bwd_filter.workspace);
+  void* ws = workspace_for(c, 2, p.bwd_filter, kFallbackBwdFilter);
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter.math));
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
                                              p.bwd_filter.workspace, &kZero, p.w, dw));

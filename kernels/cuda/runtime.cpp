@@ -82,6 +82,14 @@ void* device_malloc(size_t bytes, int device) {
   return p;
 }
 
+namespace {
+void (*g_cache_release)(int) = nullptr;
+}
+void set_cache_release(void (*release)(int device)) { g_cache_release = release; }
+void release_cache(int device) {
+  if (g_cache_release) g_cache_release(device);
+}
+
 void device_free(void* ptr, int device) {
   CUDA_CHECK(cudaSetDevice(device));
   CUDA_CHECK(cudaFree(ptr));

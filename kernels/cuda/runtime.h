@@ -19,6 +19,11 @@ void* copy_stream(int device);
 // (so that the caching allocator can free its cache and retry); other errors throw.
 void* device_malloc(size_t bytes, int device);
 void device_free(void* ptr, int device);
+// For memory kernels/cuda takes for itself (cuDNN's workspace): when the device is out of memory, the
+// caching allocator gives its cached blocks back (the CUDA backend registers how), and the allocation
+// is tried once more. release_cache does nothing until one is registered.
+void set_cache_release(void (*release)(int device));
+void release_cache(int device);
 // Page-locked host memory (cudaHostAlloc, portable: pinned for every device / cudaFreeHost); throws on failure.
 void* pinned_malloc(size_t bytes);
 void pinned_free(void* ptr);
