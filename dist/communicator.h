@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "dist/process_env.h"
 #include "engine/tensor.h"
@@ -71,6 +73,11 @@ class Communicator {
   // rank queues the same collectives in the same order.
   virtual void all_reduce_queued(float* data, size_t count, ReduceOp op) { all_reduce(data, count, op); }
   virtual void broadcast_queued(void* data, size_t bytes, int root) { broadcast(data, bytes, root); }
+  // Several buffers broadcast from one root as one queued operation where the backend can fuse them
+  // (NCCL: one group, one launch); otherwise one broadcast_queued per buffer, in order.
+  virtual void broadcast_queued(const std::vector<std::pair<void*, size_t>>& buffers, int root) {
+    for (const auto& [data, bytes] : buffers) broadcast_queued(data, bytes, root);
+  }
   virtual void wait_queued() {}
 
   // Conveniences on contiguous tensors (f32 and i64 for all_reduce; any dtype otherwise): CPU

@@ -245,6 +245,39 @@ class NcclCommunicator final : public Communicator {
     track();
   }
 
+  // The buffers' broadcasts in NCCL groups of up to 1024 (NCCL takes 2048 operations per group): one
+  // launch instead of one per buffer (the per-step BatchNorm buffers). A non-blocking communicator
+  // may answer ncclInProgress at ncclGroupEnd, which enqueue() waits out.
+  void broadcast_queued(const std::vector<std::pair<void*, size_t>>& buffers, int root) override {
+    check_root(root);
+    std::vector<std::pair<void*, size_t>> parts;
+    for (const auto& [data, bytes] : buffers) {
+      if (bytes == 0) continue;
+      require_device_memory(data, "broadcast_queued");
+      parts.emplace_back(data, bytes);
+    }
+    if (parts.empty()) return;
+    DeviceGuard guard(device_);
+    check_usable();
+    constexpr size_t kGroup = 1024;
+    for (size_t first = 0; first < parts.size(); first += kGroup) {
+      const size_t last = std::min(parts.size(), first + kGroup);
+      size_t total = 0;
+      for (size_t i = first; i < last; ++i) total += parts[i].second;
+      begin("broadcast (queued, grouped)", total);
+      order_after_volt_stream();
+      enqueue([&](ncclComm_t c) {
+        ncclResult_t rc = ncclGroupStart();
+        if (rc != ncclSuccess) return rc;
+        for (size_t i = first; i < last && (rc == ncclSuccess || rc == ncclInProgress); ++i)
+          rc = ncclBroadcast(parts[i].first, parts[i].first, parts[i].second, ncclUint8, root, c, stream_);
+        const ncclResult_t end = ncclGroupEnd();  // always closes the group, even after a failed call
+        return rc != ncclSuccess && rc != ncclInProgress ? rc : end;
+      }, Clock::now());
+      track();
+    }
+  }
+
   // Volt's stream waits for everything queued so far on the communicator's stream (an event
   // recorded now: this also holds inside a CUDA graph capture, where it joins the two streams).
   void wait_queued() override {

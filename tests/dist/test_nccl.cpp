@@ -320,4 +320,13 @@ TEST_CASE("nccl: queued all-reduces and broadcasts overlap Volt's stream and ord
   for (size_t i = 0; i < d.size(); i += 97) CHECK(d[i] == 2 * b3[i]);
   CHECK(root.to_vector() == std::vector<float>{float(R - 1), 2.f, 3.f});
   comm().wait_queued();  // nothing in flight: a no-op
+
+  // Several buffers (of other types and sizes, one empty) in one grouped broadcast from rank 0.
+  Tensor f = Tensor::from_vector({5}, {float(me), 1.f, 2.f, 3.f, 4.f}, gpu());
+  Tensor i = Tensor::from_labels({int64_t(me) + 7, 8}, gpu());
+  Tensor empty = Tensor::zeros({0}, DType::F32, gpu());
+  comm().broadcast_queued({{f.raw_data(), f.nbytes()}, {empty.raw_data(), 0}, {i.raw_data(), i.nbytes()}}, 0);
+  comm().wait_queued();
+  CHECK(f.to_vector() == std::vector<float>{0.f, 1.f, 2.f, 3.f, 4.f});
+  CHECK(i.to_int_vector() == std::vector<int64_t>{7, 8});
 }
