@@ -229,10 +229,10 @@ void check_distinct_gpus(const std::vector<RankGpu>& gpus) {
     const auto [it, fresh] = first.emplace(g.uuid, &g);
     if (fresh) continue;
     const RankGpu& a = *it->second;
-    VOLT_CHECK(false, "layout: ranks ", a.rank, " and ", g.rank, " (node ", g.node, ") both train on GPU ", g.uuid,
-               " (device ", a.device, " and ", g.device, " of the GPUs each sees): each process needs its own GPU; "
-               "start at most one task per GPU and give each task its own (srun --ntasks-per-node=N with "
-               "--gpus-per-node=N, or --gpus-per-task=1)");
+    VOLT_FAIL("layout: ranks ", a.rank, " and ", g.rank, " (node ", g.node, ") both train on GPU ", g.uuid,
+              " (device ", a.device, " and ", g.device, " of the GPUs each sees): each process needs its own GPU; "
+              "start at most one task per GPU and give each task its own (srun --ntasks-per-node=N with "
+              "--gpus-per-node=N, or --gpus-per-task=1)");
   }
 }
 
