@@ -90,6 +90,8 @@ int main(int argc, char** argv) {
     time_op("batch_norm eval fwd", 2 * act, iters, [&] { (void)batch_norm(h1, g, be, rm, rv, false); });
     time_op("relu fwd", 2 * act, iters, [&] { (void)relu(h1); });
     time_op("max_pool2d 2x2 fwd", 1.25 * act, iters, [&] { (void)max_pool2d(h1, {2, 2}, {2, 2}); });
+    time_op("batch_norm+relu+pool 2x2 train fwd", (2.25 + 0.25 / f) * act, iters,
+            [&] { (void)batch_norm_relu_max_pool2d(h1, g, be, rm, rv, true, {2, 2}); });
     time_op("dropout fwd", 2.25 * act, iters, [&] { (void)dropout(h1, 0.2, true, drop); });
     time_op("add same shape", 3 * act, iters, [&] { (void)add(h1, h1); });
     time_op("sum all", act, iters, [&] { (void)sum(h1); });
@@ -106,6 +108,11 @@ int main(int argc, char** argv) {
     ber.requires_grad_(true);
     time_op("block1 fwd+bwd (conv,bn,relu,pool)", 8 * act, iters, [&] {
       Tensor y = max_pool2d(relu(batch_norm(conv2d(xr, wr, br), gr, ber, rm, rv, true)), {2, 2}, {2, 2});
+      sum(y).backward();
+    });
+    // As the seed CNN runs it: batch norm, ReLU and pool in one op (see bench/train_gpu.cpp's floor).
+    time_op("block1 fwd+bwd (conv, fused bn+relu+pool)", 6.5 * act, iters, [&] {
+      Tensor y = batch_norm_relu_max_pool2d(conv2d(xr, wr, br), gr, ber, rm, rv, true, {2, 2});
       sum(y).backward();
     });
     const DeviceAllocatorStats st = cuda_memory_stats(0);

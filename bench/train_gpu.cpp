@@ -58,27 +58,24 @@ double measure_bandwidth(Device d) {
 }
 
 // Bytes the seed CNN's training step moves per image through its activations (3x32x32 input):
-// e bytes per activation element, int32 max-pool indices, one pass per tensor read or written by
-// each kernel as Volt runs them (batch norm fused with ReLU: statistics pass + normalising pass
-// forward, two passes backward).
+// e bytes per activation element, one pass per tensor read or written by each kernel as Volt runs
+// them. Batch norm, ReLU and the 2x2 max pool are one op (batch_norm_relu_max_pool2d): forward, a
+// statistics pass and one pass that writes only the pooled output and a one-byte window position;
+// backward, a pass over the pooled gradient (and x at each window's maximum) and a dx pass.
 double step_bytes_per_image(double e) {
   const double a0 = 3 * 32 * 32, a1 = 64 * 28 * 28, a2 = 64 * 14 * 14, a3 = 32 * 10 * 10, a4 = 32 * 5 * 5;
   const double fc = a4 + 64 + 64 + 32 + 32 + 10;  // the MLP's activations, forward and back
   double elems = 0;
   elems += a0 + a1;           // conv1 forward: read the input, write its output
-  elems += 3 * a1;            // bn1+relu forward: statistics read, normalise read + write
-  elems += a1 + a2;           // pool1 forward
+  elems += a1 + a1 + a2;      // bn1+relu+pool1 forward: statistics read; normalise read, pooled write
   elems += a2 + a3;           // conv2 forward
-  elems += 3 * a3;            // bn2+relu forward
-  elems += a3 + a4;           // pool2 forward
+  elems += a3 + a3 + a4;      // bn2+relu+pool2 forward
   elems += 2 * fc;            // fc forward and backward
-  elems += a4 + a3;           // pool2 backward: read dy, write dx
-  elems += 5 * a3;            // bn2+relu backward: (dy, x) twice, write dx
+  elems += 2 * a3 + 3 * a4;   // bn2+relu+pool2 backward: (dy, x at maxima); (x, dy) read, dx written
   elems += a3 + a2 + a2 + a3; // conv2 data and weight gradients
-  elems += a2 + a1;           // pool1 backward
-  elems += 5 * a1;            // bn1+relu backward
+  elems += 2 * a1 + 3 * a2;   // bn1+relu+pool1 backward
   elems += a0 + a1;           // conv1 weight gradient (no input gradient)
-  const double index_bytes = 4.0 * 2 * (a2 + a4);  // written forward, read backward
+  const double index_bytes = 3.0 * (a2 + a4);  // one byte per window: written forward, read twice backward
   return elems * e + index_bytes;
 }
 

@@ -64,6 +64,27 @@ void batch_norm_update_running(int64_t C, float* running_mean, float* running_va
 void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
                          const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
                          float* dgamma, float* dbeta, void* workspace, void* stream);
+// batch_norm + ReLU + max pooling over non-overlapping kh x kw windows (stride = kernel, no padding),
+// in one pass each way, so that the full-size activation is neither written nor read again. The
+// pooled output is [N, C, H / kh, W / kw] (the last H % kh rows and W % kw columns belong to no window).
+// window[N*C*P*Q] holds the position i*kw + j of each window's maximum: the first maximum (or the
+// first NaN) in row-major order of the activations rounded to the storage type, the one max_pool2d
+// over batch_norm_relu's output picks; kh * kw <= 256. Backward takes the pooled gradient and gives
+// batch_norm_relu's input gradients for it (dx for every element of x, dgamma, dbeta; any may be null).
+// The workspace is batch_norm_workspace_bytes(N, C, H * W).
+struct BnPoolShape {
+  int64_t N, C, H, W, kh, kw;
+};
+void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const void* x, const float* gamma,
+                                        const float* beta, double eps, void* y, uint8_t* window, float* save_mean,
+                                        float* save_invstd, float* batch_var_unbiased, void* workspace, void* stream);
+void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
+                                       const float* beta, const float* running_mean, const float* invstd, void* y,
+                                       uint8_t* window, void* workspace, void* stream);
+void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy, const uint8_t* window, const void* x,
+                                   const float* gamma, const float* beta, const float* mean, const float* invstd,
+                                   bool training, void* dx, float* dgamma, float* dbeta, void* workspace, void* stream);
+
 // out[c] = the sum of x[n, c, i] over n and i (double accumulation, one rounding to the storage type),
 // with the same split reduction and workspace (a convolution's bias gradient).
 void channel_sum(FType t, int64_t N, int64_t C, int64_t HW, const void* x, void* out, void* workspace, void* stream);

@@ -76,13 +76,17 @@ BatchNorm2d::BatchNorm2d(int64_t c, double eps, double momentum, bool affine, bo
 
 Tensor BatchNorm2d::forward(const Tensor& x) { return run(x, false); }
 Tensor BatchNorm2d::forward_relu(const Tensor& x) { return run(x, true); }
+Tensor BatchNorm2d::forward_relu_max_pool(const Tensor& x, int64_t k) { return run(x, true, k); }
 
-Tensor BatchNorm2d::run(const Tensor& x, bool relu) {
+Tensor BatchNorm2d::run(const Tensor& x, bool relu, int64_t pool) {
   VOLT_CHECK(x.defined() && x.dim() == 4, "BatchNorm2d: expected input [N, C, H, W], got shape ",
              x.defined() ? shape_str(x.shape()) : "undefined");
   const bool use_batch_stats = is_training() || !running_mean.defined();
   if (is_training() && num_batches_tracked.defined())
     add_int_(num_batches_tracked, 1);  // on the buffer's device (no host round trip on a GPU)
+  if (pool > 0)
+    return batch_norm_relu_max_pool2d(x, weight, bias, running_mean, running_var, use_batch_stats, {pool, pool},
+                                      momentum_, eps_);
   return (relu ? batch_norm_relu : batch_norm)(x, weight, bias, running_mean, running_var, use_batch_stats, momentum_,
                                                eps_);
 }

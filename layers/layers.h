@@ -30,12 +30,13 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x) override;
   bool fuses_relu() const override { return true; }
   Tensor forward_relu(const Tensor& x) override;  // batch_norm_relu: one pass each way
+  Tensor forward_relu_max_pool(const Tensor& x, int64_t k) override;  // batch_norm_relu_max_pool2d
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
-  Tensor run(const Tensor& x, bool relu);
+  Tensor run(const Tensor& x, bool relu, int64_t pool = 0);
   int64_t c_;
   double eps_, momentum_;
 };
@@ -52,6 +53,8 @@ class MaxPool2d : public Module {
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "MaxPool2d"; }
   std::string extra_repr() const override;
+  int64_t kernel_size() const { return k_; }
+  bool non_overlapping() const { return stride_ == k_ && padding_ == 0; }  // windows tile the input
 
  private:
   int64_t k_, stride_, padding_;

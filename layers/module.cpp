@@ -212,6 +212,7 @@ Sequential::Sequential(std::vector<std::shared_ptr<Module>> modules) {
 void Sequential::push_back(std::shared_ptr<Module> m) { register_module(std::to_string(children().size()), std::move(m)); }
 
 Tensor Module::forward_relu(const Tensor& x) { return relu(forward(x)); }
+Tensor Module::forward_relu_max_pool(const Tensor& x, int64_t k) { return max_pool2d(forward_relu(x), {k, k}, {k, k}); }
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
@@ -220,6 +221,12 @@ Tensor Sequential::forward(const Tensor& x) {
   for (size_t i = 0; i < cs.size(); ++i) {
     Module& m = *cs[i].second;
     if (!observed && m.fuses_relu() && i + 1 < cs.size() && dynamic_cast<ReLU*>(cs[i + 1].second.get())) {
+      const auto* pool = i + 2 < cs.size() ? dynamic_cast<MaxPool2d*>(cs[i + 2].second.get()) : nullptr;
+      if (pool && pool->non_overlapping()) {
+        h = m.forward_relu_max_pool(h, pool->kernel_size());  // the ReLU and the pool are done: skip them
+        i += 2;
+        continue;
+      }
       h = m.forward_relu(h);  // the ReLU is done: skip it
       ++i;
       continue;

@@ -49,6 +49,10 @@ class Module {
   // per-layer profiler, wants to see each layer).
   virtual bool fuses_relu() const { return false; }
   virtual Tensor forward_relu(const Tensor& x);
+  // max_pool2d(forward_relu(x)) over non-overlapping k x k windows: what Sequential calls for such a
+  // module followed by a ReLU and a MaxPool2d(k) with stride k and no padding (one pass each way on
+  // CUDA for BatchNorm2d).
+  virtual Tensor forward_relu_max_pool(const Tensor& x, int64_t k);
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;

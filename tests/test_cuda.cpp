@@ -127,6 +127,7 @@ int run_table_on_gpu_16(const std::string& op) {
 VOLT_GPU_TABLE("conv2d")
 VOLT_GPU_TABLE("batch_norm")
 VOLT_GPU_TABLE("batch_norm_relu")
+VOLT_GPU_TABLE("batch_norm_relu_max_pool2d")
 VOLT_GPU_TABLE("cast")
 VOLT_GPU_TABLE("relu")
 VOLT_GPU_TABLE("max_pool2d")
@@ -177,6 +178,32 @@ TEST_CASE("gpu larger shapes: conv2d, linear, batch_norm, pools and reductions m
   check_near(bg.grad(), b.grad(), 1e-3, 1e-3, "db");
   check_near(gammag.grad(), gamma.grad(), 1e-3, 1e-3, "dgamma");
   check_near(betag.grad(), beta.grad(), 1e-3, 1e-3, "dbeta");
+
+  // The seed CNN's first block at its size: conv, then batch norm + ReLU + 2x2 max pool in one pass
+  // (several blocks per channel in the statistics), in training and in eval.
+  for (bool training : {true, false}) {
+    INFO((training ? "fused block in training" : "fused block in eval"));
+    auto [x2, x2g] = both(vt::rand_tensor({16, 3, 32, 32}, 11));
+    auto [w2, w2g] = both(vt::rand_tensor({64, 3, 5, 5}, 12, -0.2f, 0.2f));
+    auto [g2, g2g] = both(vt::rand_tensor({64}, 13, -1.5f, 1.5f));  // negative gammas flip the window order
+    auto [b2, b2g] = both(vt::rand_tensor({64}, 14));
+    Tensor rm2 = vt::rand_tensor({64}, 15, -0.1f, 0.1f), rv2 = vt::rand_tensor({64}, 16, 0.5f, 1.5f);
+    Tensor rm2g = rm2.to(kGpu), rv2g = rv2.to(kGpu);
+    auto block = [training](const Tensor& x, const Tensor& w, const Tensor& g, const Tensor& be, Tensor rm, Tensor rv) {
+      return batch_norm_relu_max_pool2d(conv2d(x, w, Tensor()), g, be, rm, rv, training, {2, 2});
+    };
+    const Tensor y2 = block(x2, w2, g2, b2, rm2, rv2), y2g = block(x2g, w2g, g2g, b2g, rm2g, rv2g);
+    CHECK(y2g.shape() == Shape{16, 64, 14, 14});
+    check_near(y2g, y2, 1e-4, 1e-4, "fused forward");
+    check_near(rm2g, rm2, 1e-6, 1e-5, "fused running_mean");
+    const Tensor proj2 = vt::rand_tensor(y2.shape(), 17);
+    sum(mul(y2, proj2)).backward();
+    sum(mul(y2g, proj2.to(kGpu))).backward();
+    check_near(x2g.grad(), x2.grad(), 1e-4, 1e-3, "fused dx");
+    check_near(w2g.grad(), w2.grad(), 1e-3, 1e-3, "fused dw");
+    check_near(g2g.grad(), g2.grad(), 1e-3, 1e-3, "fused dgamma");
+    check_near(b2g.grad(), b2.grad(), 1e-3, 1e-3, "fused dbeta");
+  }
 
   // linear with sizes that are not multiples of anything, and a long-row sum (the block-per-row path)
   auto [a, ag] = both(vt::rand_tensor({37, 1029}, 7));

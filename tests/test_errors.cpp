@@ -213,6 +213,20 @@ TEST_CASE("batch_norm: channel mismatch and other bad arguments") {
   CHECK(batch_norm(ones({1, 3}), Tensor(), Tensor(), Tensor::zeros({3}), ones({3}), false).shape() == Shape{1, 3});
 }
 
+TEST_CASE("batch_norm_relu_max_pool2d: a window that does not fit, a bad rank, batch norm's own checks") {
+  const char* op = "batch_norm_relu_max_pool2d";
+  const Tensor x = rand({4, 3, 5, 4});
+  CHECK_ERROR(batch_norm_relu_max_pool2d(x, Tensor(), Tensor(), Tensor(), Tensor(), true, {2, 5}), op,
+              "pool window [2, 5]", "[4, 3, 5, 4]");
+  CHECK_ERROR(batch_norm_relu_max_pool2d(x, Tensor(), Tensor(), Tensor(), Tensor(), true, {0, 2}), op, "pool window");
+  CHECK_ERROR(batch_norm_relu_max_pool2d(rand({4, 3, 5}), Tensor(), Tensor(), Tensor(), Tensor(), true, {2, 2}), op,
+              "[N, C, H, W]", "[4, 3, 5]");
+  CHECK_ERROR(batch_norm_relu_max_pool2d(x, ones({4}), Tensor(), Tensor(), Tensor(), true, {2, 2}), op,
+              "weight has 4 elements");
+  CHECK(batch_norm_relu_max_pool2d(x, Tensor(), Tensor(), Tensor(), Tensor(), true, {2, 3}).shape() ==
+        Shape{4, 3, 2, 1});
+}
+
 TEST_CASE("dropout: p outside [0, 1]") {
   Generator g(3);
   const Tensor x = ones({4, 4});

@@ -410,6 +410,70 @@ TEST_CASE("gradcheck: ReLU, MaxPool2d, Flatten, Dropout") {
   }
 }
 
+namespace {
+// A module that fuses a following ReLU (and pool) and records which fused entry Sequential called.
+struct FusingProbe : Module {
+  std::string called;
+  int64_t pool_k = 0;
+  Tensor forward(const Tensor& x) override {
+    called += "forward ";
+    return x;
+  }
+  bool fuses_relu() const override { return true; }
+  Tensor forward_relu(const Tensor& x) override {
+    called += "relu ";
+    return relu(x);
+  }
+  Tensor forward_relu_max_pool(const Tensor& x, int64_t k) override {
+    called += "relu+pool ";
+    pool_k = k;
+    return max_pool2d(relu(x), {k, k}, {k, k});
+  }
+  std::string type_name() const override { return "FusingProbe"; }
+};
+}  // namespace
+
+TEST_CASE("Sequential fuses BatchNorm2d + ReLU + a non-overlapping MaxPool2d, and only that") {
+  const Tensor x = test::rand_tensor({2, 3, 6, 6}, 61, -1.f, 1.f);
+  auto run = [&](std::shared_ptr<Module> pool) {
+    auto probe = std::make_shared<FusingProbe>();
+    std::vector<std::shared_ptr<Module>> mods{probe, std::make_shared<ReLU>()};
+    if (pool) mods.push_back(pool);
+    Sequential net(mods);
+    Tensor y = net(x);
+    return std::make_pair(probe->called + std::to_string(probe->pool_k), y);
+  };
+  CHECK(run(std::make_shared<MaxPool2d>(2)).first == "relu+pool 2");
+  CHECK(run(std::make_shared<MaxPool2d>(3)).first == "relu+pool 3");
+  CHECK(run(std::make_shared<MaxPool2d>(3, 2)).first == "relu 0");     // overlapping windows
+  CHECK(run(std::make_shared<MaxPool2d>(2, 2, 1)).first == "relu 0");  // padding
+  CHECK(run(nullptr).first == "relu 0");
+
+  // BatchNorm2d's fused pass gives what the three layers give one by one, forward and backward, in
+  // training and in eval (the CUDA kernel behind it is checked against this in test_cuda).
+  for (bool training : {true, false}) {
+    INFO((training ? "training" : "eval"));
+    manual_seed(62);
+    auto bn1 = std::make_shared<BatchNorm2d>(3), bn2 = std::make_shared<BatchNorm2d>(3);
+    bn1->running_var.fill_(0.7f);
+    bn2->running_var.fill_(0.7f);
+    Sequential fused({bn1, std::make_shared<ReLU>(), std::make_shared<MaxPool2d>(2)});
+    fused.train(training);
+    bn2->train(training);
+    Tensor a = x.clone(), b = x.clone();
+    a.requires_grad_(true);
+    b.requires_grad_(true);
+    Tensor ya = fused(a), yb = max_pool2d(relu((*bn2)(b)), {2, 2}, {2, 2});
+    CHECK(ya.shape() == Shape{2, 3, 3, 3});
+    CHECK(test::same_values(ya, yb));
+    sum(ya * ya).backward();
+    sum(yb * yb).backward();
+    CHECK(test::same_values(a.grad(), b.grad()));
+    CHECK(test::same_values(bn1->weight.grad(), bn2->weight.grad()));
+    CHECK(test::same_values(bn1->running_mean, bn2->running_mean));
+  }
+}
+
 TEST_CASE("gradcheck: Conv2d -> BatchNorm2d -> ReLU -> MaxPool2d -> Flatten -> Linear") {
   manual_seed(50);
   auto conv = std::make_shared<Conv2d>(3, 4, 3, 1, 1);

@@ -1,4 +1,5 @@
-// batch_norm and batch_norm_relu (the same normalisation with the following ReLU fused into it):
+// batch_norm, batch_norm_relu (the same normalisation with the following ReLU fused into it) and
+// batch_norm_relu_max_pool2d (and a following max pool over non-overlapping windows, fused on CUDA):
 // training (batch statistics + running update) and eval (running statistics) modes. Activations may
 // be float32, float16 or bfloat16; parameters and statistics are float32.
 #include "kernels/batch_norm.h"
@@ -18,10 +19,18 @@ Tensor workspace(int64_t N, int64_t C, int64_t HW, Device dev) {
 }
 #endif
 
+// pool (or null): a max pool over pool[0] x pool[1] windows with that stride follows the ReLU.
 Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-          Tensor running_var, bool training, double momentum, double eps, bool relu) {
+          Tensor running_var, bool training, double momentum, double eps, bool relu, const Pair* pool_arg = nullptr) {
   detail::check_input(op, "input", x);
   VOLT_CHECK(x.dim() >= 2, op, ": input must be [N, C, ...], got shape ", shape_str(x.shape()));
+  const bool pooled = pool_arg != nullptr;
+  const Pair pool = pooled ? *pool_arg : Pair{0, 0};
+  if (pooled) {
+    VOLT_CHECK(x.dim() == 4, op, ": input must be [N, C, H, W], got shape ", shape_str(x.shape()));
+    VOLT_CHECK(pool[0] >= 1 && pool[1] >= 1 && pool[0] <= x.size(2) && pool[1] <= x.size(3), op, ": pool window [",
+               pool[0], ", ", pool[1], "] must be positive and fit the input ", shape_str(x.shape()));
+  }
   const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / (N * C);
   auto check_channel = [&](const char* what, const Tensor& t) {
     if (!t.defined()) return;
@@ -43,23 +52,33 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
   VOLT_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
   const Device dev = detail::common_device(op, {{"input", x}, {"weight", weight}, {"bias", bias},
                                                {"running_mean", running_mean}, {"running_var", running_var}});
+  // The fused pool is a CUDA kernel (for windows of at most 256 positions); elsewhere it is the two ops.
+  if (pooled && (!dev.is_cuda() || pool[0] * pool[1] > 256))
+    return max_pool2d(bn(op, x, weight, bias, running_mean, running_var, training, momentum, eps, true), pool, pool);
   if (detail::cpu_low_precision(x))
     return cast(bn(op, cast(x, DType::F32), weight, bias, running_mean, running_var, training, momentum, eps, relu),
                 x.dtype());
   const bool gpu = dev.is_cuda();
   const DType dt = x.dtype();
+  const cuda::BnPoolShape ps{N, C, pooled ? x.size(2) : 0, pooled ? x.size(3) : 0, pool[0], pool[1]};
+  Tensor window;  // the position of each pooled maximum in its window (CUDA only)
+  if (pooled) window = Tensor::empty({N, C, ps.H / ps.kh, ps.W / ps.kw}, DType::U8, dev);
 
   const float* gamma = weight.defined() ? weight.data<float>() : nullptr;
   const float* beta = bias.defined() ? bias.data<float>() : nullptr;
-  Tensor y = Tensor::empty(x.shape(), dt, dev);
+  Tensor y = pooled ? Tensor::empty({N, C, x.size(2) / pool[0], x.size(3) / pool[1]}, dt, dev)
+                    : Tensor::empty(x.shape(), dt, dev);
   Tensor mean = Tensor::empty({C}, DType::F32, dev), invstd = Tensor::empty({C}, DType::F32, dev);
   if (training) {
     Tensor var_unbiased = Tensor::empty({C}, DType::F32, dev);
     if (gpu) {
       VOLT_CUDA_ONLY(void* s = detail::stream_of(x); Tensor ws = workspace(N, C, HW, dev);
-                     cuda::batch_norm_forward_train(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta, eps, relu,
-                                                    y.raw_data(), mean.data<float>(), invstd.data<float>(),
-                                                    var_unbiased.data<float>(), ws.raw_data(), s);
+                     if (pooled) cuda::batch_norm_relu_pool_forward_train(
+                         detail::ft(x), ps, x.raw_data(), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
+                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), ws.raw_data(), s);
+                     else cuda::batch_norm_forward_train(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta, eps, relu,
+                                                         y.raw_data(), mean.data<float>(), invstd.data<float>(),
+                                                         var_unbiased.data<float>(), ws.raw_data(), s);
                      if (running_mean.defined())
                        cuda::batch_norm_update_running(C, running_mean.data<float>(), running_var.data<float>(),
                                                        mean.data<float>(), var_unbiased.data<float>(), momentum, s));
@@ -76,8 +95,14 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
     if (gpu) {
       VOLT_CUDA_ONLY(void* s = detail::stream_of(x);
                      cuda::batch_norm_invstd(C, running_var.data<float>(), eps, invstd.data<float>(), s);
-                     cuda::batch_norm_forward_eval(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta,
-                                                   mean.data<float>(), invstd.data<float>(), relu, y.raw_data(), s));
+                     if (pooled) {
+                       Tensor ws = workspace(N, C, HW, dev);
+                       cuda::batch_norm_relu_pool_forward_eval(detail::ft(x), ps, x.raw_data(), gamma, beta,
+                                                               mean.data<float>(), invstd.data<float>(), y.raw_data(),
+                                                               window.data<uint8_t>(), ws.raw_data(), s);
+                     } else cuda::batch_norm_forward_eval(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta,
+                                                          mean.data<float>(), invstd.data<float>(), relu, y.raw_data(),
+                                                          s));
     } else {
       cpu::batch_norm_invstd(C, running_var.data<float>(), eps, invstd.data<float>());
       cpu::batch_norm_forward_eval(N, C, HW, x.data<float>(), gamma, beta, mean.data<float>(), invstd.data<float>(),
@@ -85,8 +110,8 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
     }
   }
   autograd::record(op, y, {x, weight, bias},
-                   [x, weight, bias, mean, invstd, training, relu, N, C, HW](const Tensor& gy,
-                                                                            const std::vector<bool>& needs) {
+                   [x, weight, bias, mean, invstd, training, relu, N, C, HW, pooled, ps, window](
+                       const Tensor& gy, const std::vector<bool>& needs) {
                      const Device dev = x.device();
                      std::vector<Tensor> g(3);
                      for (size_t i = 0; i < 3; ++i)
@@ -97,11 +122,16 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                      float* dgamma = needs[1] ? g[1].data<float>() : nullptr;
                      float* dbeta = needs[2] ? g[2].data<float>() : nullptr;
                      if (dev.is_cuda()) {
-                       VOLT_CUDA_ONLY(Tensor ws = workspace(N, C, HW, dev);
-                                      cuda::batch_norm_backward(detail::ft(x), N, C, HW, gy.raw_data(), x.raw_data(),
-                                                                gamma, beta, mean.data<float>(), invstd.data<float>(),
-                                                                training, relu, needs[0] ? g[0].raw_data() : nullptr,
-                                                                dgamma, dbeta, ws.raw_data(), detail::stream_of(x)));
+                       VOLT_CUDA_ONLY(
+                           Tensor ws = workspace(N, C, HW, dev); void* dx = needs[0] ? g[0].raw_data() : nullptr;
+                           if (pooled) cuda::batch_norm_relu_pool_backward(
+                               detail::ft(x), ps, gy.raw_data(), window.data<uint8_t>(), x.raw_data(), gamma, beta,
+                               mean.data<float>(), invstd.data<float>(), training, dx, dgamma, dbeta, ws.raw_data(),
+                               detail::stream_of(x));
+                           else cuda::batch_norm_backward(detail::ft(x), N, C, HW, gy.raw_data(), x.raw_data(), gamma,
+                                                          beta, mean.data<float>(), invstd.data<float>(), training,
+                                                          relu, dx, dgamma, dbeta, ws.raw_data(),
+                                                          detail::stream_of(x)));
                      } else {
                        cpu::batch_norm_backward(N, C, HW, gy.data<float>(), x.data<float>(), gamma, beta,
                                                 mean.data<float>(), invstd.data<float>(), training, relu,
@@ -122,6 +152,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, bool training, double momentum, double eps) {
   return bn("batch_norm_relu", x, weight, bias, running_mean, running_var, training, momentum, eps, true);
+}
+
+Tensor batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                                  Tensor running_var, bool training, Pair pool, double momentum, double eps) {
+  return bn("batch_norm_relu_max_pool2d", x, weight, bias, running_mean, running_var, training, momentum, eps, true,
+            &pool);
 }
 
 }  // namespace volt

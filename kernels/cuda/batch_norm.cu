@@ -1,7 +1,8 @@
 // CUDA batch norm (see kernels/batch_norm.h), optionally fused with the following ReLU, for float32,
 // float16 and bfloat16 activations (float32 parameters and statistics): statistics and gradient sums
 // in double around a shift as the CPU kernel does, split over (chunk, channel) blocks and combined in
-// a fixed order; element-wise passes for the normalisation and dx.
+// a fixed order; element-wise passes for the normalisation and dx. Fused with a following max pool
+// over non-overlapping windows, the normalisation pass writes the pooled output directly.
 #include <algorithm>
 #include <cmath>
 
@@ -167,6 +168,12 @@ __global__ void bn_finish_grad_kernel(int64_t M, int64_t C, int64_t chunks, cons
   coef[c] = q;
 }
 
+// dx of one element from its (masked) dy and x.
+__device__ __forceinline__ float bn_dx_value(const BnBackCoef& q, float d, float xv, float mean, bool training) {
+  return training ? __fmul_rn(q.k, __fsub_rn(__fsub_rn(d, q.a), __fmul_rn(__fsub_rn(xv, mean), q.b)))
+                  : __fmul_rn(q.k, d);
+}
+
 template <class T>
 __global__ void bn_dx_kernel(int64_t total, int64_t C, int64_t HW, const T* dy, const T* x, const float* mean,
                              const BnBackCoef* coef, bool training, bool relu, T* dx) {
@@ -175,8 +182,92 @@ __global__ void bn_dx_kernel(int64_t total, int64_t C, int64_t HW, const T* dy, 
     const BnBackCoef q = coef[c];
     const float xv = load_f(x[t]);
     const float d = !relu || affine(xv, q.aff) > 0.f ? load_f(dy[t]) : 0.f;
-    dx[t] = store_f<T>(training ? __fmul_rn(q.k, __fsub_rn(__fsub_rn(d, q.a), __fmul_rn(__fsub_rn(xv, mean[c]), q.b)))
-                                : __fmul_rn(q.k, d));
+    dx[t] = store_f<T>(bn_dx_value(q, d, xv, mean[c], training));
+  }
+}
+
+// ---- batch norm + ReLU + max pooling over non-overlapping windows (BnPoolShape) ----
+
+// One thread per pooled output: the window's activations, each rounded to T as batch_norm_relu would
+// store it, and the first maximum (or NaN) as max_pool2d picks it.
+template <class T>
+__global__ void bn_relu_pool_kernel(BnPoolShape s, const T* x, const BnAffine* aff, T* y, uint8_t* window) {
+  const int64_t P = s.H / s.kh, Q = s.W / s.kw, total = s.N * s.C * P * Q;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t q = t % Q, p = (t / Q) % P, plane = t / (P * Q);
+    const BnAffine a = aff[plane % s.C];
+    const T* xp = x + plane * s.H * s.W + p * s.kh * s.W + q * s.kw;
+    float best = 0.f;
+    int best_i = -1;
+    bool done = false;
+    for (int64_t i = 0; i < s.kh && !done; ++i)
+      for (int64_t j = 0; j < s.kw; ++j) {
+        const float v = load_f(store_f<T>(relu_if(affine(load_f(xp[i * s.W + j]), a), true)));
+        if (best_i < 0 || v > best || isnan(v)) {
+          best = v;
+          best_i = int(i * s.kw + j);
+          if (isnan(v)) {
+            done = true;
+            break;
+          }
+        }
+      }
+    y[t] = store_f<T>(best);
+    window[t] = uint8_t(best_i);
+  }
+}
+
+// The affine of eval mode (running statistics) per channel, into aff.
+__global__ void bn_eval_affine_kernel(int64_t C, const float* gamma, const float* beta, const float* rm,
+                                      const float* invstd, BnAffine* aff) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c < C) aff[c] = bn_affine(rm[c], invstd[c], gamma, beta, c);
+}
+
+// The pooled gradient reaches one element per window (its maximum, where the activation was
+// positive): the partial sums of bn_partial_grad_kernel over those elements only.
+template <class T>
+__global__ void bn_pool_partial_grad_kernel(BnPoolShape s, const T* dy, const uint8_t* window, const T* x,
+                                            const float* gamma, const float* beta, const float* mean,
+                                            const float* invstd, int64_t chunks, double* part) {
+  const int64_t P = s.H / s.kh, Q = s.W / s.kw, PQ = P * Q, M = s.N * PQ;
+  const int64_t c = blockIdx.y, k = blockIdx.x;
+  const int64_t len = (M + chunks - 1) / chunks, m0 = k * len, m1 = min(M, m0 + len);
+  const float mu = mean[c];
+  const BnAffine aff = bn_affine(mu, invstd[c], gamma, beta, c);
+  double sum_dy = 0, sum_dy_xmu = 0;
+  for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
+    const int64_t n = m / PQ, r = m - n * PQ, p = r / Q, q = r - p * Q, plane = n * s.C + c;
+    const int64_t e = plane * PQ + r, w = window[e], i = w / s.kw, j = w - i * s.kw;
+    const float xv = load_f(x[plane * s.H * s.W + (p * s.kh + i) * s.W + q * s.kw + j]);
+    const float d = affine(xv, aff) > 0.f ? load_f(dy[e]) : 0.f;
+    sum_dy += d;
+    sum_dy_xmu += double(d) * double(xv - mu);
+  }
+  sum_dy = block_sum(sum_dy);
+  sum_dy_xmu = block_sum(sum_dy_xmu);
+  if (threadIdx.x == 0) {
+    part[(c * chunks + k) * 2] = sum_dy;
+    part[(c * chunks + k) * 2 + 1] = sum_dy_xmu;
+  }
+}
+
+// dx for every element of x: the pooled gradient where the element is its window's maximum.
+template <class T>
+__global__ void bn_pool_dx_kernel(BnPoolShape s, const T* dy, const uint8_t* window, const T* x, const float* mean,
+                                  const BnBackCoef* coef, bool training, T* dx) {
+  const int64_t P = s.H / s.kh, Q = s.W / s.kw, total = s.N * s.C * s.H * s.W;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t w = t % s.W, h = (t / s.W) % s.H, plane = t / (s.H * s.W), c = plane % s.C;
+    const BnBackCoef q = coef[c];
+    const float xv = load_f(x[t]);
+    const int64_t pp = h / s.kh, pq = w / s.kw;
+    float d = 0.f;
+    if (pp < P && pq < Q) {
+      const int64_t e = (plane * P + pp) * Q + pq;
+      if (int64_t(window[e]) == (h - pp * s.kh) * s.kw + (w - pq * s.kw) && affine(xv, q.aff) > 0.f) d = load_f(dy[e]);
+    }
+    dx[t] = store_f<T>(bn_dx_value(q, d, xv, mean[c], training));
   }
 }
 
@@ -221,20 +312,79 @@ Layout layout(int64_t N, int64_t C, int64_t HW) {
 
 size_t batch_norm_workspace_bytes(int64_t N, int64_t C, int64_t HW) { return layout(N, C, HW).bytes; }
 
-void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
-                              const float* beta, double eps, bool relu, void* y, float* save_mean, float* save_invstd,
-                              float* batch_var_unbiased, void* workspace, void* stream) {
+namespace {
+// The batch statistics and the per-channel affine (in the workspace, returned) of a training forward.
+BnAffine* train_statistics(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
+                           const float* beta, double eps, float* save_mean, float* save_invstd,
+                           float* batch_var_unbiased, void* workspace, void* stream) {
   VOLT_CHECK(C <= 65535, "batch_norm on CUDA: at most 65535 channels (grid y), got ", C);
-  if (C == 0) return;
   const Layout l = layout(N, C, HW);
   auto* part = static_cast<double*>(workspace);
   auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + l.coef_offset);
   VOLT_FTYPE_T(t, launch(bn_partial_stats_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream, N,
                          C, HW, x, l.chunks, part);
                launch(bn_finish_stats_kernel<T>, grid_for(C), kThreads, 0, stream, N, C, HW, x, l.chunks, part, gamma,
-                      beta, eps, save_mean, save_invstd, batch_var_unbiased, aff);
-               launch(bn_apply_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, C, HW, x, aff, relu,
-                      y));
+                      beta, eps, save_mean, save_invstd, batch_var_unbiased, aff));
+  return aff;
+}
+
+void check_pool_shape(const BnPoolShape& s) {
+  VOLT_CHECK(s.kh >= 1 && s.kw >= 1 && s.kh * s.kw <= 256 && s.H >= s.kh && s.W >= s.kw,
+             "batch_norm_relu_pool on CUDA: window ", s.kh, "x", s.kw, " does not fit (input ", s.H, "x", s.W,
+             ", at most 256 positions)");
+}
+}  // namespace
+
+void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
+                              const float* beta, double eps, bool relu, void* y, float* save_mean, float* save_invstd,
+                              float* batch_var_unbiased, void* workspace, void* stream) {
+  if (C == 0) return;
+  const BnAffine* aff = train_statistics(t, N, C, HW, x, gamma, beta, eps, save_mean, save_invstd, batch_var_unbiased,
+                                         workspace, stream);
+  VOLT_FTYPE_T(t, launch(bn_apply_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, C, HW, x, aff,
+                         relu, y));
+}
+
+void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const void* x, const float* gamma,
+                                        const float* beta, double eps, void* y, uint8_t* window, float* save_mean,
+                                        float* save_invstd, float* batch_var_unbiased, void* workspace, void* stream) {
+  check_pool_shape(s);
+  if (s.N * s.C == 0) return;
+  const BnAffine* aff = train_statistics(t, s.N, s.C, s.H * s.W, x, gamma, beta, eps, save_mean, save_invstd,
+                                         batch_var_unbiased, workspace, stream);
+  const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
+  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, s, x, aff, y, window));
+}
+
+void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
+                                       const float* beta, const float* running_mean, const float* invstd, void* y,
+                                       uint8_t* window, void* workspace, void* stream) {
+  check_pool_shape(s);
+  if (s.N * s.C == 0) return;
+  auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + layout(s.N, s.C, s.H * s.W).coef_offset);
+  launch(bn_eval_affine_kernel, grid_for(s.C), kThreads, 0, stream, s.C, gamma, beta, running_mean, invstd, aff);
+  const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
+  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, s, x, aff, y, window));
+}
+
+void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy, const uint8_t* window, const void* x,
+                                   const float* gamma, const float* beta, const float* mean, const float* invstd,
+                                   bool training, void* dx, float* dgamma, float* dbeta, void* workspace,
+                                   void* stream) {
+  check_pool_shape(s);
+  VOLT_CHECK(s.C <= 65535, "batch_norm on CUDA: at most 65535 channels (grid y), got ", s.C);
+  if (s.N * s.C == 0) return;
+  const Layout l = layout(s.N, s.C, s.H * s.W);
+  // Chunks over the pooled positions: never more than the workspace holds for the full size.
+  const int64_t chunks = chunks_for(s.N, s.C, (s.H / s.kh) * (s.W / s.kw));
+  auto* part = static_cast<double*>(workspace);
+  auto* coef = reinterpret_cast<BnBackCoef*>(static_cast<char*>(workspace) + l.coef_offset);
+  VOLT_FTYPE_T(t, launch(bn_pool_partial_grad_kernel<T>, dim3(unsigned(chunks), unsigned(s.C)), kStatThreads, 0,
+                         stream, s, dy, window, x, gamma, beta, mean, invstd, chunks, part);
+               launch(bn_finish_grad_kernel, grid_for(s.C), kThreads, 0, stream, s.N * s.H * s.W, s.C, chunks, part,
+                      gamma, beta, mean, invstd, training, dgamma, dbeta, coef);
+               if (dx) launch(bn_pool_dx_kernel<T>, grid_for(s.N * s.C * s.H * s.W), kThreads, 0, stream, s, dy,
+                              window, x, mean, coef, training, dx));
 }
 
 void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream) {

@@ -1,5 +1,5 @@
-// The CUDA batch-norm (alone and fused with ReLU) and max-pool kernels, run by the CPU emulator,
-// against the CPU kernels, in every storage type of the activations.
+// The CUDA batch-norm (alone, fused with ReLU, and with ReLU and max pooling) and max-pool kernels,
+// run by the CPU emulator, against the CPU kernels, in every storage type of the activations.
 #include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
@@ -124,6 +124,95 @@ TEST_CASE("emu max_pool2d: forward indices and backward gathers match the CPU, w
       check_bitwise(d1.values(), round_to(t, d2), "max_pool backward");
       CHECK((y1.guards_intact() && i1.guards_intact() && d1.guards_intact()));
     }
+}
+
+namespace {
+// The CPU's max_pool2d indices (flat h * W + w in the plane) as positions in their windows.
+std::vector<uint8_t> window_positions(const cpu::Pool2dShape& s, const std::vector<int32_t>& flat) {
+  std::vector<uint8_t> out(flat.size());
+  for (size_t e = 0; e < flat.size(); ++e) {
+    const int64_t q = int64_t(e) % s.Q, p = (int64_t(e) / s.Q) % s.P, h = flat[e] / s.W, w = flat[e] % s.W;
+    out[e] = uint8_t((h - p * s.kh) * s.kw + (w - q * s.kw));
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then max_pool2d on the CPU") {
+  struct Case {
+    int64_t N, C, H, W, kh, kw;
+  };
+  for (FType t : all_ftypes())
+    for (bool training : {true, false})
+      for (const Case c : {Case{2, 3, 6, 8, 2, 2}, Case{3, 2, 7, 5, 2, 2}, Case{2, 2, 9, 7, 3, 3},
+                           Case{2, 3, 6, 9, 2, 3}, Case{13, 3, 40, 41, 2, 2}}) {  // odd sizes; chunks in the last
+        INFO(std::string(ftype_name(t)) << (training ? " train " : " eval ") << c.N << "x" << c.C << "x" << c.H << "x"
+                                        << c.W << " window " << c.kh << "x" << c.kw);
+        const int64_t HW = c.H * c.W;
+        const cpu::Pool2dShape ps{c.N * c.C, c.H, c.W, c.kh, c.kw, c.kh, c.kw, 0, 0, c.H / c.kh, c.W / c.kw};
+        const cuda::BnPoolShape bs{c.N, c.C, c.H, c.W, c.kh, c.kw};
+        const size_t n = size_t(c.N * c.C * HW), m = size_t(c.N * c.C * ps.P * ps.Q), C = size_t(c.C);
+        auto x = round_to(t, random_floats(n, 71, -3.f, 5.f));
+        x[1] = x[0];  // a tie inside the first window
+        if (!training) x[size_t(HW) + 1] = NAN;  // a NaN in the second plane's first window (in training it
+                                                 // would make the whole channel NaN)
+        const auto dy = round_to(t, random_floats(m, 72));
+        const auto gamma = random_floats(C, 73, -1.5f, 1.5f), beta = random_floats(C, 74);  // negative gammas too
+        TypedBuf gx(t, x), gdy(t, dy), y1(t, m);
+        Guarded<float> gg(gamma), gbt(beta);
+        Guarded<uint8_t> win1{m}, ws{cuda::batch_norm_workspace_bytes(c.N, c.C, HW)};
+        std::vector<float> mean(C), invstd(C);
+        if (training) {
+          Guarded<float> m1{C}, s1{C}, v1{C};
+          std::vector<float> yfull(n), m2(C), s2(C), v2(C);
+          cuda::batch_norm_relu_pool_forward_train(t, bs, gx.data(), gg.data(), gbt.data(), 1e-5, y1.data(),
+                                                   win1.data(), m1.data(), s1.data(), v1.data(), ws.data(), nullptr);
+          cpu::batch_norm_forward_train(c.N, c.C, HW, x.data(), gamma.data(), beta.data(), 1e-5, true, yfull.data(),
+                                        m2.data(), s2.data(), v2.data());
+          check_near(m1.vec(), m2, 1e-6, 1e-6, "save_mean");
+          check_near(s1.vec(), s2, 1e-6, 1e-5, "save_invstd");
+          check_near(v1.vec(), v2, 1e-6, 1e-5, "unbiased variance");
+          mean = m1.vec();  // the reference below normalises with the kernel's own statistics
+          invstd = s1.vec();
+          CHECK((m1.guards_intact() && s1.guards_intact() && v1.guards_intact()));
+        } else {
+          const auto rv = random_floats(C, 75, 0.2f, 2.f);
+          mean = random_floats(C, 76);
+          cpu::batch_norm_invstd(c.C, rv.data(), 1e-5, invstd.data());
+          Guarded<float> grm(mean), gis(invstd);
+          cuda::batch_norm_relu_pool_forward_eval(t, bs, gx.data(), gg.data(), gbt.data(), grm.data(), gis.data(),
+                                                  y1.data(), win1.data(), ws.data(), nullptr);
+        }
+        // The reference: batch_norm_relu with the same statistics, stored in the type, then max_pool2d.
+        std::vector<float> yfull(n), y2(m);
+        std::vector<int32_t> idx2(m);
+        cpu::batch_norm_forward_eval(c.N, c.C, HW, x.data(), gamma.data(), beta.data(), mean.data(), invstd.data(), true,
+                                     yfull.data());
+        yfull = round_to(t, yfull);
+        cpu::max_pool2d_forward(ps, yfull.data(), y2.data(), idx2.data());
+        check_bitwise(y1.values(), y2, "pooled output");
+        CHECK(win1.vec() == window_positions(ps, idx2));
+        // Backward from the reference's windows: max_pool2d's backward, then batch_norm_relu's.
+        Guarded<float> gm(mean), gs(invstd);
+        Guarded<uint8_t> gwin(window_positions(ps, idx2));
+        for (bool with_dx : {true, false}) {
+          TypedBuf dx1(t, n);
+          Guarded<float> dg1{C}, db1{C};
+          std::vector<float> dfull(n), dx2(n), dg2(C), db2(C);
+          cuda::batch_norm_relu_pool_backward(t, bs, gdy.data(), gwin.data(), gx.data(), gg.data(), gbt.data(),
+                                              gm.data(), gs.data(), training, with_dx ? dx1.data() : nullptr,
+                                              dg1.data(), db1.data(), ws.data(), nullptr);
+          cpu::max_pool2d_backward(ps, dy.data(), idx2.data(), dfull.data());
+          cpu::batch_norm_backward(c.N, c.C, HW, dfull.data(), x.data(), gamma.data(), beta.data(), mean.data(),
+                                   invstd.data(), training, true, with_dx ? dx2.data() : nullptr, dg2.data(),
+                                   db2.data());
+          check_near(dg1.vec(), dg2, 1e-5, 1e-4, "dgamma");
+          check_near(db1.vec(), db2, 1e-5, 1e-4, "dbeta");
+          if (with_dx) check_near(dx1.values(), round_to(t, dx2), atol_for(t), rtol_for(t), "dx");
+          CHECK((dx1.guards_intact() && dg1.guards_intact() && db1.guards_intact() && ws.guards_intact()));
+        }
+        CHECK((y1.guards_intact() && win1.guards_intact()));
+      }
 }
 
 TEST_CASE("emu convolution bias: the per-channel add and the per-channel sum (its gradient) match the CPU") {

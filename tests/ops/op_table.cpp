@@ -160,6 +160,39 @@ void add_max_pool2d(std::vector<OpCase>& t, const std::string& name, Shape xs, P
   t.push_back(c);
 }
 
+// batch_norm_relu_max_pool2d over non-overlapping windows, against the pool of relu of the reference.
+// Distinct inputs and gammas near 1 keep every window's values apart (no argmax tie even in bfloat16).
+void add_bn_relu_pool(std::vector<OpCase>& t, const std::string& name, Shape xs, Pair pool, bool affine,
+                      bool training) {
+  OpCase c;
+  c.op = "batch_norm_relu_max_pool2d";
+  c.name = name;
+  const int64_t C = xs[1];
+  c.inputs = {distinct(xs)};
+  if (affine) {
+    c.inputs.push_back(uniform({C}, 0.8f, 1.2f));
+    c.inputs.push_back(uniform({C}));
+  }
+  c.inputs.push_back(state({C}, -0.5f, 0.5f));  // running statistics (used in eval, updated in training)
+  c.inputs.push_back(state({C}, 0.5f, 1.5f));
+  for (size_t i = 1; i < c.inputs.size(); ++i) c.inputs[i].stays_f32 = true;
+  const size_t rm_at = affine ? 3 : 1;
+  c.run = [affine, training, rm_at, pool](const std::vector<Tensor>& in) {
+    Tensor rm = training ? in[rm_at].clone() : in[rm_at], rv = training ? in[rm_at + 1].clone() : in[rm_at + 1];
+    return batch_norm_relu_max_pool2d(in[0], affine ? in[1] : Tensor(), affine ? in[2] : Tensor(), rm, rv, training,
+                                      pool);
+  };
+  c.reference = [affine, training, rm_at, pool](const std::vector<Tensor>& in) {
+    Reference r = ref_batch_norm(in[0], affine ? &in[1] : nullptr, affine ? &in[2] : nullptr, &in[rm_at],
+                                 &in[rm_at + 1], training, 1e-5);
+    for (double& v : r.values) v = v > 0 ? v : 0.0;
+    return ref_max_pool2d(r, pool, pool, {0, 0});
+  };
+  c.grad.eps = 1e-3;  // the ReLU's kink, as batch_norm_relu's entries
+  c.grad.rtol = 6e-2;
+  t.push_back(c);
+}
+
 void add_linear(std::vector<OpCase>& t, const std::string& name, int64_t M, int64_t in_f, int64_t out_f, bool bias) {
   OpCase c;
   c.op = "linear";
@@ -325,6 +358,15 @@ std::vector<OpCase> build_table() {
   add_max_pool2d(t, "k2 s2 odd input", {3, 2, 5, 7}, {2, 2}, {2, 2}, {0, 0});
   add_max_pool2d(t, "k3 s1 p1", {1, 2, 5, 5}, {3, 3}, {1, 1}, {1, 1});
   add_max_pool2d(t, "k3x2 s1x2 p1x0", {2, 2, 5, 6}, {3, 2}, {1, 2}, {1, 0});
+
+  // batch_norm_relu_max_pool2d: square and non-square windows, odd sizes (rows and columns outside
+  // every window), training and eval.
+  add_bn_relu_pool(t, "train k2 affine", {2, 3, 4, 4}, {2, 2}, true, true);
+  add_bn_relu_pool(t, "train k2 odd input no affine", {2, 2, 5, 7}, {2, 2}, false, true);
+  add_bn_relu_pool(t, "train k3 affine", {2, 2, 6, 7}, {3, 3}, true, true);
+  add_bn_relu_pool(t, "train 2x3 window affine", {2, 2, 5, 6}, {2, 3}, true, true);
+  add_bn_relu_pool(t, "eval k2 affine", {2, 3, 4, 5}, {2, 2}, true, false);
+  add_bn_relu_pool(t, "eval k3 no affine", {1, 2, 7, 6}, {3, 3}, false, false);
 
   add_linear(t, "bias", 5, 7, 3, true);
   add_linear(t, "no bias", 4, 6, 5, false);

@@ -91,10 +91,14 @@ Reference ref_batch_norm(const Tensor& xt, const Tensor* wt, const Tensor* bt, c
 }
 
 Reference ref_max_pool2d(const Tensor& xt, Pair k, Pair st, Pair pd) {
-  const Shape xs = xt.shape();
+  return ref_max_pool2d(Reference{xt.shape(), dvec(xt)}, k, st, pd);
+}
+
+Reference ref_max_pool2d(const Reference& xr, Pair k, Pair st, Pair pd) {
+  const Shape xs = xr.shape;
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
   const int64_t P = (H + 2 * pd[0] - k[0]) / st[0] + 1, Q = (W + 2 * pd[1] - k[1]) / st[1] + 1;
-  const auto x = dvec(xt);
+  const std::vector<double>& x = xr.values;
   Reference r{{N, C, P, Q}, std::vector<double>(size_t(N * C * P * Q))};
   for (int64_t nc = 0; nc < N * C; ++nc)
     for (int64_t p = 0; p < P; ++p)

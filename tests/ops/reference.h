@@ -25,6 +25,7 @@ Reference ref_batch_norm(const Tensor& xt, const Tensor* wt, const Tensor* bt, c
 
 // x [N, C, H, W] -> [N, C, P, Q]; padding never wins.
 Reference ref_max_pool2d(const Tensor& xt, Pair k, Pair st, Pair pd);
+Reference ref_max_pool2d(const Reference& x, Pair k, Pair st, Pair pd);
 
 // x [M, in], weight [out, in], bias [out] or null -> [M, out].
 Reference ref_linear(const Tensor& xt, const Tensor& wt, const Tensor* bt);
