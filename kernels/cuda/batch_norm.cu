@@ -46,6 +46,16 @@ int64_t chunks_for(int64_t N, int64_t C, int64_t HW) {
   return std::max<int64_t>(1, std::min<int64_t>(want, M / 4096));
 }
 
+// The block's sums of a and b, written by thread 0 to out[0] and out[1] (a block's partial pair).
+__device__ __forceinline__ void store_partials(double a, double b, double* out) {
+  a = block_sum(a);
+  b = block_sum(b);
+  if (threadIdx.x == 0) {
+    out[0] = a;
+    out[1] = b;
+  }
+}
+
 template <class T>
 __global__ void bn_partial_stats_kernel(int64_t N, int64_t C, int64_t HW, const T* x, int64_t chunks, double* part) {
   const int64_t c = blockIdx.y, k = blockIdx.x, M = N * HW;
@@ -57,12 +67,7 @@ __global__ void bn_partial_stats_kernel(int64_t N, int64_t C, int64_t HW, const 
     s += d;
     s2 += d * d;
   }
-  s = block_sum(s);
-  s2 = block_sum(s2);
-  if (threadIdx.x == 0) {
-    part[(c * chunks + k) * 2] = s;
-    part[(c * chunks + k) * 2 + 1] = s2;
-  }
+  store_partials(s, s2, part + (c * chunks + k) * 2);
 }
 
 template <class T>
@@ -136,12 +141,7 @@ __global__ void bn_partial_grad_kernel(int64_t N, int64_t C, int64_t HW, const T
     sum_dy += d;
     sum_dy_xmu += double(d) * double(xv - mu);
   }
-  sum_dy = block_sum(sum_dy);
-  sum_dy_xmu = block_sum(sum_dy_xmu);
-  if (threadIdx.x == 0) {
-    part[(c * chunks + k) * 2] = sum_dy;
-    part[(c * chunks + k) * 2 + 1] = sum_dy_xmu;
-  }
+  store_partials(sum_dy, sum_dy_xmu, part + (c * chunks + k) * 2);
 }
 
 __global__ void bn_finish_grad_kernel(int64_t M, int64_t C, int64_t chunks, const double* part, const float* gamma,
@@ -244,12 +244,7 @@ __global__ void bn_pool_partial_grad_kernel(BnPoolShape s, const T* dy, const ui
     sum_dy += d;
     sum_dy_xmu += double(d) * double(xv - mu);
   }
-  sum_dy = block_sum(sum_dy);
-  sum_dy_xmu = block_sum(sum_dy_xmu);
-  if (threadIdx.x == 0) {
-    part[(c * chunks + k) * 2] = sum_dy;
-    part[(c * chunks + k) * 2 + 1] = sum_dy_xmu;
-  }
+  store_partials(sum_dy, sum_dy_xmu, part + (c * chunks + k) * 2);
 }
 
 // dx for every element of x: the pooled gradient where the element is its window's maximum.
