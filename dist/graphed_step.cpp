@@ -19,8 +19,8 @@ bool GraphedStep::run(const Batch& b, int64_t full_batch, int64_t eager_taken,
                       const std::function<void(const Batch&)>& body, const std::function<void()>& undo) {
   if (off_ || b.labels.numel() != full_batch || b.images.device() != device_) return false;
   if (!graph_) {
-    // Warm-up: two eager steps that updated (16-mixed may skip the first ones), so the optimizer's
-    // state, the cuDNN plans and the allocator's cache exist before the capture.
+    // Warm-up: two eager steps, so that the optimizer's state (made by its first step, whether the
+    // device then takes or skips it), the cuDNN plans and the allocator's cache exist before the capture.
     if (eager_taken < 2) return false;
     input_.images = b.images.clone();
     input_.labels = b.labels.clone();

@@ -1,5 +1,5 @@
 // The Trainer's training step as CUDA-graph replays (TrainerOptions::cuda_graphs): after two eager
-// steps that updated the parameters, the step (training_step, backward, the optimizer's update) is
+// steps that called the optimizer, the step (training_step, backward, the optimizer's update) is
 // captured once on a copy of the batch, and every later batch of the full size is copied into that
 // input and replayed, with the step's log() calls applied again on the host. A step that a graph
 // cannot hold falls back to eager for the rest of the fit, saying why once.
@@ -23,7 +23,7 @@ class GraphedStep {
   void disable(const std::string& why);
   bool disabled() const { return off_; }
   // Runs the step on b as a replay of the captured `body` (capturing it first, once `eager_taken`
-  // eager steps have updated the parameters); false when b must run eagerly (a shorter batch, the
+  // eager steps have called the optimizer); false when b must run eagerly (a shorter batch, the
   // warm-up, graphs off, or a capture that failed). After a failed capture `undo` clears what the
   // abandoned body left behind (gradients that were never computed, a half-done scaler step).
   bool run(const Batch& b, int64_t full_batch, int64_t eager_taken, const std::function<void(const Batch&)>& body,

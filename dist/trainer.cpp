@@ -93,7 +93,8 @@ struct TrainerRun {
   }
 
   // The step's device work on the optimizer side: averaging, clipping, the (possibly skipped) update,
-  // zero_grad. Returns whether the update was taken (16-mixed skips Inf/NaN steps).
+  // zero_grad. Returns whether the update was issued: 16-mixed skips Inf/NaN steps, on the host on a
+  // CPU (false), on the device on a GPU (true: the host does not wait to know).
   bool update_parameters() {
     Optimizer& opt = *I.optim.optimizer;
     const auto params = opt.params();
@@ -113,7 +114,7 @@ struct TrainerRun {
     {
       Profiler::Scope sc(I.profiler, "optimizer_step");
       if (I.scaler) {
-        stepped = I.scaler->step(opt);  // skipped when a gradient is Inf/NaN
+        stepped = I.scaler->step(opt);  // skipped when a gradient is Inf/NaN (see above)
         I.scaler->update();
       } else {
         opt.step();
@@ -123,17 +124,19 @@ struct TrainerRun {
     return stepped;
   }
 
-  // The host's part of an optimizer step.
-  void count_step(bool stepped) {
+  // The host's part of an optimizer step. A per-step scheduler does not advance on a skipped step:
+  // on a GPU, finding that out waits for the step (the only case where the host waits for 16-mixed's flag).
+  void count_step(bool issued) {
     ++t.global_step_;
     module.global_step_ = t.global_step_;
-    if (I.optim.scheduler && I.optim.interval == "step" && stepped) I.optim.scheduler->step();
+    if (I.optim.scheduler && I.optim.interval == "step" && issued && (!I.scaler || I.scaler->last_step_taken()))
+      I.optim.scheduler->step();
   }
 
   void optimizer_step() {
-    const bool stepped = update_parameters();
-    eager_taken += stepped;  // steps that updated (and so created the optimizer's state)
-    count_step(stepped);
+    const bool issued = update_parameters();
+    eager_taken += issued;  // steps that called the optimizer (and so created its state)
+    count_step(issued);
   }
 
   // ---- the CUDA-graph step (TrainerOptions::cuda_graphs) ----
@@ -171,7 +174,7 @@ struct TrainerRun {
       if (I.scaler) I.scaler->abandon_step();
     });
     if (!replayed) return false;
-    count_step(I.scaler ? I.scaler->after_replay(*I.optim.optimizer) : true);
+    count_step(true);
     return true;
   }
 

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/hd.h"
+
 namespace volt::cpu {
 
 // Hyperparameters are double, as in PyTorch (Python floats): derived constants such as 1 - beta2
@@ -23,19 +25,66 @@ struct AdamArgs {
 void adam_update(int64_t n, float* param, const float* grad, float* exp_avg, float* exp_avg_sq, float* max_exp_avg_sq,
                  const AdamArgs& a);
 
-// The values of an update that change from step to step (learning rate, a cycled momentum, bias
-// corrections), as floats formed exactly as the CPU updates form them. The CUDA updates read them from
-// device memory, so that a captured step replays with the current ones. Layouts:
-//   SGD:  [lr, momentum, first_step(t) (1 or 0) for each tensor t]
-//   Adam: [1 - beta1, 1 - lr*weight_decay, then lr / (1 - beta1^step_t), sqrt(1 - beta2^step_t) per tensor]
-inline int64_t sgd_scalar_count(int64_t tensors) { return 2 + tensors; }
-void sgd_scalars(const SgdArgs& a, const bool* first_step, int64_t tensors, float* out);
-inline int64_t adam_scalar_count(int64_t tensors) { return 2 + 2 * tensors; }
-void adam_scalars(const AdamArgs& a, const int64_t* steps, int64_t tensors, float* out);
+// b^n (n >= 0) by repeated squaring: the same double operations on the CPU and the GPU, so that both
+// backends form Adam's bias corrections bit for bit alike. (It differs from pow() in the last bits of
+// the double at times; for beta 0.9 and 0.999 the float step sizes agree with pow()'s for every step
+// below 200,000, checked.)
+VOLT_HD double pow_steps(double b, int64_t n) {
+  double r = 1.0;
+  while (n > 0) {
+    if (n & 1) r = r * b;
+    b = b * b;
+    n >>= 1;
+  }
+  return r;
+}
+
+// Adam's per-step values, formed in double from the step's hyperparameters and rounded once: the
+// CPU update and the CUDA update (which forms them on the device from the step count it keeps there)
+// share this function.
+struct AdamStep {
+  float w1;          // 1 - beta1 (exp_avg's lerp weight)
+  float decay;       // 1 - lr * weight_decay (AdamW)
+  float step_size;   // lr / (1 - beta1^step)
+  float bias2_sqrt;  // sqrt(1 - beta2^step)
+};
+VOLT_HD AdamStep adam_step(double lr, double beta1, double beta2, double weight_decay, int64_t step) {
+  const double bias1 = 1.0 - pow_steps(beta1, step), bias2 = 1.0 - pow_steps(beta2, step);
+  return AdamStep{float(1.0 - beta1), float(1.0 - lr * weight_decay), float(lr / bias1), float(sqrt(bias2))};
+}
+
+// The values of an update that change from step to step and reach the CUDA updates through device
+// memory (so that a captured step replays with the current ones), as doubles:
+//   SGD:  [lr, momentum]       Adam: [lr, beta1]
+// (a scheduler may change both). Everything else is formed from them on the device.
+constexpr int64_t kOptimStepValues = 2;
 
 // Mixed precision's loss-scale step: grad *= inv_scale, and *found_inf = 1 when any gradient (before
 // scaling) is Inf or NaN (left unchanged otherwise), as torch's _amp_foreach_non_finite_check_and_unscale_.
 void unscale_grads(int64_t n, float* grad, float inv_scale, float* found_inf);
+
+// The loss scale after a step, as torch's _amp_update_scale_ (the scale is a float): after a step with
+// Inf/NaN gradients it is multiplied by backoff, the growth tracker restarts and the step counts as
+// skipped; after growth_interval clean steps in a row it is multiplied by growth (unless that
+// overflows to Inf) and the tracker restarts. The CPU scaler and the CUDA kernel share it.
+struct LossScaleCounts {
+  int64_t growth_tracker, skipped, steps;
+};
+VOLT_HD float loss_scale_update(float scale, LossScaleCounts& c, bool found_inf, double growth, double backoff,
+                                int64_t growth_interval) {
+  ++c.steps;
+  if (found_inf) {
+    ++c.skipped;
+    c.growth_tracker = 0;
+    return float(double(scale) * backoff);
+  }
+  if (++c.growth_tracker < growth_interval) return scale;
+  c.growth_tracker = 0;
+  const float grown = float(double(scale) * growth);
+  return grown > 3.40282347e38f ? scale : grown;  // overflowed to +Inf: keep the scale
+}
+// 1 / scale as the unscale step multiplies by it (the reciprocal in double, then float, as torch).
+VOLT_HD float inverse_scale(float scale) { return float(1.0 / double(scale)); }
 
 // Gradient clipping with torch.nn.utils' semantics (clip_grad_norm_, clip_grad_value_), accumulated
 // in double. grad_norm_term: over n floats, the sum of |g|^p (g*g for p = 2, exact in double), or the
@@ -61,19 +110,24 @@ void clamp_grads(int64_t n, float* grad, float clip);
 }  // namespace volt::cpu
 
 // CUDA updates (kernels/cuda/optim.cu): the same per-element arithmetic as the CPU (no FMA
-// contraction, IEEE sqrt and division), many tensors per launch. `scalars` is the device copy of
-// sgd_scalars / adam_scalars for these tensors, in this order; the constant hyperparameters come from
-// `a` (its lr, momentum/beta1, step and first_step are ignored). When `skip` (one device float) is not
-// null and holds a non-zero value, nothing is updated: a mixed-precision step with Inf/NaN gradients.
+// contraction, IEEE sqrt and division), many tensors per launch. `values` is the device copy of the
+// step's values (kOptimStepValues doubles, above); the constant hyperparameters come from `a` (its lr,
+// momentum/beta1, step and first_step are ignored; SGD's momentum only says whether there is one).
+// Each tensor has a device count of the updates it has taken (`steps`): Adam's step is that count + 1;
+// SGD counts the updates with momentum, and its buffer starts from the gradient while the count is 0.
+// The call advances every count after the update. When `skip` (one device float)
+// is not null and holds a non-zero value, nothing is updated and no count advances: a mixed-precision
+// step with Inf/NaN gradients, decided on the device without the host.
 namespace volt::cuda {
 
 struct SgdTensor {
   float* param;
   const float* grad;
   float* momentum_buf;  // null without momentum
+  int64_t* steps;       // device: updates taken
   int64_t n;
 };
-void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArgs& a, const float* scalars,
+void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArgs& a, const double* values,
                       const float* skip, void* stream);
 
 struct AdamTensor {
@@ -82,9 +136,10 @@ struct AdamTensor {
   float* exp_avg;
   float* exp_avg_sq;
   float* max_exp_avg_sq;  // null without amsgrad
+  int64_t* steps;         // device: updates taken
   int64_t n;
 };
-void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, const float* scalars,
+void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, const double* values,
                        const float* skip, void* stream);
 
 // cpu::unscale_grads over many tensors in one launch (per 24), with inv_scale and found_inf in device
@@ -95,6 +150,10 @@ struct GradTensor {
 };
 void unscale_grads_multi(const GradTensor* tensors, int64_t count, const float* inv_scale, float* found_inf,
                          void* stream);
+// cpu::loss_scale_update on the device, one thread: reads *found_inf, updates *scale, *inv_scale and
+// counts = {growth_tracker, skipped, steps}. A step of the scaler with no host value and no wait.
+void loss_scale_update(const float* found_inf, float* scale, float* inv_scale, int64_t* counts, double growth,
+                       double backoff, int64_t growth_interval, void* stream);
 
 // clip_grad_norm_ over many tensors without the host: per-block terms (cpu::grad_norm_term's, in
 // double) into `partials`, combined in a fixed order by one block (deterministic), which writes the

@@ -360,9 +360,15 @@ void check_optimizer_twins(const Options& o, const char* name) {
     CHECK(pg[i].device() == kGpu);
     check_near(pg[i], pc[i], 1e-7, 1e-6, "parameter after 4 steps");
   }
-  // The state lives on the parameters' device and round-trips through state_dict.
+  // The state lives on the parameters' device and round-trips through state_dict; the step counts,
+  // kept on the device, are those the CPU counted (parameters without a gradient included).
   const OptimizerState s = og.state_dict();
   for (const auto& [n, t] : s.tensors) CHECK(t.device() == kGpu);
+  CHECK(s.ints == oc.state_dict().ints);
+  CHECK(s.tensors.size() == oc.state_dict().tensors.size());
+  Opt loaded(pg, o);
+  loaded.load_state_dict(s);
+  CHECK(loaded.state_dict().ints == s.ints);
 }
 }  // namespace
 

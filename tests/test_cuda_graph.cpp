@@ -1,7 +1,7 @@
 // CUDA graphs (engine/cuda_graph.h) on the GPU: a training step captured once and replayed gives the
-// eager run's parameters bit for bit in every precision (dropout offsets, Adam's step counts and the
-// loss scale arrive through device memory per replay), a step with an Inf gradient is skipped on the
-// device exactly as eagerly, replays allocate nothing, and a step that needs the host cannot be
+// eager run's parameters bit for bit in every precision (dropout offsets and the learning rate arrive
+// through device memory per replay; Adam's step counts and the loss scale live on the device), a step
+// with an Inf gradient is skipped on the device exactly as eagerly, replays allocate nothing, and a step that needs the host cannot be
 // captured. Label `gpu`: every case skips (exit 77) without a GPU.
 #include <doctest/doctest.h>
 
@@ -81,8 +81,7 @@ StateDict train(DType dt, bool graphed, int steps, int inf_at, int64_t* adam_ste
       r.step();
       continue;
     }
-    g.replay();
-    if (dt == DType::F16) r.scaler.after_replay(*r.opt);
+    g.replay();  // the loss scale, the Inf check and Adam's step counts all stay on the device
   }
   cuda_synchronize(0);
   *adam_steps = r.opt->step_count(0);
@@ -121,6 +120,51 @@ TEST_CASE("gpu CUDA graph: an Inf gradient skips the replayed step on the device
   SeedCNN probe;
   probe.load_state_dict(graph);
   CHECK(vt::same_state(probe, eager));
+}
+
+TEST_CASE("gpu GradScaler: the skip, the scale update and the counts happen on the device, as on the CPU") {
+  vt::require_gpu();
+  GradScalerOptions go;
+  go.init_scale = 1024;
+  go.growth_interval = 3;
+  auto run = [&](Device d, std::vector<bool>* taken) {
+    Tensor p = Tensor::from_vector({3}, {1.f, -2.f, 3.f}).to(d);
+    p.requires_grad_(true);
+    Adam opt({p}, vt::adam_options(0.1));
+    GradScaler s(go);
+    for (float k : {1.f, std::numeric_limits<float>::infinity(), 0.5f, 0.25f, 0.125f, 2.f}) {
+      opt.zero_grad();
+      s.scale(mul(sum(mul(p, p)), k)).backward();
+      s.step(opt);  // on the GPU: issued, skipped on the device when Inf
+      s.update();
+      taken->push_back(s.last_step_taken());
+    }
+    CHECK(s.get_scale() == 1024);  // 1024, halved by the Inf step, grown again after 3 clean steps
+    CHECK(s.skipped_steps() == 1);
+    CHECK(s.steps() == 6);
+    CHECK(s.growth_tracker() == 1);
+    CHECK(opt.step_count(0) == 5);
+    return std::make_pair(p.to(Device::cpu()).to_vector(), s.state_dict());
+  };
+  std::vector<bool> taken_cpu, taken_gpu;
+  const auto cpu = run(Device::cpu(), &taken_cpu);
+  const auto gpu = run(kGpu, &taken_gpu);
+  CHECK(taken_gpu == taken_cpu);
+  CHECK(taken_gpu == std::vector<bool>{true, false, true, true, true, true});
+  CHECK(gpu.first == cpu.first);  // Adam's first step after the skipped one is its step 2, on both
+  CHECK(gpu.second.reals == cpu.second.reals);
+  CHECK(gpu.second.ints == cpu.second.ints);
+  // A state loaded on the GPU continues there from the loaded scale and counts.
+  GradScaler t;
+  t.load_state_dict(cpu.second);
+  Tensor q = Tensor::ones({2}, DType::F32, kGpu);
+  q.requires_grad_(true);
+  SGD sgd({q}, SGDOptions{});
+  t.scale(sum(q)).backward();
+  t.step(sgd);
+  t.update();
+  CHECK(t.steps() == 7);
+  CHECK(t.growth_tracker() == 2);
 }
 
 TEST_CASE("gpu CUDA graph: replays allocate nothing, and destroying the graph hands its pool back") {

@@ -118,24 +118,6 @@ TEST_CASE("GradScaler scales the loss, unscales once, skips an Inf step and halv
   CHECK(t.get_scale() == 1024);
 }
 
-namespace {
-
-// A classifier whose loss is Inf on one chosen batch of the first epoch, with a per-step LinearLR.
-class InfOnce : public InfAt {
- public:
-  InfOnce(int64_t bad_batch) : InfAt(small_cnn(0.0), adam(1e-3), bad_batch) {}
-  OptimizerConfig configure_optimizers() override {
-    OptimizerConfig c = ClassifierModule::configure_optimizers();
-    c.scheduler = std::make_shared<LinearLR>(*c.optimizer, 0.5, 1.0, 100);
-    c.interval = "step";
-    sched = c.scheduler;
-    return c;
-  }
-  std::shared_ptr<LRScheduler> sched;
-};
-
-}  // namespace
-
 TEST_CASE("16-mixed fit: an Inf loss skips that step, the scheduler waits, and the run reports it") {
   TempDir dir("volt_amp_");
   manual_seed(5);

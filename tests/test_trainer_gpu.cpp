@@ -206,3 +206,32 @@ TEST_CASE("gpu Trainer: a capture that fails after backward leaves no gradient o
     CHECK(fits[1].loss == fits[0].loss);
   }
 }
+
+// 16-mixed on the GPU: the Inf step is skipped on the device (no host read per step); the per-step
+// scheduler, which must not advance on it, is the one place the host reads the flag.
+TEST_CASE("gpu Trainer 16-mixed: an Inf loss is skipped on the device, the per-step scheduler waits, the run says so") {
+  require_gpu();
+  for (bool graphs : {false, true}) {
+    INFO((graphs ? "CUDA graphs" : "eager"));
+    TempDir dir("volt_trainer_gpu_amp_");
+    manual_seed(5);
+    SynthDM dm(256, 32, 32);
+    InfOnce m(1);  // batch 1: an eager warm-up step when graphs are on
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.accelerator = "gpu";
+    o.max_epochs = 1;
+    o.precision = "16-mixed";
+    o.num_sanity_val_steps = 0;
+    o.cuda_graphs = graphs;
+    Trainer t(o);
+    t.fit(m, dm);
+    INFO(q.os.str());
+    const int64_t steps = t.global_step();
+    CHECK(steps >= 4);
+    CHECK(m.sched->last_epoch() == steps - 1);  // every step but the skipped one
+    CHECK(contains(q.os.str(), "Mixed precision (16-mixed): 1 of " + std::to_string(steps) + " optimizer steps skipped"));
+    CHECK(contains(q.os.str(), "loss scale now 32768"));
+    if (graphs) CHECK(contains(q.os.str(), "the training step is captured"));
+  }
+}

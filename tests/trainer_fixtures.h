@@ -12,6 +12,7 @@
 #include "dist/callbacks.h"
 #include "dist/trainer.h"
 #include "engine/ops.h"
+#include "layers/optim/scheduler.h"
 #include "engine/random.h"
 #include "layers/models/seed_cnn.h"
 
@@ -114,6 +115,20 @@ inline ClassifierOptions adam(double lr = 1e-3) {
   c.lr = lr;
   return c;
 }
+
+// A classifier whose loss is Inf on one chosen batch of the first epoch, with a per-step LinearLR.
+class InfOnce : public InfAt {
+ public:
+  explicit InfOnce(int64_t bad_batch) : InfAt(small_cnn(0.0), adam(1e-3), bad_batch) {}
+  OptimizerConfig configure_optimizers() override {
+    OptimizerConfig c = ClassifierModule::configure_optimizers();
+    c.scheduler = std::make_shared<LinearLR>(*c.optimizer, 0.5, 1.0, 100);
+    c.interval = "step";
+    sched = c.scheduler;
+    return c;
+  }
+  std::shared_ptr<LRScheduler> sched;
+};
 
 // The learning check: the small CNN (Adam 3e-3, seed 1) fitted 3 epochs on SynthDM in `precision`,
 // with the validation accuracy before and after. The Trainer, module and data stay for more checks.

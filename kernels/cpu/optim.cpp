@@ -7,28 +7,8 @@
 
 namespace volt::cpu {
 
-void sgd_scalars(const SgdArgs& a, const bool* first_step, int64_t tensors, float* out) {
-  out[0] = float(a.lr);
-  out[1] = float(a.momentum);
-  for (int64_t t = 0; t < tensors; ++t) out[2 + t] = first_step[t] ? 1.f : 0.f;
-}
-
-void adam_scalars(const AdamArgs& a, const int64_t* steps, int64_t tensors, float* out) {
-  out[0] = float(1.0 - a.beta1);
-  out[1] = float(1.0 - a.lr * a.weight_decay);
-  for (int64_t t = 0; t < tensors; ++t) {
-    const double bias1 = 1.0 - std::pow(a.beta1, double(steps[t]));
-    const double bias2 = 1.0 - std::pow(a.beta2, double(steps[t]));
-    out[2 + 2 * t] = float(a.lr / bias1);
-    out[3 + 2 * t] = float(std::sqrt(bias2));
-  }
-}
-
 void sgd_update(int64_t n, float* param, const float* grad, float* buf, const SgdArgs& a) {
-  float s[3];
-  const bool first = a.first_step;
-  sgd_scalars(a, &first, 1, s);  // the values the CUDA update reads from device memory
-  const float lr = s[0], mom = s[1], wd = float(a.weight_decay), keep = float(1.0 - a.dampening);
+  const float lr = float(a.lr), mom = float(a.momentum), wd = float(a.weight_decay), keep = float(1.0 - a.dampening);
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
     float g = grad[i];
@@ -43,9 +23,8 @@ void sgd_update(int64_t n, float* param, const float* grad, float* buf, const Sg
 }
 
 void adam_update(int64_t n, float* param, const float* grad, float* m, float* v, float* vmax, const AdamArgs& a) {
-  float s[4];
-  adam_scalars(a, &a.step, 1, s);  // the constants the CUDA update reads from device memory
-  const float w1 = s[0], decay = s[1], step_size = s[2], bias2_sqrt = s[3];
+  const AdamStep st = adam_step(a.lr, a.beta1, a.beta2, a.weight_decay, a.step);  // as the CUDA update forms them
+  const float w1 = st.w1, decay = st.decay, step_size = st.step_size, bias2_sqrt = st.bias2_sqrt;
   const float b2 = float(a.beta2), w2 = float(1.0 - a.beta2);
   const float eps = float(a.eps), wd = float(a.weight_decay);
 #pragma omp parallel for schedule(static) if (n > 65536)

@@ -2,7 +2,8 @@
 // the tensor, a grid-stride loop in x covers it). The arithmetic is the CPU kernel's, operation by
 // operation, with explicit round-to-nearest intrinsics so nvcc does not fuse it into FMAs: the GPU
 // gives the CPU's parameters bit for bit. The values that change per step are read from device
-// memory (`scalars`), and a device flag can skip the whole update, so a captured step replays right.
+// memory (`values`), the step counts live on the device, and a device flag can skip the whole update
+// (and the counts' advance), so a captured step replays right and a skipped step needs no host.
 #include <algorithm>
 #include <cmath>
 
@@ -22,8 +23,8 @@ struct SgdList {
   float* param[kPerLaunch];
   const float* grad[kPerLaunch];
   float* buf[kPerLaunch];
+  const int64_t* steps[kPerLaunch];
   int64_t n[kPerLaunch];
-  int first;  // index in the scalars of this launch's first tensor
 };
 
 struct SgdConst {
@@ -31,15 +32,15 @@ struct SgdConst {
   bool nesterov;
 };
 
-// scal: [lr, momentum, first_step per tensor] (cpu::sgd_scalars).
-__global__ void sgd_kernel(SgdList l, SgdConst k, const float* scal, const float* skip) {
+// values: [lr, momentum] (kernels/optim.h); the buffer starts from the gradient on the first step taken.
+__global__ void sgd_kernel(SgdList l, SgdConst k, const double* values, const float* skip) {
   if (skip && *skip != 0.f) return;
   const int t = blockIdx.y;
   float* param = l.param[t];
   const float* grad = l.grad[t];
   float* buf = l.buf[t];
-  const float lr = scal[0], mom = scal[1];
-  const bool first = scal[2 + l.first + t] != 0.f;
+  const float lr = float(values[0]), mom = float(values[1]);
+  const bool first = *l.steps[t] == 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x) {
     float g = grad[i];
     if (k.wd != 0.f) g = __fadd_rn(g, __fmul_rn(k.wd, param[i]));
@@ -58,17 +59,19 @@ struct AdamList {
   float* m[kPerLaunch];
   float* v[kPerLaunch];
   float* vmax[kPerLaunch];
+  const int64_t* steps[kPerLaunch];
   int64_t n[kPerLaunch];
-  int first;  // index in the scalars of this launch's first tensor
 };
 
 struct AdamConst {
+  double beta2, weight_decay;
   float b2, w2, eps, wd;
   bool decoupled, amsgrad;
 };
 
-// scal: [1 - beta1, 1 - lr*wd, (step_size, bias2_sqrt) per tensor] (cpu::adam_scalars).
-__global__ void adam_kernel(AdamList l, AdamConst k, const float* scal, const float* skip) {
+// values: [lr, beta1] (kernels/optim.h); the bias corrections come from the tensor's count of steps
+// taken, formed as the CPU forms them (cpu::adam_step).
+__global__ void adam_kernel(AdamList l, AdamConst k, const double* values, const float* skip) {
   if (skip && *skip != 0.f) return;
   const int t = blockIdx.y;
   float* param = l.param[t];
@@ -76,8 +79,8 @@ __global__ void adam_kernel(AdamList l, AdamConst k, const float* scal, const fl
   float* m = l.m[t];
   float* v = l.v[t];
   float* vmax = l.vmax[t];
-  const float w1 = scal[0], decay = scal[1];
-  const float step_size = scal[2 + 2 * (l.first + t)], bias2_sqrt = scal[3 + 2 * (l.first + t)];
+  const cpu::AdamStep st = cpu::adam_step(values[0], values[1], k.beta2, k.weight_decay, *l.steps[t] + 1);
+  const float w1 = st.w1, decay = st.decay, step_size = st.step_size, bias2_sqrt = st.bias2_sqrt;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < l.n[t]; i += int64_t(gridDim.x) * blockDim.x) {
     float g = grad[i];
     float p = param[i];
@@ -103,6 +106,26 @@ struct GradList {
   float* grad[kPerLaunch];
   int64_t n[kPerLaunch];
 };
+
+// After an update: every tensor's count of steps taken advances, unless the step was skipped.
+struct StepList {
+  int64_t* steps[kPerLaunch];
+};
+__global__ void advance_steps_kernel(StepList l, int count, const float* skip) {
+  if (skip && *skip != 0.f) return;
+  if (int(threadIdx.x) < count) ++*l.steps[threadIdx.x];
+}
+
+__global__ void loss_scale_update_kernel(const float* found_inf, float* scale, float* inv_scale, int64_t* counts,
+                                         double growth, double backoff, int64_t interval) {
+  cpu::LossScaleCounts c{counts[0], counts[1], counts[2]};
+  const float s = cpu::loss_scale_update(*scale, c, *found_inf != 0.f, growth, backoff, interval);
+  *scale = s;
+  *inv_scale = cpu::inverse_scale(s);
+  counts[0] = c.growth_tracker;
+  counts[1] = c.skipped;
+  counts[2] = c.steps;
+}
 
 __global__ void unscale_kernel(GradList l, const float* inv_scale, float* found_inf) {
   const int t = blockIdx.y;
@@ -213,11 +236,12 @@ int64_t max_numel(const GradTensor* tensors, int64_t count) {
 
 }  // namespace
 
-void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArgs& a, const float* scalars,
+void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArgs& a, const double* values,
                       const float* skip, void* stream) {
   const SgdConst k{float(a.weight_decay), float(1.0 - a.dampening), a.nesterov};
   for (int64_t start = 0; start < count; start += kPerLaunch) {
     SgdList l{};
+    StepList steps{};
     const int64_t c = std::min<int64_t>(kPerLaunch, count - start);
     int64_t max_n = 0;
     for (int64_t j = 0; j < c; ++j) {
@@ -225,21 +249,23 @@ void sgd_update_multi(const SgdTensor* tensors, int64_t count, const cpu::SgdArg
       l.param[j] = t.param;
       l.grad[j] = t.grad;
       l.buf[j] = t.momentum_buf;
+      l.steps[j] = steps.steps[j] = t.steps;
       l.n[j] = t.n;
       max_n = std::max(max_n, t.n);
     }
-    l.first = int(start);
-    launch(sgd_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k, scalars, skip);
+    launch(sgd_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k, values, skip);
+    if (a.momentum != 0.0) launch(advance_steps_kernel, dim3(1), 32, 0, stream, steps, int(c), skip);
   }
 }
 
-void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, const float* scalars,
+void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::AdamArgs& a, const double* values,
                        const float* skip, void* stream) {
   // Host constants exactly as cpu::adam_update forms them.
-  const AdamConst k{float(a.beta2), float(1.0 - a.beta2), float(a.eps), float(a.weight_decay), a.decoupled,
-                    a.amsgrad};
+  const AdamConst k{a.beta2, a.weight_decay, float(a.beta2), float(1.0 - a.beta2), float(a.eps), float(a.weight_decay),
+                    a.decoupled, a.amsgrad};
   for (int64_t start = 0; start < count; start += kPerLaunch) {
     AdamList l{};
+    StepList steps{};
     const int64_t c = std::min<int64_t>(kPerLaunch, count - start);
     int64_t max_n = 0;
     for (int64_t j = 0; j < c; ++j) {
@@ -249,11 +275,12 @@ void adam_update_multi(const AdamTensor* tensors, int64_t count, const cpu::Adam
       l.m[j] = t.exp_avg;
       l.v[j] = t.exp_avg_sq;
       l.vmax[j] = t.max_exp_avg_sq;
+      l.steps[j] = steps.steps[j] = t.steps;
       l.n[j] = t.n;
       max_n = std::max(max_n, t.n);
     }
-    l.first = int(start);
-    launch(adam_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k, scalars, skip);
+    launch(adam_kernel, dim3(blocks_x(max_n), unsigned(c)), kThreads, 0, stream, l, k, values, skip);
+    launch(advance_steps_kernel, dim3(1), 32, 0, stream, steps, int(c), skip);
   }
 }
 
@@ -262,6 +289,12 @@ void unscale_grads_multi(const GradTensor* tensors, int64_t count, const float* 
   for_each_launch(tensors, count, [&](const GradList& l, int, unsigned c, int64_t max_n) {
     launch(unscale_kernel, dim3(blocks_x(max_n), c), kThreads, 0, stream, l, inv_scale, found_inf);
   });
+}
+
+void loss_scale_update(const float* found_inf, float* scale, float* inv_scale, int64_t* counts, double growth,
+                       double backoff, int64_t growth_interval, void* stream) {
+  launch(loss_scale_update_kernel, dim3(1), 1, 0, stream, found_inf, scale, inv_scale, counts, growth, backoff,
+         growth_interval);
 }
 
 int64_t grad_norm_partial_count(const GradTensor* tensors, int64_t count) {

@@ -4,18 +4,16 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/cuda_graph.h"
 #include "engine/error.h"
 #include "engine/gpu.h"
 #include "engine/ops.h"
-#include "kernels/optim.h"
 #include "volt/config.h"
 
 namespace volt {
 
-GradScaler::GradScaler(const GradScalerOptions& o) : o_(o), scale_(o.init_scale) {
-  VOLT_CHECK(std::isfinite(o.init_scale) && o.init_scale > 0, "GradScaler: init_scale must be positive, got ",
-             o.init_scale);
+GradScaler::GradScaler(const GradScalerOptions& o) : o_(o), scale_(float(o.init_scale)) {
+  VOLT_CHECK(std::isfinite(o.init_scale) && o.init_scale > 0 && std::isfinite(float(o.init_scale)),
+             "GradScaler: init_scale must be a positive float32 value, got ", o.init_scale);
   VOLT_CHECK(o.growth_factor > 1.0, "GradScaler: growth_factor must be > 1, got ", o.growth_factor);
   VOLT_CHECK(o.backoff_factor > 0.0 && o.backoff_factor < 1.0, "GradScaler: backoff_factor must be in (0, 1), got ",
              o.backoff_factor);
@@ -24,16 +22,28 @@ GradScaler::GradScaler(const GradScalerOptions& o) : o_(o), scale_(o.init_scale)
 
 void GradScaler::ensure_device(Device d) {
   if (scale_t_.defined() && scale_t_.device() == d) return;
+  read_device();  // the values so far, from the device used before (if any)
   scale_t_ = Tensor::empty({}, DType::F32, d);
   inv_scale_t_ = Tensor::empty({}, DType::F32, d);
   found_inf_t_ = Tensor::zeros({}, DType::F32, d);
-  write_scale();
+  counts_t_ = d.is_cuda() ? Tensor::empty({3}, DType::I64, d) : Tensor();
+  write_device();
 }
 
-void GradScaler::write_scale() {
+void GradScaler::write_device() {
   if (!scale_t_.defined()) return;
-  scale_t_.fill_(float(scale_));
-  inv_scale_t_.fill_(float(1.0 / scale_));  // as torch: the reciprocal in double, then float
+  scale_t_.fill_(scale_);
+  inv_scale_t_.fill_(cpu::inverse_scale(scale_));
+  if (counts_t_.defined()) counts_t_.copy_(Tensor::from_labels({counts_.growth_tracker, counts_.skipped, counts_.steps}));
+  stale_ = false;
+}
+
+void GradScaler::read_device() const {
+  if (!stale_) return;
+  scale_ = scale_t_.item();  // waits for the device's updates
+  const std::vector<int64_t> c = counts_t_.to_int_vector();
+  counts_ = cpu::LossScaleCounts{c[0], c[1], c[2]};
+  stale_ = false;
 }
 
 Tensor GradScaler::scale(const Tensor& loss) {
@@ -67,7 +77,7 @@ void GradScaler::unscale_(Optimizer& opt) {
                               found_inf_t_.data<float>(), cuda_stream(grads[0].device()));
 #endif
   } else {
-    const float inv = float(1.0 / scale_);
+    const float inv = cpu::inverse_scale(scale_);
     float* found = found_inf_t_.data<float>();
     for (const Tensor& g : grads) cpu::unscale_grads(g.numel(), g.data<float>(), inv, found);
   }
@@ -77,7 +87,7 @@ bool GradScaler::step(Optimizer& opt) {
   VOLT_CHECK(!stepped_, "GradScaler::step: called twice without update() in between");
   if (!unscaled_) unscale_(opt);
   stepped_ = true;
-  if (cuda_graph_capturing()) {  // the flag is decided on the device; after_replay() reads it
+  if (on_gpu()) {  // the optimizer's kernels skip on the device's flag: no host read, no wait
     opt.set_skip_if(found_inf_t_);
     struct Clear {
       Optimizer& o;
@@ -86,58 +96,60 @@ bool GradScaler::step(Optimizer& opt) {
     opt.step();
     return true;
   }
-  ++steps_;
-  found_inf_ = found_inf_t_.defined() && found_inf_t_.item() != 0.f;  // the step's one host read
-  if (found_inf_) {
-    ++skipped_;
-    return false;
-  }
+  found_inf_ = found_inf_t_.defined() && found_inf_t_.item() != 0.f;
+  last_skipped_ = found_inf_;
+  if (found_inf_) return false;
   opt.step();
   return true;
 }
 
 void GradScaler::update() {
   VOLT_CHECK(stepped_, "GradScaler::update: call step() first");
-  if (cuda_graph_capturing()) {
-    unscaled_ = stepped_ = false;
+  unscaled_ = stepped_ = false;
+  if (on_gpu()) {
+#if VOLT_HAVE_CUDA
+    cuda::loss_scale_update(found_inf_t_.data<float>(), scale_t_.data<float>(), inv_scale_t_.data<float>(),
+                            counts_t_.data<int64_t>(), o_.growth_factor, o_.backoff_factor, o_.growth_interval,
+                            cuda_stream(found_inf_t_.device()));
+#endif
+    stale_ = true;
     return;
   }
-  adjust();
+  const float before = scale_;
+  scale_ = cpu::loss_scale_update(scale_, counts_, found_inf_, o_.growth_factor, o_.backoff_factor, o_.growth_interval);
+  if (scale_ != before) write_device();
+  found_inf_ = false;
 }
 
-bool GradScaler::after_replay(Optimizer& opt) {
-  VOLT_CHECK(found_inf_t_.defined(), "GradScaler::after_replay: no captured step has used this scaler");
-  ++steps_;
-  found_inf_ = found_inf_t_.item() != 0.f;  // waits for the replay
-  if (found_inf_) {
-    ++skipped_;
-    opt.revert_last_step();
-  }
-  stepped_ = true;
-  adjust();
-  return !found_inf_;
+bool GradScaler::last_step_taken() const {
+  if (on_gpu()) return found_inf_t_.item() == 0.f;  // waits for the step
+  return !last_skipped_;
 }
 
-void GradScaler::adjust() {
-  if (found_inf_) {
-    scale_ *= o_.backoff_factor;
-    growth_tracker_ = 0;
-    write_scale();
-  } else if (++growth_tracker_ == o_.growth_interval) {
-    const double grown = scale_ * o_.growth_factor;
-    if (std::isfinite(float(grown))) scale_ = grown;  // as torch: never grow to Inf
-    growth_tracker_ = 0;
-    write_scale();
-  }
-  unscaled_ = stepped_ = found_inf_ = false;
+double GradScaler::get_scale() const {
+  read_device();
+  return scale_;
+}
+int64_t GradScaler::growth_tracker() const {
+  read_device();
+  return counts_.growth_tracker;
+}
+int64_t GradScaler::skipped_steps() const {
+  read_device();
+  return counts_.skipped;
+}
+int64_t GradScaler::steps() const {
+  read_device();
+  return counts_.steps;
 }
 
 LossScalerState GradScaler::state_dict() const {
+  read_device();
   LossScalerState s;
   s.type = "GradScaler";
-  s.reals = {{"scale", scale_}, {"growth_factor", o_.growth_factor}, {"backoff_factor", o_.backoff_factor}};
-  s.ints = {{"growth_interval", o_.growth_interval}, {"growth_tracker", growth_tracker_}, {"skipped_steps", skipped_},
-            {"steps", steps_}};
+  s.reals = {{"scale", double(scale_)}, {"growth_factor", o_.growth_factor}, {"backoff_factor", o_.backoff_factor}};
+  s.ints = {{"growth_interval", o_.growth_interval}, {"growth_tracker", counts_.growth_tracker},
+            {"skipped_steps", counts_.skipped}, {"steps", counts_.steps}};
   return s;
 }
 
@@ -157,12 +169,11 @@ void GradScaler::load_state_dict(const LossScalerState& s) {
              ": inconsistent counters (growth_tracker ", tracker, ", skipped_steps ", skipped, ", steps ", steps, ")");
   GradScaler checked(o);  // the option checks, before anything changes
   o_ = o;
-  scale_ = scale;
-  growth_tracker_ = tracker;
-  skipped_ = skipped;
-  steps_ = steps;
-  unscaled_ = stepped_ = found_inf_ = false;
-  write_scale();
+  scale_ = float(scale);
+  counts_ = cpu::LossScaleCounts{tracker, skipped, steps};
+  unscaled_ = stepped_ = found_inf_ = last_skipped_ = false;
+  stale_ = false;
+  write_device();
 }
 
 }  // namespace volt

@@ -2,13 +2,16 @@
 // is multiplied by the scale before backward, so small gradients survive float16; before the
 // optimizer step the float32 gradients are divided by it in one pass that also finds Inf/NaN. A step
 // with Inf/NaN gradients is skipped and the scale halves; after growth_interval clean steps in a row
-// it doubles. The scale and the Inf/NaN flag live on the parameters' device (one float each), so
-// scaling and unscaling need no host value; step() reads the flag (one 4-byte copy: the only host
-// synchronisation of a mixed-precision step).
+// it doubles. The scale, the Inf/NaN flag and the counters live on the parameters' device. On a GPU
+// nothing waits for the device: the optimizer's kernels skip on the flag, and a one-thread kernel
+// updates the scale and the counters (as torch's fused optimizers with _amp_update_scale_ do); the
+// host reads them only when asked (get_scale(), skipped_steps(), state_dict(), last_step_taken()).
+// On the CPU the same arithmetic runs on the host.
 #pragma once
 #include <cstdint>
 
 #include "engine/tensor.h"
+#include "kernels/optim.h"
 #include "layers/optim/component_state.h"
 #include "layers/optim/optimizer.h"
 
@@ -29,22 +32,24 @@ class GradScaler {
   // Divides the gradients of opt's parameters by the scale, once per step (a second call before
   // update() throws), and records whether any was Inf or NaN. Call it before clipping gradients.
   void unscale_(Optimizer& opt);
-  // unscale_ (unless done), then opt.step() unless a gradient was Inf/NaN. Returns whether it stepped.
+  // unscale_ (unless done), then opt.step() unless a gradient was Inf/NaN. On the CPU returns whether
+  // it stepped. On a GPU the update is issued with the optimizer's skip flag set and true is returned
+  // at once: whether the device took it is last_step_taken()'s question.
   bool step(Optimizer& opt);
-  // Adjusts the scale after step(): halve after a skipped step, double after growth_interval clean ones.
+  // Adjusts the scale after step(): halve after a skipped step, double after growth_interval clean
+  // ones; counts the step (and a skipped one). On a GPU a kernel does it, also inside a captured step.
   void update();
-  // In a captured CUDA step (engine/cuda_graph.h) step() cannot read the flag: the optimizer's kernels
-  // skip on the device instead, and update() leaves the host alone. After each replay, after_replay()
-  // reads the flag, counts the step, gives back the optimizer's step counts if it was skipped, and
-  // adjusts the scale for the next replay; it returns whether the step was taken.
-  bool after_replay(Optimizer& opt);
+  // Whether the last step()'s update was taken (no Inf/NaN). On a GPU this reads the device's flag,
+  // so it waits for the step: call it only when the host needs to know (a per-step scheduler).
+  bool last_step_taken() const;
   // Forgets a step begun but not finished (a capture that failed between unscale_ and update()).
   void abandon_step() { unscaled_ = stepped_ = found_inf_ = false; }
 
-  double get_scale() const { return scale_; }
-  int64_t growth_tracker() const { return growth_tracker_; }
-  int64_t skipped_steps() const { return skipped_; }  // since construction, or as loaded
-  int64_t steps() const { return steps_; }             // step() calls, likewise
+  // These read the device's values on a GPU (a synchronisation when the device has changed them).
+  double get_scale() const;
+  int64_t growth_tracker() const;
+  int64_t skipped_steps() const;  // since construction, or as loaded
+  int64_t steps() const;          // update() calls, likewise
 
   // type "GradScaler"; reals scale, growth_factor, backoff_factor; ints growth_interval,
   // growth_tracker, skipped_steps, steps.
@@ -54,14 +59,19 @@ class GradScaler {
 
  private:
   void ensure_device(Device d);
-  void adjust();       // the scale after a step, from found_inf_
+  bool on_gpu() const { return found_inf_t_.defined() && found_inf_t_.device().is_cuda(); }
+  void read_device() const;  // the host's copies of the scale and counters, when the device changed them
+  void write_device();       // the host's copies -> the device's scale, 1/scale and counters
 
-  void write_scale();  // scale_ -> the device's scale and 1/scale
   GradScalerOptions o_;
-  double scale_;
-  int64_t growth_tracker_ = 0, skipped_ = 0, steps_ = 0;
+  // Host copies (on a GPU, of the device's values as last read: see stale_).
+  mutable float scale_;
+  mutable cpu::LossScaleCounts counts_{0, 0, 0};
+  mutable bool stale_ = false;  // the device has updated since the host copies were read
   bool unscaled_ = false, stepped_ = false, found_inf_ = false;
+  bool last_skipped_ = false;  // the CPU's answer to last_step_taken()
   Tensor scale_t_, inv_scale_t_, found_inf_t_;  // float32 [] on the device in use
+  Tensor counts_t_;                              // int64 [3] there: growth tracker, skipped, steps
 };
 
 }  // namespace volt

@@ -23,22 +23,54 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(
                "; optimizers update float32 parameters");
   }
   set_lr(lr);
+  host_steps_.assign(params_.size(), 0);
 }
 
 const float* Optimizer::skip_ptr() const { return skip_if_.defined() ? skip_if_.data<float>() : nullptr; }
 
-namespace {
-// Device float scalars for a multi-tensor update on `dev`: fill_floats(out) writes them when the step
-// runs (now, or before each replay of a captured step).
-const float* device_scalars(Device dev, int64_t floats, std::function<void(float*)> fill_floats) {
-  const size_t values = size_t(floats + 1) / 2;
-  return static_cast<const float*>(step_scalars(dev, values, [floats, fill_floats](uint64_t* v) {
-    std::vector<float> f(static_cast<size_t>(floats));
-    fill_floats(f.data());
-    std::memcpy(v, f.data(), f.size() * sizeof(float));
+// State made inside a captured CUDA graph would be zeroed again by every replay.
+static void check_not_capturing(const char* who, size_t i) {
+  VOLT_CHECK(!cuda_graph_capturing(), who, ": the state of parameter ", i,
+             " would be created inside a CUDA graph capture (and zeroed at every replay); take an eager step first");
+}
+
+int64_t* Optimizer::device_steps(size_t i) {
+  const Device dev = params_[i].device();
+  const size_t d = size_t(dev.index);
+  if (device_steps_.size() <= d) device_steps_.resize(d + 1);
+  if (!device_steps_[d].defined()) {
+    check_not_capturing(type_name().c_str(), i);
+    device_steps_[d] = Tensor::zeros({int64_t(params_.size())}, DType::I64, dev);
+  }
+  return device_steps_[d].data<int64_t>() + i;
+}
+
+std::vector<int64_t> Optimizer::steps_taken() const {
+  std::vector<int64_t> out = host_steps_;
+  for (const Tensor& t : device_steps_) {
+    if (!t.defined()) continue;
+    const std::vector<int64_t> dev = t.to_int_vector();  // waits for the device's updates
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (params_[i].device() == t.device()) out[i] = dev[i];
+  }
+  return out;
+}
+
+void Optimizer::set_steps_taken(const std::vector<int64_t>& steps) {
+  host_steps_ = steps;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].device().is_cuda()) device_steps(i);  // every device in use has its counts
+  for (Tensor& t : device_steps_)
+    if (t.defined()) t.copy_(Tensor::from_labels(steps));
+}
+
+const double* Optimizer::device_step_values(Device dev) {
+  static_assert(cpu::kOptimStepValues == 2, "the fill below writes lr and momentum");
+  return static_cast<const double*>(step_scalars(dev, 2, [this](uint64_t* v) {
+    const double values[2] = {lr_, momentum()};
+    std::memcpy(v, values, sizeof(values));
   }));
 }
-}  // namespace
 
 void Optimizer::set_lr(double lr) {
   VOLT_CHECK(lr >= 0.0, "optimizer: learning rate must be non-negative, got ", lr);
@@ -119,7 +151,6 @@ static SGDOptions sgd_options_of(const OptimizerState& s) {
 SGD::SGD(std::vector<Tensor> params, const SGDOptions& o) : Optimizer(std::move(params), o.lr), o_(o) {
   check_sgd_options(o, "SGD");
   buf_.resize(params_.size());
-  started_.assign(params_.size(), false);
 }
 
 OptimizerState SGD::state_dict() const {
@@ -129,8 +160,10 @@ OptimizerState SGD::state_dict() const {
   s.reals["dampening"] = o_.dampening;
   s.reals["weight_decay"] = o_.weight_decay;
   s.ints["nesterov"] = o_.nesterov ? 1 : 0;
+  const std::vector<int64_t> steps = steps_taken();
   for (size_t i = 0; i < buf_.size(); ++i)
-    if (started_[i]) s.tensors.emplace_back("momentum_buffer." + std::to_string(i), buf_[i].clone());
+    if (buf_[i].defined() && steps[i] > 0)
+      s.tensors.emplace_back("momentum_buffer." + std::to_string(i), buf_[i].clone());
   return s;
 }
 
@@ -144,10 +177,12 @@ void SGD::apply_state(const OptimizerState& s) {
   std::vector<Tensor> buf(params_.size());
   for (size_t i = 0; i < params_.size(); ++i)
     if (const Tensor* t = s.find_tensor("momentum_buffer." + std::to_string(i))) buf[i] = copy_for_param(*t, i);
+  std::vector<int64_t> steps(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) steps[i] = buf[i].defined() ? 1 : 0;  // a buffer: a step was taken
   o_ = o;
   lr_ = o.lr;
   buf_ = std::move(buf);
-  for (size_t i = 0; i < params_.size(); ++i) started_[i] = buf_[i].defined();
+  set_steps_taken(steps);
 }
 
 namespace {
@@ -156,11 +191,6 @@ void check_grad_device(const Tensor& p, const Tensor& g, size_t i, const char* w
              g.device().str());
   VOLT_CHECK(g.dtype() == DType::F32 && g.shape() == p.shape(), who, ": parameter ", i, "'s gradient is ",
              dtype_name(g.dtype()), " ", shape_str(g.shape()), ", expected float32 ", shape_str(p.shape()));
-}
-// State made inside a captured CUDA graph would be zeroed again by every replay.
-void check_not_capturing(const char* who, size_t i) {
-  VOLT_CHECK(!cuda_graph_capturing(), who, ": the state of parameter ", i,
-             " would be created inside a CUDA graph capture (and zeroed at every replay); take an eager step first");
 }
 // State made on one device cannot update a parameter that has since moved to another.
 void check_state_device(const Tensor& p, const Tensor& state, size_t i, const char* who) {
@@ -174,8 +204,6 @@ void SGD::step() {
   NoGradGuard no_grad;
   // CPU parameters one by one; CUDA parameters in multi-tensor launches per device.
   std::vector<std::vector<cuda::SgdTensor>> gpu;
-  std::vector<std::vector<size_t>> gpu_index;
-  last_first_.clear();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -188,44 +216,24 @@ void SGD::step() {
     }
     float* buf = o_.momentum != 0.0 ? buf_[i].data<float>() : nullptr;
     if (dev.is_cuda()) {
-      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1), gpu_index.resize(gpu.size());
-      gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), buf, params_[i].numel()});
-      gpu_index[size_t(dev.index)].push_back(i);
+      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
+      gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), buf, device_steps(i),
+                                        params_[i].numel()});
       continue;
     }
-    const bool first = o_.momentum != 0.0 && !started_[i];
-    started_[i] = started_[i] || first;
+    const bool first = o_.momentum != 0.0 && host_steps_[i] == 0;
+    if (o_.momentum != 0.0) ++host_steps_[i];  // SGD counts the steps taken with momentum
     cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, first};
     cpu::sgd_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), buf, a);
   }
   for (size_t d = 0; d < gpu.size(); ++d) {
     if (gpu[d].empty()) continue;
     const Device dev = Device::cuda(int(d));
-    const std::vector<size_t> idx = gpu_index[d];
-    // The first-step flags and the learning rate are read when the step runs (see cuda_graph.h).
-    // A fill registered by a capture runs once per replay: each replay's list starts afresh.
-    const bool replayed = cuda_graph_capturing();
-    const float* scal = device_scalars(dev, cpu::sgd_scalar_count(int64_t(idx.size())), [this, idx, replayed](float* out) {
-      if (replayed) last_first_.clear();
-      std::vector<char> first(idx.size());
-      for (size_t k = 0; k < idx.size(); ++k) {
-        first[k] = o_.momentum != 0.0 && !started_[idx[k]];
-        if (first[k]) {
-          started_[idx[k]] = true;
-          last_first_.push_back(idx[k]);
-        }
-      }
-      const cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, false};
-      cpu::sgd_scalars(a, reinterpret_cast<const bool*>(first.data()), int64_t(idx.size()), out);
-    });
+    [[maybe_unused]] const double* values = device_step_values(dev);
     [[maybe_unused]] const cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, false};
-    VOLT_CUDA_ONLY(cuda::sgd_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, scal, skip_ptr(), cuda_stream(dev)));
+    VOLT_CUDA_ONLY(cuda::sgd_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, values, skip_ptr(),
+                                          cuda_stream(dev)));
   }
-}
-
-void SGD::revert_last_step() {
-  for (size_t i : last_first_) started_[i] = false;
-  last_first_.clear();
 }
 
 Adam::Adam(std::vector<Tensor> params, const AdamOptions& o) : Adam(std::move(params), o, false) {}
@@ -253,14 +261,11 @@ Adam::Adam(std::vector<Tensor> params, const AdamOptions& o, bool decoupled)
   m_.resize(params_.size());
   v_.resize(params_.size());
   vmax_.resize(params_.size());
-  steps_.assign(params_.size(), 0);
 }
 
 void Adam::step() {
   NoGradGuard no_grad;
   std::vector<std::vector<cuda::AdamTensor>> gpu;
-  std::vector<std::vector<size_t>> gpu_index;
-  last_stepped_.clear();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -275,43 +280,26 @@ void Adam::step() {
     }
     float* vmax = o_.amsgrad ? vmax_[i].data<float>() : nullptr;
     if (dev.is_cuda()) {
-      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1), gpu_index.resize(gpu.size());
+      if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
       gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
-                                        v_[i].data<float>(), vmax, params_[i].numel()});
-      gpu_index[size_t(dev.index)].push_back(i);
+                                        v_[i].data<float>(), vmax, device_steps(i), params_[i].numel()});
       continue;
     }
-    steps_[i] += 1;
-    cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, steps_[i], decoupled_, o_.amsgrad};
+    ++host_steps_[i];
+    cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, host_steps_[i], decoupled_, o_.amsgrad};
     cpu::adam_update(params_[i].numel(), params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
                      v_[i].data<float>(), vmax, a);
   }
   for (size_t d = 0; d < gpu.size(); ++d) {
     if (gpu[d].empty()) continue;
     const Device dev = Device::cuda(int(d));
-    const std::vector<size_t> idx = gpu_index[d];
-    // Step counts advance, and the bias corrections and learning rate are formed, when the step runs
-    // (at once, or before each replay of a captured step: see cuda_graph.h).
-    const bool replayed = cuda_graph_capturing();  // then this fill runs once per replay
-    const float* scal = device_scalars(dev, cpu::adam_scalar_count(int64_t(idx.size())), [this, idx, replayed](float* out) {
-      if (replayed) last_stepped_.clear();
-      std::vector<int64_t> steps(idx.size());
-      for (size_t k = 0; k < idx.size(); ++k) {
-        steps[k] = ++steps_[idx[k]];
-        last_stepped_.push_back(idx[k]);
-      }
-      const cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, 0, decoupled_, o_.amsgrad};
-      cpu::adam_scalars(a, steps.data(), int64_t(idx.size()), out);
-    });
+    // The step counts advance on the device, and the bias corrections and learning rate are formed
+    // there when the step runs (at once, or at each replay of a captured step: see cuda_graph.h).
+    [[maybe_unused]] const double* values = device_step_values(dev);
     [[maybe_unused]] const cpu::AdamArgs a{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, 0, decoupled_, o_.amsgrad};
-    VOLT_CUDA_ONLY(cuda::adam_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, scal, skip_ptr(),
+    VOLT_CUDA_ONLY(cuda::adam_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, values, skip_ptr(),
                                            cuda_stream(dev)));
   }
-}
-
-void Adam::revert_last_step() {
-  for (size_t i : last_stepped_) steps_[i] -= 1;
-  last_stepped_.clear();
 }
 
 OptimizerState Adam::state_dict() const {
@@ -322,13 +310,15 @@ OptimizerState Adam::state_dict() const {
   s.reals["eps"] = o_.eps;
   s.reals["weight_decay"] = o_.weight_decay;
   s.ints["amsgrad"] = o_.amsgrad ? 1 : 0;
+  // A parameter whose steps were all skipped (mixed precision) has state that no step has touched:
+  // it is left out, as if the state did not exist yet.
+  const std::vector<int64_t> steps = steps_taken();
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::string idx = std::to_string(i);
-    s.ints["step." + idx] = steps_[i];
-    if (m_[i].defined()) {
-      s.tensors.emplace_back("exp_avg." + idx, m_[i].clone());
-      s.tensors.emplace_back("exp_avg_sq." + idx, v_[i].clone());
-    }
+    s.ints["step." + idx] = steps[i];
+    if (!m_[i].defined() || steps[i] == 0) continue;
+    s.tensors.emplace_back("exp_avg." + idx, m_[i].clone());
+    s.tensors.emplace_back("exp_avg_sq." + idx, v_[i].clone());
     if (vmax_[i].defined()) s.tensors.emplace_back("max_exp_avg_sq." + idx, vmax_[i].clone());
   }
   return s;
@@ -369,7 +359,7 @@ void Adam::apply_state(const OptimizerState& s) {
   m_ = std::move(m);
   v_ = std::move(v);
   vmax_ = std::move(vmax);
-  steps_ = std::move(steps);
+  set_steps_taken(steps);
 }
 
 AdamW::AdamW(std::vector<Tensor> params, const AdamOptions& o) : Adam(std::move(params), o, true) {}

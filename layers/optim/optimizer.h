@@ -35,13 +35,16 @@ class Optimizer {
   // (on each parameter's device), so a failed load leaves the optimizer untouched.
   void load_state_dict(const OptimizerState& s);
 
-  // Mixed precision in a captured CUDA step (GradScaler): while `flag` (a one-element float32 tensor
-  // on the parameters' device) is set, step()'s CUDA updates do nothing when the flag holds a
-  // non-zero value at run time (CPU parameters ignore it); the host learns it only after the step
-  // ran, and then calls revert_last_step() to give back what step() counted for the CUDA parameters
-  // (step counts, first steps).
+  // Mixed precision on a GPU (GradScaler): while `flag` (a one-element float32 tensor on the
+  // parameters' device) is set, step()'s CUDA updates do nothing when the flag holds a non-zero value
+  // when they run, and the step is not counted (CPU parameters ignore the flag). The host never waits
+  // for it: the counts of steps taken live on the device (see steps_taken()).
   void set_skip_if(const Tensor& flag) { skip_if_ = flag; }
-  virtual void revert_last_step() {}
+
+  // The updates each parameter has taken (Adam's step; for SGD the updates with momentum: its buffer
+  // starts from the gradient while the count is 0). CPU parameters keep theirs on the host; CUDA
+  // parameters on their device, advanced by the update kernels, so reading them waits for the device.
+  std::vector<int64_t> steps_taken() const;
 
  protected:
   virtual void check_state(const OptimizerState& s) const = 0;  // the class-specific checks
@@ -54,10 +57,19 @@ class Optimizer {
 
   // The skip flag as a device pointer for the CUDA update (or null).
   const float* skip_ptr() const;
+  // CUDA parameter i's count of steps taken, in device memory (zero when first asked for).
+  int64_t* device_steps(size_t i);
+  // Replaces every count (after load_state_dict's checks).
+  void set_steps_taken(const std::vector<int64_t>& steps);
+  // The step's values for the CUDA updates (kernels/optim.h: lr and momentum()) in device memory,
+  // formed when the step runs (now, or before each replay of a captured step).
+  const double* device_step_values(Device dev);
 
   std::vector<Tensor> params_;
   double lr_;
   Tensor skip_if_;
+  std::vector<int64_t> host_steps_;    // CPU parameters' counts of steps taken
+  std::vector<Tensor> device_steps_;   // per CUDA device index: int64 [params], CUDA parameters' counts
 };
 
 struct SGDOptions {
@@ -74,18 +86,16 @@ class SGD : public Optimizer {
   void set_momentum(double m) override { o_.momentum = m; }
   std::string type_name() const override { return "SGD"; }
   // reals lr, momentum, dampening, weight_decay; ints nesterov; tensors "momentum_buffer.<i>" for
-  // the parameters whose buffer exists (created on a parameter's first step with momentum).
+  // the parameters that have taken a step with momentum.
   OptimizerState state_dict() const override;
   const SGDOptions& options() const { return o_; }
 
  private:
   void check_state(const OptimizerState& s) const override;
   void apply_state(const OptimizerState& s) override;
-  void revert_last_step() override;
   SGDOptions o_;
-  std::vector<Tensor> buf_;    // momentum buffers, created on a parameter's first step
-  std::vector<bool> started_;  // buffer i holds a value (its first step has been counted)
-  std::vector<size_t> last_first_;  // CUDA parameters whose first step the last step() counted
+  std::vector<Tensor> buf_;  // momentum buffers, created on a parameter's first step (they hold a value
+                             // once a step was taken: steps_taken() > 0)
 };
 
 struct AdamOptions {
@@ -100,7 +110,7 @@ class Adam : public Optimizer {
   void step() override;
   double momentum() const override { return o_.beta1; }
   void set_momentum(double m) override { o_.beta1 = m; }
-  int64_t step_count(size_t i) const { return steps_.at(i); }
+  int64_t step_count(size_t i) const { return steps_taken().at(i); }
   const Tensor& exp_avg(size_t i) const { return m_.at(i); }
   const Tensor& exp_avg_sq(size_t i) const { return v_.at(i); }
   std::string type_name() const override { return decoupled_ ? "AdamW" : "Adam"; }
@@ -114,12 +124,9 @@ class Adam : public Optimizer {
   void check_state(const OptimizerState& s) const override;
   void apply_state(const OptimizerState& s) override;
   Adam(std::vector<Tensor> params, const AdamOptions& opts, bool decoupled);
-  void revert_last_step() override;
   AdamOptions o_;
   bool decoupled_;
   std::vector<Tensor> m_, v_, vmax_;
-  std::vector<int64_t> steps_;
-  std::vector<size_t> last_stepped_;  // CUDA parameters whose step count the last step() advanced
 };
 
 // Adam with decoupled weight decay (default 1e-2, as torch.optim.AdamW).

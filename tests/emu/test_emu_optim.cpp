@@ -26,19 +26,20 @@ TEST_CASE("emu optim: multi-tensor SGD (momentum, nesterov, weight decay) equals
       b1.emplace_back(size_t(n[t]));
       b2.emplace_back(size_t(n[t]));
     }
+    Guarded<int64_t> counts(n.size(), 0);  // the device's steps taken: the first step starts the buffers
     cpu::SgdArgs a{0.05, 0.9, nesterov ? 0.0 : 0.1, 1e-3, nesterov, true};
     for (int step = 0; step < 3; ++step) {
-      a.lr = 0.05 / (step + 1);  // a schedule: the per-step values travel through `scalars`
+      a.lr = 0.05 / (step + 1);  // a schedule: the per-step values travel through `values`
       std::vector<cuda::SgdTensor> list;
-      for (size_t t = 0; t < n.size(); ++t) list.push_back({p1[t].data(), g[t].data(), b1[t].data(), n[t]});
-      const std::vector<char> first(n.size(), step == 0);
-      std::vector<float> scal(size_t(cpu::sgd_scalar_count(int64_t(n.size()))));
-      cpu::sgd_scalars(a, reinterpret_cast<const bool*>(first.data()), int64_t(n.size()), scal.data());
-      const Guarded<float> gs(scal);
-      cuda::sgd_update_multi(list.data(), int64_t(list.size()), a, gs.data(), nullptr, nullptr);
+      for (size_t t = 0; t < n.size(); ++t)
+        list.push_back({p1[t].data(), g[t].data(), b1[t].data(), counts.data() + t, n[t]});
+      const Guarded<double> values(std::vector<double>{a.lr, a.momentum});
+      cuda::sgd_update_multi(list.data(), int64_t(list.size()), a, values.data(), nullptr, nullptr);
       a.first_step = step == 0;
       for (size_t t = 0; t < n.size(); ++t) cpu::sgd_update(n[t], p2[t].data(), g[t].data(), b2[t].data(), a);
     }
+    CHECK(counts.vec() == std::vector<int64_t>(n.size(), 3));
+    CHECK(counts.guards_intact());
     for (size_t t = 0; t < n.size(); ++t) {
       check_bitwise(p1[t].vec(), p2[t].vec(), "param " + std::to_string(t));
       check_bitwise(b1[t].vec(), b2[t].vec(), "momentum " + std::to_string(t));
@@ -47,7 +48,7 @@ TEST_CASE("emu optim: multi-tensor SGD (momentum, nesterov, weight decay) equals
   }
 }
 
-TEST_CASE("emu optim: a non-zero skip flag leaves every tensor untouched (a mixed-precision step with Inf)") {
+TEST_CASE("emu optim: a non-zero skip flag leaves every tensor and count untouched (a mixed-precision step with Inf)") {
   const auto n = sizes();
   std::vector<Guarded<float>> p, g, m, v;
   for (size_t t = 0; t < n.size(); ++t) {
@@ -56,29 +57,33 @@ TEST_CASE("emu optim: a non-zero skip flag leaves every tensor untouched (a mixe
     m.emplace_back(size_t(n[t]));
     v.emplace_back(size_t(n[t]));
   }
+  Guarded<int64_t> counts(n.size(), 0), sgd_counts(n.size(), 0);
   std::vector<cuda::AdamTensor> list;
   std::vector<cuda::SgdTensor> slist;
   for (size_t t = 0; t < n.size(); ++t) {
-    list.push_back({p[t].data(), g[t].data(), m[t].data(), v[t].data(), nullptr, n[t]});
-    slist.push_back({p[t].data(), g[t].data(), m[t].data(), n[t]});
+    list.push_back({p[t].data(), g[t].data(), m[t].data(), v[t].data(), nullptr, counts.data() + t, n[t]});
+    slist.push_back({p[t].data(), g[t].data(), m[t].data(), sgd_counts.data() + t, n[t]});
   }
   const cpu::AdamArgs a{1e-3, 0.9, 0.999, 1e-8, 0.0, 1, false, false};
-  const std::vector<int64_t> steps(n.size(), 1);
-  std::vector<float> scal(size_t(cpu::adam_scalar_count(int64_t(n.size()))));
-  cpu::adam_scalars(a, steps.data(), int64_t(n.size()), scal.data());
-  Guarded<float> gs(scal), skip(std::vector<float>{1.f});
+  Guarded<double> values(std::vector<double>{1e-3, 0.9});
+  Guarded<float> skip(std::vector<float>{1.f});
   std::vector<std::vector<float>> before;
   for (auto& x : p) before.push_back(x.vec());
-  cuda::adam_update_multi(list.data(), int64_t(list.size()), a, gs.data(), skip.data(), nullptr);
+  cuda::adam_update_multi(list.data(), int64_t(list.size()), a, values.data(), skip.data(), nullptr);
   const cpu::SgdArgs sa{0.1, 0.9, 0.0, 0.0, false, true};
-  cuda::sgd_update_multi(slist.data(), int64_t(slist.size()), sa, gs.data(), skip.data(), nullptr);
+  cuda::sgd_update_multi(slist.data(), int64_t(slist.size()), sa, values.data(), skip.data(), nullptr);
   for (size_t t = 0; t < n.size(); ++t) {
     REQUIRE(p[t].vec() == before[t]);
     REQUIRE(m[t].vec() == std::vector<float>(size_t(n[t]), 0.f));
   }
-  skip[0] = 0.f;  // a clean step updates
-  cuda::adam_update_multi(list.data(), int64_t(list.size()), a, gs.data(), skip.data(), nullptr);
-  CHECK(p[0].vec() != before[0]);
+  CHECK(counts.vec() == std::vector<int64_t>(n.size(), 0));
+  CHECK(sgd_counts.vec() == std::vector<int64_t>(n.size(), 0));
+  skip[0] = 0.f;  // a clean step updates, as the first step (Adam's step 1)
+  cuda::adam_update_multi(list.data(), int64_t(list.size()), a, values.data(), skip.data(), nullptr);
+  CHECK(counts.vec() == std::vector<int64_t>(n.size(), 1));
+  std::vector<float> want = before[0], wm(static_cast<size_t>(n[0])), wv(static_cast<size_t>(n[0]));
+  cpu::adam_update(n[0], want.data(), g[0].data(), wm.data(), wv.data(), nullptr, a);
+  check_bitwise(p[0].vec(), want, "the first step taken after a skipped one is Adam's step 1");
 }
 
 TEST_CASE("emu optim: the multi-tensor loss-scale unscale finds Inf and NaN and scales like the CPU") {
@@ -118,21 +123,22 @@ TEST_CASE("emu optim: multi-tensor Adam, AdamW and AMSGrad equal the CPU bit for
       for (auto* v : {&m1, &m2, &v1, &v2, &x1, &x2}) v->emplace_back(size_t(n[t]));
     }
     cpu::AdamArgs a{1e-3, 0.9, 0.999, 1e-8, variant == 0 ? 0.0 : 1e-2, 1, decoupled, amsgrad};
+    Guarded<int64_t> counts(n.size(), 0);
     for (int64_t step = 1; step <= 3; ++step) {
-      a.lr = 1e-3 * double(step);  // a schedule, through `scalars` as the step counts are
+      a.lr = 1e-3 * double(step);  // a schedule, through `values`
+      a.beta1 = 0.9 - 0.01 * double(step);  // a cycled beta1 (OneCycleLR), likewise
       std::vector<cuda::AdamTensor> list;
       for (size_t t = 0; t < n.size(); ++t)
-        list.push_back({p1[t].data(), g[t].data(), m1[t].data(), v1[t].data(), amsgrad ? x1[t].data() : nullptr, n[t]});
-      const std::vector<int64_t> steps(n.size(), step);
-      std::vector<float> scal(size_t(cpu::adam_scalar_count(int64_t(n.size()))));
-      cpu::adam_scalars(a, steps.data(), int64_t(n.size()), scal.data());
-      const Guarded<float> gs(scal);
-      cuda::adam_update_multi(list.data(), int64_t(list.size()), a, gs.data(), nullptr, nullptr);
+        list.push_back({p1[t].data(), g[t].data(), m1[t].data(), v1[t].data(), amsgrad ? x1[t].data() : nullptr,
+                        counts.data() + t, n[t]});
+      const Guarded<double> values(std::vector<double>{a.lr, a.beta1});
+      cuda::adam_update_multi(list.data(), int64_t(list.size()), a, values.data(), nullptr, nullptr);
       a.step = step;
       for (size_t t = 0; t < n.size(); ++t)
         cpu::adam_update(n[t], p2[t].data(), g[t].data(), m2[t].data(), v2[t].data(), amsgrad ? x2[t].data() : nullptr,
                          a);
     }
+    CHECK(counts.vec() == std::vector<int64_t>(n.size(), 3));
     for (size_t t = 0; t < n.size(); ++t) {
       INFO("variant " << variant << ", tensor " << t);
       check_bitwise(p1[t].vec(), p2[t].vec(), "param");
@@ -142,6 +148,43 @@ TEST_CASE("emu optim: multi-tensor Adam, AdamW and AMSGrad equal the CPU bit for
       REQUIRE((p1[t].guards_intact() && m1[t].guards_intact() && v1[t].guards_intact() && x1[t].guards_intact()));
     }
   }
+}
+
+TEST_CASE("emu optim: the device's loss-scale update follows the CPU's over a run of clean and Inf steps") {
+  // growth_interval 3, growth 2, backoff 0.5: grows after 3 clean steps, halves on each Inf; an
+  // odd factor pair too, and a scale that would overflow float32 when grown (kept).
+  struct Case {
+    float scale;
+    double growth, backoff;
+    int64_t interval;
+  };
+  const std::vector<int> infs = {0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0};
+  for (const Case c : {Case{1024.f, 2.0, 0.5, 3}, Case{1000.f, 3.0, 0.3, 2}, Case{3e38f, 2.0, 0.5, 1}}) {
+    INFO("scale " << c.scale << " growth " << c.growth);
+    Guarded<float> scale(std::vector<float>{c.scale}), inv(size_t(1)), found(size_t(1));
+    Guarded<int64_t> counts(size_t(3), 0);
+    float host = c.scale;
+    cpu::LossScaleCounts hc{0, 0, 0};
+    for (int f : infs) {
+      found[0] = float(f);
+      cuda::loss_scale_update(found.data(), scale.data(), inv.data(), counts.data(), c.growth, c.backoff, c.interval,
+                              nullptr);
+      host = cpu::loss_scale_update(host, hc, f != 0, c.growth, c.backoff, c.interval);
+      REQUIRE(scale[0] == host);
+      REQUIRE(inv[0] == cpu::inverse_scale(host));
+      REQUIRE(counts.vec() == std::vector<int64_t>{hc.growth_tracker, hc.skipped, hc.steps});
+    }
+    CHECK(hc.steps == int64_t(infs.size()));
+    CHECK(hc.skipped == 3);
+    CHECK((scale.guards_intact() && inv.guards_intact() && counts.guards_intact()));
+  }
+  // The arithmetic itself: 1024 grows to 2048 after 3 clean steps, halves on Inf; 3e38 never grows to Inf.
+  cpu::LossScaleCounts c{0, 0, 0};
+  float s = 1024.f;
+  for (int i = 0; i < 3; ++i) s = cpu::loss_scale_update(s, c, false, 2.0, 0.5, 3);
+  CHECK(s == 2048.f);
+  CHECK(cpu::loss_scale_update(s, c, true, 2.0, 0.5, 3) == 1024.f);
+  CHECK(cpu::loss_scale_update(3e38f, c, false, 2.0, 0.5, 1) == 3e38f);
 }
 
 namespace {
