@@ -9,6 +9,7 @@
 #include "kernels/batch_norm.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/num.cuh"
+#include "kernels/fast_div.h"
 
 namespace volt::cuda {
 
@@ -21,11 +22,23 @@ using detail::store_f;
 
 namespace {
 
-// Element m (of M = N * HW) of channel c in [N, C, HW].
-__device__ __forceinline__ int64_t at(int64_t m, int64_t c, int64_t C, int64_t HW) {
-  const int64_t n = m / HW, i = m - n * HW;
-  return (n * C + c) * HW + i;
+// [N, C, HW] and the divisors that split its flat indices (kernels/fast_div.h: no integer division
+// per element).
+struct Nchw {
+  int64_t N, C, HW;
+  FastDiv hw, c;
+};
+Nchw nchw(int64_t N, int64_t C, int64_t HW) {
+  return Nchw{N, C, HW, FastDiv(std::max<int64_t>(HW, 1)), FastDiv(std::max<int64_t>(C, 1))};
 }
+
+// Element m (of M = N * HW) of channel c.
+__device__ __forceinline__ int64_t at(int64_t m, int64_t c, const Nchw& d) {
+  const int64_t n = d.hw.div(m), i = m - n * d.HW;
+  return (n * d.C + c) * d.HW + i;
+}
+// The channel of flat element t.
+__device__ __forceinline__ int64_t channel_of(int64_t t, const Nchw& d) { return d.c.mod(d.hw.div(t)); }
 
 __device__ __forceinline__ float affine(float x, BnAffine a) { return __fadd_rn(__fmul_rn(x, a.scale), a.bias); }
 
@@ -57,15 +70,15 @@ __device__ __forceinline__ void store_partials(double a, double b, double* out) 
 }
 
 template <class T>
-__global__ void bn_partial_stats_kernel(int64_t N, int64_t C, int64_t HW, const T* x, int64_t chunks, double* part) {
-  const int64_t c = blockIdx.y, k = blockIdx.x, M = N * HW;
+__global__ void bn_partial_stats_kernel(Nchw d, const T* x, int64_t chunks, double* part) {
+  const int64_t c = blockIdx.y, k = blockIdx.x, M = d.N * d.HW, HW = d.HW;
   const int64_t len = (M + chunks - 1) / chunks, m0 = k * len, m1 = min(M, m0 + len);
   const double shift = load_f(x[c * HW]);  // the channel's first element, as the CPU kernel
   double s = 0, s2 = 0;
   for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
-    const double d = double(load_f(x[at(m, c, C, HW)])) - shift;
-    s += d;
-    s2 += d * d;
+    const double v = double(load_f(x[at(m, c, d)])) - shift;
+    s += v;
+    s2 += v * v;
   }
   store_partials(s, s2, part + (c * chunks + k) * 2);
 }
@@ -92,19 +105,18 @@ __global__ void bn_finish_stats_kernel(int64_t N, int64_t C, int64_t HW, const T
 }
 
 template <class T>
-__global__ void bn_apply_kernel(int64_t total, int64_t C, int64_t HW, const T* x, const BnAffine* aff, bool relu,
-                                T* y) {
+__global__ void bn_apply_kernel(int64_t total, Nchw d, const T* x, const BnAffine* aff, bool relu, T* y) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = (t / HW) % C;
+    const int64_t c = channel_of(t, d);
     y[t] = store_f<T>(relu_if(affine(load_f(x[t]), aff[c]), relu));
   }
 }
 
 template <class T>
-__global__ void bn_forward_eval_kernel(int64_t total, int64_t C, int64_t HW, const T* x, const float* gamma,
-                                       const float* beta, const float* rm, const float* invstd, bool relu, T* y) {
+__global__ void bn_forward_eval_kernel(int64_t total, Nchw d, const T* x, const float* gamma, const float* beta,
+                                       const float* rm, const float* invstd, bool relu, T* y) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = (t / HW) % C;
+    const int64_t c = channel_of(t, d);
     y[t] = store_f<T>(relu_if(affine(load_f(x[t]), bn_affine(rm[c], invstd[c], gamma, beta, c)), relu));
   }
 }
@@ -126,16 +138,16 @@ struct BnBackCoef {
 };
 
 template <class T>
-__global__ void bn_partial_grad_kernel(int64_t N, int64_t C, int64_t HW, const T* dy, const T* x, const float* gamma,
-                                       const float* beta, const float* mean, const float* invstd, bool relu,
-                                       int64_t chunks, double* part) {
-  const int64_t c = blockIdx.y, k = blockIdx.x, M = N * HW;
+__global__ void bn_partial_grad_kernel(Nchw d, const T* dy, const T* x, const float* gamma, const float* beta,
+                                       const float* mean, const float* invstd, bool relu, int64_t chunks,
+                                       double* part) {
+  const int64_t c = blockIdx.y, k = blockIdx.x, M = d.N * d.HW;
   const int64_t len = (M + chunks - 1) / chunks, m0 = k * len, m1 = min(M, m0 + len);
   const float mu = mean[c];
   const BnAffine aff = bn_affine(mu, invstd[c], gamma, beta, c);
   double sum_dy = 0, sum_dy_xmu = 0;
   for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
-    const int64_t e = at(m, c, C, HW);
+    const int64_t e = at(m, c, d);
     const float xv = load_f(x[e]);
     const float d = !relu || affine(xv, aff) > 0.f ? load_f(dy[e]) : 0.f;
     sum_dy += d;
@@ -175,10 +187,10 @@ __device__ __forceinline__ float bn_dx_value(const BnBackCoef& q, float d, float
 }
 
 template <class T>
-__global__ void bn_dx_kernel(int64_t total, int64_t C, int64_t HW, const T* dy, const T* x, const float* mean,
+__global__ void bn_dx_kernel(int64_t total, Nchw d, const T* dy, const T* x, const float* mean,
                              const BnBackCoef* coef, bool training, bool relu, T* dx) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = (t / HW) % C;
+    const int64_t c = channel_of(t, d);
     const BnBackCoef q = coef[c];
     const float xv = load_f(x[t]);
     const float d = !relu || affine(xv, q.aff) > 0.f ? load_f(dy[t]) : 0.f;
@@ -188,14 +200,27 @@ __global__ void bn_dx_kernel(int64_t total, int64_t C, int64_t HW, const T* dy, 
 
 // ---- batch norm + ReLU + max pooling over non-overlapping windows (BnPoolShape) ----
 
+// The shape with its pooled sizes and the divisors that split flat indices.
+struct PoolDims {
+  BnPoolShape s;
+  int64_t P, Q;
+  FastDiv q, p, pq, c, w, h, kw, kh;
+};
+PoolDims pool_dims(const BnPoolShape& s) {
+  const int64_t P = s.H / s.kh, Q = s.W / s.kw;
+  return PoolDims{s, P, Q, FastDiv(Q), FastDiv(P), FastDiv(P * Q), FastDiv(s.C), FastDiv(s.W), FastDiv(s.H),
+                  FastDiv(s.kw), FastDiv(s.kh)};
+}
+
 // One thread per pooled output: the window's activations, each rounded to T as batch_norm_relu would
 // store it, and the first maximum (or NaN) as max_pool2d picks it.
 template <class T>
-__global__ void bn_relu_pool_kernel(BnPoolShape s, const T* x, const BnAffine* aff, T* y, uint8_t* window) {
-  const int64_t P = s.H / s.kh, Q = s.W / s.kw, total = s.N * s.C * P * Q;
+__global__ void bn_relu_pool_kernel(PoolDims d, const T* x, const BnAffine* aff, T* y, uint8_t* window) {
+  const BnPoolShape& s = d.s;
+  const int64_t total = s.N * s.C * d.P * d.Q;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t q = t % Q, p = (t / Q) % P, plane = t / (P * Q);
-    const BnAffine a = aff[plane % s.C];
+    const int64_t row = d.q.div(t), q = t - row * d.Q, plane = d.p.div(row), p = row - plane * d.P;
+    const BnAffine a = aff[d.c.mod(plane)];
     const T* xp = x + plane * s.H * s.W + p * s.kh * s.W + q * s.kw;
     float best = 0.f;
     int best_i = -1;
@@ -227,18 +252,19 @@ __global__ void bn_eval_affine_kernel(int64_t C, const float* gamma, const float
 // The pooled gradient reaches one element per window (its maximum, where the activation was
 // positive): the partial sums of bn_partial_grad_kernel over those elements only.
 template <class T>
-__global__ void bn_pool_partial_grad_kernel(BnPoolShape s, const T* dy, const uint8_t* window, const T* x,
+__global__ void bn_pool_partial_grad_kernel(PoolDims d, const T* dy, const uint8_t* window, const T* x,
                                             const float* gamma, const float* beta, const float* mean,
                                             const float* invstd, int64_t chunks, double* part) {
-  const int64_t P = s.H / s.kh, Q = s.W / s.kw, PQ = P * Q, M = s.N * PQ;
+  const BnPoolShape& s = d.s;
+  const int64_t Q = d.Q, PQ = d.P * d.Q, M = s.N * PQ;
   const int64_t c = blockIdx.y, k = blockIdx.x;
   const int64_t len = (M + chunks - 1) / chunks, m0 = k * len, m1 = min(M, m0 + len);
   const float mu = mean[c];
   const BnAffine aff = bn_affine(mu, invstd[c], gamma, beta, c);
   double sum_dy = 0, sum_dy_xmu = 0;
   for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
-    const int64_t n = m / PQ, r = m - n * PQ, p = r / Q, q = r - p * Q, plane = n * s.C + c;
-    const int64_t e = plane * PQ + r, w = window[e], i = w / s.kw, j = w - i * s.kw;
+    const int64_t n = d.pq.div(m), r = m - n * PQ, p = d.q.div(r), q = r - p * Q, plane = n * s.C + c;
+    const int64_t e = plane * PQ + r, w = window[e], i = d.kw.div(w), j = w - i * s.kw;
     const float xv = load_f(x[plane * s.H * s.W + (p * s.kh + i) * s.W + q * s.kw + j]);
     const float d = affine(xv, aff) > 0.f ? load_f(dy[e]) : 0.f;
     sum_dy += d;
@@ -249,14 +275,16 @@ __global__ void bn_pool_partial_grad_kernel(BnPoolShape s, const T* dy, const ui
 
 // dx for every element of x: the pooled gradient where the element is its window's maximum.
 template <class T>
-__global__ void bn_pool_dx_kernel(BnPoolShape s, const T* dy, const uint8_t* window, const T* x, const float* mean,
+__global__ void bn_pool_dx_kernel(PoolDims d, const T* dy, const uint8_t* window, const T* x, const float* mean,
                                   const BnBackCoef* coef, bool training, T* dx) {
-  const int64_t P = s.H / s.kh, Q = s.W / s.kw, total = s.N * s.C * s.H * s.W;
+  const BnPoolShape& s = d.s;
+  const int64_t P = d.P, Q = d.Q, total = s.N * s.C * s.H * s.W;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t w = t % s.W, h = (t / s.W) % s.H, plane = t / (s.H * s.W), c = plane % s.C;
+    const int64_t row = d.w.div(t), w = t - row * s.W, plane = d.h.div(row), h = row - plane * s.H;
+    const int64_t c = d.c.mod(plane);
     const BnBackCoef q = coef[c];
     const float xv = load_f(x[t]);
-    const int64_t pp = h / s.kh, pq = w / s.kw;
+    const int64_t pp = d.kh.div(h), pq = d.kw.div(w);
     float d = 0.f;
     if (pp < P && pq < Q) {
       const int64_t e = (plane * P + pp) * Q + pq;
@@ -267,11 +295,11 @@ __global__ void bn_pool_dx_kernel(BnPoolShape s, const T* dy, const uint8_t* win
 }
 
 template <class T>
-__global__ void channel_partial_sum_kernel(int64_t N, int64_t C, int64_t HW, const T* x, int64_t chunks, double* part) {
-  const int64_t c = blockIdx.y, k = blockIdx.x, M = N * HW;
+__global__ void channel_partial_sum_kernel(Nchw d, const T* x, int64_t chunks, double* part) {
+  const int64_t c = blockIdx.y, k = blockIdx.x, M = d.N * d.HW;
   const int64_t len = (M + chunks - 1) / chunks, m0 = k * len, m1 = min(M, m0 + len);
   double s = 0;
-  for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) s += load_f(x[at(m, c, C, HW)]);
+  for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) s += load_f(x[at(m, c, d)]);
   s = block_sum(s);
   if (threadIdx.x == 0) part[(c * chunks + k) * 2] = s;
 }
@@ -316,8 +344,8 @@ BnAffine* train_statistics(FType t, int64_t N, int64_t C, int64_t HW, const void
   const Layout l = layout(N, C, HW);
   auto* part = static_cast<double*>(workspace);
   auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + l.coef_offset);
-  VOLT_FTYPE_T(t, launch(bn_partial_stats_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream, N,
-                         C, HW, x, l.chunks, part);
+  VOLT_FTYPE_T(t, launch(bn_partial_stats_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream,
+                         nchw(N, C, HW), x, l.chunks, part);
                launch(bn_finish_stats_kernel<T>, grid_for(C), kThreads, 0, stream, N, C, HW, x, l.chunks, part, gamma,
                       beta, eps, save_mean, save_invstd, batch_var_unbiased, aff));
   return aff;
@@ -336,8 +364,8 @@ void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const v
   if (C == 0) return;
   const BnAffine* aff = train_statistics(t, N, C, HW, x, gamma, beta, eps, save_mean, save_invstd, batch_var_unbiased,
                                          workspace, stream);
-  VOLT_FTYPE_T(t, launch(bn_apply_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, C, HW, x, aff,
-                         relu, y));
+  VOLT_FTYPE_T(t, launch(bn_apply_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, nchw(N, C, HW), x,
+                         aff, relu, y));
 }
 
 void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const void* x, const float* gamma,
@@ -348,7 +376,8 @@ void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const voi
   const BnAffine* aff = train_statistics(t, s.N, s.C, s.H * s.W, x, gamma, beta, eps, save_mean, save_invstd,
                                          batch_var_unbiased, workspace, stream);
   const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
-  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, s, x, aff, y, window));
+  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
+                         window));
 }
 
 void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
@@ -359,7 +388,8 @@ void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void
   auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + layout(s.N, s.C, s.H * s.W).coef_offset);
   launch(bn_eval_affine_kernel, grid_for(s.C), kThreads, 0, stream, s.C, gamma, beta, running_mean, invstd, aff);
   const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
-  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, s, x, aff, y, window));
+  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
+                         window));
 }
 
 void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy, const uint8_t* window, const void* x,
@@ -375,11 +405,11 @@ void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy
   auto* part = static_cast<double*>(workspace);
   auto* coef = reinterpret_cast<BnBackCoef*>(static_cast<char*>(workspace) + l.coef_offset);
   VOLT_FTYPE_T(t, launch(bn_pool_partial_grad_kernel<T>, dim3(unsigned(chunks), unsigned(s.C)), kStatThreads, 0,
-                         stream, s, dy, window, x, gamma, beta, mean, invstd, chunks, part);
+                         stream, pool_dims(s), dy, window, x, gamma, beta, mean, invstd, chunks, part);
                launch(bn_finish_grad_kernel, grid_for(s.C), kThreads, 0, stream, s.N * s.H * s.W, s.C, chunks, part,
                       gamma, beta, mean, invstd, training, dgamma, dbeta, coef);
-               if (dx) launch(bn_pool_dx_kernel<T>, grid_for(s.N * s.C * s.H * s.W), kThreads, 0, stream, s, dy,
-                              window, x, mean, coef, training, dx));
+               if (dx) launch(bn_pool_dx_kernel<T>, grid_for(s.N * s.C * s.H * s.W), kThreads, 0, stream,
+                              pool_dims(s), dy, window, x, mean, coef, training, dx));
 }
 
 void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream) {
@@ -392,8 +422,8 @@ void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const vo
                              void* stream) {
   const int64_t total = N * C * HW;
   if (total == 0) return;
-  VOLT_FTYPE_T(t, launch(bn_forward_eval_kernel<T>, grid_for(total), kThreads, 0, stream, total, C, HW, x, gamma, beta,
-                         running_mean, invstd, relu, y));
+  VOLT_FTYPE_T(t, launch(bn_forward_eval_kernel<T>, grid_for(total), kThreads, 0, stream, total, nchw(N, C, HW), x,
+                         gamma, beta, running_mean, invstd, relu, y));
 }
 
 void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
@@ -411,11 +441,11 @@ void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* 
   const Layout l = layout(N, C, HW);
   auto* part = static_cast<double*>(workspace);
   auto* coef = reinterpret_cast<BnBackCoef*>(static_cast<char*>(workspace) + l.coef_offset);
-  VOLT_FTYPE_T(t, launch(bn_partial_grad_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream, N,
-                         C, HW, dy, x, gamma, beta, mean, invstd, relu, l.chunks, part);
+  VOLT_FTYPE_T(t, launch(bn_partial_grad_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream,
+                         nchw(N, C, HW), dy, x, gamma, beta, mean, invstd, relu, l.chunks, part);
                launch(bn_finish_grad_kernel, grid_for(C), kThreads, 0, stream, N * HW, C, l.chunks, part, gamma, beta,
                       mean, invstd, training, dgamma, dbeta, coef);
-               if (dx) launch(bn_dx_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, C, HW, dy, x,
+               if (dx) launch(bn_dx_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, nchw(N, C, HW), dy, x,
                               mean, coef, training, relu, dx));
 }
 
@@ -425,7 +455,7 @@ void channel_sum(FType t, int64_t N, int64_t C, int64_t HW, const void* x, void*
   const Layout l = layout(N, C, HW);
   auto* part = static_cast<double*>(workspace);
   VOLT_FTYPE_T(t, launch(channel_partial_sum_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream,
-                         N, C, HW, x, l.chunks, part);
+                         nchw(N, C, HW), x, l.chunks, part);
                launch(channel_sum_finish_kernel<T>, grid_for(C), kThreads, 0, stream, C, l.chunks, part, out));
 }
 

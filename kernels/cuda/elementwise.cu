@@ -5,6 +5,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/map.cuh"
 #include "kernels/cuda/num.cuh"
+#include "kernels/fast_div.h"
 #include "kernels/elementwise.h"
 #include "kernels/philox.h"
 
@@ -23,7 +24,7 @@ constexpr int kMaxDims = 8;
 
 struct BroadcastArgs {
   int ndim;
-  int64_t shape[kMaxDims];
+  FastDiv shape[kMaxDims];  // the output's sizes, as divisors (no integer division per element)
   int64_t as[kMaxDims];
   int64_t bs[kMaxDims];
 };
@@ -60,8 +61,8 @@ __global__ void binary_broadcast_kernel(int64_t n, BroadcastArgs args, const T* 
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t rem = i, ao = 0, bo = 0;
     for (int d = args.ndim - 1; d >= 0; --d) {
-      const int64_t idx = rem % args.shape[d];
-      rem /= args.shape[d];
+      const int64_t next = args.shape[d].div(rem), idx = rem - next * args.shape[d].divisor();
+      rem = next;
       ao += idx * args.as[d];
       bo += idx * args.bs[d];
     }
@@ -116,10 +117,11 @@ __global__ void fill_kernel(int64_t n, float value, T* out) {
 
 __global__ void add_i64_kernel(int64_t* value, int64_t delta) { *value += delta; }
 
+// The channel of element t is (t / HW) % C, by FastDiv (no integer division per element).
 template <class T>
-__global__ void add_channel_bias_kernel(int64_t total, int64_t C, int64_t HW, const T* bias, T* y) {
+__global__ void add_channel_bias_kernel(int64_t total, FastDiv hw, FastDiv c, const T* bias, T* y) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x)
-    y[t] = store_f<T>(__fadd_rn(load_f(y[t]), load_f(bias[(t / HW) % C])));
+    y[t] = store_f<T>(__fadd_rn(load_f(y[t]), load_f(bias[c.mod(hw.div(t))])));
 }
 
 }  // namespace
@@ -131,7 +133,7 @@ void binary_broadcast(FType t, BinaryOp op, int64_t ndim, const int64_t* shape, 
   args.ndim = int(ndim);
   int64_t n = 1;
   for (int64_t d = 0; d < ndim; ++d) {
-    args.shape[d] = shape[d];
+    args.shape[d] = FastDiv(std::max<int64_t>(shape[d], 1));
     args.as[d] = a_strides[d];
     args.bs[d] = b_strides[d];
     n *= shape[d];
@@ -225,7 +227,7 @@ void add_channel_bias(FType t, int64_t N, int64_t C, int64_t HW, const void* bia
   if (total == 0) return;
   dispatch_ftype(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launch(add_channel_bias_kernel<T>, grid_for(total), kThreads, 0, stream, total, C, HW, bias, y);
+    launch(add_channel_bias_kernel<T>, grid_for(total), kThreads, 0, stream, total, FastDiv(HW), FastDiv(C), bias, y);
   });
 }
 

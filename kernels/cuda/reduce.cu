@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/num.cuh"
+#include "kernels/fast_div.h"
 #include "kernels/reduce.h"
 
 namespace volt::cuda {
@@ -51,11 +52,13 @@ __global__ void __launch_bounds__(1024) sum_all_kernel(int64_t n, const T* x, do
   if (threadIdx.x == 0) out[0] = store_f<T>(float(acc / divisor));
 }
 
+// o = t / (R * inner) and i = t % inner by FastDiv (no integer division per element).
 template <class T>
-__global__ void broadcast_dim_kernel(int64_t outer, int64_t R, int64_t inner, const T* dy, float alpha, T* dx) {
-  const int64_t total = outer * R * inner;
+__global__ void broadcast_dim_kernel(int64_t total, FastDiv inner_div, FastDiv r_inner_div, const T* dy, float alpha,
+                                     T* dx) {
+  const int64_t inner = inner_div.divisor();
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = t % inner, o = t / (R * inner);
+    const int64_t i = inner_div.mod(t), o = r_inner_div.div(t);
     dx[t] = store_f<T>(__fmul_rn(load_f(dy[o * inner + i]), alpha));
   }
 }
@@ -181,7 +184,8 @@ void broadcast_dim(FType t, int64_t outer, int64_t R, int64_t inner, const void*
                    void* stream) {
   const int64_t total = outer * R * inner;
   if (total == 0) return;
-  VOLT_FTYPE_T(t, launch(broadcast_dim_kernel<T>, grid_for(total), kThreads, 0, stream, outer, R, inner, dy, alpha, dx));
+  VOLT_FTYPE_T(t, launch(broadcast_dim_kernel<T>, grid_for(total), kThreads, 0, stream, total, FastDiv(inner),
+                         FastDiv(R * inner), dy, alpha, dx));
 }
 
 void broadcast_scalar(FType t, int64_t n, const void* g, float alpha, void* dx, void* stream) {
