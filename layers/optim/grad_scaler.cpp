@@ -63,7 +63,10 @@ void GradScaler::unscale_(Optimizer& opt) {
     grads.push_back(g);
   }
   unscaled_ = true;
-  if (grads.empty()) return;
+  if (grads.empty()) {  // nothing to check: this step is clean
+    if (found_inf_t_.defined()) found_inf_t_.zero_();
+    return;
+  }
   ensure_device(grads[0].device());
   found_inf_t_.zero_();
   if (grads[0].device().is_cuda()) {
