@@ -52,6 +52,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // Zeroes elements with probability p and scales the rest by 1/(1-p) in training; identity in eval.
 // The mask comes from the generator's Philox stream, so it is reproducible on every backend.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+// dropout(relu(x), ...) in one pass each way, with dropout's masks (what ReLU followed by Dropout runs as
+// in a Sequential); relu(x) in eval.
+Tensor relu_dropout(const Tensor& x, double p, bool training, Generator& gen);
 
 // Broadcasting arithmetic (NumPy rules).
 Tensor add(const Tensor& a, const Tensor& b);

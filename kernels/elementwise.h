@@ -20,9 +20,11 @@ void axpy(int64_t n, float alpha, const float* x, float* y);                 // 
 void relu_forward(int64_t n, const float* x, float* y);
 void relu_backward(int64_t n, const float* dy, const float* x, float* dx);  // dx = dy * (x > 0)
 
-// keep[i] = philox uniform(seed, stream, offset, i) >= p; y = keep ? x / (1-p) : 0.
+// k = philox uniform(seed, stream, offset, i) >= p; y = k ? x / (1-p) : 0; keep[i] = k. With relu, the
+// ReLU before the dropout in the same pass: x is relu(x) above, and keep[i] = k && x > 0, the mask of
+// both for backward (dropout(relu(x)) as two ops gives the same values and gradients).
 void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t stream, uint64_t offset,
-                     uint8_t* keep, float* y);
+                     uint8_t* keep, float* y, bool relu = false);
 void dropout_backward(int64_t n, const float* dy, const uint8_t* keep, float p, float* dx);
 
 }  // namespace volt::cpu
@@ -45,7 +47,7 @@ void relu_backward(FType t, int64_t n, const void* dy, const void* x, void* dx, 
 // seed_offset: device memory holding {seed, offset}, read when the kernel runs (so that a captured
 // step replays with the generator's current offset: engine/cuda_graph.h).
 void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t stream_id, const uint64_t* seed_offset,
-                     uint8_t* keep, void* y, void* stream);
+                     uint8_t* keep, void* y, void* stream, bool relu = false);
 void dropout_backward(FType t, int64_t n, const void* dy, const uint8_t* keep, float p, void* dx, void* stream);
 void fill(FType t, int64_t n, float value, void* out, void* stream);
 // y = x converted from one storage type to another (round to nearest even; NaN and Inf kept).

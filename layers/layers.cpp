@@ -134,6 +134,10 @@ Tensor Dropout::forward(const Tensor& x) {
   return dropout(x, p_, is_training(), gen_ ? *gen_ : default_generator(kStreamDropout));
 }
 
+Tensor Dropout::forward_after_relu(const Tensor& x) {
+  return relu_dropout(x, p_, is_training(), gen_ ? *gen_ : default_generator(kStreamDropout));
+}
+
 std::string Dropout::extra_repr() const { return detail::format("p=", p_); }
 
 }  // namespace volt

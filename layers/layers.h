@@ -78,6 +78,8 @@ class Dropout : public Module {
  public:
   explicit Dropout(double p = 0.5);
   Tensor forward(const Tensor& x) override;
+  // forward(relu(x)) in one pass each way (relu_dropout): what Sequential runs for a ReLU followed by it.
+  Tensor forward_after_relu(const Tensor& x);
   std::string type_name() const override { return "Dropout"; }
   std::string extra_repr() const override;
   void set_generator(Generator* gen) { gen_ = gen; }

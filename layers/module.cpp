@@ -231,6 +231,13 @@ Tensor Sequential::forward(const Tensor& x) {
       ++i;
       continue;
     }
+    if (!observed && dynamic_cast<ReLU*>(&m) && i + 1 < cs.size()) {
+      if (auto* drop = dynamic_cast<Dropout*>(cs[i + 1].second.get())) {
+        h = drop->forward_after_relu(h);  // ReLU and Dropout in one pass
+        ++i;
+        continue;
+      }
+    }
     h = m(h);
   }
   return h;

@@ -94,7 +94,9 @@ class Module {
 
 std::ostream& operator<<(std::ostream& os, const Module& m);  // PyTorch-style tree
 
-// Runs children in order; children are named "0", "1", ...
+// Runs children in order; children are named "0", "1", ... Some neighbours run fused (unless a forward
+// observer, the per-layer profiler, watches): a module that fuses_relu() with the ReLU after it (and a
+// non-overlapping MaxPool2d after that), and a ReLU with the Dropout after it.
 class Sequential : public Module {
  public:
   Sequential() = default;

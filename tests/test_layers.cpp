@@ -474,6 +474,29 @@ TEST_CASE("Sequential fuses BatchNorm2d + ReLU + a non-overlapping MaxPool2d, an
   }
 }
 
+TEST_CASE("Sequential runs ReLU + Dropout as relu_dropout: the two layers' values, gradients and masks") {
+  const Tensor x = test::rand_tensor({6, 33}, 63, -1.f, 1.f);
+  for (bool training : {true, false}) {
+    INFO((training ? "training" : "eval"));
+    auto drop1 = std::make_shared<Dropout>(0.3), drop2 = std::make_shared<Dropout>(0.3);
+    Generator g1(5, kStreamDropout), g2(5, kStreamDropout);
+    drop1->set_generator(&g1);
+    drop2->set_generator(&g2);
+    Sequential fused({std::make_shared<ReLU>(), drop1});
+    fused.train(training);
+    drop2->train(training);
+    Tensor a = x.clone(), b = x.clone();
+    a.requires_grad_(true);
+    b.requires_grad_(true);
+    Tensor ya = fused(a), yb = (*drop2)(relu(b));
+    CHECK(test::same_values(ya, yb));
+    CHECK(g1.offset() == g2.offset());  // the same Philox offsets reserved
+    sum(ya * ya).backward();
+    sum(yb * yb).backward();
+    CHECK(test::same_values(a.grad(), b.grad()));
+  }
+}
+
 TEST_CASE("gradcheck: Conv2d -> BatchNorm2d -> ReLU -> MaxPool2d -> Flatten -> Linear") {
   manual_seed(50);
   auto conv = std::make_shared<Conv2d>(3, 4, 3, 1, 1);

@@ -92,8 +92,8 @@ TEST_CASE("op table covers every differentiable op in engine/ops.h") {
   std::set<std::string> ops;
   for (const OpCase& c : op_table()) ops.insert(c.op);
   for (const char* op : {"conv2d", "batch_norm", "batch_norm_relu", "batch_norm_relu_max_pool2d", "relu", "max_pool2d",
-                         "linear", "dropout", "add", "sub", "mul", "sum", "mean", "log_softmax", "cross_entropy",
-                         "cast"}) {
+                         "linear", "dropout", "relu_dropout", "add", "sub", "mul", "sum", "mean", "log_softmax",
+                         "cross_entropy", "cast"}) {
     INFO(op);
     CHECK(ops.count(op) == 1);
   }
@@ -124,6 +124,7 @@ VOLT_OP_TABLE_TESTS("relu")
 VOLT_OP_TABLE_TESTS("max_pool2d")
 VOLT_OP_TABLE_TESTS("linear")
 VOLT_OP_TABLE_TESTS("dropout")
+VOLT_OP_TABLE_TESTS("relu_dropout")
 VOLT_OP_TABLE_TESTS("add")
 VOLT_OP_TABLE_TESTS("sub")
 VOLT_OP_TABLE_TESTS("mul")

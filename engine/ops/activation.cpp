@@ -1,4 +1,4 @@
-// relu and dropout, on the input's device and in its floating type.
+// relu, dropout and the two fused (relu_dropout), on the input's device and in its floating type.
 #include "engine/autograd.h"
 #include "engine/cuda_graph.h"
 #include "engine/ops.h"
@@ -26,11 +26,16 @@ Tensor relu(const Tensor& x) {
   return y;
 }
 
-Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
-  detail::check_input("dropout", "input", x);
-  VOLT_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
-  if (!training || p == 0.0) return x;
-  if (detail::cpu_low_precision(x)) return cast(dropout(cast(x, DType::F32), p, training, gen), x.dtype());
+namespace {
+
+// dropout, or (relu) dropout(relu(x)) in one pass each way: the kept mask and the ReLU's mask are one
+// byte per element, and backward is dropout's.
+Tensor dropout_impl(const char* op, const Tensor& x, double p, bool training, Generator& gen, bool relu_first) {
+  detail::check_input(op, "input", x);
+  VOLT_CHECK(p >= 0.0 && p <= 1.0, op, ": probability must be in [0, 1], got ", p);
+  if (!training || p == 0.0) return relu_first ? relu(x) : x;
+  if (detail::cpu_low_precision(x))
+    return cast(dropout_impl(op, cast(x, DType::F32), p, training, gen, relu_first), x.dtype());
   const int64_t n = x.numel();
   const Device dev = x.device();
   Tensor keep = Tensor::empty(x.shape(), DType::U8, dev);
@@ -45,13 +50,13 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
       v[1] = gen.reserve(uint64_t(n));
     }));
     VOLT_CUDA_ONLY(cuda::dropout_forward(detail::ft(x), n, x.raw_data(), float(p), gen.stream(), so,
-                                         keep.data<uint8_t>(), y.raw_data(), detail::stream_of(x)));
+                                         keep.data<uint8_t>(), y.raw_data(), detail::stream_of(x), relu_first));
   } else {
     const uint64_t offset = gen.reserve(uint64_t(n));
     cpu::dropout_forward(n, x.data<float>(), float(p), gen.seed(), gen.stream(), offset, keep.data<uint8_t>(),
-                         y.data<float>());
+                         y.data<float>(), relu_first);
   }
-  autograd::record("dropout", y, {x}, [keep, p](const Tensor& gy, const std::vector<bool>&) {
+  autograd::record(op, y, {x}, [keep, p](const Tensor& gy, const std::vector<bool>&) {
     Tensor gx = Tensor::empty(gy.shape(), gy.dtype(), gy.device());
     if (gy.device().is_cuda())
       VOLT_CUDA_ONLY(cuda::dropout_backward(detail::ft(gy), gy.numel(), gy.raw_data(), keep.data<uint8_t>(), float(p),
@@ -60,6 +65,16 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
     return std::vector<Tensor>{gx};
   });
   return y;
+}
+
+}  // namespace
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  return dropout_impl("dropout", x, p, training, gen, false);
+}
+
+Tensor relu_dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  return dropout_impl("relu_dropout", x, p, training, gen, true);
 }
 
 }  // namespace volt

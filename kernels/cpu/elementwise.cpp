@@ -79,13 +79,14 @@ void relu_backward(int64_t n, const float* dy, const float* x, float* dx) {
 }
 
 void dropout_forward(int64_t n, const float* x, float p, uint64_t seed, uint64_t stream, uint64_t offset,
-                     uint8_t* keep, float* y) {
+                     uint8_t* keep, float* y, bool relu) {
   const float s = p < 1.f ? 1.f / (1.f - p) : 0.f;
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
     const bool k = philox_uniform(philox_u32(seed, stream, offset, uint64_t(i))) >= p;
-    keep[i] = k;
-    y[i] = k ? x[i] * s : 0.f;
+    const float v = relu ? (x[i] > 0.f ? x[i] : (x[i] != x[i] ? x[i] : 0.f)) : x[i];  // relu_forward's rule
+    keep[i] = k && (!relu || x[i] > 0.f);
+    y[i] = k ? v * s : 0.f;
   }
 }
 

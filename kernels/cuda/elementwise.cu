@@ -83,7 +83,7 @@ void dispatch_op(BinaryOp op, Run&& run) {
 // so a thread computes the four elements 4j .. 4j+3 from one Philox call.
 template <class T>
 __global__ void dropout_forward_kernel(int64_t n, const T* x, float p, float s, uint64_t stream_id,
-                                       const uint64_t* seed_offset, uint8_t* keep, T* y) {
+                                       const uint64_t* seed_offset, uint8_t* keep, T* y, bool relu) {
   const uint64_t seed = seed_offset[0], offset = seed_offset[1];
   const int64_t blocks = (n + 3) / 4;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < blocks; j += int64_t(gridDim.x) * blockDim.x) {
@@ -94,8 +94,9 @@ __global__ void dropout_forward_kernel(int64_t n, const T* x, float p, float s, 
       const int64_t i = 4 * j + w;
       if (i >= n) break;
       const bool k = philox_uniform(r.v[w]) >= p;
-      keep[i] = k;
-      y[i] = store_f<T>(k ? __fmul_rn(load_f(x[i]), s) : 0.f);
+      const float xv = load_f(x[i]), v = relu ? ReluF{}(xv) : xv;
+      keep[i] = k && (!relu || xv > 0.f);
+      y[i] = store_f<T>(k ? __fmul_rn(v, s) : 0.f);
     }
   }
 }
@@ -193,13 +194,13 @@ void cast(FType from, FType to, int64_t n, const void* x, void* y, void* stream)
 }
 
 void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t stream_id, const uint64_t* seed_offset,
-                     uint8_t* keep, void* y, void* stream) {
+                     uint8_t* keep, void* y, void* stream, bool relu) {
   if (n == 0) return;
   const float s = p < 1.f ? 1.f / (1.f - p) : 0.f;  // exactly as cpu::dropout_forward
   dispatch_ftype(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     launch(dropout_forward_kernel<T>, grid_for((n + 3) / 4), kThreads, 0, stream, n, x, p, s, stream_id, seed_offset,
-           keep, y);
+           keep, y, relu);
   });
 }
 

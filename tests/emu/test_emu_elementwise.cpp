@@ -106,26 +106,37 @@ TEST_CASE("emu elementwise: casts between every pair of storage types round to n
       }
 }
 
-TEST_CASE("emu elementwise: dropout masks are the CPU's Philox masks for every size, offset and type") {
+TEST_CASE("emu elementwise: dropout masks are the CPU's Philox masks for every size, offset and type (+ReLU)") {
   for (FType t : all_ftypes())
-    for (int64_t n : {int64_t(1), int64_t(5), int64_t(1023), int64_t(4099)}) {
-      for (uint64_t offset : {uint64_t(0), uint64_t(13), uint64_t(1) << 33}) {
-        INFO(std::string(ftype_name(t)) << " n=" << n << " offset=" << offset);
-        const auto x = round_to(t, random_floats(size_t(n), 7)), dy = round_to(t, random_floats(size_t(n), 8));
-        TypedBuf gx(t, x), gdy(t, dy), y1(t, size_t(n)), d1(t, size_t(n));
-        std::vector<float> y2(static_cast<size_t>(n)), d2(static_cast<size_t>(n));
-        Guarded<uint8_t> k1{size_t(n)}, k2{size_t(n)};
-        const uint64_t seed_offset[2] = {1234, offset};
-        cuda::dropout_forward(t, n, gx.data(), 0.3f, 7, seed_offset, k1.data(), y1.data(), nullptr);
-        cpu::dropout_forward(n, x.data(), 0.3f, 1234, 7, offset, k2.data(), y2.data());
-        CHECK(k1.vec() == k2.vec());
-        check_bitwise(y1.values(), want_rounded(t, y2), "dropout forward");
-        cuda::dropout_backward(t, n, gdy.data(), k1.data(), 0.3f, d1.data(), nullptr);
-        cpu::dropout_backward(n, dy.data(), k2.data(), 0.3f, d2.data());
-        check_bitwise(d1.values(), want_rounded(t, d2), "dropout backward");
-        CHECK((k1.guards_intact() && y1.guards_intact() && d1.guards_intact()));
+    for (bool relu : {false, true})
+      for (int64_t n : {int64_t(1), int64_t(5), int64_t(1023), int64_t(4099)}) {
+        for (uint64_t offset : {uint64_t(0), uint64_t(13), uint64_t(1) << 33}) {
+          INFO(std::string(ftype_name(t)) << (relu ? " relu" : "") << " n=" << n << " offset=" << offset);
+          auto x = round_to(t, random_floats(size_t(n), 7));
+          if (n > 3) x[3] = NAN;
+          const auto dy = round_to(t, random_floats(size_t(n), 8));
+          TypedBuf gx(t, x), gdy(t, dy), y1(t, size_t(n)), d1(t, size_t(n));
+          std::vector<float> y2(static_cast<size_t>(n)), d2(static_cast<size_t>(n));
+          Guarded<uint8_t> k1{size_t(n)}, k2{size_t(n)};
+          const uint64_t seed_offset[2] = {1234, offset};
+          cuda::dropout_forward(t, n, gx.data(), 0.3f, 7, seed_offset, k1.data(), y1.data(), nullptr, relu);
+          cpu::dropout_forward(n, x.data(), 0.3f, 1234, 7, offset, k2.data(), y2.data(), relu);
+          CHECK(k1.vec() == k2.vec());
+          if (relu) {  // the fused pass is relu_forward then dropout, and its mask is both masks
+            std::vector<float> r(static_cast<size_t>(n)), y3(static_cast<size_t>(n));
+            std::vector<uint8_t> k3(static_cast<size_t>(n));
+            cpu::relu_forward(n, x.data(), r.data());
+            cpu::dropout_forward(n, r.data(), 0.3f, 1234, 7, offset, k3.data(), y3.data());
+            check_bitwise(y2, y3, "relu then dropout");
+            for (size_t i = 0; i < size_t(n); ++i) REQUIRE(bool(k2[i]) == (k3[i] && x[i] > 0.f));
+          }
+          check_bitwise(y1.values(), want_rounded(t, y2), "dropout forward");
+          cuda::dropout_backward(t, n, gdy.data(), k1.data(), 0.3f, d1.data(), nullptr);
+          cpu::dropout_backward(n, dy.data(), k2.data(), 0.3f, d2.data());
+          check_bitwise(d1.values(), want_rounded(t, d2), "dropout backward");
+          CHECK((k1.guards_intact() && y1.guards_intact() && d1.guards_intact()));
+        }
       }
-    }
 }
 
 TEST_CASE("emu elementwise: fill and the one-element int64 add") {

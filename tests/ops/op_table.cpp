@@ -372,6 +372,29 @@ std::vector<OpCase> build_table() {
   add_linear(t, "no bias", 4, 6, 5, false);
   add_linear(t, "one row bias", 1, 9, 4, true);
 
+  {  // relu_dropout: dropout's masks over relu(x); values half a step from the kink at 0
+    for (bool training : {true, false}) {
+      OpCase c;
+      c.op = "relu_dropout";
+      c.name = training ? "p 0.4 training" : "p 0.4 eval";
+      c.inputs = {distinct({4, 3, 5})};
+      c.run = [training](const std::vector<Tensor>& in) {
+        Generator g(11, kStreamDropout);
+        g.set_offset(5);
+        return relu_dropout(in[0], 0.4, training, g);
+      };
+      c.reference = [training](const std::vector<Tensor>& in) {
+        const Tensor r = Tensor::from_vector(in[0].shape(), [&] {
+          std::vector<float> v = in[0].to_vector();
+          for (float& e : v) e = e > 0.f ? e : 0.f;
+          return v;
+        }());
+        return training ? ref_dropout(r, 0.4, 11, kStreamDropout, 5) : Reference{r.shape(), dvec(r)};
+      };
+      t.push_back(c);
+    }
+  }
+
   add_dropout(t, "p 0.3 training", {3, 5, 7}, 0.3, true, 42, 0);
   add_dropout(t, "p 0.5 training offset 3", {4, 33}, 0.5, true, 7, 3);
   add_dropout(t, "p 0.5 eval", {4, 9}, 0.5, false, 7, 0);
