@@ -28,7 +28,8 @@ void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int6
 void cross_entropy_backward(int64_t N, int64_t C, const float* grad_base, const float* dloss, int64_t dloss_stride,
                             float dloss_div, float* dlogits);
 
-// out[o, i] = argmax_r x[o, r, i] (first maximum).
+// out[o, i] = argmax_r x[o, r, i]: the first maximum, NaN above every number (the metrics' order,
+// kernels/metrics.h, so argmax is the top-1 prediction they count).
 void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t* out);
 
 }  // namespace volt::cpu

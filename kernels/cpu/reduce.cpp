@@ -6,6 +6,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/metrics.h"
+
 namespace volt::cpu {
 
 void sum_dim(int64_t outer, int64_t R, int64_t inner, const float* x, float* out) {
@@ -104,10 +106,7 @@ void argmax_dim(int64_t outer, int64_t R, int64_t inner, const float* x, int64_t
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t i = 0; i < inner; ++i) {
       const float* xo = x + o * R * inner + i;
-      int64_t best = 0;
-      for (int64_t r = 1; r < R; ++r)
-        if (xo[r * inner] > xo[best * inner] || (std::isnan(xo[r * inner]) && !std::isnan(xo[best * inner]))) best = r;
-      out[o * inner + i] = best;
+      out[o * inner + i] = metric_top1([&](int64_t r) { return xo[r * inner]; }, R);  // the metrics' order
     }
 }
 

@@ -6,6 +6,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/num.cuh"
 #include "kernels/fast_div.h"
+#include "kernels/metrics.h"
 #include "kernels/reduce.h"
 
 namespace volt::cuda {
@@ -156,12 +157,7 @@ __global__ void argmax_dim_kernel(int64_t outer, int64_t R, int64_t inner, const
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t o = t / inner, i = t % inner;
     const T* xo = x + o * R * inner + i;
-    int64_t best = 0;
-    for (int64_t r = 1; r < R; ++r) {
-      const float v = load_f(xo[r * inner]), b = load_f(xo[best * inner]);
-      if (v > b || (isnan(v) && !isnan(b))) best = r;
-    }
-    out[t] = best;
+    out[t] = metric_top1([&](int64_t r) { return load_f(xo[r * inner]); }, R);  // the metrics' order
   }
 }
 
