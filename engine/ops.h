@@ -24,14 +24,16 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
 
 // x [N, C, ...]. weight/bias [C] may be undefined (no affine). In training the batch statistics
 // normalise x and, when running_mean/running_var are defined, they are updated in place with
-// `momentum` and the unbiased batch variance. In eval the running statistics normalise x.
+// `momentum` and the unbiased batch variance; num_batches_tracked (a one-element int64 tensor, or
+// undefined) counts the training batches. In eval the running statistics normalise x.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean, Tensor running_var,
-                  bool training, double momentum = 0.1, double eps = 1e-5);
+                  bool training, double momentum = 0.1, double eps = 1e-5, Tensor num_batches_tracked = Tensor());
 
 // relu(batch_norm(...)) in one pass each way: backward recomputes the normalised value from x for the
 // ReLU's mask instead of keeping the output (what BatchNorm2d followed by ReLU runs as in a Sequential).
 Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+                       Tensor running_var, bool training, double momentum = 0.1, double eps = 1e-5,
+                       Tensor num_batches_tracked = Tensor());
 
 // max_pool2d(batch_norm_relu(...), pool, pool): the max pool over non-overlapping pool[0] x pool[1]
 // windows (stride = window, no padding) that follows BatchNorm2d and ReLU in a Sequential. On CUDA one
@@ -39,7 +41,7 @@ Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias
 // backward keeps one byte per window. Elsewhere it runs as the two ops.
 Tensor batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                                   Tensor running_var, bool training, Pair pool, double momentum = 0.1,
-                                  double eps = 1e-5);
+                                  double eps = 1e-5, Tensor num_batches_tracked = Tensor());
 
 Tensor relu(const Tensor& x);
 

@@ -19,6 +19,11 @@ VOLT_HD BnAffine bn_affine(float mean, float invstd, const float* gamma, const f
   return BnAffine{float(double(invstd) * g), float((beta ? double(beta[c]) : 0.0) - double(mean) * double(invstd) * g)};
 }
 
+// running = (1 - momentum) * running + momentum * batch, in double, rounded once (both backends).
+VOLT_HD float bn_running_update(float running, float batch, double momentum) {
+  return float((1.0 - momentum) * double(running) + momentum * double(batch));
+}
+
 }  // namespace volt
 
 namespace volt::cpu {
@@ -52,15 +57,22 @@ void batch_norm_backward(int64_t N, int64_t C, int64_t HW, const float* dy, cons
 namespace volt::cuda {
 
 size_t batch_norm_workspace_bytes(int64_t N, int64_t C, int64_t HW);
+// What a training forward updates in the launch that finishes its statistics (so no launch of its
+// own): the running statistics (mean and var both, or neither), as cpu::batch_norm_update_running,
+// and a count of batches (BatchNorm2d's num_batches_tracked) that advances by one. Null: not kept.
+struct BnRunning {
+  float* mean = nullptr;
+  float* var = nullptr;
+  double momentum = 0.1;
+  int64_t* batches_tracked = nullptr;
+};
 void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                               const float* beta, double eps, bool relu, void* y, float* save_mean, float* save_invstd,
-                              float* batch_var_unbiased, void* workspace, void* stream);
+                              float* batch_var_unbiased, const BnRunning& running, void* workspace, void* stream);
 void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream);
 void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                              const float* beta, const float* running_mean, const float* invstd, bool relu, void* y,
                              void* stream);
-void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
-                               const float* batch_var_unbiased, double momentum, void* stream);
 void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
                          const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
                          float* dgamma, float* dbeta, void* workspace, void* stream);
@@ -77,7 +89,8 @@ struct BnPoolShape {
 };
 void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                         const float* beta, double eps, void* y, uint8_t* window, float* save_mean,
-                                        float* save_invstd, float* batch_var_unbiased, void* workspace, void* stream);
+                                        float* save_invstd, float* batch_var_unbiased, const BnRunning& running,
+                                        void* workspace, void* stream);
 void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                        const float* beta, const float* running_mean, const float* invstd, void* y,
                                        uint8_t* window, void* workspace, void* stream);

@@ -82,13 +82,13 @@ Tensor BatchNorm2d::run(const Tensor& x, bool relu, int64_t pool) {
   VOLT_CHECK(x.defined() && x.dim() == 4, "BatchNorm2d: expected input [N, C, H, W], got shape ",
              x.defined() ? shape_str(x.shape()) : "undefined");
   const bool use_batch_stats = is_training() || !running_mean.defined();
-  if (is_training() && num_batches_tracked.defined())
-    add_int_(num_batches_tracked, 1);  // on the buffer's device (no host round trip on a GPU)
+  // The op counts the batch in num_batches_tracked (on a GPU inside its statistics kernel).
+  const Tensor tracked = is_training() ? num_batches_tracked : Tensor();
   if (pool > 0)
     return batch_norm_relu_max_pool2d(x, weight, bias, running_mean, running_var, use_batch_stats, {pool, pool},
-                                      momentum_, eps_);
+                                      momentum_, eps_, tracked);
   return (relu ? batch_norm_relu : batch_norm)(x, weight, bias, running_mean, running_var, use_batch_stats, momentum_,
-                                               eps_);
+                                               eps_, tracked);
 }
 
 std::string BatchNorm2d::extra_repr() const {

@@ -21,7 +21,8 @@ Tensor workspace(int64_t N, int64_t C, int64_t HW, Device dev) {
 
 // pool (or null): a max pool over pool[0] x pool[1] windows with that stride follows the ReLU.
 Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-          Tensor running_var, bool training, double momentum, double eps, bool relu, const Pair* pool_arg = nullptr) {
+          Tensor running_var, bool training, double momentum, double eps, bool relu, Tensor batches_tracked,
+          const Pair* pool_arg = nullptr) {
   detail::check_input(op, "input", x);
   VOLT_CHECK(x.dim() >= 2, op, ": input must be [N, C, ...], got shape ", shape_str(x.shape()));
   const bool pooled = pool_arg != nullptr;
@@ -50,13 +51,18 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
              shape_str(x.shape()));
   VOLT_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   VOLT_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
+  VOLT_CHECK(!batches_tracked.defined() || (batches_tracked.numel() == 1 && batches_tracked.dtype() == DType::I64), op,
+             ": num_batches_tracked must be a one-element int64 tensor");
   const Device dev = detail::common_device(op, {{"input", x}, {"weight", weight}, {"bias", bias},
-                                               {"running_mean", running_mean}, {"running_var", running_var}});
+                                               {"running_mean", running_mean}, {"running_var", running_var},
+                                               {"num_batches_tracked", batches_tracked}});
   // The fused pool is a CUDA kernel (for windows of at most 256 positions); elsewhere it is the two ops.
   if (pooled && (!dev.is_cuda() || pool[0] * pool[1] > 256))
-    return max_pool2d(bn(op, x, weight, bias, running_mean, running_var, training, momentum, eps, true), pool, pool);
+    return max_pool2d(
+        bn(op, x, weight, bias, running_mean, running_var, training, momentum, eps, true, batches_tracked), pool, pool);
   if (detail::cpu_low_precision(x))
-    return cast(bn(op, cast(x, DType::F32), weight, bias, running_mean, running_var, training, momentum, eps, relu),
+    return cast(bn(op, cast(x, DType::F32), weight, bias, running_mean, running_var, training, momentum, eps, relu,
+                   batches_tracked),
                 x.dtype());
   const bool gpu = dev.is_cuda();
   const DType dt = x.dtype();
@@ -72,22 +78,28 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
   if (training) {
     Tensor var_unbiased = Tensor::empty({C}, DType::F32, dev);
     if (gpu) {
+      // The running statistics and the batch count are updated by the statistics' own launch.
+      cuda::BnRunning run;
+      run.momentum = momentum;
+      if (running_mean.defined()) {
+        run.mean = running_mean.data<float>();
+        run.var = running_var.data<float>();
+      }
+      if (batches_tracked.defined()) run.batches_tracked = batches_tracked.data<int64_t>();
       VOLT_CUDA_ONLY(void* s = detail::stream_of(x); Tensor ws = workspace(N, C, HW, dev);
                      if (pooled) cuda::batch_norm_relu_pool_forward_train(
                          detail::ft(x), ps, x.raw_data(), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
-                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), ws.raw_data(), s);
+                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s);
                      else cuda::batch_norm_forward_train(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta, eps, relu,
                                                          y.raw_data(), mean.data<float>(), invstd.data<float>(),
-                                                         var_unbiased.data<float>(), ws.raw_data(), s);
-                     if (running_mean.defined())
-                       cuda::batch_norm_update_running(C, running_mean.data<float>(), running_var.data<float>(),
-                                                       mean.data<float>(), var_unbiased.data<float>(), momentum, s));
+                                                         var_unbiased.data<float>(), run, ws.raw_data(), s));
     } else {
       cpu::batch_norm_forward_train(N, C, HW, x.data<float>(), gamma, beta, eps, relu, y.data<float>(),
                                     mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>());
       if (running_mean.defined())
         cpu::batch_norm_update_running(C, running_mean.data<float>(), running_var.data<float>(), mean.data<float>(),
                                        var_unbiased.data<float>(), momentum);
+      if (batches_tracked.defined()) ++*batches_tracked.data<int64_t>();
     }
   } else {
     // Statistics for backward are the running ones, frozen now (a later update must not change them).
@@ -145,19 +157,22 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean, Tensor running_var,
-                  bool training, double momentum, double eps) {
-  return bn("batch_norm", x, weight, bias, running_mean, running_var, training, momentum, eps, false);
+                  bool training, double momentum, double eps, Tensor num_batches_tracked) {
+  return bn("batch_norm", x, weight, bias, running_mean, running_var, training, momentum, eps, false,
+            num_batches_tracked);
 }
 
 Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                       Tensor running_var, bool training, double momentum, double eps) {
-  return bn("batch_norm_relu", x, weight, bias, running_mean, running_var, training, momentum, eps, true);
+                       Tensor running_var, bool training, double momentum, double eps, Tensor num_batches_tracked) {
+  return bn("batch_norm_relu", x, weight, bias, running_mean, running_var, training, momentum, eps, true,
+            num_batches_tracked);
 }
 
 Tensor batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                                  Tensor running_var, bool training, Pair pool, double momentum, double eps) {
+                                  Tensor running_var, bool training, Pair pool, double momentum, double eps,
+                                  Tensor num_batches_tracked) {
   return bn("batch_norm_relu_max_pool2d", x, weight, bias, running_mean, running_var, training, momentum, eps, true,
-            &pool);
+            num_batches_tracked, &pool);
 }
 
 }  // namespace volt

@@ -66,8 +66,8 @@ void batch_norm_forward_eval(int64_t N, int64_t C, int64_t HW, const float* x, c
 void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
                                const float* batch_var_unbiased, double momentum) {
   for (int64_t c = 0; c < C; ++c) {
-    running_mean[c] = float((1.0 - momentum) * running_mean[c] + momentum * batch_mean[c]);
-    running_var[c] = float((1.0 - momentum) * running_var[c] + momentum * batch_var_unbiased[c]);
+    running_mean[c] = bn_running_update(running_mean[c], batch_mean[c], momentum);
+    running_var[c] = bn_running_update(running_var[c], batch_var_unbiased[c], momentum);
   }
 }
 

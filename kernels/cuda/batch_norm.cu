@@ -86,7 +86,8 @@ __global__ void bn_partial_stats_kernel(Nchw d, const T* x, int64_t chunks, doub
 template <class T>
 __global__ void bn_finish_stats_kernel(int64_t N, int64_t C, int64_t HW, const T* x, int64_t chunks,
                                        const double* part, const float* gamma, const float* beta, double eps,
-                                       float* save_mean, float* save_invstd, float* var_unbiased, BnAffine* aff) {
+                                       float* save_mean, float* save_invstd, float* var_unbiased, BnRunning run,
+                                       BnAffine* aff) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
   const int64_t M = N * HW;
@@ -98,9 +99,16 @@ __global__ void bn_finish_stats_kernel(int64_t N, int64_t C, int64_t HW, const T
   const double shift = load_f(x[c * HW]);
   const double mean_shifted = s / double(M);
   const double var = fmax(0.0, s2 / double(M) - mean_shifted * mean_shifted);
-  save_mean[c] = float(shift + mean_shifted);
+  const float mean = float(shift + mean_shifted);
+  const float unbiased = M > 1 ? float(var * double(M) / double(M - 1)) : float(var);
+  save_mean[c] = mean;
   save_invstd[c] = float(1.0 / sqrt(var + eps));
-  if (var_unbiased) var_unbiased[c] = M > 1 ? float(var * double(M) / double(M - 1)) : float(var);
+  if (var_unbiased) var_unbiased[c] = unbiased;
+  if (run.mean) {
+    run.mean[c] = bn_running_update(run.mean[c], mean, run.momentum);
+    run.var[c] = bn_running_update(run.var[c], unbiased, run.momentum);
+  }
+  if (run.batches_tracked && c == 0) ++*run.batches_tracked;
   aff[c] = bn_affine(save_mean[c], save_invstd[c], gamma, beta, c);
 }
 
@@ -119,14 +127,6 @@ __global__ void bn_forward_eval_kernel(int64_t total, Nchw d, const T* x, const 
     const int64_t c = channel_of(t, d);
     y[t] = store_f<T>(relu_if(affine(load_f(x[t]), bn_affine(rm[c], invstd[c], gamma, beta, c)), relu));
   }
-}
-
-__global__ void bn_update_running_kernel(int64_t C, float* rm, float* rv, const float* mean, const float* var,
-                                         double momentum) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[c]);
-  rv[c] = float((1.0 - momentum) * rv[c] + momentum * var[c]);
 }
 
 // Backward in three launches like the forward: partial sums of dy (through the ReLU's mask) and
@@ -339,7 +339,7 @@ namespace {
 // The batch statistics and the per-channel affine (in the workspace, returned) of a training forward.
 BnAffine* train_statistics(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                            const float* beta, double eps, float* save_mean, float* save_invstd,
-                           float* batch_var_unbiased, void* workspace, void* stream) {
+                           float* batch_var_unbiased, const BnRunning& running, void* workspace, void* stream) {
   VOLT_CHECK(C <= 65535, "batch_norm on CUDA: at most 65535 channels (grid y), got ", C);
   const Layout l = layout(N, C, HW);
   auto* part = static_cast<double*>(workspace);
@@ -347,7 +347,7 @@ BnAffine* train_statistics(FType t, int64_t N, int64_t C, int64_t HW, const void
   VOLT_FTYPE_T(t, launch(bn_partial_stats_kernel<T>, dim3(unsigned(l.chunks), unsigned(C)), kStatThreads, 0, stream,
                          nchw(N, C, HW), x, l.chunks, part);
                launch(bn_finish_stats_kernel<T>, grid_for(C), kThreads, 0, stream, N, C, HW, x, l.chunks, part, gamma,
-                      beta, eps, save_mean, save_invstd, batch_var_unbiased, aff));
+                      beta, eps, save_mean, save_invstd, batch_var_unbiased, running, aff));
   return aff;
 }
 
@@ -360,21 +360,22 @@ void check_pool_shape(const BnPoolShape& s) {
 
 void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                               const float* beta, double eps, bool relu, void* y, float* save_mean, float* save_invstd,
-                              float* batch_var_unbiased, void* workspace, void* stream) {
+                              float* batch_var_unbiased, const BnRunning& running, void* workspace, void* stream) {
   if (C == 0) return;
   const BnAffine* aff = train_statistics(t, N, C, HW, x, gamma, beta, eps, save_mean, save_invstd, batch_var_unbiased,
-                                         workspace, stream);
+                                         running, workspace, stream);
   VOLT_FTYPE_T(t, launch(bn_apply_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, nchw(N, C, HW), x,
                          aff, relu, y));
 }
 
 void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                         const float* beta, double eps, void* y, uint8_t* window, float* save_mean,
-                                        float* save_invstd, float* batch_var_unbiased, void* workspace, void* stream) {
+                                        float* save_invstd, float* batch_var_unbiased, const BnRunning& running,
+                                        void* workspace, void* stream) {
   check_pool_shape(s);
   if (s.N * s.C == 0) return;
   const BnAffine* aff = train_statistics(t, s.N, s.C, s.H * s.W, x, gamma, beta, eps, save_mean, save_invstd,
-                                         batch_var_unbiased, workspace, stream);
+                                         batch_var_unbiased, running, workspace, stream);
   const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
   VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
                          window));
@@ -426,13 +427,6 @@ void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const vo
                          gamma, beta, running_mean, invstd, relu, y));
 }
 
-void batch_norm_update_running(int64_t C, float* running_mean, float* running_var, const float* batch_mean,
-                               const float* batch_var_unbiased, double momentum, void* stream) {
-  if (C == 0) return;
-  launch(bn_update_running_kernel, grid_for(C), kThreads, 0, stream, C, running_mean, running_var, batch_mean,
-         batch_var_unbiased, momentum);
-}
-
 void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
                          const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
                          float* dgamma, float* dbeta, void* workspace, void* stream) {
@@ -445,8 +439,8 @@ void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* 
                          nchw(N, C, HW), dy, x, gamma, beta, mean, invstd, relu, l.chunks, part);
                launch(bn_finish_grad_kernel, grid_for(C), kThreads, 0, stream, N * HW, C, l.chunks, part, gamma, beta,
                       mean, invstd, training, dgamma, dbeta, coef);
-               if (dx) launch(bn_dx_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, nchw(N, C, HW), dy, x,
-                              mean, coef, training, relu, dx));
+               if (dx) launch(bn_dx_kernel<T>, grid_for(N * C * HW), kThreads, 0, stream, N * C * HW, nchw(N, C, HW),
+                              dy, x, mean, coef, training, relu, dx));
 }
 
 void channel_sum(FType t, int64_t N, int64_t C, int64_t HW, const void* x, void* out, void* workspace, void* stream) {

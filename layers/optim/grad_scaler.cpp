@@ -34,7 +34,8 @@ void GradScaler::write_device() {
   if (!scale_t_.defined()) return;
   scale_t_.fill_(scale_);
   inv_scale_t_.fill_(cpu::inverse_scale(scale_));
-  if (counts_t_.defined()) counts_t_.copy_(Tensor::from_labels({counts_.growth_tracker, counts_.skipped, counts_.steps}));
+  if (counts_t_.defined())
+    counts_t_.copy_(Tensor::from_labels({counts_.growth_tracker, counts_.skipped, counts_.steps}));
   stale_ = false;
 }
 

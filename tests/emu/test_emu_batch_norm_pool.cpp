@@ -31,20 +31,30 @@ TEST_CASE("emu batch_norm: training forward (+ReLU), running statistics and back
         Guarded<float> gg(gamma), gbt(beta), m1{C}, s1{C}, v1{C};
         std::vector<float> y2(n), m2(C), s2(C), v2(C);
         Guarded<uint8_t> ws{cuda::batch_norm_workspace_bytes(c.N, c.C, c.HW)};
+        Guarded<float> rm1(C, 0.1f), rv1(C, 0.9f);
+        Guarded<int64_t> tracked(1, int64_t(41));
+        cuda::BnRunning run;
+        run.mean = rm1.data();
+        run.var = rv1.data();
+        run.momentum = 0.1;
+        run.batches_tracked = tracked.data();
         cuda::batch_norm_forward_train(t, c.N, c.C, c.HW, gx.data(), gg.data(), gbt.data(), 1e-5, relu, y1.data(),
-                                       m1.data(), s1.data(), v1.data(), ws.data(), nullptr);
+                                       m1.data(), s1.data(), v1.data(), run, ws.data(), nullptr);
         cpu::batch_norm_forward_train(c.N, c.C, c.HW, x.data(), gamma.data(), beta.data(), 1e-5, relu, y2.data(),
                                       m2.data(), s2.data(), v2.data());
         check_near(m1.vec(), m2, 1e-6, 1e-6, "save_mean");
         check_near(s1.vec(), s2, 1e-6, 1e-5, "save_invstd");
         check_near(v1.vec(), v2, 1e-6, 1e-5, "unbiased variance");
         check_near(y1.values(), round_to(t, y2), atol_for(t), rtol_for(t), "y");
-        Guarded<float> rm1(C, 0.1f), rv1(C, 0.9f);
+        // The running statistics, updated in the statistics' launch from the kernel's own batch statistics,
+        // as the CPU updates them; the batch count advanced once.
         std::vector<float> rm2(C, 0.1f), rv2(C, 0.9f);
-        cuda::batch_norm_update_running(c.C, rm1.data(), rv1.data(), m2.data(), v2.data(), 0.1, nullptr);
-        cpu::batch_norm_update_running(c.C, rm2.data(), rv2.data(), m2.data(), v2.data(), 0.1);
+        const std::vector<float> kernel_mean = m1.vec(), kernel_var = v1.vec();
+        cpu::batch_norm_update_running(c.C, rm2.data(), rv2.data(), kernel_mean.data(), kernel_var.data(), 0.1);
         check_bitwise(rm1.vec(), rm2, "running_mean");
         check_bitwise(rv1.vec(), rv2, "running_var");
+        CHECK(tracked[0] == 42);
+        CHECK((rm1.guards_intact() && rv1.guards_intact() && tracked.guards_intact()));
         // Backward from the CPU's statistics, so that both recompute the same ReLU mask.
         Guarded<float> gm(m2), gs(s2);
         for (bool with_dx : {true, false}) {
@@ -166,7 +176,8 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
           Guarded<float> m1{C}, s1{C}, v1{C};
           std::vector<float> yfull(n), m2(C), s2(C), v2(C);
           cuda::batch_norm_relu_pool_forward_train(t, bs, gx.data(), gg.data(), gbt.data(), 1e-5, y1.data(),
-                                                   win1.data(), m1.data(), s1.data(), v1.data(), ws.data(), nullptr);
+                                                   win1.data(), m1.data(), s1.data(), v1.data(), cuda::BnRunning{},
+                                                   ws.data(), nullptr);
           cpu::batch_norm_forward_train(c.N, c.C, HW, x.data(), gamma.data(), beta.data(), 1e-5, true, yfull.data(),
                                         m2.data(), s2.data(), v2.data());
           check_near(m1.vec(), m2, 1e-6, 1e-6, "save_mean");
@@ -186,8 +197,8 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
         // The reference: batch_norm_relu with the same statistics, stored in the type, then max_pool2d.
         std::vector<float> yfull(n), y2(m);
         std::vector<int32_t> idx2(m);
-        cpu::batch_norm_forward_eval(c.N, c.C, HW, x.data(), gamma.data(), beta.data(), mean.data(), invstd.data(), true,
-                                     yfull.data());
+        cpu::batch_norm_forward_eval(c.N, c.C, HW, x.data(), gamma.data(), beta.data(), mean.data(), invstd.data(),
+                                     true, yfull.data());
         yfull = round_to(t, yfull);
         cpu::max_pool2d_forward(ps, yfull.data(), y2.data(), idx2.data());
         check_bitwise(y1.values(), y2, "pooled output");

@@ -129,7 +129,7 @@ void add_batch_norm(std::vector<OpCase>& t, const std::string& name, Shape xs, b
       rv = training ? in[rm_at + 1].clone() : in[rm_at + 1];
     }
     return (relu ? batch_norm_relu : batch_norm)(in[0], affine ? in[1] : Tensor(), affine ? in[2] : Tensor(), rm, rv,
-                                                 training, 0.1, eps);
+                                                 training, 0.1, eps, Tensor());
   };
   c.reference = [affine, training, have_running, rm_at, eps, relu](const std::vector<Tensor>& in) {
     Reference r = ref_batch_norm(in[0], affine ? &in[1] : nullptr, affine ? &in[2] : nullptr,
