@@ -72,7 +72,7 @@ void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const v
 void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, void* stream);
 void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                              const float* beta, const float* running_mean, const float* invstd, bool relu, void* y,
-                             void* stream);
+                             void* workspace, void* stream);
 void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,
                          const float* beta, const float* mean, const float* invstd, bool training, bool relu, void* dx,
                          float* dgamma, float* dbeta, void* workspace, void* stream);

@@ -107,14 +107,13 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
     if (gpu) {
       VOLT_CUDA_ONLY(void* s = detail::stream_of(x);
                      cuda::batch_norm_invstd(C, running_var.data<float>(), eps, invstd.data<float>(), s);
-                     if (pooled) {
-                       Tensor ws = workspace(N, C, HW, dev);
-                       cuda::batch_norm_relu_pool_forward_eval(detail::ft(x), ps, x.raw_data(), gamma, beta,
-                                                               mean.data<float>(), invstd.data<float>(), y.raw_data(),
-                                                               window.data<uint8_t>(), ws.raw_data(), s);
-                     } else cuda::batch_norm_forward_eval(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta,
-                                                          mean.data<float>(), invstd.data<float>(), relu, y.raw_data(),
-                                                          s));
+                     Tensor ws = workspace(N, C, HW, dev);
+                     if (pooled) cuda::batch_norm_relu_pool_forward_eval(
+                         detail::ft(x), ps, x.raw_data(), gamma, beta, mean.data<float>(), invstd.data<float>(),
+                         y.raw_data(), window.data<uint8_t>(), ws.raw_data(), s);
+                     else cuda::batch_norm_forward_eval(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta,
+                                                        mean.data<float>(), invstd.data<float>(), relu, y.raw_data(),
+                                                        ws.raw_data(), s));
     } else {
       cpu::batch_norm_invstd(C, running_var.data<float>(), eps, invstd.data<float>());
       cpu::batch_norm_forward_eval(N, C, HW, x.data<float>(), gamma, beta, mean.data<float>(), invstd.data<float>(),

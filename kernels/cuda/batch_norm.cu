@@ -120,15 +120,6 @@ __global__ void bn_apply_kernel(int64_t total, Nchw d, const T* x, const BnAffin
   }
 }
 
-template <class T>
-__global__ void bn_forward_eval_kernel(int64_t total, Nchw d, const T* x, const float* gamma, const float* beta,
-                                       const float* rm, const float* invstd, bool relu, T* y) {
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = channel_of(t, d);
-    y[t] = store_f<T>(relu_if(affine(load_f(x[t]), bn_affine(rm[c], invstd[c], gamma, beta, c)), relu));
-  }
-}
-
 // Backward in three launches like the forward: partial sums of dy (through the ReLU's mask) and
 // dy * (x - mean) per (chunk, channel); per channel the gradients of gamma and beta and the dx
 // coefficients; then dx element-wise.
@@ -420,11 +411,14 @@ void batch_norm_invstd(int64_t C, const float* var, double eps, float* invstd, v
 
 void batch_norm_forward_eval(FType t, int64_t N, int64_t C, int64_t HW, const void* x, const float* gamma,
                              const float* beta, const float* running_mean, const float* invstd, bool relu, void* y,
-                             void* stream) {
+                             void* workspace, void* stream) {
   const int64_t total = N * C * HW;
   if (total == 0) return;
-  VOLT_FTYPE_T(t, launch(bn_forward_eval_kernel<T>, grid_for(total), kThreads, 0, stream, total, nchw(N, C, HW), x,
-                         gamma, beta, running_mean, invstd, relu, y));
+  // The affine once per channel (in double, bn_affine), then the element-wise pass of training.
+  auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + layout(N, C, HW).coef_offset);
+  launch(bn_eval_affine_kernel, grid_for(C), kThreads, 0, stream, C, gamma, beta, running_mean, invstd, aff);
+  VOLT_FTYPE_T(t, launch(bn_apply_kernel<T>, grid_for(total), kThreads, 0, stream, total, nchw(N, C, HW), x, aff, relu,
+                         y));
 }
 
 void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* dy, const void* x, const float* gamma,

@@ -8,6 +8,7 @@
 #include "kernels/cuda/handles.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/num.cuh"
+#include "kernels/fast_div.h"
 #include "kernels/linear.h"
 #include "kernels/reduce.h"
 
@@ -21,10 +22,9 @@ using detail::kThreads;
 namespace {
 
 template <class T>
-__global__ void bias_rows_kernel(int64_t M, int64_t out, const T* b, T* y) {
-  const int64_t total = M * out;
+__global__ void bias_rows_kernel(int64_t total, FastDiv out, const T* b, T* y) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x)
-    y[t] = b[t % out];
+    y[t] = b[out.mod(t)];
 }
 
 int to_int(int64_t v, const char* what) {
@@ -56,7 +56,8 @@ void gemm(void* stream, FType t, cublasOperation_t ta, cublasOperation_t tb, int
 void linear_forward(FType t, int64_t M, int64_t in, int64_t out, const void* x, const void* w, const void* b, void* y,
                     void* stream) {
   const int m = to_int(out, "out_features"), n = to_int(M, "batch"), k = to_int(in, "in_features");
-  if (b) VOLT_FTYPE_T(t, launch(bias_rows_kernel<T>, grid_for(M * out), kThreads, 0, stream, M, out, b, y));
+  if (b && M * out > 0)
+    VOLT_FTYPE_T(t, launch(bias_rows_kernel<T>, grid_for(M * out), kThreads, 0, stream, M * out, FastDiv(out), b, y));
   gemm(stream, t, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, w, k, x, k, b ? 1.f : 0.f, y, m);
 }
 

@@ -92,11 +92,18 @@ TEST_CASE("emu batch_norm: evaluation forward (+ReLU) and backward with the runn
       check_bitwise(is1.vec(), is2, "invstd");
       TypedBuf gx(t, x), gdy(t, dy), y1(t, n), dx1(t, n);
       std::vector<float> y2(n), dx2(n);
+      Guarded<uint8_t> ws{cuda::batch_norm_workspace_bytes(N, C, HW)};
       cuda::batch_norm_forward_eval(t, N, C, HW, gx.data(), nullptr, nullptr, grm.data(), is1.data(), relu, y1.data(),
-                                    nullptr);
+                                    ws.data(), nullptr);
       cpu::batch_norm_forward_eval(N, C, HW, x.data(), nullptr, nullptr, rm.data(), is2.data(), relu, y2.data());
       check_bitwise(y1.values(), round_to(t, y2), "eval forward without affine");
-      Guarded<uint8_t> ws{cuda::batch_norm_workspace_bytes(N, C, HW)};
+      const auto gamma = random_floats(size_t(C), 45, 0.5f, 1.5f), beta = random_floats(size_t(C), 46);
+      Guarded<float> gg(gamma), gb(beta);
+      cuda::batch_norm_forward_eval(t, N, C, HW, gx.data(), gg.data(), gb.data(), grm.data(), is1.data(), relu,
+                                    y1.data(), ws.data(), nullptr);
+      cpu::batch_norm_forward_eval(N, C, HW, x.data(), gamma.data(), beta.data(), rm.data(), is2.data(), relu,
+                                   y2.data());
+      check_bitwise(y1.values(), round_to(t, y2), "eval forward with affine");
       cuda::batch_norm_backward(t, N, C, HW, gdy.data(), gx.data(), nullptr, nullptr, grm.data(), is1.data(), false,
                                 relu, dx1.data(), nullptr, nullptr, ws.data(), nullptr);
       cpu::batch_norm_backward(N, C, HW, dy.data(), x.data(), nullptr, nullptr, rm.data(), is2.data(), false, relu,

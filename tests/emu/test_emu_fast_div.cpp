@@ -45,7 +45,7 @@ TEST_CASE("FastDiv equals / and % for divisors near powers of two and random 63-
     for (int i = 0; i < 2000 && ok; ++i) {
       const int64_t n = int64_t(rng() >> (1 + rng() % 63)), multiple = n / d * d;
       // n, the multiple of d at or below it, and the last value before the next multiple
-      ok = agrees(f, n) && agrees(f, multiple) && (multiple > INT64_MAX - (d - 1) || agrees(f, multiple + d - 1));
+      ok = agrees(f, n) && agrees(f, multiple) && (multiple > INT64_MAX - (d - 1) || agrees(f, multiple + (d - 1)));
     }
     INFO("divisor " << d);
     REQUIRE(ok);
