@@ -42,5 +42,7 @@ volt_find_lib() {
 
 # Whether the dynamic linker finds every library (and symbol version, e.g. GLIBCXX_3.4.32) EXE needs.
 volt_loads() {
-  ! ldd "$1" 2>&1 | grep -q 'not found'
+  local deps  # captured: `ldd | grep -q` fails under pipefail when grep stops reading early
+  deps="$(ldd "$1" 2>&1 || true)"
+  ! grep -q 'not found' <<<"$deps"
 }

@@ -7,7 +7,7 @@
 set -euo pipefail
 need=()
 for pkg in g++ make cmake libopenblas-dev doctest-dev zlib1g-dev libstb-dev libcurl4-openssl-dev libarchive-dev python3 python3-pip openmpi-bin libopenmpi-dev; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+  [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "install_deps: installing ${need[*]}"

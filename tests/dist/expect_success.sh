@@ -10,9 +10,10 @@ shift
 out="$(timeout -k 5 "$bound" "$@" 2>&1)"
 rc=$?
 printf '%s\n' "$out"
-if [ "$rc" -eq 77 ] || printf '%s\n' "$out" | grep -q '^SKIPPED:'; then exit 77; fi
+# Here-strings, not pipes: under pipefail, `printf | grep -q` fails when grep stops reading early.
+if [ "$rc" -eq 77 ] || grep -q '^SKIPPED:' <<<"$out"; then exit 77; fi
 if [ "$rc" -ne 0 ]; then echo "expect_success: FAILED: exit status $rc" >&2; exit 1; fi
 for p in "${patterns[@]}"; do
-  if ! printf '%s\n' "$out" | grep -Eq "$p"; then echo "expect_success: FAILED: no line matches /$p/" >&2; exit 1; fi
+  if ! grep -Eq "$p" <<<"$out"; then echo "expect_success: FAILED: no line matches /$p/" >&2; exit 1; fi
 done
 echo "expect_success: passed"

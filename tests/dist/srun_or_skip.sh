@@ -17,7 +17,8 @@ case "$state" in
   *) skip "no Slurm cluster answers (state '${state}'); start one with tools/slurm/local_cluster.sh start" ;;
 esac
 mpi=()
-srun --mpi=list 2>&1 | grep -qw pmix && mpi=(--mpi=pmix)
+mpi_types="$(srun --mpi=list 2>&1 || true)"  # captured: `srun | grep -q` fails under pipefail when grep stops early
+grep -qw pmix <<<"$mpi_types" && mpi=(--mpi=pmix)
 # Environment variables of mpirun must not leak into srun's tasks.
 unset OMPI_COMM_WORLD_SIZE OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_LOCAL_RANK OMPI_COMM_WORLD_LOCAL_SIZE
 exec timeout -k 5 "$bound" srun "${mpi[@]}" --kill-on-bad-exit=0 "$@"

@@ -28,7 +28,7 @@ pid_of() { cat "$state/pids/$1" 2>/dev/null || true; }
 install_packages() {
   local need=() pkg
   for pkg in slurm-wlm munge openmpi-bin libopenmpi-dev; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || need+=("$pkg")
   done
   [ ${#need[@]} -eq 0 ] && return 0
   log "installing ${need[*]} (apt-get)"
