@@ -1,8 +1,8 @@
 // CUDA graphs (engine/cuda_graph.h) on the GPU: a training step captured once and replayed gives the
 // eager run's parameters bit for bit in every precision (dropout offsets and the learning rate arrive
 // through device memory per replay; Adam's step counts and the loss scale live on the device), a step
-// with an Inf gradient is skipped on the device exactly as eagerly, replays allocate nothing, and a step that needs the host cannot be
-// captured. Label `gpu`: every case skips (exit 77) without a GPU.
+// with an Inf gradient is skipped on the device exactly as eagerly, replays allocate nothing, and a
+// step that needs the host cannot be captured. Label `gpu`: every case skips (exit 77) without a GPU.
 #include <doctest/doctest.h>
 
 #include <cmath>

@@ -209,7 +209,7 @@ TEST_CASE("gpu Trainer: a capture that fails after backward leaves no gradient o
 
 // 16-mixed on the GPU: the Inf step is skipped on the device (no host read per step); the per-step
 // scheduler, which must not advance on it, is the one place the host reads the flag.
-TEST_CASE("gpu Trainer 16-mixed: an Inf loss is skipped on the device, the per-step scheduler waits, the run says so") {
+TEST_CASE("gpu Trainer 16-mixed: an Inf loss is skipped on the device, the per-step scheduler waits, the run says") {
   require_gpu();
   for (bool graphs : {false, true}) {
     INFO((graphs ? "CUDA graphs" : "eager"));
@@ -230,7 +230,8 @@ TEST_CASE("gpu Trainer 16-mixed: an Inf loss is skipped on the device, the per-s
     const int64_t steps = t.global_step();
     CHECK(steps >= 4);
     CHECK(m.sched->last_epoch() == steps - 1);  // every step but the skipped one
-    CHECK(contains(q.os.str(), "Mixed precision (16-mixed): 1 of " + std::to_string(steps) + " optimizer steps skipped"));
+    CHECK(contains(q.os.str(),
+                   "Mixed precision (16-mixed): 1 of " + std::to_string(steps) + " optimizer steps skipped"));
     CHECK(contains(q.os.str(), "loss scale now 32768"));
     if (graphs) CHECK(contains(q.os.str(), "the training step is captured"));
   }
