@@ -142,6 +142,13 @@ VOLT_GPU_TABLE("mean")
 VOLT_GPU_TABLE("log_softmax")
 VOLT_GPU_TABLE("cross_entropy")
 
+// Backward of sum(y * R) on the CPU and of sum(yg * R) on the GPU, for one fixed random R.
+static void backward_projected(const Tensor& y, const Tensor& yg, uint64_t seed) {
+  const Tensor proj = vt::rand_tensor(y.shape(), seed);
+  sum(mul(y, proj)).backward();
+  sum(mul(yg, proj.to(kGpu))).backward();
+}
+
 // Shapes larger than the table's: several blocks per grid, long rows, the cuDNN/cuBLAS paths at sizes
 // where they pick other algorithms.
 TEST_CASE("gpu larger shapes: conv2d, linear, batch_norm, pools and reductions match the CPU") {
@@ -171,9 +178,7 @@ TEST_CASE("gpu larger shapes: conv2d, linear, batch_norm, pools and reductions m
   check_near(yg, y, 1e-4, 1e-4, "forward");
   check_near(rmg, rm, 1e-6, 1e-5, "running_mean");
   check_near(rvg, rv, 1e-6, 1e-5, "running_var");
-  const Tensor proj = vt::rand_tensor(y.shape(), 6);
-  sum(mul(y, proj)).backward();
-  sum(mul(yg, proj.to(kGpu))).backward();
+  backward_projected(y, yg, 6);
   check_near(xg.grad(), x.grad(), 1e-4, 1e-3, "dx");
   check_near(wg.grad(), w.grad(), 1e-3, 1e-3, "dw");
   check_near(bg.grad(), b.grad(), 1e-3, 1e-3, "db");
@@ -197,9 +202,7 @@ TEST_CASE("gpu larger shapes: conv2d, linear, batch_norm, pools and reductions m
     CHECK(y2g.shape() == Shape{16, 64, 14, 14});
     check_near(y2g, y2, 1e-4, 1e-4, "fused forward");
     check_near(rm2g, rm2, 1e-6, 1e-5, "fused running_mean");
-    const Tensor proj2 = vt::rand_tensor(y2.shape(), 17);
-    sum(mul(y2, proj2)).backward();
-    sum(mul(y2g, proj2.to(kGpu))).backward();
+    backward_projected(y2, y2g, 17);
     check_near(x2g.grad(), x2.grad(), 1e-4, 1e-3, "fused dx");
     check_near(w2g.grad(), w2.grad(), 1e-3, 1e-3, "fused dw");
     check_near(g2g.grad(), g2.grad(), 1e-3, 1e-3, "fused dgamma");
