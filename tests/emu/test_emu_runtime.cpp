@@ -69,6 +69,28 @@ __global__ void block_sum_kernel(const double* in, double* out) {
   if (threadIdx.x == 0) out[0] = s;
 }
 
+// c = a * b + c0 with the warp matrix operations; a and b in either memory layout (ld 24 halves).
+template <class LA, class LB>
+__global__ void wmma_product(const __half* a, const __half* b, const float* c0, float* c, int lda) {
+  nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __half, LA> fa;
+  nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __half, LB> fb;
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
+  nvcuda::wmma::load_matrix_sync(fa, a, unsigned(lda));
+  nvcuda::wmma::load_matrix_sync(fb, b, 24);
+  nvcuda::wmma::load_matrix_sync(acc, c0, 16, nvcuda::wmma::mem_row_major);
+  nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+  nvcuda::wmma::store_matrix_sync(c, acc, 16, nvcuda::wmma::mem_col_major);
+}
+
+// Only the first 16 lanes take part: undefined on the GPU.
+__global__ void wmma_half_warp(float* c) {
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
+  if (threadIdx.x < 16) {
+    nvcuda::wmma::fill_fragment(acc, 1.f);
+    nvcuda::wmma::store_matrix_sync(c, acc, 16, nvcuda::wmma::mem_row_major);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("emu runtime: every thread of a 3-D grid of 3-D blocks runs once with its own indices") {
@@ -163,4 +185,44 @@ TEST_CASE("emu runtime: the half and bfloat16 intrinsics convert as Volt does, f
     REQUIRE(__half_as_ushort(__float2half_rn(f)) == float_to_half(f));
     REQUIRE(__bfloat16_as_ushort(__float2bfloat16_rn(f)) == float_to_bf16(f));
   }
+}
+
+TEST_CASE("emu runtime: warp matrix operations multiply 16x16 tiles in both layouts and check their pointers") {
+  const auto av = random_floats(16 * 24, 11), bv = random_floats(16 * 24, 12), cv = random_floats(256, 13);
+  Guarded<__half> a(16 * 24), b(16 * 24);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = __float2half_rn(av[i]);
+    b[i] = __float2half_rn(bv[i]);
+  }
+  Guarded<float> c0(cv), c(256);
+  const auto at = [&](const Guarded<__half>& m, bool row_major, int r, int k) {
+    return __half2float(m[size_t(row_major ? r * 24 + k : k * 24 + r)]);
+  };
+  for (int layout = 0; layout < 4; ++layout) {
+    const bool a_row = layout & 1, b_row = layout & 2;
+    INFO("a " << (a_row ? "row" : "column") << "-major, b " << (b_row ? "row" : "column") << "-major");
+    using nvcuda::wmma::col_major;
+    using nvcuda::wmma::row_major;
+    auto k = a_row ? (b_row ? wmma_product<row_major, row_major> : wmma_product<row_major, col_major>)
+                   : (b_row ? wmma_product<col_major, row_major> : wmma_product<col_major, col_major>);
+    launch(k, 1, 32, 0, nullptr, a.data(), b.data(), c0.data(), c.data(), 24);
+    std::vector<float> want(256);
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 16; ++j) {
+        double sum = cv[size_t(i * 16 + j)];
+        for (int q = 0; q < 16; ++q) sum += double(at(a, a_row, i, q)) * at(b, !b_row, j, q);
+        want[size_t(j * 16 + i)] = float(sum);  // stored column-major
+      }
+    check_near(c.vec(), want, 1e-5, 1e-5, "c");
+  }
+  CHECK(c.guards_intact());
+  using K = void (*)(const __half*, const __half*, const float*, float*, int);
+  const K k = wmma_product<nvcuda::wmma::row_major, nvcuda::wmma::col_major>;
+  CHECK_THROWS_WITH_AS(launch(k, 1, 32, 0, nullptr, a.data() + 1, b.data(), c0.data(), c.data(), 24),
+                       doctest::Contains("not 32-byte aligned"), Error);
+  CHECK_THROWS_WITH_AS(launch(k, 1, 32, 0, nullptr, a.data(), b.data(), c0.data(), c.data(), 20),
+                       doctest::Contains("not a multiple of 16"), Error);
+  CHECK_THROWS_WITH_AS(launch(k, 1, 16, 0, nullptr, a.data(), b.data(), c0.data(), c.data(), 24),
+                       doctest::Contains("fewer than 32 lanes"), Error);
+  CHECK_THROWS_WITH_AS(launch(wmma_half_warp, 1, 32, 0, nullptr, c.data()), doctest::Contains("have exited"), Error);
 }

@@ -245,3 +245,103 @@ inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short b) { return __nv_bfloat
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return {__float2bfloat16(a), __float2bfloat16(b)}; }
 inline __nv_bfloat162 __float22bfloat162_rn(float2 v) { return __floats2bfloat162_rn(v.x, v.y); }
 inline float2 __bfloat1622float2(__nv_bfloat162 h) { return {__bfloat162float(h.x), __bfloat162float(h.y)}; }
+
+// Warp matrix operations (<mma.h>'s nvcuda::wmma) for 16x16x16 tiles of half or bfloat16 with float
+// accumulators. Each emulated thread holds the whole tile (the GPU spreads it over the warp in an
+// unspecified layout, so only whole-fragment use is portable: fill, load, store, mma, and the same
+// operation on every x[i]). Every call is warp-collective: it waits for all the warp's lanes and
+// reports lanes that pass different pointers, a pointer that is not 32-byte aligned or a leading
+// dimension that is not a multiple of 16 bytes (undefined on the GPU).
+namespace volt_emu {
+void warp_collective(const void* ptr, size_t ldm_bytes, const char* what);
+inline float wmma_load(float v) { return v; }
+inline float wmma_load(__half v) { return __half2float(v); }
+inline float wmma_load(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T>
+T wmma_store(float v);
+template <>
+inline float wmma_store<float>(float v) { return v; }
+template <>
+inline __half wmma_store<__half>(float v) { return __float2half(v); }
+template <>
+inline __nv_bfloat16 wmma_store<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+}  // namespace volt_emu
+
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K>
+struct frag_dims;
+template <int M, int N, int K>
+struct frag_dims<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct frag_dims<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct frag_dims<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
+
+// Element (r, c) of the tile is x[r * cols + c], whatever the fragment's layout.
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulator has the 16x16x16 shape only");
+  static constexpr int rows = frag_dims<Use, M, N, K>::rows, cols = frag_dims<Use, M, N, K>::cols;
+  static constexpr int num_elements = rows * cols;
+  T x[num_elements];
+};
+
+template <class Use, int M, int N, int K, class T, class L>
+void fill_fragment(fragment<Use, M, N, K, T, L>& f, const T& v) {
+  ::volt_emu::warp_collective(nullptr, 16, "wmma::fill_fragment");
+  for (auto& e : f.x) e = v;
+}
+
+// The tile from memory: row-major (element (r, c) at p[r * ldm + c]) or column-major (p[c * ldm + r]).
+template <class F, class T>
+void load_tile(F& f, const T* p, unsigned ldm, bool row_major_memory, const char* what) {
+  ::volt_emu::warp_collective(p, ldm * sizeof(T), what);
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = row_major_memory ? p[r * ldm + c] : p[c * ldm + r];
+}
+
+template <class Use, int M, int N, int K, class T, class L>
+void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsigned ldm) {
+  static_assert(!std::is_same<Use, accumulator>::value, "an accumulator load takes a layout_t");
+  load_tile(f, p, ldm, std::is_same<L, row_major>::value, "wmma::load_matrix_sync");
+}
+template <int M, int N, int K, class T>
+void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t layout) {
+  load_tile(f, p, ldm, layout == mem_row_major, "wmma::load_matrix_sync");
+}
+
+template <int M, int N, int K, class T>
+void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+  ::volt_emu::warp_collective(p, ldm * sizeof(T), "wmma::store_matrix_sync");
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c) (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * N + c];
+}
+
+// d = a * b + c, products and sums in float (the tensor cores' 16-bit products are exact in float).
+template <int M, int N, int K, class Tab, class LA, class LB, class Tc>
+void mma_sync(fragment<accumulator, M, N, K, Tc>& d, const fragment<matrix_a, M, N, K, Tab, LA>& a,
+              const fragment<matrix_b, M, N, K, Tab, LB>& b, const fragment<accumulator, M, N, K, Tc>& c) {
+  ::volt_emu::warp_collective(nullptr, 16, "wmma::mma_sync");
+  fragment<accumulator, M, N, K, Tc> out;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float s = ::volt_emu::wmma_load(c.x[i * N + j]);
+      for (int k = 0; k < K; ++k) s += ::volt_emu::wmma_load(a.x[i * K + k]) * ::volt_emu::wmma_load(b.x[k * N + j]);
+      out.x[i * N + j] = ::volt_emu::wmma_store<Tc>(s);
+    }
+  d = out;
+}
+}  // namespace nvcuda::wmma

@@ -58,7 +58,8 @@ struct Block {
   void (*call)(void*) = nullptr;
   void* arg = nullptr;
   std::vector<uint64_t> slots[2];  // [warp * 32 + lane] for each exchange parity
-  std::vector<unsigned char> smem;
+  std::vector<unsigned char> smem;  // the dynamic shared memory starts at the first 128-byte boundary
+  size_t smem_bytes = 0;
   std::string error;  // first error found; the launch throws it
 #if VOLT_EMU_ASAN
   const void* sched_stack_bottom = nullptr;
@@ -214,7 +215,9 @@ int lane_id() { return linear_tid(self()) & 31; }
 
 void* dynamic_smem() {
   if (!g_fiber) fail_outside_kernel("dynamic shared memory");
-  return g_block->smem.empty() ? nullptr : g_block->smem.data();
+  if (g_block->smem_bytes == 0) return nullptr;
+  const uintptr_t p = reinterpret_cast<uintptr_t>(g_block->smem.data());
+  return g_block->smem.data() + ((128 - p % 128) % 128);  // aligned as a GPU's shared window
 }
 
 void syncthreads() {
@@ -253,6 +256,28 @@ void warp_exchange(unsigned mask, const void* in, void* out, size_t bytes, int s
   std::memcpy(out, &slots[size_t(warp * 32 + src)], bytes);
 }
 
+// Every lane of the warp must call a warp matrix operation, with the same pointer; the pointer must be
+// 32-byte aligned and the leading dimension a multiple of 16 bytes.
+void warp_collective(const void* ptr, size_t ldm_bytes, const char* what) {
+  if (!g_fiber) fail_outside_kernel(what);
+  const int tid = linear_tid(g_fiber->ts), warp = tid / 32;
+  const unsigned lanes = existing_lanes(*g_block, warp);
+  if (lanes != 0xffffffffu)
+    note_error(::volt::detail::format(what, " in warp ", warp, " of a block of ", g_block->threads,
+                                      " threads, which has fewer than 32 lanes: undefined on the GPU"));
+  const uintptr_t mine = reinterpret_cast<uintptr_t>(ptr);
+  uintptr_t first = 0;
+  warp_exchange(lanes, &mine, &first, sizeof mine, 0);
+  if (first != mine)
+    note_error(::volt::detail::format(what, ": thread ", tid, " passes another pointer than its warp's lane 0 "
+                                      "(a warp-collective call must be uniform)"));
+  if (mine % 32 != 0)
+    note_error(::volt::detail::format(what, ": pointer ", ptr, " (thread ", tid, ") is not 32-byte aligned"));
+  if (ldm_bytes % 16 != 0)
+    note_error(::volt::detail::format(what, ": a leading dimension of ", ldm_bytes,
+                                      " bytes is not a multiple of 16 (thread ", tid, ")"));
+}
+
 void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem_bytes) {
   const int64_t threads = int64_t(block.x) * block.y * block.z;
   VOLT_CHECK(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
@@ -275,7 +300,8 @@ void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem
   const size_t warps = size_t((threads + 31) / 32);
   b.slots[0].assign(warps * 32, 0);
   b.slots[1].assign(warps * 32, 0);
-  b.smem.assign(smem_bytes, 0xCD);  // not zero: reading shared memory before writing it shows
+  b.smem.assign(smem_bytes + 128, 0xCD);  // not zero: reading shared memory before writing it shows
+  b.smem_bytes = smem_bytes;
   g_block = &b;
   struct Reset {
     ~Reset() {
