@@ -1,7 +1,8 @@
 // Per-op microbenchmark of the CUDA backend at the seed CNN's shapes (batch 128 by default): time per
 // call of each op's forward and backward, and the memory bandwidth that implies against the GPU's
-// theoretical peak (bytes moved is the op's minimum: inputs read once, outputs written once). A skeleton: it
-// times the eager ops (allocation included); fused and fp16 kernels will be added beside them.
+// theoretical peak (bytes moved is the op's minimum: inputs read once, outputs written once). It times
+// the eager ops (allocation included); fused kernels and the first layer's 16-bit forward (cuDNN and
+// Volt's own tensor-core kernel, in the same run) beside them.
 //   bench_ops_cuda [--batch 128] [--iters 50]
 #include <chrono>
 #include <cstdio>
@@ -86,6 +87,16 @@ int main(int argc, char** argv) {
 
     time_op("conv2d fwd 3->64 k5", double(x.numel() + w1.numel() + h1.numel()) * f, iters,
             [&] { (void)conv2d(x, w1, b1); });
+    // The first layer in float16, both kernels (the bias is a second pass after cuDNN, fused in Volt's).
+    {
+      const Tensor xh = cast(x, DType::F16), wh = cast(w1, DType::F16), bh = cast(b1, DType::F16);
+      const double bytes = double(x.numel() + w1.numel() + h1.numel()) * 2;
+      cuda_set_conv_own_kernel(ConvOwnKernel::Never);
+      time_op("conv2d fwd 3->64 k5 fp16 cuDNN", bytes, iters, [&] { (void)conv2d(xh, wh, bh); });
+      cuda_set_conv_own_kernel(ConvOwnKernel::Always);
+      time_op("conv2d fwd 3->64 k5 fp16 Volt", bytes, iters, [&] { (void)conv2d(xh, wh, bh); });
+      cuda_set_conv_own_kernel(ConvOwnKernel::Auto);
+    }
     time_op("batch_norm train fwd", 2 * act, iters, [&] { (void)batch_norm(h1, g, be, rm, rv, true); });
     time_op("batch_norm eval fwd", 2 * act, iters, [&] { (void)batch_norm(h1, g, be, rm, rv, false); });
     time_op("relu fwd", 2 * act, iters, [&] { (void)relu(h1); });

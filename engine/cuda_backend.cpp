@@ -11,6 +11,7 @@
 #include "engine/error.h"
 #include "volt/config.h"
 #if VOLT_HAVE_CUDA
+#include "kernels/conv2d.h"
 #include "kernels/cuda/device_query.h"
 #include "kernels/cuda/runtime.h"
 #endif
@@ -161,6 +162,8 @@ void cuda_empty_cache() {
   pinned().empty_cache();
 }
 
+void cuda_set_conv_own_kernel(ConvOwnKernel mode) { cuda::set_conv2d_own_kernel(mode); }
+
 Allocator& pinned_host_allocator() { return pinned(); }
 AllocatorStats pinned_memory_stats() { return pinned().stats(); }
 
@@ -192,6 +195,7 @@ CachingDeviceAllocator& cuda_caching_allocator(int) { no_cuda("cuda_caching_allo
 DeviceAllocatorStats cuda_memory_stats(int) { return {}; }
 void cuda_reset_peak_memory(int) {}
 void cuda_empty_cache() {}
+void cuda_set_conv_own_kernel(ConvOwnKernel) {}
 Allocator& pinned_host_allocator() { return host_allocator(); }
 AllocatorStats pinned_memory_stats() { return {}; }
 

@@ -8,6 +8,7 @@
 #include "engine/allocator.h"
 #include "engine/device.h"
 #include "engine/device_allocator.h"
+#include "kernels/conv2d.h"
 
 namespace volt {
 
@@ -50,6 +51,13 @@ CachingDeviceAllocator& cuda_caching_allocator(int index);
 DeviceAllocatorStats cuda_memory_stats(int index = 0);
 void cuda_reset_peak_memory(int index = 0);
 void cuda_empty_cache();  // every device, and the pinned host cache
+
+// Which forward kernel a 16-bit convolution with a small reduction (C*R*S <= 96, e.g. a first layer on
+// RGB images) runs: Auto (the default: Volt's own tensor-core kernel with the bias fused, or under
+// VOLT_CUDNN_FIND=1 the faster of it and cuDNN, timed once per shape), Never (cuDNN) or Always.
+// Overrides the VOLT_CONV_OWN variable (0 = Never, 1 = Always), for tests and benchmarks that time
+// or check both. Does nothing in a build without CUDA.
+void cuda_set_conv_own_kernel(ConvOwnKernel mode);
 
 // Page-locked host memory with per-size caching, for staging host<->device copies. A block must not
 // be freed while an asynchronous copy still reads or writes it.

@@ -15,6 +15,10 @@ struct Conv2dShape {
   int64_t P, Q;            // output height, width
 };
 
+// Which forward kernel a CUDA convolution that Volt's own kernel supports runs (see below): Auto (the
+// default rule), Never (cuDNN only) or Always (Volt's).
+enum class ConvOwnKernel { Auto, Never, Always };
+
 namespace cpu {
 // y = conv(x, w) + b (b may be null).
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y);
@@ -37,6 +41,14 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
                     void* stream);
 void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream);
 void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* stream);
+// Volt's own forward kernel (kernels/cuda/conv_igemm.cu): 16-bit storage, C*R*S <= 96, bias fused;
+// an implicit GEMM on the tensor cores with float accumulation. conv2d_forward uses it where it
+// applies unless VOLT_CONV_OWN=0 (or, under VOLT_CUDNN_FIND=1, cuDNN measured faster at the first call).
+bool conv2d_forward_own_supported(FType t, const Conv2dShape& s);
+void conv2d_forward_own(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
+                        void* stream);
+// Overrides VOLT_CONV_OWN for the process (engine/gpu.h's cuda_set_conv_own_kernel).
+void set_conv2d_own_kernel(ConvOwnKernel mode);
 // db = the sum of dy per output channel (batch_norm.h's channel_sum), with its workspace.
 void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* workspace, void* stream);
 }  // namespace volt::cuda

@@ -142,6 +142,32 @@ VOLT_GPU_TABLE("mean")
 VOLT_GPU_TABLE("log_softmax")
 VOLT_GPU_TABLE("cross_entropy")
 
+// The 16-bit conv2d entries with cuDNN only, then with Volt's own forward kernel wherever it applies
+// (kernels/cuda/conv_igemm.cu; the default rule uses it too), and the seed CNN's first layer at batch 256
+// both ways against the CPU's float32 on the same rounded values.
+TEST_CASE("gpu conv2d in 16 bits: cuDNN and Volt's own tensor-core forward kernel both match the CPU") {
+  require_gpu();
+  struct Restore {
+    ~Restore() { cuda_set_conv_own_kernel(ConvOwnKernel::Auto); }
+  } restore;
+  const Tensor x = vt::rand_tensor({256, 3, 32, 32}, 21), w = vt::rand_tensor({64, 3, 5, 5}, 22, -0.2f, 0.2f);
+  const Tensor b = vt::rand_tensor({64}, 23);
+  for (ConvOwnKernel mode : {ConvOwnKernel::Never, ConvOwnKernel::Always}) {
+    INFO((mode == ConvOwnKernel::Never ? "cuDNN only" : "Volt's own forward kernel"));
+    cuda_set_conv_own_kernel(mode);
+    run_table_on_gpu_16("conv2d");
+    for (DType dt : {DType::F16, DType::BF16}) {
+      INFO(dtype_name(dt));
+      const Tensor xr = cast(x, dt), wr = cast(w, dt), br = cast(b, dt);
+      const Tensor want = conv2d(cast(xr, DType::F32), cast(wr, DType::F32), cast(br, DType::F32));
+      const Tensor got = conv2d(xr.to(kGpu), wr.to(kGpu), br.to(kGpu), {1, 1}, {0, 0});
+      REQUIRE(got.dtype() == dt);
+      const bool half = dt == DType::F16;
+      check_near(cast(got, DType::F32), want, half ? 2e-3 : 2e-2, half ? 2e-3 : 1.6e-2, "first layer forward");
+    }
+  }
+}
+
 // Backward of sum(y * R) on the CPU and of sum(yg * R) on the GPU, for one fixed random R.
 static void backward_projected(const Tensor& y, const Tensor& yg, uint64_t seed) {
   const Tensor proj = vt::rand_tensor(y.shape(), seed);

@@ -2,8 +2,11 @@
 // float16/bfloat16 with tensor-core math and float32 accumulation. For each shape and type a plan
 // (descriptors and the three algorithms, picked by the cuDNN heuristics, or with VOLT_CUDNN_FIND=1 by
 // timing them once at the first call, like PyTorch's cudnn.benchmark) is built once and cached; one
-// workspace per device is reused and only grows. VOLT_CUDNN_VERBOSE=1 prints each plan.
+// workspace per device is reused and only grows. VOLT_CUDNN_VERBOSE=1 prints each plan. The forward
+// pass of a 16-bit convolution with a small reduction (C*R*S <= 96: the first layer) runs Volt's own
+// tensor-core kernel instead (conv_igemm.cu; VOLT_CONV_OWN, see own_policy).
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -50,6 +53,7 @@ struct Choice {
 struct Plan {
   FType type = FType::F32;
   bool found[3] = {false, false, false};  // VOLT_CUDNN_FIND: forward, backward data, backward filter timed
+  int own_fwd = -1;  // VOLT_CUDNN_FIND's timing of Volt's own forward kernel: -1 not yet, 0 cuDNN won, 1 own won
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
@@ -273,6 +277,48 @@ void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
                  int(out.algo), int(out.math), out.workspace);
 }
 
+// Volt's own forward kernel (conv_igemm.cu) for the shapes it supports: VOLT_CONV_OWN=0 never, =1
+// always; otherwise (auto) it is used, or with VOLT_CUDNN_FIND timed once against cuDNN's fastest.
+std::atomic<int> g_own_override{-1};
+ConvOwnKernel own_policy() {
+  const int o = g_own_override.load(std::memory_order_relaxed);
+  if (o >= 0) return ConvOwnKernel(o);
+  static const ConvOwnKernel env = [] {
+    const char* v = std::getenv("VOLT_CONV_OWN");
+    if (!v || !*v) return ConvOwnKernel::Auto;
+    if (std::strcmp(v, "0") == 0) return ConvOwnKernel::Never;
+    if (std::strcmp(v, "1") == 0) return ConvOwnKernel::Always;
+    VOLT_FAIL("VOLT_CONV_OWN=", v, ": expected 0 (cuDNN only) or 1 (Volt's own forward kernel where it applies); "
+              "unset lets Volt choose");
+  }();
+  return env;
+}
+
+// Milliseconds per call of f on `stream`, the mean of 3 after one warm-up (synchronises).
+template <class F>
+float time_ms(void* stream, F&& f) {
+  const auto st = static_cast<cudaStream_t>(stream);
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  float ms = 0.f;
+  try {
+    f();
+    CUDA_CHECK(cudaEventRecord(start, st));
+    for (int i = 0; i < 3; ++i) f();
+    CUDA_CHECK(cudaEventRecord(stop, st));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms / 3.f;
+}
+
 // Direction dir's workspace for the chosen algorithm; when the device cannot hold it, the direction
 // takes its fallback algorithm (little or no workspace) from now on, saying so once.
 template <class C, class Algo>
@@ -298,15 +344,34 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
                     void* stream) {
   Call c(t, s, stream);
   Plan& p = *c.plan;
+  const ConvOwnKernel policy = own_policy();
+  const bool own_ok = policy != ConvOwnKernel::Never && conv2d_forward_own_supported(t, s);
+  if (own_ok && (policy == ConvOwnKernel::Always || !find_enabled() || p.own_fwd == 1)) {
+    conv2d_forward_own(t, s, x, w, b, y, stream);  // the bias in the same pass
+    return;
+  }
   find_once(c, 0, p.fwd, kFallbackFwd, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, ask, got, perf, ws, bytes);
   });
   void* ws = workspace_for(c, 0, p.fwd, kFallbackFwd);
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
-  CUDNN_CHECK(cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
-                                      p.y, y));
-  // Volt's own kernel rather than cudnnAddTensor: one path for every storage type (bfloat16 included).
-  if (b) add_channel_bias(t, s.N, s.K, s.P * s.Q, b, y, stream);
+  const auto cudnn_forward = [&] {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
+    CUDNN_CHECK(cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
+                                        p.y, y));
+    // Volt's own kernel rather than cudnnAddTensor: one path for every storage type (bfloat16 included).
+    if (b) add_channel_bias(t, s.N, s.K, s.P * s.Q, b, y, stream);
+  };
+  if (own_ok && p.own_fwd < 0 && !stream_capturing(stream)) {
+    // VOLT_CUDNN_FIND: Volt's kernel against cuDNN's fastest (bias included), on the real buffers, once.
+    const float own_ms = time_ms(stream, [&] { conv2d_forward_own(t, s, x, w, b, y, stream); });
+    const float cudnn_ms = time_ms(stream, cudnn_forward);
+    p.own_fwd = own_ms <= cudnn_ms ? 1 : 0;
+    if (verbose())
+      std::fprintf(stderr, "volt conv2d find (%s, forward): Volt's kernel %.4f ms, cuDNN's %.4f ms: %s\n",
+                   ftype_name(t), double(own_ms), double(cudnn_ms), p.own_fwd ? "Volt's" : "cuDNN's");
+    if (p.own_fwd == 1) return conv2d_forward_own(t, s, x, w, b, y, stream);
+  }
+  cudnn_forward();
 }
 
 void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream) {
@@ -333,6 +398,8 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
                                              p.bwd_filter.workspace, &kZero, p.w, dw));
 }
+
+void set_conv2d_own_kernel(ConvOwnKernel mode) { g_own_override.store(int(mode), std::memory_order_relaxed); }
 
 void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* workspace, void* stream) {
   channel_sum(t, s.N, s.K, s.P * s.Q, dy, db, workspace, stream);  // db[k] = sum of dy over n, p, q

@@ -1,0 +1,72 @@
+// Volt's own tensor-core forward convolution (kernels/cuda/conv_igemm.cu), run by the CPU emulator
+// (with its warp matrix operations) against the CPU convolution, in float16 and bfloat16: partial
+// pixel and channel tiles, padding, strides, no bias, and the largest reduction it takes.
+#include "engine/error.h"
+#include "kernels/conv2d.h"
+#include "tests/emu/emu_util.h"
+
+using namespace volt;
+using namespace volt::emu_test;
+
+namespace {
+
+Conv2dShape shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t sh,
+                  int64_t sw, int64_t ph, int64_t pw) {
+  Conv2dShape s{N, C, H, W, K, R, S, sh, sw, ph, pw, 0, 0};
+  s.P = (H + 2 * ph - R) / sh + 1;
+  s.Q = (W + 2 * pw - S) / sw + 1;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("emu conv2d_forward_own: the tensor-core implicit GEMM matches the CPU convolution") {
+  struct Case {
+    const char* name;
+    Conv2dShape s;
+    bool bias;
+  };
+  const Case cases[] = {
+      {"seed CNN first layer, 3 images of 9x11 (a partial pixel tile)", shape(3, 3, 9, 11, 64, 5, 5, 1, 1, 2, 2), true},
+      {"one grey channel 5x5, stride 2, pad 1, 6 filters (MNIST-like)", shape(2, 1, 13, 12, 6, 5, 5, 2, 2, 1, 1), false},
+      {"3x3, stride 2x1, pad 0x1, 70 filters (two channel tiles)", shape(2, 2, 7, 9, 70, 3, 3, 2, 1, 0, 1), true},
+      {"reduction 96 (6 channels, 4x4), 16 filters", shape(1, 6, 6, 7, 16, 4, 4, 1, 1, 0, 0), true},
+      {"the kernel covers the input: one pixel per image", shape(5, 2, 3, 3, 5, 3, 3, 1, 1, 0, 0), true},
+      {"1x1, 4 channels, 130 pixels per image", shape(1, 4, 10, 13, 3, 1, 1, 1, 1, 0, 0), false},
+  };
+  for (FType t : {FType::F16, FType::BF16})
+    for (const Case& c : cases) {
+      INFO(ftype_name(t) << ": " << c.name);
+      const Conv2dShape& s = c.s;
+      REQUIRE(cuda::conv2d_forward_own_supported(t, s));
+      const size_t nx = size_t(s.N * s.C * s.H * s.W), nw = size_t(s.K * s.C * s.R * s.S), nk = size_t(s.K);
+      const size_t ny = size_t(s.N * s.K * s.P * s.Q);
+      const auto x = round_to(t, random_floats(nx, 61, -2.f, 2.f)), w = round_to(t, random_floats(nw, 62, -0.5f, 0.5f));
+      const auto b = round_to(t, random_floats(nk, 63, -1.f, 1.f));
+      TypedBuf gx(t, x), gw(t, w), gb(t, b), gy(t, std::vector<float>(ny, 1234.f));
+      cuda::conv2d_forward_own(t, s, gx.data(), gw.data(), c.bias ? gb.data() : nullptr, gy.data(), nullptr);
+      std::vector<float> want(ny);
+      cpu::conv2d_forward(s, x.data(), w.data(), c.bias ? b.data() : nullptr, want.data());
+      // One rounding to the 16-bit type apart (the sums' order differs), absolute near zero.
+      const double atol = t == FType::F16 ? 2e-3 : 2e-2, rtol = t == FType::F16 ? 1e-3 : 8e-3;
+      check_near(gy.values(), round_to(t, want), atol, rtol, "y");
+      CHECK(gx.guards_intact());
+      CHECK(gy.guards_intact());
+    }
+}
+
+TEST_CASE("emu conv2d_forward_own: which shapes it takes, and a clear error for the others") {
+  const Conv2dShape first = shape(128, 3, 32, 32, 64, 5, 5, 1, 1, 0, 0), second = shape(128, 64, 14, 14, 32, 5, 5, 1, 1, 0, 0);
+  CHECK(cuda::conv2d_forward_own_supported(FType::F16, first));
+  CHECK(cuda::conv2d_forward_own_supported(FType::BF16, first));
+  CHECK_FALSE(cuda::conv2d_forward_own_supported(FType::F32, first));  // float32 stays on cuDNN's FMA math (no TF32)
+  CHECK_FALSE(cuda::conv2d_forward_own_supported(FType::F16, second));  // reduction 1600
+  CHECK_FALSE(cuda::conv2d_forward_own_supported(FType::F16, shape(1, 97, 3, 3, 4, 1, 1, 1, 1, 0, 0)));
+  std::vector<uint16_t> buf(64 * 97 * 9);
+  try {
+    cuda::conv2d_forward_own(FType::F16, second, buf.data(), buf.data(), nullptr, buf.data(), nullptr);
+    FAIL("an unsupported shape was accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("reduction 1600") != std::string::npos);
+  }
+}
