@@ -26,7 +26,7 @@ namespace {
 
 const char* kUsage =
     "usage: bench_train_gpu [--batch-size 128,512,2048] [--precision 32,16-mixed] [--mode eager,graph]\n"
-    "                       [--warmup 10] [--steps 50]\n"
+    "                       [--warmup 10] [--steps 50] [--float32-matmul-precision highest|high]\n"
     "                       [--device N | --device cpu]   (cpu: a smoke run of the same step code)\n";
 
 DType compute_type(const std::string& p) {
@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> modes = {"eager", "graph"};
   int warmup = 10, steps = 50, device = 0;
   bool on_cpu = false;
+  std::string f32_precision = "highest";  // high: TF32 convolutions and matrix products in precision 32
   try {
     for (bench::Args args(argc, argv); args.next();) {
       const std::string& a = args.flag();
@@ -101,6 +102,10 @@ int main(int argc, char** argv) {
           if (m != "eager" && m != "graph") throw Error("bad mode '" + m + "' (choices: eager, graph)");
       } else if (a == "--warmup") warmup = int(bench::parse_int(args.value(), a));
       else if (a == "--steps") steps = int(bench::parse_int(args.value(), a));
+      else if (a == "--float32-matmul-precision") {
+        f32_precision = args.value();
+        set_float32_matmul_precision(f32_precision);  // names the choices when the value is bad
+      }
       else if (a == "--device") {
         const std::string v = args.value();
         on_cpu = v == "cpu";
@@ -192,9 +197,11 @@ int main(int argc, char** argv) {
           sync(dev);
           const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           const double img_s = double(b) * steps / sec;
+          const bool tf32 = dt == DType::F32 && f32_precision == "high" && !on_cpu;
           std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=%s threads=%d img_per_s=%.1f "
                       "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld\n",
-                      on_cpu ? "cpu" : "cuda", b, precision.c_str(), mode.c_str(), get_num_threads(), img_s,
+                      on_cpu ? "cpu" : "cuda", b, precision.c_str(), (mode + (tf32 ? "+tf32" : "")).c_str(),
+                      get_num_threads(), img_s,
                       1e3 * sec / steps, steps, double(loss.item()), (long long)scaler.skipped_steps());
           std::fflush(stdout);
         }

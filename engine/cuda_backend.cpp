@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "kernels/math_mode.h"
 #include "volt/config.h"
 #if VOLT_HAVE_CUDA
 #include "kernels/conv2d.h"
@@ -200,5 +201,13 @@ Allocator& pinned_host_allocator() { return host_allocator(); }
 AllocatorStats pinned_memory_stats() { return {}; }
 
 #endif
+
+void set_float32_matmul_precision(const std::string& precision) {
+  VOLT_CHECK(precision == "highest" || precision == "high", "float32 matmul precision '", precision,
+             "': expected 'highest' (FP32 products) or 'high' (TF32 tensor-core products)");
+  float32_tf32_allowed().store(precision == "high");
+}
+
+std::string float32_matmul_precision() { return float32_tf32_allowed().load() ? "high" : "highest"; }
 
 }  // namespace volt

@@ -59,6 +59,14 @@ void cuda_empty_cache();  // every device, and the pinned host cache
 // or check both. Does nothing in a build without CUDA.
 void cuda_set_conv_own_kernel(ConvOwnKernel mode);
 
+// float32 math on the GPU, as PyTorch's torch.set_float32_matmul_precision: "highest" (the default:
+// plain FP32 products in convolutions and matrix products) or "high" (TF32 tensor-core products with
+// float32 sums: faster, with products rounded to a 10-bit mantissa). Anything else is a volt::Error
+// naming the choices. Process-wide; convolution plans are kept per setting. The CPU backend always
+// computes in FP32, so in a build without CUDA the setting is only recorded.
+void set_float32_matmul_precision(const std::string& precision);
+std::string float32_matmul_precision();
+
 // Page-locked host memory with per-size caching, for staging host<->device copies. A block must not
 // be freed while an asynchronous copy still reads or writes it.
 Allocator& pinned_host_allocator();

@@ -32,7 +32,8 @@ void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db);
 
 }  // namespace volt
 
-// CUDA twins (kernels/cuda/conv2d.cu): cuDNN, NCHW, for float32 (FMA math, no TF32) and
+// CUDA twins (kernels/cuda/conv2d.cu): cuDNN, NCHW, for float32 (FMA math; TF32 only when asked for,
+// kernels/math_mode.h) and
 // float16/bfloat16 (tensor cores, float32 accumulation) storage (FType t: x, w, b, y and the
 // gradients all of that type); algorithms from the cuDNN heuristics (or timed once with
 // VOLT_CUDNN_FIND=1) cached per shape and type, one workspace per device that only grows.

@@ -13,7 +13,8 @@ void linear_backward(int64_t M, int64_t in, int64_t out, const float* dy, const 
 
 }  // namespace volt::cpu
 
-// CUDA twins (kernels/cuda/linear.cu): cuBLAS GEMMs with float32 accumulation on float32 (no TF32),
+// CUDA twins (kernels/cuda/linear.cu): cuBLAS GEMMs with float32 accumulation on float32 (no TF32
+// unless asked for: kernels/math_mode.h),
 // float16 or bfloat16 storage (FType t: x, w, b, y and the gradients all of that type).
 namespace volt::cuda {
 

@@ -168,6 +168,26 @@ TEST_CASE("gpu conv2d in 16 bits: cuDNN and Volt's own tensor-core forward kerne
   }
 }
 
+// set_float32_matmul_precision("high") lets float32 convolutions and matrix products use TF32 (products of
+// 10-bit mantissas: within TF32's tolerance of the CPU); "highest" gives plain FP32 again (its own plans).
+TEST_CASE("gpu float32 matmul precision: 'high' is within TF32's tolerance, 'highest' within FP32's") {
+  require_gpu();
+  struct Restore {
+    ~Restore() { set_float32_matmul_precision("highest"); }
+  } restore;
+  const Tensor x = vt::rand_tensor({64, 3, 32, 32}, 31), w = vt::rand_tensor({64, 3, 5, 5}, 32, -0.2f, 0.2f);
+  const Tensor a = vt::rand_tensor({256, 800}, 33), lw = vt::rand_tensor({64, 800}, 34, -0.05f, 0.05f);
+  const Tensor want_conv = conv2d(x, w, Tensor()), want_linear = linear(a, lw, Tensor());
+  for (const char* p : {"high", "highest", "high"}) {
+    INFO("precision " << p);
+    set_float32_matmul_precision(p);
+    const bool tf32 = std::string(p) == "high";
+    const double tol = tf32 ? 5e-3 : 1e-4;
+    check_near(conv2d(x.to(kGpu), w.to(kGpu), Tensor()), want_conv, tol, tol, "conv2d");
+    check_near(linear(a.to(kGpu), lw.to(kGpu), Tensor()), want_linear, tol, tol, "linear");
+  }
+}
+
 // Backward of sum(y * R) on the CPU and of sum(yg * R) on the GPU, for one fixed random R.
 static void backward_projected(const Tensor& y, const Tensor& yg, uint64_t seed) {
   const Tensor proj = vt::rand_tensor(y.shape(), seed);

@@ -10,6 +10,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/gpu.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "tests/test_util.h"
@@ -173,6 +174,17 @@ TEST_CASE("linear: feature mismatch, bias and ranks") {
   CHECK_ERROR(linear(ones({2, 4, 5}), ones({3, 5}), Tensor()), "linear", "input", "2 dims", "[2, 4, 5]");
   CHECK_ERROR(linear(ones({5}), ones({3, 5}), Tensor()), "linear", "input", "[5]");
   CHECK_ERROR(linear(ones({4, 5}), ones({15}), Tensor()), "linear", "weight", "[15]");
+}
+
+TEST_CASE("set_float32_matmul_precision: PyTorch's two exact names, anything else named with the choices") {
+  CHECK(float32_matmul_precision() == "highest");  // the default: float32 is plain FP32 math
+  set_float32_matmul_precision("high");
+  CHECK(float32_matmul_precision() == "high");
+  CHECK_ERROR(set_float32_matmul_precision("medium"),
+              "float32 matmul precision 'medium': expected 'highest' (FP32 products) or 'high'");
+  CHECK(float32_matmul_precision() == "high");  // a refused value changes nothing
+  set_float32_matmul_precision("highest");
+  CHECK(float32_matmul_precision() == "highest");
 }
 
 TEST_CASE("max_pool2d: kernel larger than the input, bad kernel, stride, padding, rank") {

@@ -81,6 +81,7 @@ std::shared_ptr<Communicator> g_comm;
 int run(const TrainArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   set_num_threads(a.threads);
+  set_float32_matmul_precision(a.float32_matmul_precision);
 
   TrainerOptions to = a.trainer_options();
   const ProcessEnv env = detect_process_env();
@@ -130,22 +131,26 @@ int run(const TrainArgs& a) {
   co.class_names = class_names(a.dataset, *dm);
   co.extra_hparams = {{"dataset", dm->name()},        {"batch_size", double(a.batch)},
                       {"max_epochs", double(a.epochs)}, {"precision", a.precision},
+                      {"float32_matmul_precision", a.float32_matmul_precision},
                       {"dropout", a.dropout},          {"augment", a.augment},
                       {"seed", double(a.seed)}};
   ClassifierModule module(model, co);
 
   if (rank0) {
-    std::printf("Volt %s: seed CNN (%lld parameters) on %s, %s lr %g, batch %lld, %lld epochs, precision %s\n",
-              VOLT_VERSION, (long long)model->num_parameters(), dm->name().c_str(), a.optimizer.c_str(), a.lr,
-              (long long)a.batch, (long long)a.epochs, a.precision.c_str());
-  const std::string device = trainer.device().is_cpu()
-                                 ? "cpu (" + std::to_string(a.threads) + " threads" +
-                                       (a.accelerator == "auto" ? ", no GPU visible)" : ")")
-                                 : trainer.device().str();
-  std::printf("device: %s; data from %s: %lld train / %lld val / %lld test, %d loader workers%s\n", device.c_str(),
-              a.dataset == "synthetic" ? "a seeded generator" : dm->data_dir().c_str(),
-              (long long)dm->train_dataset()->size(), (long long)dm->val_dataset()->size(),
-              (long long)dm->test_dataset()->size(), a.num_workers, a.augment ? ", augmented" : "");
+    const bool tf32 = trainer.device().is_cuda() && a.float32_matmul_precision == "high" &&
+                      (a.precision == "32" || a.precision == "32-true");
+    std::printf("Volt %s: seed CNN (%lld parameters) on %s, %s lr %g, batch %lld, %lld epochs, precision %s%s\n",
+                VOLT_VERSION, (long long)model->num_parameters(), dm->name().c_str(), a.optimizer.c_str(), a.lr,
+                (long long)a.batch, (long long)a.epochs, a.precision.c_str(),
+                tf32 ? " (TF32 convolutions and matrix products)" : "");
+    const std::string device = trainer.device().is_cpu()
+                                   ? "cpu (" + std::to_string(a.threads) + " threads" +
+                                         (a.accelerator == "auto" ? ", no GPU visible)" : ")")
+                                   : trainer.device().str();
+    std::printf("device: %s; data from %s: %lld train / %lld val / %lld test, %d loader workers%s\n", device.c_str(),
+                a.dataset == "synthetic" ? "a seeded generator" : dm->data_dir().c_str(),
+                (long long)dm->train_dataset()->size(), (long long)dm->val_dataset()->size(),
+                (long long)dm->test_dataset()->size(), a.num_workers, a.augment ? ", augmented" : "");
     if (g_comm->size() > 1)
       std::printf("processes: %d (%s), each training on its 1/%d of the data with batch %lld\n", g_comm->size(),
                   env.str().c_str(), g_comm->size(), (long long)a.batch);

@@ -24,6 +24,8 @@ const char* train_usage() {
          "  --dropout X                 dropout probability in the classifier (default 0.2)\n"
          "  --label-smoothing X         cross-entropy label smoothing (default 0)\n"
          "  --precision P               32 | 16-mixed | bf16-mixed (16 = 16-mixed; default 32)\n"
+         "  --float32-matmul-precision P highest | high: on a GPU, float32 convolutions and matrix products\n"
+         "                              in plain FP32 (default) or in TF32 on the tensor cores\n"
          "  --seed N                    seed of weights, split, shuffling and dropout (default 42)\n"
          "  --deterministic             Lightning's flag (Volt's CPU kernels are deterministic anyway)\n"
          "data:\n"
@@ -151,6 +153,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--dropout") a.dropout = to_double(flag, next());
     else if (flag == "--label-smoothing") a.label_smoothing = to_double(flag, next());
     else if (flag == "--precision") a.precision = choice({"32", "32-true", "16-mixed", "16", "bf16-mixed", "bf16"});
+    else if (flag == "--float32-matmul-precision") a.float32_matmul_precision = choice({"highest", "high"});
     else if (flag == "--seed") a.seed = to_int(flag, next(), 0);
     else if (flag == "--deterministic") a.deterministic = flag_only();
     else if (flag == "--dataset" || flag == "--data")

@@ -18,6 +18,7 @@ struct TrainArgs {
   int64_t epochs = 20, max_steps = -1, batch = 128, seed = 42;
   double lr = 1e-3, momentum = 0.9, weight_decay = 0, dropout = 0.2, label_smoothing = 0;
   std::string optimizer = "adam", scheduler = "none", precision = "32";
+  std::string float32_matmul_precision = "highest";  // highest | high (TF32 on the GPU), set process-wide
   // Data.
   std::string dataset = "cifar10", data_dir, download_url;
   std::string data_on_device = "auto";  // auto | on | off

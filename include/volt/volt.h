@@ -4,6 +4,7 @@
 #include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/gpu.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/serialize.h"

@@ -1,5 +1,5 @@
-// CUDA convolution through cuDNN (see kernels/conv2d.h), NCHW: float32 with FMA math (no TF32), and
-// float16/bfloat16 with tensor-core math and float32 accumulation. For each shape and type a plan
+// CUDA convolution through cuDNN (see kernels/conv2d.h), NCHW: float32 with FMA math (TF32 only when
+// asked for), and float16/bfloat16 with tensor-core math and float32 accumulation. For each shape and type a plan
 // (descriptors and the three algorithms, picked by the cuDNN heuristics, or with VOLT_CUDNN_FIND=1 by
 // timing them once at the first call, like PyTorch's cudnn.benchmark) is built once and cached; one
 // workspace per device is reused and only grows. VOLT_CUDNN_VERBOSE=1 prints each plan. The forward
@@ -19,6 +19,7 @@
 #include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
+#include "kernels/math_mode.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/handles.h"
 #include "kernels/cuda/runtime.h"
@@ -30,10 +31,12 @@ namespace {
 struct Key {
   int device;
   FType type;
+  bool tf32;
   int64_t v[11];
   bool operator<(const Key& o) const {
     if (device != o.device) return device < o.device;
     if (type != o.type) return type < o.type;
+    if (tf32 != o.tf32) return tf32 < o.tf32;
     return std::memcmp(v, o.v, sizeof v) < 0;
   }
 };
@@ -52,6 +55,7 @@ struct Choice {
 
 struct Plan {
   FType type = FType::F32;
+  bool tf32 = false;  // float32 with TF32 tensor-core math allowed
   bool found[3] = {false, false, false};  // VOLT_CUDNN_FIND: forward, backward data, backward filter timed
   int own_fwd = -1;  // VOLT_CUDNN_FIND's timing of Volt's own forward kernel: -1 not yet, 0 cuDNN won, 1 own won
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
@@ -84,22 +88,32 @@ bool transform_based(cudnnConvolutionBwdFilterAlgo_t a) {
          a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
 }
 
-// The math the algorithm search runs in: FMA for float32, tensor cores allowed for 16-bit types.
-cudnnMathType_t search_math(FType t) { return t == FType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH; }
+// Whether float32 may use TF32 tensor-core math (kernels/math_mode.h), read once per plan: a plan's
+// algorithms were chosen under one setting, so the setting is part of the plan's key.
+bool tf32_for(FType t) { return t == FType::F32 && float32_tf32_allowed().load(std::memory_order_relaxed); }
+
+// The math the algorithm search runs in: FMA for float32 (cuDNN's default math, which admits TF32
+// tensor-core kernels, when TF32 was asked for), tensor cores allowed for 16-bit types.
+cudnnMathType_t search_math(FType t, bool tf32) {
+  return t == FType::F32 ? (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH) : CUDNN_TENSOR_OP_MATH;
+}
 
 // float32 may only use FMA math (a tensor-core algorithm would compute in TF32 behind the caller's
-// back); float16/bfloat16 may use any math.
-bool math_allowed(FType t, cudnnMathType_t m) { return t != FType::F32 || m == CUDNN_FMA_MATH; }
+// back) unless TF32 was asked for, and never a conversion to 16 bits; float16/bfloat16 may use any math.
+bool math_allowed(FType t, bool tf32, cudnnMathType_t m) {
+  if (t != FType::F32) return true;
+  return m == CUDNN_FMA_MATH || (tf32 && (m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH));
+}
 
 // The first (fastest, by the heuristics' ranking or the measured times) usable result in an allowed
 // math, preferring in turn: deterministic and direct; direct; any. Without one, an algorithm that
 // every shape supports in FMA math and that is deterministic.
 template <class Perf, class C, class Algo>
-void choose(FType t, const Perf* perf, int n, C& out, Algo fallback) {
+void choose(FType t, bool tf32, const Perf* perf, int n, C& out, Algo fallback) {
   for (int pass = 0; pass < 3; ++pass)
     for (int i = 0; i < n; ++i) {
       const Perf& p = perf[i];
-      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxWorkspace || !math_allowed(t, p.mathType)) continue;
+      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxWorkspace || !math_allowed(t, tf32, p.mathType)) continue;
       if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
       if (pass <= 1 && transform_based(p.algo)) continue;
       out.algo = p.algo;
@@ -142,7 +156,8 @@ std::mutex g_mu;  // guards the plan cache and the workspaces (calls only enqueu
 
 Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   static std::map<Key, std::unique_ptr<Plan>> plans;  // never destroyed (cuDNN may be gone at exit)
-  Key k{device, t, {s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride_h, s.stride_w, s.pad_h, s.pad_w}};
+  const bool allow_tf32 = tf32_for(t);
+  Key k{device, t, allow_tf32, {s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride_h, s.stride_w, s.pad_h, s.pad_w}};
   auto it = plans.find(k);
   if (it != plans.end()) return *it->second;
   // cuDNN's NCHW descriptors index a tensor with an int: at most 2^31 - 1 elements each.
@@ -152,6 +167,7 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
              "] has more than 2^31 - 1 elements, cuDNN's limit; use a smaller batch");
   auto p = std::make_unique<Plan>();
   p->type = t;
+  p->tf32 = allow_tf32;
   const cudnnDataType_t dt = data_type(t);
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
@@ -164,7 +180,7 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, to_int(s.pad_h, "pad_h"), to_int(s.pad_w, "pad_w"),
                                               to_int(s.stride_h, "stride_h"), to_int(s.stride_w, "stride_w"), 1, 1,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, search_math(t)));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, search_math(t, allow_tf32)));
   int n = 0, k_out = 0, p_out = 0, q_out = 0;
   CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &n, &k_out, &p_out, &q_out));
   VOLT_CHECK(n == s.N && k_out == s.K && p_out == s.P && q_out == s.Q, "conv2d on CUDA: cuDNN's output shape [", n,
@@ -176,19 +192,19 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   int got = 0;
   cudnnConvolutionFwdAlgoPerf_t fwd[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, kAsk, &got, fwd));
-  choose(t, fwd, got, p->fwd, kFallbackFwd);
+  choose(t, allow_tf32, fwd, got, p->fwd, kFallbackFwd);
   cudnnConvolutionBwdDataAlgoPerf_t bd[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->conv, p->x, kAsk, &got, bd));
-  choose(t, bd, got, p->bwd_data, kFallbackBwdData);
+  choose(t, allow_tf32, bd, got, p->bwd_data, kFallbackBwdData);
   cudnnConvolutionBwdFilterAlgoPerf_t bf[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, kAsk, &got, bf));
-  choose(t, bf, got, p->bwd_filter, kFallbackBwdFilter);
+  choose(t, allow_tf32, bf, got, p->bwd_filter, kFallbackBwdFilter);
   for (int dir = 0; dir < 3; ++dir) set_workspace_size(h, *p, dir);
   if (verbose())
     std::fprintf(stderr,
                  "volt conv2d plan cuda:%d %s x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] stride %lldx%lld pad %lldx%lld: "
                  "fwd algo %d math %d ws %zu, bwd-data algo %d math %d ws %zu, bwd-filter algo %d math %d ws %zu\n",
-                 device, ftype_name(t), (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
+                 device, allow_tf32 ? "float32 (TF32 allowed)" : ftype_name(t), (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
                  (long long)s.C, (long long)s.R, (long long)s.S, (long long)s.stride_h, (long long)s.stride_w,
                  (long long)s.pad_h, (long long)s.pad_w, int(p->fwd.algo), int(p->fwd.math), p->fwd.workspace,
                  int(p->bwd_data.algo), int(p->bwd_data.math), p->bwd_data.workspace, int(p->bwd_filter.algo),
@@ -265,11 +281,11 @@ void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
   if (!find_enabled() || p.found[dir]) return;
   typename Choice::perf_t perf[kFindAsk];
   int got = 0;
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, search_math(p.type)));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, search_math(p.type, p.tf32)));
   void* ws = workspace(c.device, kFindWorkspace, c.stream);
   const size_t bytes = ws ? kFindWorkspace : 0;  // a full device: search what needs no workspace
   CUDNN_CHECK(find(kFindAsk, &got, perf, ws, bytes));
-  choose(p.type, perf, got, out, fallback);
+  choose(p.type, p.tf32, perf, got, out, fallback);
   set_workspace_size(c.h, p, dir);
   p.found[dir] = true;
   if (verbose())

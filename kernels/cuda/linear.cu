@@ -1,5 +1,6 @@
 // CUDA linear layer over cuBLAS (see kernels/linear.h): cublasGemmEx with float32 accumulation for
-// float32, float16 and bfloat16 storage (float32 stays plain FP32 math: no TF32). cuBLAS is
+// float32, float16 and bfloat16 storage (float32 stays plain FP32 math unless TF32 was asked for:
+// kernels/math_mode.h). cuBLAS is
 // column-major: a row-major [rows, cols] matrix is, to cuBLAS, its transpose [cols, rows] with leading
 // dimension cols.
 //   y[M, out]  = x[M, in] w[out, in]^T   ->  y^T [out, M]  = op_T(w as [in, out]) * x^T [in, M]
@@ -10,6 +11,7 @@
 #include "kernels/cuda/num.cuh"
 #include "kernels/fast_div.h"
 #include "kernels/linear.h"
+#include "kernels/math_mode.h"
 #include "kernels/reduce.h"
 
 namespace volt::cuda {
@@ -47,8 +49,10 @@ void gemm(void* stream, FType t, cublasOperation_t ta, cublasOperation_t tb, int
           int lda, const void* B, int ldb, float beta, void* C, int ldc) {
   const float alpha = 1.f;
   const cudaDataType_t dt = data_type(t);
+  // float32 with TF32 asked for (kernels/math_mode.h): TF32 tensor-core products, float32 sums.
+  const bool tf32 = t == FType::F32 && float32_tf32_allowed().load(std::memory_order_relaxed);
   CUBLAS_CHECK(cublasGemmEx(handle(stream), ta, tb, m, n, k, &alpha, A, dt, lda, B, dt, ldb, &beta, C, dt, ldc,
-                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                            tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace

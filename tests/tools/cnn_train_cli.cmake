@@ -80,6 +80,8 @@ expect(2 "expected one of 32, 32-true, 16-mixed, 16, bf16-mixed, bf16" --precisi
 expect(2 "expected one of simple, advanced" --profiler fancy)
 expect(2 "bad value 'sometimes' for --data-on-device: expected one of auto, on, off" --data-on-device sometimes)
 expect(2 "bad value 'maybe' for --cuda-graphs: expected one of on, off" --cuda-graphs maybe)
+expect(2 "bad value 'medium' for --float32-matmul-precision: expected one of highest, high"
+       --float32-matmul-precision medium)
 expect(2 "bad value '1.5' for --limit-train-batches" --limit-train-batches 1.5)
 expect(2 "missing value for --batch-size" --batch-size)
 expect(2 "--download takes no value" --download=yes)
@@ -89,6 +91,8 @@ expect(0 "usage: cnn_train" --help)
 expect(0 "Mixed precision \\(16-mixed\\): 0 of 6 optimizer steps skipped" ${small} --precision 16-mixed --epochs 1
        --fast-dev-run 6)
 expect(0 "test_acc" ${small} --precision bf16-mixed --fast-dev-run 2)
+# TF32 is a GPU setting: on the CPU the flag is accepted and float32 stays FP32.
+expect(0 "test_acc" ${small} --float32-matmul-precision high --fast-dev-run 2)
 
 # Runtime refusals: exit 1 with the reason.
 # Asking for a GPU where none is visible (where one is, these would train: the gpu tests' part).
