@@ -87,14 +87,26 @@ int main(int argc, char** argv) {
 
     time_op("conv2d fwd 3->64 k5", double(x.numel() + w1.numel() + h1.numel()) * f, iters,
             [&] { (void)conv2d(x, w1, b1); });
-    // The first layer in float16, both kernels (the bias is a second pass after cuDNN, fused in Volt's).
+    // The first layer in float16, both kernels (the bias is a second pass after cuDNN, fused in Volt's;
+    // so is the bias gradient, from the same pass over dy as the weight gradient).
     {
       const Tensor xh = cast(x, DType::F16), wh = cast(w1, DType::F16), bh = cast(b1, DType::F16);
       const double bytes = double(x.numel() + w1.numel() + h1.numel()) * 2;
-      cuda_set_conv_own_kernel(ConvOwnKernel::Never);
-      time_op("conv2d fwd 3->64 k5 fp16 cuDNN", bytes, iters, [&] { (void)conv2d(xh, wh, bh); });
-      cuda_set_conv_own_kernel(ConvOwnKernel::Always);
-      time_op("conv2d fwd 3->64 k5 fp16 Volt", bytes, iters, [&] { (void)conv2d(xh, wh, bh); });
+      // forward + the weight and bias gradients (dy read once more; no input gradient, as in the seed CNN)
+      Tensor wg = wh.clone(), bg = bh.clone();
+      wg.requires_grad_(true);
+      bg.requires_grad_(true);
+      const Tensor dy = cast(h1, DType::F16);
+      for (ConvOwnKernel mode : {ConvOwnKernel::Never, ConvOwnKernel::Always}) {
+        const std::string who = mode == ConvOwnKernel::Never ? " cuDNN" : " Volt";
+        cuda_set_conv_own_kernel(mode);
+        time_op("conv2d fwd 3->64 k5 fp16" + who, bytes, iters, [&] { (void)conv2d(xh, wh, bh); });
+        autograd::set_grad_enabled(true);
+        time_op("conv2d fwd+dw+db 3->64 k5 fp16" + who, bytes + double(h1.numel()) * 2, iters, [&] {
+          sum(mul(conv2d(xh, wg, bg), dy)).backward();
+        });
+        autograd::set_grad_enabled(false);
+      }
       cuda_set_conv_own_kernel(ConvOwnKernel::Auto);
     }
     time_op("batch_norm train fwd", 2 * act, iters, [&] { (void)batch_norm(h1, g, be, rm, rv, true); });

@@ -2,6 +2,7 @@
 // y [N, K, P, Q] with P = (H + 2*pad_h - R) / stride_h + 1. The CUDA twins take the same
 // arguments plus a stream.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/ftype.h"
@@ -48,6 +49,20 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
 bool conv2d_forward_own_supported(FType t, const Conv2dShape& s);
 void conv2d_forward_own(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
                         void* stream);
+// Its weight gradient, with the bias gradient (db may be null) in the same pass over dy (C*R*S <= 95):
+// an implicit GEMM of dy and the gathered input whose extra column of ones yields db; each block
+// leaves float partial sums in `workspace` (conv2d_backward_weight_own_workspace bytes, 32-byte
+// aligned), added in a fixed order by a second kernel (deterministic). max_blocks (0: 256) bounds the
+// blocks per 64 channels; tests lower it so that each block takes several pixel tiles.
+bool conv2d_backward_weight_own_supported(FType t, const Conv2dShape& s);
+size_t conv2d_backward_weight_own_workspace(const Conv2dShape& s, int max_blocks = 0);
+void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
+                                void* workspace, void* stream, int max_blocks = 0);
+// dw and db (either may be null) for one shape: Volt's own kernel where it applies (as for the
+// forward), else cuDNN's backward filter and channel_sum (bias_workspace: batch_norm_workspace_bytes
+// of (N, K, P*Q), needed with db).
+void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
+                                 void* bias_workspace, void* stream);
 // Overrides VOLT_CONV_OWN for the process (engine/gpu.h's cuda_set_conv_own_kernel).
 void set_conv2d_own_kernel(ConvOwnKernel mode);
 // db = the sum of dy per output channel (batch_norm.h's channel_sum), with its workspace.

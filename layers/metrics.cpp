@@ -128,7 +128,7 @@ void ClassificationMetrics::update(const Tensor& logits, const Tensor& target) {
     if (logits.size(0) == 0) return;
     if (!device_.defined() || device_.device() != logits.device())
       device_ = Tensor::zeros({K + C * C + 1}, DType::I64, logits.device());
-    int64_t* d = device_.data<int64_t>();
+    [[maybe_unused]] int64_t* d = device_.data<int64_t>();  // CUDA builds only
     VOLT_CUDA_ONLY(cuda::classification_update(ftype_of(logits.dtype()), logits.size(0), C, logits.raw_data(),
                                                target.data<int64_t>(), ks, d + K, d, d + K + C * C,
                                                cuda_stream(logits.device())));

@@ -142,10 +142,11 @@ VOLT_GPU_TABLE("mean")
 VOLT_GPU_TABLE("log_softmax")
 VOLT_GPU_TABLE("cross_entropy")
 
-// The 16-bit conv2d entries with cuDNN only, then with Volt's own forward kernel wherever it applies
-// (kernels/cuda/conv_igemm.cu; the default rule uses it too), and the seed CNN's first layer at batch 256
-// both ways against the CPU's float32 on the same rounded values.
-TEST_CASE("gpu conv2d in 16 bits: cuDNN and Volt's own tensor-core forward kernel both match the CPU") {
+// The 16-bit conv2d entries with cuDNN only, then with Volt's own kernels wherever they apply
+// (kernels/cuda/conv_igemm.cu: forward, and weight + bias gradients in one pass; the default rule uses
+// them too), and the seed CNN's first layer at batch 256 both ways against the CPU's float32 on the same
+// rounded values (the gradients sum 200,704 products: an absolute tolerance for their cancellation).
+TEST_CASE("gpu conv2d in 16 bits: cuDNN and Volt's own tensor-core kernels both match the CPU") {
   require_gpu();
   struct Restore {
     ~Restore() { cuda_set_conv_own_kernel(ConvOwnKernel::Auto); }
@@ -159,11 +160,20 @@ TEST_CASE("gpu conv2d in 16 bits: cuDNN and Volt's own tensor-core forward kerne
     for (DType dt : {DType::F16, DType::BF16}) {
       INFO(dtype_name(dt));
       const Tensor xr = cast(x, dt), wr = cast(w, dt), br = cast(b, dt);
-      const Tensor want = conv2d(cast(xr, DType::F32), cast(wr, DType::F32), cast(br, DType::F32));
-      const Tensor got = conv2d(xr.to(kGpu), wr.to(kGpu), br.to(kGpu), {1, 1}, {0, 0});
+      Tensor wf = cast(wr, DType::F32), bf = cast(br, DType::F32), wg = wr.to(kGpu), bg = br.to(kGpu);
+      for (Tensor* p : {&wf, &bf, &wg, &bg}) p->requires_grad_(true);
+      const Tensor want = conv2d(cast(xr, DType::F32), wf, bf);
+      const Tensor got = conv2d(xr.to(kGpu), wg, bg, {1, 1}, {0, 0});
       REQUIRE(got.dtype() == dt);
       const bool half = dt == DType::F16;
-      check_near(cast(got, DType::F32), want, half ? 2e-3 : 2e-2, half ? 2e-3 : 1.6e-2, "first layer forward");
+      const double atol = half ? 2e-3 : 2e-2, rtol = half ? 2e-3 : 1.6e-2;
+      check_near(cast(got, DType::F32), want, atol, rtol, "first layer forward");
+      // dw and db (in one pass over dy in Volt's kernel) for a 16-bit-rounded dy, against the CPU's.
+      const Tensor proj = cast(vt::rand_tensor(want.shape(), 24), dt);
+      sum(mul(want, cast(proj, DType::F32))).backward();
+      sum(mul(got, proj.to(kGpu))).backward();
+      check_near(cast(wg.grad(), DType::F32), wf.grad(), 50 * atol, rtol, "first layer dw");
+      check_near(cast(bg.grad(), DType::F32), bf.grad(), 50 * atol, rtol, "first layer db");
     }
   }
 }

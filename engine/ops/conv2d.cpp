@@ -39,7 +39,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
                 dt);
 
   Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q}, dt, dev);
-  const void* b = bias.defined() ? bias.raw_data() : nullptr;
+  [[maybe_unused]] const void* b = bias.defined() ? bias.raw_data() : nullptr;  // CUDA builds only
   if (dev.is_cuda())
     VOLT_CUDA_ONLY(cuda::conv2d_forward(detail::ft(x), s, x.raw_data(), weight.raw_data(), b, y.raw_data(),
                                         detail::stream_of(x)));
@@ -56,12 +56,15 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
       VOLT_CUDA_ONLY(void* st = detail::stream_of(x); const FType t = detail::ft(x);
                      if (needs[0]) cuda::conv2d_backward_input(t, s, gy.raw_data(), weight.raw_data(),
                                                                g[0].raw_data(), st);
-                     if (needs[1]) cuda::conv2d_backward_weight(t, s, gy.raw_data(), x.raw_data(), g[1].raw_data(), st);
-                     if (needs[2]) {
-                       Tensor ws = Tensor::empty({int64_t(cuda::batch_norm_workspace_bytes(s.N, s.K, s.P * s.Q))},
-                                                 DType::U8, dev);
-                       cuda::conv2d_backward_bias(t, s, gy.raw_data(), g[2].raw_data(), ws.raw_data(), st);
-                     });
+                     Tensor ws;  // channel_sum's, for a bias gradient that cuDNN's path computes
+                     if (needs[2]) ws = Tensor::empty({int64_t(cuda::batch_norm_workspace_bytes(s.N, s.K, s.P * s.Q))},
+                                                      DType::U8, dev);
+                     // One pass over dy for both where Volt's own kernel applies (kernels/conv2d.h).
+                     if (needs[1] || needs[2])
+                       cuda::conv2d_backward_weight_bias(t, s, gy.raw_data(), x.raw_data(),
+                                                         needs[1] ? g[1].raw_data() : nullptr,
+                                                         needs[2] ? g[2].raw_data() : nullptr,
+                                                         needs[2] ? ws.raw_data() : nullptr, st););
     } else {
       if (needs[0]) cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
       if (needs[1]) cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());

@@ -58,6 +58,7 @@ struct Plan {
   bool tf32 = false;  // float32 with TF32 tensor-core math allowed
   bool found[3] = {false, false, false};  // VOLT_CUDNN_FIND: forward, backward data, backward filter timed
   int own_fwd = -1;  // VOLT_CUDNN_FIND's timing of Volt's own forward kernel: -1 not yet, 0 cuDNN won, 1 own won
+  int own_wgrad = -1;  // the same for the weight (+ bias) gradient
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
@@ -413,6 +414,37 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter.math));
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
                                              p.bwd_filter.workspace, &kZero, p.w, dw));
+}
+
+void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
+                                 void* bias_workspace, void* stream) {
+  const auto cudnn_path = [&] {
+    if (dw) conv2d_backward_weight(t, s, dy, x, dw, stream);
+    if (db) conv2d_backward_bias(t, s, dy, db, bias_workspace, stream);
+  };
+  const ConvOwnKernel policy = own_policy();
+  if (!dw || policy == ConvOwnKernel::Never || !conv2d_backward_weight_own_supported(t, s)) return cudnn_path();
+  void* ws = nullptr;
+  int* choice = nullptr;
+  {
+    Call c(t, s, stream);  // the plan (for the timing's verdict) and the workspace, under the lock
+    ws = workspace(c.device, conv2d_backward_weight_own_workspace(s), stream);
+    choice = &c.plan->own_wgrad;  // plans live as long as the process
+  }
+  if (!ws) return cudnn_path();  // the device cannot hold the partial sums; cuDNN's path needs less
+  const auto own_path = [&] { conv2d_backward_weight_own(t, s, dy, x, dw, db, ws, stream); };
+  if (policy == ConvOwnKernel::Auto && find_enabled() && *choice < 0 && !stream_capturing(stream)) {
+    cudnn_path();  // cuDNN's own search first (it synchronises), outside the timing
+    const float own_ms = time_ms(stream, own_path), cudnn_ms = time_ms(stream, cudnn_path);
+    std::lock_guard<std::mutex> lock(g_mu);
+    *choice = own_ms <= cudnn_ms ? 1 : 0;
+    if (verbose())
+      std::fprintf(stderr, "volt conv2d find (%s, weight%s gradient): Volt's kernel %.4f ms, cuDNN's %.4f ms: %s\n",
+                   ftype_name(t), db ? " and bias" : "", double(own_ms), double(cudnn_ms),
+                   *choice ? "Volt's" : "cuDNN's");
+  }
+  if (policy == ConvOwnKernel::Always || !find_enabled() || *choice == 1) own_path();
+  else cudnn_path();
 }
 
 void set_conv2d_own_kernel(ConvOwnKernel mode) { g_own_override.store(int(mode), std::memory_order_relaxed); }

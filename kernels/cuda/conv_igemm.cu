@@ -1,13 +1,17 @@
-// Volt's own forward convolution for 16-bit storage when the reduction C*R*S is small (a network's
+// Volt's own convolution kernels for 16-bit storage when the reduction C*R*S is small (a network's
 // first layer on RGB or grey images: 3x5x5 = 75), see kernels/conv2d.h. cuDNN's kernels for three
 // input channels run far below the tensor cores' rate (PyTorch's profile: the first layer's forward
-// was the largest convolution row of a step), and its bias is a second pass over the output.
+// was the largest convolution row of a step), and its bias and bias gradient are extra passes over
+// the layer's output and gradient, the largest activations of the network.
 //
-// An implicit GEMM on the tensor cores (WMMA 16x16x16, float accumulation): a block computes 128
-// output pixels x 64 output channels. It gathers its pixels' receptive fields (im2col, zero padding,
-// the reduction padded to a multiple of 16) and the weights into shared memory, multiplies them with
-// 8 warps of 32x32 each, stages the float results in shared memory (reusing the same bytes) and
-// writes y in NCHW, with the bias added, one coalesced store per element.
+// Forward: an implicit GEMM on the tensor cores (WMMA 16x16x16, float accumulation); a block computes
+// 128 output pixels x 64 output channels. It gathers its pixels' receptive fields (im2col, zero
+// padding, the reduction padded to a multiple of 16) and the weights into shared memory, multiplies
+// them with 8 warps of 32x32 each, stages the float results in shared memory (reusing the same bytes)
+// and writes y in NCHW, with the bias added, one coalesced store per element.
+// Weight gradient: the same gather, times the matching 64 x 128 tile of dy, accumulated over the
+// block's pixel tiles; a column of ones in the gathered tile makes the bias gradient a by-product.
+// The blocks' float partial sums are added in a fixed order by a second kernel.
 #include "kernels/conv2d.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/num.cuh"
@@ -31,50 +35,106 @@ constexpr int kTileN = 64;    // output channels per block
 constexpr int kThreads = 256;  // 8 warps: 4 along the pixels x 2 along the channels, 32x32 each
 constexpr int kMaxReduction = 96;
 constexpr int kLdc = kTileM + 4;  // the float staging tile [channel][pixel]: 16-byte rows, fewer bank conflicts
+constexpr int kLdd = kTileM + 8;  // the gradient's 16-bit tile [channel][pixel] in the weight gradient
+constexpr int kWgradBlocks = 256;  // at most, per 64 channels: each leaves a partial sum of the whole dw
 
 struct IgemmDims {
   Conv2dShape s;
   int red;      // C * R * S
-  int red_pad;  // red rounded up to a multiple of 16 (the tensor cores' k)
+  int red_pad;  // red (+ 1: the weight gradient's bias column) rounded up to 16 (the tensor cores' k)
   int lda;      // shared-memory row length of the gathered tiles: red_pad + 8 halves (conflict-free rows)
   int64_t pixels;  // N * P * Q
 };
 
-size_t smem_bytes(const IgemmDims& d) {
+size_t forward_smem_bytes(const IgemmDims& d) {
   const size_t tiles = size_t(kTileM + kTileN) * d.lda * 2 + size_t(3) * kMaxReduction * sizeof(int);
   const size_t staging = size_t(kTileN) * kLdc * sizeof(float);
   return tiles > staging ? tiles : staging;
 }
 
+__device__ __forceinline__ unsigned char* igemm_smem() {
+#if VOLT_CUDA_EMU
+  return static_cast<unsigned char*>(::volt_emu::dynamic_smem());
+#else
+  extern __shared__ __align__(128) unsigned char volt_igemm_smem_[];
+  return volt_igemm_smem_;
+#endif
+}
+
+// Reduction index kk = (c, r, s) -> its offset in an image, and r and s for the padding test.
+struct ReductionTables {
+  int* off;
+  int* r;
+  int* s;
+};
+__device__ __forceinline__ ReductionTables reduction_tables(const IgemmDims& d, int* store) {
+  ReductionTables t{store, store + kMaxReduction, store + 2 * kMaxReduction};
+  const Conv2dShape& s = d.s;
+  const int RS = int(s.R * s.S);
+  for (int kk = threadIdx.x; kk < d.red; kk += kThreads) {
+    const int c = kk / RS, rs = kk - c * RS, r = rs / int(s.S), sc = rs - r * int(s.S);
+    t.off[kk] = (c * int(s.H) + r) * int(s.W) + sc;
+    t.r[kk] = r;
+    t.s[kk] = sc;
+  }
+  return t;
+}
+
+// Output pixel m = (image, p, q): where its receptive field starts in x.
+struct Pixel {
+  bool valid;
+  int64_t img, pq, x0;  // x0 + off[kk]: x's index of reduction element kk (when inside the image)
+  int h0, w0;
+};
+__device__ __forceinline__ Pixel pixel_of(const IgemmDims& d, int64_t m) {
+  const Conv2dShape& s = d.s;
+  Pixel px{m < d.pixels, 0, 0, 0, 0, 0};
+  if (px.valid) {
+    const int64_t PQ = s.P * s.Q;
+    px.img = m / PQ;
+    px.pq = m - px.img * PQ;
+    const int p = int(px.pq / s.Q), q = int(px.pq - int64_t(p) * s.Q);
+    px.h0 = p * int(s.stride_h) - int(s.pad_h);
+    px.w0 = q * int(s.stride_w) - int(s.pad_w);
+    px.x0 = px.img * s.C * s.H * s.W + int64_t(px.h0) * s.W + px.w0;
+  }
+  return px;
+}
+
+// Row ml of the im2col tile (lda per row): pixel px's receptive field, zeros for the padding, the
+// columns past the reduction and an invalid pixel; column `ones` (if < red_pad) is 1 for a valid
+// pixel, so that a product with it sums the other operand (the bias gradient).
+template <class T>
+__device__ __forceinline__ void gather_row(const IgemmDims& d, const T* x, const Pixel& px, const ReductionTables& t,
+                                           T* row, int first, int step, int ones) {
+  const T zero = store_f<T>(0.f), one = store_f<T>(1.f);
+  for (int kk = first; kk < d.red_pad; kk += step) {
+    T v = zero;
+    if (px.valid && kk < d.red) {
+      const int h = px.h0 + t.r[kk], w = px.w0 + t.s[kk];
+      if (h >= 0 && h < int(d.s.H) && w >= 0 && w < int(d.s.W)) v = x[px.x0 + t.off[kk]];
+    } else if (px.valid && kk == ones) {
+      v = one;
+    }
+    row[kk] = v;
+  }
+}
+
 template <class T>
 __global__ void __launch_bounds__(kThreads, 4) conv_igemm_forward_kernel(IgemmDims d, const T* x, const T* w, const T* b,
                                                                         T* y) {
-#if VOLT_CUDA_EMU
-  unsigned char* smem = static_cast<unsigned char*>(::volt_emu::dynamic_smem());
-#else
-  extern __shared__ __align__(128) unsigned char volt_igemm_smem_[];
-  unsigned char* smem = volt_igemm_smem_;
-#endif
+  unsigned char* smem = igemm_smem();
   const Conv2dShape& s = d.s;
   const int lda = d.lda;
   T* As = reinterpret_cast<T*>(smem);  // [pixel][reduction]
   T* Bs = As + kTileM * lda;           // [channel][reduction]
-  int* k_off = reinterpret_cast<int*>(Bs + kTileN * lda);  // reduction index -> offset in the image
-  int* k_r = k_off + kMaxReduction;
-  int* k_s = k_r + kMaxReduction;
+  const ReductionTables tab = reduction_tables(d, reinterpret_cast<int*>(Bs + kTileN * lda));
   float* Cs = reinterpret_cast<float*>(smem);  // [channel][pixel], after the products (aliases As, Bs)
 
   const int tid = threadIdx.x;
   const int n0 = blockIdx.y * kTileN;
-  const int RS = int(s.R * s.S), H = int(s.H), W = int(s.W), K = int(s.K);
+  const int K = int(s.K);
   const T zero = store_f<T>(0.f);
-
-  for (int kk = tid; kk < d.red; kk += kThreads) {
-    const int c = kk / RS, rs = kk - c * RS, r = rs / int(s.S), sc = rs - r * int(s.S);
-    k_off[kk] = (c * H + r) * W + sc;
-    k_r[kk] = r;
-    k_s[kk] = sc;
-  }
   for (int i = tid; i < kTileN * d.red_pad; i += kThreads) {
     const int n = i / d.red_pad, kk = i - n * d.red_pad, k = n0 + n;
     Bs[n * lda + kk] = (k < K && kk < d.red) ? w[int64_t(k) * d.red + kk] : zero;
@@ -82,28 +142,9 @@ __global__ void __launch_bounds__(kThreads, 4) conv_igemm_forward_kernel(IgemmDi
 
   // This thread's output pixel (the same one in the gather and in the epilogue).
   const int ml = tid & (kTileM - 1);
-  const int64_t m = int64_t(blockIdx.x) * kTileM + ml;
-  const bool valid = m < d.pixels;
-  const int64_t PQ = s.P * s.Q;
-  int64_t img = 0, pq = 0;
-  int h0 = 0, w0 = 0;
-  if (valid) {
-    img = m / PQ;
-    pq = m - img * PQ;
-    const int p = int(pq / s.Q), q = int(pq - int64_t(p) * s.Q);
-    h0 = p * int(s.stride_h) - int(s.pad_h);
-    w0 = q * int(s.stride_w) - int(s.pad_w);
-  }
-  const int64_t x0 = img * s.C * s.H * s.W + int64_t(h0) * W + w0;  // + k_off[kk]: x's index (when in bounds)
+  const Pixel px = pixel_of(d, int64_t(blockIdx.x) * kTileM + ml);
   __syncthreads();
-  for (int kk = tid / kTileM; kk < d.red_pad; kk += kThreads / kTileM) {
-    T v = zero;
-    if (valid && kk < d.red) {
-      const int h = h0 + k_r[kk], ww = w0 + k_s[kk];
-      if (h >= 0 && h < H && ww >= 0 && ww < W) v = x[x0 + k_off[kk]];
-    }
-    As[ml * lda + kk] = v;
-  }
+  gather_row(d, x, px, tab, As + ml * lda, tid / kTileM, kThreads / kTileM, d.red_pad);
   __syncthreads();
 
   const int warp = tid / 32, wm = (warp & 3) * 32, wn = (warp >> 2) * 32;
@@ -124,14 +165,81 @@ __global__ void __launch_bounds__(kThreads, 4) conv_igemm_forward_kernel(IgemmDi
       wmma::store_matrix_sync(Cs + (wn + 16 * j) * kLdc + wm + 16 * i, acc[i][j], kLdc, wmma::mem_col_major);
   __syncthreads();
 
-  if (!valid) return;
-  T* yp = y + img * K * PQ + pq;
+  if (!px.valid) return;
+  const int64_t PQ = s.P * s.Q;
+  T* yp = y + px.img * K * PQ + px.pq;
   for (int nl = tid / kTileM; nl < kTileN; nl += kThreads / kTileM) {
     const int k = n0 + nl;
     if (k >= K) break;
     float v = Cs[nl * kLdc + ml];
     if (b) v += load_f(b[k]);
     yp[int64_t(k) * PQ] = store_f<T>(v);
+  }
+}
+
+// Weight (and bias) gradient: dw[k][kk] = sum over pixels m of dy[k][m] * im2col[m][kk], and with the
+// column of ones at kk = red, db[k] = sum of dy[k][m]. Block (bx, by) takes 64 channels (by) and the
+// 128-pixel tiles bx, bx + gridDim.x, ...; 8 warps each own 16 channels x 3 column blocks of 16. Its
+// float sums go to part[by][bx][64][red_pad]; conv_igemm_wgrad_finish adds the blocks in order.
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims d, const T* x, const T* dy,
+                                                                      float* part, int ones) {
+  unsigned char* smem = igemm_smem();
+  const Conv2dShape& s = d.s;
+  const int lda = d.lda;
+  T* As = reinterpret_cast<T*>(smem);  // [pixel][reduction]
+  T* Ds = As + kTileM * lda;           // [channel][pixel]: dy
+  const ReductionTables tab = reduction_tables(d, reinterpret_cast<int*>(Ds + kTileN * kLdd));
+
+  const int tid = threadIdx.x, warp = tid / 32, kr = (warp & 3) * 16, cb = warp >> 2;
+  const int n0 = blockIdx.y * kTileN, K = int(s.K), ncol = d.red_pad / 16;
+  const int64_t PQ = s.P * s.Q, tiles = (d.pixels + kTileM - 1) / kTileM;
+  const T zero = store_f<T>(0.f);
+  const int ml = tid & (kTileM - 1);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[3];
+  for (int j = 0; j < 3; ++j) wmma::fill_fragment(acc[j], 0.f);
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    __syncthreads();  // the tables are written; the previous tile's fragments are loaded
+    const Pixel px = pixel_of(d, tile * kTileM + ml);
+    gather_row(d, x, px, tab, As + ml * lda, tid / kTileM, kThreads / kTileM, ones);
+    const T* dyp = dy + px.img * K * PQ + px.pq;
+    for (int nl = tid / kTileM; nl < kTileN; nl += kThreads / kTileM) {
+      const int k = n0 + nl;
+      Ds[nl * kLdd + ml] = (px.valid && k < K) ? dyp[int64_t(k) * PQ] : zero;
+    }
+    __syncthreads();
+    for (int m0 = 0; m0 < kTileM; m0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::load_matrix_sync(a, Ds + kr * kLdd + m0, kLdd);
+      for (int j = 0; j < 3; ++j) {
+        const int col = cb + 2 * j;
+        if (col >= ncol) break;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bm;
+        wmma::load_matrix_sync(bm, As + m0 * lda + col * 16, lda);
+        wmma::mma_sync(acc[j], a, bm, acc[j]);
+      }
+    }
+  }
+  float* pb = part + (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTileN * d.red_pad;
+  for (int j = 0; j < 3; ++j) {
+    const int col = cb + 2 * j;
+    if (col >= ncol) break;
+    wmma::store_matrix_sync(pb + kr * d.red_pad + col * 16, acc[j], d.red_pad, wmma::mem_row_major);
+  }
+}
+
+// dw (and db, when ones < red_pad) from the blocks' partial sums, added in block order (deterministic).
+template <class T>
+__global__ void conv_igemm_wgrad_finish(IgemmDims d, int blocks, int ones, const float* part, T* dw, T* db) {
+  const int cols = d.red + (ones < d.red_pad ? 1 : 0);
+  const int64_t total = d.s.K * cols;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    const int k = int(t / cols), kk = int(t - int64_t(k) * cols), by = k / kTileN, kl = k - by * kTileN;
+    const float* p = part + (int64_t(by) * blocks * kTileN + kl) * d.red_pad + kk;
+    float sum = 0.f;
+    for (int b = 0; b < blocks; ++b) sum += p[int64_t(b) * kTileN * d.red_pad];
+    if (kk < d.red) dw[int64_t(k) * d.red + kk] = store_f<T>(sum);
+    else db[k] = store_f<T>(sum);
   }
 }
 
@@ -144,25 +252,78 @@ bool conv2d_forward_own_supported(FType t, const Conv2dShape& s) {
          s.P * s.stride_h <= 65535 && s.Q * s.stride_w <= 65535;
 }
 
+bool conv2d_backward_weight_own_supported(FType t, const Conv2dShape& s) {
+  return conv2d_forward_own_supported(t, s) && s.C * s.R * s.S < kMaxReduction;  // room for the bias column
+}
+
+namespace {
+
+// The kernels' dimensions; `columns` is the reduction plus the bias gradient's column of ones (if any).
+IgemmDims igemm_dims(const Conv2dShape& s, int64_t columns) {
+  IgemmDims d;
+  d.s = s;
+  d.red = int(s.C * s.R * s.S);
+  d.red_pad = int((columns + 15) / 16 * 16);
+  d.lda = d.red_pad + 8;
+  d.pixels = s.N * s.P * s.Q;
+  return d;
+}
+
+int wgrad_blocks(const IgemmDims& d, int max_blocks) {
+  const int64_t tiles = (d.pixels + kTileM - 1) / kTileM, most = max_blocks > 0 ? max_blocks : kWgradBlocks;
+  return int(tiles < most ? tiles : most);
+}
+
+// Runs f(TypeTag<T>) for the 16-bit storage type t (the WMMA kernels have no float32 twin).
+template <class F>
+void dispatch_16bit(FType t, F&& f) {
+  if (t == FType::F16) f(detail::TypeTag<__half>{});
+  else f(detail::TypeTag<__nv_bfloat16>{});
+}
+
+size_t wgrad_smem_bytes(const IgemmDims& d) {
+  return size_t(kTileM) * d.lda * 2 + size_t(kTileN) * kLdd * 2 + size_t(3) * kMaxReduction * sizeof(int);
+}
+
+}  // namespace
+
 void conv2d_forward_own(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
                         void* stream) {
   VOLT_CHECK(conv2d_forward_own_supported(t, s), "conv2d_forward_own: unsupported shape or type (", ftype_name(t),
              ", reduction ", s.C * s.R * s.S, ")");
-  IgemmDims d;
-  d.s = s;
-  d.red = int(s.C * s.R * s.S);
-  d.red_pad = (d.red + 15) / 16 * 16;
-  d.lda = d.red_pad + 8;
-  d.pixels = s.N * s.P * s.Q;
+  const IgemmDims d = igemm_dims(s, s.C * s.R * s.S);
   const dim3 grid(unsigned((d.pixels + kTileM - 1) / kTileM), unsigned((s.K + kTileN - 1) / kTileN));
-  if (t == FType::F16)
-    launch(conv_igemm_forward_kernel<__half>, grid, dim3(kThreads), smem_bytes(d), stream, d,
-           static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(b),
-           static_cast<__half*>(y));
-  else
-    launch(conv_igemm_forward_kernel<__nv_bfloat16>, grid, dim3(kThreads), smem_bytes(d), stream, d,
-           static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w),
-           static_cast<const __nv_bfloat16*>(b), static_cast<__nv_bfloat16*>(y));
+  dispatch_16bit(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(conv_igemm_forward_kernel<T>, grid, dim3(kThreads), forward_smem_bytes(d), stream, d,
+           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y));
+  });
+}
+
+size_t conv2d_backward_weight_own_workspace(const Conv2dShape& s, int max_blocks) {
+  const IgemmDims d = igemm_dims(s, s.C * s.R * s.S + 1);
+  return size_t((s.K + kTileN - 1) / kTileN) * size_t(wgrad_blocks(d, max_blocks)) * kTileN * size_t(d.red_pad) *
+         sizeof(float);
+}
+
+void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
+                                void* workspace, void* stream, int max_blocks) {
+  VOLT_CHECK(conv2d_backward_weight_own_supported(t, s), "conv2d_backward_weight_own: unsupported shape or type (",
+             ftype_name(t), ", reduction ", s.C * s.R * s.S, ")");
+  VOLT_CHECK(dw != nullptr, "conv2d_backward_weight_own: no weight gradient to write");
+  const int64_t red = s.C * s.R * s.S;
+  const IgemmDims d = igemm_dims(s, red + (db ? 1 : 0));
+  const int ones = db ? d.red : d.red_pad;  // the column of ones, or none
+  const int blocks = wgrad_blocks(d, max_blocks);
+  const dim3 grid(unsigned(blocks), unsigned((s.K + kTileN - 1) / kTileN));
+  float* part = static_cast<float*>(workspace);
+  dispatch_16bit(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(conv_igemm_wgrad_kernel<T>, grid, dim3(kThreads), wgrad_smem_bytes(d), stream, d,
+           static_cast<const T*>(x), static_cast<const T*>(dy), part, ones);
+    launch(conv_igemm_wgrad_finish<T>, detail::grid_for(s.K * (red + 1)), dim3(detail::kThreads), 0, stream, d,
+           blocks, ones, static_cast<const float*>(part), static_cast<T*>(dw), static_cast<T*>(db));
+  });
 }
 
 }  // namespace volt::cuda

@@ -1,4 +1,5 @@
-// Volt's own tensor-core forward convolution (kernels/cuda/conv_igemm.cu), run by the CPU emulator
+// Volt's own tensor-core convolution kernels (kernels/cuda/conv_igemm.cu: forward, and the weight
+// gradient with the bias gradient in the same pass), run by the CPU emulator
 // (with its warp matrix operations) against the CPU convolution, in float16 and bfloat16: partial
 // pixel and channel tiles, padding, strides, no bias, and the largest reduction it takes.
 #include "engine/error.h"
@@ -55,6 +56,46 @@ TEST_CASE("emu conv2d_forward_own: the tensor-core implicit GEMM matches the CPU
     }
 }
 
+TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass match the CPU") {
+  struct Case {
+    const char* name;
+    Conv2dShape s;
+    int max_blocks;  // 0: the default (one tile per block at these sizes)
+  };
+  const Case cases[] = {
+      {"seed CNN first layer, 2 images of 13x11, 3 tiles in one block", shape(2, 3, 13, 11, 64, 5, 5, 1, 1, 2, 2), 1},
+      {"one grey channel, stride 2, pad 1, 6 filters", shape(2, 1, 13, 12, 6, 5, 5, 2, 2, 1, 1), 0},
+      {"3x3, stride 2x1, pad 0x1, 70 filters (two channel tiles), 3 tiles in 2 blocks",
+       shape(3, 2, 21, 9, 70, 3, 3, 2, 1, 0, 1), 2},
+      {"reduction 95 (5 channels, 19x1): the bias column is the 96th", shape(1, 5, 21, 6, 16, 19, 1, 1, 1, 0, 0), 0},
+      {"1x1, 4 channels, 130 pixels", shape(1, 4, 10, 13, 3, 1, 1, 1, 1, 0, 0), 0},
+  };
+  for (FType t : {FType::F16, FType::BF16})
+    for (const Case& c : cases)
+      for (bool bias : {true, false}) {
+        INFO(ftype_name(t) << ": " << c.name << (bias ? ", with the bias gradient" : ", weight gradient only"));
+        const Conv2dShape& s = c.s;
+        REQUIRE(cuda::conv2d_backward_weight_own_supported(t, s));
+        const size_t nx = size_t(s.N * s.C * s.H * s.W), nw = size_t(s.K * s.C * s.R * s.S), nk = size_t(s.K);
+        const size_t ny = size_t(s.N * s.K * s.P * s.Q);
+        const auto x = round_to(t, random_floats(nx, 71, -2.f, 2.f)), dy = round_to(t, random_floats(ny, 72));
+        TypedBuf gx(t, x), gdy(t, dy), gdw(t, std::vector<float>(nw, 99.f)), gdb(t, std::vector<float>(nk, 99.f));
+        Guarded<float> ws(cuda::conv2d_backward_weight_own_workspace(s, c.max_blocks) / sizeof(float), -1.f);
+        cuda::conv2d_backward_weight_own(t, s, gdy.data(), gx.data(), gdw.data(), bias ? gdb.data() : nullptr,
+                                         ws.data(), nullptr, c.max_blocks);
+        std::vector<float> dw(nw), db(nk);
+        cpu::conv2d_backward_weight(s, dy.data(), x.data(), dw.data());
+        cpu::conv2d_backward_bias(s, dy.data(), db.data());
+        const double atol = t == FType::F16 ? 4e-3 : 4e-2, rtol = t == FType::F16 ? 1e-3 : 8e-3;
+        check_near(gdw.values(), round_to(t, dw), atol, rtol, "dw");
+        if (bias) check_near(gdb.values(), round_to(t, db), atol, rtol, "db");
+        else CHECK(gdb.values() == std::vector<float>(nk, 99.f));  // untouched
+        CHECK(gdw.guards_intact());
+        CHECK(gdb.guards_intact());
+        CHECK(ws.guards_intact());
+      }
+}
+
 TEST_CASE("emu conv2d_forward_own: which shapes it takes, and a clear error for the others") {
   const Conv2dShape first = shape(128, 3, 32, 32, 64, 5, 5, 1, 1, 0, 0), second = shape(128, 64, 14, 14, 32, 5, 5, 1, 1, 0, 0);
   CHECK(cuda::conv2d_forward_own_supported(FType::F16, first));
@@ -62,6 +103,9 @@ TEST_CASE("emu conv2d_forward_own: which shapes it takes, and a clear error for 
   CHECK_FALSE(cuda::conv2d_forward_own_supported(FType::F32, first));  // float32 stays on cuDNN's FMA math (no TF32)
   CHECK_FALSE(cuda::conv2d_forward_own_supported(FType::F16, second));  // reduction 1600
   CHECK_FALSE(cuda::conv2d_forward_own_supported(FType::F16, shape(1, 97, 3, 3, 4, 1, 1, 1, 1, 0, 0)));
+  CHECK(cuda::conv2d_backward_weight_own_supported(FType::F16, first));
+  CHECK(cuda::conv2d_forward_own_supported(FType::F16, shape(1, 96, 3, 3, 4, 1, 1, 1, 1, 0, 0)));
+  CHECK_FALSE(cuda::conv2d_backward_weight_own_supported(FType::F16, shape(1, 96, 3, 3, 4, 1, 1, 1, 1, 0, 0)));
   std::vector<uint16_t> buf(64 * 97 * 9);
   try {
     cuda::conv2d_forward_own(FType::F16, second, buf.data(), buf.data(), nullptr, buf.data(), nullptr);
