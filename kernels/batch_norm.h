@@ -2,6 +2,7 @@
 // it (relu = true: y = max(0, bn(x)) forward, and backward masks dy where bn(x) <= 0, recomputing bn(x)
 // from x instead of keeping y). gamma/beta may be null (no affine).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/ftype.h"
@@ -97,6 +98,10 @@ void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void
 void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy, const uint8_t* window, const void* x,
                                    const float* gamma, const float* beta, const float* mean, const float* invstd,
                                    bool training, void* dx, float* dgamma, float* dbeta, void* workspace, void* stream);
+
+// Where batch_norm_backward and batch_norm_relu_pool_backward leave the per-channel dx coefficients
+// (kernels/cuda/bn_grad.cuh's BnBackCoef [C]) in their workspace, for a kernel that forms dx itself.
+size_t batch_norm_coef_offset(int64_t N, int64_t C, int64_t HW);
 
 // out[c] = the sum of x[n, c, i] over n and i (double accumulation, one rounding to the storage type),
 // with the same split reduction and workspace (a convolution's bias gradient).

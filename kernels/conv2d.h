@@ -58,6 +58,26 @@ bool conv2d_backward_weight_own_supported(FType t, const Conv2dShape& s);
 size_t conv2d_backward_weight_own_workspace(const Conv2dShape& s, int max_blocks = 0);
 void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
                                 void* workspace, void* stream, int max_blocks = 0);
+// The same weight (and bias) gradient for a convolution whose output y fed batch_norm_relu_pool
+// (kernels/batch_norm.h), from that op's pooled gradient: each element of the convolution's output
+// gradient is formed in the GEMM's tile as the op's dx kernel would store it, never written to memory
+// (coef: the per-channel coefficients its backward left at batch_norm_coef_offset in its workspace).
+struct BnPoolGradSource {
+  const void* dy;  // the pooled gradient [N, K, P / kh, Q / kw]
+  const uint8_t* window;
+  const void* y;  // the convolution's output [N, K, P, Q]
+  const float* mean;
+  const void* coef;
+  bool training;
+  int64_t kh, kw;
+};
+void conv2d_backward_weight_own_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
+                                          void* dw, void* db, void* workspace, void* stream, int max_blocks = 0);
+// With the workspace from the convolutions' own (grown as needed): for the engine's fused block.
+void conv2d_backward_weight_bias_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
+                                           void* dw, void* db, void* stream);
+// Whether Volt's own kernels may run at all (not VOLT_CONV_OWN=0 / ConvOwnKernel::Never).
+bool conv2d_own_kernels_allowed();
 // dw and db (either may be null) for one shape: Volt's own kernel where it applies (as for the
 // forward), else cuDNN's backward filter and channel_sum (bias_workspace: batch_norm_workspace_bytes
 // of (N, K, P*Q), needed with db).

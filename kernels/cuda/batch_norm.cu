@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "kernels/batch_norm.h"
+#include "kernels/cuda/bn_grad.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/num.cuh"
 #include "kernels/fast_div.h"
@@ -14,6 +15,8 @@
 namespace volt::cuda {
 
 using detail::block_sum;
+using detail::bn_dx_value;
+using detail::BnBackCoef;
 using detail::grid_for;
 using detail::launch;
 using detail::kThreads;
@@ -40,7 +43,7 @@ __device__ __forceinline__ int64_t at(int64_t m, int64_t c, const Nchw& d) {
 // The channel of flat element t.
 __device__ __forceinline__ int64_t channel_of(int64_t t, const Nchw& d) { return d.c.mod(d.hw.div(t)); }
 
-__device__ __forceinline__ float affine(float x, BnAffine a) { return __fadd_rn(__fmul_rn(x, a.scale), a.bias); }
+__device__ __forceinline__ float affine(float x, BnAffine a) { return detail::bn_apply(x, a); }
 
 __device__ __forceinline__ float relu_if(float v, bool relu) {
   return relu ? (v > 0.f ? v : (v != v ? v : 0.f)) : v;
@@ -122,11 +125,7 @@ __global__ void bn_apply_kernel(int64_t total, Nchw d, const T* x, const BnAffin
 
 // Backward in three launches like the forward: partial sums of dy (through the ReLU's mask) and
 // dy * (x - mean) per (chunk, channel); per channel the gradients of gamma and beta and the dx
-// coefficients; then dx element-wise.
-struct BnBackCoef {
-  BnAffine aff;    // the forward's pre-activation (the ReLU mask)
-  float k, a, b;   // dx = k * ((dy - a) - (x - mean) * b) in training, k * dy in eval
-};
+// coefficients (BnBackCoef, kernels/cuda/bn_grad.cuh); then dx element-wise.
 
 template <class T>
 __global__ void bn_partial_grad_kernel(Nchw d, const T* dy, const T* x, const float* gamma, const float* beta,
@@ -169,12 +168,6 @@ __global__ void bn_finish_grad_kernel(int64_t M, int64_t C, int64_t chunks, cons
   q.a = training ? float(sum_dy / double(M)) : 0.f;
   q.b = training ? __fmul_rn(float(sdyx / double(M)), is) : 0.f;
   coef[c] = q;
-}
-
-// dx of one element from its (masked) dy and x.
-__device__ __forceinline__ float bn_dx_value(const BnBackCoef& q, float d, float xv, float mean, bool training) {
-  return training ? __fmul_rn(q.k, __fsub_rn(__fsub_rn(d, q.a), __fmul_rn(__fsub_rn(xv, mean), q.b)))
-                  : __fmul_rn(q.k, d);
 }
 
 template <class T>
@@ -273,15 +266,9 @@ __global__ void bn_pool_dx_kernel(PoolDims d, const T* dy, const uint8_t* window
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = d.w.div(t), w = t - row * s.W, plane = d.h.div(row), h = row - plane * s.H;
     const int64_t c = d.c.mod(plane);
-    const BnBackCoef q = coef[c];
     const float xv = load_f(x[t]);
-    const int64_t pp = d.kh.div(h), pq = d.kw.div(w);
-    float d = 0.f;
-    if (pp < P && pq < Q) {
-      const int64_t e = (plane * P + pp) * Q + pq;
-      if (int64_t(window[e]) == (h - pp * s.kh) * s.kw + (w - pq * s.kw) && affine(xv, q.aff) > 0.f) d = load_f(dy[e]);
-    }
-    dx[t] = store_f<T>(bn_dx_value(q, d, xv, mean[c], training));
+    dx[t] = store_f<T>(detail::bn_pool_dx_value(coef[c], mean[c], training, dy, window, xv, plane, h, w, d.kh.div(h),
+                                                d.kw.div(w), P, Q, s.kh, s.kw));
   }
 }
 
@@ -325,6 +312,7 @@ Layout layout(int64_t N, int64_t C, int64_t HW) {
 }  // namespace
 
 size_t batch_norm_workspace_bytes(int64_t N, int64_t C, int64_t HW) { return layout(N, C, HW).bytes; }
+size_t batch_norm_coef_offset(int64_t N, int64_t C, int64_t HW) { return layout(N, C, HW).coef_offset; }
 
 namespace {
 // The batch statistics and the per-channel affine (in the workspace, returned) of a training forward.

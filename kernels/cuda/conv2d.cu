@@ -447,6 +447,20 @@ void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, 
   else cudnn_path();
 }
 
+void conv2d_backward_weight_bias_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
+                                           void* dw, void* db, void* stream) {
+  void* ws = nullptr;
+  {
+    Call c(t, s, stream);
+    ws = workspace(c.device, conv2d_backward_weight_own_workspace(s), stream);
+  }
+  VOLT_CHECK(ws, "conv2d on CUDA: out of GPU memory for the weight gradient's partial sums (",
+             conv2d_backward_weight_own_workspace(s), " bytes)");
+  conv2d_backward_weight_own_from_pool(t, s, g, x, dw, db, ws, stream);
+}
+
+bool conv2d_own_kernels_allowed() { return own_policy() != ConvOwnKernel::Never; }
+
 void set_conv2d_own_kernel(ConvOwnKernel mode) { g_own_override.store(int(mode), std::memory_order_relaxed); }
 
 void conv2d_backward_bias(FType t, const Conv2dShape& s, const void* dy, void* db, void* workspace, void* stream) {

@@ -12,7 +12,10 @@
 // Weight gradient: the same gather, times the matching 64 x 128 tile of dy, accumulated over the
 // block's pixel tiles; a column of ones in the gathered tile makes the bias gradient a by-product.
 // The blocks' float partial sums are added in a fixed order by a second kernel.
+#include <type_traits>
+
 #include "kernels/conv2d.h"
+#include "kernels/cuda/bn_grad.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/num.cuh"
 
@@ -177,23 +180,62 @@ __global__ void __launch_bounds__(kThreads, 4) conv_igemm_forward_kernel(IgemmDi
   }
 }
 
+// Where the weight gradient's dy tile comes from: dy itself ...
+template <class T>
+struct DyDirect {
+  const T* dy;
+  struct At {
+    int64_t base;
+  };
+  __device__ __forceinline__ At prepare(const IgemmDims& d, const Pixel& px) const {
+    return At{px.img * d.s.K * d.s.P * d.s.Q + px.pq};
+  }
+  __device__ __forceinline__ T load(const IgemmDims& d, const At& at, int k) const {
+    return dy[at.base + int64_t(k) * d.s.P * d.s.Q];
+  }
+};
+
+// ... or formed from the pooled gradient of the batch norm + ReLU + max pool that consumed the
+// convolution's output y, exactly as that op's dx kernel would have stored it (bn_grad.cuh).
+template <class T>
+struct DyFromPool {
+  const T* dy;  // the pooled gradient [N, K, P / kh, Q / kw]
+  const uint8_t* window;
+  const T* y;  // the convolution's output, the batch norm's input
+  const float* mean;
+  const detail::BnBackCoef* coef;
+  bool training;
+  int64_t kh, kw;
+  struct At {
+    int64_t base, plane0, h, w, pp, pq;
+  };
+  __device__ __forceinline__ At prepare(const IgemmDims& d, const Pixel& px) const {
+    const int64_t h = px.pq / d.s.Q, w = px.pq - h * d.s.Q;
+    return At{px.img * d.s.K * d.s.P * d.s.Q + px.pq, px.img * d.s.K, h, w, h / kh, w / kw};
+  }
+  __device__ __forceinline__ T load(const IgemmDims& d, const At& at, int k) const {
+    const float xv = load_f(y[at.base + int64_t(k) * d.s.P * d.s.Q]);
+    return store_f<T>(detail::bn_pool_dx_value(coef[k], mean[k], training, dy, window, xv, at.plane0 + k, at.h, at.w,
+                                               at.pp, at.pq, d.s.P / kh, d.s.Q / kw, kh, kw));
+  }
+};
+
 // Weight (and bias) gradient: dw[k][kk] = sum over pixels m of dy[k][m] * im2col[m][kk], and with the
 // column of ones at kk = red, db[k] = sum of dy[k][m]. Block (bx, by) takes 64 channels (by) and the
 // 128-pixel tiles bx, bx + gridDim.x, ...; 8 warps each own 16 channels x 3 column blocks of 16. Its
 // float sums go to part[by][bx][64][red_pad]; conv_igemm_wgrad_finish adds the blocks in order.
-template <class T>
-__global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims d, const T* x, const T* dy,
-                                                                      float* part, int ones) {
+template <class T, class Src>
+__global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims d, const T* x, Src src, float* part,
+                                                                      int ones) {
   unsigned char* smem = igemm_smem();
-  const Conv2dShape& s = d.s;
   const int lda = d.lda;
   T* As = reinterpret_cast<T*>(smem);  // [pixel][reduction]
   T* Ds = As + kTileM * lda;           // [channel][pixel]: dy
   const ReductionTables tab = reduction_tables(d, reinterpret_cast<int*>(Ds + kTileN * kLdd));
 
   const int tid = threadIdx.x, warp = tid / 32, kr = (warp & 3) * 16, cb = warp >> 2;
-  const int n0 = blockIdx.y * kTileN, K = int(s.K), ncol = d.red_pad / 16;
-  const int64_t PQ = s.P * s.Q, tiles = (d.pixels + kTileM - 1) / kTileM;
+  const int n0 = blockIdx.y * kTileN, K = int(d.s.K), ncol = d.red_pad / 16;
+  const int64_t tiles = (d.pixels + kTileM - 1) / kTileM;
   const T zero = store_f<T>(0.f);
   const int ml = tid & (kTileM - 1);
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[3];
@@ -202,10 +244,14 @@ __global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims
     __syncthreads();  // the tables are written; the previous tile's fragments are loaded
     const Pixel px = pixel_of(d, tile * kTileM + ml);
     gather_row(d, x, px, tab, As + ml * lda, tid / kTileM, kThreads / kTileM, ones);
-    const T* dyp = dy + px.img * K * PQ + px.pq;
-    for (int nl = tid / kTileM; nl < kTileN; nl += kThreads / kTileM) {
-      const int k = n0 + nl;
-      Ds[nl * kLdd + ml] = (px.valid && k < K) ? dyp[int64_t(k) * PQ] : zero;
+    if (px.valid) {
+      const typename Src::At at = src.prepare(d, px);
+      for (int nl = tid / kTileM; nl < kTileN; nl += kThreads / kTileM) {
+        const int k = n0 + nl;
+        Ds[nl * kLdd + ml] = k < K ? src.load(d, at, k) : zero;
+      }
+    } else {
+      for (int nl = tid / kTileM; nl < kTileN; nl += kThreads / kTileM) Ds[nl * kLdd + ml] = zero;
     }
     __syncthreads();
     for (int m0 = 0; m0 < kTileM; m0 += 16) {
@@ -306,8 +352,12 @@ size_t conv2d_backward_weight_own_workspace(const Conv2dShape& s, int max_blocks
          sizeof(float);
 }
 
-void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
-                                void* workspace, void* stream, int max_blocks) {
+namespace {
+
+// The weight-gradient kernel over make_src(TypeTag<T>)'s dy, then the ordered sum of its blocks.
+template <class MakeSrc>
+void wgrad(FType t, const Conv2dShape& s, MakeSrc make_src, const void* x, void* dw, void* db, void* workspace,
+           void* stream, int max_blocks) {
   VOLT_CHECK(conv2d_backward_weight_own_supported(t, s), "conv2d_backward_weight_own: unsupported shape or type (",
              ftype_name(t), ", reduction ", s.C * s.R * s.S, ")");
   VOLT_CHECK(dw != nullptr, "conv2d_backward_weight_own: no weight gradient to write");
@@ -319,11 +369,34 @@ void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, c
   float* part = static_cast<float*>(workspace);
   dispatch_16bit(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launch(conv_igemm_wgrad_kernel<T>, grid, dim3(kThreads), wgrad_smem_bytes(d), stream, d,
-           static_cast<const T*>(x), static_cast<const T*>(dy), part, ones);
+    const auto src = make_src(tag);
+    launch(conv_igemm_wgrad_kernel<T, std::decay_t<decltype(src)>>, grid, dim3(kThreads), wgrad_smem_bytes(d), stream,
+           d, static_cast<const T*>(x), src, part, ones);
     launch(conv_igemm_wgrad_finish<T>, detail::grid_for(s.K * (red + 1)), dim3(detail::kThreads), 0, stream, d,
            blocks, ones, static_cast<const float*>(part), static_cast<T*>(dw), static_cast<T*>(db));
   });
+}
+
+}  // namespace
+
+void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
+                                void* workspace, void* stream, int max_blocks) {
+  wgrad(t, s, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    return DyDirect<T>{static_cast<const T*>(dy)};
+  }, x, dw, db, workspace, stream, max_blocks);
+}
+
+void conv2d_backward_weight_own_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
+                                          void* dw, void* db, void* workspace, void* stream, int max_blocks) {
+  VOLT_CHECK(g.kh >= 1 && g.kw >= 1 && g.kh <= s.P && g.kw <= s.Q && g.kh * g.kw <= 256,
+             "conv2d_backward_weight_own_from_pool: a ", g.kh, "x", g.kw, " pool window does not fit the ", s.P, "x",
+             s.Q, " output");
+  wgrad(t, s, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    return DyFromPool<T>{static_cast<const T*>(g.dy), g.window, static_cast<const T*>(g.y), g.mean,
+                         static_cast<const detail::BnBackCoef*>(g.coef), g.training, g.kh, g.kw};
+  }, x, dw, db, workspace, stream, max_blocks);
 }
 
 }  // namespace volt::cuda

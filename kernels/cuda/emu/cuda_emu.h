@@ -254,6 +254,8 @@ inline float2 __bfloat1622float2(__nv_bfloat162 h) { return {__bfloat162float(h.
 // dimension that is not a multiple of 16 bytes (undefined on the GPU).
 namespace volt_emu {
 void warp_collective(const void* ptr, size_t ldm_bytes, const char* what);
+// A zero-initialised buffer of at least `bytes` that the calling thread's warp shares (for the launch).
+void* warp_scratch(size_t bytes);
 inline float wmma_load(float v) { return v; }
 inline float wmma_load(__half v) { return __half2float(v); }
 inline float wmma_load(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -331,17 +333,41 @@ void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigne
 }
 
 // d = a * b + c, products and sums in float (the tensor cores' 16-bit products are exact in float).
+// The lanes of a warp hold the same tiles, so the product is computed once per warp: a lane whose
+// inputs equal those the warp last multiplied (at this instantiation) copies that result.
 template <int M, int N, int K, class Tab, class LA, class LB, class Tc>
 void mma_sync(fragment<accumulator, M, N, K, Tc>& d, const fragment<matrix_a, M, N, K, Tab, LA>& a,
               const fragment<matrix_b, M, N, K, Tab, LB>& b, const fragment<accumulator, M, N, K, Tc>& c) {
   ::volt_emu::warp_collective(nullptr, 16, "wmma::mma_sync");
-  fragment<accumulator, M, N, K, Tc> out;
+  using A = fragment<matrix_a, M, N, K, Tab, LA>;
+  using B = fragment<matrix_b, M, N, K, Tab, LB>;
+  using C = fragment<accumulator, M, N, K, Tc>;
+  struct Memo {
+    const void* tag;  // which instantiation wrote it (null: none yet)
+    A a;
+    B b;
+    C c, d;
+  };
+  static const char tag = 0;
+  auto* memo = static_cast<Memo*>(::volt_emu::warp_scratch(sizeof(Memo)));
+  if (memo->tag == &tag && std::memcmp(&memo->a, &a, sizeof a) == 0 && std::memcmp(&memo->b, &b, sizeof b) == 0 &&
+      std::memcmp(&memo->c, &c, sizeof c) == 0) {
+    d = memo->d;
+    return;
+  }
+  C out;
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
-      float s = ::volt_emu::wmma_load(c.x[i * N + j]);
-      for (int k = 0; k < K; ++k) s += ::volt_emu::wmma_load(a.x[i * K + k]) * ::volt_emu::wmma_load(b.x[k * N + j]);
-      out.x[i * N + j] = ::volt_emu::wmma_store<Tc>(s);
+      float sum = ::volt_emu::wmma_load(c.x[i * N + j]);
+      for (int k = 0; k < K; ++k)
+        sum += ::volt_emu::wmma_load(a.x[i * K + k]) * ::volt_emu::wmma_load(b.x[k * N + j]);
+      out.x[i * N + j] = ::volt_emu::wmma_store<Tc>(sum);
     }
+  memo->tag = &tag;
+  memo->a = a;
+  memo->b = b;
+  memo->c = c;
+  memo->d = out;
   d = out;
 }
 }  // namespace nvcuda::wmma

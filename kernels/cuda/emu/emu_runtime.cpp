@@ -58,6 +58,7 @@ struct Block {
   void (*call)(void*) = nullptr;
   void* arg = nullptr;
   std::vector<uint64_t> slots[2];  // [warp * 32 + lane] for each exchange parity
+  std::vector<std::vector<unsigned char>> warp_scratch;  // per warp (warp_scratch())
   std::vector<unsigned char> smem;  // the dynamic shared memory starts at the first 128-byte boundary
   size_t smem_bytes = 0;
   std::string error;  // first error found; the launch throws it
@@ -278,6 +279,13 @@ void warp_collective(const void* ptr, size_t ldm_bytes, const char* what) {
                                       " bytes is not a multiple of 16 (thread ", tid, ")"));
 }
 
+void* warp_scratch(size_t bytes) {
+  if (!g_fiber) fail_outside_kernel("warp scratch");
+  std::vector<unsigned char>& buf = g_block->warp_scratch[size_t(linear_tid(g_fiber->ts) / 32)];
+  if (buf.size() < bytes) buf.assign(bytes, 0);  // contents kept until a larger size is asked
+  return buf.data();
+}
+
 void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem_bytes) {
   const int64_t threads = int64_t(block.x) * block.y * block.z;
   VOLT_CHECK(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
@@ -300,6 +308,7 @@ void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem
   const size_t warps = size_t((threads + 31) / 32);
   b.slots[0].assign(warps * 32, 0);
   b.slots[1].assign(warps * 32, 0);
+  b.warp_scratch.resize(warps);
   b.smem.assign(smem_bytes + 128, 0xCD);  // not zero: reading shared memory before writing it shows
   b.smem_bytes = smem_bytes;
   g_block = &b;
