@@ -138,6 +138,22 @@ int main(int argc, char** argv) {
       Tensor y = batch_norm_relu_max_pool2d(conv2d(xr, wr, br), gr, ber, rm, rv, true, {2, 2});
       sum(y).backward();
     });
+    // In float16 as 16-mixed runs it: the two ops (dx stored, then read by the weight gradient) against
+    // conv2d_batch_norm_relu_max_pool2d (dx formed inside the weight-gradient kernel).
+    {
+      const Tensor xh = cast(xr, DType::F16);
+      Tensor wh = cast(w1, DType::F16), bh = cast(b1, DType::F16);
+      wh.requires_grad_(true);
+      bh.requires_grad_(true);
+      time_op("block1 fp16 fwd+bwd (conv, fused bn+relu+pool)", 6.5 * act / 2, iters, [&] {
+        Tensor y = batch_norm_relu_max_pool2d(conv2d(xh, wh, bh), gr, ber, rm, rv, true, {2, 2});
+        sum(y).backward();
+      });
+      time_op("block1 fp16 fwd+bwd (one op, dx never stored)", 4.5 * act / 2, iters, [&] {
+        Tensor y = conv2d_batch_norm_relu_max_pool2d(xh, wh, bh, gr, ber, rm, rv, true, {2, 2});
+        sum(y).backward();
+      });
+    }
     const DeviceAllocatorStats st = cuda_memory_stats(0);
     std::printf("allocator: %zu driver allocations, %zu cache hits, peak %.1f MiB in use\n", st.system_allocs,
                 st.cache_hits, double(st.peak_bytes_in_use) / (1 << 20));

@@ -61,8 +61,10 @@ double measure_bandwidth(Device d) {
 // e bytes per activation element, one pass per tensor read or written by each kernel as Volt runs
 // them. Batch norm, ReLU and the 2x2 max pool are one op (batch_norm_relu_max_pool2d): forward, a
 // statistics pass and one pass that writes only the pooled output and a one-byte window position;
-// backward, a pass over the pooled gradient (and x at each window's maximum) and a dx pass.
-double step_bytes_per_image(double e) {
+// backward, a pass over the pooled gradient (and x at each window's maximum) and a dx pass. In 16 bits
+// (fused_first_block) the first block is conv2d_batch_norm_relu_max_pool2d: its dx is formed inside
+// the convolution's weight-gradient kernel, never written or read back.
+double step_bytes_per_image(double e, bool fused_first_block) {
   const double a0 = 3 * 32 * 32, a1 = 64 * 28 * 28, a2 = 64 * 14 * 14, a3 = 32 * 10 * 10, a4 = 32 * 5 * 5;
   const double fc = a4 + 64 + 64 + 32 + 32 + 10;  // the MLP's activations, forward and back
   double elems = 0;
@@ -73,8 +75,10 @@ double step_bytes_per_image(double e) {
   elems += 2 * fc;            // fc forward and backward
   elems += 2 * a3 + 3 * a4;   // bn2+relu+pool2 backward: (dy, x at maxima); (x, dy) read, dx written
   elems += a3 + a2 + a2 + a3; // conv2 data and weight gradients
-  elems += 2 * a1 + 3 * a2;   // bn1+relu+pool1 backward
-  elems += a0 + a1;           // conv1 weight gradient (no input gradient)
+  if (fused_first_block)
+    elems += 2 * a2 + a0 + a1 + a2;  // bn1 sums (dy, x at maxima); conv1 weight gradient (x; y1, dy)
+  else
+    elems += 2 * a1 + 3 * a2 + a0 + a1;  // bn1+relu+pool1 backward; conv1 weight gradient (no input gradient)
   const double index_bytes = 3.0 * (a2 + a4);  // one byte per window: written forward, read twice backward
   return elems * e + index_bytes;
 }
@@ -137,7 +141,7 @@ int main(int argc, char** argv) {
     for (const std::string& precision : precisions)
       for (int b : batches) {
         const DType dt = compute_type(precision);
-        const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0);
+        const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0, dt != DType::F32);
         std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
                     "floor_img_per_s=%.0f\n",
                     b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);

@@ -43,6 +43,17 @@ Tensor batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& weight, const T
                                   Tensor running_var, bool training, Pair pool, double momentum = 0.1,
                                   double eps = 1e-5, Tensor num_batches_tracked = Tensor());
 
+// batch_norm_relu_max_pool2d(conv2d(x, conv_weight, conv_bias, stride, padding), ...): a network's first
+// block (Conv2d, BatchNorm2d, ReLU, MaxPool2d in a Sequential run as this). On CUDA in 16 bits, when x
+// needs no gradient and the convolution is one Volt's own kernels take (C*R*S <= 95), backward forms
+// the convolution's output gradient inside its weight-gradient kernel instead of storing it: the same
+// bits, two fewer passes over the largest activation. Elsewhere it runs as the two ops.
+Tensor conv2d_batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& conv_weight, const Tensor& conv_bias,
+                                         const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                                         Tensor running_var, bool training, Pair pool, Pair stride = {1, 1},
+                                         Pair padding = {0, 0}, double momentum = 0.1, double eps = 1e-5,
+                                         Tensor num_batches_tracked = Tensor());
+
 Tensor relu(const Tensor& x);
 
 // x [N, C, H, W] -> [N, C, P, Q]; padding at most half the kernel (as in PyTorch).

@@ -51,6 +51,11 @@ Tensor Conv2d::forward(const Tensor& x) {
   return conv2d(autocast(x), autocast(weight), autocast(bias), {stride_, stride_}, {padding_, padding_});
 }
 
+Tensor Conv2d::forward_bn_relu_max_pool(const Tensor& x, BatchNorm2d& bn, int64_t k) {
+  return bn.forward_conv_relu_max_pool(autocast(x), autocast(weight), autocast(bias), {stride_, stride_},
+                                       {padding_, padding_}, k);
+}
+
 Tensor Linear::forward(const Tensor& x) { return linear(autocast(x), autocast(weight), autocast(bias)); }
 
 std::string Conv2d::extra_repr() const {
@@ -77,6 +82,14 @@ BatchNorm2d::BatchNorm2d(int64_t c, double eps, double momentum, bool affine, bo
 Tensor BatchNorm2d::forward(const Tensor& x) { return run(x, false); }
 Tensor BatchNorm2d::forward_relu(const Tensor& x) { return run(x, true); }
 Tensor BatchNorm2d::forward_relu_max_pool(const Tensor& x, int64_t k) { return run(x, true, k); }
+
+Tensor BatchNorm2d::forward_conv_relu_max_pool(const Tensor& x, const Tensor& conv_weight, const Tensor& conv_bias,
+                                               Pair stride, Pair padding, int64_t k) {
+  const bool use_batch_stats = is_training() || !running_mean.defined();
+  const Tensor tracked = is_training() ? num_batches_tracked : Tensor();
+  return conv2d_batch_norm_relu_max_pool2d(x, conv_weight, conv_bias, weight, bias, running_mean, running_var,
+                                           use_batch_stats, {k, k}, stride, padding, momentum_, eps_, tracked);
+}
 
 Tensor BatchNorm2d::run(const Tensor& x, bool relu, int64_t pool) {
   VOLT_CHECK(x.defined() && x.dim() == 4, "BatchNorm2d: expected input [N, C, H, W], got shape ",

@@ -14,6 +14,9 @@ class Conv2d : public Module {
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1, int64_t padding = 0,
          bool bias = true, Generator* gen = nullptr);
   Tensor forward(const Tensor& x) override;  // in autocast_dtype() under an Autocast guard
+  // bn(relu(max_pool)) of this layer's output as one op (conv2d_batch_norm_relu_max_pool2d): what a
+  // Sequential of Conv2d, BatchNorm2d, ReLU and a non-overlapping k x k MaxPool2d runs.
+  Tensor forward_bn_relu_max_pool(const Tensor& x, class BatchNorm2d& bn, int64_t k);
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
   void reset_parameters(Generator& gen);
@@ -31,6 +34,9 @@ class BatchNorm2d : public Module {
   bool fuses_relu() const override { return true; }
   Tensor forward_relu(const Tensor& x) override;  // batch_norm_relu: one pass each way
   Tensor forward_relu_max_pool(const Tensor& x, int64_t k) override;  // batch_norm_relu_max_pool2d
+  // The same after a convolution given by its (autocast) input, weight and bias, as one op.
+  Tensor forward_conv_relu_max_pool(const Tensor& x, const Tensor& conv_weight, const Tensor& conv_bias, Pair stride,
+                                    Pair padding, int64_t k);
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;

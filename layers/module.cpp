@@ -220,6 +220,18 @@ Tensor Sequential::forward(const Tensor& x) {
   const bool observed = g_observer.load(std::memory_order_relaxed) != nullptr;
   for (size_t i = 0; i < cs.size(); ++i) {
     Module& m = *cs[i].second;
+    // Conv2d, BatchNorm2d, ReLU, MaxPool2d(k, stride k): one op (its backward never stores the
+    // convolution's output gradient where the CUDA kernels allow).
+    if (!observed && i + 3 < cs.size()) {
+      auto* conv = dynamic_cast<Conv2d*>(&m);
+      auto* bn = dynamic_cast<BatchNorm2d*>(cs[i + 1].second.get());
+      auto* pool = dynamic_cast<MaxPool2d*>(cs[i + 3].second.get());
+      if (conv && bn && dynamic_cast<ReLU*>(cs[i + 2].second.get()) && pool && pool->non_overlapping()) {
+        h = conv->forward_bn_relu_max_pool(h, *bn, pool->kernel_size());
+        i += 3;
+        continue;
+      }
+    }
     if (!observed && m.fuses_relu() && i + 1 < cs.size() && dynamic_cast<ReLU*>(cs[i + 1].second.get())) {
       const auto* pool = i + 2 < cs.size() ? dynamic_cast<MaxPool2d*>(cs[i + 2].second.get()) : nullptr;
       if (pool && pool->non_overlapping()) {

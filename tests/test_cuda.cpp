@@ -128,6 +128,7 @@ VOLT_GPU_TABLE("conv2d")
 VOLT_GPU_TABLE("batch_norm")
 VOLT_GPU_TABLE("batch_norm_relu")
 VOLT_GPU_TABLE("batch_norm_relu_max_pool2d")
+VOLT_GPU_TABLE("conv2d_batch_norm_relu_max_pool2d")
 VOLT_GPU_TABLE("cast")
 VOLT_GPU_TABLE("relu")
 VOLT_GPU_TABLE("max_pool2d")
@@ -176,6 +177,46 @@ TEST_CASE("gpu conv2d in 16 bits: cuDNN and Volt's own tensor-core kernels both 
       check_near(cast(bg.grad(), DType::F32), bf.grad(), 50 * atol, rtol, "first layer db");
     }
   }
+}
+
+// The seed CNN's first block as one op (x needs no gradient, so backward forms the convolution's output
+// gradient inside the weight-gradient kernel) against the two ops, which store it in between: the same
+// bits, forward, running statistics and every gradient (Volt's own kernels on both sides).
+TEST_CASE("gpu conv2d_batch_norm_relu_max_pool2d: the fused backward gives the two ops' bits") {
+  require_gpu();
+  struct Restore {
+    ~Restore() { cuda_set_conv_own_kernel(ConvOwnKernel::Auto); }
+  } restore;
+  cuda_set_conv_own_kernel(ConvOwnKernel::Always);
+  for (DType dt : {DType::F16, DType::BF16})
+    for (bool training : {true, false}) {
+      INFO(dtype_name(dt) << (training ? " training" : " eval"));
+      const Tensor x = cast(vt::rand_tensor({64, 3, 32, 32}, 41), dt).to(kGpu);
+      const Tensor w = cast(vt::rand_tensor({64, 3, 5, 5}, 42, -0.2f, 0.2f), dt), b = cast(vt::rand_tensor({64}, 43), dt);
+      const Tensor g = vt::rand_tensor({64}, 44, 0.5f, 1.5f), be = vt::rand_tensor({64}, 45);
+      auto param = [](const Tensor& t) {
+        Tensor p = t.to(kGpu);
+        p.requires_grad_(true);
+        return p;
+      };
+      Tensor w1 = param(w), b1 = param(b), g1 = param(g), be1 = param(be);
+      Tensor w2 = param(w), b2 = param(b), g2 = param(g), be2 = param(be);
+      Tensor rm1 = vt::rand_tensor({64}, 46, -0.1f, 0.1f).to(kGpu), rv1 = vt::rand_tensor({64}, 47, 0.5f, 1.5f).to(kGpu);
+      Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
+      const Tensor y1 = conv2d_batch_norm_relu_max_pool2d(x, w1, b1, g1, be1, rm1, rv1, training, {2, 2});
+      const Tensor y2 = batch_norm_relu_max_pool2d(conv2d(x, w2, b2), g2, be2, rm2, rv2, training, {2, 2});
+      CHECK(y1.shape() == Shape{64, 64, 14, 14});
+      CHECK(y1.to_vector() == y2.to_vector());
+      CHECK(rm1.to_vector() == rm2.to_vector());
+      CHECK(rv1.to_vector() == rv2.to_vector());
+      const Tensor proj = cast(vt::rand_tensor(y1.shape(), 48), dt).to(kGpu);
+      sum(mul(y1, proj)).backward();
+      sum(mul(y2, proj)).backward();
+      CHECK(w1.grad().to_vector() == w2.grad().to_vector());
+      CHECK(b1.grad().to_vector() == b2.grad().to_vector());
+      CHECK(g1.grad().to_vector() == g2.grad().to_vector());
+      CHECK(be1.grad().to_vector() == be2.grad().to_vector());
+    }
 }
 
 // set_float32_matmul_precision("high") lets float32 convolutions and matrix products use TF32 (products of

@@ -91,7 +91,8 @@ void check_bfloat16(const OpCase& c) { vt::check_low_precision(c, DType::BF16, D
 TEST_CASE("op table covers every differentiable op in engine/ops.h") {
   std::set<std::string> ops;
   for (const OpCase& c : op_table()) ops.insert(c.op);
-  for (const char* op : {"conv2d", "batch_norm", "batch_norm_relu", "batch_norm_relu_max_pool2d", "relu", "max_pool2d",
+  for (const char* op : {"conv2d", "batch_norm", "batch_norm_relu", "batch_norm_relu_max_pool2d",
+                         "conv2d_batch_norm_relu_max_pool2d", "relu", "max_pool2d",
                          "linear", "dropout", "relu_dropout", "add", "sub", "mul", "sum", "mean", "log_softmax",
                          "cross_entropy", "cast"}) {
     INFO(op);
@@ -119,6 +120,7 @@ VOLT_OP_TABLE_TESTS("conv2d")
 VOLT_OP_TABLE_TESTS("batch_norm")
 VOLT_OP_TABLE_TESTS("batch_norm_relu")
 VOLT_OP_TABLE_TESTS("batch_norm_relu_max_pool2d")
+VOLT_OP_TABLE_TESTS("conv2d_batch_norm_relu_max_pool2d")
 VOLT_OP_TABLE_TESTS("cast")
 VOLT_OP_TABLE_TESTS("relu")
 VOLT_OP_TABLE_TESTS("max_pool2d")

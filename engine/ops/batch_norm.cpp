@@ -4,6 +4,8 @@
 // be float32, float16 or bfloat16; parameters and statistics are float32.
 #include "kernels/batch_norm.h"
 
+#include "kernels/conv2d.h"
+
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/check.h"
@@ -19,10 +21,20 @@ Tensor workspace(int64_t N, int64_t C, int64_t HW, Device dev) {
 }
 #endif
 
+// What backward needs of a pooled CUDA forward, for a caller that records its own node (saved).
+struct BnSaved {
+  Tensor window, mean, invstd;
+  cuda::BnPoolShape ps;
+};
+
+// Whether bn() runs a pooled forward as the fused CUDA kernel (else as the two ops).
+bool fused_pool(const Device& dev, Pair pool) { return dev.is_cuda() && pool[0] * pool[1] <= 256; }
+
 // pool (or null): a max pool over pool[0] x pool[1] windows with that stride follows the ReLU.
+// saved (a fused CUDA pool only): no autograd node; what backward needs goes there.
 Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
           Tensor running_var, bool training, double momentum, double eps, bool relu, Tensor batches_tracked,
-          const Pair* pool_arg = nullptr) {
+          const Pair* pool_arg = nullptr, BnSaved* saved = nullptr) {
   detail::check_input(op, "input", x);
   VOLT_CHECK(x.dim() >= 2, op, ": input must be [N, C, ...], got shape ", shape_str(x.shape()));
   const bool pooled = pool_arg != nullptr;
@@ -57,7 +69,9 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                                                {"running_mean", running_mean}, {"running_var", running_var},
                                                {"num_batches_tracked", batches_tracked}});
   // The fused pool is a CUDA kernel (for windows of at most 256 positions); elsewhere it is the two ops.
-  if (pooled && (!dev.is_cuda() || pool[0] * pool[1] > 256))
+  VOLT_CHECK(!saved || (pooled && fused_pool(dev, pool) && !detail::cpu_low_precision(x)), op,
+             ": internal: a saved forward must be a fused CUDA pool");
+  if (pooled && !fused_pool(dev, pool))
     return max_pool2d(
         bn(op, x, weight, bias, running_mean, running_var, training, momentum, eps, true, batches_tracked), pool, pool);
   if (detail::cpu_low_precision(x))
@@ -120,6 +134,10 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                                    relu, y.data<float>());
     }
   }
+  if (saved) {
+    *saved = BnSaved{window, mean, invstd, ps};
+    return y;
+  }
   autograd::record(op, y, {x, weight, bias},
                    [x, weight, bias, mean, invstd, training, relu, N, C, HW, pooled, ps, window](
                        const Tensor& gy, const std::vector<bool>& needs) {
@@ -172,6 +190,80 @@ Tensor batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& weight, const T
                                   Tensor num_batches_tracked) {
   return bn("batch_norm_relu_max_pool2d", x, weight, bias, running_mean, running_var, training, momentum, eps, true,
             num_batches_tracked, &pool);
+}
+
+
+Tensor conv2d_batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& conv_weight, const Tensor& conv_bias,
+                                         const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                                         Tensor running_var, bool training, Pair pool, Pair stride, Pair padding,
+                                         double momentum, double eps, Tensor num_batches_tracked) {
+  const auto unfused = [&] {
+    return batch_norm_relu_max_pool2d(conv2d(x, conv_weight, conv_bias, stride, padding), weight, bias, running_mean,
+                                      running_var, training, pool, momentum, eps, num_batches_tracked);
+  };
+#if VOLT_HAVE_CUDA
+  // Fused only where it pays and applies: a recorded backward on CUDA that needs the weight gradient but
+  // not the input's, a convolution Volt's own kernels take, and a fused pool that fits its output.
+  const bool candidate = autograd::grad_enabled() && x.defined() && conv_weight.defined() && x.dim() == 4 &&
+                         conv_weight.dim() == 4 && x.device().is_cuda() && !x.requires_grad() &&
+                         conv_weight.requires_grad() && x.dtype() == conv_weight.dtype() &&
+                         (x.dtype() == DType::F16 || x.dtype() == DType::BF16) && fused_pool(x.device(), pool) &&
+                         pool[0] >= 1 && pool[1] >= 1 && stride[0] >= 1 && stride[1] >= 1 && padding[0] >= 0 &&
+                         padding[1] >= 0 && cuda::conv2d_own_kernels_allowed();
+  if (!candidate) return unfused();
+  Conv2dShape s{x.size(0), x.size(1), x.size(2), x.size(3), conv_weight.size(0), conv_weight.size(2),
+                conv_weight.size(3), stride[0], stride[1], padding[0], padding[1], 0, 0};
+  s.P = (s.H + 2 * s.pad_h - s.R) / s.stride_h + 1;
+  s.Q = (s.W + 2 * s.pad_w - s.S) / s.stride_w + 1;
+  if (s.H + 2 * s.pad_h < s.R || s.W + 2 * s.pad_w < s.S || s.P < pool[0] || s.Q < pool[1] ||
+      !cuda::conv2d_backward_weight_own_supported(detail::ft(x), s))
+    return unfused();  // (the ops' own checks name what is wrong with a bad shape)
+  const char* op = "conv2d_batch_norm_relu_max_pool2d";
+  Tensor y1;  // the convolution's output: the batch norm's input, kept for backward as batch norm keeps it
+  {
+    NoGradGuard no_grad;
+    y1 = conv2d(x, conv_weight, conv_bias, stride, padding);  // its checks; Volt's forward kernel
+  }
+  BnSaved sv;
+  Tensor y = bn(op, y1, weight, bias, running_mean, running_var, training, momentum, eps, true, num_batches_tracked,
+                &pool, &sv);
+  autograd::record(op, y, {conv_weight, conv_bias, weight, bias},
+                   [x, y1, conv_weight, conv_bias, weight, bias, training, s, sv](const Tensor& gy,
+                                                                                const std::vector<bool>& needs) {
+                     const Device dev = x.device();
+                     const DType dt = x.dtype();
+                     std::vector<Tensor> g(4);
+                     if (needs[0]) g[0] = Tensor::empty(conv_weight.shape(), dt, dev);
+                     if (needs[1]) g[1] = Tensor::empty(conv_bias.shape(), dt, dev);
+                     if (needs[2]) g[2] = Tensor::empty(weight.shape(), DType::F32, dev);
+                     if (needs[3]) g[3] = Tensor::empty(bias.shape(), DType::F32, dev);
+                     const float* gamma = weight.defined() ? weight.data<float>() : nullptr;
+                     const float* beta = bias.defined() ? bias.data<float>() : nullptr;
+                     void* st = detail::stream_of(x);
+                     const FType t = detail::ft(x);
+                     // Batch norm's gradient sums and dx coefficients (into ws), without dx ...
+                     Tensor ws = workspace(s.N, s.K, s.P * s.Q, dev);
+                     cuda::batch_norm_relu_pool_backward(t, sv.ps, gy.raw_data(), sv.window.data<uint8_t>(),
+                                                         y1.raw_data(), gamma, beta, sv.mean.data<float>(),
+                                                         sv.invstd.data<float>(), training, nullptr,
+                                                         needs[2] ? g[2].data<float>() : nullptr,
+                                                         needs[3] ? g[3].data<float>() : nullptr, ws.raw_data(), st);
+                     // ... which the convolution's weight-gradient kernel forms tile by tile.
+                     if (needs[0] || needs[1]) {
+                       VOLT_CHECK(needs[0], "conv2d_batch_norm_relu_max_pool2d: internal: a bias gradient alone");
+                       const cuda::BnPoolGradSource src{
+                           gy.raw_data(), sv.window.data<uint8_t>(), y1.raw_data(), sv.mean.data<float>(),
+                           static_cast<const uint8_t*>(ws.raw_data()) + cuda::batch_norm_coef_offset(s.N, s.K, s.P * s.Q),
+                           training, sv.ps.kh, sv.ps.kw};
+                       cuda::conv2d_backward_weight_bias_from_pool(t, s, src, x.raw_data(), g[0].raw_data(),
+                                                                   needs[1] ? g[1].raw_data() : nullptr, st);
+                     }
+                     return g;
+                   });
+  return y;
+#else
+  return unfused();
+#endif
 }
 
 }  // namespace volt
