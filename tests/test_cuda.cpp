@@ -192,7 +192,8 @@ TEST_CASE("gpu conv2d_batch_norm_relu_max_pool2d: the fused backward gives the t
     for (bool training : {true, false}) {
       INFO(dtype_name(dt) << (training ? " training" : " eval"));
       const Tensor x = cast(vt::rand_tensor({64, 3, 32, 32}, 41), dt).to(kGpu);
-      const Tensor w = cast(vt::rand_tensor({64, 3, 5, 5}, 42, -0.2f, 0.2f), dt), b = cast(vt::rand_tensor({64}, 43), dt);
+      const Tensor w = cast(vt::rand_tensor({64, 3, 5, 5}, 42, -0.2f, 0.2f), dt);
+      const Tensor b = cast(vt::rand_tensor({64}, 43), dt);
       const Tensor g = vt::rand_tensor({64}, 44, 0.5f, 1.5f), be = vt::rand_tensor({64}, 45);
       auto param = [](const Tensor& t) {
         Tensor p = t.to(kGpu);
@@ -201,7 +202,8 @@ TEST_CASE("gpu conv2d_batch_norm_relu_max_pool2d: the fused backward gives the t
       };
       Tensor w1 = param(w), b1 = param(b), g1 = param(g), be1 = param(be);
       Tensor w2 = param(w), b2 = param(b), g2 = param(g), be2 = param(be);
-      Tensor rm1 = vt::rand_tensor({64}, 46, -0.1f, 0.1f).to(kGpu), rv1 = vt::rand_tensor({64}, 47, 0.5f, 1.5f).to(kGpu);
+      Tensor rm1 = vt::rand_tensor({64}, 46, -0.1f, 0.1f).to(kGpu);
+      Tensor rv1 = vt::rand_tensor({64}, 47, 0.5f, 1.5f).to(kGpu);
       Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
       const Tensor y1 = conv2d_batch_norm_relu_max_pool2d(x, w1, b1, g1, be1, rm1, rv1, training, {2, 2});
       const Tensor y2 = batch_norm_relu_max_pool2d(conv2d(x, w2, b2), g2, be2, rm2, rv2, training, {2, 2});

@@ -45,7 +45,7 @@ Tensor dropout_impl(const char* op, const Tensor& x, double p, bool training, Ge
   // the step runs (a captured step's replays each reserve fresh offsets: engine/cuda_graph.h); `gen`
   // must outlive such a graph (the default generators and a layer's own do).
   if (dev.is_cuda()) {
-    const auto* so = static_cast<const uint64_t*>(step_scalars(dev, 2, [&gen, n](uint64_t* v) {
+    [[maybe_unused]] const auto* so = static_cast<const uint64_t*>(step_scalars(dev, 2, [&gen, n](uint64_t* v) {
       v[0] = gen.seed();
       v[1] = gen.reserve(uint64_t(n));
     }));

@@ -253,7 +253,8 @@ Tensor conv2d_batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& conv_wei
                        VOLT_CHECK(needs[0], "conv2d_batch_norm_relu_max_pool2d: internal: a bias gradient alone");
                        const cuda::BnPoolGradSource src{
                            gy.raw_data(), sv.window.data<uint8_t>(), y1.raw_data(), sv.mean.data<float>(),
-                           static_cast<const uint8_t*>(ws.raw_data()) + cuda::batch_norm_coef_offset(s.N, s.K, s.P * s.Q),
+                           static_cast<const uint8_t*>(ws.raw_data()) +
+                               cuda::batch_norm_coef_offset(s.N, s.K, s.P * s.Q),
                            training, sv.ps.kh, sv.ps.kw};
                        cuda::conv2d_backward_weight_bias_from_pool(t, s, src, x.raw_data(), g[0].raw_data(),
                                                                    needs[1] ? g[1].raw_data() : nullptr, st);

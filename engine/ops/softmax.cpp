@@ -57,7 +57,7 @@ namespace {
 std::mutex g_bad_mu;
 std::map<int, Tensor> g_bad_targets;
 
-Tensor bad_target_slot(Device d) {
+[[maybe_unused]] Tensor bad_target_slot(Device d) {  // CUDA builds only
   std::lock_guard<std::mutex> lock(g_bad_mu);
   auto it = g_bad_targets.find(d.index);
   if (it == g_bad_targets.end()) it = g_bad_targets.emplace(d.index, Tensor::zeros({3}, DType::I64, d)).first;

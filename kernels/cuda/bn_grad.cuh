@@ -30,7 +30,8 @@ __device__ __forceinline__ float bn_dx_value(const BnBackCoef& q, float d, float
 template <class T>
 __device__ __forceinline__ float bn_pool_dx_value(const BnBackCoef& q, float mean, bool training, const T* dy,
                                                   const uint8_t* window, float xv, int64_t plane, int64_t h, int64_t w,
-                                                  int64_t pp, int64_t pq, int64_t P, int64_t Q, int64_t kh, int64_t kw) {
+                                                  int64_t pp, int64_t pq, int64_t P, int64_t Q, int64_t kh,
+                                                  int64_t kw) {
   float d = 0.f;
   if (pp < P && pq < Q) {
     const int64_t e = (plane * P + pp) * Q + pq;

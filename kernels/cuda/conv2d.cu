@@ -205,7 +205,8 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
     std::fprintf(stderr,
                  "volt conv2d plan cuda:%d %s x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] stride %lldx%lld pad %lldx%lld: "
                  "fwd algo %d math %d ws %zu, bwd-data algo %d math %d ws %zu, bwd-filter algo %d math %d ws %zu\n",
-                 device, allow_tf32 ? "float32 (TF32 allowed)" : ftype_name(t), (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.K,
+                 device, allow_tf32 ? "float32 (TF32 allowed)" : ftype_name(t), (long long)s.N, (long long)s.C,
+                 (long long)s.H, (long long)s.W, (long long)s.K,
                  (long long)s.C, (long long)s.R, (long long)s.S, (long long)s.stride_h, (long long)s.stride_w,
                  (long long)s.pad_h, (long long)s.pad_w, int(p->fwd.algo), int(p->fwd.math), p->fwd.workspace,
                  int(p->bwd_data.algo), int(p->bwd_data.math), p->bwd_data.workspace, int(p->bwd_filter.algo),

@@ -124,8 +124,8 @@ __device__ __forceinline__ void gather_row(const IgemmDims& d, const T* x, const
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads, 4) conv_igemm_forward_kernel(IgemmDims d, const T* x, const T* w, const T* b,
-                                                                        T* y) {
+__global__ void __launch_bounds__(kThreads, 4)
+    conv_igemm_forward_kernel(IgemmDims d, const T* x, const T* w, const T* b, T* y) {
   unsigned char* smem = igemm_smem();
   const Conv2dShape& s = d.s;
   const int lda = d.lda;

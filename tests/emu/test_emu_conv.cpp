@@ -30,7 +30,8 @@ TEST_CASE("emu conv2d_forward_own: the tensor-core implicit GEMM matches the CPU
   };
   const Case cases[] = {
       {"seed CNN first layer, 3 images of 9x11 (a partial pixel tile)", shape(3, 3, 9, 11, 64, 5, 5, 1, 1, 2, 2), true},
-      {"one grey channel 5x5, stride 2, pad 1, 6 filters (MNIST-like)", shape(2, 1, 13, 12, 6, 5, 5, 2, 2, 1, 1), false},
+      {"one grey channel 5x5, stride 2, pad 1, 6 filters (MNIST-like)", shape(2, 1, 13, 12, 6, 5, 5, 2, 2, 1, 1),
+       false},
       {"3x3, stride 2x1, pad 0x1, 70 filters (two channel tiles)", shape(2, 2, 7, 9, 70, 3, 3, 2, 1, 0, 1), true},
       {"reduction 96 (6 channels, 4x4), 16 filters", shape(1, 6, 6, 7, 16, 4, 4, 1, 1, 0, 0), true},
       {"the kernel covers the input: one pixel per image", shape(5, 2, 3, 3, 5, 3, 3, 1, 1, 0, 0), true},
@@ -98,7 +99,8 @@ TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass
 }
 
 TEST_CASE("emu conv2d_forward_own: which shapes it takes, and a clear error for the others") {
-  const Conv2dShape first = shape(128, 3, 32, 32, 64, 5, 5, 1, 1, 0, 0), second = shape(128, 64, 14, 14, 32, 5, 5, 1, 1, 0, 0);
+  const Conv2dShape first = shape(128, 3, 32, 32, 64, 5, 5, 1, 1, 0, 0);
+  const Conv2dShape second = shape(128, 64, 14, 14, 32, 5, 5, 1, 1, 0, 0);
   CHECK(cuda::conv2d_forward_own_supported(FType::F16, first));
   CHECK(cuda::conv2d_forward_own_supported(FType::BF16, first));
   CHECK_FALSE(cuda::conv2d_forward_own_supported(FType::F32, first));  // float32 stays on cuDNN's FMA math (no TF32)
@@ -116,7 +118,7 @@ TEST_CASE("emu conv2d_forward_own: which shapes it takes, and a clear error for 
   }
 }
 
-TEST_CASE("emu conv2d_backward_weight_own_from_pool: the same bits as batch norm's dx, stored, then the weight gradient") {
+TEST_CASE("emu conv2d_backward_weight_own_from_pool: batch norm's dx stored, then the weight gradient: same bits") {
   struct Case {
     const char* name;
     Conv2dShape s;
