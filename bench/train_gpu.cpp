@@ -62,14 +62,16 @@ double measure_bandwidth(Device d) {
 // them. Batch norm, ReLU and the 2x2 max pool are one op (batch_norm_relu_max_pool2d): forward, a
 // statistics pass and one pass that writes only the pooled output and a one-byte window position;
 // backward, a pass over the pooled gradient (and x at each window's maximum) and a dx pass. In 16 bits
-// (fused_first_block) the first block is conv2d_batch_norm_relu_max_pool2d: its dx is formed inside
-// the convolution's weight-gradient kernel, never written or read back.
+// (fused_first_block) the first block is conv2d_batch_norm_relu_max_pool2d: the convolution sums the
+// batch statistics as it writes its output, and backward forms dx inside the convolution's
+// weight-gradient kernel, never written or read back.
 double step_bytes_per_image(double e, bool fused_first_block) {
   const double a0 = 3 * 32 * 32, a1 = 64 * 28 * 28, a2 = 64 * 14 * 14, a3 = 32 * 10 * 10, a4 = 32 * 5 * 5;
   const double fc = a4 + 64 + 64 + 32 + 32 + 10;  // the MLP's activations, forward and back
   double elems = 0;
   elems += a0 + a1;           // conv1 forward: read the input, write its output
-  elems += a1 + a1 + a2;      // bn1+relu+pool1 forward: statistics read; normalise read, pooled write
+  elems += a1 + a2;           // bn1+relu+pool1 forward: normalise read, pooled write
+  if (!fused_first_block) elems += a1;  // its statistics read (fused: summed by conv1 as it writes)
   elems += a2 + a3;           // conv2 forward
   elems += a3 + a3 + a4;      // bn2+relu+pool2 forward
   elems += 2 * fc;            // fc forward and backward

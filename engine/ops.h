@@ -45,9 +45,10 @@ Tensor batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& weight, const T
 
 // batch_norm_relu_max_pool2d(conv2d(x, conv_weight, conv_bias, stride, padding), ...): a network's first
 // block (Conv2d, BatchNorm2d, ReLU, MaxPool2d in a Sequential run as this). On CUDA in 16 bits, when x
-// needs no gradient and the convolution is one Volt's own kernels take (C*R*S <= 95), backward forms
-// the convolution's output gradient inside its weight-gradient kernel instead of storing it: the same
-// bits, two fewer passes over the largest activation. Elsewhere it runs as the two ops.
+// needs no gradient and the convolution is one Volt's own kernels take (C*R*S <= 95): in training the
+// convolution sums batch norm's statistics as it writes its output (not read again for them), and
+// backward forms the convolution's output gradient inside its weight-gradient kernel instead of
+// storing it; three fewer passes over the largest activation. Elsewhere it runs as the two ops.
 Tensor conv2d_batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& conv_weight, const Tensor& conv_bias,
                                          const Tensor& weight, const Tensor& bias, Tensor running_mean,
                                          Tensor running_var, bool training, Pair pool, Pair stride = {1, 1},

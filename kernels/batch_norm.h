@@ -92,6 +92,15 @@ void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const voi
                                         const float* beta, double eps, void* y, uint8_t* window, float* save_mean,
                                         float* save_invstd, float* batch_var_unbiased, const BnRunning& running,
                                         void* workspace, void* stream);
+// The same, with the batch statistics from sums of x and x*x per (channel, chunk) in double
+// ([C][chunks][2]) that x's producer made as it wrote x (a convolution's epilogue: kernels/conv2d.h),
+// so x is read once, by the normalise-and-pool pass. The sums are not shifted: the variance
+// E[x^2] - E[x]^2 in double loses accuracy only where |mean| exceeds about 10^6 standard deviations.
+void batch_norm_relu_pool_forward_train_from_sums(FType t, const BnPoolShape& s, const void* x, const double* sums,
+                                                  int64_t chunks, const float* gamma, const float* beta, double eps,
+                                                  void* y, uint8_t* window, float* save_mean, float* save_invstd,
+                                                  float* batch_var_unbiased, const BnRunning& running,
+                                                  void* workspace, void* stream);
 void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                        const float* beta, const float* running_mean, const float* invstd, void* y,
                                        uint8_t* window, void* workspace, void* stream);

@@ -39,16 +39,21 @@ void conv2d_backward_bias(const Conv2dShape& s, const float* dy, float* db);
 // gradients all of that type); algorithms from the cuDNN heuristics (or timed once with
 // VOLT_CUDNN_FIND=1) cached per shape and type, one workspace per device that only grows.
 namespace volt::cuda {
-void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
-                    void* stream);
+// sums (may be null): as conv2d_forward_own's, written when Volt's own kernel runs (the return value).
+bool conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
+                    void* stream, double* sums = nullptr);
 void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream);
 void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* stream);
 // Volt's own forward kernel (kernels/cuda/conv_igemm.cu): 16-bit storage, C*R*S <= 96, bias fused;
 // an implicit GEMM on the tensor cores with float accumulation. conv2d_forward uses it where it
 // applies unless VOLT_CONV_OWN=0 (or, under VOLT_CUDNN_FIND=1, cuDNN measured faster at the first call).
 bool conv2d_forward_own_supported(FType t, const Conv2dShape& s);
+// With sums (double [K][conv2d_forward_own_sum_chunks(s)][2]), it also writes the sums of y and y*y
+// (as stored) per output channel and block of 128 output pixels: batch norm's statistics
+// (batch_norm_relu_pool_forward_train_from_sums) without reading y again.
 void conv2d_forward_own(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
-                        void* stream);
+                        void* stream, double* sums = nullptr);
+int64_t conv2d_forward_own_sum_chunks(const Conv2dShape& s);
 // Its weight gradient, with the bias gradient (db may be null) in the same pass over dy (C*R*S <= 95):
 // an implicit GEMM of dy and the gathered input whose extra column of ones yields db; each block
 // leaves float partial sums in `workspace` (conv2d_backward_weight_own_workspace bytes, 32-byte

@@ -179,10 +179,12 @@ TEST_CASE("gpu conv2d in 16 bits: cuDNN and Volt's own tensor-core kernels both 
   }
 }
 
-// The seed CNN's first block as one op (x needs no gradient, so backward forms the convolution's output
-// gradient inside the weight-gradient kernel) against the two ops, which store it in between: the same
-// bits, forward, running statistics and every gradient (Volt's own kernels on both sides).
-TEST_CASE("gpu conv2d_batch_norm_relu_max_pool2d: the fused backward gives the two ops' bits") {
+// The seed CNN's first block as one op (x needs no gradient: backward forms the convolution's output
+// gradient inside the weight-gradient kernel; in training the convolution sums batch norm's statistics)
+// against the two ops (Volt's own kernels on both sides). In eval the same bits, forward and every
+// gradient; in training the statistics are summed without batch norm's shift, so the two agree to
+// rounding (a window's maximum may flip on a near tie: the gradients' tolerance).
+TEST_CASE("gpu conv2d_batch_norm_relu_max_pool2d: the fused op against the two ops") {
   require_gpu();
   struct Restore {
     ~Restore() { cuda_set_conv_own_kernel(ConvOwnKernel::Auto); }
@@ -208,16 +210,26 @@ TEST_CASE("gpu conv2d_batch_norm_relu_max_pool2d: the fused backward gives the t
       const Tensor y1 = conv2d_batch_norm_relu_max_pool2d(x, w1, b1, g1, be1, rm1, rv1, training, {2, 2});
       const Tensor y2 = batch_norm_relu_max_pool2d(conv2d(x, w2, b2), g2, be2, rm2, rv2, training, {2, 2});
       CHECK(y1.shape() == Shape{64, 64, 14, 14});
-      CHECK(y1.to_vector() == y2.to_vector());
-      CHECK(rm1.to_vector() == rm2.to_vector());
-      CHECK(rv1.to_vector() == rv2.to_vector());
       const Tensor proj = cast(vt::rand_tensor(y1.shape(), 48), dt).to(kGpu);
       sum(mul(y1, proj)).backward();
       sum(mul(y2, proj)).backward();
-      CHECK(w1.grad().to_vector() == w2.grad().to_vector());
-      CHECK(b1.grad().to_vector() == b2.grad().to_vector());
-      CHECK(g1.grad().to_vector() == g2.grad().to_vector());
-      CHECK(be1.grad().to_vector() == be2.grad().to_vector());
+      if (!training) {
+        CHECK(y1.to_vector() == y2.to_vector());
+        CHECK(w1.grad().to_vector() == w2.grad().to_vector());
+        CHECK(b1.grad().to_vector() == b2.grad().to_vector());
+        CHECK(g1.grad().to_vector() == g2.grad().to_vector());
+        CHECK(be1.grad().to_vector() == be2.grad().to_vector());
+        continue;
+      }
+      const bool half = dt == DType::F16;
+      const double atol = half ? 2e-3 : 2e-2, rtol = half ? 2e-3 : 1.6e-2;
+      check_near(cast(y1, DType::F32), cast(y2, DType::F32), atol, rtol, "forward");
+      check_near(rm1, rm2, 1e-6, 1e-5, "running_mean");
+      check_near(rv1, rv2, 1e-6, 1e-5, "running_var");
+      check_near(cast(w1.grad(), DType::F32), cast(w2.grad(), DType::F32), 50 * atol, 10 * rtol, "dw");
+      check_near(cast(b1.grad(), DType::F32), cast(b2.grad(), DType::F32), 50 * atol, 10 * rtol, "db");
+      check_near(g1.grad(), g2.grad(), 50 * atol, 10 * rtol, "dgamma");
+      check_near(be1.grad(), be2.grad(), 50 * atol, 10 * rtol, "dbeta");
     }
 }
 

@@ -31,10 +31,11 @@ struct BnSaved {
 bool fused_pool(const Device& dev, Pair pool) { return dev.is_cuda() && pool[0] * pool[1] <= 256; }
 
 // pool (or null): a max pool over pool[0] x pool[1] windows with that stride follows the ReLU.
-// saved (a fused CUDA pool only): no autograd node; what backward needs goes there.
+// saved (a fused CUDA pool only): no autograd node; what backward needs goes there. sums (with saved,
+// in training): the batch statistics' sums that x's producer made (detail::conv2d_with_channel_sums).
 Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
           Tensor running_var, bool training, double momentum, double eps, bool relu, Tensor batches_tracked,
-          const Pair* pool_arg = nullptr, BnSaved* saved = nullptr) {
+          const Pair* pool_arg = nullptr, BnSaved* saved = nullptr, const Tensor* sums = nullptr) {
   detail::check_input(op, "input", x);
   VOLT_CHECK(x.dim() >= 2, op, ": input must be [N, C, ...], got shape ", shape_str(x.shape()));
   const bool pooled = pool_arg != nullptr;
@@ -71,6 +72,8 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
   // The fused pool is a CUDA kernel (for windows of at most 256 positions); elsewhere it is the two ops.
   VOLT_CHECK(!saved || (pooled && fused_pool(dev, pool) && !detail::cpu_low_precision(x)), op,
              ": internal: a saved forward must be a fused CUDA pool");
+  VOLT_CHECK(!sums || (saved && training && sums->defined() && sums->numel() % (x.size(1) * 16) == 0), op,
+             ": internal: channel sums need a saved training forward and [C][chunks][2] doubles");
   if (pooled && !fused_pool(dev, pool))
     return max_pool2d(
         bn(op, x, weight, bias, running_mean, running_var, training, momentum, eps, true, batches_tracked), pool, pool);
@@ -101,7 +104,11 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
       }
       if (batches_tracked.defined()) run.batches_tracked = batches_tracked.data<int64_t>();
       VOLT_CUDA_ONLY(void* s = detail::stream_of(x); Tensor ws = workspace(N, C, HW, dev);
-                     if (pooled) cuda::batch_norm_relu_pool_forward_train(
+                     if (pooled && sums) cuda::batch_norm_relu_pool_forward_train_from_sums(
+                         detail::ft(x), ps, x.raw_data(), static_cast<const double*>(sums->raw_data()),
+                         sums->numel() / (C * 16), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
+                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s);
+                     else if (pooled) cuda::batch_norm_relu_pool_forward_train(
                          detail::ft(x), ps, x.raw_data(), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
                          mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s);
                      else cuda::batch_norm_forward_train(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta, eps, relu,
@@ -220,13 +227,14 @@ Tensor conv2d_batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& conv_wei
     return unfused();  // (the ops' own checks name what is wrong with a bad shape)
   const char* op = "conv2d_batch_norm_relu_max_pool2d";
   Tensor y1;  // the convolution's output: the batch norm's input, kept for backward as batch norm keeps it
+  Tensor sums;  // in training, batch norm's statistics summed by the convolution as it writes y1
   {
     NoGradGuard no_grad;
-    y1 = conv2d(x, conv_weight, conv_bias, stride, padding);  // its checks; Volt's forward kernel
+    y1 = detail::conv2d_with_channel_sums(x, conv_weight, conv_bias, stride, padding, training ? &sums : nullptr);
   }
   BnSaved sv;
   Tensor y = bn(op, y1, weight, bias, running_mean, running_var, training, momentum, eps, true, num_batches_tracked,
-                &pool, &sv);
+                &pool, &sv, sums.defined() ? &sums : nullptr);
   autograd::record(op, y, {conv_weight, conv_bias, weight, bias},
                    [x, y1, conv_weight, conv_bias, weight, bias, training, s, sv](const Tensor& gy,
                                                                                 const std::vector<bool>& needs) {

@@ -2,6 +2,7 @@
 // the CUDA dispatch helpers (a CUDA kernel call is written inside VOLT_CUDA_ONLY(...), which a
 // CPU-only build replaces by an error, so the ops need no #if).
 #pragma once
+#include <array>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,12 @@ int64_t wrap_dim(const char* op, int64_t dim, int64_t rank);
 // The stream to run t's kernels on (makes t's device current). Only for CUDA tensors.
 void* stream_of(const Tensor& t);
 [[noreturn]] void no_cuda_kernels();
+
+// conv2d (engine/ops.h) that, where Volt's own CUDA forward kernel runs, also leaves in *sums (U8 bytes
+// of double [K][chunks][2]: kernels/conv2d.h) the sums of the output and of its square per channel and
+// block of 128 pixels; elsewhere *sums is undefined.
+Tensor conv2d_with_channel_sums(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, Tensor* sums);
 
 }  // namespace volt::detail
 

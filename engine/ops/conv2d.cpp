@@ -9,7 +9,13 @@
 namespace volt {
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride, Pair padding) {
+  return detail::conv2d_with_channel_sums(x, weight, bias, stride, padding, nullptr);
+}
+
+Tensor detail::conv2d_with_channel_sums(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride,
+                                        Pair padding, Tensor* sums) {
   const char* op = "conv2d";
+  if (sums) *sums = Tensor();
   detail::check_input(op, "input", x, 4);
   detail::check_input(op, "weight", weight, 4);
   const Shape& xs = x.shape();
@@ -40,10 +46,21 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
 
   Tensor y = Tensor::empty({s.N, s.K, s.P, s.Q}, dt, dev);
   [[maybe_unused]] const void* b = bias.defined() ? bias.raw_data() : nullptr;  // CUDA builds only
-  if (dev.is_cuda())
-    VOLT_CUDA_ONLY(cuda::conv2d_forward(detail::ft(x), s, x.raw_data(), weight.raw_data(), b, y.raw_data(),
-                                        detail::stream_of(x)));
-  else
+  if (dev.is_cuda()) {
+#if VOLT_HAVE_CUDA
+    const FType t = detail::ft(x);
+    double* sp = nullptr;  // the channel sums' bytes: double [K][chunks][2]
+    if (sums && cuda::conv2d_forward_own_supported(t, s)) {
+      *sums = Tensor::empty({s.K * cuda::conv2d_forward_own_sum_chunks(s) * 2 * 8}, DType::U8, dev);
+      sp = static_cast<double*>(sums->raw_data());
+    }
+    const bool summed = cuda::conv2d_forward(t, s, x.raw_data(), weight.raw_data(), b, y.raw_data(),
+                                             detail::stream_of(x), sp);
+    if (sums && !summed) *sums = Tensor();  // cuDNN's forward ran (VOLT_CUDNN_FIND measured it faster)
+#else
+    detail::no_cuda_kernels();
+#endif
+  } else
     cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
                         y.data<float>());
   autograd::record(op, y, {x, weight, bias}, [s, x, weight, dt](const Tensor& gy, const std::vector<bool>& needs) {

@@ -86,20 +86,20 @@ __global__ void bn_partial_stats_kernel(Nchw d, const T* x, int64_t chunks, doub
   store_partials(s, s2, part + (c * chunks + k) * 2);
 }
 
-template <class T>
-__global__ void bn_finish_stats_kernel(int64_t N, int64_t C, int64_t HW, const T* x, int64_t chunks,
-                                       const double* part, const float* gamma, const float* beta, double eps,
-                                       float* save_mean, float* save_invstd, float* var_unbiased, BnRunning run,
-                                       BnAffine* aff) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  const int64_t M = N * HW;
-  double s = 0, s2 = 0;
+// Adds channel c's partial pairs part[c][k][0..1] over its chunks in chunk order (deterministic).
+__device__ __forceinline__ void add_partials(const double* part, int64_t c, int64_t chunks, double& a, double& b) {
   for (int64_t k = 0; k < chunks; ++k) {
-    s += part[(c * chunks + k) * 2];
-    s2 += part[(c * chunks + k) * 2 + 1];
+    a += part[(c * chunks + k) * 2];
+    b += part[(c * chunks + k) * 2 + 1];
   }
-  const double shift = load_f(x[c * HW]);
+}
+
+// Channel c's statistics from the sums of (x - shift) and of its square over its M values: the saved
+// mean and invstd, the unbiased variance, the running update and the affine.
+__device__ __forceinline__ void bn_finish_channel(int64_t c, int64_t M, double s, double s2, double shift,
+                                                  const float* gamma, const float* beta, double eps, float* save_mean,
+                                                  float* save_invstd, float* var_unbiased, const BnRunning& run,
+                                                  BnAffine* aff) {
   const double mean_shifted = s / double(M);
   const double var = fmax(0.0, s2 / double(M) - mean_shifted * mean_shifted);
   const float mean = float(shift + mean_shifted);
@@ -113,6 +113,36 @@ __global__ void bn_finish_stats_kernel(int64_t N, int64_t C, int64_t HW, const T
   }
   if (run.batches_tracked && c == 0) ++*run.batches_tracked;
   aff[c] = bn_affine(save_mean[c], save_invstd[c], gamma, beta, c);
+}
+
+template <class T>
+__global__ void bn_finish_stats_kernel(int64_t N, int64_t C, int64_t HW, const T* x, int64_t chunks,
+                                       const double* part, const float* gamma, const float* beta, double eps,
+                                       float* save_mean, float* save_invstd, float* var_unbiased, BnRunning run,
+                                       BnAffine* aff) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  double s = 0, s2 = 0;
+  add_partials(part, c, chunks, s, s2);
+  bn_finish_channel(c, N * HW, s, s2, load_f(x[c * HW]), gamma, beta, eps, save_mean, save_invstd, var_unbiased, run,
+                    aff);
+}
+
+// The same from sums of x and x*x (no shift) per (channel, chunk) that x's producer made ([C][chunks][2],
+// many chunks): a block per channel adds them in a fixed order (deterministic).
+__global__ void bn_finish_stats_from_sums_kernel(int64_t M, int64_t chunks, const double* sums, const float* gamma,
+                                                 const float* beta, double eps, float* save_mean, float* save_invstd,
+                                                 float* var_unbiased, BnRunning run, BnAffine* aff) {
+  const int64_t c = blockIdx.x;
+  double s = 0, s2 = 0;
+  for (int64_t k = threadIdx.x; k < chunks; k += blockDim.x) {
+    s += sums[(c * chunks + k) * 2];
+    s2 += sums[(c * chunks + k) * 2 + 1];
+  }
+  s = block_sum(s);
+  s2 = block_sum(s2);
+  if (threadIdx.x == 0)
+    bn_finish_channel(c, M, s, s2, 0.0, gamma, beta, eps, save_mean, save_invstd, var_unbiased, run, aff);
 }
 
 template <class T>
@@ -152,10 +182,7 @@ __global__ void bn_finish_grad_kernel(int64_t M, int64_t C, int64_t chunks, cons
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
   double sum_dy = 0, sum_dy_xmu = 0;
-  for (int64_t k = 0; k < chunks; ++k) {
-    sum_dy += part[(c * chunks + k) * 2];
-    sum_dy_xmu += part[(c * chunks + k) * 2 + 1];
-  }
+  add_partials(part, c, chunks, sum_dy, sum_dy_xmu);
   const float is = invstd[c];
   const double sdyx = sum_dy_xmu * is;  // sum of dy * xhat
   if (dgamma) dgamma[c] = float(sdyx);
@@ -358,6 +385,22 @@ void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const voi
   const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
   VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
                          window));
+}
+
+void batch_norm_relu_pool_forward_train_from_sums(FType t, const BnPoolShape& s, const void* x, const double* sums,
+                                                  int64_t chunks, const float* gamma, const float* beta, double eps,
+                                                  void* y, uint8_t* window, float* save_mean, float* save_invstd,
+                                                  float* batch_var_unbiased, const BnRunning& running,
+                                                  void* workspace, void* stream) {
+  check_pool_shape(s);
+  VOLT_CHECK(chunks >= 1, "batch_norm_relu_pool on CUDA: the sums need at least one chunk, got ", chunks);
+  if (s.N * s.C == 0) return;
+  auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + layout(s.N, s.C, s.H * s.W).coef_offset);
+  launch(bn_finish_stats_from_sums_kernel, dim3(unsigned(s.C)), kStatThreads, 0, stream, s.N * s.H * s.W, chunks,
+         sums, gamma, beta, eps, save_mean, save_invstd, batch_var_unbiased, running, aff);
+  const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
+  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x,
+                         static_cast<const BnAffine*>(aff), y, window));
 }
 
 void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,

@@ -358,15 +358,15 @@ void* workspace_for(Call& c, int dir, C& choice, Algo fallback) {
 
 }  // namespace
 
-void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
-                    void* stream) {
+bool conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
+                    void* stream, double* sums) {
   Call c(t, s, stream);
   Plan& p = *c.plan;
   const ConvOwnKernel policy = own_policy();
   const bool own_ok = policy != ConvOwnKernel::Never && conv2d_forward_own_supported(t, s);
   if (own_ok && (policy == ConvOwnKernel::Always || !find_enabled() || p.own_fwd == 1)) {
-    conv2d_forward_own(t, s, x, w, b, y, stream);  // the bias in the same pass
-    return;
+    conv2d_forward_own(t, s, x, w, b, y, stream, sums);  // the bias (and the sums) in the same pass
+    return true;
   }
   find_once(c, 0, p.fwd, kFallbackFwd, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, ask, got, perf, ws, bytes);
@@ -381,15 +381,19 @@ void conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
   };
   if (own_ok && p.own_fwd < 0 && !stream_capturing(stream)) {
     // VOLT_CUDNN_FIND: Volt's kernel against cuDNN's fastest (bias included), on the real buffers, once.
-    const float own_ms = time_ms(stream, [&] { conv2d_forward_own(t, s, x, w, b, y, stream); });
+    const float own_ms = time_ms(stream, [&] { conv2d_forward_own(t, s, x, w, b, y, stream, sums); });
     const float cudnn_ms = time_ms(stream, cudnn_forward);
     p.own_fwd = own_ms <= cudnn_ms ? 1 : 0;
     if (verbose())
       std::fprintf(stderr, "volt conv2d find (%s, forward): Volt's kernel %.4f ms, cuDNN's %.4f ms: %s\n",
                    ftype_name(t), double(own_ms), double(cudnn_ms), p.own_fwd ? "Volt's" : "cuDNN's");
-    if (p.own_fwd == 1) return conv2d_forward_own(t, s, x, w, b, y, stream);
+    if (p.own_fwd == 1) {
+      conv2d_forward_own(t, s, x, w, b, y, stream, sums);
+      return true;
+    }
   }
   cudnn_forward();
+  return false;
 }
 
 void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const void* w, void* dx, void* stream) {

@@ -125,7 +125,7 @@ __device__ __forceinline__ void gather_row(const IgemmDims& d, const T* x, const
 
 template <class T>
 __global__ void __launch_bounds__(kThreads, 4)
-    conv_igemm_forward_kernel(IgemmDims d, const T* x, const T* w, const T* b, T* y) {
+    conv_igemm_forward_kernel(IgemmDims d, const T* x, const T* w, const T* b, T* y, double* sums) {
   unsigned char* smem = igemm_smem();
   const Conv2dShape& s = d.s;
   const int lda = d.lda;
@@ -167,6 +167,30 @@ __global__ void __launch_bounds__(kThreads, 4)
     for (int j = 0; j < 2; ++j)
       wmma::store_matrix_sync(Cs + (wn + 16 * j) * kLdc + wm + 16 * i, acc[i][j], kLdc, wmma::mem_col_major);
   __syncthreads();
+
+  if (sums) {
+    // Batch norm's statistics of y as stored (rounded to T): per channel, 4 threads x 32 pixels, then
+    // the 4 threads' sums added (sums[k][blockIdx.x] = (sum of y, sum of y^2), double).
+    const int nl = tid / 4, sub = tid % 4, k = n0 + nl;
+    const int64_t valid = d.pixels - int64_t(blockIdx.x) * kTileM;  // this block's pixels (> 0)
+    double s1 = 0, s2 = 0;
+    if (k < K) {
+      const float bk = b ? load_f(b[k]) : 0.f;
+      for (int i = sub; i < kTileM && i < valid; i += 4) {
+        const double v = load_f(store_f<T>(Cs[nl * kLdc + i] + bk));
+        s1 += v;
+        s2 += v * v;
+      }
+    }
+    for (int o = 1; o < 4; o <<= 1) {
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+    }
+    if (sub == 0 && k < K) {
+      sums[(int64_t(k) * gridDim.x + blockIdx.x) * 2] = s1;
+      sums[(int64_t(k) * gridDim.x + blockIdx.x) * 2 + 1] = s2;
+    }
+  }
 
   if (!px.valid) return;
   const int64_t PQ = s.P * s.Q;
@@ -333,8 +357,10 @@ size_t wgrad_smem_bytes(const IgemmDims& d) {
 
 }  // namespace
 
+int64_t conv2d_forward_own_sum_chunks(const Conv2dShape& s) { return (s.N * s.P * s.Q + kTileM - 1) / kTileM; }
+
 void conv2d_forward_own(FType t, const Conv2dShape& s, const void* x, const void* w, const void* b, void* y,
-                        void* stream) {
+                        void* stream, double* sums) {
   VOLT_CHECK(conv2d_forward_own_supported(t, s), "conv2d_forward_own: unsupported shape or type (", ftype_name(t),
              ", reduction ", s.C * s.R * s.S, ")");
   const IgemmDims d = igemm_dims(s, s.C * s.R * s.S);
@@ -342,7 +368,7 @@ void conv2d_forward_own(FType t, const Conv2dShape& s, const void* x, const void
   dispatch_16bit(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     launch(conv_igemm_forward_kernel<T>, grid, dim3(kThreads), forward_smem_bytes(d), stream, d,
-           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y));
+           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y), sums);
   });
 }
 

@@ -166,3 +166,78 @@ TEST_CASE("emu conv2d_backward_weight_own_from_pool: batch norm's dx stored, the
         CHECK(db2.guards_intact());
       }
 }
+
+TEST_CASE("emu conv2d_forward_own with sums: batch norm's sums of y and y^2 per channel and 128 pixels") {
+  for (FType t : {FType::F16, FType::BF16})
+    for (bool bias : {true, false}) {
+      INFO(ftype_name(t) << (bias ? " with bias" : " no bias"));
+      const Conv2dShape s = shape(2, 3, 13, 11, 70, 5, 5, 1, 1, 2, 2);  // 286 pixels: 3 chunks, 2 channel tiles
+      const size_t nx = size_t(s.N * s.C * s.H * s.W), nw = size_t(s.K * s.C * s.R * s.S), K = size_t(s.K);
+      const size_t ny = size_t(s.N * s.K * s.P * s.Q), chunks = size_t(cuda::conv2d_forward_own_sum_chunks(s));
+      REQUIRE(chunks == 3);
+      const auto x = round_to(t, random_floats(nx, 91, -2.f, 2.f)), w = round_to(t, random_floats(nw, 92, -.5f, .5f));
+      const auto b = round_to(t, random_floats(K, 93));
+      TypedBuf gx(t, x), gw(t, w), gb(t, b), gy(t, ny), gy2(t, ny);
+      Guarded<double> sums(K * chunks * 2, -1.0);
+      cuda::conv2d_forward_own(t, s, gx.data(), gw.data(), bias ? gb.data() : nullptr, gy.data(), nullptr,
+                               sums.data());
+      cuda::conv2d_forward_own(t, s, gx.data(), gw.data(), bias ? gb.data() : nullptr, gy2.data(), nullptr);
+      const auto y = gy.values();
+      check_bitwise(y, gy2.values(), "y with and without the sums");
+      // The sums of the stored values, per channel and block of 128 pixels (m = n * P * Q + pixel).
+      const int64_t PQ = s.P * s.Q;
+      std::vector<double> want(K * chunks * 2, 0.0), got(sums.data(), sums.data() + K * chunks * 2);
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t m = 0; m < s.N * PQ; ++m) {
+          const double v = y[size_t(((m / PQ) * s.K + k) * PQ + m % PQ)];
+          want[size_t((k * int64_t(chunks) + m / 128) * 2)] += v;
+          want[size_t((k * int64_t(chunks) + m / 128) * 2 + 1)] += v * v;
+        }
+      double worst = 0;
+      for (size_t i = 0; i < want.size(); ++i)
+        worst = std::max(worst, std::fabs(got[i] - want[i]) / (1e-9 + std::fabs(want[i])));
+      CHECK(worst < 1e-12);
+      CHECK(sums.guards_intact());
+    }
+}
+
+TEST_CASE("emu batch_norm_relu_pool_forward_train_from_sums: the statistics of the sums, as from x") {
+  for (FType t : {FType::F16, FType::BF16}) {
+    INFO(ftype_name(t));
+    const int64_t N = 3, C = 5, H = 9, W = 8, chunks = 4;
+    const cuda::BnPoolShape ps{N, C, H, W, 2, 2};
+    const size_t n = size_t(N * C * H * W), np = size_t(N * C * (H / 2) * (W / 2));
+    const auto x = round_to(t, random_floats(n, 94, -1.f, 3.f));
+    const auto gamma = random_floats(size_t(C), 95, 0.5f, 1.5f), beta = random_floats(size_t(C), 96);
+    // Sums of x and x^2 per channel, split into `chunks` uneven runs of its N*H*W values.
+    std::vector<double> sums(size_t(C * chunks * 2), 0.0);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t m = 0; m < N * H * W; ++m) {
+        const double v = x[size_t(((m / (H * W)) * C + c) * H * W + m % (H * W))];
+        const int64_t k = (m * 7) % chunks;  // any split: the sums are added whole
+        sums[size_t((c * chunks + k) * 2)] += v;
+        sums[size_t((c * chunks + k) * 2 + 1)] += v * v;
+      }
+    TypedBuf gx(t, x), y1(t, np), y2(t, np);
+    Guarded<float> gg(gamma), gb(beta), m1{size_t(C)}, s1{size_t(C)}, v1{size_t(C)}, m2{size_t(C)}, s2{size_t(C)},
+        v2{size_t(C)}, rm1(size_t(C), 0.1f), rv1(size_t(C), 0.9f), rm2(size_t(C), 0.1f), rv2(size_t(C), 0.9f);
+    Guarded<uint8_t> w1(np), w2(np), ws1(cuda::batch_norm_workspace_bytes(N, C, H * W)),
+        ws2(cuda::batch_norm_workspace_bytes(N, C, H * W));
+    Guarded<double> gs(sums);
+    Guarded<int64_t> tr1(1, int64_t(0)), tr2(1, int64_t(0));
+    cuda::BnRunning r1{rm1.data(), rv1.data(), 0.1, tr1.data()}, r2{rm2.data(), rv2.data(), 0.1, tr2.data()};
+    cuda::batch_norm_relu_pool_forward_train(t, ps, gx.data(), gg.data(), gb.data(), 1e-5, y1.data(), w1.data(),
+                                             m1.data(), s1.data(), v1.data(), r1, ws1.data(), nullptr);
+    cuda::batch_norm_relu_pool_forward_train_from_sums(t, ps, gx.data(), gs.data(), chunks, gg.data(), gb.data(),
+                                                       1e-5, y2.data(), w2.data(), m2.data(), s2.data(), v2.data(), r2,
+                                                       ws2.data(), nullptr);
+    check_near(m2.vec(), m1.vec(), 1e-7, 1e-6, "save_mean");
+    check_near(s2.vec(), s1.vec(), 1e-7, 1e-6, "save_invstd");
+    check_near(v2.vec(), v1.vec(), 1e-7, 1e-6, "unbiased variance");
+    check_near(rm2.vec(), rm1.vec(), 1e-7, 1e-6, "running_mean");
+    check_near(rv2.vec(), rv1.vec(), 1e-7, 1e-6, "running_var");
+    CHECK(tr2[0] == 1);
+    const double atol = t == FType::F16 ? 4e-3 : 3e-2, rtol = t == FType::F16 ? 2e-3 : 1.6e-2;
+    check_near(y2.values(), y1.values(), atol, rtol, "pooled y");
+  }
+}
