@@ -60,8 +60,8 @@ double measure_bandwidth(Device d) {
 // Bytes the seed CNN's training step moves per image through its activations (3x32x32 input):
 // e bytes per activation element, one pass per tensor read or written by each kernel as Volt runs
 // them. Batch norm, ReLU and the 2x2 max pool are one op (batch_norm_relu_max_pool2d): forward, a
-// statistics pass and one pass that writes only the pooled output and a one-byte window position;
-// backward, a pass over the pooled gradient (and x at each window's maximum) and a dx pass. In 16 bits
+// statistics pass and one pass that writes only the pooled output, a one-byte window position and x
+// at the window's maximum; backward, a pass over the pooled gradient and that x, and a dx pass. In 16 bits
 // (fused_first_block) the first block is conv2d_batch_norm_relu_max_pool2d: the convolution sums the
 // batch statistics as it writes its output, and backward forms dx inside the convolution's
 // weight-gradient kernel, never written or read back.
@@ -70,10 +70,10 @@ double step_bytes_per_image(double e, bool fused_first_block) {
   const double fc = a4 + 64 + 64 + 32 + 32 + 10;  // the MLP's activations, forward and back
   double elems = 0;
   elems += a0 + a1;           // conv1 forward: read the input, write its output
-  elems += a1 + a2;           // bn1+relu+pool1 forward: normalise read, pooled write
+  elems += a1 + a2 + a2;      // bn1+relu+pool1 forward: normalise read; pooled output and x at maxima written
   if (!fused_first_block) elems += a1;  // its statistics read (fused: summed by conv1 as it writes)
   elems += a2 + a3;           // conv2 forward
-  elems += a3 + a3 + a4;      // bn2+relu+pool2 forward
+  elems += a3 + a3 + 2 * a4;  // bn2+relu+pool2 forward
   elems += 2 * fc;            // fc forward and backward
   elems += 2 * a3 + 3 * a4;   // bn2+relu+pool2 backward: (dy, x at maxima); (x, dy) read, dx written
   elems += a3 + a2 + a2 + a3; // conv2 data and weight gradients

@@ -38,7 +38,8 @@ Tensor batch_norm_relu(const Tensor& x, const Tensor& weight, const Tensor& bias
 // max_pool2d(batch_norm_relu(...), pool, pool): the max pool over non-overlapping pool[0] x pool[1]
 // windows (stride = window, no padding) that follows BatchNorm2d and ReLU in a Sequential. On CUDA one
 // pass each way (windows of at most 256 positions): the full-size activation is never stored, and
-// backward keeps one byte per window. Elsewhere it runs as the two ops.
+// backward keeps, per window, one byte (its maximum's position) and the input there (so that its
+// gradient sums read a quarter of the input's bytes). Elsewhere it runs as the two ops.
 Tensor batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                                   Tensor running_var, bool training, Pair pool, double momentum = 0.1,
                                   double eps = 1e-5, Tensor num_batches_tracked = Tensor());

@@ -84,14 +84,16 @@ void batch_norm_backward(FType t, int64_t N, int64_t C, int64_t HW, const void* 
 // first NaN) in row-major order of the activations rounded to the storage type, the one max_pool2d
 // over batch_norm_relu's output picks; kh * kw <= 256. Backward takes the pooled gradient and gives
 // batch_norm_relu's input gradients for it (dx for every element of x, dgamma, dbeta; any may be null).
-// The workspace is batch_norm_workspace_bytes(N, C, H * W).
+// The workspace is batch_norm_workspace_bytes(N, C, H * W). x_at_max (optional, [N*C*P*Q] of x's type):
+// the forward passes keep x at each window's maximum there, and backward reads it from there instead
+// of gathering it from x (a quarter of the bytes where the gather touches nearly every sector of x).
 struct BnPoolShape {
   int64_t N, C, H, W, kh, kw;
 };
 void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                         const float* beta, double eps, void* y, uint8_t* window, float* save_mean,
                                         float* save_invstd, float* batch_var_unbiased, const BnRunning& running,
-                                        void* workspace, void* stream);
+                                        void* workspace, void* stream, void* x_at_max = nullptr);
 // The same, with the batch statistics from sums of x and x*x per (channel, chunk) in double
 // ([C][chunks][2]) that x's producer made as it wrote x (a convolution's epilogue: kernels/conv2d.h),
 // so x is read once, by the normalise-and-pool pass. The sums are not shifted: the variance
@@ -100,13 +102,14 @@ void batch_norm_relu_pool_forward_train_from_sums(FType t, const BnPoolShape& s,
                                                   int64_t chunks, const float* gamma, const float* beta, double eps,
                                                   void* y, uint8_t* window, float* save_mean, float* save_invstd,
                                                   float* batch_var_unbiased, const BnRunning& running,
-                                                  void* workspace, void* stream);
+                                                  void* workspace, void* stream, void* x_at_max = nullptr);
 void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                        const float* beta, const float* running_mean, const float* invstd, void* y,
-                                       uint8_t* window, void* workspace, void* stream);
+                                       uint8_t* window, void* workspace, void* stream, void* x_at_max = nullptr);
 void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy, const uint8_t* window, const void* x,
                                    const float* gamma, const float* beta, const float* mean, const float* invstd,
-                                   bool training, void* dx, float* dgamma, float* dbeta, void* workspace, void* stream);
+                                   bool training, void* dx, float* dgamma, float* dbeta, void* workspace, void* stream,
+                                   const void* x_at_max = nullptr);
 
 // Where batch_norm_backward and batch_norm_relu_pool_backward leave the per-channel dx coefficients
 // (kernels/cuda/bn_grad.cuh's BnBackCoef [C]) in their workspace, for a kernel that forms dx itself.

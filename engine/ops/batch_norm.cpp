@@ -23,7 +23,7 @@ Tensor workspace(int64_t N, int64_t C, int64_t HW, Device dev) {
 
 // What backward needs of a pooled CUDA forward, for a caller that records its own node (saved).
 struct BnSaved {
-  Tensor window, mean, invstd;
+  Tensor window, x_at_max, mean, invstd;
   cuda::BnPoolShape ps;
 };
 
@@ -84,8 +84,12 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
   const bool gpu = dev.is_cuda();
   const DType dt = x.dtype();
   const cuda::BnPoolShape ps{N, C, pooled ? x.size(2) : 0, pooled ? x.size(3) : 0, pool[0], pool[1]};
-  Tensor window;  // the position of each pooled maximum in its window (CUDA only)
-  if (pooled) window = Tensor::empty({N, C, ps.H / ps.kh, ps.W / ps.kw}, DType::U8, dev);
+  Tensor window;    // the position of each pooled maximum in its window (CUDA only)
+  Tensor x_at_max;  // x there, for backward's sums (CUDA only)
+  if (pooled) {
+    window = Tensor::empty({N, C, ps.H / ps.kh, ps.W / ps.kw}, DType::U8, dev);
+    x_at_max = Tensor::empty(window.shape(), x.dtype(), dev);
+  }
 
   const float* gamma = weight.defined() ? weight.data<float>() : nullptr;
   const float* beta = bias.defined() ? bias.data<float>() : nullptr;
@@ -107,10 +111,12 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                      if (pooled && sums) cuda::batch_norm_relu_pool_forward_train_from_sums(
                          detail::ft(x), ps, x.raw_data(), static_cast<const double*>(sums->raw_data()),
                          sums->numel() / (C * 16), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
-                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s);
+                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s,
+                         x_at_max.raw_data());
                      else if (pooled) cuda::batch_norm_relu_pool_forward_train(
                          detail::ft(x), ps, x.raw_data(), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
-                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s);
+                         mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s,
+                         x_at_max.raw_data());
                      else cuda::batch_norm_forward_train(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta, eps, relu,
                                                          y.raw_data(), mean.data<float>(), invstd.data<float>(),
                                                          var_unbiased.data<float>(), run, ws.raw_data(), s));
@@ -131,7 +137,7 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                      Tensor ws = workspace(N, C, HW, dev);
                      if (pooled) cuda::batch_norm_relu_pool_forward_eval(
                          detail::ft(x), ps, x.raw_data(), gamma, beta, mean.data<float>(), invstd.data<float>(),
-                         y.raw_data(), window.data<uint8_t>(), ws.raw_data(), s);
+                         y.raw_data(), window.data<uint8_t>(), ws.raw_data(), s, x_at_max.raw_data());
                      else cuda::batch_norm_forward_eval(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta,
                                                         mean.data<float>(), invstd.data<float>(), relu, y.raw_data(),
                                                         ws.raw_data(), s));
@@ -142,11 +148,11 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
     }
   }
   if (saved) {
-    *saved = BnSaved{window, mean, invstd, ps};
+    *saved = BnSaved{window, x_at_max, mean, invstd, ps};
     return y;
   }
   autograd::record(op, y, {x, weight, bias},
-                   [x, weight, bias, mean, invstd, training, relu, N, C, HW, pooled, ps, window](
+                   [x, weight, bias, mean, invstd, training, relu, N, C, HW, pooled, ps, window, x_at_max](
                        const Tensor& gy, const std::vector<bool>& needs) {
                      const Device dev = x.device();
                      std::vector<Tensor> g(3);
@@ -163,7 +169,7 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                            if (pooled) cuda::batch_norm_relu_pool_backward(
                                detail::ft(x), ps, gy.raw_data(), window.data<uint8_t>(), x.raw_data(), gamma, beta,
                                mean.data<float>(), invstd.data<float>(), training, dx, dgamma, dbeta, ws.raw_data(),
-                               detail::stream_of(x));
+                               detail::stream_of(x), x_at_max.raw_data());
                            else cuda::batch_norm_backward(detail::ft(x), N, C, HW, gy.raw_data(), x.raw_data(), gamma,
                                                           beta, mean.data<float>(), invstd.data<float>(), training,
                                                           relu, dx, dgamma, dbeta, ws.raw_data(),
@@ -255,7 +261,8 @@ Tensor conv2d_batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& conv_wei
                                                          y1.raw_data(), gamma, beta, sv.mean.data<float>(),
                                                          sv.invstd.data<float>(), training, nullptr,
                                                          needs[2] ? g[2].data<float>() : nullptr,
-                                                         needs[3] ? g[3].data<float>() : nullptr, ws.raw_data(), st);
+                                                         needs[3] ? g[3].data<float>() : nullptr, ws.raw_data(), st,
+                                                         sv.x_at_max.raw_data());
                      // ... which the convolution's weight-gradient kernel forms tile by tile.
                      if (needs[0] || needs[1]) {
                        VOLT_CHECK(needs[0], "conv2d_batch_norm_relu_max_pool2d: internal: a bias gradient alone");

@@ -224,9 +224,11 @@ PoolDims pool_dims(const BnPoolShape& s) {
 }
 
 // One thread per pooled output: the window's activations, each rounded to T as batch_norm_relu would
-// store it, and the first maximum (or NaN) as max_pool2d picks it.
+// store it, and the first maximum (or NaN) as max_pool2d picks it; x_at_max (may be null) keeps the
+// input there for backward's sums, which then need not gather it from x.
 template <class T>
-__global__ void bn_relu_pool_kernel(PoolDims d, const T* x, const BnAffine* aff, T* y, uint8_t* window) {
+__global__ void bn_relu_pool_kernel(PoolDims d, const T* x, const BnAffine* aff, T* y, uint8_t* window,
+                                    T* x_at_max) {
   const BnPoolShape& s = d.s;
   const int64_t total = s.N * s.C * d.P * d.Q;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
@@ -250,6 +252,10 @@ __global__ void bn_relu_pool_kernel(PoolDims d, const T* x, const BnAffine* aff,
       }
     y[t] = store_f<T>(best);
     window[t] = uint8_t(best_i);
+    if (x_at_max) {
+      const int64_t bi = d.kw.div(best_i), bj = best_i - bi * s.kw;
+      x_at_max[t] = xp[bi * s.W + bj];
+    }
   }
 }
 
@@ -264,8 +270,8 @@ __global__ void bn_eval_affine_kernel(int64_t C, const float* gamma, const float
 // positive): the partial sums of bn_partial_grad_kernel over those elements only.
 template <class T>
 __global__ void bn_pool_partial_grad_kernel(PoolDims d, const T* dy, const uint8_t* window, const T* x,
-                                            const float* gamma, const float* beta, const float* mean,
-                                            const float* invstd, int64_t chunks, double* part) {
+                                            const T* x_at_max, const float* gamma, const float* beta,
+                                            const float* mean, const float* invstd, int64_t chunks, double* part) {
   const BnPoolShape& s = d.s;
   const int64_t Q = d.Q, PQ = d.P * d.Q, M = s.N * PQ;
   const int64_t c = blockIdx.y, k = blockIdx.x;
@@ -275,8 +281,14 @@ __global__ void bn_pool_partial_grad_kernel(PoolDims d, const T* dy, const uint8
   double sum_dy = 0, sum_dy_xmu = 0;
   for (int64_t m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
     const int64_t n = d.pq.div(m), r = m - n * PQ, p = d.q.div(r), q = r - p * Q, plane = n * s.C + c;
-    const int64_t e = plane * PQ + r, w = window[e], i = d.kw.div(w), j = w - i * s.kw;
-    const float xv = load_f(x[plane * s.H * s.W + (p * s.kh + i) * s.W + q * s.kw + j]);
+    const int64_t e = plane * PQ + r;
+    float xv;
+    if (x_at_max) {
+      xv = load_f(x_at_max[e]);  // kept by the forward pass: a quarter of the bytes, read in order
+    } else {
+      const int64_t w = window[e], i = d.kw.div(w), j = w - i * s.kw;
+      xv = load_f(x[plane * s.H * s.W + (p * s.kh + i) * s.W + q * s.kw + j]);
+    }
     const float d = affine(xv, aff) > 0.f ? load_f(dy[e]) : 0.f;
     sum_dy += d;
     sum_dy_xmu += double(d) * double(xv - mu);
@@ -377,21 +389,21 @@ void batch_norm_forward_train(FType t, int64_t N, int64_t C, int64_t HW, const v
 void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                         const float* beta, double eps, void* y, uint8_t* window, float* save_mean,
                                         float* save_invstd, float* batch_var_unbiased, const BnRunning& running,
-                                        void* workspace, void* stream) {
+                                        void* workspace, void* stream, void* x_at_max) {
   check_pool_shape(s);
   if (s.N * s.C == 0) return;
   const BnAffine* aff = train_statistics(t, s.N, s.C, s.H * s.W, x, gamma, beta, eps, save_mean, save_invstd,
                                          batch_var_unbiased, running, workspace, stream);
   const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
   VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
-                         window));
+                         window, x_at_max));
 }
 
 void batch_norm_relu_pool_forward_train_from_sums(FType t, const BnPoolShape& s, const void* x, const double* sums,
                                                   int64_t chunks, const float* gamma, const float* beta, double eps,
                                                   void* y, uint8_t* window, float* save_mean, float* save_invstd,
                                                   float* batch_var_unbiased, const BnRunning& running,
-                                                  void* workspace, void* stream) {
+                                                  void* workspace, void* stream, void* x_at_max) {
   check_pool_shape(s);
   VOLT_CHECK(chunks >= 1, "batch_norm_relu_pool on CUDA: the sums need at least one chunk, got ", chunks);
   if (s.N * s.C == 0) return;
@@ -400,25 +412,25 @@ void batch_norm_relu_pool_forward_train_from_sums(FType t, const BnPoolShape& s,
          sums, gamma, beta, eps, save_mean, save_invstd, batch_var_unbiased, running, aff);
   const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
   VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x,
-                         static_cast<const BnAffine*>(aff), y, window));
+                         static_cast<const BnAffine*>(aff), y, window, x_at_max));
 }
 
 void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
                                        const float* beta, const float* running_mean, const float* invstd, void* y,
-                                       uint8_t* window, void* workspace, void* stream) {
+                                       uint8_t* window, void* workspace, void* stream, void* x_at_max) {
   check_pool_shape(s);
   if (s.N * s.C == 0) return;
   auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + layout(s.N, s.C, s.H * s.W).coef_offset);
   launch(bn_eval_affine_kernel, grid_for(s.C), kThreads, 0, stream, s.C, gamma, beta, running_mean, invstd, aff);
   const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
   VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
-                         window));
+                         window, x_at_max));
 }
 
 void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy, const uint8_t* window, const void* x,
                                    const float* gamma, const float* beta, const float* mean, const float* invstd,
                                    bool training, void* dx, float* dgamma, float* dbeta, void* workspace,
-                                   void* stream) {
+                                   void* stream, const void* x_at_max) {
   check_pool_shape(s);
   VOLT_CHECK(s.C <= 65535, "batch_norm on CUDA: at most 65535 channels (grid y), got ", s.C);
   if (s.N * s.C == 0) return;
@@ -428,7 +440,7 @@ void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy
   auto* part = static_cast<double*>(workspace);
   auto* coef = reinterpret_cast<BnBackCoef*>(static_cast<char*>(workspace) + l.coef_offset);
   VOLT_FTYPE_T(t, launch(bn_pool_partial_grad_kernel<T>, dim3(unsigned(chunks), unsigned(s.C)), kStatThreads, 0,
-                         stream, pool_dims(s), dy, window, x, gamma, beta, mean, invstd, chunks, part);
+                         stream, pool_dims(s), dy, window, x, x_at_max, gamma, beta, mean, invstd, chunks, part);
                launch(bn_finish_grad_kernel, grid_for(s.C), kThreads, 0, stream, s.N * s.H * s.W, s.C, chunks, part,
                       gamma, beta, mean, invstd, training, dgamma, dbeta, coef);
                if (dx) launch(bn_pool_dx_kernel<T>, grid_for(s.N * s.C * s.H * s.W), kThreads, 0, stream,

@@ -175,7 +175,7 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
                                                  // would make the whole channel NaN)
         const auto dy = round_to(t, random_floats(m, 72));
         const auto gamma = random_floats(C, 73, -1.5f, 1.5f), beta = random_floats(C, 74);  // negative gammas too
-        TypedBuf gx(t, x), gdy(t, dy), y1(t, m);
+        TypedBuf gx(t, x), gdy(t, dy), y1(t, m), xmax(t, m);
         Guarded<float> gg(gamma), gbt(beta);
         Guarded<uint8_t> win1{m}, ws{cuda::batch_norm_workspace_bytes(c.N, c.C, HW)};
         std::vector<float> mean(C), invstd(C);
@@ -184,7 +184,7 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
           std::vector<float> yfull(n), m2(C), s2(C), v2(C);
           cuda::batch_norm_relu_pool_forward_train(t, bs, gx.data(), gg.data(), gbt.data(), 1e-5, y1.data(),
                                                    win1.data(), m1.data(), s1.data(), v1.data(), cuda::BnRunning{},
-                                                   ws.data(), nullptr);
+                                                   ws.data(), nullptr, xmax.data());
           cpu::batch_norm_forward_train(c.N, c.C, HW, x.data(), gamma.data(), beta.data(), 1e-5, true, yfull.data(),
                                         m2.data(), s2.data(), v2.data());
           check_near(m1.vec(), m2, 1e-6, 1e-6, "save_mean");
@@ -199,7 +199,7 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
           cpu::batch_norm_invstd(c.C, rv.data(), 1e-5, invstd.data());
           Guarded<float> grm(mean), gis(invstd);
           cuda::batch_norm_relu_pool_forward_eval(t, bs, gx.data(), gg.data(), gbt.data(), grm.data(), gis.data(),
-                                                  y1.data(), win1.data(), ws.data(), nullptr);
+                                                  y1.data(), win1.data(), ws.data(), nullptr, xmax.data());
         }
         // The reference: batch_norm_relu with the same statistics, stored in the type, then max_pool2d.
         std::vector<float> yfull(n), y2(m);
@@ -210,6 +210,9 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
         cpu::max_pool2d_forward(ps, yfull.data(), y2.data(), idx2.data());
         check_bitwise(y1.values(), y2, "pooled output");
         CHECK(win1.vec() == window_positions(ps, idx2));
+        std::vector<float> at_max(m);  // x at each window's maximum, kept by the forward for backward
+        for (size_t i = 0; i < m; ++i) at_max[i] = x[(i / size_t(ps.P * ps.Q)) * size_t(HW) + size_t(idx2[i])];
+        check_bitwise(xmax.values(), at_max, "x at the maxima");
         // Backward from the reference's windows: max_pool2d's backward, then batch_norm_relu's.
         Guarded<float> gm(mean), gs(invstd);
         Guarded<uint8_t> gwin(window_positions(ps, idx2));
@@ -227,9 +230,18 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
           check_near(dg1.vec(), dg2, 1e-5, 1e-4, "dgamma");
           check_near(db1.vec(), db2, 1e-5, 1e-4, "dbeta");
           if (with_dx) check_near(dx1.values(), round_to(t, dx2), atol_for(t), rtol_for(t), "dx");
+          // Reading x at the maxima from the forward's copy instead of gathering it: the same bits.
+          TypedBuf dx3(t, n);
+          Guarded<float> dg3{C}, db3{C};
+          cuda::batch_norm_relu_pool_backward(t, bs, gdy.data(), gwin.data(), gx.data(), gg.data(), gbt.data(),
+                                              gm.data(), gs.data(), training, with_dx ? dx3.data() : nullptr,
+                                              dg3.data(), db3.data(), ws.data(), nullptr, xmax.data());
+          check_bitwise(dg3.vec(), dg1.vec(), "dgamma from x_at_max");
+          check_bitwise(db3.vec(), db1.vec(), "dbeta from x_at_max");
+          if (with_dx) check_bitwise(dx3.values(), dx1.values(), "dx from x_at_max");
           CHECK((dx1.guards_intact() && dg1.guards_intact() && db1.guards_intact() && ws.guards_intact()));
         }
-        CHECK((y1.guards_intact() && win1.guards_intact()));
+        CHECK((y1.guards_intact() && win1.guards_intact() && xmax.guards_intact()));
       }
 }
 
