@@ -56,11 +56,12 @@ echo "# $(date -u +%F) GPU: ${gpu:-none visible (nvidia-smi)}; build $build; log
 # Volt: one call per batch size and precision, with the carried build's library path; a failed call
 # does not stop the others, "no GPU" (exit 77) does.
 exe=$build/bench/bench_train_gpu
+. "$root/tests/gpu_env.sh"
+volt_unpack "$build"  # a carried build's executables travel compressed (tests/gpu_carry.sh)
 if [ ! -x "$exe" ]; then
   volt_state="skipped: no $exe (cmake --build $build --target bench_train_gpu)"
 else
   (
-    . "$root/tests/gpu_env.sh"
     PYTHON=$py volt_gpu_env "$build" "$exe" || exit 3
     status=0
     for b in ${batches//,/ }; do

@@ -25,7 +25,7 @@ pack)
     '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib;$ORIGIN/../../lib' -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags \
     >/dev/null
   cmake --build "$dir" -j"$(nproc)" --target $targets
-  rm -rf "$dir/lib" "$dir/lib.tar.xz"  # a run here unpacked it: start again from what the binaries need
+  rm -rf "$dir/lib" "$dir/lib.tar.xz" "$dir/carry.tar.xz"  # a run here unpacked it: start again
   mkdir -p "$dir/lib/compat"
   for t in $targets; do
     exe=$(find "$dir/tests" "$dir/bench" "$dir/tools" -name "$t" -type f -perm -u+x | head -1)
@@ -41,15 +41,18 @@ pack)
     esac
   done
   # What runs there is the executables and CTest's files: drop objects, the static libraries and
-  # CMake's own files, strip the symbols, and compress the libraries (OpenBLAS alone is 36 MB; the
-  # tree that travels must stay under 64 MiB).
+  # CMake's own files, strip the symbols, and compress the libraries and the executables into
+  # carry.tar.xz, which volt_gpu_env (tests/gpu_env.sh) unpacks there (OpenBLAS alone is 36 MB, and
+  # each executable carries Volt's device code; the tree that travels must stay under 64 MiB).
   find "$dir" -name '*.o' -delete
   find "$dir" -name '*.a' -delete
   find "$dir" -type d -name CMakeFiles -prune -exec rm -rf {} +
   for t in $targets; do
     find "$dir/tests" "$dir/bench" "$dir/tools" -name "$t" -type f -perm -u+x -exec strip --strip-unneeded {} +
   done
-  tar -cJf "$dir/lib.tar.xz" -C "$dir" lib && rm -rf "$dir/lib"
+  bins=$(cd "$dir" && for t in $targets; do find tests bench tools -name "$t" -type f -perm -u+x; done)
+  # shellcheck disable=SC2086  # one path per word (no spaces in the build's own paths)
+  tar -cJf "$dir/carry.tar.xz" -C "$dir" lib $bins && rm -rf "$dir/lib" && (cd "$dir" && rm -f $bins)
   # What travels: this folder, .carry (the fixtures) and the tracked sources; the cap is 64 MiB.
   bytes=$(du -scb "$dir" "$root/.carry" 2>/dev/null | tail -1 | cut -f1)
   bytes=$((bytes + $(git -C "$root" ls-files -z | (cd "$root" && du -cb --files0-from=- 2>/dev/null) | tail -1 | cut -f1)))

@@ -1,15 +1,19 @@
 # Sourced, not run: the library path for Volt binaries built on a machine without a GPU and run on the
 # device machine (tests/gpu_carry.sh packs them; bench/run_gpu_bench.sh runs the benchmarks there).
-# volt_gpu_env BUILD_DIR EXE unpacks BUILD_DIR/lib.tar.xz unless BUILD_DIR/lib exists (the binaries
-# find it through their RPATH, $ORIGIN/../lib), exports LD_LIBRARY_PATH with only the folders of the
+# volt_unpack BUILD_DIR unpacks BUILD_DIR/carry.tar.xz (the carried libraries and executables) unless
+# BUILD_DIR/lib exists. volt_gpu_env BUILD_DIR EXE unpacks it too (the binaries find the libraries
+# through their RPATH, $ORIGIN/../lib), exports LD_LIBRARY_PATH with only the folders of the
 # CUDA libraries there (cuDNN and NCCL from the pip nvidia-* packages of ${PYTHON:-python3} first, then
 # the system's; cuBLAS and cudart from the CUDA toolkit first), so the device's own programs (python3,
 # ctest, ncu) keep their libraries. Only if EXE does not load is BUILD_DIR/lib added (a pack made
 # without the RPATH), then BUILD_DIR/lib/compat (libstdc++/libgcc_s, when the device's are older);
 # returns 1 after printing `ldd EXE` if EXE still does not load.
+volt_unpack() {
+  [ -d "$1/lib" ] || [ ! -f "$1/carry.tar.xz" ] || tar -xJf "$1/carry.tar.xz" -C "$1"
+}
 volt_gpu_env() {
   local dir=$1 exe=$2 libdirs="" name found site nvidia="" d
-  [ -d "$dir/lib" ] || [ ! -f "$dir/lib.tar.xz" ] || tar -xJf "$dir/lib.tar.xz" -C "$dir" || return 1
+  volt_unpack "$dir" || return 1
   site=$("${PYTHON:-python3}" -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null || true)
   for d in $site; do [ -d "$d/nvidia" ] && nvidia="$nvidia $d/nvidia"; done
   for name in libcudnn.so.9 libnccl.so.2 libcublas.so.13 libcudart.so.13; do
