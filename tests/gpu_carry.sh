@@ -13,8 +13,8 @@ shift $(( $# >= 2 ? 2 : 1 ))
 root=$(cd "$(dirname "$0")/.." && pwd)
 case $build in /*) dir=$build ;; *) dir=$root/$build ;; esac
 # Every `gpu`-labelled test program, and what tests/gpu_session.sh runs.
-targets="test_cuda test_cuda_graph test_golden_gpu test_trainer_gpu test_loader_gpu test_nccl test_ddp_gpu cnn_train bench_ops_cuda
-  bench_train_gpu bench_allreduce bench_loader"
+targets="test_cuda test_cuda_training test_cuda_graph test_golden_gpu test_trainer_gpu test_loader_gpu test_nccl
+  test_ddp_gpu cnn_train bench_ops_cuda bench_train_gpu bench_allreduce bench_loader"
 
 case $mode in
 pack)

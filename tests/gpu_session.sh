@@ -78,7 +78,8 @@ needs_tools() {
 gpu_tests() { run gpu-tests "$1" bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 150; }
 memcheck() {
   needs_tools memcheck || return 0
-  run memcheck "$1" compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/tests/test_cuda" --duration=true
+  run memcheck "$1" bash -c 'for t in test_cuda test_cuda_training; do
+    compute-sanitizer --tool memcheck --error-exitcode 3 "$0/tests/$t" --duration=true || exit; done' "$dir"
 }
 
 # The time of the whole cnn_train job, start to printed test metrics.
