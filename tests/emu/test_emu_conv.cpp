@@ -20,14 +20,18 @@ Conv2dShape shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t
   return s;
 }
 
+// A named convolution shape with the one more parameter a test varies.
+template <class Arg>
+struct ConvCase {
+  const char* name;
+  Conv2dShape s;
+  Arg arg;
+};
+
 }  // namespace
 
 TEST_CASE("emu conv2d_forward_own: the tensor-core implicit GEMM matches the CPU convolution") {
-  struct Case {
-    const char* name;
-    Conv2dShape s;
-    bool bias;
-  };
+  using Case = ConvCase<bool>;  // arg: with a bias
   const Case cases[] = {
       {"seed CNN first layer, 3 images of 9x11 (a partial pixel tile)", shape(3, 3, 9, 11, 64, 5, 5, 1, 1, 2, 2), true},
       {"one grey channel 5x5, stride 2, pad 1, 6 filters (MNIST-like)", shape(2, 1, 13, 12, 6, 5, 5, 2, 2, 1, 1),
@@ -47,9 +51,9 @@ TEST_CASE("emu conv2d_forward_own: the tensor-core implicit GEMM matches the CPU
       const auto x = round_to(t, random_floats(nx, 61, -2.f, 2.f)), w = round_to(t, random_floats(nw, 62, -0.5f, 0.5f));
       const auto b = round_to(t, random_floats(nk, 63, -1.f, 1.f));
       TypedBuf gx(t, x), gw(t, w), gb(t, b), gy(t, std::vector<float>(ny, 1234.f));
-      cuda::conv2d_forward_own(t, s, gx.data(), gw.data(), c.bias ? gb.data() : nullptr, gy.data(), nullptr);
+      cuda::conv2d_forward_own(t, s, gx.data(), gw.data(), c.arg ? gb.data() : nullptr, gy.data(), nullptr);
       std::vector<float> want(ny);
-      cpu::conv2d_forward(s, x.data(), w.data(), c.bias ? b.data() : nullptr, want.data());
+      cpu::conv2d_forward(s, x.data(), w.data(), c.arg ? b.data() : nullptr, want.data());
       // One rounding to the 16-bit type apart (the sums' order differs), absolute near zero.
       const double atol = t == FType::F16 ? 2e-3 : 2e-2, rtol = t == FType::F16 ? 1e-3 : 8e-3;
       check_near(gy.values(), round_to(t, want), atol, rtol, "y");
@@ -59,11 +63,7 @@ TEST_CASE("emu conv2d_forward_own: the tensor-core implicit GEMM matches the CPU
 }
 
 TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass match the CPU") {
-  struct Case {
-    const char* name;
-    Conv2dShape s;
-    int max_blocks;  // 0: the default (one tile per block at these sizes)
-  };
+  using Case = ConvCase<int>;  // arg: the most blocks (0: the default, one tile per block at these sizes)
   const Case cases[] = {
       {"seed CNN first layer, 2 images of 13x11, 3 tiles in one block", shape(2, 3, 13, 11, 64, 5, 5, 1, 1, 2, 2), 1},
       {"one grey channel, stride 2, pad 1, 6 filters", shape(2, 1, 13, 12, 6, 5, 5, 2, 2, 1, 1), 0},
@@ -82,9 +82,9 @@ TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass
         const size_t ny = size_t(s.N * s.K * s.P * s.Q);
         const auto x = round_to(t, random_floats(nx, 71, -2.f, 2.f)), dy = round_to(t, random_floats(ny, 72));
         TypedBuf gx(t, x), gdy(t, dy), gdw(t, std::vector<float>(nw, 99.f)), gdb(t, std::vector<float>(nk, 99.f));
-        Guarded<float> ws(cuda::conv2d_backward_weight_own_workspace(s, c.max_blocks) / sizeof(float), -1.f);
+        Guarded<float> ws(cuda::conv2d_backward_weight_own_workspace(s, c.arg) / sizeof(float), -1.f);
         cuda::conv2d_backward_weight_own(t, s, gdy.data(), gx.data(), gdw.data(), bias ? gdb.data() : nullptr,
-                                         ws.data(), nullptr, c.max_blocks);
+                                         ws.data(), nullptr, c.arg);
         std::vector<float> dw(nw), db(nk);
         cpu::conv2d_backward_weight(s, dy.data(), x.data(), dw.data());
         cpu::conv2d_backward_bias(s, dy.data(), db.data());
@@ -119,11 +119,7 @@ TEST_CASE("emu conv2d_forward_own: which shapes it takes, and a clear error for 
 }
 
 TEST_CASE("emu conv2d_backward_weight_own_from_pool: batch norm's dx stored, then the weight gradient: same bits") {
-  struct Case {
-    const char* name;
-    Conv2dShape s;
-    int64_t pool;
-  };
+  using Case = ConvCase<int64_t>;  // arg: the pool window's side
   const Case cases[] = {
       {"seed CNN first layer shape, 12x11 output (the last column in no window), 2x2 pool",
        shape(2, 3, 12, 11, 8, 5, 5, 1, 1, 2, 2), 2},
@@ -135,8 +131,8 @@ TEST_CASE("emu conv2d_backward_weight_own_from_pool: batch norm's dx stored, the
         INFO(ftype_name(t) << ": " << c.name << (training ? ", training" : ", eval"));
         const Conv2dShape& s = c.s;
         const size_t nx = size_t(s.N * s.C * s.H * s.W), ny = size_t(s.N * s.K * s.P * s.Q), K = size_t(s.K);
-        const cuda::BnPoolShape ps{s.N, s.K, s.P, s.Q, c.pool, c.pool};
-        const size_t npool = size_t(s.N * s.K * (s.P / c.pool) * (s.Q / c.pool));
+        const cuda::BnPoolShape ps{s.N, s.K, s.P, s.Q, c.arg, c.arg};
+        const size_t npool = size_t(s.N * s.K * (s.P / c.arg) * (s.Q / c.arg));
         const auto x = round_to(t, random_floats(nx, 81, -2.f, 2.f)), y = round_to(t, random_floats(ny, 82, -1.f, 3.f));
         const auto gamma = random_floats(K, 83, -1.5f, 1.5f), beta = random_floats(K, 84);
         const auto dyp = round_to(t, random_floats(npool, 85));
@@ -158,7 +154,7 @@ TEST_CASE("emu conv2d_backward_weight_own_from_pool: batch norm's dx stored, the
         cuda::BnPoolGradSource src{gdy.data(), window.data(), gy.data(), mean.data(),
                                    static_cast<const uint8_t*>(bn_ws.data()) +
                                        cuda::batch_norm_coef_offset(s.N, s.K, s.P * s.Q),
-                                   training, c.pool, c.pool};
+                                   training, c.arg, c.arg};
         cuda::conv2d_backward_weight_own_from_pool(t, s, src, gx.data(), dw2.data(), db2.data(), ws2.data(), nullptr);
         check_bitwise(dw2.values(), dw1.values(), "dw");
         check_bitwise(db2.values(), db1.values(), "db");
