@@ -61,15 +61,17 @@ GradReadyListener* set_grad_ready_listener(GradReadyListener* listener) {
   return prev;
 }
 
+bool would_record(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
-  if (!g_grad_enabled) return;
-  bool any = false;
+  if (!would_record(inputs)) return;
   std::vector<bool> needs(inputs.size(), false);
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    needs[i] = inputs[i].defined() && inputs[i].requires_grad();
-    any = any || needs[i];
-  }
-  if (!any) return;
+  for (size_t i = 0; i < inputs.size(); ++i) needs[i] = inputs[i].defined() && inputs[i].requires_grad();
   std::vector<Edge> next(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (!needs[i]) continue;

@@ -53,6 +53,9 @@ void set_grad_enabled(bool enabled);
 // Connects `out` to `inputs` through `fn` (a no-op when grad mode is off or no input needs a gradient).
 // Undefined inputs (an absent bias) are allowed. `fn` must not capture `out` itself (use out.detach()).
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
+// Whether record() keeps a node for these inputs (grad mode on and one of them requires grad): an op
+// can then skip saving what only its backward reads.
+bool would_record(const std::vector<Tensor>& inputs);
 
 void backward(const Tensor& root, const Tensor& grad_root);
 

@@ -85,11 +85,12 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
   const DType dt = x.dtype();
   const cuda::BnPoolShape ps{N, C, pooled ? x.size(2) : 0, pooled ? x.size(3) : 0, pool[0], pool[1]};
   Tensor window;    // the position of each pooled maximum in its window (CUDA only)
-  Tensor x_at_max;  // x there, for backward's sums (CUDA only)
+  Tensor x_at_max;  // x there, for backward's sums (CUDA only; not kept where no backward will run)
   if (pooled) {
     window = Tensor::empty({N, C, ps.H / ps.kh, ps.W / ps.kw}, DType::U8, dev);
-    x_at_max = Tensor::empty(window.shape(), x.dtype(), dev);
+    if (saved || autograd::would_record({x, weight, bias})) x_at_max = Tensor::empty(window.shape(), x.dtype(), dev);
   }
+  [[maybe_unused]] void* at_max = x_at_max.defined() ? x_at_max.raw_data() : nullptr;  // CUDA builds only
 
   const float* gamma = weight.defined() ? weight.data<float>() : nullptr;
   const float* beta = bias.defined() ? bias.data<float>() : nullptr;
@@ -112,11 +113,11 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                          detail::ft(x), ps, x.raw_data(), static_cast<const double*>(sums->raw_data()),
                          sums->numel() / (C * 16), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
                          mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s,
-                         x_at_max.raw_data());
+                         at_max);
                      else if (pooled) cuda::batch_norm_relu_pool_forward_train(
                          detail::ft(x), ps, x.raw_data(), gamma, beta, eps, y.raw_data(), window.data<uint8_t>(),
                          mean.data<float>(), invstd.data<float>(), var_unbiased.data<float>(), run, ws.raw_data(), s,
-                         x_at_max.raw_data());
+                         at_max);
                      else cuda::batch_norm_forward_train(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta, eps, relu,
                                                          y.raw_data(), mean.data<float>(), invstd.data<float>(),
                                                          var_unbiased.data<float>(), run, ws.raw_data(), s));
@@ -137,7 +138,7 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                      Tensor ws = workspace(N, C, HW, dev);
                      if (pooled) cuda::batch_norm_relu_pool_forward_eval(
                          detail::ft(x), ps, x.raw_data(), gamma, beta, mean.data<float>(), invstd.data<float>(),
-                         y.raw_data(), window.data<uint8_t>(), ws.raw_data(), s, x_at_max.raw_data());
+                         y.raw_data(), window.data<uint8_t>(), ws.raw_data(), s, at_max);
                      else cuda::batch_norm_forward_eval(detail::ft(x), N, C, HW, x.raw_data(), gamma, beta,
                                                         mean.data<float>(), invstd.data<float>(), relu, y.raw_data(),
                                                         ws.raw_data(), s));
@@ -169,7 +170,7 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                            if (pooled) cuda::batch_norm_relu_pool_backward(
                                detail::ft(x), ps, gy.raw_data(), window.data<uint8_t>(), x.raw_data(), gamma, beta,
                                mean.data<float>(), invstd.data<float>(), training, dx, dgamma, dbeta, ws.raw_data(),
-                               detail::stream_of(x), x_at_max.raw_data());
+                               detail::stream_of(x), x_at_max.defined() ? x_at_max.raw_data() : nullptr);
                            else cuda::batch_norm_backward(detail::ft(x), N, C, HW, gy.raw_data(), x.raw_data(), gamma,
                                                           beta, mean.data<float>(), invstd.data<float>(), training,
                                                           relu, dx, dgamma, dbeta, ws.raw_data(),
