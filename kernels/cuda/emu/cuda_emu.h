@@ -53,6 +53,8 @@ void warp_exchange(unsigned mask, const void* in, void* out, size_t bytes, int s
 int lane_id();
 void* dynamic_smem();
 
+// Throws volt::Error for a configuration the GPU would refuse (cudaErrorInvalidConfiguration).
+void check_launch_config(dim3 grid, dim3 block, size_t smem_bytes);
 // Runs call(arg) for every thread of every block; throws volt::Error for a bad configuration or a
 // barrier/shuffle error found while running.
 void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem_bytes);

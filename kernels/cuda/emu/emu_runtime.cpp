@@ -1,5 +1,6 @@
-// The emulator's scheduler (see cuda_emu.h): every thread of a block is a ucontext fiber with its
-// own stack; the scheduler runs the ready fibers in thread order until each finishes or waits at a
+// The emulator's scheduler (see cuda_emu.h): every thread of a block is a fiber with its own stack
+// (switched by a few instructions on x86-64, which keep the callee-saved registers and the FPU control
+// words but not the signal mask, as a kernel thread needs no other; ucontext elsewhere); the scheduler runs the ready fibers in thread order until each finishes or waits at a
 // barrier, then releases the barriers whose participants have all arrived, and repeats. Under
 // AddressSanitizer the stack switches are announced to it, so kernels' out-of-bounds accesses are
 // reported as in any host code.
@@ -33,6 +34,75 @@ namespace volt_emu {
 
 namespace {
 
+// ---- stack switching: make_context prepares a fresh stack to run entry(); switch_context saves the
+// running context into *from and resumes `to`.
+#if defined(__x86_64__)
+extern "C" void volt_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .type volt_emu_switch,@function
+volt_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size volt_emu_switch, .-volt_emu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+void make_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
+  // From the top: a zero (entry's return address: it never returns), entry as the address that
+  // volt_emu_switch's ret pops (16-byte aligned, so entry starts as if called), six zeroed registers
+  // and the control words.
+  uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15);
+  auto* w = reinterpret_cast<uint64_t*>(top);
+  *--w = 0;
+  *--w = reinterpret_cast<uint64_t>(entry);  // at top - 16: after the ret, rsp + 8 is 16-byte aligned
+  for (int i = 0; i < 6; ++i) *--w = 0;
+  uint32_t mxcsr = 0;
+  uint16_t fcw = 0;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fcw));
+  *--w = uint64_t(mxcsr) | (uint64_t(fcw) << 32);
+  c.sp = w;
+}
+inline void switch_context(Context& from, Context& to) { volt_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+void make_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;  // entry never returns
+  makecontext(&c.uc, entry, 0);
+}
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
 #if VOLT_EMU_ASAN
 constexpr size_t kStackBytes = 512 * 1024;  // instrumented frames are larger
 #else
@@ -43,7 +113,7 @@ constexpr int kMaxThreads = 1024;
 enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
-  ucontext_t context;
+  Context context;
   ThreadState ts;
   State state = State::Ready;
   unsigned warp_mask = 0;  // lanes of this fiber's warp barrier
@@ -54,7 +124,7 @@ struct Fiber {
 struct Block {
   std::vector<Fiber> fibers;
   int threads = 0;
-  ucontext_t scheduler;
+  Context scheduler;
   void (*call)(void*) = nullptr;
   void* arg = nullptr;
   std::vector<uint64_t> slots[2];  // [warp * 32 + lane] for each exchange parity
@@ -88,7 +158,7 @@ void yield_to_scheduler() {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, g_block->sched_stack_bottom, g_block->sched_stack_size);
 #endif
-  swapcontext(&me->context, &g_block->scheduler);
+  switch_context(me->context, g_block->scheduler);
 #if VOLT_EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -103,7 +173,8 @@ void fiber_main() {
 #if VOLT_EMU_ASAN
   __sanitizer_start_switch_fiber(nullptr, g_block->sched_stack_bottom, g_block->sched_stack_size);
 #endif
-  // Returning resumes uc_link (the scheduler).
+  switch_context(g_fiber->context, g_block->scheduler);  // for good: a finished fiber is never resumed
+  std::abort();
 }
 
 int linear_tid(const ThreadState& t) {
@@ -165,11 +236,7 @@ void run_block(Block& b) {
     Fiber& f = b.fibers[size_t(t)];
     f.state = State::Ready;
     f.exchanges = 0;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &b.scheduler;
-    makecontext(&f.context, fiber_main, 0);
+    make_context(f.context, f.stack, kStackBytes, fiber_main);
   }
   for (;;) {
     for (Fiber& f : b.fibers) {
@@ -179,7 +246,7 @@ void run_block(Block& b) {
       void* fake = nullptr;
       __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
 #endif
-      swapcontext(&b.scheduler, &f.context);
+      switch_context(b.scheduler, f.context);
 #if VOLT_EMU_ASAN
       __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -286,7 +353,7 @@ void* warp_scratch(size_t bytes) {
   return buf.data();
 }
 
-void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem_bytes) {
+void check_launch_config(dim3 grid, dim3 block, size_t smem_bytes) {
   const int64_t threads = int64_t(block.x) * block.y * block.z;
   VOLT_CHECK(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
                  grid.z <= 65535,
@@ -297,6 +364,11 @@ void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem
              "): cudaErrorInvalidConfiguration on a GPU");
   VOLT_CHECK(smem_bytes <= 48 * 1024, "CUDA emulator: ", smem_bytes,
              " bytes of dynamic shared memory need cudaFuncSetAttribute on a GPU (default limit 48 KiB)");
+}
+
+void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem_bytes) {
+  check_launch_config(grid, block, smem_bytes);
+  const int64_t threads = int64_t(block.x) * block.y * block.z;
   VOLT_CHECK(g_block == nullptr, "CUDA emulator: a kernel launched from inside a kernel");
   while (g_stacks.size() < size_t(threads)) g_stacks.emplace_back(new char[kStackBytes]);
 
@@ -336,7 +408,14 @@ void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem
 
 // Half and bfloat16 conversions: Volt's own (engine/dtype.h), round to nearest even.
 uint16_t float_to_half_bits(float f) { return ::volt::float_to_half(f); }
-float half_bits_to_float(uint16_t h) { return ::volt::half_to_float(h); }
+float half_bits_to_float(uint16_t h) {
+  static const std::vector<float> table = [] {  // every half once: the tensor-core emulation converts a lot
+    std::vector<float> t(65536);
+    for (uint32_t i = 0; i < 65536; ++i) t[i] = ::volt::half_to_float(uint16_t(i));
+    return t;
+  }();
+  return table[h];
+}
 uint16_t float_to_bf16_bits(float f) { return ::volt::float_to_bf16(f); }
 float bf16_bits_to_float(uint16_t b) { return ::volt::bf16_to_float(b); }
 
