@@ -91,7 +91,7 @@ std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions&) {
 }
 #endif
 
-#if !(VOLT_HAVE_CUDA && VOLT_HAVE_MPI)
+#if !VOLT_HAVE_NCCL
 bool nccl_available() { return false; }
 #endif
 
@@ -116,15 +116,15 @@ std::unique_ptr<Communicator> make_nccl_communicator_impl(const ProcessEnv& env,
 }  // namespace detail
 
 std::unique_ptr<Communicator> make_nccl_communicator(const ProcessEnv& env, CommOptions opts) {
-#if VOLT_HAVE_CUDA && VOLT_HAVE_MPI
+#if VOLT_HAVE_NCCL
   return detail::make_nccl_communicator_impl(env, options_from_env(opts));
 #else
   (void)env;
   (void)opts;
-  VOLT_FAIL("this build of Volt has no NCCL communicator: it needs the CUDA backend (volt/config.h VOLT_HAVE_CUDA is ",
-            VOLT_HAVE_CUDA, ": the CUDA toolkit, cuDNN and NCCL must be found) and MPI (VOLT_HAVE_MPI is ",
-            VOLT_HAVE_MPI, ": apt-get install libopenmpi-dev openmpi-bin); configure again with -DVOLT_CUDA=ON "
-            "-DVOLT_MPI=ON");
+  VOLT_FAIL("this build of Volt has no NCCL communicator: it needs the real CUDA backend (volt/config.h "
+            "VOLT_HAVE_CUDA is ", VOLT_HAVE_CUDA, ", VOLT_CUDA_EMULATED ", VOLT_CUDA_EMULATED,
+            ": the CUDA toolkit, cuDNN and NCCL must be found) and MPI (VOLT_HAVE_MPI is ", VOLT_HAVE_MPI,
+            ": apt-get install libopenmpi-dev openmpi-bin); configure again with -DVOLT_CUDA=ON -DVOLT_MPI=ON");
 #endif
 }
 

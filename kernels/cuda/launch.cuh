@@ -1,12 +1,14 @@
 // Launch helpers shared by the .cu files: every kernel is started through launch(), which checks the
-// launch (CUDA_CHECK_LAUNCH) and, in the emulated build (VOLT_CUDA_EMU, kernels/cuda/emu/), runs the
-// same kernel on the CPU. Also grid sizes for grid-stride loops and a block-wide sum.
+// launch (CUDA_CHECK_LAUNCH) and, in the emulated builds (VOLT_CUDA_EMU, kernels/cuda/emu/), runs the
+// same kernel on the CPU: at once where only the kernels are emulated (the emulator tests), on its
+// stream where the whole SDK is (VOLT_CUDA_EMU_SDK: VOLT_CUDA=EMULATED). Also grid sizes for
+// grid-stride loops and a block-wide sum.
 #pragma once
-#if VOLT_CUDA_EMU
+#if VOLT_CUDA_EMU && !VOLT_CUDA_EMU_SDK
 #include "kernels/cuda/emu/cuda_emu.h"
 #include "engine/error.h"
 #else
-#include <cuda_runtime.h>
+#include <cuda_runtime.h>  // the toolkit's, or the emulated SDK's (kernels/cuda/emu/sdk/)
 
 #include "kernels/cuda/check.h"
 #endif
@@ -19,7 +21,7 @@ namespace volt::cuda::detail {
 
 constexpr int kThreads = 256;
 
-#if !VOLT_CUDA_EMU
+#if !VOLT_CUDA_EMU || VOLT_CUDA_EMU_SDK
 inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 #endif
 
@@ -28,7 +30,10 @@ inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 template <class... Params, class... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, void* stream, Args&&... args) {
   static_assert(sizeof...(Params) == sizeof...(Args), "launch: wrong number of kernel arguments");
-#if VOLT_CUDA_EMU
+#if VOLT_CUDA_EMU_SDK
+  ::volt_emu::launch_on(static_cast<cudaStream_t>(stream), kernel, grid, block, smem_bytes,
+                        Params(std::forward<Args>(args))...);
+#elif VOLT_CUDA_EMU
   (void)stream;
   ::volt_emu::launch(kernel, grid, block, smem_bytes, Params(std::forward<Args>(args))...);
 #else
@@ -62,7 +67,7 @@ __device__ T block_sum(T v) {
   if (lane == 0) warp_sums[warp] = v;
   __syncthreads();
   const int warps = (blockDim.x + 31) >> 5;
-  v = threadIdx.x < warps ? warp_sums[threadIdx.x] : T(0);
+  v = int(threadIdx.x) < warps ? warp_sums[threadIdx.x] : T(0);
   if (warp == 0)
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
   __syncthreads();  // warp_sums may be reused by a following call

@@ -1,0 +1,569 @@
+// The emulated SDK's cuBLAS and cuDNN (see emu_sdk.cpp): GEMM and 2-D convolution computed on the
+// host, enqueued on the handle's stream like any other work. Sums are taken in double and rounded once
+// to the output type: a tighter result than the GPU's float32 sums, which is what the GPU tests'
+// tolerances are measured against anyway (the CPU reference).
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime_api.h"
+#include "cudnn.h"
+#include "engine/dtype.h"
+#include "kernels/cuda/emu/cuda_emu.h"
+
+namespace {
+
+enum class Elem { F32, F16, BF16, Bad };
+
+Elem elem_of(cudaDataType_t t) {
+  return t == CUDA_R_32F ? Elem::F32 : t == CUDA_R_16F ? Elem::F16 : t == CUDA_R_16BF ? Elem::BF16 : Elem::Bad;
+}
+Elem elem_of(cudnnDataType_t t) {
+  return t == CUDNN_DATA_FLOAT ? Elem::F32 : t == CUDNN_DATA_HALF ? Elem::F16
+                                           : t == CUDNN_DATA_BFLOAT16 ? Elem::BF16 : Elem::Bad;
+}
+size_t elem_bytes(Elem e) { return e == Elem::F32 ? 4 : 2; }
+
+// TF32: float32 with a 10-bit mantissa (round to nearest, ties away, as the tensor cores' conversion).
+float to_tf32(float v) {
+  if (!std::isfinite(v)) return v;
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u + 0x1000u) & ~0x1FFFu;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+// n values of type e at p, as floats (optionally rounded to TF32).
+std::vector<float> load(Elem e, const void* p, size_t n, bool tf32) {
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    float v;
+    if (e == Elem::F32) std::memcpy(&v, static_cast<const char*>(p) + 4 * i, 4);
+    else {
+      uint16_t h;
+      std::memcpy(&h, static_cast<const char*>(p) + 2 * i, 2);
+      v = e == Elem::F16 ? volt_emu::half_bits_to_float(h) : volt::bf16_to_float(h);
+    }
+    out[i] = tf32 ? to_tf32(v) : v;
+  }
+  return out;
+}
+
+void store(Elem e, void* p, size_t i, float v) {
+  if (e == Elem::F32) {
+    std::memcpy(static_cast<char*>(p) + 4 * i, &v, 4);
+  } else {
+    const uint16_t h = e == Elem::F16 ? volt::float_to_half(v) : volt::float_to_bf16(v);
+    std::memcpy(static_cast<char*>(p) + 2 * i, &h, 2);
+  }
+}
+float load_one(Elem e, const void* p, size_t i) { return load(e, static_cast<const char*>(p) + elem_bytes(e) * i, 1, false)[0]; }
+
+// out = alpha * sum + beta * out; with beta == 0 the old contents are never read (NaN there stays out).
+void blend(Elem e, void* out, size_t i, double sum, float alpha, float beta) {
+  double v = double(alpha) * sum;
+  if (beta != 0.f) v += double(beta) * double(load_one(e, out, i));
+  store(e, out, i, float(v));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// cuBLAS
+// ---------------------------------------------------------------------------------------------
+
+struct volt_emu_cublas {
+  cudaStream_t stream = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  cublasMath_t math = CUBLAS_DEFAULT_MATH;
+};
+
+cublasStatus_t cublasCreate(cublasHandle_t* handle) {
+  *handle = new volt_emu_cublas;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t handle) {
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->stream = stream;
+  handle->workspace = nullptr;  // as the real one: back to cuBLAS's default pool
+  handle->workspace_bytes = 0;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t bytes) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bytes && !volt_emu::is_device_range(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+  handle->workspace = workspace;
+  handle->workspace_bytes = bytes;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->math = mode;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                            int k, const void* alpha, const void* A, cudaDataType_t Atype, int lda, const void* B,
+                            cudaDataType_t Btype, int ldb, const void* beta, void* C, cudaDataType_t Ctype, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const Elem e = elem_of(Ctype);
+  if (e == Elem::Bad || Atype != Ctype || Btype != Ctype) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (transa == CUBLAS_OP_C || transb == CUBLAS_OP_C) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (m < 0 || n < 0 || k < 0 || !alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
+  // Stored shapes (column-major): op(A) is m x k, so A is m x k (N) or k x m (T); likewise B.
+  const int a_rows = transa == CUBLAS_OP_N ? m : k, a_cols = transa == CUBLAS_OP_N ? k : m;
+  const int b_rows = transb == CUBLAS_OP_N ? k : n, b_cols = transb == CUBLAS_OP_N ? n : k;
+  if (lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) || ldc < std::max(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  const size_t bytes = elem_bytes(e);
+  const auto extent = [bytes](int rows, int cols, int ld) { return (size_t(cols - 1) * ld + rows) * bytes; };
+  if ((k > 0 && (!volt_emu::is_device_range(A, extent(a_rows, a_cols, lda)) ||
+                 !volt_emu::is_device_range(B, extent(b_rows, b_cols, ldb)))) ||
+      !volt_emu::is_device_range(C, extent(m, n, ldc)))
+    return CUBLAS_STATUS_INVALID_VALUE;  // a host pointer, or a matrix past its allocation's end
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const bool tf32 = e == Elem::F32 && compute == CUBLAS_COMPUTE_32F_FAST_TF32;
+  volt_emu::submit(handle->stream, [=] {
+    const std::vector<float> a = k > 0 ? load(e, A, extent(a_rows, a_cols, lda) / bytes, tf32) : std::vector<float>();
+    const std::vector<float> b = k > 0 ? load(e, B, extent(b_rows, b_cols, ldb) / bytes, tf32) : std::vector<float>();
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < m; ++i) {
+        double s = 0;
+        for (int l = 0; l < k; ++l) {
+          const float av = transa == CUBLAS_OP_N ? a[size_t(l) * lda + i] : a[size_t(i) * lda + l];
+          const float bv = transb == CUBLAS_OP_N ? b[size_t(j) * ldb + l] : b[size_t(l) * ldb + j];
+          s += double(av) * double(bv);
+        }
+        blend(e, C, size_t(j) * ldc + i, s, al, be);
+      }
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cuDNN
+// ---------------------------------------------------------------------------------------------
+
+struct volt_emu_cudnn {
+  cudaStream_t stream = nullptr;
+};
+struct volt_emu_tensor_desc {
+  bool set = false;
+  cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  int n = 0, c = 0, h = 0, w = 0;
+};
+struct volt_emu_filter_desc {
+  bool set = false;
+  cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  int k = 0, c = 0, r = 0, s = 0;
+};
+struct volt_emu_conv_desc {
+  bool set = false;
+  int pad_h = 0, pad_w = 0, u = 1, v = 1, dil_h = 1, dil_w = 1;
+  cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+};
+
+const char* cudnnGetErrorString(cudnnStatus_t status) {
+  switch (status) {
+    case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
+    case CUDNN_STATUS_NOT_INITIALIZED: return "CUDNN_STATUS_NOT_INITIALIZED";
+    case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM (emulator: a bad descriptor, a host pointer, or "
+                                        "too small a workspace)";
+    case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+    case CUDNN_STATUS_INTERNAL_ERROR: return "CUDNN_STATUS_INTERNAL_ERROR";
+    case CUDNN_STATUS_EXECUTION_FAILED: return "CUDNN_STATUS_EXECUTION_FAILED";
+  }
+  return "unknown cuDNN status";
+}
+
+cudnnStatus_t cudnnCreate(cudnnHandle_t* handle) {
+  *handle = new volt_emu_cudnn;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroy(cudnnHandle_t handle) {
+  delete handle;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetStream(cudnnHandle_t handle, cudaStream_t stream) {
+  if (!handle) return CUDNN_STATUS_NOT_INITIALIZED;
+  handle->stream = stream;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t* desc) {
+  *desc = new volt_emu_tensor_desc;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t format, cudnnDataType_t type,
+                                         int n, int c, int h, int w) {
+  if (!d || n <= 0 || c <= 0 || h <= 0 || w <= 0 || elem_of(type) == Elem::Bad) return CUDNN_STATUS_BAD_PARAM;
+  if (format != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED;  // the emulator knows NCHW only
+  *d = volt_emu_tensor_desc{true, type, n, c, h, w};
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t* desc) {
+  *desc = new volt_emu_filter_desc;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t type, cudnnTensorFormat_t format,
+                                         int k, int c, int h, int w) {
+  if (!d || k <= 0 || c <= 0 || h <= 0 || w <= 0 || elem_of(type) == Elem::Bad) return CUDNN_STATUS_BAD_PARAM;
+  if (format != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED;
+  *d = volt_emu_filter_desc{true, type, k, c, h, w};
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t* desc) {
+  *desc = new volt_emu_conv_desc;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h, int pad_w, int u, int v,
+                                              int dilation_h, int dilation_w, cudnnConvolutionMode_t mode,
+                                              cudnnDataType_t compute_type) {
+  if (!d || pad_h < 0 || pad_w < 0 || u <= 0 || v <= 0 || dilation_h <= 0 || dilation_w <= 0 ||
+      compute_type != CUDNN_DATA_FLOAT)
+    return CUDNN_STATUS_BAD_PARAM;
+  const cudnnMathType_t math = d->math;
+  *d = volt_emu_conv_desc{true, pad_h, pad_w, u, v, dilation_h, dilation_w, mode, math};
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t math) {
+  if (!d) return CUDNN_STATUS_BAD_PARAM;
+  d->math = math;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+namespace {
+
+// One convolution problem, checked: descriptors consistent with each other, types equal.
+struct Problem {
+  volt_emu_tensor_desc x, y;
+  volt_emu_filter_desc w;
+  volt_emu_conv_desc conv;
+  Elem e = Elem::Bad;
+  bool tf32 = false;
+};
+
+int out_dim(int in, int pad, int dil, int f, int stride) { return (in + 2 * pad - dil * (f - 1) - 1) / stride + 1; }
+
+cudnnStatus_t make_problem(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w, cudnnConvolutionDescriptor_t conv,
+                           cudnnTensorDescriptor_t y, Problem* p) {
+  if (!x || !w || !conv || !y || !x->set || !w->set || !conv->set || !y->set) return CUDNN_STATUS_BAD_PARAM;
+  if (x->type != w->type || y->type != x->type) return CUDNN_STATUS_BAD_PARAM;
+  if (x->c != w->c || y->n != x->n || y->c != w->k ||
+      y->h != out_dim(x->h, conv->pad_h, conv->dil_h, w->r, conv->u) ||
+      y->w != out_dim(x->w, conv->pad_w, conv->dil_w, w->s, conv->v))
+    return CUDNN_STATUS_BAD_PARAM;
+  *p = Problem{*x, *y, *w, *conv, elem_of(x->type), false};
+  // float32 under DEFAULT or TENSOR_OP math may run on the tensor cores in TF32 (cuDNN's rule).
+  p->tf32 = p->e == Elem::F32 && conv->math != CUDNN_FMA_MATH;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+size_t x_bytes(const Problem& p) { return size_t(p.x.n) * p.x.c * p.x.h * p.x.w * elem_bytes(p.e); }
+size_t y_bytes(const Problem& p) { return size_t(p.y.n) * p.y.c * p.y.h * p.y.w * elem_bytes(p.e); }
+size_t w_bytes(const Problem& p) { return size_t(p.w.k) * p.w.c * p.w.r * p.w.s * elem_bytes(p.e); }
+
+// The emulated algorithms' workspaces: none for the implicit GEMMs, the unrolled input for the rest.
+size_t workspace_of(const Problem& p, int algo) {
+  if (algo == 0) return 0;
+  return size_t(p.w.c) * p.w.r * p.w.s * p.y.h * p.y.w * 4;
+}
+
+// Calls f(n, k, oh, ow, c, ih, iw, r, s) for every product term of the convolution.
+template <class F>
+void for_each_term(const Problem& p, F f) {
+  const volt_emu_conv_desc& cv = p.conv;
+  for (int n = 0; n < p.x.n; ++n)
+    for (int k = 0; k < p.w.k; ++k)
+      for (int oh = 0; oh < p.y.h; ++oh)
+        for (int ow = 0; ow < p.y.w; ++ow)
+          for (int c = 0; c < p.w.c; ++c)
+            for (int r = 0; r < p.w.r; ++r) {
+              const int ih = oh * cv.u - cv.pad_h + r * cv.dil_h;
+              if (ih < 0 || ih >= p.x.h) continue;
+              for (int s = 0; s < p.w.s; ++s) {
+                const int iw = ow * cv.v - cv.pad_w + s * cv.dil_w;
+                if (iw < 0 || iw >= p.x.w) continue;
+                // CUDNN_CONVOLUTION flips the filter; cross-correlation does not.
+                const int fr = cv.mode == CUDNN_CONVOLUTION ? p.w.r - 1 - r : r;
+                const int fs = cv.mode == CUDNN_CONVOLUTION ? p.w.s - 1 - s : s;
+                f(n, k, oh, ow, c, ih, iw, fr, fs);
+              }
+            }
+}
+
+size_t xi(const Problem& p, int n, int c, int h, int w) { return ((size_t(n) * p.x.c + c) * p.x.h + h) * p.x.w + w; }
+size_t yi(const Problem& p, int n, int k, int h, int w) { return ((size_t(n) * p.y.c + k) * p.y.h + h) * p.y.w + w; }
+size_t wi(const Problem& p, int k, int c, int r, int s) { return ((size_t(k) * p.w.c + c) * p.w.r + r) * p.w.s + s; }
+
+enum class Dir { Forward, BackwardData, BackwardFilter };
+
+// Runs the pass on the handle's stream: out = alpha * result + beta * out.
+cudnnStatus_t enqueue(cudnnHandle_t h, const Problem& p, Dir dir, const void* alpha, const void* a, const void* b,
+                      int algo, void* workspace, size_t workspace_bytes, const void* beta, void* out) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  if (!alpha || !beta) return CUDNN_STATUS_BAD_PARAM;
+  const size_t need = workspace_of(p, algo);
+  if (workspace_bytes < need || (need && !volt_emu::is_device_range(workspace, need))) return CUDNN_STATUS_BAD_PARAM;
+  bool ok = true;
+  if (dir == Dir::Forward)
+    ok = volt_emu::is_device_range(a, x_bytes(p)) && volt_emu::is_device_range(b, w_bytes(p)) &&
+         volt_emu::is_device_range(out, y_bytes(p));
+  else if (dir == Dir::BackwardData)
+    ok = volt_emu::is_device_range(a, w_bytes(p)) && volt_emu::is_device_range(b, y_bytes(p)) &&
+         volt_emu::is_device_range(out, x_bytes(p));
+  else
+    ok = volt_emu::is_device_range(a, x_bytes(p)) && volt_emu::is_device_range(b, y_bytes(p)) &&
+         volt_emu::is_device_range(out, w_bytes(p));
+  if (!ok) return CUDNN_STATUS_BAD_PARAM;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  volt_emu::submit(h->stream, [=] {
+    if (need) std::memset(workspace, 0xA5, need);  // whatever was kept there is gone
+    const Elem e = p.e;
+    if (dir == Dir::Forward) {
+      const std::vector<float> x = load(e, a, x_bytes(p) / elem_bytes(e), p.tf32);
+      const std::vector<float> w = load(e, b, w_bytes(p) / elem_bytes(e), p.tf32);
+      std::vector<double> y(y_bytes(p) / elem_bytes(e), 0.0);
+      for_each_term(p, [&](int n, int k, int oh, int ow, int c, int ih, int iw, int r, int s) {
+        y[yi(p, n, k, oh, ow)] += double(x[xi(p, n, c, ih, iw)]) * double(w[wi(p, k, c, r, s)]);
+      });
+      for (size_t i = 0; i < y.size(); ++i) blend(e, out, i, y[i], al, be);
+    } else if (dir == Dir::BackwardData) {
+      const std::vector<float> w = load(e, a, w_bytes(p) / elem_bytes(e), p.tf32);
+      const std::vector<float> dy = load(e, b, y_bytes(p) / elem_bytes(e), p.tf32);
+      std::vector<double> dx(x_bytes(p) / elem_bytes(e), 0.0);
+      for_each_term(p, [&](int n, int k, int oh, int ow, int c, int ih, int iw, int r, int s) {
+        dx[xi(p, n, c, ih, iw)] += double(dy[yi(p, n, k, oh, ow)]) * double(w[wi(p, k, c, r, s)]);
+      });
+      for (size_t i = 0; i < dx.size(); ++i) blend(e, out, i, dx[i], al, be);
+    } else {
+      const std::vector<float> x = load(e, a, x_bytes(p) / elem_bytes(e), p.tf32);
+      const std::vector<float> dy = load(e, b, y_bytes(p) / elem_bytes(e), p.tf32);
+      std::vector<double> dw(w_bytes(p) / elem_bytes(e), 0.0);
+      for_each_term(p, [&](int n, int k, int oh, int ow, int c, int ih, int iw, int r, int s) {
+        dw[wi(p, k, c, r, s)] += double(dy[yi(p, n, k, oh, ow)]) * double(x[xi(p, n, c, ih, iw)]);
+      });
+      for (size_t i = 0; i < dw.size(); ++i) blend(e, out, i, dw[i], al, be);
+    }
+  });
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// The algorithms the emulator offers, best first: a transform-based one (which callers that want
+// direct sums must skip), one with a workspace, and the implicit GEMM (algorithm 0, none).
+template <class Algo>
+int list_algos(const Problem& p, Algo transform, Algo with_workspace, int requested, int* returned,
+               volt_emu_cudnn_perf<Algo>* perf) {
+  const Algo order[3] = {transform, with_workspace, Algo(0)};
+  int n = 0;
+  for (int i = 0; i < 3 && n < requested; ++i, ++n) {
+    perf[n] = volt_emu_cudnn_perf<Algo>{};
+    perf[n].algo = order[i];
+    perf[n].status = CUDNN_STATUS_SUCCESS;
+    perf[n].time = 0.1f * float(i + 1);
+    perf[n].memory = workspace_of(p, i == 2 ? 0 : 1);
+    perf[n].determinism = CUDNN_DETERMINISTIC;
+    perf[n].mathType = p.conv.math;
+  }
+  *returned = n;
+  return n;
+}
+
+int algo_index(int algo, int transform, int with_workspace) {
+  return algo == 0 ? 0 : (algo == transform || algo == with_workspace) ? 1 : -1;
+}
+
+}  // namespace
+
+cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t x,
+                                                    cudnnFilterDescriptor_t w, int* n, int* c, int* h, int* wo) {
+  if (!conv || !x || !w || !conv->set || !x->set || !w->set || x->c != w->c) return CUDNN_STATUS_BAD_PARAM;
+  *n = x->n;
+  *c = w->k;
+  *h = out_dim(x->h, conv->pad_h, conv->dil_h, w->r, conv->u);
+  *wo = out_dim(x->w, conv->pad_w, conv->dil_w, w->s, conv->v);
+  return *h > 0 && *wo > 0 ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
+}
+
+#define VOLT_EMU_PROBLEM(x, w, conv, y)                        \
+  Problem p;                                                   \
+  if (cudnnStatus_t st = make_problem(x, w, conv, y, &p); st)  \
+    return st
+
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, cudnnTensorDescriptor_t x,
+                                                     cudnnFilterDescriptor_t w, cudnnConvolutionDescriptor_t conv,
+                                                     cudnnTensorDescriptor_t y, int requested, int* returned,
+                                                     cudnnConvolutionFwdAlgoPerf_t* perf) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  VOLT_EMU_PROBLEM(x, w, conv, y);
+  list_algos(p, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, requested, returned,
+             perf);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, cudnnFilterDescriptor_t w,
+                                                          cudnnTensorDescriptor_t dy,
+                                                          cudnnConvolutionDescriptor_t conv,
+                                                          cudnnTensorDescriptor_t dx, int requested, int* returned,
+                                                          cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  VOLT_EMU_PROBLEM(dx, w, conv, dy);
+  list_algos(p, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, requested, returned,
+             perf);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, cudnnTensorDescriptor_t x,
+                                                            cudnnTensorDescriptor_t dy,
+                                                            cudnnConvolutionDescriptor_t conv,
+                                                            cudnnFilterDescriptor_t dw, int requested, int* returned,
+                                                            cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  VOLT_EMU_PROBLEM(x, dw, conv, dy);
+  list_algos(p, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, requested, returned, perf);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+namespace {
+// The Find...Ex searches run every algorithm (scribbling over the output, as the real ones do) and
+// synchronise, which a capturing stream does not allow.
+template <class Algo>
+cudnnStatus_t find(cudnnHandle_t h, const Problem& p, Dir dir, Algo transform, Algo with_workspace, const void* a,
+                   const void* b, void* out, int requested, int* returned, volt_emu_cudnn_perf<Algo>* perf,
+                   void* workspace, size_t workspace_bytes) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(h->stream, &st);
+  if (st != cudaStreamCaptureStatusNone) return CUDNN_STATUS_NOT_SUPPORTED;
+  list_algos(p, transform, with_workspace, requested, returned, perf);
+  const float one = 1.f, zero = 0.f;
+  for (int i = 0; i < *returned; ++i) {
+    if (perf[i].memory > workspace_bytes) {
+      perf[i].status = CUDNN_STATUS_NOT_SUPPORTED;  // does not fit the workspace offered
+      continue;
+    }
+    const int idx = algo_index(int(perf[i].algo), int(transform), int(with_workspace));
+    if (cudnnStatus_t s = enqueue(h, p, dir, &one, a, b, idx < 0 ? 1 : idx, workspace, workspace_bytes, &zero, out))
+      return s;
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+}  // namespace
+
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(cudnnHandle_t h, cudnnTensorDescriptor_t xd, const void* x,
+                                                     cudnnFilterDescriptor_t wd, const void* w,
+                                                     cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t yd,
+                                                     void* y, int requested, int* returned,
+                                                     cudnnConvolutionFwdAlgoPerf_t* perf, void* workspace,
+                                                     size_t workspace_bytes) {
+  VOLT_EMU_PROBLEM(xd, wd, conv, yd);
+  return find(h, p, Dir::Forward, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, x, w,
+              y, requested, returned, perf, workspace, workspace_bytes);
+}
+cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(cudnnHandle_t h, cudnnFilterDescriptor_t wd, const void* w,
+                                                          cudnnTensorDescriptor_t dyd, const void* dy,
+                                                          cudnnConvolutionDescriptor_t conv,
+                                                          cudnnTensorDescriptor_t dxd, void* dx, int requested,
+                                                          int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf,
+                                                          void* workspace, size_t workspace_bytes) {
+  VOLT_EMU_PROBLEM(dxd, wd, conv, dyd);
+  return find(h, p, Dir::BackwardData, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+              w, dy, dx, requested, returned, perf, workspace, workspace_bytes);
+}
+cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(cudnnHandle_t h, cudnnTensorDescriptor_t xd,
+                                                            const void* x, cudnnTensorDescriptor_t dyd,
+                                                            const void* dy, cudnnConvolutionDescriptor_t conv,
+                                                            cudnnFilterDescriptor_t dwd, void* dw, int requested,
+                                                            int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf,
+                                                            void* workspace, size_t workspace_bytes) {
+  VOLT_EMU_PROBLEM(xd, dwd, conv, dyd);
+  return find(h, p, Dir::BackwardFilter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+              x, dy, dw, requested, returned, perf, workspace, workspace_bytes);
+}
+
+namespace {
+template <class Algo>
+cudnnStatus_t workspace_size(const Problem& p, Algo algo, Algo transform, Algo with_workspace, size_t* bytes) {
+  const int idx = algo_index(int(algo), int(transform), int(with_workspace));
+  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  *bytes = workspace_of(p, idx);
+  return CUDNN_STATUS_SUCCESS;
+}
+}  // namespace
+
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, cudnnTensorDescriptor_t x,
+                                                      cudnnFilterDescriptor_t w, cudnnConvolutionDescriptor_t conv,
+                                                      cudnnTensorDescriptor_t y, cudnnConvolutionFwdAlgo_t algo,
+                                                      size_t* bytes) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  VOLT_EMU_PROBLEM(x, w, conv, y);
+  return workspace_size(p, algo, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, bytes);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, cudnnFilterDescriptor_t w,
+                                                           cudnnTensorDescriptor_t dy,
+                                                           cudnnConvolutionDescriptor_t conv,
+                                                           cudnnTensorDescriptor_t dx,
+                                                           cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  VOLT_EMU_PROBLEM(dx, w, conv, dy);
+  return workspace_size(p, algo, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, bytes);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, cudnnTensorDescriptor_t x,
+                                                             cudnnTensorDescriptor_t dy,
+                                                             cudnnConvolutionDescriptor_t conv,
+                                                             cudnnFilterDescriptor_t dw,
+                                                             cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  VOLT_EMU_PROBLEM(x, dw, conv, dy);
+  return workspace_size(p, algo, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, bytes);
+}
+
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void* alpha, cudnnTensorDescriptor_t xd, const void* x,
+                                      cudnnFilterDescriptor_t wd, const void* w, cudnnConvolutionDescriptor_t conv,
+                                      cudnnConvolutionFwdAlgo_t algo, void* workspace, size_t workspace_bytes,
+                                      const void* beta, cudnnTensorDescriptor_t yd, void* y) {
+  VOLT_EMU_PROBLEM(xd, wd, conv, yd);
+  const int idx = algo_index(algo, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM);
+  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  return enqueue(h, p, Dir::Forward, alpha, x, w, idx, workspace, workspace_bytes, beta, y);
+}
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void* alpha, cudnnFilterDescriptor_t wd,
+                                           const void* w, cudnnTensorDescriptor_t dyd, const void* dy,
+                                           cudnnConvolutionDescriptor_t conv, cudnnConvolutionBwdDataAlgo_t algo,
+                                           void* workspace, size_t workspace_bytes, const void* beta,
+                                           cudnnTensorDescriptor_t dxd, void* dx) {
+  VOLT_EMU_PROBLEM(dxd, wd, conv, dyd);
+  const int idx = algo_index(algo, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
+  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  return enqueue(h, p, Dir::BackwardData, alpha, w, dy, idx, workspace, workspace_bytes, beta, dx);
+}
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha, cudnnTensorDescriptor_t xd,
+                                             const void* x, cudnnTensorDescriptor_t dyd, const void* dy,
+                                             cudnnConvolutionDescriptor_t conv, cudnnConvolutionBwdFilterAlgo_t algo,
+                                             void* workspace, size_t workspace_bytes, const void* beta,
+                                             cudnnFilterDescriptor_t dwd, void* dw) {
+  VOLT_EMU_PROBLEM(xd, dwd, conv, dyd);
+  const int idx = algo_index(algo, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  return enqueue(h, p, Dir::BackwardFilter, alpha, x, dy, idx, workspace, workspace_bytes, beta, dw);
+}

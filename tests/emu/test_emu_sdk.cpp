@@ -1,0 +1,227 @@
+// The emulated CUDA SDK itself (VOLT_CUDA=EMULATED builds only; kernels/cuda/emu/emu_sdk*.cpp): the
+// GPU tests trust it to behave as the runtime, cuBLAS and cuDNN do, and to refuse what they refuse.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+#include "cudnn.h"
+#include "tests/test_util.h"
+
+namespace {
+
+template <class T>
+T* device_array(size_t n) {
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, n * sizeof(T)) == cudaSuccess);
+  return static_cast<T*>(p);
+}
+
+template <class T>
+void upload(T* dst, const std::vector<T>& src) {
+  REQUIRE(cudaMemcpyAsync(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice, nullptr) == cudaSuccess);
+}
+
+template <class T>
+std::vector<T> download(const T* src, size_t n) {
+  std::vector<T> out(n);
+  REQUIRE(cudaMemcpyAsync(out.data(), src, n * sizeof(T), cudaMemcpyDeviceToHost, nullptr) == cudaSuccess);
+  return out;
+}
+
+std::vector<float> ramp(size_t n, float scale, float shift) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = scale * float((i * 7919) % 23) - shift;
+  return v;
+}
+
+__global__ void add_one(float* p, int n) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) p[i] += 1.f;
+}
+
+}  // namespace
+
+TEST_CASE("emulated runtime: fresh device memory is NaN, and copies check which side is the device") {
+  float* d = device_array<float>(5);
+  const std::vector<float> fresh = download(d, 5);
+  for (float v : fresh) CHECK(std::isnan(v));  // nothing may depend on cudaMalloc zeroing memory
+  std::vector<float> host(5, 1.f);
+  CHECK(cudaMemcpyAsync(host.data(), host.data(), 20, cudaMemcpyHostToDevice, nullptr) == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaSuccess);  // read once, then cleared
+  CHECK(cudaMemcpyAsync(d, host.data(), 24, cudaMemcpyHostToDevice, nullptr) == cudaErrorInvalidValue);  // past the end
+  CHECK(cudaMemsetAsync(host.data(), 0, 4, nullptr) == cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+  cudaPointerAttributes a{};
+  REQUIRE(cudaPointerGetAttributes(&a, d + 2) == cudaSuccess);
+  CHECK(a.type == cudaMemoryTypeDevice);
+  REQUIRE(cudaPointerGetAttributes(&a, host.data()) == cudaSuccess);
+  CHECK(a.type == cudaMemoryTypeUnregistered);
+  CHECK(cudaFree(d + 1) == cudaErrorInvalidValue);  // not an allocation's base
+  (void)cudaGetLastError();
+  CHECK(cudaFree(d) == cudaSuccess);
+}
+
+TEST_CASE("emulated runtime: a captured stream records its work, a graph replays it, host waits invalidate") {
+  cudaStream_t s = nullptr, side = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess);
+  float* d = device_array<float>(40);
+  upload(d, std::vector<float>(40, 0.f));
+
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+  volt_emu::launch_on(s, add_one, dim3(2), dim3(32), 0, d, 40);
+  CHECK(download(d, 40)[39] == 0.f);  // recorded, not run
+  cudaGraph_t g = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &g) == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiateWithFlags(&exec, g, 0) == cudaSuccess);
+  cudaGraphDestroy(g);
+  for (int i = 0; i < 3; ++i) REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  CHECK(download(d, 40)[0] == 3.f);
+  CHECK(download(d, 40)[39] == 3.f);
+  cudaGraphExecDestroy(exec);
+
+  // waiting for a capturing stream on the host is refused and spoils the capture
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+  CHECK(cudaStreamSynchronize(s) == cudaErrorStreamCaptureUnsupported);
+  cudaStreamCaptureStatus st{};
+  REQUIRE(cudaStreamIsCapturing(s, &st) == cudaSuccess);
+  CHECK(st == cudaStreamCaptureStatusInvalidated);
+  CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated);
+  CHECK(g == nullptr);
+  REQUIRE(cudaStreamIsCapturing(s, &st) == cudaSuccess);
+  CHECK(st == cudaStreamCaptureStatusNone);  // the stream is usable again
+
+  // a stream that joins through an event must join back before the capture ends
+  cudaEvent_t fork = nullptr, join = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming) == cudaSuccess);
+  REQUIRE(cudaEventCreateWithFlags(&join, cudaEventDisableTiming) == cudaSuccess);
+  for (bool join_back : {false, true}) {
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+    REQUIRE(cudaEventRecord(fork, s) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(side, fork, 0) == cudaSuccess);
+    REQUIRE(cudaMemsetAsync(d, 0, 8, side) == cudaSuccess);  // side's work joins the graph
+    if (join_back) {
+      REQUIRE(cudaEventRecord(join, side) == cudaSuccess);
+      REQUIRE(cudaStreamWaitEvent(s, join, 0) == cudaSuccess);
+    }
+    const cudaError_t e = cudaStreamEndCapture(s, &g);
+    CHECK(e == (join_back ? cudaSuccess : cudaErrorStreamCaptureUnjoined));
+    (void)cudaGetLastError();
+    if (g) cudaGraphDestroy(g);
+    g = nullptr;
+  }
+  CHECK(download(d, 2)[0] == 3.f);  // captured, never replayed
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  cudaFree(d);
+  cudaStreamDestroy(s);
+  cudaStreamDestroy(side);
+}
+
+TEST_CASE("emulated cuBLAS: GemmEx against a direct product, every transpose, beta = 0 ignores C") {
+  cublasHandle_t h = nullptr;
+  REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  const int m = 5, n = 3, k = 7;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      const int lda = ta ? k + 1 : m + 2, ldb = tb ? n : k;  // padded leading dimensions too
+      const int a_cols = ta ? m : k, b_cols = tb ? k : n;
+      const std::vector<float> A = ramp(size_t(lda) * a_cols, 0.25f, 2.f), B = ramp(size_t(ldb) * b_cols, 0.5f, 3.f);
+      float* dA = device_array<float>(A.size());
+      float* dB = device_array<float>(B.size());
+      float* dC = device_array<float>(size_t(m) * n);  // NaN: beta = 0 must not read it
+      upload(dA, A);
+      upload(dB, B);
+      const float alpha = 1.5f, beta = 0.f;
+      REQUIRE(cublasGemmEx(h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, dA,
+                           CUDA_R_32F, lda, dB, CUDA_R_32F, ldb, &beta, dC, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+      const std::vector<float> C = download(dC, size_t(m) * n);
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+          double s = 0;
+          for (int l = 0; l < k; ++l)
+            s += double(ta ? A[size_t(i) * lda + l] : A[size_t(l) * lda + i]) *
+                 double(tb ? B[size_t(l) * ldb + j] : B[size_t(j) * ldb + l]);
+          CHECK(C[size_t(j) * m + i] == doctest::Approx(1.5 * s).epsilon(1e-6));
+        }
+      cudaFree(dA);
+      cudaFree(dB);
+      cudaFree(dC);
+    }
+  std::vector<float> host(64, 1.f);
+  const float one = 1.f;
+  CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, host.data(), CUDA_R_32F, 4, host.data(), CUDA_R_32F,
+                     4, &one, host.data(), CUDA_R_32F, 4, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE);  // host pointers
+  cublasDestroy(h);
+}
+
+TEST_CASE("emulated cuDNN: the three passes are each other's adjoints, and a short workspace is refused") {
+  // <conv(x, w), dy> = <x, backward_data(dy, w)> = <w, backward_filter(x, dy)>, with stride and padding.
+  const int N = 2, C = 3, H = 7, W = 6, K = 4, R = 3, S = 2;
+  cudnnHandle_t h = nullptr;
+  REQUIRE(cudnnCreate(&h) == CUDNN_STATUS_SUCCESS);
+  cudnnTensorDescriptor_t xd = nullptr, yd = nullptr;
+  cudnnFilterDescriptor_t wd = nullptr;
+  cudnnConvolutionDescriptor_t cd = nullptr;
+  cudnnCreateTensorDescriptor(&xd);
+  cudnnCreateTensorDescriptor(&yd);
+  cudnnCreateFilterDescriptor(&wd);
+  cudnnCreateConvolutionDescriptor(&cd);
+  REQUIRE(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, C, H, W) == CUDNN_STATUS_SUCCESS);
+  REQUIRE(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, K, C, R, S) == CUDNN_STATUS_SUCCESS);
+  REQUIRE(cudnnSetConvolution2dDescriptor(cd, 1, 1, 2, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT) ==
+          CUDNN_STATUS_SUCCESS);
+  REQUIRE(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH) == CUDNN_STATUS_SUCCESS);
+  int n = 0, k = 0, p = 0, q = 0;
+  REQUIRE(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &n, &k, &p, &q) == CUDNN_STATUS_SUCCESS);
+  CHECK(p == (H + 2 - R) / 2 + 1);
+  CHECK(q == (W + 2 - S) / 1 + 1);
+  REQUIRE(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, p, q) == CUDNN_STATUS_SUCCESS);
+  const size_t nx = size_t(N) * C * H * W, nw = size_t(K) * C * R * S, ny = size_t(n) * k * p * q;
+  const std::vector<float> x = ramp(nx, 0.125f, 1.f), w = ramp(nw, 0.25f, 2.5f), dy = ramp(ny, 0.5f, 4.f);
+  float *dx_in = device_array<float>(nx), *dw_in = device_array<float>(nw), *ddy = device_array<float>(ny);
+  float *dyo = device_array<float>(ny), *dxo = device_array<float>(nx), *dwo = device_array<float>(nw);
+  upload(dx_in, x);
+  upload(dw_in, w);
+  upload(ddy, dy);
+  const float one = 1.f, zero = 0.f;
+  REQUIRE(cudnnConvolutionForward(h, &one, xd, dx_in, wd, dw_in, cd, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr,
+                                  0, &zero, yd, dyo) == CUDNN_STATUS_SUCCESS);
+  REQUIRE(cudnnConvolutionBackwardData(h, &one, wd, dw_in, yd, ddy, cd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, nullptr, 0,
+                                       &zero, xd, dxo) == CUDNN_STATUS_SUCCESS);
+  REQUIRE(cudnnConvolutionBackwardFilter(h, &one, xd, dx_in, yd, ddy, cd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, nullptr,
+                                         0, &zero, wd, dwo) == CUDNN_STATUS_SUCCESS);
+  const auto dot = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double s = 0;
+    for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * double(b[i]);
+    return s;
+  };
+  const double fwd = dot(download(dyo, ny), dy), bwd_data = dot(x, download(dxo, nx)), bwd_filter = dot(w, download(dwo, nw));
+  CHECK(fwd != 0.0);
+  CHECK(bwd_data == doctest::Approx(fwd).epsilon(1e-6));
+  CHECK(bwd_filter == doctest::Approx(fwd).epsilon(1e-6));
+  // one output element by hand: y[0, 1, 1, 2] = sum over c, r, s of x[0, c, 2 - 1 + r, 2 - 1 + s] w[1, c, r, s]
+  double y0 = 0;
+  for (int c = 0; c < C; ++c)
+    for (int r = 0; r < R; ++r)
+      for (int s = 0; s < S; ++s)
+        y0 += double(x[((size_t(0) * C + c) * H + (1 + r)) * W + (1 + s)]) * double(w[((size_t(1) * C + c) * R + r) * S + s]);
+  CHECK(download(dyo, ny)[((size_t(0) * k + 1) * p + 1) * q + 2] == doctest::Approx(y0).epsilon(1e-6));
+
+  size_t need = 0;
+  REQUIRE(cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, &need) ==
+          CUDNN_STATUS_SUCCESS);
+  CHECK(need > 0);
+  float* ws = device_array<float>(need / 4);
+  CHECK(cudnnConvolutionForward(h, &one, xd, dx_in, wd, dw_in, cd, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, ws, need - 4, &zero,
+                                yd, dyo) == CUDNN_STATUS_BAD_PARAM);
+  CHECK(cudnnConvolutionForward(h, &one, xd, dx_in, wd, dw_in, cd, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, ws, need, &zero, yd,
+                                dyo) == CUDNN_STATUS_SUCCESS);
+  for (float* ptr : {dx_in, dw_in, ddy, dyo, dxo, dwo, ws}) cudaFree(ptr);
+}
