@@ -3,6 +3,10 @@
 # suite through CTest. Options:
 #   --sanitize   a second, CPU-only (-DVOLT_CUDA=OFF) Debug build with AddressSanitizer and
 #                UndefinedBehaviorSanitizer, in build-asan/ (tests labelled "slow" are left out)
+#   --emulated   a build whose CUDA backend runs on the host (-DVOLT_CUDA=EMULATED: the emulated CUDA
+#                runtime, cuBLAS and cuDNN of kernels/cuda/emu/), in build-emu/, running the tests
+#                labelled "gpu" and "emu" (the others are the plain build's); it proves the backend's
+#                logic without a GPU, not its speed or its behaviour on real hardware
 #   extra arguments after -- go to cmake's configure step
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,6 +22,11 @@ if [ "${1:-}" = "--sanitize" ]; then
   cfg=(-DCMAKE_BUILD_TYPE=Debug -DVOLT_CUDA=OFF -DVOLT_SANITIZE=address,undefined -DVOLT_BUILD_BENCH=OFF)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   ctest_args=(-LE slow)  # the one-epoch MNIST run takes ~30 s in Release, many minutes under ASan
+elif [ "${1:-}" = "--emulated" ]; then
+  shift
+  build=build-emu
+  cfg=(-DCMAKE_BUILD_TYPE=Release -DVOLT_CUDA=EMULATED -DVOLT_BUILD_BENCH=OFF)
+  ctest_args=(-L "gpu|emu")
 fi
 [ "${1:-}" = "--" ] && shift
 
