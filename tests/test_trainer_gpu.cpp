@@ -151,6 +151,13 @@ TEST_CASE("gpu Trainer: a fit as CUDA-graph replays ends with the eager fit's we
     CHECK(contains(fits[1].log, "the training step is captured"));
     CHECK(same_weights(make, fits));
     CHECK(fits[1].loss == fits[0].loss);
+    // the loss scaler's counters as the host reads them after the last (replayed) step
+    const auto amp_line = [](const std::string& log) {
+      const size_t at = log.find("Mixed precision");
+      return at == std::string::npos ? std::string() : log.substr(at, log.find('\n', at) - at);
+    };
+    CHECK(amp_line(fits[1].log) == amp_line(fits[0].log));
+    if (std::string(precision) == "16-mixed") CHECK(contains(amp_line(fits[0].log), "0 of 22 optimizer steps"));  // 2 epochs of 11
   }
 }
 

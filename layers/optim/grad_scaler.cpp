@@ -36,15 +36,15 @@ void GradScaler::write_device() {
   inv_scale_t_.fill_(cpu::inverse_scale(scale_));
   if (counts_t_.defined())
     counts_t_.copy_(Tensor::from_labels({counts_.growth_tracker, counts_.skipped, counts_.steps}));
-  stale_ = false;
 }
 
+// Read every time on a GPU: the device also updates them in replays of a captured step, which the host
+// never sees, so a host copy can never be known to be current.
 void GradScaler::read_device() const {
-  if (!stale_) return;
+  if (!on_gpu()) return;
   scale_ = scale_t_.item();  // waits for the device's updates
   const std::vector<int64_t> c = counts_t_.to_int_vector();
   counts_ = cpu::LossScaleCounts{c[0], c[1], c[2]};
-  stale_ = false;
 }
 
 Tensor GradScaler::scale(const Tensor& loss) {
@@ -116,7 +116,6 @@ void GradScaler::update() {
                             counts_t_.data<int64_t>(), o_.growth_factor, o_.backoff_factor, o_.growth_interval,
                             cuda_stream(found_inf_t_.device()));
 #endif
-    stale_ = true;
     return;
   }
   const float before = scale_;
@@ -176,7 +175,6 @@ void GradScaler::load_state_dict(const LossScalerState& s) {
   scale_ = float(scale);
   counts_ = cpu::LossScaleCounts{tracker, skipped, steps};
   unscaled_ = stepped_ = found_inf_ = last_skipped_ = false;
-  stale_ = false;
   write_device();
 }
 

@@ -60,14 +60,13 @@ class GradScaler {
  private:
   void ensure_device(Device d);
   bool on_gpu() const { return found_inf_t_.defined() && found_inf_t_.device().is_cuda(); }
-  void read_device() const;  // the host's copies of the scale and counters, when the device changed them
+  void read_device() const;  // on a GPU: the device's scale and counters -> the host's copies (waits)
   void write_device();       // the host's copies -> the device's scale, 1/scale and counters
 
   GradScalerOptions o_;
-  // Host copies (on a GPU, of the device's values as last read: see stale_).
+  // Host copies (on a GPU, of the device's values as last read).
   mutable float scale_;
   mutable cpu::LossScaleCounts counts_{0, 0, 0};
-  mutable bool stale_ = false;  // the device has updated since the host copies were read
   bool unscaled_ = false, stepped_ = false, found_inf_ = false;
   bool last_skipped_ = false;  // the CPU's answer to last_step_taken()
   Tensor scale_t_, inv_scale_t_, found_inf_t_;  // float32 [] on the device in use
