@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/checkpoint.h"
 #include "engine/cuda_graph.h"
 #include "engine/device.h"
 #include "engine/random.h"
@@ -242,4 +243,21 @@ TEST_CASE("gpu Trainer 16-mixed: an Inf loss is skipped on the device, the per-s
     CHECK(contains(q.os.str(), "loss scale now 32768"));
     if (graphs) CHECK(contains(q.os.str(), "the training step is captured"));
   }
+}
+
+TEST_CASE("gpu Trainer: a run resumed after 2 of 4 epochs on cuda:0 ends bit-identical (CUDA graphs, 16-mixed)") {
+  require_gpu();
+  // What a replayed step updates only on the device (Adam's moments and step counts, the loss scale
+  // and its counters, the dropout offsets) must reach the checkpoint and come back from it.
+  TempDir dir("volt_trainer_gpu_resume_");
+  const ResumeRuns r = run_resume_pair(dir.path, "16-mixed", /*inf_batch=*/1, "gpu");
+  INFO(r.resumed_log);
+  CHECK(contains(r.resumed_log, "the training step is captured"));
+  const Checkpoint c = load_checkpoint(dir.path + "/lightning_logs/version_1/checkpoints/last.ckpt");
+  REQUIRE(c.loss_scaler.has_value());
+  CHECK(c.loss_scaler->ints.at("steps") == 10);  // 2 epochs of 5 batches
+  CHECK(c.loss_scaler->reals.at("scale") == 32768.0);
+  CHECK(r.resumed_epoch == 4);
+  CHECK(same_state(*r.resumed, snapshot(*r.full)));
+  CHECK(contains(r.resumed_log, "1 of 20 optimizer steps skipped"));
 }

@@ -164,7 +164,7 @@ struct ResumeRuns {
   int64_t resumed_epoch = 0;
 };
 inline ResumeRuns run_resume_pair(const std::string& root, const std::string& precision = "32",
-                                  int64_t inf_batch = -1) {
+                                  int64_t inf_batch = -1, const std::string& accelerator = "") {
   SynthDM dm(192, 32, 32);
   auto make = [inf_batch] {
     manual_seed(21);
@@ -175,6 +175,7 @@ inline ResumeRuns run_resume_pair(const std::string& root, const std::string& pr
     o.max_epochs = epochs;
     o.seed = 21;
     o.precision = precision;
+    if (!accelerator.empty()) o.accelerator = accelerator;
     ModelCheckpointOptions mo;
     mo.save_last = true;
     o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
