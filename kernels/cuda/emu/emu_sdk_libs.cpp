@@ -371,12 +371,38 @@ cudnnStatus_t enqueue(cudnnHandle_t h, const Problem& p, Dir dir, const void* al
   return CUDNN_STATUS_SUCCESS;
 }
 
-// The algorithms the emulator offers, best first: a transform-based one (which callers that want
-// direct sums must skip), one with a workspace, and the implicit GEMM (algorithm 0, none).
+// The algorithms the emulator offers per direction, best first: a transform-based one (which callers
+// that want direct sums must skip), one with a workspace, and the implicit GEMM (algorithm 0, none).
 template <class Algo>
-int list_algos(const Problem& p, Algo transform, Algo with_workspace, int requested, int* returned,
-               volt_emu_cudnn_perf<Algo>* perf) {
-  const Algo order[3] = {transform, with_workspace, Algo(0)};
+struct Algos;
+template <>
+struct Algos<cudnnConvolutionFwdAlgo_t> {
+  static constexpr Dir dir = Dir::Forward;
+  static constexpr auto transform = CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+  static constexpr auto with_workspace = CUDNN_CONVOLUTION_FWD_ALGO_GEMM;
+};
+template <>
+struct Algos<cudnnConvolutionBwdDataAlgo_t> {
+  static constexpr Dir dir = Dir::BackwardData;
+  static constexpr auto transform = CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING;
+  static constexpr auto with_workspace = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+};
+template <>
+struct Algos<cudnnConvolutionBwdFilterAlgo_t> {
+  static constexpr Dir dir = Dir::BackwardFilter;
+  static constexpr auto transform = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT;
+  static constexpr auto with_workspace = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+};
+
+// 0 for the implicit GEMM, 1 for the algorithms with a workspace, -1 for one the emulator lacks.
+template <class Algo>
+int algo_index(Algo algo) {
+  return algo == Algo(0) ? 0 : (algo == Algos<Algo>::transform || algo == Algos<Algo>::with_workspace) ? 1 : -1;
+}
+
+template <class Algo>
+int list_algos(const Problem& p, int requested, int* returned, volt_emu_cudnn_perf<Algo>* perf) {
+  const Algo order[3] = {Algos<Algo>::transform, Algos<Algo>::with_workspace, Algo(0)};
   int n = 0;
   for (int i = 0; i < 3 && n < requested; ++i, ++n) {
     perf[n] = volt_emu_cudnn_perf<Algo>{};
@@ -391,8 +417,61 @@ int list_algos(const Problem& p, Algo transform, Algo with_workspace, int reques
   return n;
 }
 
-int algo_index(int algo, int transform, int with_workspace) {
-  return algo == 0 ? 0 : (algo == transform || algo == with_workspace) ? 1 : -1;
+}  // namespace
+
+#define VOLT_EMU_PROBLEM(x, w, conv, y)                        \
+  Problem p;                                                   \
+  if (cudnnStatus_t st = make_problem(x, w, conv, y, &p); st)  \
+    return st
+
+namespace {
+
+template <class Algo>
+cudnnStatus_t heuristics(cudnnHandle_t h, const Problem& p, int requested, int* returned,
+                         volt_emu_cudnn_perf<Algo>* perf) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  list_algos(p, requested, returned, perf);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// The Find...Ex searches run every algorithm (scribbling over the output, as the real ones do) and
+// synchronise, which a capturing stream does not allow.
+template <class Algo>
+cudnnStatus_t find(cudnnHandle_t h, const Problem& p, const void* a, const void* b, void* out, int requested,
+                   int* returned, volt_emu_cudnn_perf<Algo>* perf, void* workspace, size_t workspace_bytes) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(h->stream, &st);
+  if (st != cudaStreamCaptureStatusNone) return CUDNN_STATUS_NOT_SUPPORTED;
+  list_algos(p, requested, returned, perf);
+  const float one = 1.f, zero = 0.f;
+  for (int i = 0; i < *returned; ++i) {
+    if (perf[i].memory > workspace_bytes) {
+      perf[i].status = CUDNN_STATUS_NOT_SUPPORTED;  // does not fit the workspace offered
+      continue;
+    }
+    if (cudnnStatus_t s = enqueue(h, p, Algos<Algo>::dir, &one, a, b, algo_index(perf[i].algo), workspace,
+                                  workspace_bytes, &zero, out))
+      return s;
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+template <class Algo>
+cudnnStatus_t workspace_size(cudnnHandle_t h, const Problem& p, Algo algo, size_t* bytes) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  const int idx = algo_index(algo);
+  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  *bytes = workspace_of(p, idx);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+template <class Algo>
+cudnnStatus_t run(cudnnHandle_t h, const Problem& p, Algo algo, const void* alpha, const void* a, const void* b,
+                  void* workspace, size_t workspace_bytes, const void* beta, void* out) {
+  const int idx = algo_index(algo);
+  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  return enqueue(h, p, Algos<Algo>::dir, alpha, a, b, idx, workspace, workspace_bytes, beta, out);
 }
 
 }  // namespace
@@ -407,68 +486,30 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(cudnnConvolutionDescriptor_t
   return *h > 0 && *wo > 0 ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
 }
 
-#define VOLT_EMU_PROBLEM(x, w, conv, y)                        \
-  Problem p;                                                   \
-  if (cudnnStatus_t st = make_problem(x, w, conv, y, &p); st)  \
-    return st
-
+// Each direction's calls name its tensors in its own order: x, w, y always go to the problem as such.
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h, cudnnTensorDescriptor_t x,
                                                      cudnnFilterDescriptor_t w, cudnnConvolutionDescriptor_t conv,
                                                      cudnnTensorDescriptor_t y, int requested, int* returned,
                                                      cudnnConvolutionFwdAlgoPerf_t* perf) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   VOLT_EMU_PROBLEM(x, w, conv, y);
-  list_algos(p, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, requested, returned,
-             perf);
-  return CUDNN_STATUS_SUCCESS;
+  return heuristics(h, p, requested, returned, perf);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t h, cudnnFilterDescriptor_t w,
                                                           cudnnTensorDescriptor_t dy,
                                                           cudnnConvolutionDescriptor_t conv,
                                                           cudnnTensorDescriptor_t dx, int requested, int* returned,
                                                           cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   VOLT_EMU_PROBLEM(dx, w, conv, dy);
-  list_algos(p, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, requested, returned,
-             perf);
-  return CUDNN_STATUS_SUCCESS;
+  return heuristics(h, p, requested, returned, perf);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t h, cudnnTensorDescriptor_t x,
                                                             cudnnTensorDescriptor_t dy,
                                                             cudnnConvolutionDescriptor_t conv,
                                                             cudnnFilterDescriptor_t dw, int requested, int* returned,
                                                             cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   VOLT_EMU_PROBLEM(x, dw, conv, dy);
-  list_algos(p, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, requested, returned, perf);
-  return CUDNN_STATUS_SUCCESS;
+  return heuristics(h, p, requested, returned, perf);
 }
-
-namespace {
-// The Find...Ex searches run every algorithm (scribbling over the output, as the real ones do) and
-// synchronise, which a capturing stream does not allow.
-template <class Algo>
-cudnnStatus_t find(cudnnHandle_t h, const Problem& p, Dir dir, Algo transform, Algo with_workspace, const void* a,
-                   const void* b, void* out, int requested, int* returned, volt_emu_cudnn_perf<Algo>* perf,
-                   void* workspace, size_t workspace_bytes) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
-  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-  cudaStreamIsCapturing(h->stream, &st);
-  if (st != cudaStreamCaptureStatusNone) return CUDNN_STATUS_NOT_SUPPORTED;
-  list_algos(p, transform, with_workspace, requested, returned, perf);
-  const float one = 1.f, zero = 0.f;
-  for (int i = 0; i < *returned; ++i) {
-    if (perf[i].memory > workspace_bytes) {
-      perf[i].status = CUDNN_STATUS_NOT_SUPPORTED;  // does not fit the workspace offered
-      continue;
-    }
-    const int idx = algo_index(int(perf[i].algo), int(transform), int(with_workspace));
-    if (cudnnStatus_t s = enqueue(h, p, dir, &one, a, b, idx < 0 ? 1 : idx, workspace, workspace_bytes, &zero, out))
-      return s;
-  }
-  return CUDNN_STATUS_SUCCESS;
-}
-}  // namespace
 
 cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(cudnnHandle_t h, cudnnTensorDescriptor_t xd, const void* x,
                                                      cudnnFilterDescriptor_t wd, const void* w,
@@ -477,8 +518,7 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(cudnnHandle_t h, cudnnTenso
                                                      cudnnConvolutionFwdAlgoPerf_t* perf, void* workspace,
                                                      size_t workspace_bytes) {
   VOLT_EMU_PROBLEM(xd, wd, conv, yd);
-  return find(h, p, Dir::Forward, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, x, w,
-              y, requested, returned, perf, workspace, workspace_bytes);
+  return find(h, p, x, w, y, requested, returned, perf, workspace, workspace_bytes);
 }
 cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(cudnnHandle_t h, cudnnFilterDescriptor_t wd, const void* w,
                                                           cudnnTensorDescriptor_t dyd, const void* dy,
@@ -487,8 +527,7 @@ cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(cudnnHandle_t h, cudnn
                                                           int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf,
                                                           void* workspace, size_t workspace_bytes) {
   VOLT_EMU_PROBLEM(dxd, wd, conv, dyd);
-  return find(h, p, Dir::BackwardData, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
-              w, dy, dx, requested, returned, perf, workspace, workspace_bytes);
+  return find(h, p, w, dy, dx, requested, returned, perf, workspace, workspace_bytes);
 }
 cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(cudnnHandle_t h, cudnnTensorDescriptor_t xd,
                                                             const void* x, cudnnTensorDescriptor_t dyd,
@@ -497,45 +536,31 @@ cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(cudnnHandle_t h, cud
                                                             int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf,
                                                             void* workspace, size_t workspace_bytes) {
   VOLT_EMU_PROBLEM(xd, dwd, conv, dyd);
-  return find(h, p, Dir::BackwardFilter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
-              x, dy, dw, requested, returned, perf, workspace, workspace_bytes);
+  return find(h, p, x, dy, dw, requested, returned, perf, workspace, workspace_bytes);
 }
-
-namespace {
-template <class Algo>
-cudnnStatus_t workspace_size(const Problem& p, Algo algo, Algo transform, Algo with_workspace, size_t* bytes) {
-  const int idx = algo_index(int(algo), int(transform), int(with_workspace));
-  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-  *bytes = workspace_of(p, idx);
-  return CUDNN_STATUS_SUCCESS;
-}
-}  // namespace
 
 cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h, cudnnTensorDescriptor_t x,
                                                       cudnnFilterDescriptor_t w, cudnnConvolutionDescriptor_t conv,
                                                       cudnnTensorDescriptor_t y, cudnnConvolutionFwdAlgo_t algo,
                                                       size_t* bytes) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   VOLT_EMU_PROBLEM(x, w, conv, y);
-  return workspace_size(p, algo, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM, bytes);
+  return workspace_size(h, p, algo, bytes);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, cudnnFilterDescriptor_t w,
                                                            cudnnTensorDescriptor_t dy,
                                                            cudnnConvolutionDescriptor_t conv,
                                                            cudnnTensorDescriptor_t dx,
                                                            cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   VOLT_EMU_PROBLEM(dx, w, conv, dy);
-  return workspace_size(p, algo, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, bytes);
+  return workspace_size(h, p, algo, bytes);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t h, cudnnTensorDescriptor_t x,
                                                              cudnnTensorDescriptor_t dy,
                                                              cudnnConvolutionDescriptor_t conv,
                                                              cudnnFilterDescriptor_t dw,
                                                              cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   VOLT_EMU_PROBLEM(x, dw, conv, dy);
-  return workspace_size(p, algo, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, bytes);
+  return workspace_size(h, p, algo, bytes);
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void* alpha, cudnnTensorDescriptor_t xd, const void* x,
@@ -543,9 +568,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void* alpha, cudnnT
                                       cudnnConvolutionFwdAlgo_t algo, void* workspace, size_t workspace_bytes,
                                       const void* beta, cudnnTensorDescriptor_t yd, void* y) {
   VOLT_EMU_PROBLEM(xd, wd, conv, yd);
-  const int idx = algo_index(algo, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, CUDNN_CONVOLUTION_FWD_ALGO_GEMM);
-  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-  return enqueue(h, p, Dir::Forward, alpha, x, w, idx, workspace, workspace_bytes, beta, y);
+  return run(h, p, algo, alpha, x, w, workspace, workspace_bytes, beta, y);
 }
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void* alpha, cudnnFilterDescriptor_t wd,
                                            const void* w, cudnnTensorDescriptor_t dyd, const void* dy,
@@ -553,9 +576,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void* alpha, c
                                            void* workspace, size_t workspace_bytes, const void* beta,
                                            cudnnTensorDescriptor_t dxd, void* dx) {
   VOLT_EMU_PROBLEM(dxd, wd, conv, dyd);
-  const int idx = algo_index(algo, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1);
-  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-  return enqueue(h, p, Dir::BackwardData, alpha, w, dy, idx, workspace, workspace_bytes, beta, dx);
+  return run(h, p, algo, alpha, w, dy, workspace, workspace_bytes, beta, dx);
 }
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha, cudnnTensorDescriptor_t xd,
                                              const void* x, cudnnTensorDescriptor_t dyd, const void* dy,
@@ -563,7 +584,5 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha,
                                              void* workspace, size_t workspace_bytes, const void* beta,
                                              cudnnFilterDescriptor_t dwd, void* dw) {
   VOLT_EMU_PROBLEM(xd, dwd, conv, dyd);
-  const int idx = algo_index(algo, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
-  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
-  return enqueue(h, p, Dir::BackwardFilter, alpha, x, dy, idx, workspace, workspace_bytes, beta, dw);
+  return run(h, p, algo, alpha, x, dy, workspace, workspace_bytes, beta, dw);
 }
