@@ -263,6 +263,9 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device < 0 || device >= emulated_devices()) return fail(cudaErrorInvalidDevice);
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof prop->name, "Volt CUDA emulator (host)");
+  char uuid[32];  // one per device index, as every process on a machine sees the same GPUs
+  std::snprintf(uuid, sizeof uuid, "VOLT-EMU-GPU-%02d", device % 100);
+  std::memcpy(prop->uuid.bytes, uuid, sizeof prop->uuid.bytes);
   prop->totalGlobalMem = kDeviceMemory;
   prop->major = 9;
   prop->minor = 0;
