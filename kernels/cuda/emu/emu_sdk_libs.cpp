@@ -291,32 +291,38 @@ size_t workspace_of(const Problem& p, int algo) {
   return size_t(p.w.c) * p.w.r * p.w.s * p.y.h * p.y.w * 4;
 }
 
-// Calls f(n, k, oh, ow, c, ih, iw, r, s) for every product term of the convolution.
-template <class F>
-void for_each_term(const Problem& p, F f) {
-  const volt_emu_conv_desc& cv = p.conv;
-  for (int n = 0; n < p.x.n; ++n)
-    for (int k = 0; k < p.w.k; ++k)
-      for (int oh = 0; oh < p.y.h; ++oh)
-        for (int ow = 0; ow < p.y.w; ++ow)
-          for (int c = 0; c < p.w.c; ++c)
-            for (int r = 0; r < p.w.r; ++r) {
-              const int ih = oh * cv.u - cv.pad_h + r * cv.dil_h;
-              if (ih < 0 || ih >= p.x.h) continue;
-              for (int s = 0; s < p.w.s; ++s) {
-                const int iw = ow * cv.v - cv.pad_w + s * cv.dil_w;
-                if (iw < 0 || iw >= p.x.w) continue;
-                // CUDNN_CONVOLUTION flips the filter; cross-correlation does not.
-                const int fr = cv.mode == CUDNN_CONVOLUTION ? p.w.r - 1 - r : r;
-                const int fs = cv.mode == CUDNN_CONVOLUTION ? p.w.s - 1 - s : s;
-                f(n, k, oh, ow, c, ih, iw, fr, fs);
-              }
-            }
-}
-
 size_t xi(const Problem& p, int n, int c, int h, int w) { return ((size_t(n) * p.x.c + c) * p.x.h + h) * p.x.w + w; }
 size_t yi(const Problem& p, int n, int k, int h, int w) { return ((size_t(n) * p.y.c + k) * p.y.h + h) * p.y.w + w; }
 size_t wi(const Problem& p, int k, int c, int r, int s) { return ((size_t(k) * p.w.c + c) * p.w.r + r) * p.w.s + s; }
+
+// The convolution's product terms y[n, k, oh, ow] ~ x[n, c, ih, iw] * w[k, c, r, s], a run of output
+// columns at a time: row(y_offset, x_offset, x_step, w_offset, count) for the `count` terms
+// y[y_offset + i] ~ x[x_offset + i * x_step] * w[w_offset]. Padding is left out of the runs.
+template <class Row>
+void for_each_row(const Problem& p, Row row) {
+  const volt_emu_conv_desc& cv = p.conv;
+  for (int n = 0; n < p.x.n; ++n)
+    for (int k = 0; k < p.w.k; ++k)
+      for (int c = 0; c < p.w.c; ++c)
+        for (int r = 0; r < p.w.r; ++r)
+          for (int s = 0; s < p.w.s; ++s) {
+            // CUDNN_CONVOLUTION flips the filter; cross-correlation does not.
+            const int fr = cv.mode == CUDNN_CONVOLUTION ? p.w.r - 1 - r : r;
+            const int fs = cv.mode == CUDNN_CONVOLUTION ? p.w.s - 1 - s : s;
+            const int col0 = s * cv.dil_w - cv.pad_w;  // iw = ow * v + col0
+            int lo = 0, hi = p.y.w;
+            while (lo < hi && lo * cv.v + col0 < 0) ++lo;
+            while (hi > lo && (hi - 1) * cv.v + col0 >= p.x.w) --hi;
+            if (lo >= hi) continue;
+            for (int oh = 0; oh < p.y.h; ++oh) {
+              const int ih = oh * cv.u - cv.pad_h + r * cv.dil_h;
+              if (ih < 0 || ih >= p.x.h) continue;
+              row(yi(p, n, k, oh, lo), xi(p, n, c, ih, lo * cv.v + col0), size_t(cv.v), wi(p, k, c, fr, fs),
+                  size_t(hi - lo));
+            }
+          }
+}
+
 
 enum class Dir { Forward, BackwardData, BackwardFilter };
 
@@ -346,24 +352,28 @@ cudnnStatus_t enqueue(cudnnHandle_t h, const Problem& p, Dir dir, const void* al
       const std::vector<float> x = load(e, a, x_bytes(p) / elem_bytes(e), p.tf32);
       const std::vector<float> w = load(e, b, w_bytes(p) / elem_bytes(e), p.tf32);
       std::vector<double> y(y_bytes(p) / elem_bytes(e), 0.0);
-      for_each_term(p, [&](int n, int k, int oh, int ow, int c, int ih, int iw, int r, int s) {
-        y[yi(p, n, k, oh, ow)] += double(x[xi(p, n, c, ih, iw)]) * double(w[wi(p, k, c, r, s)]);
+      for_each_row(p, [&](size_t yo, size_t xo, size_t xs, size_t wo, size_t count) {
+        const double wv = w[wo];
+        for (size_t i = 0; i < count; ++i) y[yo + i] += double(x[xo + i * xs]) * wv;
       });
       for (size_t i = 0; i < y.size(); ++i) blend(e, out, i, y[i], al, be);
     } else if (dir == Dir::BackwardData) {
       const std::vector<float> w = load(e, a, w_bytes(p) / elem_bytes(e), p.tf32);
       const std::vector<float> dy = load(e, b, y_bytes(p) / elem_bytes(e), p.tf32);
       std::vector<double> dx(x_bytes(p) / elem_bytes(e), 0.0);
-      for_each_term(p, [&](int n, int k, int oh, int ow, int c, int ih, int iw, int r, int s) {
-        dx[xi(p, n, c, ih, iw)] += double(dy[yi(p, n, k, oh, ow)]) * double(w[wi(p, k, c, r, s)]);
+      for_each_row(p, [&](size_t yo, size_t xo, size_t xs, size_t wo, size_t count) {
+        const double wv = w[wo];
+        for (size_t i = 0; i < count; ++i) dx[xo + i * xs] += double(dy[yo + i]) * wv;
       });
       for (size_t i = 0; i < dx.size(); ++i) blend(e, out, i, dx[i], al, be);
     } else {
       const std::vector<float> x = load(e, a, x_bytes(p) / elem_bytes(e), p.tf32);
       const std::vector<float> dy = load(e, b, y_bytes(p) / elem_bytes(e), p.tf32);
       std::vector<double> dw(w_bytes(p) / elem_bytes(e), 0.0);
-      for_each_term(p, [&](int n, int k, int oh, int ow, int c, int ih, int iw, int r, int s) {
-        dw[wi(p, k, c, r, s)] += double(dy[yi(p, n, k, oh, ow)]) * double(x[xi(p, n, c, ih, iw)]);
+      for_each_row(p, [&](size_t yo, size_t xo, size_t xs, size_t wo, size_t count) {
+        double acc = 0;
+        for (size_t i = 0; i < count; ++i) acc += double(dy[yo + i]) * double(x[xo + i * xs]);
+        dw[wo] += acc;
       });
       for (size_t i = 0; i < dw.size(); ++i) blend(e, out, i, dw[i], al, be);
     }
