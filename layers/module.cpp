@@ -29,7 +29,7 @@ Tensor Module::operator()(const Tensor& x) {
   return y;
 }
 
-const Tensor* StateDict::find(const std::string& name) const {
+const Tensor* StateDict::find(const std::string& name) const& {
   for (const auto& [n, t] : items_)
     if (n == name) return &t;
   return nullptr;

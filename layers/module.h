@@ -2,6 +2,7 @@
 // a train/eval flag, and state_dict / load_state_dict with PyTorch's dotted names ("block1.0.weight").
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,7 +15,13 @@ namespace volt {
 class StateDict {
  public:
   void add(const std::string& name, const Tensor& t) { items_.emplace_back(name, t); }
-  const Tensor* find(const std::string& name) const;
+  // nullptr when absent. On a temporary, a copy of the handle instead (std::nullopt when absent), so
+  // that `const Tensor* t = m.state_dict().find(n);`, a pointer into a destroyed list, cannot compile.
+  const Tensor* find(const std::string& name) const&;
+  std::optional<Tensor> find(const std::string& name) && {
+    const Tensor* t = static_cast<const StateDict&>(*this).find(name);
+    return t ? std::optional<Tensor>(*t) : std::nullopt;
+  }
   const std::vector<std::pair<std::string, Tensor>>& items() const& { return items_; }
   // On a temporary (`for (auto& kv : m.state_dict().items())`) return by value, so the loop does
   // not walk a destroyed list.

@@ -185,9 +185,10 @@ TEST_CASE("gpu seed CNN: loss, every gradient, SGD steps and BN statistics match
       check_near(sg.grads[i], sc.grads[i], 1e-5, 1e-3, "gradient");
     }
   }
+  const StateDict gpu_state = gpu_model.state_dict();  // find() points into it: it must outlive the loop
   for (const auto& [n, t] : cpu_model.state_dict().items()) {
     INFO(n);
-    const Tensor* tg = gpu_model.state_dict().find(n);
+    const Tensor* tg = gpu_state.find(n);
     REQUIRE(tg != nullptr);
     CHECK(tg->device() == kGpu);
     if (t.dtype() == DType::I64) CHECK(tg->to_int_vector() == t.to_int_vector());
