@@ -121,10 +121,11 @@ std::unique_ptr<Communicator> make_nccl_communicator(const ProcessEnv& env, Comm
 #else
   (void)env;
   (void)opts;
-  VOLT_FAIL("this build of Volt has no NCCL communicator: it needs the real CUDA backend (volt/config.h "
-            "VOLT_HAVE_CUDA is ", VOLT_HAVE_CUDA, ", VOLT_CUDA_EMULATED ", VOLT_CUDA_EMULATED,
-            ": the CUDA toolkit, cuDNN and NCCL must be found) and MPI (VOLT_HAVE_MPI is ", VOLT_HAVE_MPI,
-            ": apt-get install libopenmpi-dev openmpi-bin); configure again with -DVOLT_CUDA=ON -DVOLT_MPI=ON");
+  VOLT_FAIL("this build of Volt has no NCCL communicator: it needs the CUDA backend, real or "
+            "emulated (volt/config.h VOLT_HAVE_CUDA is ", VOLT_HAVE_CUDA, ", VOLT_CUDA_EMULATED ", VOLT_CUDA_EMULATED,
+            ": the real one needs the CUDA toolkit, cuDNN and NCCL) and MPI (VOLT_HAVE_MPI is ", VOLT_HAVE_MPI,
+            ": apt-get install libopenmpi-dev openmpi-bin); configure again with -DVOLT_CUDA=ON (or EMULATED) "
+            "-DVOLT_MPI=ON");
 #endif
 }
 
