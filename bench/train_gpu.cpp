@@ -205,10 +205,11 @@ int main(int argc, char** argv) {
           const double img_s = double(b) * steps / sec;
           const bool tf32 = dt == DType::F32 && f32_precision == "high" && !on_cpu;
           std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=%s threads=%d img_per_s=%.1f "
-                      "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld\n",
+                      "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld graph_nodes=%zu\n",
                       on_cpu ? "cpu" : "cuda", b, precision.c_str(), (mode + (tf32 ? "+tf32" : "")).c_str(),
                       get_num_threads(), img_s,
-                      1e3 * sec / steps, steps, double(loss.item()), (long long)scaler.skipped_steps());
+                      1e3 * sec / steps, steps, double(loss.item()), (long long)scaler.skipped_steps(),
+                      graph ? graph->nodes() : size_t(0));
           std::fflush(stdout);
         }
       }

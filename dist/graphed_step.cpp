@@ -36,7 +36,8 @@ bool GraphedStep::run(const Batch& b, int64_t full_batch, int64_t eager_taken,
       return false;
     }
     graph_ = std::move(g);
-    out_ << "CUDA graphs: the training step is captured; each batch of " << full_batch << " is one replay\n";
+    out_ << "CUDA graphs: the training step is captured (" << graph_->nodes() << " nodes); each batch of "
+         << full_batch << " is one replay\n";
   } else {
     input_.images.copy_(b.images);
     input_.labels.copy_(b.labels);

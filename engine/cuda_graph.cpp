@@ -150,7 +150,7 @@ void CudaGraph::capture(const std::function<void()>& fn) {
     throw Error(std::string("CUDA graph capture failed, the step runs eagerly: ") + e.what());
   }
   try {
-    exec_ = cuda::graph_capture_end(stream);
+    exec_ = cuda::graph_capture_end(stream, &nodes_);
   } catch (const std::exception& e) {
     fills_.clear();
     throw Error(std::string("CUDA graph capture failed, the step runs eagerly: ") + e.what());

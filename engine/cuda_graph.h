@@ -33,6 +33,8 @@ class CudaGraph {
   void replay();
   bool captured() const { return exec_ != nullptr; }
   Device device() const { return device_; }
+  // The captured graph's nodes (kernels, copies, library calls' kernels): what one replay launches.
+  size_t nodes() const { return nodes_; }
 
  private:
   friend const void* step_scalars(Device d, size_t n, std::function<void(uint64_t*)> fill);
@@ -42,6 +44,7 @@ class CudaGraph {
   };
   Device device_;
   void* exec_ = nullptr;
+  size_t nodes_ = 0;
   std::vector<Fill> fills_;
   size_t used_ = 0;             // 8-byte values the fills write
   void* scalars_ = nullptr;     // device: kMaxScalars values the recorded kernels read

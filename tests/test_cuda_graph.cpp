@@ -74,7 +74,10 @@ StateDict train(DType dt, bool graphed, int steps, int inf_at, int64_t* adam_ste
   Run r(dt);
   for (int i = 0; i < 3; ++i) r.step();
   CudaGraph g(kGpu);
-  if (graphed) g.capture([&] { r.step(); });
+  if (graphed) {
+    g.capture([&] { r.step(); });
+    CHECK(g.nodes() > 10);  // a whole step: forward, backward, the optimizer
+  }
   for (int i = 0; i < steps; ++i) {
     r.factor.fill_(i == inf_at ? std::numeric_limits<float>::infinity() : 1.f);
     if (!graphed) {

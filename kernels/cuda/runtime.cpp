@@ -164,7 +164,7 @@ void graph_capture_begin(void* stream) {
   CUDA_CHECK(cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeRelaxed));
 }
 
-void* graph_capture_end(void* stream) {
+void* graph_capture_end(void* stream, size_t* nodes) {
   cudaGraph_t graph = nullptr;
   const cudaError_t e = cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph);
   if (e != cudaSuccess) {
@@ -172,6 +172,14 @@ void* graph_capture_end(void* stream) {
     if (graph) (void)cudaGraphDestroy(graph);
     VOLT_FAIL("CUDA graph capture failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e),
               "): the step did something a graph cannot hold");
+  }
+  if (nodes) {
+    *nodes = 0;
+    const cudaError_t ne = cudaGraphGetNodes(graph, nullptr, nodes);
+    if (ne != cudaSuccess) {
+      (void)cudaGraphDestroy(graph);
+      CUDA_CHECK(ne);
+    }
   }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t ie = cudaGraphInstantiateWithFlags(&exec, graph, 0);

@@ -56,7 +56,7 @@ void event_synchronize(void* event);
 // instantiated graph, or throws volt::Error with the reason the capture failed (it then leaves the
 // stream as it was). `abandon` ends a capture that an exception interrupted, discarding it.
 void graph_capture_begin(void* stream);
-void* graph_capture_end(void* stream);
+void* graph_capture_end(void* stream, size_t* nodes = nullptr);  // nodes: the graph's node count
 void graph_capture_abandon(void* stream);
 bool stream_capturing(void* stream);
 void graph_launch(void* exec, void* stream);

@@ -74,8 +74,13 @@ TEST_CASE("emulated runtime: a captured stream records its work, a graph replays
   REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess);
   volt_emu::launch_on(s, add_one, dim3(2), dim3(32), 0, d, 40);
   CHECK(download(d, 40)[39] == 0.f);  // recorded, not run
+  REQUIRE(cudaMemsetAsync(d + 39, 0, sizeof(float), s) == cudaSuccess);
+  REQUIRE(cudaMemcpyAsync(d + 39, d, sizeof(float), cudaMemcpyDeviceToDevice, s) == cudaSuccess);
   cudaGraph_t g = nullptr;
   REQUIRE(cudaStreamEndCapture(s, &g) == cudaSuccess);
+  size_t nodes = 0;
+  CHECK(cudaGraphGetNodes(g, nullptr, &nodes) == cudaSuccess);
+  CHECK(nodes == 3);  // the kernel, the memset and the copy
   cudaGraphExec_t exec = nullptr;
   REQUIRE(cudaGraphInstantiateWithFlags(&exec, g, 0) == cudaSuccess);
   cudaGraphDestroy(g);
