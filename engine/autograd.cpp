@@ -83,9 +83,13 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
   out.impl()->grad_fn = std::make_shared<Node>(name, std::move(next), std::move(needs), std::move(fn), g_tag);
 }
 
-static void accumulate_leaf(TensorImpl* leaf, const Tensor& g) {
+// The first gradient to reach a leaf becomes its .grad: g itself when nothing else can see it (its only
+// handle, over memory of its own), which saves a copy per parameter per step (a graph node each on a
+// GPU); otherwise a copy, as g may alias another gradient or a tensor of the caller's.
+static void accumulate_leaf(TensorImpl* leaf, Tensor g) {
   if (!leaf->grad) {
-    leaf->grad = g.clone().impl_ptr();  // own it: g may alias another gradient
+    const bool sole = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1;
+    leaf->grad = sole ? g.impl_ptr() : g.clone().impl_ptr();
   } else {
     Tensor acc(leaf->grad);
     add_(acc, g);
@@ -165,15 +169,16 @@ void backward(const Tensor& root, const Tensor& grad_root) {
       const Edge& e = edges[i];
       if (!e.node && !e.leaf) continue;
       // A gradient has its input's type (an op working in another precision returns it converted).
-      const Tensor gi = grads[i].defined() && grads[i].dtype() != e.dtype ? grads[i].to(e.dtype) : grads[i];
+      Tensor gi = std::move(grads[i]);  // moved: a gradient nothing else holds can become a leaf's .grad
+      if (gi.defined() && gi.dtype() != e.dtype) gi = gi.to(e.dtype);
       if (gi.defined()) {
         VOLT_CHECK(gi.shape() == e.shape, "backward: '", name, "' produced a gradient of shape ",
                    shape_str(gi.shape()), " for input ", i, " of shape ", shape_str(e.shape));
         if (e.leaf) {
-          accumulate_leaf(e.leaf.get(), gi);
+          accumulate_leaf(e.leaf.get(), std::move(gi));
         } else {
           auto it = pending.find(e.node.get());
-          if (it == pending.end()) pending[e.node.get()] = gi;
+          if (it == pending.end()) pending[e.node.get()] = std::move(gi);
           else it->second = add(it->second, gi);
         }
       }

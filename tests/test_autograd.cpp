@@ -57,6 +57,50 @@ TEST_CASE("gradients accumulate across backward calls until cleared") {
   check_close(x.grad().to_vector(), {3.0, 3.0, 3.0});
 }
 
+TEST_CASE("a leaf's first gradient becomes its .grad without a copy only when nothing else holds it") {
+  // An op of two inputs whose backward returns fresh gradients, one tensor for both inputs when
+  // `shared` is set. It notes where they are (`where`) and, with `held`, keeps handles to them.
+  struct Seen {
+    std::vector<const void*> where;
+    std::vector<Tensor> held;
+  };
+  auto two_input_op = [](const Tensor& a, const Tensor& b, bool shared, bool hold, Seen* seen) {
+    Tensor y = add(a, b).detach();
+    autograd::record("two_input", y, {a, b}, [=](const Tensor& g, const std::vector<bool>&) {
+      Tensor ga = g.clone(), gb = shared ? ga : g.clone();
+      seen->where = {ga.raw_data(), gb.raw_data()};
+      if (hold) seen->held = {ga, gb};
+      return std::vector<Tensor>{ga, gb};
+    });
+    return y;
+  };
+  // Nothing else holds the gradients: each leaf takes its own, no copy.
+  Seen seen;
+  Tensor a = leaf({2}, {1, 2}), b = leaf({2}, {3, 4});
+  sum(two_input_op(a, b, false, false, &seen)).backward();
+  REQUIRE(seen.where.size() == 2);
+  CHECK(a.grad().raw_data() == seen.where[0]);
+  CHECK(b.grad().raw_data() == seen.where[1]);
+  check_close(a.grad().to_vector(), {1.0, 1.0});
+
+  // One tensor is the gradient of both inputs: the leaves must not share it, or accumulating into
+  // one would change the other.
+  Tensor c = leaf({2}, {1, 2}), d = leaf({2}, {3, 4});
+  sum(two_input_op(c, d, true, false, &seen)).backward();
+  CHECK_FALSE(c.grad().same_storage(d.grad()));
+  sum(mul(two_input_op(c, d, true, false, &seen), 2.f)).backward();
+  check_close(c.grad().to_vector(), {3.0, 3.0});
+  check_close(d.grad().to_vector(), {3.0, 3.0});
+
+  // A gradient someone else still holds (here the op's own record of it) is copied.
+  Tensor e = leaf({2}, {1, 2}), f = leaf({2}, {3, 4});
+  sum(two_input_op(e, f, false, true, &seen)).backward();
+  REQUIRE(seen.held.size() == 2);
+  CHECK_FALSE(e.grad().same_storage(seen.held[0]));
+  seen.held[0].fill_(100.f);
+  check_close(e.grad().to_vector(), {1.0, 1.0});
+}
+
 TEST_CASE("requires_grad propagates through ops and views") {
   Tensor a = leaf({2, 2}, {1, 2, 3, 4});
   Tensor b = Tensor::from_vector({2, 2}, {5, 6, 7, 8});
