@@ -3,6 +3,29 @@
 #include <cstdint>
 
 #include "kernels/ftype.h"
+#include "kernels/hd.h"
+
+namespace volt {
+
+// The deferred-error slot bad[3] of the cross-entropy and batch-accuracy kernels: bad[0] counts the
+// targets outside [0, C); bad[1] records one of them as encode_bad_target(row, value), kept with
+// atomicMax so that the lowest row wins whatever order a GPU runs its threads in (0: none yet). Rows
+// are saturated to [0, 2^32 - 2] and values to int32.
+VOLT_HD uint64_t encode_bad_target(int64_t row, int64_t value) {
+  const uint32_t r = row < 0 ? 0u : row > int64_t(0xfffffffell) ? 0xfffffffeu : uint32_t(row);
+  const int32_t v = value < -2147483647ll - 1 ? int32_t(-2147483647 - 1)
+                    : value > 2147483647ll    ? int32_t(2147483647)
+                                              : int32_t(value);
+  return (uint64_t(~r) << 32) | uint64_t(uint32_t(v));  // ~r >= 1: lower rows give larger codes, never 0
+}
+struct BadTarget {
+  int64_t row, value;
+};
+VOLT_HD BadTarget decode_bad_target(uint64_t code) {
+  return BadTarget{int64_t(~uint32_t(code >> 32)), int64_t(int32_t(uint32_t(code & 0xffffffffu)))};
+}
+
+}  // namespace volt
 
 namespace volt::cpu {
 
@@ -52,7 +75,8 @@ void log_softmax_backward(FType t, int64_t outer, int64_t R, int64_t inner, cons
                           void* stream);
 // Logits of storage type t; loss and grad_base float32. A target outside [0, C) gives a NaN loss and
 // gradient row and, when `bad` (int64 [3] on the device) is set, counts it in bad[0] and records the
-// first such row and value in bad[1], bad[2], for the host to report later without a synchronisation now.
+// lowest such row and its value in bad[1] (encode_bad_target), for the host to report later without a
+// synchronisation now.
 void cross_entropy_forward(FType t, int64_t N, int64_t C, const void* logits, const int64_t* target, float eps,
                            float* loss, float* grad_base, int64_t* bad, void* stream);
 void cross_entropy_backward(FType t, int64_t N, int64_t C, const float* grad_base, const float* dloss,

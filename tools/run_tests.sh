@@ -6,7 +6,8 @@
 #   --emulated   a build whose CUDA backend runs on the host (-DVOLT_CUDA=EMULATED: the emulated CUDA
 #                runtime, cuBLAS and cuDNN of kernels/cuda/emu/), in build-emu/, running the tests
 #                labelled "gpu" and "emu" (the others are the plain build's); it proves the backend's
-#                logic without a GPU, not its speed or its behaviour on real hardware
+#                logic without a GPU, not its speed or its behaviour on real hardware; its kernels'
+#                threads and blocks run in a shuffled order (VOLT_EMU_SCHEDULE, default shuffle:1)
 #   extra arguments after -- go to cmake's configure step
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,6 +28,9 @@ elif [ "${1:-}" = "--emulated" ]; then
   build=build-emu
   cfg=(-DCMAKE_BUILD_TYPE=Release -DVOLT_CUDA=EMULATED -DVOLT_BUILD_BENCH=OFF)
   ctest_args=(-L "gpu|emu")
+  # Threads and blocks in a shuffled order (kernels/cuda/emu/emu_runtime.cpp): the plain build already
+  # runs the kernels in thread order, so this run covers the orders a GPU may pick instead.
+  export VOLT_EMU_SCHEDULE=${VOLT_EMU_SCHEDULE:-shuffle:1}
 fi
 [ "${1:-}" = "--" ] && shift
 

@@ -52,8 +52,9 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 
 namespace {
 
-// Per CUDA device: int64 [3] = (count of targets out of range, first row, its value), written by the
-// cross-entropy and batch-accuracy kernels and read by check_deferred_errors().
+// Per CUDA device: int64 [3] = (count of targets out of range, the lowest row and its value as
+// encode_bad_target, unused), written by the cross-entropy and batch-accuracy kernels and read by
+// check_deferred_errors().
 std::mutex g_bad_mu;
 std::map<int, Tensor> g_bad_targets;
 
@@ -95,9 +96,10 @@ void check_deferred_errors(Device d) {
   const std::vector<int64_t> v = slot.to_int_vector();
   if (v[0] == 0) return;
   slot.zero_();
+  const BadTarget b = decode_bad_target(uint64_t(v[1]));
   VOLT_FAIL("cross_entropy/batch_accuracy: ", v[0], " target(s) on ", d.str(),
-            " were not class indices (their losses are NaN, their predictions count as wrong); the first: target[",
-            v[1], "] = ", v[2], " is not a class index");
+            " were not class indices (their losses are NaN, their predictions count as wrong); the lowest row: target[",
+            b.row, "] = ", b.value, " is not a class index");
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, double label_smoothing) {

@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <cstdint>
+
+#include "kernels/reduce.h"  // encode_bad_target
 #include <utility>
 
 namespace volt::cuda::detail {
@@ -74,13 +76,13 @@ __device__ T block_sum(T v) {
   return v;
 }
 
-// Records a target outside [0, C) in the deferred-error slot bad[3] (count; the first row and value)
-// that check_deferred_errors() reads on the host. Null `bad`: not recorded.
+// Records a target outside [0, C) in the deferred-error slot bad[3] (count; the lowest row and its
+// value, see encode_bad_target in kernels/reduce.h) that check_deferred_errors() reads on the host.
+// Null `bad`: not recorded.
 __device__ __forceinline__ void note_bad_target(int64_t* bad, int64_t n, int64_t target) {
-  if (bad && atomicAdd(reinterpret_cast<unsigned long long*>(bad), 1ull) == 0ull) {
-    bad[1] = n;
-    bad[2] = target;
-  }
+  if (!bad) return;
+  atomicAdd(reinterpret_cast<unsigned long long*>(bad), 1ull);
+  atomicMax(reinterpret_cast<unsigned long long*>(bad + 1), (unsigned long long)(encode_bad_target(n, target)));
 }
 
 }  // namespace volt::cuda::detail

@@ -116,8 +116,20 @@ TEST_CASE("emu reduce: a cross-entropy target out of range gives NaN and is reco
   CHECK(std::isnan(gb[size_t(3 * C)]));
   CHECK_FALSE(std::isnan(l[2]));
   CHECK(bad[0] == 2);
-  CHECK(bad[1] == 3);  // the emulator runs rows in order; on a GPU the first recorded may be either
-  CHECK(bad[2] == C);
+  const BadTarget first = decode_bad_target(uint64_t(bad[1]));  // the lowest row, in any schedule
+  CHECK(first.row == 3);
+  CHECK(first.value == C);
+  // A second batch with a bad row further down keeps the lowest row; one further up replaces it.
+  cuda::cross_entropy_forward(FType::F32, N, C, gz.data(), gt.data(), 0.f, l.data(), gb.data(), bad.data(), nullptr);
+  CHECK(bad[0] == 4);
+  CHECK(decode_bad_target(uint64_t(bad[1])).row == 3);
+  t = random_labels(size_t(N), C, 17);
+  t[1] = -5;
+  Guarded<int64_t> gt2(t);
+  cuda::cross_entropy_forward(FType::F32, N, C, gz.data(), gt2.data(), 0.f, l.data(), gb.data(), bad.data(), nullptr);
+  CHECK(bad[0] == 5);
+  CHECK(decode_bad_target(uint64_t(bad[1])).row == 1);
+  CHECK(decode_bad_target(uint64_t(bad[1])).value == -5);
 }
 
 TEST_CASE("emu reduce: argmax (first maximum, NaN wins)") {
@@ -132,4 +144,16 @@ TEST_CASE("emu reduce: argmax (first maximum, NaN wins)") {
     cpu::argmax_dim(outer, R, inner, x.data(), a2.data());
     CHECK(a1.vec() == a2.vec());
   }
+}
+
+TEST_CASE("emu reduce: the bad-target code orders by row (lowest wins under atomicMax) and round-trips") {
+  CHECK(encode_bad_target(0, -1) > encode_bad_target(1, 100));
+  CHECK(encode_bad_target(41, 0) > encode_bad_target(42, 1));
+  CHECK(encode_bad_target(int64_t(1) << 40, 3) != 0);  // saturated rows still read as recorded
+  for (const auto& [row, value] : std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {7, -3}, {123456, 1000000}}) {
+    const BadTarget b = decode_bad_target(encode_bad_target(row, value));
+    CHECK(b.row == row);
+    CHECK(b.value == value);
+  }
+  CHECK(decode_bad_target(encode_bad_target(3, int64_t(1) << 40)).value == 2147483647);
 }

@@ -5,7 +5,8 @@
 // Each CUDA thread of a block runs as a fiber on one OS thread: __syncthreads() and the warp
 // shuffles are barriers at which the fibers yield, so block- and warp-level code behaves as on the
 // GPU (a barrier that some threads never reach is reported as a deadlock, a shuffle from a lane that
-// does not exist as an error). Blocks run one after another. __shared__ variables are static
+// does not exist as an error). Blocks run one after another, in the order VOLT_EMU_SCHEDULE picks
+// (forward, reverse or shuffled; the threads between barriers too). __shared__ variables are static
 // storage, shared by the block's fibers. Atomics are plain operations (fibers only switch at
 // barriers). What it cannot show: timing, races that need true parallelism, the memory model.
 #pragma once

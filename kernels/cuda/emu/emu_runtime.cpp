@@ -1,11 +1,20 @@
 // The emulator's scheduler (see cuda_emu.h): every thread of a block is a fiber with its own stack
 // (switched by a few instructions on x86-64, which keep the callee-saved registers and the FPU control
-// words but not the signal mask, as a kernel thread needs no other; ucontext elsewhere); the scheduler runs the ready fibers in thread order until each finishes or waits at a
-// barrier, then releases the barriers whose participants have all arrived, and repeats. Under
+// words but not the signal mask, as a kernel thread needs no other; ucontext elsewhere); the scheduler
+// runs the ready fibers until each finishes or waits at a barrier, then releases the barriers whose
+// participants have all arrived, and repeats. VOLT_EMU_SCHEDULE picks the order in which the ready
+// fibers and the blocks run: `forward` (thread and block order; the default), `reverse`, or
+// `shuffle[:seed]` (a fresh permutation every round and every launch). A kernel that reads what
+// another thread wrote without a barrier between them, or that depends on the order of its blocks,
+// gives other results in another order: running the tests under each catches such races, which one
+// fixed order can hide (forward order finds a thread that reads its successor's value early, reverse
+// its predecessor's). Under
 // AddressSanitizer the stack switches are announced to it, so kernels' out-of-bounds accesses are
 // reported as in any host code.
 #include <ucontext.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -132,11 +141,66 @@ struct Block {
   std::vector<unsigned char> smem;  // the dynamic shared memory starts at the first 128-byte boundary
   size_t smem_bytes = 0;
   std::string error;  // first error found; the launch throws it
+  uint64_t rng = 0;   // the shuffled schedule's state
+  std::vector<int> order;  // this round's fiber order
 #if VOLT_EMU_ASAN
   const void* sched_stack_bottom = nullptr;
   size_t sched_stack_size = 0;
 #endif
 };
+
+// VOLT_EMU_SCHEDULE, read at the first launch.
+enum class Order { Forward, Reverse, Shuffle };
+struct Schedule {
+  Order order = Order::Forward;
+  uint64_t seed = 0;
+};
+
+const Schedule& schedule() {
+  static const Schedule s = [] {
+    Schedule r;
+    const char* env = std::getenv("VOLT_EMU_SCHEDULE");
+    const std::string v = env ? env : "";
+    if (v.empty() || v == "forward") return r;
+    if (v == "reverse") {
+      r.order = Order::Reverse;
+      return r;
+    }
+    if (v.rfind("shuffle", 0) == 0) {
+      r.order = Order::Shuffle;
+      if (v.size() > 7) {
+        char* end = nullptr;
+        const std::string digits = v.substr(8);
+        r.seed = v[7] == ':' && !digits.empty() ? std::strtoull(digits.c_str(), &end, 10) : 0;
+        VOLT_CHECK(v[7] == ':' && !digits.empty() && end && *end == '\0', "VOLT_EMU_SCHEDULE=", v,
+                   ": expected forward, reverse, shuffle or shuffle:SEED (a decimal number)");
+      }
+      return r;
+    }
+    VOLT_FAIL("VOLT_EMU_SCHEDULE=", v, ": expected forward, reverse, shuffle or shuffle:SEED (a decimal number)");
+  }();
+  return s;
+}
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// order[0..n) = 0..n-1 in the schedule's order; `state` advances (shuffle).
+void schedule_order(std::vector<int>& order, int n, uint64_t& state) {
+  order.resize(size_t(n));
+  for (int i = 0; i < n; ++i) order[size_t(i)] = i;
+  switch (schedule().order) {
+    case Order::Forward: break;
+    case Order::Reverse: std::reverse(order.begin(), order.end()); break;
+    case Order::Shuffle:
+      for (int i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(splitmix64(state) % uint64_t(i + 1))]);
+      break;
+  }
+}
 
 thread_local Block* g_block = nullptr;
 thread_local Fiber* g_fiber = nullptr;
@@ -239,7 +303,9 @@ void run_block(Block& b) {
     make_context(f.context, f.stack, kStackBytes, fiber_main);
   }
   for (;;) {
-    for (Fiber& f : b.fibers) {
+    schedule_order(b.order, b.threads, b.rng);
+    for (int t : b.order) {
+      Fiber& f = b.fibers[size_t(t)];
       if (f.state != State::Ready) continue;
       g_fiber = &f;
 #if VOLT_EMU_ASAN
@@ -390,19 +456,28 @@ void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem
       g_fiber = nullptr;
     }
   } reset;
-  for (unsigned bz = 0; bz < grid.z && b.error.empty(); ++bz)
-    for (unsigned by = 0; by < grid.y && b.error.empty(); ++by)
-      for (unsigned bx = 0; bx < grid.x && b.error.empty(); ++bx) {
-        int t = 0;
-        for (unsigned z = 0; z < block.z; ++z)
-          for (unsigned y = 0; y < block.y; ++y)
-            for (unsigned x = 0; x < block.x; ++x, ++t) {
-              Fiber& f = b.fibers[size_t(t)];
-              f.ts = ThreadState{dim3(x, y, z), dim3(bx, by, bz), block, grid};
-              f.stack = g_stacks[size_t(t)].get();
-            }
-        run_block(b);
-      }
+  static std::atomic<uint64_t> launches{0};
+  b.rng = schedule().seed * 0x2545f4914f6cdd1dull + launches.fetch_add(1);
+  const int64_t blocks = int64_t(grid.x) * grid.y * grid.z;
+  std::vector<int> block_order;
+  if (schedule().order == Order::Forward || blocks > int64_t(1) << 30) {
+    block_order.clear();  // forward; a grid too large to list runs forward too
+  } else {
+    schedule_order(block_order, int(blocks), b.rng);
+  }
+  for (int64_t i = 0; i < blocks && b.error.empty(); ++i) {
+    const int64_t k = block_order.empty() ? i : block_order[size_t(i)];
+    const unsigned bx = unsigned(k % grid.x), by = unsigned(k / grid.x % grid.y), bz = unsigned(k / grid.x / grid.y);
+    int t = 0;
+    for (unsigned z = 0; z < block.z; ++z)
+      for (unsigned y = 0; y < block.y; ++y)
+        for (unsigned x = 0; x < block.x; ++x, ++t) {
+          Fiber& f = b.fibers[size_t(t)];
+          f.ts = ThreadState{dim3(x, y, z), dim3(bx, by, bz), block, grid};
+          f.stack = g_stacks[size_t(t)].get();
+        }
+    run_block(b);
+  }
   VOLT_CHECK(b.error.empty(), "CUDA emulator: ", b.error);
 }
 
