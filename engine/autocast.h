@@ -1,7 +1,8 @@
 // Autocast: mixed precision's forward pass. While an Autocast guard is alive on a thread, the
 // layers that do the matrix products (Conv2d, Linear) run in its 16-bit type: their input and their
 // float32 parameters are cast (the parameters stay float32 master copies; their gradients come back
-// in float32 through the cast). The other ops keep the type they are given (batch norm normalises
+// in float32 through the cast; on a GPU a model call casts all its layers' parameters in one launch,
+// see Module::autocast_parameters). The other ops keep the type they are given (batch norm normalises
 // 16-bit activations with float32 statistics; cross-entropy gives a float32 loss), as PyTorch's
 // torch.autocast does for these layers.
 #pragma once

@@ -18,6 +18,9 @@ using Pair = std::array<int64_t, 2>;
 // y = x converted to `dtype` (float32/float16/bfloat16); the gradient is converted back. x itself
 // when it already has that type.
 Tensor cast(const Tensor& x, DType dtype);
+// cast() of each tensor (undefined ones stay undefined), the same values and gradients; float32
+// tensors on one GPU are cast in one launch into one buffer (mixed precision's weights, every step).
+std::vector<Tensor> cast_many(const std::vector<Tensor>& xs, DType dtype);
 
 // x [N, C, H, W], weight [K, C, R, S], bias [K] or undefined -> [N, K, P, Q].
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride = {1, 1}, Pair padding = {0, 0});

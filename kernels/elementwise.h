@@ -52,6 +52,15 @@ void dropout_backward(FType t, int64_t n, const void* dy, const uint8_t* keep, f
 void fill(FType t, int64_t n, float value, void* out, void* stream);
 // y = x converted from one storage type to another (round to nearest even; NaN and Inf kept).
 void cast(FType from, FType to, int64_t n, const void* x, void* y, void* stream);
+// cast() over many tensors, kCastPerLaunch per launch (mixed precision casts every weight of a model
+// this way, in one launch instead of one per tensor); the same values bit for bit.
+struct CastTensor {
+  const void* x;
+  void* y;
+  int64_t n;
+};
+constexpr int64_t kCastPerLaunch = 48;
+void cast_multi(FType from, FType to, const CastTensor* tensors, int64_t count, void* stream);
 void add_i64(int64_t* value, int64_t delta, void* stream);  // *value += delta (one element)
 // y[n, c, i] += bias[c] over [N, C, HW] (a convolution's bias).
 void add_channel_bias(FType t, int64_t N, int64_t C, int64_t HW, const void* bias, void* y, void* stream);

@@ -40,11 +40,9 @@ void Conv2d::reset_parameters(Generator& gen) {
 }
 
 namespace {
-// Under Autocast, a tensor in the autocast type (a no-op for one that already is, or outside a guard).
-Tensor autocast(const Tensor& t) {
-  const DType dt = autocast_dtype();
-  return dt == DType::F32 || !t.defined() || !is_floating(t.dtype()) ? t : cast(t, dt);
-}
+// Under Autocast, a tensor in the autocast type (a no-op for one that already is, or outside a guard);
+// a parameter's cast may have been made already by the outermost module call (Module::operator()).
+Tensor autocast(const Tensor& t) { return autocast_param(t); }
 }  // namespace
 
 Tensor Conv2d::forward(const Tensor& x) {

@@ -18,6 +18,7 @@ class Conv2d : public Module {
   // Sequential of Conv2d, BatchNorm2d, ReLU and a non-overlapping k x k MaxPool2d runs.
   Tensor forward_bn_relu_max_pool(const Tensor& x, class BatchNorm2d& bn, int64_t k);
   std::string type_name() const override { return "Conv2d"; }
+  std::vector<Tensor> autocast_parameters() const override { return {weight, bias}; }
   std::string extra_repr() const override;
   void reset_parameters(Generator& gen);
   Tensor weight, bias;  // [out, in, k, k], [out]
@@ -71,6 +72,7 @@ class Linear : public Module {
   Linear(int64_t in_features, int64_t out_features, bool bias = true, Generator* gen = nullptr);
   Tensor forward(const Tensor& x) override;  // in autocast_dtype() under an Autocast guard
   std::string type_name() const override { return "Linear"; }
+  std::vector<Tensor> autocast_parameters() const override { return {weight, bias}; }
   std::string extra_repr() const override;
   void reset_parameters(Generator& gen);
   Tensor weight, bias;  // [out, in], [out]

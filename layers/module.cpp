@@ -7,6 +7,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "layers/layers.h"
@@ -20,7 +21,57 @@ std::atomic<ForwardObserver*> g_observer{nullptr};
 
 void set_forward_observer(ForwardObserver* observer) { g_observer.store(observer); }
 
+namespace {
+// The casts of the outermost module call on this thread under an Autocast guard (see
+// Module::autocast_parameters); dropped when that call returns, so a later step casts afresh.
+struct AutocastCasts {
+  int depth = 0;  // module calls in progress
+  DType dtype = DType::F32;
+  std::unordered_map<const TensorImpl*, Tensor> casts;
+};
+thread_local AutocastCasts g_casts;
+
+void collect_autocast(const Module& m, std::vector<Tensor>& out, std::set<const TensorImpl*>& seen) {
+  for (const Tensor& t : m.autocast_parameters())
+    if (t.defined() && t.device().is_cuda() && t.dtype() == DType::F32 && seen.insert(t.impl()).second)
+      out.push_back(t);
+  for (const auto& [name, child] : m.children()) collect_autocast(*child, out, seen);
+}
+
+// Entered by every Module::operator(); the outermost one under a guard casts the tree's parameters.
+struct AutocastScope {
+  explicit AutocastScope(const Module& m) {
+    if (g_casts.depth++ > 0) return;
+    const DType dt = autocast_dtype();
+    if (dt == DType::F32) return;
+    std::vector<Tensor> params;
+    std::set<const TensorImpl*> seen;
+    collect_autocast(m, params, seen);
+    if (params.size() < 2) return;
+    const std::vector<Tensor> cast = cast_many(params, dt);
+    g_casts.dtype = dt;
+    for (size_t i = 0; i < params.size(); ++i) g_casts.casts.emplace(params[i].impl(), cast[i]);
+  }
+  ~AutocastScope() {
+    if (--g_casts.depth == 0) g_casts.casts.clear();
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+};
+}  // namespace
+
+Tensor autocast_param(const Tensor& t) {
+  const DType dt = autocast_dtype();
+  if (dt == DType::F32 || !t.defined() || !is_floating(t.dtype())) return t;
+  if (dt == g_casts.dtype) {
+    auto it = g_casts.casts.find(t.impl());
+    if (it != g_casts.casts.end()) return it->second;
+  }
+  return cast(t, dt);
+}
+
 Tensor Module::operator()(const Tensor& x) {
+  AutocastScope autocast_scope(*this);
   ForwardObserver* obs = g_observer.load(std::memory_order_relaxed);
   if (!obs) return forward(x);
   obs->before(*this);

@@ -44,6 +44,11 @@ class ForwardObserver {
 };
 void set_forward_observer(ForwardObserver* observer);
 
+// Under an Autocast guard, t in the autocast type: the cast made by the outermost module call when t
+// is one of the tree's autocast_parameters(), else cast(t) now; t itself outside a guard, or when
+// undefined or not floating.
+Tensor autocast_param(const Tensor& t);
+
 class Module {
  public:
   virtual ~Module() = default;
@@ -60,6 +65,11 @@ class Module {
   // module followed by a ReLU and a MaxPool2d(k) with stride k and no padding (one pass each way on
   // CUDA for BatchNorm2d).
   virtual Tensor forward_relu_max_pool(const Tensor& x, int64_t k);
+  // The parameters this module's forward casts under an Autocast guard (Conv2d, Linear: weight and
+  // bias). The outermost module call under a guard casts those of the whole tree on a GPU at once
+  // (cast_many: one launch per step instead of one per tensor); the layers then take their cast
+  // from autocast_param().
+  virtual std::vector<Tensor> autocast_parameters() const { return {}; }
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;

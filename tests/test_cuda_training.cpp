@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/gpu.h"
 #include "engine/ops.h"
@@ -231,6 +232,76 @@ TEST_CASE("gpu ClassificationMetrics: counts on cuda:0 equal the CPU's, bad targ
   int64_t rows = 0;
   for (int64_t c : r.class_count) rows += c;
   CHECK(rows == 2 * N - 2);
+}
+
+// ---------------------------------------------------------------- mixed precision
+
+TEST_CASE("gpu Autocast: a model call casts every layer's weights at once, bit for bit as layer by layer") {
+  require_gpu();
+  for (DType dt : {DType::F16, DType::BF16}) {
+    INFO(dtype_name(dt));
+    manual_seed(5);
+    SeedCNN m;
+    m.to(kGpu);
+    m.eval();  // no dropout: both passes must run the same graph
+    const Tensor x = vt::rand_tensor({6, 3, 32, 32}, 41).to(kGpu);
+    const Tensor y = Tensor::from_labels({0, 1, 2, 3, 4, 5}, kGpu);
+    // (a) m(x): the outermost module call casts the tree's Conv2d and Linear parameters in one
+    //     cast_many. (b) m(x) inside a module call whose own tree holds no parameters: no outermost
+    //     cast happens, so every layer casts its own weight and bias as it runs.
+    struct Wrapper : Module {
+      Module* inner = nullptr;
+      Tensor forward(const Tensor& in) override { return (*inner)(in); }
+      std::string type_name() const override { return "Wrapper"; }
+    } wrapper;
+    wrapper.inner = &m;
+    auto run = [&](bool whole) {
+      for (Tensor& p : m.parameters()) p.set_grad(Tensor());
+      Tensor logits;
+      {
+        Autocast ac(dt);
+        logits = whole ? m(x) : wrapper(x);
+      }
+      cross_entropy(logits, y).backward();
+      std::vector<std::vector<float>> out{logits.to(DType::F32).to_vector()};
+      for (const Tensor& p : m.parameters()) {
+        REQUIRE(p.grad().defined());
+        CHECK(p.grad().dtype() == DType::F32);
+        out.push_back(p.grad().to_vector());
+      }
+      return out;
+    };
+    const auto whole = run(true), layered = run(false);
+    REQUIRE(whole.size() == layered.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      INFO("tensor " << i << " (0: the logits, then the parameters' gradients)");
+      CHECK(whole[i] == layered[i]);
+    }
+    // What each layer gets: in (a) the casts made together (one buffer), in (b) casts of its own.
+    struct Seen : ForwardObserver {
+      std::vector<Tensor> weights;
+      void before(const Module& mod) override {
+        if (auto* c = dynamic_cast<const Conv2d*>(&mod)) weights.push_back(autocast_param(c->weight));
+        if (auto* l = dynamic_cast<const Linear*>(&mod)) weights.push_back(autocast_param(l->weight));
+      }
+      void after(const Module&) override {}
+    };
+    for (bool whole_call : {true, false}) {
+      Seen seen;
+      {
+        struct Observe {
+          explicit Observe(ForwardObserver* o) { set_forward_observer(o); }
+          ~Observe() { set_forward_observer(nullptr); }
+        } observe(&seen);
+        NoGradGuard no_grad;
+        Autocast ac(dt);
+        (void)(whole_call ? m(x) : wrapper(x));
+      }
+      REQUIRE(seen.weights.size() == 5);  // two Conv2d, three Linear
+      for (const Tensor& w : seen.weights) CHECK(w.dtype() == dt);
+      CHECK(seen.weights[0].same_storage(seen.weights[4]) == whole_call);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- the caching allocator

@@ -193,6 +193,47 @@ void cast(FType from, FType to, int64_t n, const void* x, void* y, void* stream)
   });
 }
 
+namespace {
+struct CastList {  // by value in the kernel's parameters (kCastPerLaunch * 24 bytes, under the 4 KiB limit)
+  const void* x[kCastPerLaunch];
+  void* y[kCastPerLaunch];
+  int64_t n[kCastPerLaunch];
+};
+
+// Tensor blockIdx.y of the list, grid-stride over its elements, converted as map1 with IdentityF does.
+template <class TA, class TY>
+__global__ void cast_multi_kernel(CastList l) {
+  const int j = blockIdx.y;
+  const TA* x = static_cast<const TA*>(l.x[j]);
+  TY* y = static_cast<TY*>(l.y[j]);
+  const int64_t n = l.n[j], stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride)
+    y[i] = store_f<TY>(IdentityF{}(load_f(x[i])));
+}
+}  // namespace
+
+void cast_multi(FType from, FType to, const CastTensor* tensors, int64_t count, void* stream) {
+  for (int64_t start = 0; start < count; start += kCastPerLaunch) {
+    const int64_t c = std::min<int64_t>(kCastPerLaunch, count - start);
+    CastList l{};
+    int64_t max_n = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      l.x[j] = tensors[start + j].x;
+      l.y[j] = tensors[start + j].y;
+      l.n[j] = tensors[start + j].n;
+      max_n = std::max(max_n, l.n[j]);
+    }
+    if (max_n == 0) continue;
+    dispatch_ftype(from, [&](auto from_tag) {
+      dispatch_ftype(to, [&](auto to_tag) {
+        using TA = typename decltype(from_tag)::type;
+        using TY = typename decltype(to_tag)::type;
+        launch(cast_multi_kernel<TA, TY>, dim3(grid_for(max_n), unsigned(c)), kThreads, 0, stream, l);
+      });
+    });
+  }
+}
+
 void dropout_forward(FType t, int64_t n, const void* x, float p, uint64_t stream_id, const uint64_t* seed_offset,
                      uint8_t* keep, void* y, void* stream, bool relu) {
   if (n == 0) return;

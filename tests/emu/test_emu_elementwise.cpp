@@ -106,6 +106,35 @@ TEST_CASE("emu elementwise: casts between every pair of storage types round to n
       }
 }
 
+TEST_CASE("emu elementwise: cast_multi casts many tensors of any sizes in one launch, as cast() does each") {
+  // 50 tensors (more than one launch holds), sizes 0..~1000, unaligned starts among them.
+  for (FType from : all_ftypes())
+    for (FType to : all_ftypes()) {
+      INFO(ftype_name(from) << " -> " << ftype_name(to));
+      std::vector<TypedBuf> xs, ys;
+      std::vector<std::vector<float>> want;
+      xs.reserve(50);
+      ys.reserve(50);
+      for (int j = 0; j < 50; ++j) {
+        const size_t n = size_t(j * 37 % 1001);
+        const auto x = round_to(from, random_floats(n + 1, 100 + uint64_t(j), -70000.f, 70000.f));
+        xs.emplace_back(from, x);
+        ys.emplace_back(to, x.size());
+        auto w = round_to(to, x);
+        w[0] = 0.f;  // element 0 is left out: the tensor starts at element 1 (unaligned)
+        want.push_back(std::move(w));
+      }
+      std::vector<cuda::CastTensor> list;
+      for (int j = 0; j < 50; ++j)
+        list.push_back({xs[size_t(j)].ptr(1), ys[size_t(j)].ptr(1), int64_t(want[size_t(j)].size()) - 1});
+      cuda::cast_multi(from, to, list.data(), int64_t(list.size()), nullptr);
+      for (int j = 0; j < 50; ++j) {
+        check_bitwise(ys[size_t(j)].values(), want[size_t(j)], "cast_multi");
+        CHECK(ys[size_t(j)].guards_intact());
+      }
+    }
+}
+
 TEST_CASE("emu elementwise: dropout masks are the CPU's Philox masks for every size, offset and type (+ReLU)") {
   for (FType t : all_ftypes())
     for (bool relu : {false, true})
