@@ -21,18 +21,26 @@ void max_pool_2x2(const Pool2dShape& s, const float* x, float* y, int32_t* indic
       const float* r0 = xp + (2 * p) * s.W;
       const float* r1 = r0 + s.W;
       const int32_t base = int32_t(2 * p * s.W);
+      float* yrow = yp + p * s.Q;
+      int32_t* irow = ip + p * s.Q;
       for (int64_t q = 0; q < s.Q; ++q) {
-        const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], d = r1[2 * q + 1];
-        float best = a;
+        // As bits and all-ones masks, so that the loop vectorises: take = v > best, or v is the
+        // window's first NaN.
+        const float v[4] = {r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1]};
+        const int32_t off[4] = {0, 1, int32_t(s.W), int32_t(s.W) + 1};
+        float best = v[0];
         int32_t bi = 0;
-        bool take = (b > best) | ((b != b) & (best == best));
-        best = take ? b : best; bi = take ? 1 : bi;
-        take = (c > best) | ((c != c) & (best == best));
-        best = take ? c : best; bi = take ? int32_t(s.W) : bi;
-        take = (d > best) | ((d != d) & (best == best));
-        best = take ? d : best; bi = take ? int32_t(s.W) + 1 : bi;
-        yp[p * s.Q + q] = best;
-        ip[p * s.Q + q] = base + int32_t(2 * q) + bi;
+        for (int k = 1; k < 4; ++k) {
+          const int32_t take = -int32_t((v[k] > best) | ((v[k] != v[k]) & (best == best)));
+          int32_t vb, bb;
+          std::memcpy(&vb, &v[k], 4);
+          std::memcpy(&bb, &best, 4);
+          bb = (vb & take) | (bb & ~take);
+          std::memcpy(&best, &bb, 4);
+          bi = (off[k] & take) | (bi & ~take);
+        }
+        yrow[q] = best;
+        irow[q] = base + int32_t(2 * q) + bi;
       }
     }
   }
