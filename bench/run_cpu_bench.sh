@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
 done
 build="${BUILD_DIR:-$root/build}"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)" --target bench_train_cpu >/dev/null
+cmake --build "$build" -j "$(nproc)" --target bench_train_gpu >/dev/null
 py="${PYTHON:-python3}"
 have_torch=1
 "$py" -c "import torch" 2>/dev/null || have_torch=0
@@ -26,7 +26,8 @@ best() { awk -v k="$1" '{for(i=1;i<=NF;i++) if($i ~ "^"k"=") {split($i,a,"="); i
 for t in ${threads//,/ }; do
   v_out="" p_out=""
   for r in $(seq "$rounds"); do
-    v_out+="$("$build/bench/bench_train_cpu" --threads "$t" --batch-size "$batch" --steps "$steps" | grep '^RESULT')"$'\n'
+    v_out+="$("$build/bench/bench_train_gpu" --device cpu --precision 32 --mode eager --threads "$t" \
+      --batch-size "$batch" --warmup 3 --steps "$steps" | grep '^RESULT')"$'\n'
     if [ $have_torch = 1 ]; then
       p_out+="$("$py" "$root/bench/pytorch_seed_cnn.py" --device cpu --threads "$t" --batch-size "$batch" --warmup 3 --steps "$steps" | grep '^RESULT')"$'\n'
     fi

@@ -27,7 +27,8 @@ namespace {
 const char* kUsage =
     "usage: bench_train_gpu [--batch-size 128,512,2048] [--precision 32,16-mixed] [--mode eager,graph]\n"
     "                       [--warmup 10] [--steps 50] [--float32-matmul-precision highest|high]\n"
-    "                       [--device N | --device cpu]   (cpu: a smoke run of the same step code)\n";
+    "                       [--device N | --device cpu [--threads 1,2]]   (cpu: the same step on the CPU\n"
+    "                       backend, per thread count; bench/run_cpu_bench.sh runs it beside PyTorch)\n";
 
 DType compute_type(const std::string& p) {
   if (p == "32") return DType::F32;
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
   std::vector<int> batches = {128, 512, 2048};
   std::vector<std::string> precisions = {"32", "16-mixed"};
   std::vector<std::string> modes = {"eager", "graph"};
+  std::vector<int> threads;  // CPU only; default: the current thread count
   int warmup = 10, steps = 50, device = 0;
   bool on_cpu = false;
   std::string f32_precision = "highest";  // high: TF32 convolutions and matrix products in precision 32
@@ -108,6 +110,7 @@ int main(int argc, char** argv) {
           if (m != "eager" && m != "graph") throw Error("bad mode '" + m + "' (choices: eager, graph)");
       } else if (a == "--warmup") warmup = int(bench::parse_int(args.value(), a));
       else if (a == "--steps") steps = int(bench::parse_int(args.value(), a));
+      else if (a == "--threads") threads = bench::parse_int_list(args.value(), a);
       else if (a == "--float32-matmul-precision") {
         f32_precision = args.value();
         set_float32_matmul_precision(f32_precision);  // names the choices when the value is bad
@@ -126,6 +129,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_train_gpu: %s\n%s", e.what(), kUsage);
     return 2;
   }
+  if (!threads.empty() && !on_cpu) {
+    std::fprintf(stderr, "bench_train_gpu: --threads is for --device cpu (host threads do not run a GPU step)\n%s",
+                 kUsage);
+    return 2;
+  }
+  if (threads.empty()) threads = {get_num_threads()};
   if (!on_cpu && cuda_device_count() <= device) {
     std::printf("SKIPPED: no CUDA device cuda:%d (%s)\n", device, cuda_unavailable_reason().c_str());
     return 77;
@@ -140,79 +149,82 @@ int main(int argc, char** argv) {
     if (!on_cpu) std::printf(" (theoretical peak %.0f GB/s)", cuda_peak_memory_bandwidth(device) / 1e9);
     std::printf("\n");
     std::fflush(stdout);
-    for (const std::string& precision : precisions)
-      for (int b : batches) {
-        const DType dt = compute_type(precision);
-        const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0, dt != DType::F32);
-        std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
-                    "floor_img_per_s=%.0f\n",
-                    b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);
-        for (const std::string& mode : modes) {
-          if (mode == "graph" && on_cpu) {
-            std::printf("SKIP framework=volt batch=%d precision=%s mode=graph reason=cpu: CUDA graphs need a GPU\n", b,
-                        precision.c_str());
-            continue;
-          }
-          manual_seed(0);
-          SeedCNN model;
-          model.to(dev);
-          model.train();
-          Adam opt(model.parameters(), AdamOptions{});
-          GradScaler scaler;
-          const bench::SyntheticBatch batch = bench::synthetic_batch(b, dev);
-          const Tensor &x = batch.x, &y = batch.y;
-          Tensor loss;
-          // The Trainer's step. Captured once in graph mode, then replayed.
-          auto step = [&] {
-            opt.zero_grad();
-            {
-              Autocast ac(dt);
-              loss = cross_entropy(model(x), y);
-            }
-            if (dt == DType::F16) {
-              scaler.scale(loss).backward();
-              scaler.step(opt);
-              scaler.update();
-            } else {
-              loss.backward();
-              opt.step();
-            }
-          };
-          for (int i = 0; i < warmup; ++i) step();  // eager: optimizer state, cuDNN plans, the cache
-          std::unique_ptr<CudaGraph> graph;
-          if (mode == "graph") {
-            graph = std::make_unique<CudaGraph>(dev);
-            try {
-              graph->capture(step);
-            } catch (const Error& e) {
-              std::printf("SKIP framework=volt batch=%d precision=%s mode=graph reason=capture: %s\n", b,
-                          precision.c_str(), e.what());
-              std::fflush(stdout);
+    for (int t : threads) {
+      set_num_threads(t);
+      for (const std::string& precision : precisions)
+        for (int b : batches) {
+          const DType dt = compute_type(precision);
+          const double bytes = step_bytes_per_image(dt == DType::F32 ? 4.0 : 2.0, dt != DType::F32);
+          std::printf("FLOOR framework=volt batch=%d precision=%s bytes_per_image=%.0f bandwidth_GBps=%.1f "
+                      "floor_img_per_s=%.0f\n",
+                      b, precision.c_str(), bytes, gbps, gbps * 1e9 / bytes);
+          for (const std::string& mode : modes) {
+            if (mode == "graph" && on_cpu) {
+              std::printf("SKIP framework=volt batch=%d precision=%s mode=graph reason=cpu: CUDA graphs need a GPU\n",
+                          b, precision.c_str());
               continue;
             }
+            manual_seed(0);
+            SeedCNN model;
+            model.to(dev);
+            model.train();
+            Adam opt(model.parameters(), AdamOptions{});
+            GradScaler scaler;
+            const bench::SyntheticBatch batch = bench::synthetic_batch(b, dev);
+            const Tensor &x = batch.x, &y = batch.y;
+            Tensor loss;
+            // The Trainer's step. Captured once in graph mode, then replayed.
+            auto step = [&] {
+              opt.zero_grad();
+              {
+                Autocast ac(dt);
+                loss = cross_entropy(model(x), y);
+              }
+              if (dt == DType::F16) {
+                scaler.scale(loss).backward();
+                scaler.step(opt);
+                scaler.update();
+              } else {
+                loss.backward();
+                opt.step();
+              }
+            };
+            for (int i = 0; i < warmup; ++i) step();  // eager: optimizer state, cuDNN plans, the cache
+            std::unique_ptr<CudaGraph> graph;
+            if (mode == "graph") {
+              graph = std::make_unique<CudaGraph>(dev);
+              try {
+                graph->capture(step);
+              } catch (const Error& e) {
+                std::printf("SKIP framework=volt batch=%d precision=%s mode=graph reason=capture: %s\n", b,
+                            precision.c_str(), e.what());
+                std::fflush(stdout);
+                continue;
+              }
+            }
+            auto run = [&] {
+              if (!graph) return step();
+              graph->replay();  // 16-mixed's scale update and skips happen on the device: no wait
+            };
+            if (graph)
+              for (int i = 0; i < warmup; ++i) run();
+            sync(dev);
+            const auto t0 = std::chrono::steady_clock::now();
+            for (int i = 0; i < steps; ++i) run();
+            sync(dev);
+            const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            const double img_s = double(b) * steps / sec;
+            const bool tf32 = dt == DType::F32 && f32_precision == "high" && !on_cpu;
+            std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=%s threads=%d img_per_s=%.1f "
+                        "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld graph_nodes=%zu\n",
+                        on_cpu ? "cpu" : "cuda", b, precision.c_str(), (mode + (tf32 ? "+tf32" : "")).c_str(),
+                        get_num_threads(), img_s,
+                        1e3 * sec / steps, steps, double(loss.item()), (long long)scaler.skipped_steps(),
+                        graph ? graph->nodes() : size_t(0));
+            std::fflush(stdout);
           }
-          auto run = [&] {
-            if (!graph) return step();
-            graph->replay();  // 16-mixed's scale update and skips happen on the device: no wait
-          };
-          if (graph)
-            for (int i = 0; i < warmup; ++i) run();
-          sync(dev);
-          const auto t0 = std::chrono::steady_clock::now();
-          for (int i = 0; i < steps; ++i) run();
-          sync(dev);
-          const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          const double img_s = double(b) * steps / sec;
-          const bool tf32 = dt == DType::F32 && f32_precision == "high" && !on_cpu;
-          std::printf("RESULT framework=volt device=%s batch=%d precision=%s mode=%s threads=%d img_per_s=%.1f "
-                      "ms_per_step=%.4f steps=%d loss=%.4f skipped=%lld graph_nodes=%zu\n",
-                      on_cpu ? "cpu" : "cuda", b, precision.c_str(), (mode + (tf32 ? "+tf32" : "")).c_str(),
-                      get_num_threads(), img_s,
-                      1e3 * sec / steps, steps, double(loss.item()), (long long)scaler.skipped_steps(),
-                      graph ? graph->nodes() : size_t(0));
-          std::fflush(stdout);
         }
-      }
+    }
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_train_gpu: %s\n", e.what());
     return 1;
