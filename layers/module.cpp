@@ -41,16 +41,19 @@ void collect_autocast(const Module& m, std::vector<Tensor>& out, std::set<const 
 // Entered by every Module::operator(); the outermost one under a guard casts the tree's parameters.
 struct AutocastScope {
   explicit AutocastScope(const Module& m) {
-    if (g_casts.depth++ > 0) return;
     const DType dt = autocast_dtype();
-    if (dt == DType::F32) return;
-    std::vector<Tensor> params;
-    std::set<const TensorImpl*> seen;
-    collect_autocast(m, params, seen);
-    if (params.size() < 2) return;
-    const std::vector<Tensor> cast = cast_many(params, dt);
-    g_casts.dtype = dt;
-    for (size_t i = 0; i < params.size(); ++i) g_casts.casts.emplace(params[i].impl(), cast[i]);
+    if (g_casts.depth == 0 && dt != DType::F32) {
+      std::vector<Tensor> params;
+      std::set<const TensorImpl*> seen;
+      collect_autocast(m, params, seen);
+      if (params.size() >= 2) {
+        const std::vector<Tensor> cast = cast_many(params, dt);  // a throw here leaves nothing behind
+        g_casts.casts.clear();
+        g_casts.dtype = dt;
+        for (size_t i = 0; i < params.size(); ++i) g_casts.casts.insert_or_assign(params[i].impl(), cast[i]);
+      }
+    }
+    ++g_casts.depth;
   }
   ~AutocastScope() {
     if (--g_casts.depth == 0) g_casts.casts.clear();
