@@ -460,11 +460,8 @@ void run_grid(void (*call)(void*), void* arg, dim3 grid, dim3 block, size_t smem
   b.rng = schedule().seed * 0x2545f4914f6cdd1dull + launches.fetch_add(1);
   const int64_t blocks = int64_t(grid.x) * grid.y * grid.z;
   std::vector<int> block_order;
-  if (schedule().order == Order::Forward || blocks > int64_t(1) << 30) {
-    block_order.clear();  // forward; a grid too large to list runs forward too
-  } else {
+  if (schedule().order != Order::Forward && blocks <= int64_t(1) << 24)  // larger grids run in order
     schedule_order(block_order, int(blocks), b.rng);
-  }
   for (int64_t i = 0; i < blocks && b.error.empty(); ++i) {
     const int64_t k = block_order.empty() ? i : block_order[size_t(i)];
     const unsigned bx = unsigned(k % grid.x), by = unsigned(k / grid.x % grid.y), bz = unsigned(k / grid.x / grid.y);
