@@ -15,9 +15,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "kernels/reduce.h"  // encode_bad_target
-#include <utility>
 
 namespace volt::cuda::detail {
 
