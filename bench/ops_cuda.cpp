@@ -118,8 +118,28 @@ int main(int argc, char** argv) {
     time_op("dropout fwd", 2.25 * act, iters, [&] { (void)dropout(h1, 0.2, true, drop); });
     time_op("add same shape", 3 * act, iters, [&] { (void)add(h1, h1); });
     time_op("sum all", act, iters, [&] { (void)sum(h1); });
-    time_op("linear fwd 800->64", double(flat.numel() + fw.numel() + N * 64) * f, iters,
-            [&] { (void)linear(flat, fw, fb); });
+    // The bias in cuBLASLt's epilogues (forward; the bias gradient in the weight gradient's GEMM), or in
+    // separate kernels after cublasGemmEx. fwd+bwd (with the loss's sum and product) counts x, w and y
+    // once more for each of dx and dw.
+    {
+      const double fwd = double(flat.numel() + fw.numel() + N * 64) * f;
+      Tensor xg = flat.clone(), wg = fw.clone(), bg = fb.clone();
+      for (Tensor* p : {&xg, &wg, &bg}) p->requires_grad_(true);
+      const Tensor dy = Tensor::ones({N, 64}, DType::F32, flat.device());
+      const bool fused = cuda_linear_fused_bias();
+      for (bool on : {false, true}) {
+        const std::string who = on ? " cuBLASLt epilogue" : " GemmEx+bias kernels";
+        cuda_set_linear_fused_bias(on);
+        time_op("linear fwd 800->64" + who, fwd, iters, [&] { (void)linear(flat, fw, fb); });
+        autograd::set_grad_enabled(true);
+        time_op("linear fwd+bwd 800->64" + who, 3 * fwd, iters, [&] {
+          for (Tensor* p : {&xg, &wg, &bg}) p->set_grad(Tensor());  // each gradient taken, none accumulated
+          sum(mul(linear(xg, wg, bg), dy)).backward();
+        });
+        autograd::set_grad_enabled(false);
+      }
+      cuda_set_linear_fused_bias(fused);
+    }
     time_op("cross_entropy fwd", double(logits.numel()) * f, iters, [&] { (void)cross_entropy(logits, labels); });
 
     // forward + backward of the first block, which dominates the seed CNN's step

@@ -15,6 +15,7 @@
 #include "kernels/conv2d.h"
 #include "kernels/cuda/device_query.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/linear.h"
 #endif
 
 namespace volt {
@@ -164,6 +165,8 @@ void cuda_empty_cache() {
 }
 
 void cuda_set_conv_own_kernel(ConvOwnKernel mode) { cuda::set_conv2d_own_kernel(mode); }
+void cuda_set_linear_fused_bias(bool on) { cuda::set_linear_fused_bias(on); }
+bool cuda_linear_fused_bias() { return cuda::linear_fused_bias(); }
 
 Allocator& pinned_host_allocator() { return pinned(); }
 AllocatorStats pinned_memory_stats() { return pinned().stats(); }
@@ -197,6 +200,8 @@ DeviceAllocatorStats cuda_memory_stats(int) { return {}; }
 void cuda_reset_peak_memory(int) {}
 void cuda_empty_cache() {}
 void cuda_set_conv_own_kernel(ConvOwnKernel) {}
+void cuda_set_linear_fused_bias(bool) {}
+bool cuda_linear_fused_bias() { return false; }
 Allocator& pinned_host_allocator() { return host_allocator(); }
 AllocatorStats pinned_memory_stats() { return {}; }
 

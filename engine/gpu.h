@@ -59,6 +59,14 @@ void cuda_empty_cache();  // every device, and the pinned host cache
 // or check both. Does nothing in a build without CUDA.
 void cuda_set_conv_own_kernel(ConvOwnKernel mode);
 
+// Whether the linear layer on a GPU adds its bias in the epilogue of cuBLASLt's GEMM, and sums the bias
+// gradient in that of the weight-gradient GEMM (true: the default, one launch each instead of two), or
+// in separate kernels after cuBLAS's GEMMs (false, as VOLT_LINEAR_LT=0). A product cuBLASLt has no
+// algorithm for takes the second way either way. Overrides the variable, for tests and benchmarks that
+// check or time both; the getter says what is in force (false in a build without CUDA).
+void cuda_set_linear_fused_bias(bool on);
+bool cuda_linear_fused_bias();
+
 // float32 math on the GPU, as PyTorch's torch.set_float32_matmul_precision: "highest" (the default:
 // plain FP32 products in convolutions and matrix products) or "high" (TF32 tensor-core products with
 // float32 sums: faster, with products rounded to a 10-bit mantissa). Anything else is a volt::Error

@@ -23,28 +23,50 @@ cudnnHandle_t cudnn_handle(int device, cudaStream_t stream) {
   return h;
 }
 
-cublasHandle_t cublas_handle(int device, cudaStream_t stream) {
-  struct Entry {
-    cublasHandle_t h = nullptr;
-    void* workspace = nullptr;
-  };
-  static std::vector<Entry> handles;
-  // A workspace of its own, so cuBLAS never allocates inside a captured CUDA graph. cublasSetStream
-  // resets the handle to cuBLAS's default pool, so it is set again after every cublasSetStream.
-  constexpr size_t kWorkspace = size_t(32) << 20;
-  std::lock_guard<std::mutex> lock(g_mu);
-  if (handles.size() <= size_t(device)) handles.resize(size_t(device) + 1);
-  Entry& e = handles[size_t(device)];
+namespace {
+struct Blas {
+  cublasHandle_t h = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+};
+// A workspace of its own, so neither library allocates inside a captured CUDA graph.
+constexpr size_t kBlasWorkspace = size_t(32) << 20;
+
+// The device's entry, its cuBLAS handle and workspace created (call with g_mu held).
+Blas& blas(int device) {
+  static std::vector<Blas> entries;
+  if (entries.size() <= size_t(device)) entries.resize(size_t(device) + 1);
+  Blas& e = entries[size_t(device)];
   if (!e.h) {
     CUBLAS_CHECK(cublasCreate(&e.h));
     // Plain fp32 (no TF32 tensor-core math unless a precision mode asks for it later).
     CUBLAS_CHECK(cublasSetMathMode(e.h, CUBLAS_DEFAULT_MATH));
     CUDA_CHECK(cudaSetDevice(device));
-    CUDA_CHECK(cudaMalloc(&e.workspace, kWorkspace));
+    CUDA_CHECK(cudaMalloc(&e.workspace, kBlasWorkspace));
   }
+  return e;
+}
+}  // namespace
+
+cublasHandle_t cublas_handle(int device, cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  Blas& e = blas(device);
+  // cublasSetStream resets the handle to cuBLAS's default pool, so the workspace is set again after it.
   CUBLAS_CHECK(cublasSetStream(e.h, stream));
-  CUBLAS_CHECK(cublasSetWorkspace(e.h, e.workspace, kWorkspace));
+  CUBLAS_CHECK(cublasSetWorkspace(e.h, e.workspace, kBlasWorkspace));
   return e.h;
+}
+
+cublasLtHandle_t cublaslt_handle(int device) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  Blas& e = blas(device);
+  if (!e.lt) CUBLAS_CHECK(cublasLtCreate(&e.lt));
+  return e.lt;
+}
+
+BlasWorkspace blas_workspace(int device) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return {blas(device).workspace, kBlasWorkspace};
 }
 
 }  // namespace volt::cuda

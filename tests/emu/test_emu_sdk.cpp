@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cublasLt.h"
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 #include "cudnn.h"
@@ -164,6 +165,111 @@ TEST_CASE("emulated cuBLAS: GemmEx against a direct product, every transpose, be
                      4, &one, host.data(), CUDA_R_32F, 4, CUBLAS_COMPUTE_32F,
                      CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE);  // host pointers
   cublasDestroy(h);
+}
+
+// cuBLASLt as linear.cu calls it: y^T = op_T(w) x^T + b per row (BIAS), and dw^T = x^T op_T(dy^T) with db
+// the column sums of op_T(dy^T) over k (BGRADB), against direct sums; what the emulator does not compute
+// is NOT_SUPPORTED from the heuristics with no algorithm, and bad arguments are refused.
+TEST_CASE("emulated cuBLASLt: the BIAS and BGRADB epilogues against direct sums, and what it refuses") {
+  cublasLtHandle_t h = nullptr;
+  REQUIRE(cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  const int m = 5, n = 3, k = 7;  // D is m x n; op(A) m x k; op(B) k x n
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (cublasLtEpilogue_t epi : {CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_EPILOGUE_BIAS, CUBLASLT_EPILOGUE_BGRADB}) {
+        INFO("ta " << ta << " tb " << tb << " epilogue " << int(epi));
+        const int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+        const int lda = a_rows + 1, ldb = b_rows, ldd = m + 2;  // padded leading dimensions too
+        const std::vector<float> A = ramp(size_t(lda) * a_cols, 0.25f, 2.f), B = ramp(size_t(ldb) * b_cols, 0.5f, 3.f);
+        const std::vector<float> bias = ramp(size_t(m), 0.75f, 1.f);
+        float* dA = device_array<float>(A.size());
+        float* dB = device_array<float>(B.size());
+        float* dD = device_array<float>(size_t(ldd) * n);  // NaN: beta = 0 must not read it
+        float* dbias = device_array<float>(size_t(std::max(m, n)));
+        upload(dA, A);
+        upload(dB, B);
+        if (epi == CUBLASLT_EPILOGUE_BIAS) upload(dbias, bias);
+        cublasLtMatmulDesc_t desc = nullptr;
+        REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+        const int32_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        const uint32_t e = epi;
+        const void* bp = dbias;
+        REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, 4) == CUBLAS_STATUS_SUCCESS);
+        REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, 4) == CUBLAS_STATUS_SUCCESS);
+        REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, 4) == CUBLAS_STATUS_SUCCESS);
+        REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)) ==
+                CUBLAS_STATUS_SUCCESS);
+        CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, 8) ==
+              CUBLAS_STATUS_INVALID_VALUE);
+        cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+        REQUIRE(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, a_rows, a_cols, lda) == CUBLAS_STATUS_SUCCESS);
+        REQUIRE(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, b_rows, b_cols, ldb) == CUBLAS_STATUS_SUCCESS);
+        REQUIRE(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, m, n, ldd) == CUBLAS_STATUS_SUCCESS);
+        cublasLtMatmulPreference_t pref = nullptr;
+        REQUIRE(cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS);
+        cublasLtMatmulHeuristicResult_t r{};
+        int found = 0;
+        REQUIRE(cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, ld, ld, pref, 1, &r, &found) == CUBLAS_STATUS_SUCCESS);
+        REQUIRE(found == 1);
+        const float alpha = 1.f, beta = 0.f;
+        REQUIRE(cublasLtMatmul(h, desc, &alpha, dA, la, dB, lb, &beta, dD, ld, dD, ld, &r.algo, nullptr, 0, nullptr) ==
+                CUBLAS_STATUS_SUCCESS);
+        const std::vector<float> D = download(dD, size_t(ldd) * n);
+        const auto b_at = [&](int l, int j) { return tb ? B[size_t(l) * ldb + j] : B[size_t(j) * ldb + l]; };
+        for (int j = 0; j < n; ++j)
+          for (int i = 0; i < m; ++i) {
+            double s = epi == CUBLASLT_EPILOGUE_BIAS ? double(bias[size_t(i)]) : 0.0;
+            for (int l = 0; l < k; ++l)
+              s += double(ta ? A[size_t(i) * lda + l] : A[size_t(l) * lda + i]) * double(b_at(l, j));
+            CHECK(D[size_t(j) * ldd + i] == doctest::Approx(s).epsilon(1e-6));
+          }
+        if (epi == CUBLASLT_EPILOGUE_BGRADB) {
+          const std::vector<float> db = download(dbias, size_t(n));
+          for (int j = 0; j < n; ++j) {
+            double s = 0;
+            for (int l = 0; l < k; ++l) s += double(b_at(l, j));
+            CHECK(db[size_t(j)] == doctest::Approx(s).epsilon(1e-6));
+          }
+        }
+        // A host pointer is refused, as a bias too short for D's rows.
+        std::vector<float> host(size_t(ldd) * n);
+        CHECK(cublasLtMatmul(h, desc, &alpha, dA, la, dB, lb, &beta, host.data(), ld, host.data(), ld, &r.algo, nullptr,
+                             0, nullptr) == CUBLAS_STATUS_INVALID_VALUE);
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(ld);
+        cublasLtMatmulDescDestroy(desc);
+        cudaFree(dA);
+        cudaFree(dB);
+        cudaFree(dD);
+        cudaFree(dbias);
+      }
+  // Mixed types and epilogues the emulator does not compute: no algorithm, as the real heuristics say.
+  cublasLtMatmulDesc_t desc = nullptr;
+  REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatrixLayout_t l32 = nullptr, l16 = nullptr;
+  REQUIRE(cublasLtMatrixLayoutCreate(&l32, CUDA_R_32F, 4, 4, 4) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasLtMatrixLayoutCreate(&l16, CUDA_R_16F, 4, 4, 4) == CUBLAS_STATUS_SUCCESS);
+  CHECK(cublasLtMatrixLayoutCreate(&l16, CUDA_R_16F, 5, 4, 4) == CUBLAS_STATUS_INVALID_VALUE);  // ld < rows
+  cublasLtMatmulPreference_t pref = nullptr;
+  REQUIRE(cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulHeuristicResult_t r{};
+  int found = 7;
+  CHECK(cublasLtMatmulAlgoGetHeuristic(h, desc, l32, l16, l32, l32, pref, 1, &r, &found) ==
+        CUBLAS_STATUS_NOT_SUPPORTED);
+  CHECK(found == 0);
+  const uint32_t relu = CUBLASLT_EPILOGUE_RELU;
+  REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &relu, 4) == CUBLAS_STATUS_SUCCESS);
+  found = 7;
+  CHECK(cublasLtMatmulAlgoGetHeuristic(h, desc, l32, l32, l32, l32, pref, 1, &r, &found) ==
+        CUBLAS_STATUS_NOT_SUPPORTED);
+  CHECK(found == 0);
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(l32);
+  cublasLtMatrixLayoutDestroy(l16);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(h);
 }
 
 TEST_CASE("emulated cuDNN: the three passes are each other's adjoints, and a short workspace is refused") {

@@ -1,153 +1,25 @@
-// The emulated SDK's cuBLAS and cuDNN (see emu_sdk.cpp): GEMM and 2-D convolution computed on the
-// host, enqueued on the handle's stream like any other work. Sums are taken in double and rounded once
-// to the output type: a tighter result than the GPU's float32 sums, which is what the GPU tests'
-// tolerances are measured against anyway (the CPU reference).
+// The emulated SDK's cuDNN (see emu_sdk.cpp): 2-D convolution computed on the host, enqueued on the
+// handle's stream like any other work. Sums are taken in double and rounded once to the output type: a
+// tighter result than the GPU's float32 sums, which is what the GPU tests' tolerances are measured
+// against anyway (the CPU reference). cuBLAS is in emu_sdk_blas.cpp.
 #include <cmath>
 #include <cstring>
 #include <vector>
 
-#include "cublas_v2.h"
 #include "cuda_runtime_api.h"
 #include "cudnn.h"
 #include "engine/dtype.h"
 #include "kernels/cuda/emu/cuda_emu.h"
+#include "kernels/cuda/emu/emu_sdk_elem.h"
+
+using namespace volt_emu::sdk;
 
 namespace {
-
-enum class Elem { F32, F16, BF16, Bad };
-
-Elem elem_of(cudaDataType_t t) {
-  return t == CUDA_R_32F ? Elem::F32 : t == CUDA_R_16F ? Elem::F16 : t == CUDA_R_16BF ? Elem::BF16 : Elem::Bad;
-}
 Elem elem_of(cudnnDataType_t t) {
   return t == CUDNN_DATA_FLOAT ? Elem::F32 : t == CUDNN_DATA_HALF ? Elem::F16
                                            : t == CUDNN_DATA_BFLOAT16 ? Elem::BF16 : Elem::Bad;
 }
-size_t elem_bytes(Elem e) { return e == Elem::F32 ? 4 : 2; }
-
-// TF32: float32 with a 10-bit mantissa (round to nearest, ties away, as the tensor cores' conversion).
-float to_tf32(float v) {
-  if (!std::isfinite(v)) return v;
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  u = (u + 0x1000u) & ~0x1FFFu;
-  std::memcpy(&v, &u, 4);
-  return v;
-}
-
-// n values of type e at p, as floats (optionally rounded to TF32).
-std::vector<float> load(Elem e, const void* p, size_t n, bool tf32) {
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    float v;
-    if (e == Elem::F32) std::memcpy(&v, static_cast<const char*>(p) + 4 * i, 4);
-    else {
-      uint16_t h;
-      std::memcpy(&h, static_cast<const char*>(p) + 2 * i, 2);
-      v = e == Elem::F16 ? volt_emu::half_bits_to_float(h) : volt::bf16_to_float(h);
-    }
-    out[i] = tf32 ? to_tf32(v) : v;
-  }
-  return out;
-}
-
-void store(Elem e, void* p, size_t i, float v) {
-  if (e == Elem::F32) {
-    std::memcpy(static_cast<char*>(p) + 4 * i, &v, 4);
-  } else {
-    const uint16_t h = e == Elem::F16 ? volt::float_to_half(v) : volt::float_to_bf16(v);
-    std::memcpy(static_cast<char*>(p) + 2 * i, &h, 2);
-  }
-}
-float load_one(Elem e, const void* p, size_t i) { return load(e, static_cast<const char*>(p) + elem_bytes(e) * i, 1, false)[0]; }
-
-// out = alpha * sum + beta * out; with beta == 0 the old contents are never read (NaN there stays out).
-void blend(Elem e, void* out, size_t i, double sum, float alpha, float beta) {
-  double v = double(alpha) * sum;
-  if (beta != 0.f) v += double(beta) * double(load_one(e, out, i));
-  store(e, out, i, float(v));
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// cuBLAS
-// ---------------------------------------------------------------------------------------------
-
-struct volt_emu_cublas {
-  cudaStream_t stream = nullptr;
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
-  cublasMath_t math = CUBLAS_DEFAULT_MATH;
-};
-
-cublasStatus_t cublasCreate(cublasHandle_t* handle) {
-  *handle = new volt_emu_cublas;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasDestroy(cublasHandle_t handle) {
-  delete handle;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
-  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  handle->stream = stream;
-  handle->workspace = nullptr;  // as the real one: back to cuBLAS's default pool
-  handle->workspace_bytes = 0;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t bytes) {
-  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (bytes && !volt_emu::is_device_range(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
-  handle->workspace = workspace;
-  handle->workspace_bytes = bytes;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
-  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  handle->math = mode;
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
-                            int k, const void* alpha, const void* A, cudaDataType_t Atype, int lda, const void* B,
-                            cudaDataType_t Btype, int ldb, const void* beta, void* C, cudaDataType_t Ctype, int ldc,
-                            cublasComputeType_t compute, cublasGemmAlgo_t) {
-  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  const Elem e = elem_of(Ctype);
-  if (e == Elem::Bad || Atype != Ctype || Btype != Ctype) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (transa == CUBLAS_OP_C || transb == CUBLAS_OP_C) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (m < 0 || n < 0 || k < 0 || !alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
-  // Stored shapes (column-major): op(A) is m x k, so A is m x k (N) or k x m (T); likewise B.
-  const int a_rows = transa == CUBLAS_OP_N ? m : k, a_cols = transa == CUBLAS_OP_N ? k : m;
-  const int b_rows = transb == CUBLAS_OP_N ? k : n, b_cols = transb == CUBLAS_OP_N ? n : k;
-  if (lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) || ldc < std::max(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
-  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-  const size_t bytes = elem_bytes(e);
-  const auto extent = [bytes](int rows, int cols, int ld) { return (size_t(cols - 1) * ld + rows) * bytes; };
-  if ((k > 0 && (!volt_emu::is_device_range(A, extent(a_rows, a_cols, lda)) ||
-                 !volt_emu::is_device_range(B, extent(b_rows, b_cols, ldb)))) ||
-      !volt_emu::is_device_range(C, extent(m, n, ldc)))
-    return CUBLAS_STATUS_INVALID_VALUE;  // a host pointer, or a matrix past its allocation's end
-  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const bool tf32 = e == Elem::F32 && compute == CUBLAS_COMPUTE_32F_FAST_TF32;
-  volt_emu::submit(handle->stream, [=] {
-    const std::vector<float> a = k > 0 ? load(e, A, extent(a_rows, a_cols, lda) / bytes, tf32) : std::vector<float>();
-    const std::vector<float> b = k > 0 ? load(e, B, extent(b_rows, b_cols, ldb) / bytes, tf32) : std::vector<float>();
-    for (int j = 0; j < n; ++j)
-      for (int i = 0; i < m; ++i) {
-        double s = 0;
-        for (int l = 0; l < k; ++l) {
-          const float av = transa == CUBLAS_OP_N ? a[size_t(l) * lda + i] : a[size_t(i) * lda + l];
-          const float bv = transb == CUBLAS_OP_N ? b[size_t(j) * ldb + l] : b[size_t(l) * ldb + j];
-          s += double(av) * double(bv);
-        }
-        blend(e, C, size_t(j) * ldc + i, s, al, be);
-      }
-  });
-  return CUBLAS_STATUS_SUCCESS;
-}
 
 // ---------------------------------------------------------------------------------------------
 // cuDNN
