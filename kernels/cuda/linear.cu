@@ -81,70 +81,89 @@ bool lt_enabled() {
   return env;
 }
 
-// The largest power of two up to 16 that divides p's address (cuBLASLt's algorithms differ in what
-// alignment they need: the plan is chosen for what the pointers have).
-int alignment(const void* p) {
+// The largest power of two up to `cap` that divides p's address. cuBLASLt's algorithms differ in the
+// alignment they need: a plan is chosen for the alignments its pointers have (up to 16 bytes for the
+// matrices, as the preferences say; the heuristics read the bias pointer itself, up to 256).
+int alignment(const void* p, int cap = 16) {
   const auto a = reinterpret_cast<uintptr_t>(p);
-  int al = 16;
+  int al = cap;
   while (al > 1 && a % uintptr_t(al) != 0) al /= 2;
   return al;
 }
 
 // A cuBLASLt product's descriptors and algorithm, chosen once per shape, type and alignment; ok is false
-// where the heuristics had no algorithm. Plans live as long as the process, like the handles.
+// where cuBLASLt has no algorithm for it (its descriptors are then gone). Plans live as long as the
+// process, like the handles.
 struct LtPlan {
   bool ok = false;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  void destroy() {
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    for (cublasLtMatrixLayout_t l : {a, b, d})
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    *this = LtPlan{};
+  }
 };
 using LtKey = std::tuple<int, int, bool, int, int, int, int, int, int, int, int, int, int, int, int, int>;
+
+// What cuBLASLt answers for a product it will not run (the heuristics, or a call after them: "success
+// doesn't fully guarantee algo will run", as its header says): the caller then takes cublasGemmEx.
+bool refused(cublasStatus_t st) {
+  return st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE || st == CUBLAS_STATUS_ARCH_MISMATCH;
+}
 
 LtPlan make_lt_plan(cublasLtHandle_t h, size_t workspace_bytes, FType t, bool tf32, cublasOperation_t ta,
                     cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldd, cublasLtEpilogue_t epilogue,
                     const void* A, const void* B, const void* D, const void* bias) {
   const cudaDataType_t dt = data_type(t);
   LtPlan p;
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const int32_t ta32 = ta, tb32 = tb;
-  const uint32_t epi = epilogue;
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta32, sizeof(ta32)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb32, sizeof(tb32)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-  // The heuristics read the bias pointer's alignment (the call sets the pointer of the day).
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, dt, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, dt, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, dt, m, n, ldd));
-  cublasLtMatmulPreference_t pref = nullptr;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  struct Drop {
-    cublasLtMatmulPreference_t p;
-    ~Drop() { cublasLtMatmulPreferenceDestroy(p); }
-  } drop{pref};
-  const uint64_t ws = workspace_bytes;
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-  const uint32_t align_a = uint32_t(alignment(A)), align_b = uint32_t(alignment(B)), align_d = uint32_t(alignment(D));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a,
-                                                    sizeof(align_a)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b,
-                                                    sizeof(align_b)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d,
-                                                    sizeof(align_d)));
-  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d,
-                                                    sizeof(align_d)));
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
-  if (st != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(st);
-  p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
-  p.algo = result.algo;
+  try {
+    CUBLAS_CHECK(
+        cublasLtMatmulDescCreate(&p.desc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const int32_t ta32 = ta, tb32 = tb;
+    const uint32_t epi = epilogue;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta32, sizeof(ta32)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb32, sizeof(tb32)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    // The heuristics read the bias pointer's alignment (the call sets the pointer of the day).
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, dt, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, dt, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, dt, m, n, ldd));
+    cublasLtMatmulPreference_t pref = nullptr;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    struct Drop {
+      cublasLtMatmulPreference_t p;
+      ~Drop() { cublasLtMatmulPreferenceDestroy(p); }
+    } drop{pref};
+    const uint64_t ws = workspace_bytes;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    const uint32_t align[3] = {uint32_t(alignment(A)), uint32_t(alignment(B)), uint32_t(alignment(D))};
+    for (auto [attr, v] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align[0]},
+                           std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align[1]},
+                           std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align[2]},
+                           std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align[2]}})
+      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &v, sizeof(v)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
+    if (st != CUBLAS_STATUS_SUCCESS && !refused(st))
+      VOLT_FAIL("cuBLAS error: cublasLtMatmulAlgoGetHeuristic failed: ", detail::cublas_status_string(st));
+    p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    p.algo = result.algo;
+  } catch (...) {
+    p.destroy();
+    throw;
+  }
+  if (!p.ok) p.destroy();
   return p;
 }
 
 // D = op(A) op(B) in storage type t (column-major, as gemm) with cuBLASLt's `epilogue` (BIAS: bias added to
-// each column; BGRADB: bias = the sums of op(B) over k). False, with nothing enqueued, where cuBLASLt has
-// no algorithm for it.
+// each column; BGRADB: bias = the sums of op(B) over k). False, with nothing enqueued, where cuBLASLt
+// refuses it (no algorithm, or the call itself; the shape's plan is then dropped for good).
 bool lt_gemm(void* stream, FType t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void* A,
              int lda, const void* B, int ldb, void* D, int ldd, cublasLtEpilogue_t epilogue, const void* bias) {
   static std::mutex mu;
@@ -153,7 +172,7 @@ bool lt_gemm(void* stream, FType t, cublasOperation_t ta, cublasOperation_t tb, 
   CUDA_CHECK(cudaGetDevice(&device));
   const bool tf32 = t == FType::F32 && float32_tf32_allowed().load(std::memory_order_relaxed);
   const LtKey key{device, int(t), tf32, int(ta), int(tb), m, n, k, lda, ldb, ldd, int(epilogue),
-                  alignment(A), alignment(B), alignment(D), alignment(bias)};
+                  alignment(A), alignment(B), alignment(D), alignment(bias, 256)};
   const cublasLtHandle_t h = cublaslt_handle(device);
   const BlasWorkspace ws = blas_workspace(device);
   std::lock_guard<std::mutex> lock(mu);  // the descriptor's bias pointer is set per call
@@ -161,12 +180,17 @@ bool lt_gemm(void* stream, FType t, cublasOperation_t ta, cublasOperation_t tb, 
   if (it == plans.end())
     it = plans.emplace(key, make_lt_plan(h, ws.bytes, t, tf32, ta, tb, m, n, k, lda, ldb, ldd, epilogue, A, B, D, bias))
              .first;
-  const LtPlan& p = it->second;
+  LtPlan& p = it->second;
   if (!p.ok) return false;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   const float one = 1.f, zero = 0.f;
-  CUBLAS_CHECK(cublasLtMatmul(h, p.desc, &one, A, p.a, B, p.b, &zero, D, p.d, D, p.d, &p.algo, ws.ptr, ws.bytes,
-                              as_stream(stream)));
+  const cublasStatus_t st = cublasLtMatmul(h, p.desc, &one, A, p.a, B, p.b, &zero, D, p.d, D, p.d, &p.algo, ws.ptr,
+                                           ws.bytes, as_stream(stream));
+  if (refused(st)) {
+    p.destroy();  // ok = false: this shape takes cublasGemmEx from now on
+    return false;
+  }
+  if (st != CUBLAS_STATUS_SUCCESS) VOLT_FAIL("cuBLAS error: cublasLtMatmul failed: ", detail::cublas_status_string(st));
   return true;
 }
 

@@ -8,6 +8,10 @@
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
 #include "cudnn.h"
+#include "engine/cuda_graph.h"
+#include "engine/gpu.h"
+#include "engine/ops.h"
+#include "tests/gpu_check.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -270,6 +274,44 @@ TEST_CASE("emulated cuBLASLt: the BIAS and BGRADB epilogues against direct sums,
   cublasLtMatrixLayoutDestroy(l16);
   cublasLtMatmulDescDestroy(desc);
   cublasLtDestroy(h);
+}
+
+// linear.cu's way back: where cuBLASLt's heuristics find no algorithm (1), or its call refuses after they
+// found one (2), the linear layer takes cublasGemmEx and its own bias kernels: the CPU's values again, and
+// captured, the two nodes that the epilogues save are back. A fresh shape per mode (plans are per shape).
+TEST_CASE("emulated cuBLASLt refusing: the linear layer falls back to cublasGemmEx and its bias kernels") {
+  using namespace volt;
+  struct Restore {
+    ~Restore() { volt_emu_cublaslt_refuse(0); }
+  } restore;
+  REQUIRE(cuda_linear_fused_bias());
+  const Device gpu = test::kGpu;
+  size_t nodes[3] = {0, 0, 0};
+  for (int mode : {0, 1, 2}) {
+    INFO("refusal mode " << mode);
+    volt_emu_cublaslt_refuse(mode);
+    const int64_t M = 5 + mode;
+    const Tensor x = test::rand_tensor({M, 7}, 61), w = test::rand_tensor({3, 7}, 62), b = test::rand_tensor({3}, 63);
+    const Tensor proj = test::rand_tensor({M, 3}, 64);
+    Tensor xc = x.clone(), wc = w.clone(), bc = b.clone(), xg = x.to(gpu), wg = w.to(gpu), bg = b.to(gpu);
+    for (Tensor* t : {&xc, &wc, &bc, &xg, &wg, &bg}) t->requires_grad_(true);
+    const Tensor pg = proj.to(gpu);
+    auto step = [&] {
+      for (Tensor* t : {&xg, &wg, &bg}) t->set_grad(Tensor());
+      sum(mul(linear(xg, wg, bg), pg)).backward();
+    };
+    step();
+    sum(mul(linear(xc, wc, bc), proj)).backward();
+    test::check_near(xg.grad(), xc.grad(), 1e-5, 1e-5, "dx");
+    test::check_near(wg.grad(), wc.grad(), 1e-5, 1e-5, "dw");
+    test::check_near(bg.grad(), bc.grad(), 1e-5, 1e-5, "db");
+    test::check_near(linear(xg, wg, bg), linear(xc, wc, bc), 1e-5, 1e-5, "forward");
+    CudaGraph graph(gpu);
+    graph.capture(step);
+    nodes[mode] = graph.nodes();
+  }
+  CHECK(nodes[1] == nodes[0] + 2);  // a bias kernel forward, a column sum backward
+  CHECK(nodes[2] == nodes[1]);
 }
 
 TEST_CASE("emulated cuDNN: the three passes are each other's adjoints, and a short workspace is refused") {

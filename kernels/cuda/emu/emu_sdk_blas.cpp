@@ -3,6 +3,7 @@
 // once to the output type: a tighter result than the GPU's float32 sums, which is what the GPU tests'
 // tolerances are measured against anyway (the CPU reference).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -179,6 +180,7 @@ namespace {
 
 // The algorithm the emulated heuristics hand out (checked by cublasLtMatmul).
 constexpr uint64_t kLtAlgo = 0x766f6c74u;  // "volt"
+std::atomic<int> g_refuse{0};  // volt_emu_cublaslt_refuse
 
 template <class T>
 cublasStatus_t set_value(T& field, const void* buf, size_t bytes) {
@@ -214,6 +216,8 @@ Gemm lt_product(const volt_emu_lt_desc& d, const volt_emu_lt_layout& a, const vo
 }
 
 }  // namespace
+
+void volt_emu_cublaslt_refuse(int mode) { g_refuse.store(mode); }
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
   if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
@@ -291,7 +295,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   if (!desc || !a || !b || !c || !d || !pref || requested < 1 || !results || !returned)
     return CUBLAS_STATUS_INVALID_VALUE;
   *returned = 0;
-  if (lt_product(*desc, *a, *b, *c, *d, nullptr, nullptr, nullptr, nullptr).e == Elem::Bad)
+  if (g_refuse.load() == 1 || lt_product(*desc, *a, *b, *c, *d, nullptr, nullptr, nullptr, nullptr).e == Elem::Bad)
     return CUBLAS_STATUS_NOT_SUPPORTED;
   results[0] = cublasLtMatmulHeuristicResult_t{};
   results[0].algo.data[0] = kLtAlgo;
@@ -310,6 +314,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (!desc || !a || !b || !c || !d || !alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
   if (algo && algo->data[0] != kLtAlgo) return CUBLAS_STATUS_INVALID_VALUE;  // not one the heuristics gave
+  if (g_refuse.load() != 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (workspace_bytes && !volt_emu::is_device_range(workspace, workspace_bytes)) return CUBLAS_STATUS_INVALID_VALUE;
   const Gemm g = lt_product(*desc, *a, *b, *c, *d, A, B, C, D);
   if (g.e == Elem::Bad) return CUBLAS_STATUS_NOT_SUPPORTED;

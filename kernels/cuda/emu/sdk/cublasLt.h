@@ -86,3 +86,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               const void* C, cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d,
                               const cublasLtMatmulAlgo_t* algo, void* workspace, size_t workspace_bytes,
                               cudaStream_t stream);
+
+// Emulator only, not cuBLASLt's API: from now on the heuristics find no algorithm (1), or cublasLtMatmul
+// refuses with CUBLAS_STATUS_NOT_SUPPORTED after they found one (2), as the real library may ("success
+// doesn't fully guarantee algo will run"); 0 computes again. For tests of the callers' way back.
+void volt_emu_cublaslt_refuse(int mode);
