@@ -1,7 +1,9 @@
 // The backward pass: reverse topological walk over recorded nodes (see autograd.h).
 #include "engine/autograd.h"
 
+#include <memory>
 #include <unordered_map>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -27,6 +29,50 @@ struct LeafEdges {
     auto it = left.find(e.leaf.get());
     if (it != left.end() && --it->second == 0) listener->grad_ready(Tensor(e.leaf));
   }
+};
+
+// The gradients of casts into float32 leaves on a GPU, converted together: such a cast's node hands its
+// leaf a new float32 tensor at once and queues the conversion; flush() converts every queued one in one
+// launch (cast_into). The pass flushes before anything reads a queued tensor: before a gradient is added
+// to a leaf, and at its end. Each queued destination is held weakly, so that the leaf's .grad is its only
+// owner and takes it without a copy (accumulate_leaf).
+class DeferredCasts {
+ public:
+  ~DeferredCasts() {
+    if (src_.empty()) return;
+    try {  // a pass that threw: the gradients are not trusted anyway, but no queued one stays unwritten
+      flush();
+    } catch (...) {
+    }
+  }
+  // n's gradient for its input, queued, when n is a cast from a float32 leaf on a GPU (and no listener
+  // reads gradients mid-pass); undefined otherwise.
+  Tensor defer(const Node& n, const Tensor& g) {
+    if (!n.is_cast() || g_grad_ready || n.next().size() != 1 || !g.defined()) return {};
+    const Edge& e = n.next()[0];
+    if (!e.leaf || e.dtype != DType::F32 || !g.device().is_cuda() || g.dtype() == DType::F32 || g.shape() != e.shape)
+      return {};
+    Tensor dst = Tensor::empty(e.shape, DType::F32, g.device());
+    src_.push_back(g);
+    dst_.push_back(dst.impl_ptr());
+    return dst;
+  }
+  void flush() {
+    if (src_.empty()) return;
+    std::vector<Tensor> src, dst;
+    for (size_t i = 0; i < src_.size(); ++i)
+      if (auto d = dst_[i].lock()) {  // (a destination whose leaf is gone: nothing can read it)
+        src.push_back(src_[i]);
+        dst.push_back(Tensor(std::move(d)));
+      }
+    src_.clear();
+    dst_.clear();
+    cast_into(src, dst);
+  }
+
+ private:
+  std::vector<Tensor> src_;
+  std::vector<std::weak_ptr<TensorImpl>> dst_;
 };
 }  // namespace
 
@@ -68,8 +114,8 @@ bool would_record(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
-  if (!would_record(inputs)) return;
+namespace {
+void record_node(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn, bool is_cast) {
   std::vector<bool> needs(inputs.size(), false);
   for (size_t i = 0; i < inputs.size(); ++i) needs[i] = inputs[i].defined() && inputs[i].requires_grad();
   std::vector<Edge> next(inputs.size());
@@ -80,17 +126,32 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
     if (inputs[i].grad_fn()) next[i].node = inputs[i].grad_fn();
     else next[i].leaf = inputs[i].impl_ptr();
   }
-  out.impl()->grad_fn = std::make_shared<Node>(name, std::move(next), std::move(needs), std::move(fn), g_tag);
+  out.impl()->grad_fn = std::make_shared<Node>(name, std::move(next), std::move(needs), std::move(fn), g_tag, is_cast);
+}
+}  // namespace
+
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  if (would_record(inputs)) record_node(name, out, inputs, std::move(fn), false);
+}
+
+void record_cast(Tensor& out, const Tensor& in) {
+  if (!would_record({in})) return;
+  const DType from = in.dtype();
+  record_node("cast", out, {in}, [from](const Tensor& g, const std::vector<bool>&) {
+    return std::vector<Tensor>{g.detach().to(from)};
+  }, true);
 }
 
 // The first gradient to reach a leaf becomes its .grad: g itself when nothing else can see it (its only
 // handle, over memory of its own), which saves a copy per parameter per step (a graph node each on a
 // GPU); otherwise a copy, as g may alias another gradient or a tensor of the caller's.
-static void accumulate_leaf(TensorImpl* leaf, Tensor g) {
+// `casts` (may be null): the pass's queued conversions, which the sum may read.
+static void accumulate_leaf(TensorImpl* leaf, Tensor g, DeferredCasts* casts) {
   if (!leaf->grad) {
     const bool sole = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1;
     leaf->grad = sole ? g.impl_ptr() : g.clone().impl_ptr();
   } else {
+    if (casts) casts->flush();
     Tensor acc(leaf->grad);
     add_(acc, g);
   }
@@ -112,7 +173,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
              root.device().str());
   NoGradGuard no_grad;
   if (root.is_leaf()) {
-    accumulate_leaf(root.impl(), g0);
+    accumulate_leaf(root.impl(), g0, nullptr);
     if (g_grad_ready) g_grad_ready->grad_ready(root);
     return;
   }
@@ -154,12 +215,14 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   std::unordered_map<Node*, Tensor> pending;
   pending[keep.get()] = g0;
   std::vector<Node*> ready{keep.get()};
+  DeferredCasts casts;
   while (!ready.empty()) {
     Node* n = ready.back();
     ready.pop_back();
     Tensor g = pending[n];
     pending.erase(n);
-    std::vector<Tensor> grads = n->apply(g);
+    Tensor queued = casts.defer(*n, g);
+    std::vector<Tensor> grads = queued.defined() ? std::vector<Tensor>{std::move(queued)} : n->apply(g);
     VOLT_CHECK(grads.size() == n->next().size(), "backward: '", n->name(), "' returned ", grads.size(),
                " gradients for ", n->next().size(), " inputs");
     std::vector<Edge> edges = n->next();  // copy: release() clears them
@@ -175,7 +238,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
         VOLT_CHECK(gi.shape() == e.shape, "backward: '", name, "' produced a gradient of shape ",
                    shape_str(gi.shape()), " for input ", i, " of shape ", shape_str(e.shape));
         if (e.leaf) {
-          accumulate_leaf(e.leaf.get(), std::move(gi));
+          accumulate_leaf(e.leaf.get(), std::move(gi), &casts);
         } else {
           auto it = pending.find(e.node.get());
           if (it == pending.end()) pending[e.node.get()] = std::move(gi);
@@ -205,6 +268,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
       }
     }
   }
+  casts.flush();  // the last queued conversions (an error here reaches the caller)
 }
 
 }  // namespace autograd

@@ -24,9 +24,13 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out, con
 
 class Node {
  public:
-  Node(std::string name, std::vector<Edge> next, std::vector<bool> needs, BackwardFn fn, const void* tag = nullptr)
-      : name_(std::move(name)), next_(std::move(next)), needs_(std::move(needs)), fn_(std::move(fn)), tag_(tag) {}
+  Node(std::string name, std::vector<Edge> next, std::vector<bool> needs, BackwardFn fn, const void* tag = nullptr,
+       bool is_cast = false)
+      : name_(std::move(name)), next_(std::move(next)), needs_(std::move(needs)), fn_(std::move(fn)), tag_(tag),
+        is_cast_(is_cast) {}
   const std::string& name() const { return name_; }
+  // A node recorded by record_cast: its backward only converts the gradient to its input's type.
+  bool is_cast() const { return is_cast_; }
   // What was running when the node was recorded (autograd::current_tag(): the profiler sets it to
   // the layer whose forward made the node); nullptr when nothing was set.
   const void* tag() const { return tag_; }
@@ -42,6 +46,7 @@ class Node {
   std::vector<bool> needs_;
   BackwardFn fn_;
   const void* tag_ = nullptr;
+  bool is_cast_ = false;
   bool released_ = false;
 };
 
@@ -53,10 +58,19 @@ void set_grad_enabled(bool enabled);
 // Connects `out` to `inputs` through `fn` (a no-op when grad mode is off or no input needs a gradient).
 // Undefined inputs (an absent bias) are allowed. `fn` must not capture `out` itself (use out.detach()).
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
+// record() for a change of floating type: out is `in` converted to out's type. Its backward converts
+// the gradient back; on a GPU, backward() converts the float16/bfloat16 gradients of float32 leaves
+// (mixed precision's master weights) in one launch for the whole pass instead of one each (see
+// backward()).
+void record_cast(Tensor& out, const Tensor& in);
 // Whether record() keeps a node for these inputs (grad mode on and one of them requires grad): an op
 // can then skip saving what only its backward reads.
 bool would_record(const std::vector<Tensor>& inputs);
 
+// Accumulates d(root)/d(leaf) into every leaf's .grad that root depends on. The gradients of casts into
+// float32 leaves on a GPU (record_cast's nodes) are converted together, in one launch, before anything
+// reads them: before another gradient is added to such a leaf, and when the pass ends; not while a
+// gradient-ready listener is installed (it reads each leaf's gradient the moment it is final).
 void backward(const Tensor& root, const Tensor& grad_root);
 
 // Profiling hooks (thread-local, off by default). Nodes recorded while a tag is set carry it;

@@ -21,6 +21,10 @@ Tensor cast(const Tensor& x, DType dtype);
 // cast() of each tensor (undefined ones stay undefined), the same values and gradients; float32
 // tensors on one GPU are cast in one launch into one buffer (mixed precision's weights, every step).
 std::vector<Tensor> cast_many(const std::vector<Tensor>& xs, DType dtype);
+// dst[i] = src[i] converted to dst[i]'s type (same shapes), not recorded by autograd: the pairs on one GPU
+// with the first such pair's two types in one launch (backward()'s gradients into float32 leaves), the
+// rest one by one.
+void cast_into(const std::vector<Tensor>& src, const std::vector<Tensor>& dst);
 
 // x [N, C, H, W], weight [K, C, R, S], bias [K] or undefined -> [N, K, P, Q].
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair stride = {1, 1}, Pair padding = {0, 0});

@@ -12,6 +12,7 @@
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/gpu.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -301,6 +302,94 @@ TEST_CASE("gpu Autocast: a model call casts every layer's weights at once, bit f
       for (const Tensor& w : seen.weights) CHECK(w.dtype() == dt);
       CHECK(seen.weights[0].same_storage(seen.weights[4]) == whole_call);
     }
+  }
+}
+
+// backward() converts the 16-bit gradients of casts into float32 leaves together, one launch for the
+// pass, unless a gradient-ready listener (DDP's) reads each gradient as it becomes final: both ways give
+// the same bits, for the seed CNN under Autocast and for a weight cast twice (its second gradient is
+// added to the first, which must be converted by then); captured, the batched pass has one launch in
+// place of one per parameter.
+TEST_CASE("gpu backward: the gradients of casts into float32 leaves are converted in one launch") {
+  require_gpu();
+  struct Quiet : autograd::GradReadyListener {
+    void grad_ready(const Tensor&) override {}
+  } quiet;
+  auto listening = [&](bool on) { autograd::set_grad_ready_listener(on ? &quiet : nullptr); };
+  struct Restore {
+    ~Restore() { autograd::set_grad_ready_listener(nullptr); }
+  } restore;
+  for (DType dt : {DType::F16, DType::BF16}) {
+    INFO(std::string(dtype_name(dt)));
+    manual_seed(6);
+    SeedCNN m;
+    m.to(kGpu);
+    m.eval();  // no dropout: every pass runs the same graph
+    const Tensor x = vt::rand_tensor({6, 3, 32, 32}, 51).to(kGpu);
+    const Tensor y = Tensor::from_labels({5, 4, 3, 2, 1, 0}, kGpu);
+    auto step = [&] {
+      for (Tensor& p : m.parameters()) p.set_grad(Tensor());
+      Tensor logits;
+      {
+        Autocast ac(dt);
+        logits = m(x);
+      }
+      cross_entropy(logits, y).backward();
+    };
+    auto grads = [&] {
+      std::vector<std::vector<float>> out;
+      for (const Tensor& p : m.parameters()) {
+        REQUIRE(p.grad().defined());
+        CHECK(p.grad().dtype() == DType::F32);
+        out.push_back(p.grad().to_vector());
+      }
+      return out;
+    };
+    listening(false);
+    step();
+    const auto batched = grads();
+    listening(true);
+    step();
+    CHECK(grads() == batched);
+    size_t nodes[2] = {0, 0};
+    for (bool on : {false, true}) {
+      listening(on);
+      CudaGraph graph(kGpu);
+      graph.capture(step);
+      nodes[on] = graph.nodes();
+      graph.replay();
+      CHECK(grads() == batched);
+    }
+    listening(false);
+    // Autocast casts the weights and biases of the two Conv2d and three Linear layers (batch norm's stay
+    // float32): ten conversions back, in one launch.
+    INFO("graph nodes: " << nodes[0] << " batched, " << nodes[1] << " one conversion per cast parameter");
+    CHECK(nodes[0] + 9 == nodes[1]);
+
+    // One float32 weight cast twice: the second gradient is added to the first.
+    Tensor w = vt::rand_tensor({4, 5}, 52).to(kGpu);
+    w.requires_grad_(true);
+    const Tensor a = cast(vt::rand_tensor({3, 5}, 53), dt).to(kGpu), b = cast(vt::rand_tensor({3, 5}, 54), dt).to(kGpu);
+    std::vector<float> twice[2];
+    for (bool on : {false, true}) {
+      listening(on);
+      w.set_grad(Tensor());
+      sum(add(linear(a, cast(w, dt), Tensor()), linear(b, cast(w, dt), Tensor()))).backward();
+      twice[on] = w.grad().to_vector();
+    }
+    listening(false);
+    CHECK(twice[0] == twice[1]);
+    // against the CPU: the column sums of a and b for every row of w, rounded once to 16 bits each
+    const std::vector<float> av = cast(a, DType::F32).to_vector(), bv = cast(b, DType::F32).to_vector();
+    for (int64_t r = 0; r < 4; ++r)
+      for (int64_t c = 0; c < 5; ++c) {
+        float sa = 0.f, sb = 0.f;
+        for (int64_t i = 0; i < 3; ++i) {
+          sa += av[size_t(i * 5 + c)];
+          sb += bv[size_t(i * 5 + c)];
+        }
+        CHECK(twice[0][size_t(r * 5 + c)] == doctest::Approx(double(sa) + double(sb)).epsilon(2e-2));
+      }
   }
 }
 

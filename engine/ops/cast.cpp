@@ -8,21 +8,12 @@
 
 namespace volt {
 
-namespace {
-void record_cast(Tensor& y, const Tensor& x) {
-  const DType from = x.dtype();
-  autograd::record("cast", y, {x}, [from](const Tensor& g, const std::vector<bool>&) {
-    return std::vector<Tensor>{g.detach().to(from)};
-  });
-}
-}  // namespace
-
 Tensor cast(const Tensor& x, DType dtype) {
   detail::check_input("cast", "input", x);
   VOLT_CHECK(is_floating(dtype), "cast: target type must be float32, float16 or bfloat16, got ", dtype_name(dtype));
   if (x.dtype() == dtype) return x;
   Tensor y = x.detach().to(dtype);
-  record_cast(y, x);
+  autograd::record_cast(y, x);
   return y;
 }
 
@@ -60,11 +51,37 @@ std::vector<Tensor> cast_many(const std::vector<Tensor>& xs, DType dtype) {
     const Tensor& x = xs[batch[k]];
     Tensor y = flat.narrow(offset[k], x.numel()).reshape(x.shape());
     list.push_back({x.raw_data(), y.raw_data(), x.numel()});
-    record_cast(y, x);
+    autograd::record_cast(y, x);
     out[batch[k]] = y;
   }
   VOLT_CUDA_ONLY(cuda::cast_multi(FType::F32, ftype_of(dtype), list.data(), int64_t(list.size()), detail::stream_of(flat)));
   return out;
+}
+
+void cast_into(const std::vector<Tensor>& src, const std::vector<Tensor>& dst) {
+  VOLT_CHECK(src.size() == dst.size(), "cast_into: ", src.size(), " sources but ", dst.size(), " destinations");
+  std::vector<cuda::CastTensor> list;
+  size_t lead = src.size();  // the first pair the launch takes; the others it takes are like it
+  for (size_t i = 0; i < src.size(); ++i) {
+    const Tensor &x = src[i], &y = dst[i];
+    detail::check_input("cast_into", "source", x);
+    detail::check_input("cast_into", "destination", y);
+    VOLT_CHECK(x.shape() == y.shape() && x.device() == y.device(), "cast_into: pair ", i, ": source ",
+               shape_str(x.shape()), " on ", x.device().str(), ", destination ", shape_str(y.shape()), " on ",
+               y.device().str());
+    const bool like_lead = lead == src.size() || (x.device() == src[lead].device() &&
+                                                  x.dtype() == src[lead].dtype() && y.dtype() == dst[lead].dtype());
+    if (x.device().is_cuda() && x.dtype() != y.dtype() && like_lead) {
+      if (lead == src.size()) lead = i;
+      list.push_back({x.raw_data(), y.raw_data(), x.numel()});
+    } else {
+      Tensor out = y;
+      out.copy_(x);
+    }
+  }
+  if (list.empty()) return;
+  VOLT_CUDA_ONLY(cuda::cast_multi(ftype_of(src[lead].dtype()), ftype_of(dst[lead].dtype()), list.data(),
+                                  int64_t(list.size()), detail::stream_of(dst[lead])));
 }
 
 }  // namespace volt
