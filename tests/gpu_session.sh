@@ -96,9 +96,11 @@ kernels() {
   local b
   for b in 128 2048; do
     echo "== batch $b"
-    # eager mode: one kernel per launch; 3 warm-up steps of fewer than 100 launches are skipped
-    ncu --csv --metrics gpu__time_duration.sum --launch-skip 300 --launch-count 150 \
-      "$dir/bench/bench_train_gpu" --batch-size "$b" --precision 16-mixed --mode eager --warmup 3 --steps 2
+    # eager mode: one kernel per launch. A step is 46 launches on the emulated backend (a library call
+    # may be a few kernels here): 9 steps, of which the first 250 kernels (past the 3 warm-up steps
+    # for up to 83 kernels a step) are skipped, then 150 timed (2 steps or more).
+    ncu --csv --metrics gpu__time_duration.sum --launch-skip 250 --launch-count 150 \
+      "$dir/bench/bench_train_gpu" --batch-size "$b" --precision 16-mixed --mode eager --warmup 3 --steps 6
   done
 }
 

@@ -189,6 +189,19 @@ cublasStatus_t set_value(T& field, const void* buf, size_t bytes) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// cublasLt*Create / *Destroy: a new object behind the handle, and its deletion.
+template <class T, class... Args>
+cublasStatus_t create(T** out, Args... args) {
+  if (!out) return CUBLAS_STATUS_INVALID_VALUE;
+  *out = new T{args...};
+  return CUBLAS_STATUS_SUCCESS;
+}
+template <class T>
+cublasStatus_t destroy(T* object) {
+  delete object;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 bool fits_int(uint64_t v) { return v <= 2147483647u; }
 
 // The product the descriptors describe, with its pointers; its e is Bad where the emulator does not
@@ -219,25 +232,13 @@ Gemm lt_product(const volt_emu_lt_desc& d, const volt_emu_lt_layout& a, const vo
 
 void volt_emu_cublaslt_refuse(int mode) { g_refuse.store(mode); }
 
-cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
-  if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
-  *handle = new volt_emu_lt;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
-  delete handle;
-  return CUBLAS_STATUS_SUCCESS;
-}
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) { return create(handle); }
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) { return destroy(handle); }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute,
                                         cudaDataType_t scale_type) {
-  if (!desc) return CUBLAS_STATUS_INVALID_VALUE;
-  *desc = new volt_emu_lt_desc{compute, scale_type};
-  return CUBLAS_STATUS_SUCCESS;
+  return create(desc, compute, scale_type);
 }
-cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
-  delete desc;
-  return CUBLAS_STATUS_SUCCESS;
-}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) { return destroy(desc); }
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
                                               const void* buf, size_t bytes) {
   if (!desc) return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -252,24 +253,12 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasL
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType_t type, uint64_t rows,
                                           uint64_t cols, int64_t ld) {
-  if (!layout) return CUBLAS_STATUS_INVALID_VALUE;
   if (ld < 1 || uint64_t(ld) < rows) return CUBLAS_STATUS_INVALID_VALUE;
-  *layout = new volt_emu_lt_layout{type, rows, cols, ld};
-  return CUBLAS_STATUS_SUCCESS;
+  return create(layout, type, rows, cols, ld);
 }
-cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
-  delete layout;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
-  if (!pref) return CUBLAS_STATUS_INVALID_VALUE;
-  *pref = new volt_emu_lt_pref;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
-  delete pref;
-  return CUBLAS_STATUS_SUCCESS;
-}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) { return destroy(layout); }
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) { return create(pref); }
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) { return destroy(pref); }
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
                                                     cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
                                                     size_t bytes) {
