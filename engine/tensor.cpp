@@ -154,6 +154,28 @@ static void store_from_float(void* p, DType t, int64_t i, float v) {
 
 static bool is_integer(DType t) { return t == DType::I64 || t == DType::I32 || t == DType::U8; }
 
+// y[i] = f(x[i]) for i < n, in parallel chunks when n is large (each element on its own: the result does
+// not depend on the thread count).
+template <class To, class From, class F>
+static void convert_each(To* y, const From* x, int64_t n, F f) {
+#pragma omp parallel for schedule(static) if (n >= (int64_t(1) << 16))
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+// float32 <-> float16/bfloat16; false for other pairs.
+static bool convert_floating(void* dst, DType dt, const void* src, DType st, int64_t n) {
+  auto* y16 = static_cast<uint16_t*>(dst);
+  auto* y32 = static_cast<float*>(dst);
+  const auto* x16 = static_cast<const uint16_t*>(src);
+  const auto* x32 = static_cast<const float*>(src);
+  if (st == DType::F32 && dt == DType::F16) convert_each(y16, x32, n, [](float v) { return float_to_half(v); });
+  else if (st == DType::F32 && dt == DType::BF16) convert_each(y16, x32, n, [](float v) { return float_to_bf16(v); });
+  else if (st == DType::F16 && dt == DType::F32) convert_each(y32, x16, n, [](uint16_t v) { return half_to_float(v); });
+  else if (st == DType::BF16 && dt == DType::F32) convert_each(y32, x16, n, [](uint16_t v) { return bf16_to_float(v); });
+  else return false;
+  return true;
+}
+
 // Converts n elements between host buffers. Integer -> integer goes through int64 (exact).
 static void convert_host(void* dst, DType dt, const void* src, DType st, int64_t n) {
   if (dt == st) { std::memcpy(dst, src, size_t(n) * dtype_size(dt)); return; }
@@ -168,6 +190,9 @@ static void convert_host(void* dst, DType dt, const void* src, DType st, int64_t
     }
     return;
   }
+  // The floating pairs (mixed precision's casts on the CPU, every step): typed loops over inline
+  // conversions, shared out over the threads when large.
+  if (convert_floating(dst, dt, src, st, n)) return;
   for (int64_t i = 0; i < n; ++i) store_from_float(dst, dt, i, load_as_float(src, st, i));
 }
 

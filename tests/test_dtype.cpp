@@ -26,7 +26,80 @@ uint32_t float_bits(float f) {
   return u;
 }
 
+// The case-by-case definitions of the float16 conversions, which engine/dtype.h computes without
+// branches (so that arrays of them vectorise): the reference they are checked against below.
+uint16_t float_to_half_by_cases(float f) {
+  const uint32_t x = float_bits(f);
+  const uint32_t sign = (x >> 16) & 0x8000u, exp = (x >> 23) & 0xffu;
+  uint32_t mant = x & 0x7fffffu;
+  if (exp == 0xff) return uint16_t(sign | 0x7c00u | (mant ? 0x200u | (mant >> 13) : 0u));  // Inf, quiet NaN
+  const int32_t e = int32_t(exp) - 127 + 15;
+  if (e >= 0x1f) return uint16_t(sign | 0x7c00u);  // overflow
+  if (e <= 0) {                                    // a subnormal half, or zero
+    if (e < -10) return uint16_t(sign);
+    mant |= 0x800000u;
+    const uint32_t shift = uint32_t(14 - e), halfway = 1u << (shift - 1);
+    uint32_t half_mant = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1u);
+    if (rem > halfway || (rem == halfway && (half_mant & 1u))) ++half_mant;
+    return uint16_t(sign | half_mant);
+  }
+  uint32_t h = sign | (uint32_t(e) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is right
+  return uint16_t(h);
+}
+
+float half_to_float_by_cases(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    if (mant == 0) return bits_to_float(sign);
+    int e = -1;  // a subnormal: normalise
+    do {
+      mant <<= 1;
+      ++e;
+    } while (!(mant & 0x400u));
+    return bits_to_float(sign | (uint32_t(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13));
+  }
+  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (mant << 13));
+  return bits_to_float(sign | ((exp - 15 + 127) << 23) | (mant << 13));
+}
+
 }  // namespace
+
+// Every half; and for floats, every sign and exponent with mantissas swept at a stride and with the 13
+// bits that rounding drops at and around each boundary (0, the tie 0x1000, either side), under random
+// upper bits.
+TEST_CASE("float16 conversions: the branch-free forms give the case-by-case bits") {
+  for (uint32_t h = 0; h <= 0xffffu; ++h) {
+    INFO("half bits " << h);
+    REQUIRE(float_bits(half_to_float(uint16_t(h))) == float_bits(half_to_float_by_cases(uint16_t(h))));
+  }
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return uint32_t(state >> 33);
+  };
+  int64_t checked = 0;
+  auto check = [&](uint32_t bits) {
+    const float f = bits_to_float(bits);
+    if (float_to_half(f) != float_to_half_by_cases(f)) {
+      INFO("float bits " << bits);
+      REQUIRE(float_to_half(f) == float_to_half_by_cases(f));
+    }
+    ++checked;
+  };
+  const uint32_t low[] = {0u, 1u, 0xfffu, 0x1000u, 0x1001u, 0x1fffu};
+  for (uint32_t sign = 0; sign < 2; ++sign)
+    for (uint32_t exp = 0; exp < 256; ++exp) {
+      const uint32_t top = (sign << 31) | (exp << 23);
+      for (uint32_t m = 0; m < (1u << 23); m += 97) check(top | m);
+      for (uint32_t r = 0; r < 256; ++r)
+        for (uint32_t l : low) check(top | ((next() << 13) & 0x7fe000u) | l | (r & 1u ? 0u : 0x2000u));
+    }
+  CHECK(checked > 44000000);
+}
 
 // ---------------------------------------------------------------------------------------------
 TEST_CASE("float16 conversions match IEEE binary16 bit patterns") {
