@@ -8,11 +8,12 @@
 #           mkdir -p .carry && cp -r ../shared/fixtures .carry/     # PyTorch's golden values (git-ignored)
 #   there:  bash tests/gpu_session.sh [build-gpu] [steps...]        # BUDGET_S=540 by default
 # Steps (in this order, the most wanted first; name some to run only those): info checks bench
-# ops train-16 allreduce loader kernels train-32 tf32. checks runs gpu-tests (CTest's `gpu` label) and memcheck
+# ops train-16 allreduce loader kernels train-32 tf32 linear-lt. checks runs gpu-tests (CTest's `gpu` label) and memcheck
 # (test_cuda under compute-sanitizer) side by side, as neither is timed; each can be named alone.
 # bench is bench/run_gpu_bench.sh (Volt and PyTorch side by side); ops is bench_ops_cuda at batch 128
 # and 2048 (per-op times; fused against unfused; the first layer through cuDNN and through Volt's own
-# kernel); tf32 is bench_train_gpu in precision 32 with TF32 allowed; train-16 and train-32 time
+# kernel); tf32 is bench_train_gpu in precision 32 with TF32 allowed; linear-lt the step with and
+# without cuBLASLt's bias epilogues; train-16 and train-32 time
 # `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; kernels is the per-kernel time of one
 # 16-mixed training step (ncu). Under gVisor, where compute-sanitizer and ncu cannot use the GPU,
 # memcheck and kernels say so instead of running.
@@ -27,7 +28,7 @@ mkdir -p "$out" "$work"
 budget=${BUDGET_S:-540}
 start=$SECONDS
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info checks bench ops train-16 allreduce loader kernels train-32 tf32)
+[ ${#steps[@]} -eq 0 ] && steps=(info checks bench ops train-16 allreduce loader kernels train-32 tf32 linear-lt)
 gvisor=0
 case $(uname -r) in 4.4.0*) gvisor=1 ;; esac  # gVisor's kernel version
 
@@ -110,8 +111,18 @@ ops() {
   for b in 128 2048; do "$dir/bench/bench_ops_cuda" --batch "$b" --iters 20 || return; done
 }
 
+# The whole step at batch 128 with the linear layers' bias in cuBLASLt's epilogues (the default) and
+# without (VOLT_LINEAR_LT=0: cublasGemmEx and separate bias kernels), graph_nodes= included.
+linear_lt() {
+  local lt
+  for lt in 1 0; do
+    echo "== VOLT_LINEAR_LT=$lt"
+    VOLT_LINEAR_LT=$lt "$dir/bench/bench_train_gpu" --batch-size 128 --precision 32,16-mixed --mode graph || return
+  done
+}
+
 export dir work
-export -f timed_train kernels ops
+export -f timed_train kernels ops linear_lt
 for s in "${steps[@]}"; do
   case $s in
     info) run info 20 bash -c "nvidia-smi; nvcc --version; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" ;;
@@ -126,13 +137,14 @@ for s in "${steps[@]}"; do
              --time-limit 170 --budget 100 ;;
     ops) run ops 40 ops ;;
     tf32) run tf32 40 "$dir/bench/bench_train_gpu" --precision 32 --float32-matmul-precision high --mode graph ;;
+    linear-lt) run linear-lt 40 linear_lt ;;
     train-16) run train-16 45 timed_train --precision 16-mixed ;;
     train-32) run train-32 45 timed_train --precision 32 ;;
     allreduce) run allreduce 25 "$dir/bench/bench_allreduce" --no-host ;;
     loader) run loader 25 "$dir/bench/bench_loader" ;;
     kernels) needs_tools kernels && run kernels 45 kernels ;;
     *) echo "unknown step '$s' (info checks gpu-tests memcheck bench ops train-16 allreduce loader kernels" \
-         "train-32 tf32)" >&2
+         "train-32 tf32 linear-lt)" >&2
        exit 2 ;;
   esac
 done
