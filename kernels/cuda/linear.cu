@@ -96,6 +96,8 @@ int alignment(const void* p, int cap = 16) {
 // process, like the handles.
 struct LtPlan {
   bool ok = false;
+  cublasLtHandle_t handle = nullptr;  // the device's, and its workspace
+  BlasWorkspace workspace{nullptr, 0};
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
@@ -173,19 +175,22 @@ bool lt_gemm(void* stream, FType t, cublasOperation_t ta, cublasOperation_t tb, 
   const bool tf32 = t == FType::F32 && float32_tf32_allowed().load(std::memory_order_relaxed);
   const LtKey key{device, int(t), tf32, int(ta), int(tb), m, n, k, lda, ldb, ldd, int(epilogue),
                   alignment(A), alignment(B), alignment(D), alignment(bias, 256)};
-  const cublasLtHandle_t h = cublaslt_handle(device);
-  const BlasWorkspace ws = blas_workspace(device);
   std::lock_guard<std::mutex> lock(mu);  // the descriptor's bias pointer is set per call
   auto it = plans.find(key);
-  if (it == plans.end())
-    it = plans.emplace(key, make_lt_plan(h, ws.bytes, t, tf32, ta, tb, m, n, k, lda, ldb, ldd, epilogue, A, B, D, bias))
-             .first;
+  if (it == plans.end()) {  // the first call for this key: the device's handle and workspace, and a plan
+    const cublasLtHandle_t h = cublaslt_handle(device);
+    const BlasWorkspace ws = blas_workspace(device);
+    LtPlan plan = make_lt_plan(h, ws.bytes, t, tf32, ta, tb, m, n, k, lda, ldb, ldd, epilogue, A, B, D, bias);
+    plan.handle = h;
+    plan.workspace = ws;
+    it = plans.emplace(key, plan).first;
+  }
   LtPlan& p = it->second;
   if (!p.ok) return false;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   const float one = 1.f, zero = 0.f;
-  const cublasStatus_t st = cublasLtMatmul(h, p.desc, &one, A, p.a, B, p.b, &zero, D, p.d, D, p.d, &p.algo, ws.ptr,
-                                           ws.bytes, as_stream(stream));
+  const cublasStatus_t st = cublasLtMatmul(p.handle, p.desc, &one, A, p.a, B, p.b, &zero, D, p.d, D, p.d, &p.algo,
+                                           p.workspace.ptr, p.workspace.bytes, as_stream(stream));
   if (refused(st)) {
     p.destroy();  // ok = false: this shape takes cublasGemmEx from now on
     return false;
