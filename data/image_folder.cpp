@@ -4,6 +4,11 @@
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+// Only the formats an image folder may hold: stb_image picks a decoder by the bytes, not the name, so
+// a file named .png holding a GIF, PSD, HDR, PIC, PNM or TGA would otherwise reach those decoders.
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -31,6 +36,10 @@ bool is_image_name(const std::string& name) {
   for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
   return ext == "png" || ext == "jpg" || ext == "jpeg" || ext == "bmp";
 }
+
+// The largest image accepted, in pixels (16384 x 16384): a corrupt header must not make get() or a
+// loader allocate gigabytes for one image.
+constexpr int64_t kMaxPixels = int64_t(1) << 28;
 
 std::string failure_reason() {
   const char* r = stbi_failure_reason();
@@ -76,6 +85,9 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, int64_t channels
       int w = 0, h = 0, comp = 0;
       VOLT_CHECK(stbi_info(path.c_str(), &w, &h, &comp), "ImageFolder: cannot read image ", path, ": ",
                  failure_reason());
+      // stb_image's header readers pass some sizes through unchecked (a BMP's width of 0x80000000).
+      VOLT_CHECK(w >= 1 && h >= 1 && int64_t(w) * h <= kMaxPixels, "ImageFolder: ", path, ": its header gives a size of ",
+                 w, "x", h, " (width x height); corrupt, or larger than the ", kMaxPixels, " pixels accepted");
       if (first.empty()) {
         first = path;
         width_ = w;

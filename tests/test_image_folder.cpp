@@ -132,6 +132,21 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "cannot decode"));
   }
+  SUBCASE("a header with an impossible size (found by tests/fuzz)") {
+    // A BMP header whose width reads as int 0x80000000 and height 0: stbi_info passes both through.
+    Bytes b = {'B', 'M', 0x76, 0, 0, 0, 0, 0, 0, 0, 0x36, 0, 0, 0, 0x28, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 1, 0, 0x18, 0};
+    b.resize(118, 0);
+    write_file(d / "a/1.bmp", b);
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });
+    CHECK(contains(e, d / "a/1.bmp"));
+    CHECK(contains(e, "header gives a size of"));
+  }
+  SUBCASE("a file named .png holding another format stb_image reads (GIF) is refused") {
+    write_file(d / "a/1.png", {'G', 'I', 'F', '8', '9', 'a', 2, 0, 2, 0, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x3b});
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK(contains(e, "cannot read image"));
+  }
   SUBCASE("mixed image sizes: the first file that differs") {
     write_png(d / "a/1.png", 4, 4, 3, 0);
     write_png(d / "a/2.png", 4, 4, 3, 1);
