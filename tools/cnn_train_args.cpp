@@ -1,10 +1,12 @@
 // cnn_train's flags (see cnn_train_args.h).
 #include "tools/cnn_train_args.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -35,7 +37,7 @@ const char* train_usage() {
          "                              fashion-mnist>, else datasets/<...>; folder: DIR/train, DIR/test)\n"
          "  --download                  fetch the dataset into --data-dir if it is missing\n"
          "  --download-url URL          base URL to download from (default: the official mirror)\n"
-         "  --num-workers N             loader threads (default 3)\n"
+         "  --num-workers N             loader threads, 0..256 (default 3)\n"
          "  --data-on-device MODE       auto | on | off: on a GPU, keep the dataset there as uint8 and augment\n"
          "                              each batch in one kernel (auto: when it fits in a quarter of the free\n"
          "                              memory; off: host workers, pinned copies one batch ahead)\n"
@@ -53,7 +55,7 @@ const char* train_usage() {
          "  --num-nodes N               nodes (default 1); several processes are started by srun or mpirun\n"
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
          "                              --distributed-backend is the tutorial's older name)\n"
-         "  --threads N                 CPU threads (default: all cores)\n"
+         "  --threads N                 CPU threads, 1..1024 (default: all cores)\n"
          "  --cuda-graphs on|off        on a GPU, replay the training step as one CUDA graph (default on)\n"
          "the loop (Lightning's Trainer flags):\n"
          "  --fast-dev-run [N]          run N (default 1) batches of train, val and test; no logs/checkpoints\n"
@@ -87,11 +89,15 @@ double to_double(const std::string& flag, const std::string& v) {
   return d;
 }
 
-int64_t to_int(const std::string& flag, const std::string& v, int64_t min) {
+// An integer in [min, max]; out of range of int64 too ("99999999999999999999") is refused, not clamped.
+int64_t to_int(const std::string& flag, const std::string& v, int64_t min,
+               int64_t max = std::numeric_limits<int64_t>::max()) {
   char* end = nullptr;
+  errno = 0;
   const long long n = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || n < min)
-    throw UsageError("bad value '" + v + "' for " + flag + ": expected an integer >= " + std::to_string(min));
+  if (v.empty() || *end || errno == ERANGE || n < min || n > max)
+    throw UsageError("bad value '" + v + "' for " + flag + ": expected an integer >= " + std::to_string(min) +
+                     (max == std::numeric_limits<int64_t>::max() ? "" : " and <= " + std::to_string(max)));
   return n;
 }
 
@@ -161,7 +167,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--data-dir") a.data_dir = next();
     else if (flag == "--download") a.download = flag_only();
     else if (flag == "--download-url") a.download_url = next();
-    else if (flag == "--num-workers") a.num_workers = int(to_int(flag, next(), 0));
+    else if (flag == "--num-workers") a.num_workers = int(to_int(flag, next(), 0, 256));  // DataLoader's range
     else if (flag == "--data-on-device") a.data_on_device = choice({"auto", "on", "off"});
     else if (flag == "--cuda-graphs") a.cuda_graphs = choice({"on", "off"}) == "on";
     else if (flag == "--augment") a.augment = flag_only();
@@ -177,7 +183,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     } else if (flag == "--gpus") a.gpus = to_int(flag, next(), 0);
     else if (flag == "--num-nodes") a.num_nodes = to_int(flag, next(), 1);
     else if (flag == "--strategy" || flag == "--distributed-backend") a.strategy = choice({"auto", "ddp", "dp"});
-    else if (flag == "--threads") a.threads = int(to_int(flag, next(), 1));
+    else if (flag == "--threads") a.threads = int(to_int(flag, next(), 1, 1024));
     else if (flag == "--fast-dev-run") {
       if (has_eq) a.fast_dev_run = to_int(flag, value, 0);
       else if (i + 1 < argc && is_count(argv[i + 1])) a.fast_dev_run = to_int(flag, argv[++i], 0);

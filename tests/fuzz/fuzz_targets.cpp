@@ -446,7 +446,8 @@ bool run_cli(const uint8_t* data, size_t size) {
   argv.push_back(nullptr);
   try {
     const TrainArgs a = parse_train_args(int(args.size()), argv.data());
-    if (a.threads < 1 || a.num_workers < 0) fail("parse_train_args accepted a thread or worker count below its minimum");
+    if (a.threads < 1 || a.threads > 1024 || a.num_workers < 0 || a.num_workers > 256)
+      fail("parse_train_args accepted a thread or worker count outside its range");
     (void)a.trainer_options();
   } catch (const UsageError&) {
     return false;
