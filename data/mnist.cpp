@@ -4,6 +4,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -42,17 +43,27 @@ std::vector<uint8_t> read_raw(const std::string& what, const std::string& path) 
   return bytes;
 }
 
-std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path) {
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+
+// Inflating stops one byte past what the IDX header promises (header + count x item_bytes, so
+// extra bytes are still seen) and in any case past this: a small .gz must not fill memory.
+constexpr size_t kMaxGzipBytes = size_t(1) << 30;  // MNIST's largest file is 47,040,016 bytes
+
+// The gunzipped file, or its first (promised + 1) bytes when it holds more.
+std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path, size_t header, size_t item_bytes) {
   gzFile f = gzopen(path.c_str(), "rb");
   VOLT_CHECK(f != nullptr, what, ": cannot open ", path, ": ", std::strerror(errno));
   gzbuffer(f, 1 << 18);
   std::vector<uint8_t> bytes;
-  constexpr size_t kChunk = 1 << 20;
+  size_t limit = kMaxGzipBytes + 1;
   std::string error;
   for (;;) {
     const size_t at = bytes.size();
-    bytes.resize(at + kChunk);
-    const int got = gzread(f, bytes.data() + at, unsigned(kChunk));
+    const size_t chunk = std::min<size_t>(size_t(1) << 20, limit - at);
+    bytes.resize(at + chunk);
+    const int got = gzread(f, bytes.data() + at, unsigned(chunk));
     int code = Z_OK;
     const char* msg = gzerror(f, &code);
     if (got < 0 || (code != Z_OK && code != Z_STREAM_END)) {
@@ -64,14 +75,18 @@ std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path)
     }
     bytes.resize(at + size_t(got));
     if (got == 0) break;
+    if (at < header && bytes.size() >= header)
+      limit = std::min<uint64_t>(limit, header + uint64_t(be32(bytes.data() + 4)) * item_bytes + 1);
+    if (bytes.size() > kMaxGzipBytes) {
+      error = detail::format(what, ": ", path, " decompresses to more than ", kMaxGzipBytes,
+                             " bytes; not an MNIST IDX file");
+      break;
+    }
+    if (bytes.size() >= limit) break;  // check_idx reports the bytes past the promise
   }
   gzclose(f);
   VOLT_CHECK(error.empty(), error);
   return bytes;
-}
-
-uint32_t be32(const uint8_t* p) {
-  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
 // Checks an IDX file's magic number and that it holds exactly the `count` items of `item_bytes`
@@ -95,8 +110,9 @@ int64_t check_idx(const std::string& what, const std::string& path, const std::v
   VOLT_CHECK(have >= want, what, ": ", path, " is truncated: its header promises ", count, " ", item, " (", want,
              " bytes", gz, ") but the data ends at byte offset ", have, ", after ", (have - header) / item_bytes,
              " complete ", item);
-  VOLT_CHECK(have == want, what, ": ", path, " has ", have - want, " unexpected bytes after the ", count, " ", item,
-             " its header promises (from byte offset ", want, gz, ")");
+  // (read_gzip stops one byte past the promise: how many more there are is not known)
+  VOLT_CHECK(have == want, what, ": ", path, " has ", *gz ? "" : std::to_string(have - want) + " ",
+             "unexpected bytes after the ", count, " ", item, " its header promises (from byte offset ", want, gz, ")");
   return count;
 }
 
@@ -139,10 +155,12 @@ MNISTDataset::MNISTDataset(const std::string& root, bool train, MNISTVariant var
   VOLT_CHECK(!images_path_.empty(), what, ": ", prefix, "-images-idx3-ubyte (or .gz) missing in ", root, "; ", how);
   VOLT_CHECK(!labels_path_.empty(), what, ": ", prefix, "-labels-idx1-ubyte (or .gz) missing in ", root, "; ", how);
 
-  auto read = [&](const std::string& p) { return ends_with(p, ".gz") ? read_gzip(what, p) : read_raw(what, p); };
-  std::vector<uint8_t> img = read(images_path_);
+  auto read = [&](const std::string& p, size_t header, size_t item_bytes) {
+    return ends_with(p, ".gz") ? read_gzip(what, p, header, item_bytes) : read_raw(what, p);
+  };
+  std::vector<uint8_t> img = read(images_path_, 16, kImageBytes);
   const int64_t n_images = check_idx(what, images_path_, img, kImagesMagic, 16, kImageBytes, "images");
-  const std::vector<uint8_t> lab = read(labels_path_);
+  const std::vector<uint8_t> lab = read(labels_path_, 8, 1);
   const int64_t n_labels = check_idx(what, labels_path_, lab, kLabelsMagic, 8, 1, "labels");
   VOLT_CHECK(n_images == n_labels, what, ": ", images_path_, " holds ", n_images, " images but ", labels_path_,
              " holds ", n_labels, " labels; the two files must come from the same split");

@@ -410,6 +410,19 @@ TEST_CASE("IDX errors name the file and what is wrong") {
     write_file(img + ".gz", gz);
     CHECK(contains(error_of(load), img + ".gz"));
   }
+  SUBCASE("a gzip file is inflated no further than its header promises (a small .gz cannot fill memory)") {
+    fs::remove(lab);
+    gzFile f = gzopen((lab + ".gz").c_str(), "wb9");
+    REQUIRE(f != nullptr);
+    const Bytes labels = idx_labels({1, 2, 3});
+    REQUIRE(gzwrite(f, labels.data(), unsigned(labels.size())) == int(labels.size()));
+    const Bytes zeros(size_t(1) << 20, 0);
+    for (int mb = 0; mb < 64; ++mb) REQUIRE(gzwrite(f, zeros.data(), unsigned(zeros.size())) == int(zeros.size()));
+    gzclose(f);
+    const std::string e = error_of(load);
+    CHECK(contains(e, lab + ".gz"));
+    CHECK(contains(e, "has unexpected bytes after the 3 labels its header promises (from byte offset 11"));
+  }
   SUBCASE("extra bytes after the data") {
     Bytes b = idx_labels({1, 2, 3});
     b.push_back(0);
