@@ -20,7 +20,7 @@ namespace volt {
 
 namespace {
 
-constexpr size_t kGraphScalars = 4096;    // values one captured step may use
+[[maybe_unused]] constexpr size_t kGraphScalars = 4096;  // values one captured step may use
 constexpr size_t kRing = size_t(1) << 16;  // eager ring, in values
 constexpr size_t kSegments = 8;
 

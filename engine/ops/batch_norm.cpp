@@ -176,6 +176,7 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                                                           relu, dx, dgamma, dbeta, ws.raw_data(),
                                                           detail::stream_of(x)));
                      } else {
+                       (void)pooled, (void)ps;  // the CUDA backward's (a CPU-only build compiles nothing else)
                        cpu::batch_norm_backward(N, C, HW, gy.data<float>(), x.data<float>(), gamma, beta,
                                                 mean.data<float>(), invstd.data<float>(), training, relu,
                                                 needs[0] ? g[0].data<float>() : nullptr, dgamma, dbeta);

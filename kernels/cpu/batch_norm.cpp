@@ -82,7 +82,7 @@ template <bool kRelu>
 void bn_backward_channel(int64_t N, int64_t C, int64_t HW, int64_t c, const float* dy, const float* x, float mu,
                          float is, BnAffine aff, float g, bool training, float* dx, float* dgamma, float* dbeta) {
   constexpr int kLanes = 8;
-  const auto grad = [aff](float dyv, float xv) {
+  const auto grad = [=](float dyv, float xv) {  // [=]: aff is unused when !kRelu
     if constexpr (kRelu) {  // dyv where positive, else +0: as bits, which compilers vectorise
       uint32_t bits;
       std::memcpy(&bits, &dyv, sizeof bits);
