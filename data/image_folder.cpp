@@ -19,9 +19,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <memory>
 
+#include "data/jpeg_check.h"
 #include "engine/error.h"
 
 namespace volt {
@@ -45,6 +50,38 @@ std::string failure_reason() {
   const char* r = stbi_failure_reason();
   return r ? r : "unknown error";
 }
+
+// The file's bytes, at most `max` of them; `whole` says whether that is all of it.
+std::string read_bytes(const std::string& path, size_t max, bool* whole) {
+  std::ifstream in(path, std::ios::binary);
+  VOLT_CHECK(in.good(), "ImageFolder: cannot open image ", path, ": ", std::strerror(errno));
+  std::string out(max, '\0');
+  in.read(out.data(), std::streamsize(max));
+  VOLT_CHECK(!in.bad(), "ImageFolder: cannot read image ", path, ": ", std::strerror(errno));
+  out.resize(size_t(in.gcount()));
+  *whole = out.size() < max || in.peek() == std::char_traits<char>::eof();
+  return out;
+}
+
+std::string read_all(const std::string& path) {
+  bool whole = false;
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  std::string out = read_bytes(path, ec ? size_t(1) << 20 : size_t(size) + 1, &whole);
+  while (!whole) {  // grown while reading: read it again, larger
+    out = read_bytes(path, out.size() * 2, &whole);
+  }
+  return out;
+}
+
+// Refuses a JPEG whose tables would make stb_image write out of bounds (data/jpeg_check.h).
+void check_decodable(const std::string& path, const std::string& bytes, bool whole, bool stop_at_frame) {
+  const JpegCheck c = check_jpeg(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), stop_at_frame);
+  VOLT_CHECK(c.fault.empty(), "ImageFolder: cannot read image ", path, ": ", c.fault);
+  VOLT_CHECK(c.complete || whole, "internal: check_decodable needs the whole of ", path);
+}
+
+const stbi_uc* as_uc(const std::string& s) { return reinterpret_cast<const stbi_uc*>(s.data()); }
 
 }  // namespace
 
@@ -82,9 +119,17 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, int64_t channels
     VOLT_CHECK(!names.empty(), "ImageFolder: class folder ", dir, " holds no images (.png, .jpg, .jpeg or .bmp)");
     for (const std::string& n : names) {
       const std::string path = dir + "/" + n;
+      // The header from the first 16 KiB, or from the whole file when a JPEG's frame header is further.
+      bool whole = false;
+      std::string head = read_bytes(path, 16 << 10, &whole);
+      if (!whole && !check_jpeg(as_uc(head), head.size(), true).complete) {
+        head = read_all(path);
+        whole = true;
+      }
+      check_decodable(path, head, whole, true);
       int w = 0, h = 0, comp = 0;
-      VOLT_CHECK(stbi_info(path.c_str(), &w, &h, &comp), "ImageFolder: cannot read image ", path, ": ",
-                 failure_reason());
+      VOLT_CHECK(stbi_info_from_memory(as_uc(head), int(head.size()), &w, &h, &comp), "ImageFolder: cannot read image ",
+                 path, ": ", failure_reason());
       // stb_image's header readers pass some sizes through unchecked (a BMP's width of 0x80000000).
       VOLT_CHECK(w >= 1 && h >= 1 && int64_t(w) * h <= kMaxPixels, "ImageFolder: ", path, ": its header gives a size of ",
                  w, "x", h, " (width x height); corrupt, or larger than the ", kMaxPixels, " pixels accepted");
@@ -105,9 +150,13 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, int64_t channels
 int64_t ImageFolderDataset::get(int64_t index, uint8_t* dst) const {
   VOLT_CHECK(index >= 0 && index < size(), name(), ": index ", index, " is out of range [0, ", size(), ")");
   const std::string& path = files_[size_t(index)];
+  const std::string bytes = read_all(path);
+  VOLT_CHECK(bytes.size() <= size_t(std::numeric_limits<int>::max()), "ImageFolder: ", path, " is ", bytes.size(),
+             " bytes, more than stb_image reads");
+  check_decodable(path, bytes, true, false);
   int w = 0, h = 0, n = 0;
-  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(path.c_str(), &w, &h, &n, int(channels_)),
-                                                     stbi_image_free);
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+      stbi_load_from_memory(as_uc(bytes), int(bytes.size()), &w, &h, &n, int(channels_)), stbi_image_free);
   VOLT_CHECK(pixels != nullptr, "ImageFolder: cannot decode ", path, ": ", failure_reason());
   VOLT_CHECK(w == width_ && h == height_, "ImageFolder: ", path, " is now ", w, "x", h, ", expected ", width_, "x",
              height_, " (changed since the dataset was opened?)");

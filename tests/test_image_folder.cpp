@@ -147,6 +147,31 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "cannot read image"));
   }
+  SUBCASE("a JPEG Huffman table of more than 256 codes is refused before stb_image overruns it") {
+    // stb_image 2.27 (Debian 12) writes past its tables for such a file (stb issues #1289, #1291).
+    fs::create_directories(d / "a");
+    REQUIRE(stbi_write_jpg((d / "a/1.jpg").c_str(), 8, 8, 3, hwc_image(8, 8, 3, 0).data(), 90));
+    Bytes b;
+    {
+      std::ifstream in(d / "a/1.jpg", std::ios::binary);
+      b.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    size_t dht = 0;
+    for (size_t i = 2; i + 1 < b.size() && !dht; ++i)
+      if (b[i] == 0xFF && b[i + 1] == 0xC4) dht = i;
+    REQUIRE(dht > 0);
+    const size_t counts = dht + 5;  // FF C4, length (2), table class/id, then 16 counts
+    const ImageFolderDataset ok(d.path);
+    Bytes img(size_t(ok.image_bytes()));
+    CHECK(ok.get(0, img.data()) == 0);
+    b[counts + 15] = 255;  // with the table's own codes: more than 256
+    write_file(d / "a/1.jpg", b);
+    const ImageFolderDataset ds(d.path);  // the table follows the frame header: get() finds it
+    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.jpg"));
+    CHECK(contains(e, "Huffman table at byte offset " + std::to_string(dht + 4)));
+    CHECK(contains(e, "(at most 256)"));
+  }
   SUBCASE("mixed image sizes: the first file that differs") {
     write_png(d / "a/1.png", 4, 4, 3, 0);
     write_png(d / "a/2.png", 4, 4, 3, 1);
