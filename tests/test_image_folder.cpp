@@ -172,6 +172,45 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(e, "Huffman table at byte offset " + std::to_string(dht + 4)));
     CHECK(contains(e, "(at most 256)"));
   }
+  SUBCASE("the same table before the frame header, behind padding that stb_image skips there") {
+    fs::create_directories(d / "a");
+    REQUIRE(stbi_write_jpg((d / "a/1.jpg").c_str(), 8, 8, 3, hwc_image(8, 8, 3, 0).data(), 90));
+    Bytes b;
+    {
+      std::ifstream in(d / "a/1.jpg", std::ios::binary);
+      b.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    // Segments up to the scan: SOI, then [FF, marker, length (2), payload] each.
+    std::vector<Bytes> segs;
+    size_t pos = 2;
+    while (pos + 4 <= b.size() && b[pos] == 0xFF && b[pos + 1] != 0xDA) {
+      const size_t len = size_t(b[pos + 2]) << 8 | b[pos + 3];
+      segs.emplace_back(b.begin() + long(pos), b.begin() + long(pos + 2 + len));
+      pos += 2 + len;
+    }
+    auto find = [&](uint8_t m) {
+      for (size_t i = 0; i < segs.size(); ++i)
+        if (segs[i][1] == m) return i;
+      FAIL("no segment FF ", int(m));
+      return size_t(0);
+    };
+    const size_t sof = find(0xC0), dht = find(0xC4);
+    REQUIRE(dht > sof);
+    Bytes bad_dht = segs[dht];
+    bad_dht[5 + 15] = 255;
+    // SOI, the segments before the frame, 3 bytes of padding, the bad table, the frame and the rest.
+    Bytes out(b.begin(), b.begin() + 2);
+    for (size_t i = 0; i < sof; ++i) out.insert(out.end(), segs[i].begin(), segs[i].end());
+    out.insert(out.end(), {0x00, 0x12, 0x34});
+    out.insert(out.end(), bad_dht.begin(), bad_dht.end());
+    for (size_t i = sof; i < segs.size(); ++i)
+      if (i != dht) out.insert(out.end(), segs[i].begin(), segs[i].end());
+    out.insert(out.end(), b.begin() + long(pos), b.end());
+    write_file(d / "a/1.jpg", out);
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });  // stbi_info reads it already
+    CHECK(contains(e, d / "a/1.jpg"));
+    CHECK(contains(e, "Huffman table"));
+  }
   SUBCASE("mixed image sizes: the first file that differs") {
     write_png(d / "a/1.png", 4, 4, 3, 0);
     write_png(d / "a/2.png", 4, 4, 3, 1);
