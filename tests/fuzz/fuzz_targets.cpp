@@ -138,6 +138,8 @@ std::vector<std::string> seeds_tensor_file() {
 }
 
 // --- Checkpoints ----------------------------------------------------------------------------------
+// Loaded, then restored into a live run (which must not change when restore refuses), which then
+// takes a training step.
 
 // The model every checkpoint seed is of: a convolution, batch norm (running buffers) and a linear layer.
 struct SmallRun {
@@ -193,9 +195,20 @@ bool run_checkpoint(const uint8_t* data, size_t size) {
   LoaderOptions lo;
   lo.batch_size = 4;
   DataLoader loader(dataset, lo);
+  // Everything restore may change, as the bytes of a checkpoint of it: a refused checkpoint must
+  // change none of it (it never loads partially).
+  auto fingerprint = [&] {
+    Checkpoint now = capture(*run.model, *run.opt, run.sched.get(), 0, 0, loader.state());
+    now.loss_scaler = run.scaler.state_dict();
+    const std::string fp = scratch_dir() + "/fingerprint.ckpt";
+    save_checkpoint(fp, now);
+    return read_file(fp);
+  };
+  const std::string before = fingerprint();
   try {
     restore(c, *run.model, *run.opt, run.sched.get(), &loader, {}, &run.scaler);
   } catch (const Error&) {
+    if (fingerprint() != before) fail("restore refused a checkpoint but changed the run");
     return false;
   }
   run.step();
