@@ -8,9 +8,12 @@ namespace volt {
 
 JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
   JpegCheck out;
-  if (n < 2 || b[0] != 0xFF || b[1] != 0xD8) return out;
+  // stb_image takes a file for a JPEG when its first marker, after any 0xFF fill bytes, is SOI.
+  size_t pos = 0;
+  while (pos < n && b[pos] == 0xFF) ++pos;
+  if (pos < 1 || pos >= n || b[pos] != 0xD8) return out;
+  ++pos;
   auto at = [&](size_t i) -> unsigned { return i < n ? b[i] : 0u; };
-  size_t pos = 2;
   bool first = true, before_frame = true;
   for (;;) {
     // Between the segments before the frame header stb_image skips padding up to the next 0xFF

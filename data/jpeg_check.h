@@ -15,8 +15,9 @@ struct JpegCheck {
 };
 
 // `data` holds the file's first `size` bytes (all of it, or a prefix: then `complete` may be false).
-// Not a JPEG (no FF D8 start): nothing to check. stop_at_frame: stop at the frame header (SOF), as far
-// as stb_image reads for stbi_info. Anything stb_image itself refuses is left for it to report.
+// Not a JPEG (no SOI marker first, after any 0xFF fill): nothing to check. stop_at_frame: stop at the
+// frame header (SOF), as far as stb_image reads for stbi_info. Anything stb_image itself refuses is
+// left for it to report.
 JpegCheck check_jpeg(const uint8_t* data, size_t size, bool stop_at_frame);
 
 }  // namespace volt

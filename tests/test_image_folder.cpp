@@ -171,6 +171,10 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(e, d / "a/1.jpg"));
     CHECK(contains(e, "Huffman table at byte offset " + std::to_string(dht + 4)));
     CHECK(contains(e, "(at most 256)"));
+    // stb_image also reads a JPEG whose SOI marker follows 0xFF fill bytes (found by libFuzzer).
+    b.insert(b.begin(), {0xFF, 0xFF, 0xFF});
+    write_file(d / "a/1.jpg", b);
+    CHECK(contains(error_of([&] { ImageFolderDataset(d.path).get(0, img.data()); }), "Huffman table"));
   }
   SUBCASE("the same table before the frame header, behind padding that stb_image skips there") {
     fs::create_directories(d / "a");
