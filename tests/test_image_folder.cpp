@@ -94,6 +94,14 @@ TEST_CASE("ImageFolder: sorted classes and files, PNG/BMP/JPEG decoded to channe
   CHECK(contains(error_of([&] { ImageFolderDataset(g.path, 5); }), "channels must be 1, 2, 3 or 4"));
 }
 
+// An 8x8 RGB JPEG written by stb_image_write at `path` (its folder created), and its bytes.
+Bytes write_jpeg_8x8(const std::string& path) {
+  fs::create_directories(fs::path(path).parent_path());
+  REQUIRE(stbi_write_jpg(path.c_str(), 8, 8, 3, hwc_image(8, 8, 3, 0).data(), 90));
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 TEST_CASE("ImageFolder errors name the folder or file") {
   TempDir d;
   SUBCASE("missing directory") { CHECK(contains(error_of([&] { ImageFolderDataset(d / "none"); }), d / "none")); }
@@ -149,13 +157,7 @@ TEST_CASE("ImageFolder errors name the folder or file") {
   }
   SUBCASE("a JPEG Huffman table of more than 256 codes is refused before stb_image overruns it") {
     // stb_image 2.27 (Debian 12) writes past its tables for such a file (stb issues #1289, #1291).
-    fs::create_directories(d / "a");
-    REQUIRE(stbi_write_jpg((d / "a/1.jpg").c_str(), 8, 8, 3, hwc_image(8, 8, 3, 0).data(), 90));
-    Bytes b;
-    {
-      std::ifstream in(d / "a/1.jpg", std::ios::binary);
-      b.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    }
+    Bytes b = write_jpeg_8x8(d / "a/1.jpg");
     size_t dht = 0;
     for (size_t i = 2; i + 1 < b.size() && !dht; ++i)
       if (b[i] == 0xFF && b[i + 1] == 0xC4) dht = i;
@@ -177,13 +179,7 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(error_of([&] { ImageFolderDataset(d.path).get(0, img.data()); }), "Huffman table"));
   }
   SUBCASE("the same table before the frame header, behind padding that stb_image skips there") {
-    fs::create_directories(d / "a");
-    REQUIRE(stbi_write_jpg((d / "a/1.jpg").c_str(), 8, 8, 3, hwc_image(8, 8, 3, 0).data(), 90));
-    Bytes b;
-    {
-      std::ifstream in(d / "a/1.jpg", std::ios::binary);
-      b.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    }
+    Bytes b = write_jpeg_8x8(d / "a/1.jpg");
     // Segments up to the scan: SOI, then [FF, marker, length (2), payload] each.
     std::vector<Bytes> segs;
     size_t pos = 2;

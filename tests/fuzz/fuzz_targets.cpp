@@ -102,17 +102,25 @@ std::string without_crc(std::string file) {
   return file;
 }
 
-// --- Volt tensor files ----------------------------------------------------------------------------
-
-bool run_tensor_file(const uint8_t* data, size_t size) {
-  const std::string p = scratch_dir() + "/t.volt";
+// Writes the input, its checksum recomputed, to the scratch file `name` and reads it back with
+// `load`; false when that refuses it with volt::Error.
+template <class T, class Load>
+bool load_with_crc(const uint8_t* data, size_t size, const char* name, Load load, T& out) {
+  const std::string p = scratch_dir() + "/" + name;
   write_file(p, with_crc(bytes_of(data, size)));
-  NamedTensors ts;
   try {
-    ts = load_tensors(p);
+    out = load(p);
   } catch (const Error&) {
     return false;
   }
+  return true;
+}
+
+// --- Volt tensor files ----------------------------------------------------------------------------
+
+bool run_tensor_file(const uint8_t* data, size_t size) {
+  NamedTensors ts;
+  if (!load_with_crc(data, size, "t.volt", load_tensors, ts)) return false;
   for (const auto& [name, t] : ts) {
     if (!t.defined() || !t.device().is_cpu()) fail("load_tensors returned an undefined or non-CPU tensor " + name);
     volatile uint8_t sink = 0;  // every byte readable (ASan checks the extent)
@@ -181,14 +189,8 @@ struct SmallRun {
 std::string component_type(const std::optional<ComponentState>& s) { return s ? s->type : std::string(); }
 
 bool run_checkpoint(const uint8_t* data, size_t size) {
-  const std::string p = scratch_dir() + "/c.ckpt";
-  write_file(p, with_crc(bytes_of(data, size)));
   Checkpoint c;
-  try {
-    c = load_checkpoint(p);
-  } catch (const Error&) {
-    return false;
-  }
+  if (!load_with_crc(data, size, "c.ckpt", load_checkpoint, c)) return false;
   // A loaded checkpoint goes into a live run (the type it names), which must then train on.
   SmallRun run(component_type(c.optim), component_type(c.scheduler));
   auto dataset = std::make_shared<SyntheticDataset>(SyntheticOptions{});
