@@ -42,9 +42,9 @@ bool is_image_name(const std::string& name) {
   return ext == "png" || ext == "jpg" || ext == "jpeg" || ext == "bmp";
 }
 
-// The largest image accepted, in pixels (16384 x 16384): a corrupt header must not make get() or a
-// loader allocate gigabytes for one image.
-constexpr int64_t kMaxPixels = int64_t(1) << 28;
+// The largest image accepted, in pixels: Pillow's MAX_IMAGE_PIXELS (its decompression-bomb limit,
+// about 9459 x 9459). A corrupt header must not make get() or a loader allocate gigabytes per image.
+constexpr int64_t kMaxPixels = 89478485;
 
 std::string failure_reason() {
   const char* r = stbi_failure_reason();

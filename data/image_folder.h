@@ -12,7 +12,8 @@ namespace volt {
 // root/<class>/<image>.{png,jpg,jpeg,bmp} (extension case-insensitive). Classes are the
 // sub-folders in sorted order (label = position); images are sorted by name within a class.
 // Hidden entries (names starting with '.') and other files are ignored. All images must have the
-// same width and height (checked from the headers at construction); they are converted to
+// same width and height (checked from the headers at construction; at most 89,478,485 pixels, as
+// Pillow's decompression-bomb limit); they are converted to
 // `channels` (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) when decoded in get(), which is thread-safe.
 class ImageFolderDataset : public Dataset {
  public:

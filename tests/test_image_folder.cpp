@@ -149,6 +149,16 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(e, d / "a/1.bmp"));
     CHECK(contains(e, "header gives a size of"));
   }
+  SUBCASE("an image larger than Pillow's decompression-bomb limit is refused from its header") {
+    // A PNG signature and IHDR claiming 10000 x 10000 RGB (100M pixels > 89,478,485); no pixel data.
+    Bytes b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+               0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10, 8, 2, 0, 0, 0, 0, 0, 0, 0};
+    write_file(d / "a/1.png", b);
+    const std::string e = error_of([&] { ImageFolderDataset(d.path); });
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK(contains(e, "10000x10000"));
+    CHECK(contains(e, "larger than the 89478485 pixels accepted"));
+  }
   SUBCASE("a file named .png holding another format stb_image reads (GIF) is refused") {
     write_file(d / "a/1.png", {'G', 'I', 'F', '8', '9', 'a', 2, 0, 2, 0, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x3b});
     const std::string e = error_of([&] { ImageFolderDataset(d.path); });
