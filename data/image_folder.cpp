@@ -27,6 +27,7 @@
 #include <memory>
 
 #include "data/jpeg_check.h"
+#include "engine/binary_io.h"
 #include "engine/error.h"
 
 namespace volt {
@@ -63,22 +64,9 @@ std::string read_bytes(const std::string& path, size_t max, bool* whole) {
   return out;
 }
 
-std::string read_all(const std::string& path) {
-  bool whole = false;
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  std::string out = read_bytes(path, ec ? size_t(1) << 20 : size_t(size) + 1, &whole);
-  while (!whole) {  // grown while reading: read it again, larger
-    out = read_bytes(path, out.size() * 2, &whole);
-  }
-  return out;
-}
-
 // Refuses a JPEG whose tables would make stb_image write out of bounds (data/jpeg_check.h).
-void check_decodable(const std::string& path, const std::string& bytes, bool whole, bool stop_at_frame) {
-  const JpegCheck c = check_jpeg(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), stop_at_frame);
+void check_jpeg_fault(const std::string& path, const JpegCheck& c) {
   VOLT_CHECK(c.fault.empty(), "ImageFolder: cannot read image ", path, ": ", c.fault);
-  VOLT_CHECK(c.complete || whole, "internal: check_decodable needs the whole of ", path);
 }
 
 const stbi_uc* as_uc(const std::string& s) { return reinterpret_cast<const stbi_uc*>(s.data()); }
@@ -122,11 +110,12 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, int64_t channels
       // The header from the first 16 KiB, or from the whole file when a JPEG's frame header is further.
       bool whole = false;
       std::string head = read_bytes(path, 16 << 10, &whole);
-      if (!whole && !check_jpeg(as_uc(head), head.size(), true).complete) {
-        head = read_all(path);
-        whole = true;
+      JpegCheck jpeg = check_jpeg(as_uc(head), head.size(), true);
+      if (!whole && !jpeg.complete) {
+        head = binio::read_file(path, "ImageFolder");
+        jpeg = check_jpeg(as_uc(head), head.size(), true);
       }
-      check_decodable(path, head, whole, true);
+      check_jpeg_fault(path, jpeg);
       int w = 0, h = 0, comp = 0;
       VOLT_CHECK(stbi_info_from_memory(as_uc(head), int(head.size()), &w, &h, &comp), "ImageFolder: cannot read image ",
                  path, ": ", failure_reason());
@@ -150,10 +139,10 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, int64_t channels
 int64_t ImageFolderDataset::get(int64_t index, uint8_t* dst) const {
   VOLT_CHECK(index >= 0 && index < size(), name(), ": index ", index, " is out of range [0, ", size(), ")");
   const std::string& path = files_[size_t(index)];
-  const std::string bytes = read_all(path);
+  const std::string bytes = binio::read_file(path, "ImageFolder");
   VOLT_CHECK(bytes.size() <= size_t(std::numeric_limits<int>::max()), "ImageFolder: ", path, " is ", bytes.size(),
              " bytes, more than stb_image reads");
-  check_decodable(path, bytes, true, false);
+  check_jpeg_fault(path, check_jpeg(as_uc(bytes), bytes.size(), false));
   int w = 0, h = 0, n = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(as_uc(bytes), int(bytes.size()), &w, &h, &n, int(channels_)), stbi_image_free);

@@ -6,13 +6,11 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 
 #include "data/cifar.h"
@@ -64,10 +62,7 @@ void write_file(const std::string& path, const std::string& bytes) {
   if (!out) fail("cannot write " + path);
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+std::string read_file(const std::string& path) { return binio::read_file(path, "fuzz"); }
 
 // A fresh, empty folder under the scratch folder (the previous input's files are gone).
 std::string fresh_dir(const std::string& name) {
