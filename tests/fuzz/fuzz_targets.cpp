@@ -219,7 +219,6 @@ std::vector<std::string> seeds_checkpoint() {
     SmallRun run(opt, std::string(opt) == "SGD" ? "CosineAnnealingLR" : "StepLR");
     run.step();
     run.step();
-    GradScaler scaler;
     Checkpoint c = capture(*run.model, *run.opt, run.sched.get(), 1, 2, LoaderState{1, 3}, {{"lr", "0.001"}});
     if (std::string(opt) == "AdamW") c.loss_scaler = run.scaler.state_dict();
     c.metadata["note"] = "seed";
