@@ -26,7 +26,7 @@
 #include <limits>
 #include <memory>
 
-#include "data/jpeg_check.h"
+#include "data/image_check.h"
 #include "engine/binary_io.h"
 #include "engine/error.h"
 
@@ -64,7 +64,7 @@ std::string read_bytes(const std::string& path, size_t max, bool* whole) {
   return out;
 }
 
-// Refuses a JPEG whose tables would make stb_image write out of bounds (data/jpeg_check.h).
+// Refuses a JPEG whose tables would make stb_image write out of bounds (data/image_check.h).
 void check_jpeg_fault(const std::string& path, const JpegCheck& c) {
   VOLT_CHECK(c.fault.empty(), "ImageFolder: cannot read image ", path, ": ", c.fault);
 }
@@ -143,6 +143,8 @@ int64_t ImageFolderDataset::get(int64_t index, uint8_t* dst) const {
   VOLT_CHECK(bytes.size() <= size_t(std::numeric_limits<int>::max()), "ImageFolder: ", path, " is ", bytes.size(),
              " bytes, more than stb_image reads");
   check_jpeg_fault(path, check_jpeg(as_uc(bytes), bytes.size(), false));
+  const std::string bmp_fault = check_bmp(as_uc(bytes), bytes.size());
+  VOLT_CHECK(bmp_fault.empty(), "ImageFolder: cannot decode ", path, ": ", bmp_fault);
   int w = 0, h = 0, n = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(as_uc(bytes), int(bytes.size()), &w, &h, &n, int(channels_)), stbi_image_free);

@@ -5,7 +5,10 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -94,12 +97,16 @@ TEST_CASE("ImageFolder: sorted classes and files, PNG/BMP/JPEG decoded to channe
   CHECK(contains(error_of([&] { ImageFolderDataset(g.path, 5); }), "channels must be 1, 2, 3 or 4"));
 }
 
+Bytes file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 // An 8x8 RGB JPEG written by stb_image_write at `path` (its folder created), and its bytes.
 Bytes write_jpeg_8x8(const std::string& path) {
   fs::create_directories(fs::path(path).parent_path());
   REQUIRE(stbi_write_jpg(path.c_str(), 8, 8, 3, hwc_image(8, 8, 3, 0).data(), 90));
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return file_bytes(path);
 }
 
 TEST_CASE("ImageFolder errors name the folder or file") {
@@ -127,11 +134,7 @@ TEST_CASE("ImageFolder errors name the folder or file") {
   }
   SUBCASE("image whose header is fine but data is cut off fails in get()") {
     write_png(d / "a/1.png", 16, 16, 3, 0);
-    Bytes b;
-    {
-      std::ifstream in(d / "a/1.png", std::ios::binary);
-      b.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    }
+    Bytes b = file_bytes(d / "a/1.png");
     b.resize(60);
     write_file(d / "a/1.png", b);
     const ImageFolderDataset ds(d.path);
@@ -139,6 +142,50 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     const std::string e = error_of([&] { ds.get(0, img.data()); });
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "cannot decode"));
+  }
+  SUBCASE("a BMP cut short is refused, not decoded with zeros for the missing rows") {
+    // stb_image reads past the end of a BMP as zeros and reports success; PNG and JPEG decoders fail.
+    fs::create_directories(d / "a");
+    REQUIRE(stbi_write_bmp((d / "a/1.bmp").c_str(), 16, 16, 3, hwc_image(16, 16, 3, 0).data()));
+    Bytes b = file_bytes(d / "a/1.bmp");
+    REQUIRE(b.size() == 54 + 16 * 48);
+    b.pop_back();
+    write_file(d / "a/1.bmp", b);
+    const ImageFolderDataset ds(d.path);  // the header is whole
+    Bytes img(size_t(ds.image_bytes()));
+    std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.bmp"));
+    CHECK(contains(e, "truncated: its BMP header (16x16, 24 bits per pixel, pixels at byte 54) needs 822 bytes, "
+                      "the file has 821"));
+    // The compression field read as a negative int, which stb_image also takes as uncompressed (found by fuzzing).
+    b[33] = 0xea;
+    write_file(d / "a/1.bmp", b);
+    e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, "needs 822 bytes, the file has 821"));
+  }
+  SUBCASE("a 135-byte BMP claiming 9000 x 9000 pixels is refused before anything is decoded") {
+    Bytes b = {'B', 'M', 0, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0, 0x28, 0x23, 0, 0, 0x28, 0x23, 0, 0, 1, 0, 24, 0};
+    b.resize(135, 0x7f);
+    std::fill(b.begin() + 30, b.begin() + 54, 0);
+    write_file(d / "a/1.bmp", b);
+    const ImageFolderDataset ds(d.path);
+    Bytes img(size_t(ds.image_bytes()));
+    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.bmp"));
+    CHECK(contains(e, "(9000x9000, 24 bits per pixel, pixels at byte 54) needs 243000054 bytes, the file has 135"));
+  }
+  SUBCASE("a palette BMP whose pixel offset leaves no room for a palette is refused") {
+    // stb_image takes (offset - 14 - 40) / 4 palette entries: -4 here, and would colour the pixels from
+    // a palette it never filled.
+    Bytes b = {'B', 'M', 0, 0, 0, 0, 0, 0, 0, 0, 38, 0, 0, 0, 40, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 1, 0, 8, 0};
+    b.resize(54 + 16, 3);
+    std::fill(b.begin() + 30, b.begin() + 54, 0);
+    write_file(d / "a/1.bmp", b);
+    const ImageFolderDataset ds(d.path);
+    Bytes img(size_t(ds.image_bytes()));
+    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.bmp"));
+    CHECK(contains(e, "pixel data offset 38 leaves the decoder a palette of no entries"));
   }
   SUBCASE("a header with an impossible size (found by tests/fuzz)") {
     // A BMP header whose width reads as int 0x80000000 and height 0: stbi_info passes both through.

@@ -1,6 +1,10 @@
-// check_jpeg (see jpeg_check.h): the marker walk of stb_image's JPEG decoder, checking each Huffman
+// check_jpeg (see image_check.h): the marker walk of stb_image's JPEG decoder, checking each Huffman
 // table's code count. Past the end of the data stb_image reads zeros; so does this walk.
-#include "data/jpeg_check.h"
+// bmp_bytes_needed: the header fields stb_image's BMP reader uses (BITMAPFILEHEADER, then a
+// BITMAPCOREHEADER of 12 bytes or an INFO/V3/V4/V5 header of 40, 56, 108 or 124).
+#include "data/image_check.h"
+
+#include <cstdlib>
 
 #include <string>
 
@@ -75,6 +79,48 @@ JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
       }
     }
   }
+}
+
+std::string check_bmp(const uint8_t* b, size_t n) {
+  if (n < 30 || b[0] != 'B' || b[1] != 'M') return "";
+  auto u16 = [&](size_t i) { return uint32_t(b[i]) | uint32_t(b[i + 1]) << 8; };
+  auto u32 = [&](size_t i) { return u16(i) | u16(i + 2) << 16; };
+  const uint64_t offset = u32(10);
+  const uint32_t header = u32(14);
+  uint64_t w = 0, h = 0;
+  uint32_t bpp = 0;
+  if (header == 12) {
+    w = u16(18);
+    h = u16(20);
+    bpp = u16(24);
+  } else if (header == 40 || header == 56 || header == 108 || header == 124) {
+    if (n < 34) return "";
+    const int32_t compression = int32_t(u32(30));  // stb_image reads it as an int: negative passes
+    if (compression == 1 || compression == 2 || compression >= 4) return "";  // RLE, JPEG, PNG: refused
+    w = u32(18);
+    h = uint64_t(std::llabs(int64_t(int32_t(u32(22)))));  // negative: rows stored top-down
+    bpp = u16(28);
+  } else {
+    return "";
+  }
+  if (offset >= 0x80000000u) return "";  // stb_image: "bad BMP"
+  if (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32) return "";
+  if (w == 0 || h == 0) return "";                       // no pixels: stb_image decides
+  if (w > (1u << 24) || h > (1u << 24)) return "";       // stb_image: "too large"
+  // Below 16 bits per pixel a palette lies between the headers and the pixels. stb_image takes its
+  // entry count from the offset, (offset - 14 - header) / 4, or (offset - 38) / 3 after a 12-byte
+  // header (sic), and when that comes out negative it colours the pixels from a palette it never filled.
+  if (bpp < 16 && (header == 12 ? offset < 36 : offset < 14 + header))
+    return "unsupported BMP: its pixel data offset " + std::to_string(offset) +
+           " leaves the decoder a palette of no entries (its colours would be uninitialised memory)";
+  const uint64_t row = (w * bpp + 7) / 8;
+  const uint64_t stride = (w * bpp + 31) / 32 * 4;
+  const uint64_t needed = offset + stride * (h - 1) + row;
+  if (needed > n)
+    return "truncated: its BMP header (" + std::to_string(w) + "x" + std::to_string(h) + ", " + std::to_string(bpp) +
+           " bits per pixel, pixels at byte " + std::to_string(offset) + ") needs " + std::to_string(needed) +
+           " bytes, the file has " + std::to_string(n);
+  return "";
 }
 
 }  // namespace volt
