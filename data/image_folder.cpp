@@ -3,6 +3,7 @@
 #include "data/image_folder.h"
 
 #define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC  // private to this file: a program that links libvolt may have its own stb_image
 #define STBI_FAILURE_USERMSG
 // Only the formats an image folder may hold: stb_image picks a decoder by the bytes, not the name, so
 // a file named .png holding a GIF, PSD, HDR, PIC, PNM or TGA would otherwise reach those decoders.
