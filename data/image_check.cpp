@@ -2,9 +2,15 @@
 // table's code count. Past the end of the data stb_image reads zeros; so does this walk.
 // bmp_bytes_needed: the header fields stb_image's BMP reader uses (BITMAPFILEHEADER, then a
 // BITMAPCOREHEADER of 12 bytes or an INFO/V3/V4/V5 header of 40, 56, 108 or 124).
+// check_png: the chunk walk of stb_image's PNG reader, then zlib's inflate over the IDAT data.
 #include "data/image_check.h"
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include <string>
 
@@ -18,7 +24,21 @@ JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
   if (pos < 1 || pos >= n || b[pos] != 0xD8) return out;
   ++pos;
   auto at = [&](size_t i) -> unsigned { return i < n ? b[i] : 0u; };
-  bool first = true, before_frame = true;
+  auto fault = [&](std::string what) {
+    out.fault = "corrupt JPEG: " + std::move(what);
+    return out;
+  };
+  // Tables defined so far (bit t: table t), and the frame's components. stb_image keeps its tables in
+  // memory it does not clear: a scan that uses one never defined, or a component no scan fills,
+  // gives pixels made of whatever that memory held.
+  unsigned quant = 0, huff_dc = 0, huff_ac = 0;
+  struct Component {
+    unsigned id, table;
+    bool filled;
+  };
+  Component comps[4] = {};
+  unsigned ncomp = 0;
+  bool progressive = false, first = true, before_frame = true;
   for (;;) {
     // Between the segments before the frame header stb_image skips padding up to the next 0xFF
     // (after the first marker); anywhere else a byte that is not 0xFF is its "expected marker" error.
@@ -36,7 +56,13 @@ JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
       return out;
     }
     const unsigned m = b[pos++];
-    if (m == 0xD9) return out;  // end of image
+    if (m == 0xD9) {  // end of image
+      for (unsigned c = 0; c < ncomp; ++c)
+        if (!comps[c].filled)
+          return fault("component " + std::to_string(comps[c].id) + " is in no scan" +
+                       (progressive ? " of DC coefficients" : "") + ", so its pixels would be uninitialised memory");
+      return out;
+    }
     const size_t len = size_t(at(pos)) << 8 | at(pos + 1);
     if (m == 0xC4) {  // DHT: tables until the segment's length is used up, as stb_image reads them
       long left = long(len) - 2;
@@ -46,11 +72,10 @@ JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
         if ((q >> 4) > 1 || (q & 15) > 3) return out;  // stb_image: "bad DHT header"
         unsigned codes = 0;
         for (size_t i = 0; i < 16; ++i) codes += at(p + 1 + i);
-        if (codes > 256) {
-          out.fault = "corrupt JPEG: the Huffman table at byte offset " + std::to_string(p) + " declares " +
-                      std::to_string(codes) + " codes (at most 256)";
-          return out;
-        }
+        if (codes > 256)
+          return fault("the Huffman table at byte offset " + std::to_string(p) + " declares " + std::to_string(codes) +
+                       " codes (at most 256)");
+        ((q >> 4) == 0 ? huff_dc : huff_ac) |= 1u << (q & 15);
         p += 17 + codes;
         left -= long(17 + codes);
       }
@@ -59,9 +84,51 @@ JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
       continue;
     }
     if (len < 2) return out;  // stb_image skips to the end of the file and fails
+    if (m == 0xDB) {  // DQT: 8-bit (65-byte) or 16-bit (129-byte) tables
+      long left = long(len) - 2;
+      for (size_t p = pos + 2; left > 0;) {
+        const unsigned q = at(p);
+        if ((q >> 4) > 1 || (q & 15) > 3) return out;  // stb_image: "bad DQT type" / "bad DQT table"
+        quant |= 1u << (q & 15);
+        p += (q >> 4) ? 129 : 65;
+        left -= (q >> 4) ? 129 : 65;
+      }
+      if (left != 0) return out;  // stb_image fails
+    }
     if (m >= 0xC0 && m <= 0xC2) {  // the frame header: stbi_info stops here
       if (stop_at_frame) return out;
       before_frame = false;
+      progressive = m == 0xC2;
+      ncomp = at(pos + 7);
+      if (ncomp != 1 && ncomp != 3 && ncomp != 4) return out;  // stb_image: "bad component count"
+      for (unsigned c = 0; c < ncomp; ++c) {
+        comps[c] = {at(pos + 8 + 3 * c), at(pos + 10 + 3 * c), false};
+        if (comps[c].table > 3) return out;  // stb_image: "bad TQ"
+      }
+    }
+    if (m == 0xDA) {  // start of scan: which components, with which tables
+      const unsigned count = at(pos + 2);
+      if (ncomp == 0 || count < 1 || count > ncomp) return out;  // stb_image fails
+      const unsigned spectral_start = at(pos + 3 + 2 * count), approx_high = at(pos + 5 + 2 * count) >> 4;
+      for (unsigned i = 0; i < count; ++i) {
+        const unsigned id = at(pos + 3 + 2 * i), dc = at(pos + 4 + 2 * i) >> 4, ac = at(pos + 4 + 2 * i) & 15;
+        Component* c = std::find_if(comps, comps + ncomp, [&](const Component& k) { return k.id == id; });
+        if (c == comps + ncomp || dc > 3 || ac > 3) return out;  // stb_image fails
+        if (!(quant >> c->table & 1))
+          return fault("a scan of component " + std::to_string(id) + " uses quantization table " +
+                       std::to_string(c->table) + ", which no DQT segment before it defines");
+        // Baseline scans decode with both tables; progressive DC scans with the DC table (first
+        // pass only), AC scans with the AC table.
+        const bool uses_dc = !progressive || (spectral_start == 0 && approx_high == 0);
+        const bool uses_ac = !progressive || spectral_start > 0;
+        if (uses_dc && !(huff_dc >> dc & 1))
+          return fault("a scan of component " + std::to_string(id) + " uses DC Huffman table " + std::to_string(dc) +
+                       ", which no DHT segment before it defines");
+        if (uses_ac && !(huff_ac >> ac & 1))
+          return fault("a scan of component " + std::to_string(id) + " uses AC Huffman table " + std::to_string(ac) +
+                       ", which no DHT segment before it defines");
+        if (uses_dc) c->filled = true;
+      }
     }
     pos += len;
     if (m == 0xDA) {  // start of scan: entropy-coded data up to the next marker
@@ -121,6 +188,95 @@ std::string check_bmp(const uint8_t* b, size_t n) {
            " bits per pixel, pixels at byte " + std::to_string(offset) + ") needs " + std::to_string(needed) +
            " bytes, the file has " + std::to_string(n);
   return "";
+}
+
+std::string check_png(const uint8_t* b, size_t n) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (n < 8 || std::memcmp(b, kSignature, 8) != 0) return "";
+  auto be32 = [&](size_t i) { return uint32_t(b[i]) << 24 | uint32_t(b[i + 1]) << 16 | uint32_t(b[i + 2]) << 8 | b[i + 3]; };
+  auto type_is = [&](size_t i, const char* t) { return std::memcmp(b + i, t, 4) == 0; };
+  struct Span {
+    size_t at, len;
+  };
+  std::vector<Span> idat;
+  // The bytes stb_image's inflate must produce: a filter byte and the packed samples of every row, of
+  // the whole image or of each of the seven Adam7 passes of an interlaced one.
+  auto needed_by = [&](size_t pos, uint64_t len) -> uint64_t {
+    if (len < 13) return 0;
+    const uint64_t w = be32(pos + 8), h = be32(pos + 12), depth = b[pos + 16], color = b[pos + 17];
+    if (w == 0 || h == 0 || w > (1u << 24) || h > (1u << 24) || depth > 16) return 0;  // stb_image refuses
+    const uint64_t bits = (color == 2 ? 3 : color == 4 ? 2 : color == 6 ? 4 : 1) * depth;
+    if (b[pos + 20] == 0) return ((w * bits + 7) / 8 + 1) * h;
+    static const uint64_t x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+    static const uint64_t dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    uint64_t total = 0;
+    for (int p = 0; p < 7; ++p) {
+      const uint64_t pw = w > x0[p] ? (w - x0[p] + dx[p] - 1) / dx[p] : 0;
+      const uint64_t ph = h > y0[p] ? (h - y0[p] + dy[p] - 1) / dy[p] : 0;
+      if (pw && ph) total += ((pw * bits + 7) / 8 + 1) * ph;
+    }
+    return total;
+  };
+  bool raw_deflate = false;  // a CgBI chunk (Apple's PNGs): raw deflate, no zlib header
+  uint64_t needed = 0;
+  for (size_t pos = 8;;) {
+    if (pos > n || n - pos < 8) return "";  // cut short: stb_image fails
+    const uint64_t len = be32(pos);
+    if (type_is(pos + 4, "IEND") && needed != 0) break;  // stb_image reads no further (its CRC may be missing)
+    if (len > n - pos - 8) return "";  // stb_image: "outofdata", or it fails at the next chunk
+    if (type_is(pos + 4, "CgBI")) {
+      raw_deflate = true;
+    } else if (type_is(pos + 4, "IHDR")) {
+      if (needed != 0 || (needed = needed_by(pos, len)) == 0) return "";  // a second IHDR, or a bad one
+    } else if (needed == 0) {
+      return "";  // stb_image: "first not IHDR"
+    } else if (type_is(pos + 4, "IDAT")) {
+      idat.push_back({pos + 8, size_t(len)});
+    }
+    pos += 12 + len;
+  }
+  if (idat.empty()) return "";  // stb_image: "no IDAT"
+
+  z_stream z{};
+  if ((raw_deflate ? inflateInit2(&z, -MAX_WBITS) : inflateInit(&z)) != Z_OK) return "";
+  const uint64_t limit = 2 * needed + (1u << 20);
+  std::vector<unsigned char> scratch(size_t(1) << 16);
+  uint64_t produced = 0;
+  int rc = Z_OK;
+  std::string fault;
+  for (size_t i = 0; i < idat.size() && rc != Z_STREAM_END && fault.empty(); ++i) {
+    z.next_in = const_cast<Bytef*>(b + idat[i].at);
+    z.avail_in = uInt(idat[i].len);
+    while (z.avail_in > 0 && rc != Z_STREAM_END) {
+      z.next_out = scratch.data();
+      z.avail_out = uInt(scratch.size());
+      rc = inflate(&z, Z_NO_FLUSH);
+      produced += scratch.size() - z.avail_out;
+      if (rc == Z_NEED_DICT) {
+        fault = "corrupt PNG: its pixel data asks for a preset zlib dictionary";
+      } else if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+        fault = std::string("corrupt PNG: its compressed pixel data is invalid (zlib: ") + (z.msg ? z.msg : "error") + ")";
+      } else if (produced > limit) {
+        fault = "corrupt PNG: its compressed pixel data expands past " + std::to_string(limit) +
+                " bytes, more than twice the " + std::to_string(needed) + " its header needs";
+      }
+      if (!fault.empty()) break;
+    }
+  }
+  // Input used up with the stream unfinished: inflate may still hold output for a full buffer.
+  while (fault.empty() && rc == Z_OK && z.avail_out == 0 && produced <= limit) {
+    z.next_out = scratch.data();
+    z.avail_out = uInt(scratch.size());
+    rc = inflate(&z, Z_NO_FLUSH);
+    produced += scratch.size() - z.avail_out;
+  }
+  inflateEnd(&z);
+  // A stream that stops early (stb_image refuses it too) is named with what it lacks; one that stops
+  // after all the pixels (its checksum missing, say) loses nothing.
+  if (fault.empty() && rc != Z_STREAM_END && produced < needed)
+    fault = "corrupt PNG: its compressed pixel data stops after " + std::to_string(produced) + " of the " +
+            std::to_string(needed) + " bytes its header needs (cut short?)";
+  return fault;
 }
 
 }  // namespace volt

@@ -1,11 +1,17 @@
 // Structural checks of image files before stb_image decodes them.
 // check_jpeg: the stb_image that Debian 12 ships (2.27) writes past its Huffman tables when a DHT
 // segment declares more than 256 codes (stb issues #1289 and #1291, fixed in 2.28): a corrupt or
-// crafted .jpg in an image folder could corrupt memory. It walks the file's segments the way
-// stb_image's decoder does and reports such a table.
+// crafted .jpg in an image folder could corrupt memory. And it keeps its quantization and Huffman
+// tables and its coefficients in memory it does not clear, so a scan using a table the file never
+// defined, or a component that no scan fills, decodes to pixels made of stale heap memory. check_jpeg
+// walks the file's segments the way stb_image's decoder does and reports all three.
 // check_bmp: stb_image reads a BMP cut short as if zeros followed (black rows, no error), after
 // allocating the whole image its header claims, and a palette BMP whose pixel data offset leaves it
 // fewer than zero palette entries as one with a palette it never fills. Both are refused.
+// check_png: stb_image's own inflate takes distance codes 30 and 31 of a fixed-code block, which
+// DEFLATE does not have, as a distance of 0 and copies uninitialised memory into the pixels, and keeps
+// inflating however far the stream expands (a 3 MiB stream for a 1x1 image). zlib inflates the pixel
+// data first (checking the Adler-32 sum too, which stb_image ignores) and refuses both.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,5 +36,12 @@ JpegCheck check_jpeg(const uint8_t* data, size_t size, bool stop_at_frame);
 // its padding to 4 bytes, then the last row) and, below 16 bits per pixel, its offset gives stb_image a
 // palette size that is not negative.
 std::string check_bmp(const uint8_t* data, size_t size);
+
+// `data` holds the whole file. Not a PNG stb_image would get as far as inflating (the signature, an
+// IHDR chunk first, IEND reached): nothing to check. Otherwise "" when the concatenated IDAT data is
+// a zlib stream (raw deflate after a CgBI chunk, as stb_image takes it) that zlib inflates without
+// error to at least the bytes the header needs (rows with their filter bytes) and at most twice that
+// plus 1 MiB.
+std::string check_png(const uint8_t* data, size_t size);
 
 }  // namespace volt

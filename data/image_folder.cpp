@@ -144,8 +144,8 @@ int64_t ImageFolderDataset::get(int64_t index, uint8_t* dst) const {
   VOLT_CHECK(bytes.size() <= size_t(std::numeric_limits<int>::max()), "ImageFolder: ", path, " is ", bytes.size(),
              " bytes, more than stb_image reads");
   check_jpeg_fault(path, check_jpeg(as_uc(bytes), bytes.size(), false));
-  const std::string bmp_fault = check_bmp(as_uc(bytes), bytes.size());
-  VOLT_CHECK(bmp_fault.empty(), "ImageFolder: cannot decode ", path, ": ", bmp_fault);
+  for (const std::string& fault : {check_bmp(as_uc(bytes), bytes.size()), check_png(as_uc(bytes), bytes.size())})
+    VOLT_CHECK(fault.empty(), "ImageFolder: cannot decode ", path, ": ", fault);
   int w = 0, h = 0, n = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(as_uc(bytes), int(bytes.size()), &w, &h, &n, int(channels_)), stbi_image_free);

@@ -4,6 +4,7 @@
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -102,6 +103,57 @@ Bytes file_bytes(const std::string& path) {
   return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// PNG files assembled chunk by chunk (CRCs by zlib), for pixel data stb_image_write does not write.
+Bytes png_chunk(const char* type, const Bytes& data) {
+  Bytes c = {uint8_t(data.size() >> 24), uint8_t(data.size() >> 16), uint8_t(data.size() >> 8), uint8_t(data.size())};
+  for (int i = 0; i < 4; ++i) c.push_back(uint8_t(type[i]));
+  for (uint8_t v : data) c.push_back(v);
+  const uLong crc = crc32(crc32(0, reinterpret_cast<const Bytef*>(type), 4), data.data(), uInt(data.size()));
+  for (int s = 24; s >= 0; s -= 8) c.push_back(uint8_t(crc >> s));
+  return c;
+}
+
+// An 8-bit grey PNG (interlaced: Adam7) whose IDAT holds `zlib_stream`.
+Bytes grey_png(int w, int h, bool interlaced, const Bytes& zlib_stream) {
+  Bytes f = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  const Bytes ihdr = {0, 0, 0, uint8_t(w), 0, 0, 0, uint8_t(h), 8, 0, 0, 0, uint8_t(interlaced)};
+  for (const Bytes& c : {png_chunk("IHDR", ihdr), png_chunk("IDAT", zlib_stream), png_chunk("IEND", {})})
+    f.insert(f.end(), c.begin(), c.end());
+  return f;
+}
+
+Bytes zlib_compress(const Bytes& raw, int level) {
+  uLongf n = compressBound(uLong(raw.size()));
+  Bytes out(n);
+  REQUIRE(compress2(out.data(), &n, raw.data(), uLong(raw.size()), level) == Z_OK);
+  out.resize(n);
+  return out;
+}
+
+// DEFLATE's bit order: values least significant bit first, Huffman codes most significant bit first.
+struct DeflateBits {
+  Bytes out;
+  uint32_t acc = 0;
+  int count = 0;
+  void bits(uint32_t v, int n) {
+    for (int i = 0; i < n; ++i) {
+      acc |= ((v >> i) & 1u) << count;
+      if (++count == 8) {
+        out.push_back(uint8_t(acc));
+        acc = 0;
+        count = 0;
+      }
+    }
+  }
+  void code(uint32_t c, int n) {
+    for (int i = n - 1; i >= 0; --i) bits((c >> i) & 1u, 1);
+  }
+  Bytes finish() {
+    if (count > 0) out.push_back(uint8_t(acc));
+    return out;
+  }
+};
+
 // An 8x8 RGB JPEG written by stb_image_write at `path` (its folder created), and its bytes.
 Bytes write_jpeg_8x8(const std::string& path) {
   fs::create_directories(fs::path(path).parent_path());
@@ -142,6 +194,58 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     const std::string e = error_of([&] { ds.get(0, img.data()); });
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "cannot decode"));
+  }
+  SUBCASE("a PNG whose deflate stream uses distance code 30 is refused (stb_image copies uninitialised memory)") {
+    // 5x4 grey: 4 rows of a filter byte (0) and 5 pixels. A block with DEFLATE's fixed codes: a filter
+    // byte and a pixel, then a match of length 3 at distance code 30, which DEFLATE does not define
+    // (zlib: "invalid distance code"); stb_image takes it as distance 0 and copies 3 bytes it never
+    // wrote into the pixels. Then the other 19 bytes.
+    DeflateBits z;
+    z.bits(0x78, 8);
+    z.bits(0x01, 8);
+    z.bits(1, 1);  // final block
+    z.bits(1, 2);  // fixed Huffman codes
+    auto literal = [&](unsigned v) { z.code(0x30 + v, 8); };  // fixed code of a byte below 144
+    literal(0);
+    literal(10);
+    z.code(1, 7);   // length code 257: 3 bytes
+    z.code(30, 5);  // distance code 30
+    for (unsigned k = 5; k < 24; ++k) literal(k % 6 == 0 ? 0 : k);
+    z.code(0, 7);   // end of block
+    z.bits(0, 32);  // an Adler-32 slot
+    write_file(d / "a/1.png", grey_png(5, 4, false, z.finish()));
+    const ImageFolderDataset ds(d.path);
+    Bytes img(size_t(ds.image_bytes()));
+    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK(contains(e, "corrupt PNG: its compressed pixel data is invalid (zlib: invalid distance code)"));
+  }
+  SUBCASE("a PNG whose pixel data inflates to megabytes more than its header needs is refused") {
+    // stb_image would inflate all 3 MiB (it keeps growing its buffer) for a 1x1 image.
+    write_file(d / "a/1.png", grey_png(1, 1, false, zlib_compress(Bytes(size_t(3) << 20, 0), 9)));
+    const ImageFolderDataset ds(d.path);
+    Bytes img(size_t(ds.image_bytes()));
+    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK(contains(e, "expands past 1048580 bytes, more than twice the 2 its header needs"));
+  }
+  SUBCASE("a PNG whose pixel data stops early is refused; one missing only its checksum is read") {
+    // stb_image refuses the first too ("Corrupt PNG"); zlib's count says how much is missing.
+    Bytes raw;
+    for (int y = 0; y < 4; ++y) {
+      raw.push_back(0);
+      for (int x = 0; x < 5; ++x) raw.push_back(uint8_t(40 * y + 7 * x));
+    }
+    const Bytes stream = zlib_compress(raw, 0);  // stored: every byte of the rows in the stream
+    write_file(d / "a/1.png", grey_png(5, 4, false, Bytes(stream.begin(), stream.begin() + 20)));
+    const ImageFolderDataset ds(d.path);
+    Bytes img(size_t(ds.image_bytes()));
+    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK(contains(e, "corrupt PNG: its compressed pixel data stops after 13 of the 24 bytes its header needs"));
+    write_file(d / "a/1.png", grey_png(5, 4, false, Bytes(stream.begin(), stream.end() - 4)));
+    REQUIRE(ds.get(0, img.data()) == 0);
+    CHECK(img[1 * 5 + 2] == 40 + 14);
   }
   SUBCASE("a BMP cut short is refused, not decoded with zeros for the missing rows") {
     // stb_image reads past the end of a BMP as zeros and reports success; PNG and JPEG decoders fail.
@@ -235,6 +339,40 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     write_file(d / "a/1.jpg", b);
     CHECK(contains(error_of([&] { ImageFolderDataset(d.path).get(0, img.data()); }), "Huffman table"));
   }
+  SUBCASE("a JPEG scan that uses tables the file never defines, or a component no scan fills, is refused") {
+    // stb_image keeps its tables and coefficients in memory it does not clear: without a DQT segment or
+    // with a component in no scan it decodes pixels made of whatever that memory held (the first was
+    // found by tests/fuzz); without DHT it decodes with uninitialised tables until it fails.
+    const Bytes good = write_jpeg_8x8(d / "a/1.jpg");
+    auto marker = [&](uint8_t m) {
+      for (size_t i = 2; i + 1 < good.size(); ++i)
+        if (good[i] == 0xFF && good[i + 1] == m) return i;
+      FAIL("no marker FF " << int(m));
+      return size_t(0);
+    };
+    auto refusal = [&](const Bytes& b) {
+      write_file(d / "a/1.jpg", b);
+      const ImageFolderDataset ds(d.path);
+      Bytes img(size_t(ds.image_bytes()));
+      return error_of([&] { ds.get(0, img.data()); });
+    };
+    Bytes b = good;
+    b[marker(0xDB) + 1] = 0xFE;  // the DQT segment becomes a comment of the same length
+    std::string e = refusal(b);
+    CHECK(contains(e, d / "a/1.jpg"));
+    CHECK(contains(e, "corrupt JPEG: a scan of component 1 uses quantization table 0, which no DQT segment"));
+    b = good;
+    b[marker(0xC4) + 1] = 0xFE;  // stb_image_write's DHT segment: all four tables
+    CHECK(contains(refusal(b), "corrupt JPEG: a scan of component 1 uses DC Huffman table 0, which no DHT segment"));
+    // The only scan is of component 1 (Y) of the three: one block, DC difference 0 (code 00) and
+    // end of block (1010), padded with ones: 0x2B. Cb and Cr are never decoded.
+    b = good;
+    const size_t sos = marker(0xDA);
+    REQUIRE(b[sos + 4] == 3);
+    b.resize(sos);
+    for (uint8_t v : {0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 63, 0, 0x2B, 0xFF, 0xD9}) b.push_back(v);
+    CHECK(contains(refusal(b), "corrupt JPEG: component 2 is in no scan, so its pixels would be uninitialised memory"));
+  }
   SUBCASE("the same table before the frame header, behind padding that stb_image skips there") {
     Bytes b = write_jpeg_8x8(d / "a/1.jpg");
     // Segments up to the scan: SOI, then [FF, marker, length (2), payload] each.
@@ -279,6 +417,32 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(e, d / "a/1.png"));
     CHECK_FALSE(contains(e, d / "b/2.png"));
   }
+}
+
+TEST_CASE("ImageFolder reads an interlaced (Adam7) PNG") {
+  // 5x4 grey, interlaced: the seven passes' rows, each with its filter byte, in one zlib stream; the
+  // byte count that check_png expects must match what stb_image inflates.
+  static const int x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+  static const int dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+  const int w = 5, h = 4;
+  auto value = [](int x, int y) { return uint8_t(50 * y + 9 * x + 1); };
+  Bytes raw;
+  for (int p = 0; p < 7; ++p)
+    for (int y = y0[p]; y < h; y += dy[p]) {
+      if (x0[p] >= w) break;
+      raw.push_back(0);
+      for (int x = x0[p]; x < w; x += dx[p]) raw.push_back(value(x, y));
+    }
+  TempDir d;
+  fs::create_directories(d / "a");
+  write_file(d / "a/1.png", grey_png(w, h, true, zlib_compress(raw, 9)));
+  const ImageFolderDataset ds(d.path, 1);
+  Bytes img(size_t(ds.image_bytes()));
+  REQUIRE(ds.get(0, img.data()) == 0);
+  int wrong = 0;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) wrong += img[size_t(y * w + x)] != value(x, y);
+  CHECK(wrong == 0);
 }
 
 // ---- synthetic, and concurrent reads ----
