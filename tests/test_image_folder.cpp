@@ -7,6 +7,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -443,6 +444,47 @@ TEST_CASE("ImageFolder reads an interlaced (Adam7) PNG") {
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x) wrong += img[size_t(y * w + x)] != value(x, y);
   CHECK(wrong == 0);
+}
+
+TEST_CASE("ImageFolder accepts every variant Pillow writes, with Pillow's pixels") {
+  // tests/image_corpus.py writes PNG (grey, alpha, palettes of 1, 4 and 8 bits, several IDAT chunks,
+  // stored and optimised streams), JPEG (4:4:4, 4:2:2, 4:2:0, progressive, optimised, grey) and BMP
+  // (24-bit, 8-bit, palette, 1-bit) with Pillow, and Pillow's decode of each. Not one may be
+  // refused by the checks stb_image's decoders need, and each must decode to Pillow's pixels.
+  if (std::system("python3 -c 'import numpy, PIL' >/dev/null 2>&1") != 0)
+    volt::test::skip("Pillow and numpy not installed (pip install pillow numpy)");
+  TempDir d;
+  const std::string cmd = std::string("python3 '") + VOLT_SOURCE_DIR + "/tests/image_corpus.py' '" + d.path + "'";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  std::ifstream listing(d / "list.txt");
+  std::string name;
+  int w = 0, h = 0, checked = 0;
+  double tolerance = 0;
+  while (listing >> name >> w >> h >> tolerance) {
+    CAPTURE(name);
+    const Bytes want = file_bytes(d / (name + ".rgb"));
+    REQUIRE(want.size() == size_t(w * h * 3));
+    std::string refused;
+    Bytes got;
+    try {
+      const ImageFolderDataset ds(d / name, 3);
+      REQUIRE(ds.image_shape() == Shape{3, h, w});
+      got.resize(size_t(ds.image_bytes()));
+      ds.get(0, got.data());
+    } catch (const volt::Error& e) {
+      refused = e.what();
+    }
+    CHECK(refused == "");
+    if (!refused.empty()) continue;
+    double sum = 0;
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < w * h; ++p) sum += std::abs(int(got[size_t(c * w * h + p)]) - int(want[size_t(p * 3 + c)]));
+    const double mean = sum / double(w * h * 3);
+    CAPTURE(mean);
+    CHECK(mean <= tolerance);
+    ++checked;
+  }
+  CHECK(checked == 22);
 }
 
 // ---- synthetic, and concurrent reads ----
