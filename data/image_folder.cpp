@@ -2,21 +2,7 @@
 // construction; pixels are decoded by stb_image in get() and transposed from HWC to CHW.
 #include "data/image_folder.h"
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STB_IMAGE_STATIC  // private to this file: a program that links libvolt may have its own stb_image
-#define STBI_FAILURE_USERMSG
-// Only the formats an image folder may hold: stb_image picks a decoder by the bytes, not the name, so
-// a file named .png holding a GIF, PSD, HDR, PIC, PNM or TGA would otherwise reach those decoders.
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#include <stb_image.h>
-#pragma GCC diagnostic pop
+#include "data/stb_image_impl.inc"
 
 #include <algorithm>
 #include <cctype>

@@ -155,6 +155,15 @@ struct DeflateBits {
   }
 };
 
+// Writes `bytes` as the only image of the folder `root` (at root/rel), opens it, and returns the
+// error that get() gives (the header must pass at construction).
+std::string decode_error(const TempDir& root, const std::string& rel, const Bytes& bytes) {
+  write_file(root / rel, bytes);
+  const ImageFolderDataset ds(root.path);
+  Bytes img(size_t(ds.image_bytes()));
+  return error_of([&] { ds.get(0, img.data()); });
+}
+
 // An 8x8 RGB JPEG written by stb_image_write at `path` (its folder created), and its bytes.
 Bytes write_jpeg_8x8(const std::string& path) {
   fs::create_directories(fs::path(path).parent_path());
@@ -189,10 +198,7 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     write_png(d / "a/1.png", 16, 16, 3, 0);
     Bytes b = file_bytes(d / "a/1.png");
     b.resize(60);
-    write_file(d / "a/1.png", b);
-    const ImageFolderDataset ds(d.path);
-    Bytes img(size_t(ds.image_bytes()));
-    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    const std::string e = decode_error(d, "a/1.png", b);
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "cannot decode"));
   }
@@ -214,19 +220,14 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     for (unsigned k = 5; k < 24; ++k) literal(k % 6 == 0 ? 0 : k);
     z.code(0, 7);   // end of block
     z.bits(0, 32);  // an Adler-32 slot
-    write_file(d / "a/1.png", grey_png(5, 4, false, z.finish()));
-    const ImageFolderDataset ds(d.path);
-    Bytes img(size_t(ds.image_bytes()));
-    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    const std::string e = decode_error(d, "a/1.png", grey_png(5, 4, false, z.finish()));
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "corrupt PNG: its compressed pixel data is invalid (zlib: invalid distance code)"));
   }
   SUBCASE("a PNG whose pixel data inflates to megabytes more than its header needs is refused") {
     // stb_image would inflate all 3 MiB (it keeps growing its buffer) for a 1x1 image.
-    write_file(d / "a/1.png", grey_png(1, 1, false, zlib_compress(Bytes(size_t(3) << 20, 0), 9)));
-    const ImageFolderDataset ds(d.path);
-    Bytes img(size_t(ds.image_bytes()));
-    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    const Bytes zeros(size_t(3) << 20, 0);
+    const std::string e = decode_error(d, "a/1.png", grey_png(1, 1, false, zlib_compress(zeros, 9)));
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "expands past 1048580 bytes, more than twice the 2 its header needs"));
   }
@@ -238,13 +239,13 @@ TEST_CASE("ImageFolder errors name the folder or file") {
       for (int x = 0; x < 5; ++x) raw.push_back(uint8_t(40 * y + 7 * x));
     }
     const Bytes stream = zlib_compress(raw, 0);  // stored: every byte of the rows in the stream
-    write_file(d / "a/1.png", grey_png(5, 4, false, Bytes(stream.begin(), stream.begin() + 20)));
-    const ImageFolderDataset ds(d.path);
-    Bytes img(size_t(ds.image_bytes()));
-    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    const Bytes cut(stream.begin(), stream.begin() + 20);
+    const std::string e = decode_error(d, "a/1.png", grey_png(5, 4, false, cut));
     CHECK(contains(e, d / "a/1.png"));
     CHECK(contains(e, "corrupt PNG: its compressed pixel data stops after 13 of the 24 bytes its header needs"));
     write_file(d / "a/1.png", grey_png(5, 4, false, Bytes(stream.begin(), stream.end() - 4)));
+    const ImageFolderDataset ds(d.path);
+    Bytes img(size_t(ds.image_bytes()));
     REQUIRE(ds.get(0, img.data()) == 0);
     CHECK(img[1 * 5 + 2] == 40 + 14);
   }
@@ -255,27 +256,20 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     Bytes b = file_bytes(d / "a/1.bmp");
     REQUIRE(b.size() == 54 + 16 * 48);
     b.pop_back();
-    write_file(d / "a/1.bmp", b);
-    const ImageFolderDataset ds(d.path);  // the header is whole
-    Bytes img(size_t(ds.image_bytes()));
-    std::string e = error_of([&] { ds.get(0, img.data()); });
+    std::string e = decode_error(d, "a/1.bmp", b);  // the header is whole
     CHECK(contains(e, d / "a/1.bmp"));
     CHECK(contains(e, "truncated: its BMP header (16x16, 24 bits per pixel, pixels at byte 54) needs 822 bytes, "
                       "the file has 821"));
     // The compression field read as a negative int, which stb_image also takes as uncompressed (found by fuzzing).
     b[33] = 0xea;
-    write_file(d / "a/1.bmp", b);
-    e = error_of([&] { ds.get(0, img.data()); });
+    e = decode_error(d, "a/1.bmp", b);
     CHECK(contains(e, "needs 822 bytes, the file has 821"));
   }
   SUBCASE("a 135-byte BMP claiming 9000 x 9000 pixels is refused before anything is decoded") {
     Bytes b = {'B', 'M', 0, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0, 0x28, 0x23, 0, 0, 0x28, 0x23, 0, 0, 1, 0, 24, 0};
     b.resize(135, 0x7f);
     std::fill(b.begin() + 30, b.begin() + 54, 0);
-    write_file(d / "a/1.bmp", b);
-    const ImageFolderDataset ds(d.path);
-    Bytes img(size_t(ds.image_bytes()));
-    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    const std::string e = decode_error(d, "a/1.bmp", b);
     CHECK(contains(e, d / "a/1.bmp"));
     CHECK(contains(e, "(9000x9000, 24 bits per pixel, pixels at byte 54) needs 243000054 bytes, the file has 135"));
   }
@@ -285,10 +279,7 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     Bytes b = {'B', 'M', 0, 0, 0, 0, 0, 0, 0, 0, 38, 0, 0, 0, 40, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 1, 0, 8, 0};
     b.resize(54 + 16, 3);
     std::fill(b.begin() + 30, b.begin() + 54, 0);
-    write_file(d / "a/1.bmp", b);
-    const ImageFolderDataset ds(d.path);
-    Bytes img(size_t(ds.image_bytes()));
-    const std::string e = error_of([&] { ds.get(0, img.data()); });
+    const std::string e = decode_error(d, "a/1.bmp", b);
     CHECK(contains(e, d / "a/1.bmp"));
     CHECK(contains(e, "pixel data offset 38 leaves the decoder a palette of no entries"));
   }
@@ -351,12 +342,7 @@ TEST_CASE("ImageFolder errors name the folder or file") {
       FAIL("no marker FF " << int(m));
       return size_t(0);
     };
-    auto refusal = [&](const Bytes& b) {
-      write_file(d / "a/1.jpg", b);
-      const ImageFolderDataset ds(d.path);
-      Bytes img(size_t(ds.image_bytes()));
-      return error_of([&] { ds.get(0, img.data()); });
-    };
+    auto refusal = [&](const Bytes& b) { return decode_error(d, "a/1.jpg", b); };
     Bytes b = good;
     b[marker(0xDB) + 1] = 0xFE;  // the DQT segment becomes a comment of the same length
     std::string e = refusal(b);

@@ -23,18 +23,7 @@ void* filled_realloc(void* old, size_t old_size, size_t n) {
 #define STBI_MALLOC(n) filled_malloc(n)
 #define STBI_REALLOC_SIZED(p, old, n) filled_realloc(p, old, n)
 #define STBI_FREE(p) std::free(p)
-#define STB_IMAGE_IMPLEMENTATION
-#define STB_IMAGE_STATIC
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#include <stb_image.h>
-#pragma GCC diagnostic pop
+#include "data/stb_image_impl.inc"
 
 #include <memory>
 
