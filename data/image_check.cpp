@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <string>
@@ -240,7 +241,9 @@ std::string check_png(const uint8_t* b, size_t n) {
   z_stream z{};
   if ((raw_deflate ? inflateInit2(&z, -MAX_WBITS) : inflateInit(&z)) != Z_OK) return "";
   const uint64_t limit = 2 * needed + (1u << 20);
-  std::vector<unsigned char> scratch(size_t(1) << 16);
+  // Output goes to a scratch buffer and is dropped; stb_image inflates again. Not zeroed: zlib only writes.
+  const size_t scratch_size = size_t(std::min<uint64_t>(uint64_t(1) << 16, limit));
+  std::unique_ptr<unsigned char[]> scratch(new unsigned char[scratch_size]);
   uint64_t produced = 0;
   int rc = Z_OK;
   std::string fault;
@@ -248,10 +251,10 @@ std::string check_png(const uint8_t* b, size_t n) {
     z.next_in = const_cast<Bytef*>(b + idat[i].at);
     z.avail_in = uInt(idat[i].len);
     while (z.avail_in > 0 && rc != Z_STREAM_END) {
-      z.next_out = scratch.data();
-      z.avail_out = uInt(scratch.size());
+      z.next_out = scratch.get();
+      z.avail_out = uInt(scratch_size);
       rc = inflate(&z, Z_NO_FLUSH);
-      produced += scratch.size() - z.avail_out;
+      produced += scratch_size - z.avail_out;
       if (rc == Z_NEED_DICT) {
         fault = "corrupt PNG: its pixel data asks for a preset zlib dictionary";
       } else if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
@@ -265,10 +268,10 @@ std::string check_png(const uint8_t* b, size_t n) {
   }
   // Input used up with the stream unfinished: inflate may still hold output for a full buffer.
   while (fault.empty() && rc == Z_OK && z.avail_out == 0 && produced <= limit) {
-    z.next_out = scratch.data();
-    z.avail_out = uInt(scratch.size());
+    z.next_out = scratch.get();
+    z.avail_out = uInt(scratch_size);
     rc = inflate(&z, Z_NO_FLUSH);
-    produced += scratch.size() - z.avail_out;
+    produced += scratch_size - z.avail_out;
   }
   inflateEnd(&z);
   // A stream that stops early (stb_image refuses it too) is named with what it lacks; one that stops
