@@ -172,7 +172,7 @@ std::string check_bmp(const uint8_t* b, size_t n) {
     return "";
   }
   if (offset >= 0x80000000u) return "";  // stb_image: "bad BMP"
-  if (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32) return "";
+  if (bpp < 16 && bpp != 1 && bpp != 4 && bpp != 8) return "";  // stb_image: "bad bpp"
   if (w == 0 || h == 0) return "";                       // no pixels: stb_image decides
   if (w > (1u << 24) || h > (1u << 24)) return "";       // stb_image: "too large"
   // Below 16 bits per pixel a palette lies between the headers and the pixels. stb_image takes its
@@ -181,8 +181,11 @@ std::string check_bmp(const uint8_t* b, size_t n) {
   if (bpp < 16 && (header == 12 ? offset < 36 : offset < 14 + header))
     return "unsupported BMP: its pixel data offset " + std::to_string(offset) +
            " leaves the decoder a palette of no entries (its colours would be uninitialised memory)";
-  const uint64_t row = (w * bpp + 7) / 8;
-  const uint64_t stride = (w * bpp + 31) / 32 * 4;
+  // A row: its pixels, padded to 4 bytes. stb_image reads any depth from 16 bits up other than 16
+  // and 24 as 32 (a header's 800 bits per pixel included).
+  const uint64_t pixel_bytes = bpp == 16 ? 2 : bpp == 24 ? 3 : 4;
+  const uint64_t row = bpp < 16 ? (w * bpp + 7) / 8 : w * pixel_bytes;
+  const uint64_t stride = (row + 3) / 4 * 4;
   const uint64_t needed = offset + stride * (h - 1) + row;
   if (needed > n)
     return "truncated: its BMP header (" + std::to_string(w) + "x" + std::to_string(h) + ", " + std::to_string(bpp) +

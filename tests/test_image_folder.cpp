@@ -13,6 +13,7 @@
 #include <iterator>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "data/cifar.h"
@@ -264,6 +265,15 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     b[33] = 0xea;
     e = decode_error(d, "a/1.bmp", b);
     CHECK(contains(e, "needs 822 bytes, the file has 821"));
+    // A V4 header with 800 bits per pixel, read by stb_image as 32, and that negative compression,
+    // which leaves the colour masks the file gives (found by libFuzzer): 2x2 needs 122 + 8 + 8 bytes.
+    b.assign(130, 0);
+    for (auto [at, v] : std::vector<std::pair<int, uint8_t>>{
+             {0, 'B'}, {1, 'M'}, {10, 122}, {14, 108}, {18, 2}, {22, 2}, {26, 1}, {28, 0x20}, {29, 3}, {33, 0x8e},
+             {56, 0xff}, {59, 0xff}, {62, 0xff}})
+      b[size_t(at)] = v;
+    e = decode_error(d, "a/1.bmp", b);
+    CHECK(contains(e, "(2x2, 800 bits per pixel, pixels at byte 122) needs 138 bytes, the file has 130"));
   }
   SUBCASE("a 135-byte BMP claiming 9000 x 9000 pixels is refused before anything is decoded") {
     Bytes b = {'B', 'M', 0, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0, 0x28, 0x23, 0, 0, 0x28, 0x23, 0, 0, 1, 0, 24, 0};
