@@ -17,7 +17,11 @@ volatile sig_atomic_t g_raised = 0;
 bool g_installed = false;
 struct sigaction g_previous;
 
-extern "C" void on_sigusr1(int) { g_raised = 1; }
+// C linkage for a signal handler, and static: an unnamed namespace does not keep an extern "C"
+// name out of the global symbol table, where a program that links libvolt could define its own.
+extern "C" {
+static void on_sigusr1(int) { g_raised = 1; }
+}
 
 // Single-quoted for the shell.
 std::string quote(const std::string& s) {

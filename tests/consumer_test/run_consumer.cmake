@@ -17,4 +17,4 @@ run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/build -DCMAKE_PREFIX_P
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)
 run(${WORK_DIR}/build/embed_trainer ${WORK_DIR}/embed_runs)
-run(${WORK_DIR}/build/own_stb ${WORK_DIR}/own_stb_images)
+run(${WORK_DIR}/build/own_symbols ${WORK_DIR}/own_symbols_images)
