@@ -243,46 +243,42 @@ std::string check_png(const uint8_t* b, size_t n) {
 
   z_stream z{};
   if ((raw_deflate ? inflateInit2(&z, -MAX_WBITS) : inflateInit(&z)) != Z_OK) return "";
+  struct End {
+    z_stream* z;
+    ~End() { inflateEnd(z); }
+  } end{&z};
   const uint64_t limit = 2 * needed + (1u << 20);
   // Output goes to a scratch buffer and is dropped; stb_image inflates again. Not zeroed: zlib only writes.
   const size_t scratch_size = size_t(std::min<uint64_t>(uint64_t(1) << 16, limit));
   std::unique_ptr<unsigned char[]> scratch(new unsigned char[scratch_size]);
   uint64_t produced = 0;
-  int rc = Z_OK;
-  std::string fault;
-  for (size_t i = 0; i < idat.size() && rc != Z_STREAM_END && fault.empty(); ++i) {
-    z.next_in = const_cast<Bytef*>(b + idat[i].at);
-    z.avail_in = uInt(idat[i].len);
-    while (z.avail_in > 0 && rc != Z_STREAM_END) {
-      z.next_out = scratch.get();
-      z.avail_out = uInt(scratch_size);
-      rc = inflate(&z, Z_NO_FLUSH);
-      produced += scratch_size - z.avail_out;
-      if (rc == Z_NEED_DICT) {
-        fault = "corrupt PNG: its pixel data asks for a preset zlib dictionary";
-      } else if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
-        fault = std::string("corrupt PNG: its compressed pixel data is invalid (zlib: ") + (z.msg ? z.msg : "error") + ")";
-      } else if (produced > limit) {
-        fault = "corrupt PNG: its compressed pixel data expands past " + std::to_string(limit) +
-                " bytes, more than twice the " + std::to_string(needed) + " its header needs";
-      }
-      if (!fault.empty()) break;
+  size_t next = 0;  // the next IDAT span to feed
+  for (;;) {
+    while (z.avail_in == 0 && next < idat.size()) {
+      z.next_in = const_cast<Bytef*>(b + idat[next].at);
+      z.avail_in = uInt(idat[next].len);
+      ++next;
     }
-  }
-  // Input used up with the stream unfinished: inflate may still hold output for a full buffer.
-  while (fault.empty() && rc == Z_OK && z.avail_out == 0 && produced <= limit) {
     z.next_out = scratch.get();
     z.avail_out = uInt(scratch_size);
-    rc = inflate(&z, Z_NO_FLUSH);
+    const int rc = inflate(&z, Z_NO_FLUSH);
     produced += scratch_size - z.avail_out;
+    if (rc == Z_STREAM_END) return "";
+    if (rc == Z_NEED_DICT) return "corrupt PNG: its pixel data asks for a preset zlib dictionary";
+    if (rc != Z_OK && rc != Z_BUF_ERROR)
+      return std::string("corrupt PNG: its compressed pixel data is invalid (zlib: ") + (z.msg ? z.msg : "error") + ")";
+    if (produced > limit)
+      return "corrupt PNG: its compressed pixel data expands past " + std::to_string(limit) +
+             " bytes, more than twice the " + std::to_string(needed) + " its header needs";
+    // Z_BUF_ERROR, or a buffer not filled with no input left: nothing more is coming.
+    if (rc == Z_BUF_ERROR || (z.avail_in == 0 && z.avail_out != 0 && next == idat.size())) break;
   }
-  inflateEnd(&z);
-  // A stream that stops early (stb_image refuses it too) is named with what it lacks; one that stops
-  // after all the pixels (its checksum missing, say) loses nothing.
-  if (fault.empty() && rc != Z_STREAM_END && produced < needed)
-    fault = "corrupt PNG: its compressed pixel data stops after " + std::to_string(produced) + " of the " +
-            std::to_string(needed) + " bytes its header needs (cut short?)";
-  return fault;
+  // The stream stops unfinished. Short of the pixels (stb_image refuses it too) it is named with what
+  // it lacks; after all of them (its checksum missing, say) nothing is lost.
+  if (produced < needed)
+    return "corrupt PNG: its compressed pixel data stops after " + std::to_string(produced) + " of the " +
+           std::to_string(needed) + " bytes its header needs (cut short?)";
+  return "";
 }
 
 }  // namespace volt
