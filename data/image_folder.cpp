@@ -51,7 +51,7 @@ std::string read_bytes(const std::string& path, size_t max, bool* whole) {
   return out;
 }
 
-// Refuses a JPEG whose tables would make stb_image write out of bounds (data/image_check.h).
+// Refuses a JPEG that stb_image would overrun or decode from memory it never wrote (data/image_check.h).
 void check_jpeg_fault(const std::string& path, const JpegCheck& c) {
   VOLT_CHECK(c.fault.empty(), "ImageFolder: cannot read image ", path, ": ", c.fault);
 }

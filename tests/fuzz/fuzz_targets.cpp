@@ -317,7 +317,8 @@ std::vector<std::string> seeds_cifar() {
 // --- Images of an image folder (stb_image) --------------------------------------------------------
 
 // Input: a flags byte (bits 0-1: extension png, jpg, bmp, jpeg; bits 2-3: channels - 1), then the
-// image file. An accepted image must decode to the same pixels whatever bytes follow its end.
+// image file. An accepted image must decode to the same pixels whatever bytes follow its end and
+// whatever the decoder's fresh heap memory holds (tests/fuzz/image_oracle.h).
 bool run_image(const uint8_t* data, size_t size) {
   if (size < 1) return false;
   static const char* kExt[] = {"png", "jpg", "bmp", "jpeg"};
@@ -333,7 +334,8 @@ bool run_image(const uint8_t* data, size_t size) {
            std::to_string(channels) + "-channel image");
     std::vector<uint8_t> img(size_t(shape_numel(s)));
     if (ds.get(0, img.data()) != 0) fail("ImageFolder: label of the only class is not 0");
-    // Pixels that depend on bytes past the end of the file mean it was decoded from zeros it lacks.
+    // Pixels that depend on the padding byte were decoded from bytes the file lacks or from memory
+    // nothing wrote.
     const std::string file = bytes_of(data + 1, size - 1);
     const auto zeros = decode_padded(file, channels, 0x00), ones = decode_padded(file, channels, 0xFF);
     if (!zeros || !ones || *zeros != *ones)
