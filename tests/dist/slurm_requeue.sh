@@ -12,7 +12,7 @@ rm -rf "$work"; mkdir -p "$work"
 if [ -z "${SLURM_CONF:-}" ] && [ -f "${VOLT_SLURM_DIR:-/tmp/volt-slurm}/slurm.conf" ]; then
   export SLURM_CONF="${VOLT_SLURM_DIR:-/tmp/volt-slurm}/slurm.conf"  # as srun_or_skip.sh finds it
 fi
-args=(--dataset synthetic --train-samples 3072 --val-samples 64 --test-samples 64 --batch-size 32 --epochs 3
+args=(--dataset synthetic --train-samples 1536 --val-samples 64 --test-samples 64 --batch-size 32 --epochs 3
       --threads 1 --num-workers 1 --no-progress --seed 3)
 fail() { echo "slurm_requeue: FAILED: $*" >&2; exit 1; }
 
@@ -33,9 +33,13 @@ export VOLT_REQUEUE_CMD="$work/fake_scontrol.sh"
 "$srun_or_skip" 300 -n 2 --job-name=volt_requeue_test "$cnn_train" "${args[@]}" --log-dir "$work/job" \
   --save "$work/job.vt" > "$work/job.log" 2>&1 &
 pid=$!
-# Signal once training has started (the run's version folder exists) and is under way.
-for _ in $(seq 1 300); do [ -d "$work/job/lightning_logs/version_0" ] && break; sleep 0.1; done
-sleep 3
+# Signal once the first epoch has ended (its last.ckpt is written): the signal lands in the second
+# of three epochs of 24 steps a rank, however fast or slow (sanitized, loaded) the machine runs them.
+for _ in $(seq 1 3000); do
+  [ -f "$work/job/lightning_logs/version_0/checkpoints/last.ckpt" ] && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.1
+done
 job=$(squeue -h -n volt_requeue_test -o %i | head -n 1)
 [ -n "$job" ] || { wait $pid; cat "$work/job.log"; fail "the job finished before it could be signalled"; }
 scancel --signal=USR1 "$job" || fail "scancel --signal=USR1 $job failed"
