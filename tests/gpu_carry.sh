@@ -54,7 +54,9 @@ pack)
   # shellcheck disable=SC2086  # one path per word (no spaces in the build's own paths)
   tar -cJf "$dir/carry.tar.xz" -C "$dir" lib $bins && rm -rf "$dir/lib" && (cd "$dir" && rm -f $bins)
   # What travels: this folder, .carry (the fixtures) and the tracked sources; the cap is 64 MiB.
-  bytes=$(du -scb "$dir" "$root/.carry" 2>/dev/null | tail -1 | cut -f1)
+  # (.carry may not exist yet: du would exit 1 and, under pipefail, end the script without a word)
+  carried=("$dir"); [ -e "$root/.carry" ] && carried+=("$root/.carry")
+  bytes=$(du -scb "${carried[@]}" | tail -1 | cut -f1)
   bytes=$((bytes + $(git -C "$root" ls-files -z | (cd "$root" && du -cb --files0-from=- 2>/dev/null) | tail -1 | cut -f1)))
   echo "gpu_carry: $dir is $(du -sh "$dir" | cut -f1); with .carry and the sources $((bytes / 1048576)) MiB travel"
   [ "$bytes" -le $((62 * 1048576)) ] || { echo "gpu_carry: over 62 MiB: the device tool refuses more than 64" >&2; exit 1; }
