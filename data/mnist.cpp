@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/binary_io.h"
 #include "engine/error.h"
 
 namespace volt {
@@ -43,10 +44,6 @@ std::vector<uint8_t> read_raw(const std::string& what, const std::string& path) 
   return bytes;
 }
 
-uint32_t be32(const uint8_t* p) {
-  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
-}
-
 // Inflating stops one byte past what the IDX header promises (header + count x item_bytes, so
 // extra bytes are still seen) and in any case past this: a small .gz must not fill memory.
 constexpr size_t kMaxGzipBytes = size_t(1) << 30;  // MNIST's largest file is 47,040,016 bytes
@@ -76,7 +73,7 @@ std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path,
     bytes.resize(at + size_t(got));
     if (got == 0) break;
     if (at < header && bytes.size() >= header)
-      limit = std::min<uint64_t>(limit, header + uint64_t(be32(bytes.data() + 4)) * item_bytes + 1);
+      limit = std::min<uint64_t>(limit, header + uint64_t(load_be32(bytes.data() + 4)) * item_bytes + 1);
     if (bytes.size() > kMaxGzipBytes) {
       error = detail::format(what, ": ", path, " decompresses to more than ", kMaxGzipBytes,
                              " bytes; not an MNIST IDX file");
@@ -96,13 +93,13 @@ int64_t check_idx(const std::string& what, const std::string& path, const std::v
   const char* gz = ends_with(path, ".gz") ? " (uncompressed)" : "";
   VOLT_CHECK(int64_t(bytes.size()) >= header, what, ": ", path, " is ", bytes.size(), " bytes", gz,
              ", shorter than the ", header, "-byte IDX header; truncated or not an IDX file?");
-  const uint32_t got = be32(bytes.data());
+  const uint32_t got = load_be32(bytes.data());
   VOLT_CHECK(got == magic, what, ": ", path, " has IDX magic number ", got, ", expected ", magic, " (",
              magic == kImagesMagic ? "unsigned-byte images, 3 dimensions" : "unsigned-byte labels, 1 dimension",
              "); not an MNIST ", item, " file?");
-  const int64_t count = be32(bytes.data() + 4);
+  const int64_t count = load_be32(bytes.data() + 4);
   if (magic == kImagesMagic) {
-    const int64_t rows = be32(bytes.data() + 8), cols = be32(bytes.data() + 12);
+    const int64_t rows = load_be32(bytes.data() + 8), cols = load_be32(bytes.data() + 12);
     VOLT_CHECK(rows == kRows && cols == kCols, what, ": ", path, " holds images of ", rows, "x", cols,
                ", expected ", kRows, "x", kCols);
   }

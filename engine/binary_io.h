@@ -1,6 +1,7 @@
-// Little-endian byte-buffer helpers shared by Volt's binary files (tensor files, checkpoints):
-// appending and bounds-checked reading of scalars, strings and tensor records, CRC32, and atomic
-// whole-file writes (temporary name, fsync, rename) and whole-file reads.
+// Byte-buffer helpers shared by Volt's binary files (tensor files, checkpoints) and its readers of
+// others' formats: appending and bounds-checked reading of little-endian scalars, strings and tensor
+// records, big-endian loads, CRC32, and atomic whole-file writes (temporary name, fsync, rename) and
+// whole-file reads.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -12,6 +13,11 @@
 namespace volt {
 
 uint32_t crc32(const void* data, size_t n, uint32_t crc = 0);  // IEEE 802.3; chain with `crc`
+
+// The big-endian u32 at p (the byte order of IDX headers and PNG chunks).
+inline uint32_t load_be32(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+}
 
 namespace binio {
 
