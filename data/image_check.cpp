@@ -2,16 +2,21 @@
 // table's code count. Past the end of the data stb_image reads zeros; so does this walk.
 // bmp_bytes_needed: the header fields stb_image's BMP reader uses (BITMAPFILEHEADER, then a
 // BITMAPCOREHEADER of 12 bytes or an INFO/V3/V4/V5 header of 40, 56, 108 or 124).
-// check_png: the chunk walk of stb_image's PNG reader, then zlib's inflate over the IDAT data.
+// check_png: the chunk walk of stb_image's PNG reader, checking the CRC of each chunk it reads, then
+// zlib's inflate over the IDAT data.
 #include "data/image_check.h"
 
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <vector>
+
+#include "engine/binary_io.h"
 
 #include <string>
 
@@ -197,7 +202,7 @@ std::string check_bmp(const uint8_t* b, size_t n) {
 std::string check_png(const uint8_t* b, size_t n) {
   static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (n < 8 || std::memcmp(b, kSignature, 8) != 0) return "";
-  auto be32 = [&](size_t i) { return uint32_t(b[i]) << 24 | uint32_t(b[i + 1]) << 16 | uint32_t(b[i + 2]) << 8 | b[i + 3]; };
+  auto be32 = [&](size_t i) { return load_be32(b + i); };
   auto type_is = [&](size_t i, const char* t) { return std::memcmp(b + i, t, 4) == 0; };
   struct Span {
     size_t at, len;
@@ -228,6 +233,20 @@ std::string check_png(const uint8_t* b, size_t n) {
     const uint64_t len = be32(pos);
     if (type_is(pos + 4, "IEND") && needed != 0) break;  // stb_image reads no further (its CRC may be missing)
     if (len > n - pos - 8) return "";  // stb_image: "outofdata", or it fails at the next chunk
+    // The chunks whose contents stb_image reads; it skips every CRC. Without its 4 bytes of CRC the
+    // chunk is the file's last, and stb_image fails at the next chunk header.
+    static const char* kRead[] = {"CgBI", "IHDR", "PLTE", "tRNS", "IDAT"};
+    const bool read = std::any_of(std::begin(kRead), std::end(kRead), [&](const char* t) { return type_is(pos + 4, t); });
+    if (read && n - pos - 8 - len >= 4) {
+      const uint32_t stored = be32(pos + 8 + size_t(len));
+      const uint32_t computed = uint32_t(::crc32(::crc32(0L, b + pos + 4, 4), b + pos + 8, uInt(len)));
+      if (stored != computed) {
+        char hex[64];
+        std::snprintf(hex, sizeof hex, "stored 0x%08x, computed 0x%08x", stored, computed);
+        return "corrupt PNG: its " + std::string(reinterpret_cast<const char*>(b + pos + 4), 4) +
+               " chunk at byte offset " + std::to_string(pos) + " fails its CRC check (" + hex + ")";
+      }
+    }
     if (type_is(pos + 4, "CgBI")) {
       raw_deflate = true;
     } else if (type_is(pos + 4, "IHDR")) {

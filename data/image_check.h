@@ -8,10 +8,13 @@
 // check_bmp: stb_image reads a BMP cut short as if zeros followed (black rows, no error), after
 // allocating the whole image its header claims, and a palette BMP whose pixel data offset leaves it
 // fewer than zero palette entries as one with a palette it never fills. Both are refused.
-// check_png: stb_image's own inflate takes distance codes 30 and 31 of a fixed-code block, which
-// DEFLATE does not have, as a distance of 0 and copies uninitialised memory into the pixels, and keeps
-// inflating however far the stream expands (a 3 MiB stream for a 1x1 image). zlib inflates the pixel
-// data first (checking the Adler-32 sum too, which stb_image ignores) and refuses both.
+// check_png: stb_image skips every chunk's CRC, so a palette, transparency or header changed on disk
+// decodes to other pixels without a word; check_png checks the CRC of each chunk stb_image reads
+// (IHDR, PLTE, tRNS, IDAT, CgBI; a damaged text chunk or other chunk it skips changes no pixel and is
+// left alone). And stb_image's own inflate takes distance codes 30 and 31 of a fixed-code block,
+// which DEFLATE does not have, as a distance of 0 and copies uninitialised memory into the pixels,
+// and keeps inflating however far the stream expands (a 3 MiB stream for a 1x1 image). zlib inflates
+// the pixel data first (checking the Adler-32 sum too, which stb_image ignores) and refuses both.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -37,11 +40,12 @@ JpegCheck check_jpeg(const uint8_t* data, size_t size, bool stop_at_frame);
 // palette size that is not negative.
 std::string check_bmp(const uint8_t* data, size_t size);
 
-// `data` holds the whole file. Not a PNG stb_image would get as far as inflating (the signature, an
-// IHDR chunk first, IEND reached): nothing to check. Otherwise "" when the concatenated IDAT data is
-// a zlib stream (raw deflate after a CgBI chunk, as stb_image takes it) that zlib inflates without
-// error to at least the bytes the header needs (rows with their filter bytes) and at most twice that
-// plus 1 MiB.
+// `data` holds the whole file. Not a PNG (no signature): nothing to check. A chunk stb_image reads,
+// met before IEND, whose CRC-32 does not match is reported (one cut off before its CRC is left for
+// stb_image to refuse). A file stb_image would not get as far as inflating (an IHDR chunk first,
+// IEND reached) is left for it to refuse. Otherwise "" when the concatenated IDAT data is a zlib
+// stream (raw deflate after a CgBI chunk, as stb_image takes it) that zlib inflates without error to
+// at least the bytes the header needs (rows with their filter bytes) and at most twice that plus 1 MiB.
 std::string check_png(const uint8_t* data, size_t size);
 
 }  // namespace volt

@@ -250,6 +250,43 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     REQUIRE(ds.get(0, img.data()) == 0);
     CHECK(img[1 * 5 + 2] == 40 + 14);
   }
+  SUBCASE("a PNG chunk that stb_image reads is refused when its CRC does not match; a damaged text chunk is not") {
+    // 2x1, 8-bit palette: entry 0 red, entry 1 blue. stb_image ignores CRCs: with the palette's first
+    // byte changed on disk it would decode another colour without a word.
+    const Bytes ihdr = {0, 0, 0, 2, 0, 0, 0, 1, 8, 3, 0, 0, 0};
+    const Bytes plte = {255, 0, 0, 0, 0, 255};
+    const Bytes pixels = zlib_compress({0, 0, 1}, 9);  // filter byte, indices 0 and 1
+    auto palette_png = [&](const Bytes& text) {
+      Bytes f = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+      for (const Bytes& c : {png_chunk("IHDR", ihdr), text, png_chunk("PLTE", plte), png_chunk("IDAT", pixels),
+                             png_chunk("IEND", {})})
+        f.insert(f.end(), c.begin(), c.end());
+      return f;
+    };
+    Bytes text = png_chunk("tEXt", {'C', 'o', 'm', 'm', 'e', 'n', 't', 0, 'h', 'i'});
+    text[8] ^= 0x20;  // "comment": the text changed, its CRC not
+    Bytes good = palette_png(text);
+    write_file(d / "a/1.png", good);
+    {
+      const ImageFolderDataset ds(d.path, 3);
+      Bytes img(size_t(ds.image_bytes()));
+      REQUIRE(ds.get(0, img.data()) == 0);
+      CHECK(img == Bytes{255, 0, 0, 0, 0, 255});  // planar: R of both pixels, G, B
+    }
+    const size_t plte_at = 8 + 25 + text.size(), idat_at = plte_at + 18;
+    Bytes bad = good;
+    bad[plte_at + 8] = 254;
+    std::string e = decode_error(d, "a/1.png", bad);
+    CHECK(contains(e, d / "a/1.png"));
+    CHECK(contains(e, "corrupt PNG: its PLTE chunk at byte offset " + std::to_string(plte_at) + " fails its CRC check"));
+    bad = good;
+    bad[idat_at + 8 + pixels.size() + 3] ^= 1;  // the IDAT chunk's CRC itself
+    e = decode_error(d, "a/1.png", bad);
+    CHECK(contains(e, "corrupt PNG: its IDAT chunk at byte offset " + std::to_string(idat_at) + " fails its CRC check"));
+    bad = good;
+    bad.resize(idat_at + 8 + pixels.size() + 2);  // the IDAT chunk's CRC cut off, and IEND with it
+    CHECK(contains(decode_error(d, "a/1.png", bad), "cannot decode"));
+  }
   SUBCASE("a BMP cut short is refused, not decoded with zeros for the missing rows") {
     // stb_image reads past the end of a BMP as zeros and reports success; PNG and JPEG decoders fail.
     fs::create_directories(d / "a");

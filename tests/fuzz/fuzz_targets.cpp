@@ -316,16 +316,33 @@ std::vector<std::string> seeds_cifar() {
 
 // --- Images of an image folder (stb_image) --------------------------------------------------------
 
-// Input: a flags byte (bits 0-1: extension png, jpg, bmp, jpeg; bits 2-3: channels - 1), then the
-// image file. An accepted image must decode to the same pixels whatever bytes follow its end and
-// whatever the decoder's fresh heap memory holds (tests/fuzz/image_oracle.h).
+// Every chunk of a PNG given the CRC-32 its bytes have now (chunks cut off before their CRC are left).
+std::string resign_png(std::string f) {
+  if (f.size() < 8 || f.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0) return f;
+  auto* b = reinterpret_cast<uint8_t*>(&f[0]);
+  for (size_t pos = 8; f.size() - pos >= 12;) {
+    const size_t len = load_be32(b + pos);
+    if (len > f.size() - pos - 12) break;
+    const uint32_t crc = uint32_t(::crc32(::crc32(0L, b + pos + 4, 4), b + pos + 8, uInt(len)));
+    for (int i = 0; i < 4; ++i) b[pos + 8 + len + size_t(i)] = uint8_t(crc >> (24 - 8 * i));
+    pos += 12 + len;
+  }
+  return f;
+}
+
+// Input: a flags byte (bits 0-1: extension png, jpg, bmp, jpeg; bits 2-3: channels - 1; bit 4: give
+// every PNG chunk a matching CRC, so that mutations inside chunks reach the decoder), then the image
+// file. An accepted image must decode to the same pixels whatever bytes follow its end and whatever
+// the decoder's fresh heap memory holds (tests/fuzz/image_oracle.h).
 bool run_image(const uint8_t* data, size_t size) {
   if (size < 1) return false;
   static const char* kExt[] = {"png", "jpg", "bmp", "jpeg"};
   const int channels = 1 + ((data[0] >> 2) & 3);
   const std::string d = fresh_dir("images");
   fs::create_directories(d + "/cls");
-  write_file(d + "/cls/x." + kExt[data[0] & 3], bytes_of(data + 1, size - 1));
+  std::string file = bytes_of(data + 1, size - 1);
+  if (data[0] & 16) file = resign_png(std::move(file));
+  write_file(d + "/cls/x." + kExt[data[0] & 3], file);
   try {
     ImageFolderDataset ds(d, channels);
     const Shape s = ds.image_shape();
@@ -336,7 +353,6 @@ bool run_image(const uint8_t* data, size_t size) {
     if (ds.get(0, img.data()) != 0) fail("ImageFolder: label of the only class is not 0");
     // Pixels that depend on the padding byte were decoded from bytes the file lacks or from memory
     // nothing wrote.
-    const std::string file = bytes_of(data + 1, size - 1);
     const auto zeros = decode_padded(file, channels, 0x00), ones = decode_padded(file, channels, 0xFF);
     if (!zeros || !ones || *zeros != *ones)
       fail("ImageFolder decoded an image whose pixels depend on bytes past the end of its file");
@@ -363,7 +379,7 @@ std::vector<std::string> seeds_image() {
       if (kind == 2) stbi_write_bmp_to_func(append_bytes, &file, w, h, comp, px.data());
       if (file.empty()) fail("stb_image_write wrote nothing");
       const int ch = comp == 1 ? 1 : 3;
-      out.push_back(std::string(1, char(kind | (ch - 1) << 2)) + file);
+      out.push_back(std::string(1, char(kind | (ch - 1) << 2 | (kind == 0 ? 16 : 0))) + file);
     }
   return out;
 }
