@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/binary_io.h"
+#include "engine/error.h"
 
 #include <string>
 
@@ -115,6 +116,10 @@ JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
     if (m == 0xDA) {  // start of scan: which components, with which tables
       const unsigned count = at(pos + 2);
       if (ncomp == 0 || count < 1 || count > ncomp) return out;  // stb_image fails
+      if (huff_dc == 0 && huff_ac == 0) {  // no DHT yet: Motion JPEG, the standard tables 0 and 1
+        out.standard_tables = true;
+        huff_dc = huff_ac = 3;
+      }
       const unsigned spectral_start = at(pos + 3 + 2 * count), approx_high = at(pos + 5 + 2 * count) >> 4;
       for (unsigned i = 0; i < count; ++i) {
         const unsigned id = at(pos + 3 + 2 * i), dc = at(pos + 4 + 2 * i) >> 4, ac = at(pos + 4 + 2 * i) & 15;
@@ -154,9 +159,69 @@ JpegCheck check_jpeg(const uint8_t* b, size_t n, bool stop_at_frame) {
   }
 }
 
+namespace {
+
+// ITU-T T.81 Annex K.3, Tables K.3 to K.6: for each table, the number of codes of each length 1..16,
+// then the symbols in order of increasing code length.
+constexpr uint8_t kDcCounts[2][16] = {{0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
+                                      {0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}};
+constexpr uint8_t kAcCounts[2][16] = {{0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d},
+                                      {0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77}};
+constexpr uint8_t kAcSymbols[2][162] = {
+    {0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22, 0x71,
+     0x14, 0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72,
+     0x82, 0x09, 0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37,
+     0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59,
+     0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83,
+     0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3,
+     0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3,
+     0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2,
+     0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa},
+    {0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13, 0x22,
+     0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15, 0x62, 0x72, 0xd1,
+     0x0a, 0x16, 0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x35, 0x36,
+     0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58,
+     0x59, 0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a,
+     0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a,
+     0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba,
+     0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda,
+     0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa}};
+
+constexpr int code_count(const uint8_t (&counts)[16]) {
+  int total = 0;
+  for (uint8_t c : counts) total += c;
+  return total;
+}
+static_assert(code_count(kDcCounts[0]) == 12 && code_count(kDcCounts[1]) == 12, "a DC table codes categories 0..11");
+static_assert(code_count(kAcCounts[0]) == 162 && code_count(kAcCounts[1]) == 162, "an AC table codes 162 symbols");
+
+}  // namespace
+
+std::string jpeg_with_standard_tables(const std::string& file) {
+  std::string dht = "\xFF\xC4";
+  dht += std::string(2, '\0');  // the length, below
+  for (int t = 0; t < 2; ++t) {
+    dht += char(t);  // DC table t: the symbols are the magnitude categories 0..11
+    dht.append(reinterpret_cast<const char*>(kDcCounts[t]), 16);
+    for (char v = 0; v < 12; ++v) dht += v;
+    dht += char(0x10 | t);  // AC table t
+    dht.append(reinterpret_cast<const char*>(kAcCounts[t]), 16);
+    dht.append(reinterpret_cast<const char*>(kAcSymbols[t]), 162);
+  }
+  const size_t len = dht.size() - 2;
+  dht[2] = char(len >> 8);
+  dht[3] = char(len & 0xFF);
+  size_t soi = 0;  // after any 0xFF fill bytes, as check_jpeg finds it
+  while (soi < file.size() && uint8_t(file[soi]) == 0xFF) ++soi;
+  VOLT_CHECK(soi >= 1 && soi < file.size() && uint8_t(file[soi]) == 0xD8, "jpeg_with_standard_tables: not a JPEG");
+  return file.substr(0, soi + 1) + dht + file.substr(soi + 1);
+}
+
 std::string check_bmp(const uint8_t* b, size_t n) {
-  if (n < 30 || b[0] != 'B' || b[1] != 'M') return "";
-  auto u16 = [&](size_t i) { return uint32_t(b[i]) | uint32_t(b[i + 1]) << 8; };
+  if (n < 2 || b[0] != 'B' || b[1] != 'M') return "";
+  // Past the end stb_image reads zeros; so does this (a 25-byte OS/2 header still gives it a size).
+  auto at = [&](size_t i) -> uint32_t { return i < n ? b[i] : 0u; };
+  auto u16 = [&](size_t i) { return at(i) | at(i + 1) << 8; };
   auto u32 = [&](size_t i) { return u16(i) | u16(i + 2) << 16; };
   const uint64_t offset = u32(10);
   const uint32_t header = u32(14);
@@ -167,7 +232,6 @@ std::string check_bmp(const uint8_t* b, size_t n) {
     h = u16(20);
     bpp = u16(24);
   } else if (header == 40 || header == 56 || header == 108 || header == 124) {
-    if (n < 34) return "";
     const int32_t compression = int32_t(u32(30));  // stb_image reads it as an int: negative passes
     if (compression == 1 || compression == 2 || compression >= 4) return "";  // RLE, JPEG, PNG: refused
     w = u32(18);
@@ -181,9 +245,10 @@ std::string check_bmp(const uint8_t* b, size_t n) {
   if (w == 0 || h == 0) return "";                       // no pixels: stb_image decides
   if (w > (1u << 24) || h > (1u << 24)) return "";       // stb_image: "too large"
   // Below 16 bits per pixel a palette lies between the headers and the pixels. stb_image takes its
-  // entry count from the offset, (offset - 14 - header) / 4, or (offset - 38) / 3 after a 12-byte
-  // header (sic), and when that comes out negative it colours the pixels from a palette it never filled.
-  if (bpp < 16 && (header == 12 ? offset < 36 : offset < 14 + header))
+  // entry count from the offset, (offset - 14 - header) / 4, and when that comes out negative it
+  // colours the pixels from a palette it never filled. (After a 12-byte header it counts
+  // (offset - 38) / 3, four entries too few; bmp_with_info_header gives it the file in the other form.)
+  if (bpp < 16 && offset < 14 + header)
     return "unsupported BMP: its pixel data offset " + std::to_string(offset) +
            " leaves the decoder a palette of no entries (its colours would be uninitialised memory)";
   // A row: its pixels, padded to 4 bytes. stb_image reads any depth from 16 bits up other than 16
@@ -197,6 +262,44 @@ std::string check_bmp(const uint8_t* b, size_t n) {
            " bits per pixel, pixels at byte " + std::to_string(offset) + ") needs " + std::to_string(needed) +
            " bytes, the file has " + std::to_string(n);
   return "";
+}
+
+std::string bmp_with_info_header(const std::string& file) {
+  const auto* b = reinterpret_cast<const uint8_t*>(file.data());
+  const size_t n = file.size();
+  if (n < 26 || b[0] != 'B' || b[1] != 'M') return "";
+  auto u16 = [&](size_t i) { return uint32_t(b[i]) | uint32_t(b[i + 1]) << 8; };
+  auto u32 = [&](size_t i) { return u16(i) | u16(i + 2) << 16; };
+  const uint32_t offset = u32(10), bpp = u16(24);
+  if (u32(14) != 12 || (bpp != 1 && bpp != 4 && bpp != 8) || offset < 26 || offset > n) return "";
+  const uint32_t entries = (offset - 26) / 3;  // 3 bytes each: blue, green, red
+  if (entries > 256) return "";                // stb_image refuses more, in either form
+  std::string out;
+  auto put16 = [&](uint32_t v) { out += char(v & 0xFF), out += char(v >> 8 & 0xFF); };
+  auto put32 = [&](uint32_t v) { put16(v & 0xFFFF), put16(v >> 16); };
+  const uint32_t new_offset = 14 + 40 + 4 * entries;
+  out += "BM";
+  put32(uint32_t(std::min<uint64_t>(uint64_t(new_offset) + (n - offset), 0xFFFFFFFFu)));  // file size
+  put32(0);           // reserved
+  put32(new_offset);  // the pixels
+  put32(40);          // BITMAPINFOHEADER
+  put32(u16(18));     // width
+  put32(u16(20));     // height: positive, rows bottom-up as in the OS/2 file
+  put16(1);           // planes
+  put16(bpp);
+  for (uint32_t v : {0u, 0u, 0u, 0u, entries, 0u}) put32(v);  // no compression, sizes, colours used
+  for (uint32_t e = 0; e < entries; ++e) out.append(file, 26 + 3 * size_t(e), 3).push_back('\0');
+  out.append(file, offset, std::string::npos);
+  return out;
+}
+
+bool rewrite_for_stb_image(const std::string& file, const JpegCheck& jpeg, std::string* out) {
+  if (jpeg.standard_tables) {
+    *out = jpeg_with_standard_tables(file);
+    return true;
+  }
+  *out = bmp_with_info_header(file);
+  return !out->empty();
 }
 
 std::string check_png(const uint8_t* b, size_t n) {

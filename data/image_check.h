@@ -4,10 +4,14 @@
 // crafted .jpg in an image folder could corrupt memory. And it keeps its quantization and Huffman
 // tables and its coefficients in memory it does not clear, so a scan using a table the file never
 // defined, or a component that no scan fills, decodes to pixels made of stale heap memory. check_jpeg
-// walks the file's segments the way stb_image's decoder does and reports all three.
+// walks the file's segments the way stb_image's decoder does and reports all three. A Motion JPEG
+// frame (no DHT at all) gets the standard tables that its format implies, instead of stale memory.
 // check_bmp: stb_image reads a BMP cut short as if zeros followed (black rows, no error), after
 // allocating the whole image its header claims, and a palette BMP whose pixel data offset leaves it
-// fewer than zero palette entries as one with a palette it never fills. Both are refused.
+// fewer than zero palette entries as one with a palette it never fills. Both are refused. And it
+// reads four palette entries too few from an OS/2 1.x BMP (12-byte header), so pixels of the top
+// four indices come from uninitialised stack memory: bmp_with_info_header rewrites such a file as
+// the same image with a Windows header, which it reads right.
 // check_png: stb_image skips every chunk's CRC, so a palette, transparency or header changed on disk
 // decodes to other pixels without a word; check_png checks the CRC of each chunk stb_image reads
 // (IHDR, PLTE, tRNS, IDAT, CgBI; a damaged text chunk or other chunk it skips changes no pixel and is
@@ -25,6 +29,10 @@ namespace volt {
 struct JpegCheck {
   std::string fault;    // "" when nothing unsafe was found
   bool complete = true;  // false: the bytes ended before the walk did (give it the whole file)
+  // No DHT segment before the first scan: a Motion JPEG frame (AVI1), whose scans use the standard
+  // Huffman tables of ITU-T T.81 Annex K.3 (DC and AC, tables 0 and 1). stb_image does not supply
+  // them; decode jpeg_with_standard_tables(file) instead.
+  bool standard_tables = false;
 };
 
 // `data` holds the file's first `size` bytes (all of it, or a prefix: then `complete` may be false).
@@ -33,12 +41,26 @@ struct JpegCheck {
 // left for it to report.
 JpegCheck check_jpeg(const uint8_t* data, size_t size, bool stop_at_frame);
 
+// The JPEG `file` with one DHT segment holding the four standard Huffman tables (DC 0, AC 0, DC 1,
+// AC 1) inserted right after its SOI marker. For a file that check_jpeg says needs them.
+std::string jpeg_with_standard_tables(const std::string& file);
+
 // `data` holds the whole file. Not a BMP stb_image would decode ("BM", then a header size, bit depth
 // and compression it takes): nothing to check, left for it to report. Otherwise "" when the file
 // holds every byte stb_image will read (the pixel data's offset, then every row but the last with
-// its padding to 4 bytes, then the last row) and, below 16 bits per pixel, its offset gives stb_image a
-// palette size that is not negative.
+// its padding to 4 bytes, then the last row) and, below 16 bits per pixel, its offset leaves room for
+// a palette that is not negative in size.
 std::string check_bmp(const uint8_t* data, size_t size);
+
+// An OS/2 1.x BMP (12-byte header) of 1, 4 or 8 bits per pixel whose offset leaves room for its
+// palette, as the same image with a 40-byte BITMAPINFOHEADER and 4-byte palette entries (the pixel
+// data, from the file's offset on, unchanged); "" for any other file.
+std::string bmp_with_info_header(const std::string& file);
+
+// What stb_image is to decode of a `file` that passed the checks: the file itself (false), or a
+// rewritten copy in *out (true): with the standard Huffman tables for a Motion JPEG frame (`jpeg`, its
+// check_jpeg result, says), with a Windows header for an OS/2 palette BMP.
+bool rewrite_for_stb_image(const std::string& file, const JpegCheck& jpeg, std::string* out);
 
 // `data` holds the whole file. Not a PNG (no signature): nothing to check. A chunk stb_image reads,
 // met before IEND, whose CRC-32 does not match is reported (one cut off before its CRC is left for

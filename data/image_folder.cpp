@@ -127,14 +127,17 @@ int64_t ImageFolderDataset::get(int64_t index, uint8_t* dst) const {
   VOLT_CHECK(index >= 0 && index < size(), name(), ": index ", index, " is out of range [0, ", size(), ")");
   const std::string& path = files_[size_t(index)];
   const std::string bytes = binio::read_file(path, "ImageFolder");
-  VOLT_CHECK(bytes.size() <= size_t(std::numeric_limits<int>::max()), "ImageFolder: ", path, " is ", bytes.size(),
+  VOLT_CHECK(bytes.size() <= size_t(std::numeric_limits<int>::max()) - 4096, "ImageFolder: ", path, " is ", bytes.size(),
              " bytes, more than stb_image reads");
-  check_jpeg_fault(path, check_jpeg(as_uc(bytes), bytes.size(), false));
+  const JpegCheck jpeg = check_jpeg(as_uc(bytes), bytes.size(), false);
+  check_jpeg_fault(path, jpeg);
   for (const std::string& fault : {check_bmp(as_uc(bytes), bytes.size()), check_png(as_uc(bytes), bytes.size())})
     VOLT_CHECK(fault.empty(), "ImageFolder: cannot decode ", path, ": ", fault);
+  std::string rewritten;
+  const std::string& file = rewrite_for_stb_image(bytes, jpeg, &rewritten) ? rewritten : bytes;
   int w = 0, h = 0, n = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
-      stbi_load_from_memory(as_uc(bytes), int(bytes.size()), &w, &h, &n, int(channels_)), stbi_image_free);
+      stbi_load_from_memory(as_uc(file), int(file.size()), &w, &h, &n, int(channels_)), stbi_image_free);
   VOLT_CHECK(pixels != nullptr, "ImageFolder: cannot decode ", path, ": ", failure_reason());
   VOLT_CHECK(w == width_ && h == height_, "ImageFolder: ", path, " is now ", w, "x", h, ", expected ", width_, "x",
              height_, " (changed since the dataset was opened?)");

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "data/cifar.h"
+#include "data/image_check.h"
 #include "data/image_folder.h"
 #include "data/synthetic.h"
 #include "engine/error.h"
@@ -381,7 +382,9 @@ TEST_CASE("ImageFolder errors name the folder or file") {
   SUBCASE("a JPEG scan that uses tables the file never defines, or a component no scan fills, is refused") {
     // stb_image keeps its tables and coefficients in memory it does not clear: without a DQT segment or
     // with a component in no scan it decodes pixels made of whatever that memory held (the first was
-    // found by tests/fuzz); without DHT it decodes with uninitialised tables until it fails.
+    // found by tests/fuzz); without a DHT segment for a table a scan uses it decodes with
+    // uninitialised tables until it fails. (A file with no DHT at all is a Motion JPEG frame and gets
+    // the standard tables: the test case after this one.)
     const Bytes good = write_jpeg_8x8(d / "a/1.jpg");
     auto marker = [&](uint8_t m) {
       for (size_t i = 2; i + 1 < good.size(); ++i)
@@ -395,9 +398,14 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     std::string e = refusal(b);
     CHECK(contains(e, d / "a/1.jpg"));
     CHECK(contains(e, "corrupt JPEG: a scan of component 1 uses quantization table 0, which no DQT segment"));
-    b = good;
-    b[marker(0xC4) + 1] = 0xFE;  // stb_image_write's DHT segment: all four tables
-    CHECK(contains(refusal(b), "corrupt JPEG: a scan of component 1 uses DC Huffman table 0, which no DHT segment"));
+    // stb_image_write's DHT segment holds DC 0, AC 0, DC 1, AC 1; keep the first two (12 and 162 codes).
+    const size_t dht = marker(0xC4), kept = 2 * 17 + 12 + 162;
+    REQUIRE((size_t(good[dht + 2]) << 8 | good[dht + 3]) == 2 + 2 * kept);
+    b = Bytes(good.begin(), good.begin() + long(dht));
+    for (int v : {0xFF, 0xC4, 0, int(2 + kept)}) b.push_back(uint8_t(v));
+    b.insert(b.end(), good.begin() + long(dht + 4), good.begin() + long(dht + 4 + kept));
+    b.insert(b.end(), good.begin() + long(dht + 4 + 2 * kept), good.end());
+    CHECK(contains(refusal(b), "corrupt JPEG: a scan of component 2 uses DC Huffman table 1, which no DHT segment"));
     // The only scan is of component 1 (Y) of the three: one block, DC difference 0 (code 00) and
     // end of block (1010), padded with ones: 0x2B. Cb and Cr are never decoded.
     b = good;
@@ -450,6 +458,100 @@ TEST_CASE("ImageFolder errors name the folder or file") {
     CHECK(contains(e, "4x5"));
     CHECK(contains(e, d / "a/1.png"));
     CHECK_FALSE(contains(e, d / "b/2.png"));
+  }
+}
+
+TEST_CASE("ImageFolder decodes a Motion JPEG frame (no DHT segment) with the standard Huffman tables") {
+  // stb_image_write codes with the standard tables of T.81 Annex K and writes them in one DHT segment:
+  // the same file without that segment is a Motion JPEG frame, and must decode to the same pixels.
+  // Noise, at quality 95 (no chroma subsampling), so that most of the tables' codes occur.
+  const int w = 37, h = 21;
+  Bytes px(size_t(w * h * 3));
+  uint32_t state = 12345;
+  for (uint8_t& v : px) v = uint8_t((state = state * 1664525u + 1013904223u) >> 24);
+  TempDir d;
+  fs::create_directories(d / "with/a");
+  fs::create_directories(d / "without/a");
+  REQUIRE(stbi_write_jpg((d / "with/a/1.jpg").c_str(), w, h, 3, px.data(), 95));
+  const Bytes with = file_bytes(d / "with/a/1.jpg");
+  size_t dht = 0;
+  for (size_t i = 2; i + 3 < with.size() && dht == 0; ++i)
+    if (with[i] == 0xFF && with[i + 1] == 0xC4) dht = i;
+  REQUIRE(dht != 0);
+  const size_t seg = 2 + (size_t(with[dht + 2]) << 8 | with[dht + 3]);
+  Bytes without(with.begin(), with.begin() + long(dht));
+  without.insert(without.end(), with.begin() + long(dht + seg), with.end());
+  write_file(d / "without/a/1.jpg", without);
+
+  const std::string s(without.begin(), without.end());
+  const JpegCheck c = check_jpeg(without.data(), without.size(), false);
+  CHECK(c.fault.empty());
+  CHECK(c.standard_tables);
+  CHECK_FALSE(check_jpeg(with.data(), with.size(), false).standard_tables);
+  // The inserted segment, byte for byte stb_image_write's: same tables, same order.
+  const std::string inserted = jpeg_with_standard_tables(s);
+  CHECK(inserted.substr(2, seg) == std::string(with.begin() + long(dht), with.begin() + long(dht + seg)));
+  CHECK(inserted.substr(0, 2) + inserted.substr(2 + seg) == s);
+
+  const ImageFolderDataset a(d / "with"), b(d / "without");
+  Bytes pa(size_t(a.image_bytes())), pb(size_t(b.image_bytes()));
+  REQUIRE(a.get(0, pa.data()) == 0);
+  REQUIRE(b.get(0, pb.data()) == 0);
+  CHECK(pa == pb);
+  size_t distinct = 0;  // not a flat image that a wrong table could also produce
+  for (size_t i = 1; i < pa.size(); ++i) distinct += pa[i] != pa[i - 1];
+  CHECK(distinct > pa.size() / 2);
+}
+
+TEST_CASE("ImageFolder decodes OS/2 1.x palette BMPs with every entry of their palette") {
+  // A 12-byte BITMAPCOREHEADER and 3-byte palette entries. stb_image counts (offset - 38) / 3 entries
+  // there, four too few: pixels of the top four indices came from uninitialised stack memory, and a
+  // 1-bit file (two entries) was refused. Each index is used; the pixels must be the palette's colours.
+  for (const int bpp : {1, 4, 8}) {
+    CAPTURE(bpp);
+    const int entries = 1 << bpp, w = 13, h = 3;
+    auto colour = [](int i, int c) { return uint8_t(c == 0 ? 255 - i : c == 1 ? (i * 37) % 256 : i / 2 + 40); };
+    Bytes f = {'B', 'M'};
+    auto put16 = [&](uint32_t v) { f.push_back(uint8_t(v)), f.push_back(uint8_t(v >> 8)); };
+    auto put32 = [&](uint32_t v) { put16(v & 0xFFFF), put16(v >> 16); };
+    const int stride = ((w * bpp + 7) / 8 + 3) / 4 * 4;
+    const uint32_t offset = 14 + 12 + 3 * uint32_t(entries);
+    put32(offset + uint32_t(stride * h));
+    put32(0);
+    put32(offset);
+    put32(12);
+    put16(w);
+    put16(h);
+    put16(1);
+    put16(uint32_t(bpp));
+    for (int i = 0; i < entries; ++i)
+      for (int c : {2, 1, 0}) f.push_back(colour(i, c));  // blue, green, red
+    auto index = [&](int x, int y) { return entries - 1 - (y * w + x) % entries; };  // the top ones first
+    for (int y = h - 1; y >= 0; --y) {  // bottom-up
+      Bytes row(size_t(stride), 0);
+      for (int x = 0; x < w; ++x) {
+        const int bit = x * bpp;
+        row[size_t(bit / 8)] |= uint8_t(index(x, y) << (8 - bpp - bit % 8));
+      }
+      f.insert(f.end(), row.begin(), row.end());
+    }
+    TempDir d;
+    fs::create_directories(d / "a");
+    write_file(d / "a/1.bmp", f);
+    CHECK(bmp_with_info_header(std::string(f.begin(), f.end())).size() == f.size() + 28 + size_t(entries));
+    const ImageFolderDataset ds(d.path, 3);
+    Bytes img(size_t(ds.image_bytes()));
+    REQUIRE(ds.get(0, img.data()) == 0);
+    int wrong = 0;
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) wrong += img[size_t((c * h + y) * w + x)] != colour(index(x, y), c);
+    CHECK(wrong == 0);
+    // Cut inside the palette (found by tests/fuzz: below 30 bytes the file was not checked, and
+    // stb_image decoded it as if zeros followed).
+    const std::string e = decode_error(d, "a/1.bmp", Bytes(f.begin(), f.begin() + 29));
+    CHECK(contains(e, d / "a/1.bmp"));
+    CHECK(contains(e, "truncated: its BMP header (13x3, " + std::to_string(bpp) + " bits per pixel"));
   }
 }
 

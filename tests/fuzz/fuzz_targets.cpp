@@ -380,7 +380,20 @@ std::vector<std::string> seeds_image() {
       if (file.empty()) fail("stb_image_write wrote nothing");
       const int ch = comp == 1 ? 1 : 3;
       out.push_back(std::string(1, char(kind | (ch - 1) << 2 | (kind == 0 ? 16 : 0))) + file);
+      if (kind == 1 && comp == 3) {  // and as a Motion JPEG frame: without its DHT segment
+        const size_t dht = file.find("\xFF\xC4");
+        if (dht == std::string::npos || dht + 4 > file.size()) fail("stb_image_write wrote no DHT segment");
+        const size_t len = size_t(uint8_t(file[dht + 2])) << 8 | uint8_t(file[dht + 3]);
+        out.push_back(std::string(1, char(kind | 2 << 2)) + file.substr(0, dht) + file.substr(dht + 2 + len));
+      }
     }
+  // An OS/2 1.x BMP: 12-byte header, 3x2 pixels of 4 bits, 16 palette entries of 3 bytes.
+  std::string os2 = "BM";
+  for (uint32_t v : {14u + 12 + 48 + 8, 0u, 14u + 12 + 48, 12u}) os2.append(reinterpret_cast<const char*>(&v), 4);
+  for (uint16_t v : {3, 2, 1, 4}) os2.append(reinterpret_cast<const char*>(&v), 2);
+  for (int i = 0; i < 48; ++i) os2 += char(i * 5);
+  os2 += std::string("\x01\x2f\0\0\xe3\xd0\0\0", 8);  // rows bottom-up, padded to 4 bytes
+  out.push_back(std::string(1, char(2 | 2 << 2)) + os2);
   return out;
 }
 

@@ -26,6 +26,7 @@ void* filled_realloc(void* old, size_t old_size, size_t n) {
 #include "data/stb_image_impl.inc"
 
 #include <memory>
+#include <utility>
 
 #include "data/image_check.h"
 
@@ -34,8 +35,11 @@ namespace volt::fuzz {
 std::optional<std::string> decode_padded(const std::string& file, int channels, uint8_t pad) {
   fill_byte = pad;
   std::string bytes = file + std::string(65536, char(pad));
+  const JpegCheck jpeg = check_jpeg(reinterpret_cast<const stbi_uc*>(bytes.data()), bytes.size(), false);
+  if (!jpeg.fault.empty()) return std::nullopt;
+  std::string rewritten;  // as ImageFolder decodes it
+  if (rewrite_for_stb_image(bytes, jpeg, &rewritten)) bytes = std::move(rewritten);
   const auto* p = reinterpret_cast<const stbi_uc*>(bytes.data());
-  if (!check_jpeg(p, bytes.size(), false).fault.empty()) return std::nullopt;
   int w = 0, h = 0, n = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> px(stbi_load_from_memory(p, int(bytes.size()), &w, &h, &n, channels),
                                                stbi_image_free);
