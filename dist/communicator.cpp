@@ -63,6 +63,14 @@ bool all_ranks_agree(Communicator& comm, int64_t value) {
   return hi == value && -neg_lo == value;
 }
 
+void broadcast_string(Communicator& comm, std::string& s, int root) {
+  if (comm.size() == 1) return;
+  int64_t n = int64_t(s.size());
+  comm.broadcast(&n, sizeof n, root);
+  s.resize(size_t(n));
+  if (n > 0) comm.broadcast(s.data(), size_t(n), root);
+}
+
 double Communicator::all_reduce_value(double v, ReduceOp op) {
   all_reduce(&v, 1, op);
   return v;

@@ -92,6 +92,8 @@ class Communicator {
 // True when `value` is the same on every rank (two all-reduces: the maximum and the minimum).
 // A collective: every rank must call it.
 bool all_ranks_agree(Communicator& comm, int64_t value);
+// Root's string to every rank (its length, then its bytes: host memory on every backend). A collective.
+void broadcast_string(Communicator& comm, std::string& s, int root = 0);
 
 // World size 1: every collective is a copy or nothing.
 class LocalCommunicator final : public Communicator {

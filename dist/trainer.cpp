@@ -336,12 +336,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   if (writes_files()) {
     // Rank 0 makes the version folder; the others learn its name (checkpoint paths are shared).
     if (is_global_zero()) log_dir_ = next_version_dir(opts_.default_root_dir, "lightning_logs");
-    if (world_size() > 1) {
-      int64_t n = int64_t(log_dir_.size());
-      comm_->broadcast(&n, sizeof n, 0);
-      log_dir_.resize(size_t(n));
-      comm_->broadcast(log_dir_.data(), size_t(n), 0);
-    }
+    broadcast_string(*comm_, log_dir_);
     if (opts_.logger && is_global_zero()) I.loggers = std::make_unique<RunLoggers>(log_dir_);
   }
   callbacks_ = opts_.callbacks;
@@ -500,7 +495,13 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) should_stop_ = true;
     {
       Profiler::Scope sc(I.profiler, "callbacks.on_train_epoch_end");
+      // The callbacks decide on every rank whether to stop and whether and where to save, and each
+      // decision is followed by collectives (the checkpoint's barrier, the loop's next step): the
+      // ranks must decide alike. Metrics logged without sync_dist differ between ranks, so every
+      // rank decides on rank 0's values (those the logs show), and a stop asked on any rank is one.
+      sync_callback_metrics();
       for (auto& c : callbacks_) c->on_train_epoch_end(*this, module);
+      if (world_size() > 1) should_stop_ = comm_->all_reduce_value(should_stop_ ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
     }
     if (finished) ++epoch_;
   }

@@ -160,6 +160,8 @@ class Trainer {
   void finish_preemption();
   // Data-parallel: throws volt::Error unless every rank holds the same parameters and buffers.
   void check_ranks_agree(const Module& module);
+  // Data-parallel: every rank's callback metrics become rank 0's (a collective; nothing at size 1).
+  void sync_callback_metrics();
   // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
   std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
   // Up to n batches from next(i, batch) (false: no more; the batch on the module's device) through

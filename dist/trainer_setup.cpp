@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -198,6 +199,28 @@ void Trainer::check_options() {
                "batch limits and val_check_interval take a fraction in [0, 1] or a count >= 0, got ", b->value);
   }
   VOLT_CHECK(opts_.val_check_interval.value > 0, "val_check_interval must be > 0");
+}
+
+void Trainer::sync_callback_metrics() {
+  if (world_size() == 1) return;
+  std::string bytes;  // name, '\0', the 8 bytes of the value; for each metric
+  if (is_global_zero())
+    for (const auto& [name, v] : callback_metrics_) {
+      bytes.append(name).push_back('\0');
+      bytes.append(reinterpret_cast<const char*>(&v), sizeof v);
+    }
+  broadcast_string(*comm_, bytes);
+  if (is_global_zero()) return;
+  callback_metrics_.clear();
+  for (size_t p = 0; p < bytes.size();) {
+    const size_t end = bytes.find('\0', p);
+    VOLT_CHECK(end != std::string::npos && end + 1 + sizeof(double) <= bytes.size(),
+               "data-parallel: rank 0's callback metrics arrived garbled");
+    double v;
+    std::memcpy(&v, bytes.data() + end + 1, sizeof v);
+    callback_metrics_[bytes.substr(p, end - p)] = v;
+    p = end + 1 + sizeof v;
+  }
 }
 
 // Data-parallel runs end with the same parameters on every rank (the same start, the same

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/callbacks.h"
 #include "dist/communicator.h"
 #include "dist/ddp.h"
 #include "dist/process_env.h"
@@ -21,6 +22,7 @@
 #include "layers/optim/optimizer.h"
 #include "tests/dist/dist_util.h"
 #include "tests/test_util.h"
+#include "tests/trainer_fixtures.h"
 
 using namespace volt;
 
@@ -296,4 +298,64 @@ TEST_CASE("ddp overlapped: the same bits as the averager after backward, with a 
       opt_over.step();
     }
   }
+}
+
+namespace {
+// Logs, at every step, a metric that differs between ranks and is not synced (sync_dist off): on
+// rank 0 it never improves after the first epoch, elsewhere it improves every epoch.
+class RankDependent : public ClassifierModule {
+ public:
+  using ClassifierModule::ClassifierModule;
+  Tensor training_step(const Batch& b, int64_t i) override {
+    Tensor loss = ClassifierModule::training_step(b, i);
+    const double e = double(current_epoch());
+    log("m", comm().rank() == 0 ? e : -e);
+    return loss;
+  }
+};
+}  // namespace
+
+TEST_CASE("trainer: every rank stops and saves as rank 0 decides, on a metric that differs between ranks") {
+  // EarlyStopping and ModelCheckpoint decide at each epoch's end on every rank, and collectives
+  // follow (the checkpoint's barrier, the next step's all-reduces): a rank deciding otherwise paired
+  // mismatched collectives (MPI: a truncation error; NCCL: a hang until the watchdog).
+  const int me = comm().rank();
+  std::unique_ptr<volt::test::TempDir> dir;
+  std::string root;
+  if (me == 0) {
+    dir = std::make_unique<volt::test::TempDir>("volt_comm_trainer_");
+    root = dir->path;
+  }
+  broadcast_string(comm(), root);
+  manual_seed(3);
+  volt::test::SynthDM dm(128, 32, 32);
+  RankDependent m(volt::test::small_cnn(0.0), volt::test::adam());
+  volt::test::Quiet q;
+  TrainerOptions o = q.base(root);
+  o.accelerator = "cpu";
+  o.max_epochs = 5;
+  o.num_sanity_val_steps = 0;
+  o.enable_progress_bar = false;
+  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  EarlyStoppingOptions eo;
+  eo.monitor = "m";
+  eo.patience = 1;
+  auto es = std::make_shared<EarlyStopping>(eo);
+  ModelCheckpointOptions mo;
+  mo.monitor = "m";
+  mo.save_top_k = 1;
+  auto ckpt = std::make_shared<ModelCheckpoint>(mo);
+  o.callbacks = {es, ckpt};
+  Trainer t(o);
+  t.fit(m, dm);
+  // Rank 0's values: 0 (best), then 1 (no improvement: patience 1 spent): two epochs everywhere.
+  const int64_t epochs = t.current_epoch();
+  CHECK(epochs == 2);
+  CHECK(identical_on_all_ranks(&epochs, sizeof epochs));
+  CHECK(volt::test::contains(es->reason(), "did not improve"));
+  std::string best = ckpt->best_model_path(), best0 = best;
+  broadcast_string(comm(), best0);
+  CHECK(best == best0);
+  CHECK(volt::test::contains(best, "epoch=0"));
+  comm().barrier();  // rank 0 removes the folder only after every rank has looked
 }
