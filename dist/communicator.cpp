@@ -104,16 +104,22 @@ bool nccl_available() { return false; }
 #endif
 
 namespace {
-// opts with the timeout from $VOLT_COMM_TIMEOUT when set, checked.
-CommOptions options_from_env(CommOptions opts) {
-  if (const char* t = std::getenv("VOLT_COMM_TIMEOUT")) {
+// `seconds` from the environment variable `name` when set, checked.
+void seconds_from_env(const char* name, double& seconds) {
+  if (const char* t = std::getenv(name)) {
     char* end = nullptr;
     const double v = std::strtod(t, &end);
-    VOLT_CHECK(end && end != t && *end == '\0' && v > 0, "VOLT_COMM_TIMEOUT='", t,
-               "' is not a positive number of seconds");
-    opts.timeout_s = v;
+    VOLT_CHECK(end && end != t && *end == '\0' && v > 0, name, "='", t, "' is not a positive number of seconds");
+    seconds = v;
   }
+}
+
+// opts with the timeouts from $VOLT_COMM_TIMEOUT and $VOLT_COMM_IO_TIMEOUT when set, checked.
+CommOptions options_from_env(CommOptions opts) {
+  seconds_from_env("VOLT_COMM_TIMEOUT", opts.timeout_s);
+  seconds_from_env("VOLT_COMM_IO_TIMEOUT", opts.io_timeout_s);
   VOLT_CHECK(opts.timeout_s > 0, "CommOptions::timeout_s must be positive, got ", opts.timeout_s);
+  VOLT_CHECK(opts.io_timeout_s > 0, "CommOptions::io_timeout_s must be positive, got ", opts.io_timeout_s);
   return opts;
 }
 }  // namespace

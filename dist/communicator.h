@@ -29,6 +29,18 @@ struct CommOptions {
   // arrive) and then the job is aborted, since no MPI implementation can cancel a collective.
   // make_communicator() takes it from $VOLT_COMM_TIMEOUT (seconds) when set.
   double timeout_s = 60.0;
+  // The limit for io_barrier(): waits on one rank's input or output (a dataset download by each
+  // node's first process, a checkpoint written by rank 0), which can take minutes while every
+  // other rank waits. $VOLT_COMM_IO_TIMEOUT (seconds) when set.
+  double io_timeout_s = 1800.0;
+
+  // A wait's limit, and the environment variable that sets it (which a timeout report names).
+  struct Limit {
+    double seconds;
+    const char* variable;
+  };
+  Limit collective_limit() const { return {timeout_s, "VOLT_COMM_TIMEOUT"}; }
+  Limit io_limit() const { return {io_timeout_s, "VOLT_COMM_IO_TIMEOUT"}; }
   // true: print the report on stderr and abort the whole job (MPI_Abort, exit status 1), so no rank
   // hangs. false: throw volt::Error instead (the process can then only exit; MPI is unusable).
   bool abort_on_failure = true;
@@ -57,6 +69,8 @@ class Communicator {
   // recv (size() * bytes_per_rank bytes) receives every rank's send buffer in rank order.
   virtual void all_gather(const void* send, void* recv, size_t bytes_per_rank) = 0;
   virtual void barrier() = 0;
+  // A barrier around one rank's input or output, failing only after CommOptions::io_timeout_s.
+  virtual void io_barrier() { barrier(); }
   // Stops every process of the job now (after printing `why` on stderr): for a rank that hit an
   // error the others cannot know about. Never returns.
   [[noreturn]] virtual void abort(int exit_code, const std::string& why) = 0;

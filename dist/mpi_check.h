@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "dist/communicator.h"
 #include "engine/error.h"
 
 namespace volt::detail {
@@ -24,6 +25,19 @@ void ensure_mpi_runtime();
 // Whether this thread may call MPI_Abort now: MPI is running and either this is the thread that
 // initialised it or MPI provides MPI_THREAD_MULTIPLE.
 bool mpi_abort_allowed_here();
+
+// The io_barrier() of a communicator whose blocking waits honour `limit`: the barrier under the io
+// limit, then the collective limit again (even when the barrier throws).
+template <class Comm>
+void barrier_with_io_limit(Comm& c, CommOptions::Limit& limit, const CommOptions& opts) {
+  limit = opts.io_limit();
+  struct Restore {
+    CommOptions::Limit& l;
+    const CommOptions& o;
+    ~Restore() { l = o.collective_limit(); }
+  } restore{limit, opts};
+  c.barrier();
+}
 
 }  // namespace volt::detail
 

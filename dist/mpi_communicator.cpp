@@ -182,6 +182,8 @@ class MpiCommunicator final : public Communicator {
     wait(req);
   }
 
+  void io_barrier() override { detail::barrier_with_io_limit(*this, limit_, opts_); }
+
   [[noreturn]] void abort(int exit_code, const std::string& why) override {
     std::fprintf(stderr, "volt: rank %d of %d: %s\nvolt: rank %d: aborting the job (MPI_Abort)\n", rank_, size_,
                  why.c_str(), rank_);
@@ -239,7 +241,7 @@ class MpiCommunicator final : public Communicator {
       }
       serve_queries();
       const double waited = std::chrono::duration<double>(Clock::now() - start).count();
-      if (waited > opts_.timeout_s) fail(timeout_report(waited));
+      if (waited > limit_.seconds) fail(timeout_report(waited));
       // Spin at first (collectives progress inside MPI_Test), then back off to at most 1 ms.
       const double sleep_s = std::min(1e-3, waited / 50);
       if (sleep_s > 2e-5) std::this_thread::sleep_for(std::chrono::duration<double>(sleep_s));
@@ -312,7 +314,7 @@ class MpiCommunicator final : public Communicator {
     std::sort(waiting.begin(), waiting.end());
     std::ostringstream os;
     os.precision(3);
-    os << what << " did not complete within " << opts_.timeout_s << " s (waited " << waited << " s, world size "
+    os << what << " did not complete within " << limit_.seconds << " s (waited " << waited << " s, world size "
        << size_ << "); ";
     if (!missing.empty())
       os << "ranks that did not arrive: " << rank_list(missing)
@@ -321,7 +323,7 @@ class MpiCommunicator final : public Communicator {
       os << "every rank answered";
     os << "; ranks waiting in it: " << rank_list(waiting);
     for (const std::string& e : elsewhere) os << "; " << e << " instead";
-    os << ". Set $VOLT_COMM_TIMEOUT (seconds) to change the timeout";
+    os << ". Set $" << limit_.variable << " (seconds) to change the timeout";
     return os.str();
   }
 
@@ -331,6 +333,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   CommOptions opts_;
+  CommOptions::Limit limit_ = opts_.collective_limit();  // the running collective's
   MPI_Comm comm_ = MPI_COMM_NULL, ctrl_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   int64_t seq_ = 0;  // collectives started (the same sequence on every rank)

@@ -217,6 +217,8 @@ class NcclCommunicator final : public Communicator {
     wait(start);
   }
 
+  void io_barrier() override { detail::barrier_with_io_limit(*this, limit_, opts_); }
+
   // Queued collectives: ordered after Volt's stream by an event, not waited for by the host; the
   // watchdog thread follows them (see track()).
   void all_reduce_queued(float* data, size_t count, ReduceOp op) override {
@@ -341,12 +343,14 @@ class NcclCommunicator final : public Communicator {
     return last_error_locked();
   }
 
-  std::string timeout_report(const OpInfo& o, double waited, const char* state) const {
+  // `limit`: the blocking call's limit_, or the queued collectives' (the watchdog thread's) default.
+  std::string timeout_report(const OpInfo& o, double waited, const char* state,
+                             const CommOptions::Limit& limit) const {
     std::ostringstream os;
     os.precision(3);
-    os << describe(o) << " did not complete within " << opts_.timeout_s << " s (waited " << waited << " s, " << state
-       << ", world size " << size_ << "): another rank died, hangs, or called a different collective. Set "
-       << "$VOLT_COMM_TIMEOUT (seconds) to change the timeout";
+    os << describe(o) << " did not complete within " << limit.seconds << " s (waited " << waited << " s, " << state
+       << ", world size " << size_ << "): another rank died, hangs, or called a different collective. Set $"
+       << limit.variable << " (seconds) to change the timeout";
     return os.str();
   }
 
@@ -435,7 +439,7 @@ class NcclCommunicator final : public Communicator {
       if (st == ncclSuccess) return;
       if (st != ncclInProgress) fail(describe(op_) + " failed: " + ncclGetErrorString(st) + last_error());
       const double waited = seconds_since(start);
-      if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, "NCCL still in progress on the host"));
+      if (waited > limit_.seconds) fail(timeout_report(op_, waited, "NCCL still in progress on the host", limit_));
       backoff(waited);
     }
   }
@@ -458,7 +462,7 @@ class NcclCommunicator final : public Communicator {
       if (st != ncclSuccess && st != ncclInProgress)
         fail(describe(op_) + " failed: " + ncclGetErrorString(st) + last_error() + " (has a rank died?)");
       const double waited = seconds_since(start);
-      if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, "still running on the GPU"));
+      if (waited > limit_.seconds) fail(timeout_report(op_, waited, "still running on the GPU", limit_));
       backoff(waited);
     }
   }
@@ -492,7 +496,7 @@ class NcclCommunicator final : public Communicator {
     switch (f.kind) {
       case detail::WatchFailure::Gpu: msg = describe(f.op) + " failed on the GPU: " + f.detail; break;
       case detail::WatchFailure::Comm: msg = describe(f.op) + " failed: " + f.detail + " (has a rank died?)"; break;
-      case detail::WatchFailure::Timeout: msg = timeout_report(f.op, f.waited_s, "queued, still running on the GPU"); break;
+      case detail::WatchFailure::Timeout: msg = timeout_report(f.op, f.waited_s, "queued, still running on the GPU", opts_.collective_limit()); break;
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -512,7 +516,7 @@ class NcclCommunicator final : public Communicator {
       if (rc != MPI_SUCCESS) fail(describe(op_) + " failed: " + detail::mpi_error_string(rc) + " (has a rank died?)");
       if (done) break;
       const double waited = seconds_since(start);
-      if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, state));
+      if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, state, opts_.collective_limit()));
       backoff(waited);
     }
     op_.op = nullptr;
@@ -565,6 +569,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   CommOptions opts_;
+  CommOptions::Limit limit_ = opts_.collective_limit();  // the blocking collective's (main thread only)
   int rank_ = 0, size_ = 1, device_ = 0;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr;   // Volt's stream -> the communicator's

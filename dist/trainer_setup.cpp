@@ -82,7 +82,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   struct Done {  // the other ranks wait until rank 0's file is complete, even when writing fails
     Communicator& c;
     ~Done() {
-      if (c.size() > 1) c.barrier();
+      if (c.size() > 1) c.io_barrier();  // a large checkpoint on a slow filesystem may take minutes
     }
   } done{*comm_};
   if (!is_global_zero()) return;
@@ -145,7 +145,8 @@ std::ostream& Trainer::out() const {
 void Trainer::prepare_data(DataModule& dm) {
   dm.set_device(device_);  // the loaders deliver batches where the module trains
   if (comm_->size() > 1) {
-    dm.set_distributed(comm_->rank(), comm_->size(), env_.local_rank, [c = comm_] { c->barrier(); });
+    // The barrier waits for each node's download: io_barrier's limit, not a collective's.
+    dm.set_distributed(comm_->rank(), comm_->size(), env_.local_rank, [c = comm_] { c->io_barrier(); });
   }
   dm.prepare_data();
 }

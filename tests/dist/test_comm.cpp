@@ -4,11 +4,13 @@
 // against values computed locally, and every rank's result is gathered to check they are bitwise
 // identical. Alone (no launcher) it runs the same cases on the world-size-1 communicator.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dist/callbacks.h"
@@ -358,4 +360,21 @@ TEST_CASE("trainer: every rank stops and saves as rank 0 decides, on a metric th
   CHECK(best == best0);
   CHECK(volt::test::contains(best, "epoch=0"));
   comm().barrier();  // rank 0 removes the folder only after every rank has looked
+}
+
+TEST_CASE("comm: io_barrier waits past the collective timeout, for one rank's slow input or output") {
+  // A communicator of its own with a 1 s collective limit: rank 0 arrives 2.5 s late, as after a
+  // download or a checkpoint write; io_barrier's limit (30 s here) lets every rank wait for it.
+  CommOptions opts;
+  opts.timeout_s = 1;
+  opts.io_timeout_s = 30;
+  opts.abort_on_failure = false;
+  const char* env_limit = std::getenv("VOLT_COMM_TIMEOUT");  // CTest's would replace the 1 s
+  const std::string saved = env_limit ? env_limit : "";
+  unsetenv("VOLT_COMM_TIMEOUT");
+  const std::unique_ptr<Communicator> c = make_communicator(detect_process_env(), opts);
+  if (env_limit) setenv("VOLT_COMM_TIMEOUT", saved.c_str(), 1);
+  if (c->rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  CHECK_NOTHROW(c->io_barrier());
+  CHECK_NOTHROW(c->barrier());  // the collective limit again, for a barrier all reach at once
 }
