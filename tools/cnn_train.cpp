@@ -213,7 +213,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return run(args);
+    const int rc = run(args);
+    // The communicator goes now, while MPI and CUDA are still up (MPI_Finalize runs among the static
+    // destructors, before a global's), and only once every rank is done with it: the ranks that
+    // print nothing return from run() while rank 0 still writes, and tearing down NCCL waits for
+    // every rank.
+    if (g_comm) {
+      if (g_comm->size() > 1) g_comm->io_barrier();
+      g_comm.reset();
+    }
+    return rc;
   } catch (const std::exception& e) {
     if (g_comm && g_comm->size() > 1)  // the other ranks would wait for this one: stop them all
       g_comm->abort(1, "cnn_train: error on rank " + std::to_string(g_comm->rank()) + ": " + e.what());
