@@ -129,6 +129,7 @@ TEST_CASE("device allocator: a private pool (a CUDA graph's memory) keeps its bl
   CachingDeviceAllocator a(&dev, "fake:0");
   void* warm = a.allocate(4000);  // an eager step's block, cached on the stream
   a.deallocate(warm, 4000);
+  void* before = a.allocate(7000);  // a tensor alive when the capture starts
   int pool_key = 0;
   a.begin_pool(&pool_key);
   void* p1 = a.allocate(4000);  // the stream's cached block joins the pool
@@ -137,18 +138,23 @@ TEST_CASE("device allocator: a private pool (a CUDA graph's memory) keeps its bl
   a.deallocate(p2, 5000);       // freed during the capture: back to the pool, reusable inside it
   void* p3 = a.allocate(5000);
   CHECK(p3 == p2);
+  a.deallocate(before, 7000);   // allocated before the capture, freed in it: the pool keeps it too
   a.end_pool();
   a.deallocate(p3, 5000);
   // Outside the pool nothing gets the pool's memory, even of the same size on the same stream.
   void* outside = a.allocate(5000);
   CHECK(outside != p3);
   CHECK(outside != p1);
+  void* outside7 = a.allocate(7000);
+  CHECK(outside7 != before);
+  a.deallocate(outside7, 7000);
   a.deallocate(outside, 5000);
   a.deallocate(p1, 4000);       // a tensor made in the capture, freed after it: stays in the pool
   a.empty_cache();              // gives back the stream's cache, not a live pool's blocks
   CHECK(dev.live.count(p1) == 1);
   CHECK(dev.live.count(p3) == 1);
   CHECK(dev.live.count(outside) == 0);
+  CHECK(dev.live.count(before) == 1);
   a.release_pool(&pool_key);    // the graph is gone: its blocks return to the stream's cache
   void* again = a.allocate(4000);
   CHECK(again == p1);
