@@ -57,7 +57,7 @@ void augment_batch(const AugmentSpec& s, const float* lut, const uint8_t* images
                    FType out_type, void* out_images, int64_t* out_labels, void* stream) {
   if (count <= 0) return;
   VOLT_CHECK(s.channels >= 1 && s.channels <= 65535 && s.height >= 1 && s.width >= 1 &&
-                 s.height * s.width < (int64_t(1) << 31),
+                 s.height * s.width < (int64_t(1) << 31) - 1024,  // a thread's i + blockDim.x stays an int
              "augment_batch: unsupported image shape [", s.channels, ", ", s.height, ", ", s.width, "]");
   VOLT_CHECK(count < (int64_t(1) << 31), "augment_batch: ", count, " images is too many for one launch");
   const dim3 grid(unsigned(count), unsigned(s.channels));

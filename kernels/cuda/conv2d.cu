@@ -280,7 +280,9 @@ constexpr int kFindAsk = 16;
 template <class Choice, class Algo, class Find>
 void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
   Plan& p = *c.plan;
-  if (!find_enabled() || p.found[dir]) return;
+  // Not while a graph captures the stream: cudnnFind*Ex synchronises, which would spoil the capture
+  // (the heuristic's choice stands; the next eager call of the shape times it).
+  if (!find_enabled() || p.found[dir] || stream_capturing(c.stream)) return;
   typename Choice::perf_t perf[kFindAsk];
   int got = 0;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, search_math(p.type, p.tf32)));

@@ -38,10 +38,10 @@ Blas& blas(int device) {
   if (entries.size() <= size_t(device)) entries.resize(size_t(device) + 1);
   Blas& e = entries[size_t(device)];
   if (!e.h) {
+    CUDA_CHECK(cudaSetDevice(device));  // first: the handle belongs to the current device
     CUBLAS_CHECK(cublasCreate(&e.h));
     // Plain fp32 (no TF32 tensor-core math unless a precision mode asks for it later).
     CUBLAS_CHECK(cublasSetMathMode(e.h, CUBLAS_DEFAULT_MATH));
-    CUDA_CHECK(cudaSetDevice(device));
     CUDA_CHECK(cudaMalloc(&e.workspace, kBlasWorkspace));
   }
   return e;
