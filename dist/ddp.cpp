@@ -68,8 +68,20 @@ GradientAverager::GradientAverager(Communicator& comm, std::vector<Tensor> param
   buffer_.resize(largest);
 }
 
+namespace {
+// The parameters that train: frozen ones (requires_grad off) take no part in the reduction, as in
+// PyTorch's DDP, so their gradient stays undefined and the optimizer leaves them alone (weight
+// decay and momentum included) as it does in a single process.
+std::vector<Tensor> trainable_parameters(const Module& module) {
+  std::vector<Tensor> out;
+  for (const Tensor& p : module.parameters())
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+}  // namespace
+
 GradientAverager::GradientAverager(Communicator& comm, const Module& module, DDPOptions opts)
-    : GradientAverager(comm, module.parameters(), opts) {}
+    : GradientAverager(comm, trainable_parameters(module), opts) {}
 
 void GradientAverager::all_reduce_gradients() {
   if (comm_.size() == 1) return;
@@ -147,7 +159,7 @@ OverlappedGradientAverager::OverlappedGradientAverager(Communicator& comm, std::
 }
 
 OverlappedGradientAverager::OverlappedGradientAverager(Communicator& comm, const Module& module, DDPOptions opts)
-    : OverlappedGradientAverager(comm, module.parameters(), opts) {}
+    : OverlappedGradientAverager(comm, trainable_parameters(module), opts) {}
 
 OverlappedGradientAverager::~OverlappedGradientAverager() {
   disarm();

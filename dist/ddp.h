@@ -54,7 +54,8 @@ class GradientReducer {
 // Averages the gradients of a fixed list of float32 CPU parameters over the ranks of `comm`, after
 // backward. A parameter whose gradient is undefined on a rank counts as zero there, and after the
 // reduction every parameter has the averaged gradient on every rank (the ranks must agree on the
-// parameter list; nothing else is checked, for speed). With one rank nothing is touched.
+// parameter list; nothing else is checked, for speed). With one rank nothing is touched. Made from a
+// Module, it takes the parameters that require gradients (frozen ones keep an undefined gradient).
 class GradientAverager final : public GradientReducer {
  public:
   GradientAverager(Communicator& comm, std::vector<Tensor> params, DDPOptions opts = {});

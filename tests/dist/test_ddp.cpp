@@ -16,6 +16,7 @@
 #include "dist/trainer.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "engine/random.h"
 #include "layers/layers.h"
 #include "tests/test_util.h"
 #include "tests/trainer_fixtures.h"
@@ -209,6 +210,39 @@ TEST_CASE("ddp overlapped: a parameter without gradient holds back later buckets
     CHECK(comm.counts() == std::vector<size_t>{5, 15, 2, 10, 3});
     CHECK(ddp.launch_order() == std::vector<size_t>{0, 1, 2, 3, 4});
     CHECK(unused.grad().to_vector() == std::vector<float>(3, 0.f));
+  }
+}
+
+TEST_CASE("ddp: a frozen parameter takes no part in the reduction and keeps an undefined gradient") {
+  // As in a single process (and PyTorch's DDP): the optimizer then skips it, weight decay and
+  // momentum included, instead of stepping it with a zero gradient.
+  PassFlag flag;
+  Observe obs(flag);
+  RecordingComm comm(2, flag);
+  Generator gen(5);
+  Sequential model;
+  model.push_back(std::make_shared<Linear>(3, 4, true, &gen));
+  model.push_back(std::make_shared<ReLU>());
+  model.push_back(std::make_shared<Linear>(4, 2, true, &gen));
+  std::vector<Tensor> params = model.parameters();
+  REQUIRE(params.size() == 4);
+  params[0].requires_grad_(false);  // the first layer's weight
+  const Tensor x = volt::test::rand_tensor({5, 3}, 7);
+  for (const bool overlapped : {false, true}) {
+    CAPTURE(overlapped);
+    for (Tensor& p : params) p.set_grad(Tensor());
+    comm.calls.clear();
+    std::unique_ptr<GradientReducer> ddp;
+    if (overlapped) ddp = std::make_unique<OverlappedGradientAverager>(comm, model);
+    else ddp = std::make_unique<GradientAverager>(comm, model);
+    ddp->prepare_for_backward();
+    sum(model(x)).backward();
+    ddp->all_reduce_gradients();
+    CHECK_FALSE(params[0].grad().defined());
+    for (size_t i = 1; i < params.size(); ++i) CHECK(params[i].grad().defined());
+    size_t reduced = 0;
+    for (size_t n : comm.counts()) reduced += n;
+    CHECK(reduced == size_t(4 + 2 * 4 + 2));  // every trainable element, the frozen 12 not
   }
 }
 
