@@ -6,6 +6,12 @@
 // defined, or a component that no scan fills, decodes to pixels made of stale heap memory. check_jpeg
 // walks the file's segments the way stb_image's decoder does and reports all three. A Motion JPEG
 // frame (no DHT at all) gets the standard tables that its format implies, instead of stale memory.
+// And where a baseline scan's entropy-coded data ends before its last MCU (a file cut short and closed
+// with an EOI marker, or another file's bytes spliced in), stb_image decodes on from zero bits without
+// an error (with the marker met inside a block its bit count can go negative, then it shifts by 32 bits
+// or more: undefined behaviour), and where a restart interval ends without a restart marker it stops
+// decoding the scan, leaving the rest of the image uninitialised memory. check_jpeg decodes the
+// Huffman codes of each baseline scan as stb_image does and reports both.
 // check_bmp: stb_image reads a BMP cut short as if zeros followed (black rows, no error), after
 // allocating the whole image its header claims, and a palette BMP whose pixel data offset leaves it
 // fewer than zero palette entries as one with a palette it never fills. Both are refused. And it
@@ -39,6 +45,19 @@ struct JpegCheck {
 // Not a JPEG (no SOI marker first, after any 0xFF fill): nothing to check. stop_at_frame: stop at the
 // frame header (SOF), as far as stb_image reads for stbi_info. Anything stb_image itself refuses is
 // left for it to report.
+// Without stop_at_frame (give it the whole file then), each baseline (SOF0, SOF1) scan's entropy-coded
+// data is decoded as stb_image 2.27 takes it, to the end of its last MCU: the data is the bytes up to
+// the next marker or the end of `data` (FF 00 is a data byte 0xFF); the Huffman tables are those of
+// the DHT segments before the scan (the standard ones for a Motion JPEG frame); every MCU of the scan
+// is decoded, h x v blocks of each component in an interleaved scan over MCUs of 8 h_max x 8 v_max
+// pixels, one block per MCU in a scan of one component over that component's share of the pixels.
+// Data that ends before the last MCU's last bit is a fault ("the scan at byte offset N ends after M of
+// its T MCUs"). With a restart interval (DRI) of R > 0, after every R MCUs (unless they were the last)
+// the rest of the current byte is padding and a restart marker (RST0..7, after any 0xFF fill) must
+// follow at once, or that is a fault ("has no restart marker right after MCU M"); stb_image itself
+// takes up to three stray bytes there, depending on how far it has read ahead, but encoders write none.
+// A code not in its table, or a DC magnitude over 15, is left for stb_image to refuse. Progressive
+// scans are not decoded.
 JpegCheck check_jpeg(const uint8_t* data, size_t size, bool stop_at_frame);
 
 // The JPEG `file` with one DHT segment holding the four standard Huffman tables (DC 0, AC 0, DC 1,

@@ -387,6 +387,16 @@ std::vector<std::string> seeds_image() {
         out.push_back(std::string(1, char(kind | 2 << 2)) + file.substr(0, dht) + file.substr(dht + 2 + len));
       }
     }
+  // A 16x16 grey baseline JPEG with a restart interval of 2 MCUs (tests/test_image_folder.cpp's
+  // restart_jpeg): quantization 8 throughout, DC codes 0 and 1 (magnitudes 0 and 4), AC code 0 (end of
+  // block), two intervals of two blocks of DC +8, each followed by a restart marker or EOI.
+  std::string rst = "\xFF\xD8\xFF\xDB" + std::string("\0\x43\0", 3) + std::string(64, '\x08');
+  rst += std::string("\xFF\xC0\0\x0B\x08\0\x10\0\x10\x01\x01\x11\0", 13);
+  rst += std::string("\xFF\xC4\0\x27\0\x02", 6) + std::string(15, '\0') + std::string("\0\x04", 2);
+  rst += std::string("\x10\x01", 2) + std::string(15, '\0') + std::string(1, '\0');
+  rst += std::string("\xFF\xDD\0\x04\0\x02", 6) + std::string("\xFF\xDA\0\x08\x01\x01\0\0\x3F\0", 10);
+  rst += "\xC3\x0F\xFF\xD0\xC3\x0F\xFF\xD9";
+  out.push_back(std::string(1, char(1)) + rst);  // .jpg, one channel
   // An OS/2 1.x BMP: 12-byte header, 3x2 pixels of 4 bits, 16 palette entries of 3 bytes.
   std::string os2 = "BM";
   for (uint32_t v : {14u + 12 + 48 + 8, 0u, 14u + 12 + 48, 12u}) os2.append(reinterpret_cast<const char*>(&v), 4);
