@@ -2,7 +2,9 @@
 // asked for), and float16/bfloat16 with tensor-core math and float32 accumulation. For each shape and type a plan
 // (descriptors and the three algorithms, picked by the cuDNN heuristics, or with VOLT_CUDNN_FIND=1 by
 // timing them once at the first call, like PyTorch's cudnn.benchmark) is built once and cached; one
-// workspace per device is reused and only grows. VOLT_CUDNN_VERBOSE=1 prints each plan. The forward
+// workspace per device is reused and only grows. Each direction keeps its other candidate algorithms:
+// when cuDNN refuses the one in use, or its workspace does not fit, the next one takes over (said on
+// stderr). VOLT_CUDNN_VERBOSE=1 prints each plan. The forward
 // pass of a 16-bit convolution with a small reduction (C*R*S <= 96: the first layer) runs Volt's own
 // tensor-core kernel instead (conv_igemm.cu; VOLT_CONV_OWN, see own_policy).
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -45,13 +48,31 @@ cudnnDataType_t data_type(FType t) {
   return t == FType::F32 ? CUDNN_DATA_FLOAT : (t == FType::F16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16);
 }
 
+// One direction's algorithm: the candidates the search proposed, in order of preference (see choose), and
+// the one in use with its exact workspace. When cuDNN refuses the one in use (CUDNN_STATUS_NOT_SUPPORTED
+// at its workspace query or its run) or its workspace does not fit, the next one takes over for good.
 template <class Perf, class Algo>
 struct Choice {
   using perf_t = Perf;
+  struct Candidate {
+    Algo algo;
+    cudnnMathType_t math;
+  };
+  std::vector<Candidate> candidates;
+  size_t at = 0;  // the candidate in use
   Algo algo{};
   cudnnMathType_t math = CUDNN_FMA_MATH;
   size_t workspace = 0;
+  void use(size_t i) {
+    at = i;
+    algo = candidates[i].algo;
+    math = candidates[i].math;
+    workspace = 0;  // settle asks for the exact figure
+  }
 };
+using FwdChoice = Choice<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>;
+using BwdDataChoice = Choice<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>;
+using BwdFilterChoice = Choice<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>;
 
 struct Plan {
   FType type = FType::F32;
@@ -62,9 +83,10 @@ struct Plan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
-  Choice<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t> fwd;
-  Choice<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t> bwd_data;
-  Choice<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t> bwd_filter;
+  Conv2dShape shape{};
+  FwdChoice fwd;
+  BwdDataChoice bwd_data;
+  BwdFilterChoice bwd_filter;
 };
 
 int to_int(int64_t v, const char* what) {
@@ -106,41 +128,81 @@ bool math_allowed(FType t, bool tf32, cudnnMathType_t m) {
   return m == CUDNN_FMA_MATH || (tf32 && (m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH));
 }
 
-// The first (fastest, by the heuristics' ranking or the measured times) usable result in an allowed
-// math, preferring in turn: deterministic and direct; direct; any. Without one, an algorithm that
-// every shape supports in FMA math and that is deterministic.
+// The candidates, in order: the usable results (fastest first, by the heuristics' ranking or the
+// measured times) in an allowed math, preferring in turn deterministic and direct; direct; any. Then an
+// algorithm that every shape supports and that is deterministic: in tensor-core math first for 16-bit
+// types, in FMA math last.
 template <class Perf, class C, class Algo>
 void choose(FType t, bool tf32, const Perf* perf, int n, C& out, Algo fallback) {
+  out.candidates.clear();
+  const auto add = [&](Algo a, cudnnMathType_t m) {
+    for (const auto& c : out.candidates)
+      if (c.algo == a && c.math == m) return;
+    out.candidates.push_back({a, m});
+  };
   for (int pass = 0; pass < 3; ++pass)
     for (int i = 0; i < n; ++i) {
       const Perf& p = perf[i];
       if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxWorkspace || !math_allowed(t, tf32, p.mathType)) continue;
       if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
       if (pass <= 1 && transform_based(p.algo)) continue;
-      out.algo = p.algo;
-      out.math = p.mathType;
-      out.workspace = p.memory;
-      return;
+      add(p.algo, p.mathType);
     }
-  out.algo = fallback;
-  out.math = CUDNN_FMA_MATH;
-  out.workspace = 0;  // set_workspace_size asks for the exact figure
+  if (t != FType::F32) add(fallback, CUDNN_TENSOR_OP_MATH);
+  add(fallback, CUDNN_FMA_MATH);
+  out.use(0);
 }
 
-// The exact workspace of the algorithm chosen for direction dir (0 forward, 1 backward data, 2 backward
-// filter): the heuristics' and the search's memory figures are estimates, the fallback has none.
-void set_workspace_size(cudnnHandle_t h, Plan& p, int dir) {
-  if (dir == 0) {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
-    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, p.fwd.algo, &p.fwd.workspace));
-  } else if (dir == 1) {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data.math));
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv, p.x, p.bwd_data.algo,
-                                                             &p.bwd_data.workspace));
-  } else {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter.math));
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv, p.w, p.bwd_filter.algo,
-                                                               &p.bwd_filter.workspace));
+const char* direction_name(const FwdChoice&) { return "forward pass"; }
+const char* direction_name(const BwdDataChoice&) { return "input gradient"; }
+const char* direction_name(const BwdFilterChoice&) { return "weight gradient"; }
+
+// The workspace query of the candidate in use (its math set on the descriptor first).
+cudnnStatus_t query_workspace(cudnnHandle_t h, const Plan& p, FwdChoice& c) {
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, c.math));
+  return cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, c.algo, &c.workspace);
+}
+cudnnStatus_t query_workspace(cudnnHandle_t h, const Plan& p, BwdDataChoice& c) {
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, c.math));
+  return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv, p.x, c.algo, &c.workspace);
+}
+cudnnStatus_t query_workspace(cudnnHandle_t h, const Plan& p, BwdFilterChoice& c) {
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, c.math));
+  return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv, p.w, c.algo, &c.workspace);
+}
+
+[[noreturn]] void cudnn_failed(const char* call, cudnnStatus_t st) {
+  VOLT_FAIL("cuDNN error: ", call, " failed: ", cudnnGetErrorString(st));
+}
+
+// The candidate in use cannot serve (`why`): the next one takes over, saying so; without one, a
+// volt::Error naming the convolution.
+template <class C>
+void next_candidate(const Plan& p, C& c, const std::string& why) {
+  const Conv2dShape& s = p.shape;
+  VOLT_CHECK(c.at + 1 < c.candidates.size(), "conv2d on CUDA: no cuDNN algorithm left for the ", direction_name(c),
+             " of x[", s.N, ", ", s.C, ", ", s.H, ", ", s.W, "] w[", s.K, ", ", s.C, ", ", s.R, ", ", s.S, "] stride ",
+             s.stride_h, "x", s.stride_w, " pad ", s.pad_h, "x", s.pad_w, " in ", ftype_name(p.type), ": the last of ",
+             c.candidates.size(), " candidates, algorithm ", int(c.algo), " in math ", int(c.math), ", ", why);
+  const int algo = int(c.algo), math = int(c.math);
+  c.use(c.at + 1);
+  std::fprintf(stderr,
+               "volt conv2d: cuDNN algorithm %d (math %d) for the %s of x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] "
+               "in %s %s; algorithm %d (math %d) from now on\n",
+               algo, math, direction_name(c), (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W,
+               (long long)s.K, (long long)s.C, (long long)s.R, (long long)s.S, ftype_name(p.type), why.c_str(),
+               int(c.algo), int(c.math));
+}
+
+// The exact workspace of the candidate in use: the heuristics' and the search's memory figures are
+// estimates, the fallback has none. A candidate whose query cuDNN refuses gives way to the next.
+template <class C>
+void settle(cudnnHandle_t h, const Plan& p, C& c) {
+  for (;;) {
+    const cudnnStatus_t st = query_workspace(h, p, c);
+    if (st == CUDNN_STATUS_SUCCESS) return;
+    if (st != CUDNN_STATUS_NOT_SUPPORTED) cudnn_failed("the workspace size query", st);
+    next_candidate(p, c, "is not supported (its workspace size query said CUDNN_STATUS_NOT_SUPPORTED)");
   }
 }
 
@@ -169,6 +231,7 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   auto p = std::make_unique<Plan>();
   p->type = t;
   p->tf32 = allow_tf32;
+  p->shape = s;
   const cudnnDataType_t dt = data_type(t);
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
@@ -200,7 +263,9 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
   cudnnConvolutionBwdFilterAlgoPerf_t bf[kAsk];
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, kAsk, &got, bf));
   choose(t, allow_tf32, bf, got, p->bwd_filter, kFallbackBwdFilter);
-  for (int dir = 0; dir < 3; ++dir) set_workspace_size(h, *p, dir);
+  settle(h, *p, p->fwd);
+  settle(h, *p, p->bwd_data);
+  settle(h, *p, p->bwd_filter);
   if (verbose())
     std::fprintf(stderr,
                  "volt conv2d plan cuda:%d %s x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] stride %lldx%lld pad %lldx%lld: "
@@ -275,8 +340,8 @@ bool find_enabled() {
 constexpr size_t kFindWorkspace = size_t(256) << 20;
 constexpr int kFindAsk = 16;
 
-// With VOLT_CUDNN_FIND, the first call of direction dir (as in set_workspace_size) times the algorithms
-// on the real buffers: find(ask, &got, perf, workspace, bytes) wraps that direction's cudnnFind*Ex.
+// With VOLT_CUDNN_FIND, the first call of direction dir (0 forward, 1 input gradient, 2 weight gradient)
+// times the algorithms on the real buffers: find(ask, &got, perf, workspace, bytes) wraps that direction's cudnnFind*Ex.
 template <class Choice, class Algo, class Find>
 void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
   Plan& p = *c.plan;
@@ -290,7 +355,7 @@ void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
   const size_t bytes = ws ? kFindWorkspace : 0;  // a full device: search what needs no workspace
   CUDNN_CHECK(find(kFindAsk, &got, perf, ws, bytes));
   choose(p.type, p.tf32, perf, got, out, fallback);
-  set_workspace_size(c.h, p, dir);
+  settle(c.h, p, out);
   p.found[dir] = true;
   if (verbose())
     std::fprintf(stderr, "volt conv2d find (%s, direction %d): algo %d math %d ws %zu\n", ftype_name(p.type), dir,
@@ -339,23 +404,33 @@ float time_ms(void* stream, F&& f) {
   return ms / 3.f;
 }
 
-// Direction dir's workspace for the chosen algorithm; when the device cannot hold it, the direction
-// takes its fallback algorithm (little or no workspace) from now on, saying so once.
-template <class C, class Algo>
-void* workspace_for(Call& c, int dir, C& choice, Algo fallback) {
-  void* ws = workspace(c.device, choice.workspace, c.stream);
-  if (ws || choice.workspace == 0) return ws;
-  const size_t wanted = choice.workspace;
-  choice.algo = fallback;
-  choice.math = CUDNN_FMA_MATH;
-  set_workspace_size(c.h, *c.plan, dir);
-  ws = workspace(c.device, choice.workspace, c.stream);
-  VOLT_CHECK(ws || choice.workspace == 0, "conv2d on CUDA: out of GPU memory for cuDNN's workspace (", wanted,
-             " bytes, and ", choice.workspace, " for the fallback algorithm)");
-  std::fprintf(stderr, "volt conv2d: cuDNN's %zu-byte workspace does not fit in the GPU's free memory; direction %d "
-               "of this shape uses algorithm %d (%zu bytes) from now on\n", wanted, dir, int(choice.algo),
-               choice.workspace);
-  return ws;
+// The workspace of the candidate in use; when the device cannot hold it, the next candidates take over
+// (the last ones need little or none), saying so.
+template <class C>
+void* workspace_for(Call& c, C& choice) {
+  for (;;) {
+    void* ws = workspace(c.device, choice.workspace, c.stream);
+    if (ws || choice.workspace == 0) return ws;
+    next_candidate(*c.plan, choice,
+                   "needs " + std::to_string(choice.workspace) +
+                       " bytes of workspace, more than the GPU's free memory holds");
+    settle(c.h, *c.plan, choice);
+  }
+}
+
+// Runs the candidate in use: run(workspace) makes the cuDNN call. Where cuDNN refuses it
+// (CUDNN_STATUS_NOT_SUPPORTED, which it answers before launching anything), the next candidate runs.
+template <class C, class Run>
+void run_cudnn(Call& c, C& choice, const char* call, Run run) {
+  for (;;) {
+    void* ws = workspace_for(c, choice);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(c.plan->conv, choice.math));
+    const cudnnStatus_t st = run(ws);
+    if (st == CUDNN_STATUS_SUCCESS) return;
+    if (st != CUDNN_STATUS_NOT_SUPPORTED) cudnn_failed(call, st);
+    next_candidate(*c.plan, choice, std::string("is not supported (") + call + " said CUDNN_STATUS_NOT_SUPPORTED)");
+    settle(c.h, *c.plan, choice);
+  }
 }
 
 }  // namespace
@@ -373,11 +448,11 @@ bool conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
   find_once(c, 0, p.fwd, kFallbackFwd, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, ask, got, perf, ws, bytes);
   });
-  void* ws = workspace_for(c, 0, p.fwd, kFallbackFwd);
   const auto cudnn_forward = [&] {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.fwd.math));
-    CUDNN_CHECK(cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
-                                        p.y, y));
+    run_cudnn(c, p.fwd, "cudnnConvolutionForward", [&](void* ws) {
+      return cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
+                                     p.y, y);
+    });
     // Volt's own kernel rather than cudnnAddTensor: one path for every storage type (bfloat16 included).
     if (b) add_channel_bias(t, s.N, s.K, s.P * s.Q, b, y, stream);
   };
@@ -404,10 +479,10 @@ void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const 
   find_once(c, 1, p.bwd_data, kFallbackBwdData, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionBackwardDataAlgorithmEx(c.h, p.w, w, p.y, dy, p.conv, p.x, dx, ask, got, perf, ws, bytes);
   });
-  void* ws = workspace_for(c, 1, p.bwd_data, kFallbackBwdData);
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_data.math));
-  CUDNN_CHECK(cudnnConvolutionBackwardData(c.h, &kOne, p.w, w, p.y, dy, p.conv, p.bwd_data.algo, ws,
-                                           p.bwd_data.workspace, &kZero, p.x, dx));
+  run_cudnn(c, p.bwd_data, "cudnnConvolutionBackwardData", [&](void* ws) {
+    return cudnnConvolutionBackwardData(c.h, &kOne, p.w, w, p.y, dy, p.conv, p.bwd_data.algo, ws,
+                                        p.bwd_data.workspace, &kZero, p.x, dx);
+  });
 }
 
 void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* stream) {
@@ -417,10 +492,10 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
     return cudnnFindConvolutionBackwardFilterAlgorithmEx(c.h, p.x, x, p.y, dy, p.conv, p.w, dw, ask, got, perf, ws,
                                                          bytes);
   });
-  void* ws = workspace_for(c, 2, p.bwd_filter, kFallbackBwdFilter);
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.bwd_filter.math));
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
-                                             p.bwd_filter.workspace, &kZero, p.w, dw));
+  run_cudnn(c, p.bwd_filter, "cudnnConvolutionBackwardFilter", [&](void* ws) {
+    return cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
+                                          p.bwd_filter.workspace, &kZero, p.w, dw);
+  });
 }
 
 void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,

@@ -2,6 +2,8 @@
 // GPU tests trust it to behave as the runtime, cuBLAS and cuDNN do, and to refuse what they refuse.
 #include <cmath>
 #include <cstring>
+#include <iterator>
+#include <string>
 #include <vector>
 
 #include "cublasLt.h"
@@ -312,6 +314,73 @@ TEST_CASE("emulated cuBLASLt refusing: the linear layer falls back to cublasGemm
   }
   CHECK(nodes[1] == nodes[0] + 2);  // a bias kernel forward, a column sum backward
   CHECK(nodes[2] == nodes[1]);
+}
+
+// conv2d.cu's way back: where cuDNN refuses the algorithm in use, at its run or at its workspace query
+// (as the real library may for an algorithm its heuristics offered), the next candidate takes over,
+// also inside a graph capture; with every algorithm refused, a volt::Error names the convolution. A
+// fresh shape per mode (plans are per shape), cuDNN for all three passes.
+TEST_CASE("emulated cuDNN refusing algorithms it offered: the convolution takes the next candidate") {
+  using namespace volt;
+  struct Restore {
+    ~Restore() {
+      volt_emu_cudnn_refuse(0, 0);
+      cuda_set_conv_own_kernel(ConvOwnKernel::Auto);
+    }
+  } restore;
+  cuda_set_conv_own_kernel(ConvOwnKernel::Never);
+  const Device gpu = test::kGpu;
+  struct Mode {
+    unsigned run, query;
+    bool capture_first;
+    const char* what;
+  };
+  const Mode modes[] = {{0, 0, false, "nothing refused"},
+                        {2, 0, false, "the algorithms with a workspace refused at their run"},
+                        {0, 2, false, "the algorithms with a workspace refused at their workspace query"},
+                        {2, 0, true, "refused at their run, first met inside a capture"}};
+  for (int i = 0; i < int(std::size(modes)); ++i) {
+    const Mode& m = modes[i];
+    INFO(std::string(m.what));
+    volt_emu_cudnn_refuse(m.run, m.query);
+    const int64_t N = 2 + i;
+    const Tensor x = test::rand_tensor({N, 3, 7, 6}, 71), w = test::rand_tensor({4, 3, 3, 2}, 72);
+    const Tensor b = test::rand_tensor({4}, 73), proj = test::rand_tensor({N, 4, 4, 5}, 74);
+    Tensor xc = x.clone(), wc = w.clone(), bc = b.clone(), xg = x.to(gpu), wg = w.to(gpu), bg = b.to(gpu);
+    for (Tensor* t : {&xc, &wc, &bc, &xg, &wg, &bg}) t->requires_grad_(true);
+    const Tensor pg = proj.to(gpu);
+    Tensor yg;
+    auto step = [&] {
+      for (Tensor* t : {&xg, &wg, &bg}) t->set_grad(Tensor());
+      yg = conv2d(xg, wg, bg, {2, 1}, {1, 0});
+      sum(mul(yg, pg)).backward();
+    };
+    if (m.capture_first) {
+      CudaGraph graph(gpu);
+      graph.capture(step);
+      graph.replay();
+    } else {
+      step();
+    }
+    const Tensor yc = conv2d(xc, wc, bc, {2, 1}, {1, 0});
+    sum(mul(yc, proj)).backward();
+    test::check_near(yg, yc, 1e-5, 1e-5, "forward");
+    test::check_near(xg.grad(), xc.grad(), 1e-5, 1e-5, "dx");
+    test::check_near(wg.grad(), wc.grad(), 1e-5, 1e-5, "dw");
+    test::check_near(bg.grad(), bc.grad(), 1e-5, 1e-5, "db");
+  }
+  volt_emu_cudnn_refuse(3, 0);  // nothing left that runs
+  const Tensor x = test::rand_tensor({9, 3, 7, 6}, 75).to(gpu), w = test::rand_tensor({4, 3, 3, 2}, 76).to(gpu);
+  try {
+    (void)conv2d(x, w, Tensor(), {2, 1}, {1, 0});
+    FAIL("conv2d ran with every cuDNN algorithm refused");
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.find("no cuDNN algorithm left for the forward pass of x[9, 3, 7, 6] w[4, 3, 3, 2]") !=
+          std::string::npos);
+    CHECK(what.find("CUDNN_STATUS_NOT_SUPPORTED") != std::string::npos);
+  }
 }
 
 TEST_CASE("emulated cuDNN: the three passes are each other's adjoints, and a short workspace is refused") {

@@ -2,6 +2,7 @@
 // handle's stream like any other work. Sums are taken in double and rounded once to the output type: a
 // tighter result than the GPU's float32 sums, which is what the GPU tests' tolerances are measured
 // against anyway (the CPU reference). cuBLAS is in emu_sdk_blas.cpp.
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -339,11 +340,13 @@ cudnnStatus_t find(cudnnHandle_t h, const Problem& p, const void* a, const void*
   return CUDNN_STATUS_SUCCESS;
 }
 
+std::atomic<unsigned> g_refuse_run{0}, g_refuse_query{0};  // volt_emu_cudnn_refuse
+
 template <class Algo>
 cudnnStatus_t workspace_size(cudnnHandle_t h, const Problem& p, Algo algo, size_t* bytes) {
   if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   const int idx = algo_index(algo);
-  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  if (idx < 0 || (g_refuse_query.load() >> idx & 1u)) return CUDNN_STATUS_NOT_SUPPORTED;
   *bytes = workspace_of(p, idx);
   return CUDNN_STATUS_SUCCESS;
 }
@@ -352,11 +355,16 @@ template <class Algo>
 cudnnStatus_t run(cudnnHandle_t h, const Problem& p, Algo algo, const void* alpha, const void* a, const void* b,
                   void* workspace, size_t workspace_bytes, const void* beta, void* out) {
   const int idx = algo_index(algo);
-  if (idx < 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  if (idx < 0 || (g_refuse_run.load() >> idx & 1u)) return CUDNN_STATUS_NOT_SUPPORTED;
   return enqueue(h, p, Algos<Algo>::dir, alpha, a, b, idx, workspace, workspace_bytes, beta, out);
 }
 
 }  // namespace
+
+void volt_emu_cudnn_refuse(unsigned run_mask, unsigned query_mask) {
+  g_refuse_run.store(run_mask);
+  g_refuse_query.store(query_mask);
+}
 
 cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t x,
                                                     cudnnFilterDescriptor_t w, int* n, int* c, int* h, int* wo) {

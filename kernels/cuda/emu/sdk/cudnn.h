@@ -154,3 +154,9 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha,
                                              cudnnConvolutionDescriptor_t conv, cudnnConvolutionBwdFilterAlgo_t algo,
                                              void* workspace, size_t workspace_bytes, const void* beta,
                                              cudnnFilterDescriptor_t dwd, void* dw);
+
+// Emulator only, not cuDNN's API: from now on cuDNN refuses (CUDNN_STATUS_NOT_SUPPORTED) the algorithms
+// its heuristics still offer, at their run (run_mask) or at their workspace size query (query_mask), as
+// the real library may for a shape. Bit 0 stands for the implicit GEMM (algorithm 0), bit 1 for the
+// algorithms with a workspace; (0, 0) runs everything again. For tests of the callers' way back.
+void volt_emu_cudnn_refuse(unsigned run_mask, unsigned query_mask);
