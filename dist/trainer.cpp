@@ -306,20 +306,26 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   callback_metrics_.clear();
   logged_metrics_.clear();
 
-  std::string resume_path;
-  if (!opts_.resume.empty()) resume_path = resolve_resume_path(opts_.default_root_dir, opts_.resume);
-  // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags.
+  // Rank 0 alone decides where to resume from, and every rank takes its decision: ranks deciding on
+  // their own (a requeue checkpoint that one node's view of the filesystem shows and another's does
+  // not yet) would train different numbers of steps and pair mismatched collectives.
   const std::string hpc = requeue_checkpoint_path(opts_.default_root_dir);
-  const bool from_hpc = resume_path.empty() && is_requeued_job() && fs::is_regular_file(hpc);
-  if (from_hpc) {
-    resume_path = hpc;
-  } else if (resume_path.empty() && is_requeued_job()) {
+  bool from_hpc = false;  // rank 0's to know (it removes the file at the end)
+  const std::string resume_path = decided_on_rank0([&] {
+    if (!opts_.resume.empty()) return resolve_resume_path(opts_.default_root_dir, opts_.resume);
+    if (!is_requeued_job()) return std::string();
+    // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags.
+    if (fs::is_regular_file(hpc)) {
+      from_hpc = true;
+      return hpc;
+    }
     // Requeued for another reason (a node failure): continue from the newest last.ckpt, if any.
     try {
-      resume_path = resolve_resume_path(opts_.default_root_dir, "last");
+      return resolve_resume_path(opts_.default_root_dir, "last");
     } catch (const Error&) {
+      return std::string();
     }
-  }
+  });
   requeued_ = requeue_failed_ = false;
   requeue_message_.clear();
 
@@ -419,7 +425,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
 
   bool resumed = false;
   if (!resume_path.empty()) {
-    Checkpoint c = load_checkpoint(resume_path);
+    Checkpoint c = load_on_every_rank(resume_path);
     restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr, {},
             I.scaler.get());
     epoch_ = c.epoch;

@@ -24,6 +24,7 @@
 namespace volt {
 
 class Profiler;
+struct Checkpoint;
 
 // A count of batches (an integer) or a fraction of them (a floating-point value), as Lightning's
 // limit_*_batches and val_check_interval: 5 means 5 batches, 0.25 a quarter, 1.0 all.
@@ -151,8 +152,10 @@ class Trainer {
  private:
   struct Impl;
   void check_options();
-  // "best" / "last" / a path / "" (keep the current weights) -> the checkpoint file to load.
-  std::string resolve_ckpt(const std::string& ckpt, const char* who) const;
+  // "best" / "last" / a path / "" (keep the current weights) -> the checkpoint file to load, as rank 0
+  // resolves it (a collective) or as this process does.
+  std::string resolve_ckpt(const std::string& ckpt, const char* who);
+  std::string resolve_ckpt_here(const std::string& ckpt, const char* who) const;
   // Loads a checkpoint's model weights into `module` (after checking every name and shape).
   void load_weights(LightningModule& module, const std::string& path);
   // SIGUSR1 seen by any rank (a collective when there are several).
@@ -162,6 +165,13 @@ class Trainer {
   void check_ranks_agree(const Module& module);
   // Data-parallel: every rank's callback metrics become rank 0's (a collective; nothing at size 1).
   void sync_callback_metrics();
+  // Rank 0 runs decide() and every rank returns its answer (a collective; at size 1 just decide()):
+  // for choices made from what a rank sees on its filesystem, which may differ between nodes. An
+  // error on rank 0 is every rank's error.
+  std::string decided_on_rank0(const std::function<std::string()>& decide);
+  // load_checkpoint(path) on every rank; where any rank cannot read it, every rank throws, naming
+  // that rank (a collective).
+  Checkpoint load_on_every_rank(const std::string& path);
   // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
   std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
   // Up to n batches from next(i, batch) (false: no more; the batch on the module's device) through

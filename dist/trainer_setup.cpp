@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <string>
 
@@ -227,6 +228,44 @@ void Trainer::sync_callback_metrics() {
 // Data-parallel runs end with the same parameters on every rank (the same start, the same
 // averaged gradients): a checksum of every parameter and buffer's bytes, compared over the ranks,
 // proves it or stops the run with an error instead of saving diverged weights.
+std::string Trainer::decided_on_rank0(const std::function<std::string()>& decide) {
+  if (world_size() == 1) return decide();
+  // Rank 0 sends 'P' and the answer, or 'E' and its error; its own error is rethrown as it was.
+  std::string msg;
+  std::exception_ptr failed;
+  if (is_global_zero()) {
+    try {
+      msg = "P" + decide();
+    } catch (const Error& e) {
+      failed = std::current_exception();
+      msg = std::string("E") + e.what();
+    }
+  }
+  broadcast_string(*comm_, msg);
+  if (failed) std::rethrow_exception(failed);
+  VOLT_CHECK(!msg.empty() && (msg[0] == 'P' || msg[0] == 'E'), "data-parallel: rank 0's decision arrived garbled");
+  if (msg[0] == 'E') VOLT_FAIL("on rank 0: ", msg.substr(1));
+  return msg.substr(1);
+}
+
+Checkpoint Trainer::load_on_every_rank(const std::string& path) {
+  if (world_size() == 1) return load_checkpoint(path);
+  Checkpoint c;
+  std::string error;
+  try {
+    c = load_checkpoint(path);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  // The highest rank that failed, + 1 (0: none did).
+  const double failed = comm_->all_reduce_value(error.empty() ? 0.0 : double(global_rank() + 1), ReduceOp::Max);
+  const char* hint = "; every rank reads the checkpoint rank 0 chose, so it must be on a filesystem that every node "
+                     "shares";
+  if (!error.empty()) VOLT_FAIL("rank ", global_rank(), " cannot load ", path, ": ", error, hint);
+  if (failed != 0.0) VOLT_FAIL("rank ", int(failed) - 1, " cannot load ", path, hint);
+  return c;
+}
+
 void Trainer::check_ranks_agree(const Module& module) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a over the state in state_dict order
   for (const auto& [name, t] : module.state_dict().items()) {
@@ -270,7 +309,11 @@ bool Trainer::preemption_requested() {
   return raised != 0;
 }
 
-std::string Trainer::resolve_ckpt(const std::string& ckpt, const char* who) const {
+std::string Trainer::resolve_ckpt(const std::string& ckpt, const char* who) {
+  return decided_on_rank0([&] { return resolve_ckpt_here(ckpt, who); });
+}
+
+std::string Trainer::resolve_ckpt_here(const std::string& ckpt, const char* who) const {
   if (ckpt == "best") {
     ModelCheckpoint* mc = checkpoint_callback();
     VOLT_CHECK(mc && !mc->best_model_path().empty(), who,
@@ -286,7 +329,7 @@ std::string Trainer::resolve_ckpt(const std::string& ckpt, const char* who) cons
 }
 
 void Trainer::load_weights(LightningModule& module, const std::string& path) {
-  Checkpoint c = load_checkpoint(path);
+  Checkpoint c = load_on_every_rank(path);
   check_model_matches(c, module);
   StateDict sd;
   for (const auto& [n, t] : c.model) sd.add(n, t);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,6 +18,8 @@
 #include "dist/communicator.h"
 #include "dist/ddp.h"
 #include "dist/process_env.h"
+#include "dist/requeue.h"
+#include "dist/trainer.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "layers/layers.h"
@@ -27,6 +30,7 @@
 #include "tests/trainer_fixtures.h"
 
 using namespace volt;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -360,6 +364,82 @@ TEST_CASE("trainer: every rank stops and saves as rank 0 decides, on a metric th
   CHECK(best == best0);
   CHECK(volt::test::contains(best, "epoch=0"));
   comm().barrier();  // rank 0 removes the folder only after every rank has looked
+}
+
+TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whatever its own filesystem shows") {
+  // A requeued job resumes from the pre-empted run's checkpoint where the root directory holds one.
+  // Here only rank 0's root does (the others get empty roots of their own, as a node whose view of a
+  // filesystem lags would): every rank must still resume from rank 0's file, or they would train
+  // different numbers of steps and pair mismatched collectives.
+  const int me = comm().rank();
+  volt::test::TempDir own("volt_comm_resume_");
+  std::string shared_root = own.path;
+  broadcast_string(comm(), shared_root);
+  manual_seed(5);
+  volt::test::SynthDM dm(128, 32, 32);
+  volt::test::Quiet q;
+  auto options = [&](const std::string& root, int64_t epochs) {
+    TrainerOptions o = q.base(root);
+    o.accelerator = "cpu";
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.enable_progress_bar = false;
+    o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+    return o;
+  };
+  ClassifierModule first(volt::test::small_cnn(0.0), volt::test::adam());
+  Trainer t1(options(shared_root, 1));
+  t1.fit(first, dm);
+  const std::string hpc = requeue_checkpoint_path(shared_root);
+  if (me == 0) {
+    fs::copy_file(t1.checkpoint_callback()->best_model_path(), hpc);
+    fs::copy_file(hpc, shared_root + "/resume.ckpt");  // for the second part (the run removes hpc)
+  }
+  comm().barrier();
+
+  const char* restart = std::getenv("SLURM_RESTART_COUNT");
+  const std::string saved_restart = restart ? restart : "";
+  setenv("SLURM_RESTART_COUNT", "1", 1);
+  struct RestoreEnv {
+    const char* was;
+    std::string value;
+    ~RestoreEnv() {
+      if (was) setenv("SLURM_RESTART_COUNT", value.c_str(), 1);
+      else unsetenv("SLURM_RESTART_COUNT");
+    }
+  } restore_env{restart, saved_restart};
+  ClassifierModule second(volt::test::small_cnn(0.0), volt::test::adam());
+  Trainer t2(options(own.path, 3));  // rank 0's root is the shared one; the others' are empty
+  t2.fit(second, dm);
+  if (me == 0) CHECK(volt::test::contains(q.os.str(), "Resumed from " + hpc + " at epoch 1"));
+  const int64_t epochs = t2.current_epoch(), steps = t2.global_step();
+  CHECK(epochs == 3);
+  CHECK(identical_on_all_ranks(&epochs, sizeof epochs));
+  CHECK(identical_on_all_ranks(&steps, sizeof steps));
+  comm().barrier();
+
+  // An explicit --resume path that only rank 0 can read (a relative path, and each rank in its own
+  // root): every rank fails, naming the rank that cannot read it, instead of rank 0 training alone.
+  if (comm().size() > 1) {
+    const fs::path cwd = fs::current_path();
+    fs::current_path(own.path);
+    TrainerOptions o = options(own.path, 3);
+    o.resume = "resume.ckpt";
+    ClassifierModule third(volt::test::small_cnn(0.0), volt::test::adam());
+    Trainer t3(o);
+    std::string what;
+    try {
+      t3.fit(third, dm);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    fs::current_path(cwd);
+    INFO(what);
+    const int last = comm().size() - 1;  // the highest rank that failed
+    CHECK(volt::test::contains(what, "rank " + std::to_string(me == 0 ? last : me) + " cannot load resume.ckpt"));
+    CHECK(volt::test::contains(what, "a filesystem that every node shares"));
+  }
+  comm().barrier();  // every rank is done with rank 0's files before they go
 }
 
 TEST_CASE("comm: io_barrier waits past the collective timeout, for one rank's slow input or output") {
