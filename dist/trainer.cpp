@@ -179,10 +179,10 @@ struct TrainerRun {
   }
 
   // SIGUSR1 (Slurm's warning before the time limit) at a step boundary: a checkpoint that resumes at
-  // the next batch, a requeue request, and a clean stop on every rank.
-  void preempt() {
-    I.resume_epoch = t.epoch_;
-    I.resume_loader = overfit.empty() ? train->state() : LoaderState{t.epoch_, 0};
+  // epoch `epoch` from the loader position `at`, a requeue request, and a clean stop on every rank.
+  void preempt(int64_t epoch, LoaderState at) {
+    I.resume_epoch = epoch;
+    I.resume_loader = at;
     t.save_checkpoint(requeue_checkpoint_path(t.opts_.default_root_dir));
     t.requeued_ = true;  // the requeue itself comes at the end of fit(), after the last collective
     t.should_stop_ = true;
@@ -248,10 +248,6 @@ struct TrainerRun {
         ++t.train_batches_seen_;
       }
       if (step_now && !graphed) optimizer_step();
-      if (step_now && t.preemption_requested()) {
-        preempt();
-        return false;
-      }
       // Per-step values, read (from the GPU: a synchronisation) only when something shows them: the
       // loggers every log_every_n_steps optimizer steps, the progress bar when it redraws, and the
       // callback metrics then and at the epoch's last batch.
@@ -281,6 +277,12 @@ struct TrainerRun {
       if (validate_epoch && (batch_idx + 1) % val_every == 0) {
         Profiler::Scope sc(I.profiler, "validation");
         run_eval("val", n_val);
+      }
+      // Pre-empted: after this step's logging and validation, so that the resumed run has nothing of
+      // this batch left to do. At the epoch's last batch, fit() handles it after the epoch's end.
+      if (step_now && batch_idx + 1 < n_train && t.preemption_requested()) {
+        preempt(t.epoch_, overfit.empty() ? train->state() : LoaderState{t.epoch_, 0});
+        return false;
       }
     }
     if (I.bar) {
@@ -510,6 +512,12 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       if (world_size() > 1) should_stop_ = comm_->all_reduce_value(should_stop_ ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
     }
     if (finished) ++epoch_;
+    // SIGUSR1 during the epoch's last batch: the checkpoint comes after the epoch's validation, its
+    // metrics and its callbacks, and resumes at the next epoch's start (ignored when no epoch is left).
+    if (finished && !should_stop_ && epoch_ < max_epochs && preemption_requested()) {
+      run.preempt(epoch_, LoaderState{epoch_, 0});
+      break;
+    }
   }
   if (I.averager) {
     broadcast_from_rank0(*comm_, I.buffers);  // rank 0's statistics, as in its checkpoints

@@ -282,10 +282,11 @@ void Trainer::check_ranks_agree(const Module& module) {
 }
 
 // Rank 0 asks Slurm to requeue the job once every rank is past its last collective: `scontrol
-// requeue` ends the running job's tasks at once.
+// requeue` ends the running job's tasks at once, so the logs are on disk first.
 void Trainer::finish_preemption() {
   if (world_size() > 1) comm_->barrier();
   if (!is_global_zero()) return;
+  if (impl_->loggers) impl_->loggers->flush();
   const std::string path = requeue_checkpoint_path(opts_.default_root_dir);
   requeue_message_ = "Pre-empted (SIGUSR1) at epoch " + std::to_string(epoch_) + ", step " +
                      std::to_string(global_step_) + ": checkpoint " + path + "; ";

@@ -93,6 +93,64 @@ TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job end
   CHECK_FALSE(fs::exists(hpc));  // a finished run removes it, so a later requeue cannot go back
 }
 
+TEST_CASE("SIGUSR1 in an epoch's last batch: the checkpoint follows the epoch's end, the logs are on disk") {
+  // cnn_train's callbacks: a ModelCheckpoint on val_loss. Pre-empted inside the last batch, the run
+  // saved the checkpoint before that epoch's validation, so the requeued job started the next epoch
+  // with no val_loss to rank and failed. Now the checkpoint comes after the epoch's validation and
+  // callbacks, and the metrics logged so far are on disk before the requeue ends the job.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  auto opts = [&](Quiet& q, const std::string& root, std::shared_ptr<ModelCheckpoint>& mc) {
+    auto o = q.base(root);
+    o.max_epochs = 3;
+    o.seed = 5;
+    ModelCheckpointOptions mo;
+    mo.monitor = "val_loss";
+    mo.save_last = true;
+    mo.filename = "epoch={epoch}-step={step}-val_loss={val_loss:.4f}";
+    mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
+    return o;
+  };
+  Quiet q0;
+  std::shared_ptr<ModelCheckpoint> mc_full;
+  manual_seed(5);
+  Preempted full(-1);
+  Trainer(opts(q0, dir / "full", mc_full)).fit(full, dm);
+
+  // The fake scontrol keeps what metrics.csv holds when the requeue is asked for.
+  const std::string csv = dir / "job/lightning_logs/version_0/metrics.csv", seen = dir / "csv_at_requeue.txt";
+  const std::string script = dir / "fake_scontrol.sh";
+  std::ofstream(script) << "#!/bin/sh\ncat " << csv << " > " << seen << " 2>&1\necho queued\n";
+  fs::permissions(script, fs::perms::owner_all);
+  ScopedEnv job("SLURM_JOB_ID", "4242"), cmd("VOLT_REQUEUE_CMD", script);
+  Quiet q1;
+  std::shared_ptr<ModelCheckpoint> mc1;
+  manual_seed(5);
+  Preempted first(4);  // step 4: batch 4, the last of epoch 0
+  Trainer t1(opts(q1, dir / "job", mc1));
+  t1.fit(first, dm);
+  INFO(q1.os.str());
+  CHECK(t1.requeued());
+  CHECK(contains(t1.requeue_message(), "Pre-empted (SIGUSR1) at epoch 1, step 5"));
+  const std::string logged = read_all(seen);
+  INFO(logged);
+  CHECK(contains(logged, "val_loss"));
+  CHECK(contains(logged, "val_acc"));
+
+  ScopedEnv restart("SLURM_RESTART_COUNT", "1");
+  Quiet q2;
+  std::shared_ptr<ModelCheckpoint> mc2;
+  manual_seed(99);
+  Preempted second(-1);
+  Trainer t2(opts(q2, dir / "job", mc2));
+  CHECK_NOTHROW(t2.fit(second, dm));
+  INFO(q2.os.str());
+  CHECK(contains(q2.os.str(), "at epoch 1, step 5"));
+  CHECK(t2.current_epoch() == 3);
+  CHECK(same_state(second, snapshot(full)));
+}
+
 TEST_CASE("SIGUSR1 outside Slurm: the checkpoint is written and the message says how to continue") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
