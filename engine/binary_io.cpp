@@ -120,6 +120,16 @@ void write_file_atomic(const std::string& path, const std::string& bytes, const 
     ::unlink(tmp.c_str());
     VOLT_FAIL(who, ": renaming ", tmp, " to ", path, " failed: ", std::strerror(e));
   }
+  // The rename is durable only once the folder's entry is: without this, a power loss soon after
+  // could leave the old file (or none) although the write returned. Best effort: some filesystems
+  // cannot fsync a folder, and the file itself is complete either way.
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
 }
 
 std::string read_file(const std::string& path, const std::string& who) {
