@@ -305,6 +305,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   const int64_t fast = opts_.fast_dev_run.batches;
   should_stop_ = false;
   train_batches_seen_ = 0;
+  I.resume_epoch = 0;  // a fit that starts afresh saves from its start (not the previous fit's place)
+  I.resume_loader = LoaderState{};
   callback_metrics_.clear();
   logged_metrics_.clear();
 
@@ -316,10 +318,16 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   const std::string resume_path = decided_on_rank0([&] {
     if (!opts_.resume.empty()) return resolve_resume_path(opts_.default_root_dir, opts_.resume);
     if (!is_requeued_job()) return std::string();
-    // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags.
+    // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags; one
+    // that another job left in the same folder is not this run's to continue.
     if (fs::is_regular_file(hpc)) {
-      from_hpc = true;
-      return hpc;
+      const std::string owner = requeue_checkpoint_job(hpc);
+      if (owner == env_.job_id) {
+        from_hpc = true;
+        return hpc;
+      }
+      out() << hpc << " was written by " << (owner.empty() ? "a run outside Slurm" : "Slurm job " + owner)
+            << ", not by this job (" << env_.job_id << "): not resuming from it (pass --resume to)\n";
     }
     // Requeued for another reason (a node failure): continue from the newest last.ckpt, if any.
     try {
@@ -433,6 +441,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     epoch_ = c.epoch;
     global_step_ = c.global_step;
     module.global_step_ = global_step_;
+    I.resume_epoch = c.epoch;  // what a save before the next epoch's end records
+    I.resume_loader = c.loader;
     for (auto& cb : callbacks_) {
       std::map<std::string, std::string> st;
       const std::string prefix = "callback." + cb->name() + ".";

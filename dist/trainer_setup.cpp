@@ -95,6 +95,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   for (const auto& cb : callbacks_)
     for (const auto& [k, v] : cb->state_dict()) c.metadata["callback." + cb->name() + "." + k] = v;
   c.metadata["trainer"] = "volt.Trainer";
+  if (!env_.job_id.empty()) c.metadata["slurm_job_id"] = env_.job_id;  // whose requeue may resume it
   ::volt::save_checkpoint(path, c);
 }
 
@@ -305,6 +306,8 @@ void Trainer::finish_preemption() {
 }
 
 bool Trainer::preemption_requested() {
+  // fast_dev_run writes no checkpoint and ends in seconds: a warning signal is absorbed, not acted on.
+  if (opts_.fast_dev_run.batches) return false;
   int64_t raised = requeue_signal_raised() ? 1 : 0;
   if (world_size() > 1) comm_->all_reduce(&raised, 1, ReduceOp::Max);  // every rank stops at the same step
   return raised != 0;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "dist/checkpoint.h"
 #include "dist/requeue.h"
 #include "engine/random.h"
 #include "tests/test_util.h"
@@ -182,4 +183,85 @@ TEST_CASE("a failing requeue command is reported, the checkpoint stays") {
   INFO(t.requeue_message());
   CHECK(contains(t.requeue_message(), "requeue: `false '77' 2>&1` failed"));
   CHECK(fs::exists(requeue_checkpoint_path(dir.path)));
+}
+
+TEST_CASE("a requeued job does not resume from the checkpoint another job left in its folder") {
+  // Job 111 was pre-empted and never came back; job 222, requeued in the same folder, starts afresh
+  // rather than continuing job 111's run, and leaves 111's file alone.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  ScopedEnv cmd("VOLT_REQUEUE_CMD", "true");
+  const std::string hpc = requeue_checkpoint_path(dir.path);
+  {
+    ScopedEnv job("SLURM_JOB_ID", "111");
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = 2;
+    Preempted m(2);
+    Trainer t(o);
+    t.fit(m, dm);
+    REQUIRE(t.requeued());
+    CHECK(requeue_checkpoint_job(hpc) == "111");
+  }
+  ScopedEnv job("SLURM_JOB_ID", "222"), restart("SLURM_RESTART_COUNT", "1");
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.max_epochs = 2;
+  Preempted m(-1);
+  Trainer t(o);
+  t.fit(m, dm);
+  INFO(q.os.str());
+  CHECK(contains(q.os.str(), hpc + " was written by Slurm job 111, not by this job (222): not resuming from it"));
+  CHECK_FALSE(contains(q.os.str(), "Resumed from " + hpc));
+  CHECK(t.global_step() == 10);  // two whole epochs of 5 batches: a fresh start
+  CHECK(fs::exists(hpc));
+}
+
+TEST_CASE("fast_dev_run absorbs SIGUSR1: it runs to its end and writes no checkpoint") {
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  ScopedEnv job("SLURM_JOB_ID", "5"), cmd("VOLT_REQUEUE_CMD", "false");
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.fast_dev_run = 3;
+  Preempted m(1);
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK_FALSE(t.requeued());
+  CHECK(t.global_step() == 3);
+  CHECK_FALSE(fs::exists(requeue_checkpoint_path(dir.path)));
+}
+
+TEST_CASE("save_checkpoint after a resumed fit with no epoch left records where the run is") {
+  // The position a save records was only set at an epoch's end: a fit resumed at its last epoch
+  // saved epoch 0 and step 6, which would have retrained every epoch from there.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(128, 32, 32);
+  auto opts = [&](Quiet& q, const std::string& resume) {
+    auto o = q.base(dir.path);
+    o.max_epochs = 2;
+    o.seed = 7;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+    return o;
+  };
+  Quiet q1, q2;
+  {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    Trainer(opts(q1, "")).fit(m, dm);
+  }
+  manual_seed(7);
+  Counting m(small_cnn(), adam());
+  Trainer t(opts(q2, "last"));
+  t.fit(m, dm);
+  t.save_checkpoint(dir / "after.ckpt");
+  const Checkpoint c = load_checkpoint(dir / "after.ckpt");
+  CHECK(c.epoch == t.current_epoch());
+  CHECK(c.epoch == 2);
+  CHECK(c.global_step == t.global_step());
+  CHECK(c.loader.epoch == 2);
+  CHECK(c.loader.next_batch == 0);
 }
