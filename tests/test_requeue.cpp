@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "dist/checkpoint.h"
@@ -39,6 +41,23 @@ std::string read_all(const std::string& p) {
   std::ifstream f(p);
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
+
+// A 2-epoch fit (options changed by `tweak`) in `root` of a module that raises SIGUSR1 at step
+// at_step (-1: never); its trainer and what it printed.
+struct PreemptedFit {
+  Quiet q;
+  Preempted m;
+  std::unique_ptr<Trainer> t;
+  PreemptedFit(const std::string& root, int64_t at_step, DataModule& dm,
+               const std::function<void(TrainerOptions&)>& tweak = {})
+      : m(at_step) {
+    TrainerOptions o = q.base(root);
+    o.max_epochs = 2;
+    if (tweak) tweak(o);
+    t = std::make_unique<Trainer>(o);
+    t->fit(m, dm);
+  }
+};
 
 }  // namespace
 
@@ -155,13 +174,9 @@ TEST_CASE("SIGUSR1 in an epoch's last batch: the checkpoint follows the epoch's 
 TEST_CASE("SIGUSR1 outside Slurm: the checkpoint is written and the message says how to continue") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
-  Quiet q;
-  auto o = q.base(dir.path);
-  o.max_epochs = 2;
   ScopedEnv no_job("SLURM_JOB_ID", nullptr);
-  Preempted m(2);
-  Trainer t(o);
-  t.fit(m, dm);
+  PreemptedFit run(dir.path, 2, dm);
+  const Trainer& t = *run.t;
   CHECK(t.requeued());
   CHECK(contains(t.requeue_message(), "not a Slurm job"));
   CHECK(contains(t.requeue_message(), "--resume " + requeue_checkpoint_path(dir.path)));
@@ -172,12 +187,8 @@ TEST_CASE("a failing requeue command is reported, the checkpoint stays") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
   ScopedEnv job("SLURM_JOB_ID", "77"), cmd("VOLT_REQUEUE_CMD", "false");
-  Quiet q;
-  auto o = q.base(dir.path);
-  o.max_epochs = 2;
-  Preempted m(1);
-  Trainer t(o);
-  t.fit(m, dm);
+  PreemptedFit run(dir.path, 1, dm);
+  const Trainer& t = *run.t;
   CHECK(t.requeued());
   CHECK(t.requeue_failed());
   INFO(t.requeue_message());
@@ -194,26 +205,17 @@ TEST_CASE("a requeued job does not resume from the checkpoint another job left i
   const std::string hpc = requeue_checkpoint_path(dir.path);
   {
     ScopedEnv job("SLURM_JOB_ID", "111");
-    Quiet q;
-    auto o = q.base(dir.path);
-    o.max_epochs = 2;
-    Preempted m(2);
-    Trainer t(o);
-    t.fit(m, dm);
-    REQUIRE(t.requeued());
+    PreemptedFit run(dir.path, 2, dm);
+    REQUIRE(run.t->requeued());
     CHECK(requeue_checkpoint_job(hpc) == "111");
   }
   ScopedEnv job("SLURM_JOB_ID", "222"), restart("SLURM_RESTART_COUNT", "1");
-  Quiet q;
-  auto o = q.base(dir.path);
-  o.max_epochs = 2;
-  Preempted m(-1);
-  Trainer t(o);
-  t.fit(m, dm);
-  INFO(q.os.str());
-  CHECK(contains(q.os.str(), hpc + " was written by Slurm job 111, not by this job (222): not resuming from it"));
-  CHECK_FALSE(contains(q.os.str(), "Resumed from " + hpc));
-  CHECK(t.global_step() == 10);  // two whole epochs of 5 batches: a fresh start
+  PreemptedFit run(dir.path, -1, dm);
+  const std::string printed = run.q.os.str();
+  INFO(printed);
+  CHECK(contains(printed, hpc + " was written by Slurm job 111, not by this job (222): not resuming from it"));
+  CHECK_FALSE(contains(printed, "Resumed from " + hpc));
+  CHECK(run.t->global_step() == 10);  // two whole epochs of 5 batches: a fresh start
   CHECK(fs::exists(hpc));
 }
 
@@ -221,14 +223,9 @@ TEST_CASE("fast_dev_run absorbs SIGUSR1: it runs to its end and writes no checkp
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
   ScopedEnv job("SLURM_JOB_ID", "5"), cmd("VOLT_REQUEUE_CMD", "false");
-  Quiet q;
-  auto o = q.base(dir.path);
-  o.fast_dev_run = 3;
-  Preempted m(1);
-  Trainer t(o);
-  t.fit(m, dm);
-  CHECK_FALSE(t.requeued());
-  CHECK(t.global_step() == 3);
+  PreemptedFit run(dir.path, 1, dm, [](TrainerOptions& o) { o.fast_dev_run = 3; });
+  CHECK_FALSE(run.t->requeued());
+  CHECK(run.t->global_step() == 3);
   CHECK_FALSE(fs::exists(requeue_checkpoint_path(dir.path)));
 }
 
