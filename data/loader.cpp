@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <system_error>
 #include <utility>
 
 #include "data/loader_device.h"
@@ -113,14 +114,13 @@ void DataLoader::set_epoch(int64_t epoch) { load_state({epoch, 0}); }
 void DataLoader::load_state(const LoaderState& s) {
   VOLT_CHECK(s.epoch >= 0 && s.next_batch >= 0 && s.next_batch <= num_batches(), "DataLoader: cannot resume at batch ",
              s.next_batch, " of epoch ", s.epoch, " (", num_batches(), " batches per epoch)");
+  // Workers start on the first next(): a set_epoch() right after construction (or a resume) then
+  // costs nothing instead of throwing away batches already made.
   stop();
   epoch_ = s.epoch;
   sampler_.set_epoch(s.epoch);
   order_ = sampler_.indices();
   next_batch_ = s.next_batch;
-  // Workers start on the first next(): a set_epoch() right after construction (or a resume) then
-  // costs nothing instead of throwing away batches already made.
-  started_ = false;
   order_on_device_ = false;
   if (stager_) stager_->clear();
   ahead_error_ = nullptr;
@@ -165,12 +165,21 @@ void DataLoader::make_batch(int64_t b, Batch& out) const {
 }
 
 void DataLoader::start(int64_t first_batch) {
-  started_ = true;
+  stop();
   stopping_ = false;
-  workers_.clear();
   for (int w = 0; w < o_.num_workers; ++w) workers_.push_back(std::make_unique<Worker>());
-  for (int w = 0; w < o_.num_workers; ++w)
-    workers_[size_t(w)]->thread = std::thread([this, w, first_batch] { worker_loop(w, first_batch); });
+  for (int w = 0; w < o_.num_workers; ++w) {
+    try {
+      workers_[size_t(w)]->thread = std::thread([this, w, first_batch] { worker_loop(w, first_batch); });
+    } catch (const std::system_error& e) {
+      // Without every worker the consumer would wait forever on the missing one's queue: join those
+      // already running and stay "not started", so that the next call tries again.
+      stop();
+      VOLT_FAIL("DataLoader: cannot start worker thread ", w + 1, " of ", o_.num_workers, ": ", e.what(),
+                "; use fewer workers (num_workers)");
+    }
+  }
+  started_ = true;  // only now: every batch from first_batch on has a worker that will make it
 }
 
 void DataLoader::stop() {
@@ -183,6 +192,7 @@ void DataLoader::stop() {
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
   workers_.clear();
+  started_ = false;
 }
 
 void DataLoader::worker_loop(int w, int64_t first_batch) {
@@ -223,7 +233,14 @@ Batch DataLoader::host_batch(int64_t b) {
     w.queue.pop_front();
     w.cv.notify_all();
   }
-  if (slot.error) std::rethrow_exception(slot.error);
+  if (slot.error) {
+    // The worker that failed has exited, so its queue would stay empty: a retry would wait forever.
+    // Stop them all instead; the next call starts them again at this batch (next_batch_ has not
+    // moved) and gets the same error again, or the batch when the failure was transient, as
+    // without workers.
+    stop();
+    std::rethrow_exception(slot.error);
+  }
   return std::move(slot.batch);
 }
 
@@ -241,7 +258,10 @@ void DataLoader::resident_batch(int64_t b, Batch& out) {
 
 void DataLoader::staged_batch(int64_t b, Batch& out) {
   if (ahead_error_) std::rethrow_exception(std::exchange(ahead_error_, nullptr));
-  if (stager_->staged_index() != b) {  // the first batch of an epoch, or after a resume
+  if (stager_->staged_index() != b) {  // the first batch of an epoch, after a resume, or after an error
+    // After an error the workers may be past b: a batch taken from them whose staging failed is
+    // gone from their queues. Restart them at b (at an epoch's start they are not running anyway).
+    stop();
     stager_->clear();
     stager_->stage(host_batch(b));
   }

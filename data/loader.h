@@ -112,7 +112,7 @@ class DataLoader {
   void resident_batch(int64_t b, Batch& out);
   void staged_batch(int64_t b, Batch& out);
   void start(int64_t first_batch);  // workers begin at first_batch (called by the first next())
-  void stop();
+  void stop();  // joins the workers, drops their queues; the next host_batch() starts them again
   void worker_loop(int w, int64_t first_batch);
   uint64_t key_base() const;  // augmentation key of position p: key_base() + p * world_size
 

@@ -2,8 +2,15 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
 #include <numeric>
 #include <set>
+#include <thread>
 
 #include "data/datamodule.h"
 #include "data/loader.h"
@@ -236,6 +243,81 @@ TEST_CASE("loader: a failing dataset surfaces as volt::Error from next(), with a
   }
   CHECK(contains(error_of([] { LoaderOptions o; o.batch_size = 0; DataLoader l(std::make_shared<CountingDataset>(4, Shape{1, 1, 1}), o); }),
                  "batch_size"));
+}
+
+// Ends the process with a message when a call that must return hangs instead (a retry waiting on a
+// worker that has exited): a failure in seconds rather than at CTest's 15-minute timeout. It times
+// nothing: the limit is far above what the calls take.
+class HangGuard {
+ public:
+  explicit HangGuard(const char* what) : what_(what), thread_([this] { watch(); }) {}
+  ~HangGuard() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void watch() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cv_.wait_for(lock, std::chrono::seconds(60), [&] { return done_; })) return;
+    std::fprintf(stderr, "FAILED: %s did not return (hang)\n", what_);
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+  const char* what_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+TEST_CASE("loader: next() after a worker's error fails the same way again, and the epoch can go on past it") {
+  // Record 13 fails, always or only on its first read (a transient error: a file briefly unreadable).
+  class Broken : public CountingDataset {
+   public:
+    explicit Broken(bool once) : CountingDataset(20, Shape{1, 2, 2}), once_(once) {}
+    int64_t get(int64_t i, uint8_t* dst) const override {
+      if (i == 13 && !(once_ && failed_.exchange(true))) VOLT_FAIL("broken: record 13 is unreadable");
+      return CountingDataset::get(i, dst);
+    }
+
+   private:
+    bool once_;
+    mutable std::atomic<bool> failed_{false};
+  };
+  HangGuard guard("DataLoader::next() after a worker's error");
+  for (int workers : {0, 1, 2, 3}) {
+    INFO(workers << " workers");
+    LoaderOptions o;
+    o.batch_size = 4;  // record 13 is in batch 3 of 5
+    o.num_workers = workers;
+    DataLoader l(std::make_shared<Broken>(false), o);
+    Batch b;
+    for (int i = 0; i < 3; ++i) REQUIRE(l.next(b));
+    // The failed batch is not consumed: each retry makes it again and fails again.
+    for (int retry = 0; retry < 3; ++retry) {
+      CHECK(contains(error_of([&] { l.next(b); }), "record 13"));
+      CHECK(l.state().next_batch == 3);
+    }
+    // Skipping it (load_state at the next batch) delivers the rest of the epoch.
+    l.load_state({0, 4});
+    REQUIRE(l.next(b));
+    CHECK(b.index == 4);
+    CHECK(b.labels.to_int_vector() == std::vector<int64_t>{16 % 10, 17 % 10, 18 % 10, 19 % 10});
+    CHECK(!l.next(b));
+
+    // A transient error: the retry delivers the batch, and the epoch continues in order.
+    DataLoader t(std::make_shared<Broken>(true), o);
+    for (int i = 0; i < 3; ++i) REQUIRE(t.next(b));
+    CHECK(contains(error_of([&] { t.next(b); }), "record 13"));
+    std::vector<int64_t> indices;
+    while (t.next(b)) indices.push_back(b.index);
+    CHECK(indices == std::vector<int64_t>{3, 4});
+  }
 }
 
 TEST_CASE("MNIST data module: 55,000 / 5,000 / 10,000 from the real files") {
