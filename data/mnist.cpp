@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "engine/binary_io.h"
 #include "engine/error.h"
@@ -44,65 +45,72 @@ std::vector<uint8_t> read_raw(const std::string& what, const std::string& path) 
   return bytes;
 }
 
-// Inflating stops one byte past what the IDX header promises (header + count x item_bytes, so
-// extra bytes are still seen) and in any case past this: a small .gz must not fill memory.
-constexpr size_t kMaxGzipBytes = size_t(1) << 30;  // MNIST's largest file is 47,040,016 bytes
+// The most items an IDX file may hold: twice the largest official split (60,000 training images of
+// MNIST, Fashion-MNIST or KMNIST), which also admits QMNIST's 120,000 images. The header is checked
+// against it before the data is read, so the most a file can make the reader allocate is this many
+// images (94 MB), whatever count its header claims.
+constexpr int64_t kMaxItems = 120000;
 
-// The gunzipped file, or its first (promised + 1) bytes when it holds more.
-std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path, size_t header, size_t item_bytes) {
-  gzFile f = gzopen(path.c_str(), "rb");
+// Checks the header at the start of `bytes` (at least `header` of them): the magic number, the
+// image dimensions, and a count the reader is willing to hold. Returns the count.
+int64_t check_header(const std::string& what, const std::string& path, const uint8_t* bytes, uint32_t magic,
+                     int64_t item_bytes, const char* item) {
+  const uint32_t got = load_be32(bytes);
+  VOLT_CHECK(got == magic, what, ": ", path, " has IDX magic number ", got, ", expected ", magic, " (",
+             magic == kImagesMagic ? "unsigned-byte images, 3 dimensions" : "unsigned-byte labels, 1 dimension",
+             "); not an MNIST ", item, " file?");
+  if (magic == kImagesMagic) {
+    const int64_t rows = load_be32(bytes + 8), cols = load_be32(bytes + 12);
+    VOLT_CHECK(rows == kRows && cols == kCols, what, ": ", path, " holds images of ", rows, "x", cols,
+               ", expected ", kRows, "x", kCols);
+  }
+  const int64_t count = load_be32(bytes + 4);
+  VOLT_CHECK(count <= kMaxItems, what, ": ", path, "'s header promises ", count, " ", item, " (",
+             uint64_t(count) * uint64_t(item_bytes), " bytes of data), more than the ", kMaxItems,
+             " an MNIST-style IDX file is read with; corrupt, or not an MNIST ", item, " file?");
+  return count;
+}
+
+// The gunzipped file, or its first (promised + 1) bytes when it holds more (check_idx reports the
+// extra bytes). The header is inflated and checked first, so a small .gz that claims a huge count,
+// or is no IDX file at all, is refused before anything else is inflated; the buffer then grows with
+// the data actually inflated and never past the size the header promises.
+std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path, uint32_t magic, size_t header,
+                               size_t item_bytes, const char* item) {
+  std::unique_ptr<gzFile_s, decltype(&gzclose)> f(gzopen(path.c_str(), "rb"), &gzclose);
   VOLT_CHECK(f != nullptr, what, ": cannot open ", path, ": ", std::strerror(errno));
-  gzbuffer(f, 1 << 18);
+  gzbuffer(f.get(), 1 << 18);
   std::vector<uint8_t> bytes;
-  size_t limit = kMaxGzipBytes + 1;
-  std::string error;
+  size_t limit = header;  // until the header is in and checked
   for (;;) {
     const size_t at = bytes.size();
     const size_t chunk = std::min<size_t>(size_t(1) << 20, limit - at);
+    if (bytes.capacity() < at + chunk)  // doubling, but never past the limit: no 2x overshoot
+      bytes.reserve(std::min(limit, std::max(at + chunk, 2 * bytes.capacity())));
     bytes.resize(at + chunk);
-    const int got = gzread(f, bytes.data() + at, unsigned(chunk));
+    const int got = gzread(f.get(), bytes.data() + at, unsigned(chunk));
     int code = Z_OK;
-    const char* msg = gzerror(f, &code);
-    if (got < 0 || (code != Z_OK && code != Z_STREAM_END)) {
-      error = detail::format(what, ": ", path, " is not a valid gzip file or is truncated (zlib: ",
-                             msg ? msg : "unknown error", ") after ", at + size_t(got > 0 ? got : 0),
-                             " uncompressed bytes");
-      bytes.clear();
-      break;
-    }
+    const char* msg = gzerror(f.get(), &code);
+    VOLT_CHECK(got >= 0 && (code == Z_OK || code == Z_STREAM_END), what, ": ", path,
+               " is not a valid gzip file or is truncated (zlib: ", msg ? msg : "unknown error", ") after ",
+               at + size_t(got > 0 ? got : 0), " uncompressed bytes");
     bytes.resize(at + size_t(got));
     if (got == 0) break;
-    if (at < header && bytes.size() >= header)
-      limit = std::min<uint64_t>(limit, header + uint64_t(load_be32(bytes.data() + 4)) * item_bytes + 1);
-    if (bytes.size() > kMaxGzipBytes) {
-      error = detail::format(what, ": ", path, " decompresses to more than ", kMaxGzipBytes,
-                             " bytes; not an MNIST IDX file");
-      break;
-    }
-    if (bytes.size() >= limit) break;  // check_idx reports the bytes past the promise
+    if (at < header && bytes.size() == header)
+      limit = header + size_t(check_header(what, path, bytes.data(), magic, int64_t(item_bytes), item)) * item_bytes + 1;
+    if (bytes.size() >= limit) break;
   }
-  gzclose(f);
-  VOLT_CHECK(error.empty(), error);
   return bytes;
 }
 
-// Checks an IDX file's magic number and that it holds exactly the `count` items of `item_bytes`
-// its header promises; returns count. `header` is the header length (8 labels, 16 images).
+// Checks an IDX file's header (check_header) and that it holds exactly the `count` items of
+// `item_bytes` it promises; returns count. `header` is the header length (8 labels, 16 images).
 int64_t check_idx(const std::string& what, const std::string& path, const std::vector<uint8_t>& bytes,
                   uint32_t magic, int64_t header, int64_t item_bytes, const char* item) {
   const char* gz = ends_with(path, ".gz") ? " (uncompressed)" : "";
   VOLT_CHECK(int64_t(bytes.size()) >= header, what, ": ", path, " is ", bytes.size(), " bytes", gz,
              ", shorter than the ", header, "-byte IDX header; truncated or not an IDX file?");
-  const uint32_t got = load_be32(bytes.data());
-  VOLT_CHECK(got == magic, what, ": ", path, " has IDX magic number ", got, ", expected ", magic, " (",
-             magic == kImagesMagic ? "unsigned-byte images, 3 dimensions" : "unsigned-byte labels, 1 dimension",
-             "); not an MNIST ", item, " file?");
-  const int64_t count = load_be32(bytes.data() + 4);
-  if (magic == kImagesMagic) {
-    const int64_t rows = load_be32(bytes.data() + 8), cols = load_be32(bytes.data() + 12);
-    VOLT_CHECK(rows == kRows && cols == kCols, what, ": ", path, " holds images of ", rows, "x", cols,
-               ", expected ", kRows, "x", kCols);
-  }
+  const int64_t count = check_header(what, path, bytes.data(), magic, item_bytes, item);
   const int64_t want = header + count * item_bytes, have = int64_t(bytes.size());
   VOLT_CHECK(have >= want, what, ": ", path, " is truncated: its header promises ", count, " ", item, " (", want,
              " bytes", gz, ") but the data ends at byte offset ", have, ", after ", (have - header) / item_bytes,
@@ -152,12 +160,12 @@ MNISTDataset::MNISTDataset(const std::string& root, bool train, MNISTVariant var
   VOLT_CHECK(!images_path_.empty(), what, ": ", prefix, "-images-idx3-ubyte (or .gz) missing in ", root, "; ", how);
   VOLT_CHECK(!labels_path_.empty(), what, ": ", prefix, "-labels-idx1-ubyte (or .gz) missing in ", root, "; ", how);
 
-  auto read = [&](const std::string& p, size_t header, size_t item_bytes) {
-    return ends_with(p, ".gz") ? read_gzip(what, p, header, item_bytes) : read_raw(what, p);
+  auto read = [&](const std::string& p, uint32_t magic, size_t header, size_t item_bytes, const char* item) {
+    return ends_with(p, ".gz") ? read_gzip(what, p, magic, header, item_bytes, item) : read_raw(what, p);
   };
-  std::vector<uint8_t> img = read(images_path_, 16, kImageBytes);
+  std::vector<uint8_t> img = read(images_path_, kImagesMagic, 16, kImageBytes, "images");
   const int64_t n_images = check_idx(what, images_path_, img, kImagesMagic, 16, kImageBytes, "images");
-  const std::vector<uint8_t> lab = read(labels_path_, 8, 1);
+  const std::vector<uint8_t> lab = read(labels_path_, kLabelsMagic, 8, 1, "labels");
   const int64_t n_labels = check_idx(what, labels_path_, lab, kLabelsMagic, 8, 1, "labels");
   VOLT_CHECK(n_images == n_labels, what, ": ", images_path_, " holds ", n_images, " images but ", labels_path_,
              " holds ", n_labels, " labels; the two files must come from the same split");

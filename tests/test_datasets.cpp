@@ -423,6 +423,60 @@ TEST_CASE("IDX errors name the file and what is wrong") {
     CHECK(contains(e, lab + ".gz"));
     CHECK(contains(e, "has unexpected bytes after the 3 labels its header promises (from byte offset 11"));
   }
+  SUBCASE("a .gz whose header claims a huge count (or is no IDX file) is refused before its data is inflated") {
+    // Each file: a 16-byte header, then 2 MB of incompressible bytes, the .gz cut off at three
+    // quarters. A reader that inflated past the header would report the cut gzip stream (or run out of
+    // memory on a real bomb); one that checks the header first never reaches it.
+    auto cut_gz = [&](const std::string& path, Bytes head) {
+      head.resize(head.size() + (size_t(2) << 20));
+      uint32_t x = 12345;
+      for (size_t i = 16; i < head.size(); ++i) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        head[i] = uint8_t(x);
+      }
+      write_gzip(path, head);
+      fs::resize_file(path, fs::file_size(path) * 3 / 4);
+    };
+    fs::remove(img);
+    Bytes head;
+    put_be32(head, 2051);
+    put_be32(head, 0xffffffffu);
+    put_be32(head, 28);
+    put_be32(head, 28);
+    cut_gz(img + ".gz", head);
+    std::string e = error_of(load);
+    CHECK(contains(e, img + ".gz's header promises 4294967295 images"));
+    CHECK(contains(e, "more than the 120000"));
+    CHECK(!contains(e, "gzip"));
+    // The same for a labels file, and for a wrong magic number or wrong dimensions.
+    write_file(img, idx_images(3));
+    fs::remove(lab);
+    cut_gz(lab + ".gz", {0, 0, 8, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0});
+    e = error_of(load);
+    CHECK(contains(e, lab + ".gz's header promises 4294967295 labels"));
+    CHECK(!contains(e, "gzip"));
+    write_file(lab, idx_labels({1, 2, 3}));
+    fs::remove(img);
+    head[3] = 0x04;  // magic 2052
+    cut_gz(img + ".gz", head);
+    e = error_of(load);
+    CHECK(contains(e, "magic number 2052, expected 2051"));
+    CHECK(!contains(e, "gzip"));
+    head[3] = 0x03;
+    head[15] = 29;  // 28x29 images
+    cut_gz(img + ".gz", head);
+    e = error_of(load);
+    CHECK(contains(e, "28x29"));
+    CHECK(!contains(e, "gzip"));
+  }
+  SUBCASE("a raw file whose header claims more than 120000 items is refused") {
+    Bytes b = idx_labels({1, 2, 3});
+    b[4] = 0, b[5] = 0x01, b[6] = 0xd4, b[7] = 0xc1;  // 120001
+    write_file(lab, b);
+    const std::string e = error_of(load);
+    CHECK(contains(e, lab + "'s header promises 120001 labels"));
+    CHECK(contains(e, "more than the 120000"));
+  }
   SUBCASE("extra bytes after the data") {
     Bytes b = idx_labels({1, 2, 3});
     b.push_back(0);
