@@ -64,6 +64,9 @@ inline constexpr const char* kFashionMnistBaseUrl = "http://fashion-mnist.s3-web
 // <base_url>cifar-10-binary.tar.gz into root (kept there; a copy with the right MD5 is reused)
 // and extracting it, unless those files are already present. Returns the batches folder. An
 // incomplete existing folder is an error (delete it to fetch again); nothing is deleted for you.
+// Processes preparing one root at once take turns through an flock on <root>/.volt-download.lock
+// (left there): the later ones find the files complete. An archive whose MD5 was confirmed is kept
+// when extracting it fails; one fetched without an MD5 check is removed then.
 std::string prepare_cifar10(const std::string& root, const std::string& base_url = kCifar10BaseUrl,
                             const DatasetDownloadOptions& opts = {});
 
@@ -73,7 +76,8 @@ std::string prepare_cifar100(const std::string& root, const std::string& base_ur
                              const DatasetDownloadOptions& opts = {});
 
 // Makes root hold the four gzip'ed MNIST IDX files (train-images-idx3-ubyte.gz, ...), fetching
-// from <base_url><name> each one that is missing or has the wrong MD5. Returns root.
+// from <base_url><name> each one that is missing or has the wrong MD5 (under the same lock as
+// prepare_cifar10). Returns root.
 std::string prepare_mnist(const std::string& root, const std::string& base_url = kMnistBaseUrl,
                           const DatasetDownloadOptions& opts = {});
 // The same for Fashion-MNIST (same file names, its own MD5s).

@@ -1,6 +1,14 @@
 // The dataset fetchers (download.h): CIFAR-10 / CIFAR-100 come as one .tar.gz archive extracted
 // into a folder; MNIST / Fashion-MNIST as four gzip'ed IDX files. Each is a table entry below.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -35,6 +43,42 @@ bool is_file(const fs::path& p) {
   std::error_code ec;
   return fs::is_regular_file(p, ec);
 }
+
+// An exclusive flock on <root>/.volt-download.lock while a process checks, fetches and extracts a
+// dataset there, so that two processes preparing one folder at once (two jobs, or local rank 0 of
+// several nodes on a shared filesystem) take turns: the second finds the first's files complete and
+// fetches nothing. The lock goes with the file descriptor, so it is released on every path, a crash
+// included. The file stays: removing it would let a process that opened it just before lock a file
+// no longer anyone else's. Where the filesystem has no flock (some Lustre mounts), the fetch goes on
+// unlocked, with a warning; the checks after a failed extraction keep that case working too.
+class FetchLock {
+ public:
+  explicit FetchLock(const fs::path& root) {
+    std::error_code ec;
+    fs::create_directories(root, ec);  // an error here is reported by the download itself
+    const std::string path = (root / ".volt-download.lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return;  // an unwritable folder: the download that follows names the problem
+    int rc;
+    while ((rc = ::flock(fd_, LOCK_EX)) != 0 && errno == EINTR) {
+    }
+    if (rc != 0) {
+      std::fprintf(stderr, "warning: cannot lock %s (%s); preparing the dataset without the lock\n", path.c_str(),
+                   std::strerror(errno));
+      std::fflush(stderr);
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~FetchLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+  FetchLock(const FetchLock&) = delete;
+  FetchLock& operator=(const FetchLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 // Runs fetch on the downloading process, then the barrier on every process, exactly once each, so
 // no process waits for one that skipped it; a failed fetch still reaches the barrier (releasing the
@@ -97,6 +141,8 @@ std::string prepare_archive(const ArchiveSpec& spec, const std::string& root, co
   const fs::path folder = fs::path(root) / spec.folder;
   fetch_then_barrier(opts, [&] {
     if (missing_file(spec, folder).empty()) return;
+    const FetchLock lock(root);
+    if (missing_file(spec, folder).empty()) return;  // made by the process that held the lock before us
     std::error_code ec;
     if (fs::exists(folder, ec) && !fs::is_empty(folder, ec))
       VOLT_FAIL(spec.name, ": ", folder.string(), " exists but lacks ", missing_file(spec, folder),
@@ -109,7 +155,13 @@ std::string prepare_archive(const ArchiveSpec& spec, const std::string& root, co
     try {
       extract_tar_gz(archive.string(), folder.string());
     } catch (...) {
-      fs::remove(archive, ec);  // a bad archive: the next call fetches it again
+      // Another process that prepares this folder without our lock (no flock on this filesystem)
+      // may have put its complete copy there first: then ours was not needed.
+      if (missing_file(spec, folder).empty()) return;
+      // An archive whose MD5 was confirmed is the right one, and the failure lies elsewhere (a full
+      // disk, the folder in the way): keep it. Without an MD5 it may be what is broken: drop it, so
+      // that the next call fetches it again.
+      if (want.empty()) fs::remove(archive, ec);
       throw;
     }
     const std::string missing = missing_file(spec, folder);
@@ -128,6 +180,7 @@ std::string prepare_archive(const ArchiveSpec& spec, const std::string& root, co
 std::string prepare_files(const FileSetSpec& spec, const std::string& root, const std::string& base_url,
                           const DatasetDownloadOptions& opts) {
   fetch_then_barrier(opts, [&] {
+    const FetchLock lock(root);
     for (const auto& [name, builtin] : spec.files) {
       const fs::path path = fs::path(root) / name;
       const std::string md5 = md5_for(opts, name, builtin);

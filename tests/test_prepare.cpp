@@ -13,6 +13,19 @@ namespace fs = std::filesystem;
 using namespace volt;
 using namespace volt::test;
 
+namespace {
+
+// What listing() finds in a dataset root, less the lock file a fetch leaves there on purpose
+// (prepare.cpp: removing it would break the lock).
+std::vector<std::string> left_in(const fs::path& root) {
+  std::vector<std::string> out;
+  for (auto& name : listing(root))
+    if (name != ".volt-download.lock") out.push_back(name);
+  return out;
+}
+
+}  // namespace
+
 TEST_CASE("prepare_cifar10 downloads and extracts once, then skips") {
   python3_or_skip();
   TmpDir served, root;
@@ -30,7 +43,7 @@ TEST_CASE("prepare_cifar10 downloads and extracts once, then skips") {
   CHECK(fs::exists(fs::path(folder) / "batches.meta.txt"));
   CHECK(barriers == 1);
   // Only the archive and the folder: no part files or temporary folders.
-  for (const auto& name : listing(root.path))
+  for (const auto& name : left_in(root.path))
     CHECK((name == "cifar-10-binary.tar.gz" || name.rfind("cifar-10-batches-bin", 0) == 0));
 
   // Present: no download (the server no longer has it, and a base URL without '/' works too).
@@ -84,7 +97,7 @@ TEST_CASE("prepare_cifar10 with a wrong md5, a truncated archive, or a 404 leave
     CHECK(contains(err, "404"));
   }
   INFO("left in root: " << join(listing(root.path)));
-  CHECK(listing(root.path).empty());
+  CHECK(left_in(root.path).empty());
 }
 
 TEST_CASE("prepare_mnist fetches the four files and keeps those with the right md5") {
@@ -97,7 +110,7 @@ TEST_CASE("prepare_mnist fetches the four files and keeps those with the right m
 
   CHECK(prepare_mnist(root.path.string(), server.url(), opts) == root.path.string());
   for (const char* n : kMnistNames) CHECK(read_file(root.path / n) == read_file(served.path / n));
-  CHECK(listing(root.path).size() == 4);
+  CHECK(left_in(root.path).size() == 4);
 
   // All present: nothing fetched (the server has none of them any more).
   const fs::path stash = served.path / "stash";
@@ -123,8 +136,8 @@ TEST_CASE("prepare_mnist fetches the four files and keeps those with the right m
   TmpDir root2;
   err = error_of([&] { prepare_mnist(root2.path.string(), server.url(), builtin); });
   CHECK(contains(err, "md5"));
-  CHECK(listing(root2.path).empty());
-  CHECK(listing(root.path).size() == 4);
+  CHECK(left_in(root2.path).empty());
+  CHECK(left_in(root.path).size() == 4);
 }
 
 TEST_CASE("prepare_* distributed hook: one process downloads, every process passes the barrier") {
@@ -173,7 +186,7 @@ TEST_CASE("prepare_cifar100 fetches and extracts cifar-100-binary, and its built
   builtin.timeouts = quick_timeouts();
   const std::string err = error_of([&] { prepare_cifar100(root.path.string(), server.url(), builtin); });
   CHECK(contains(err, "03b5dce01913d631647c71ecec9e9cb8"));
-  CHECK(listing(root.path).empty());
+  CHECK(left_in(root.path).empty());
 
   DatasetDownloadOptions opts = builtin;
   opts.md5["cifar-100-binary.tar.gz"] = md5_hex((served.path / "cifar-100-binary.tar.gz").string());
@@ -204,8 +217,84 @@ TEST_CASE("prepare_fashion_mnist fetches its four files, and its built-in md5s a
   const std::string err = error_of([&] { prepare_fashion_mnist(root.path.string(), server.url(), builtin); });
   CHECK(contains(err, "md5"));
   CHECK(contains(err, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"));  // train-images, fetched first
-  CHECK(listing(root.path).empty());
+  CHECK(left_in(root.path).empty());
 
   CHECK(prepare_fashion_mnist(root.path.string(), server.url(), opts) == root.path.string());
   for (const char* n : kMnistNames) CHECK(read_file(root.path / n) == read_file(served.path / n));
+}
+
+TEST_CASE("prepare_cifar10 in two processes at once on one folder: both succeed, the archive stays") {
+  // Two jobs, or local rank 0 of two nodes on a shared filesystem, start on the same root with the
+  // archive already there. Nothing is fetched (the base URL leads nowhere). Large enough files that
+  // the two extractions overlap, and several rounds, so that the old code's race shows.
+  TmpDir served;
+  std::vector<Entry> entries = {{"cifar-10-batches-bin/", "", true}};
+  unsigned seed = 50;
+  for (const char* f : kCifarBins)
+    entries.push_back({std::string("cifar-10-batches-bin/") + f, fake_bytes(3073 * 200, seed++)});
+  make_tar_gz(served.path / "cifar-10-binary.tar.gz", entries);
+  DatasetDownloadOptions opts;
+  opts.md5["cifar-10-binary.tar.gz"] = md5_hex((served.path / "cifar-10-binary.tar.gz").string());
+  opts.timeouts = quick_timeouts();
+  for (int round = 0; round < 6; ++round) {
+    INFO("round " << round);
+    TmpDir root, notes;
+    fs::copy_file(served.path / "cifar-10-binary.tar.gz", root.path / "cifar-10-binary.tar.gz");
+    int go[2];
+    REQUIRE(::pipe(go) == 0);
+    pid_t kids[2];
+    for (int k = 0; k < 2; ++k) {
+      kids[k] = ::fork();
+      REQUIRE(kids[k] >= 0);
+      if (kids[k] == 0) {  // child: wait for the start, prepare, report through the exit status
+        ::close(go[1]);
+        char c;
+        (void)!::read(go[0], &c, 1);
+        int status = 0;
+        try {
+          prepare_cifar10(root.path.string(), "http://127.0.0.1:9/", opts);
+        } catch (const std::exception& e) {
+          std::ofstream(notes.path / ("error" + std::to_string(k))) << e.what();
+          status = 1;
+        }
+        ::_exit(status);
+      }
+    }
+    ::close(go[0]);
+    REQUIRE(::write(go[1], "gg", 2) == 2);  // both start together
+    ::close(go[1]);
+    for (int k = 0; k < 2; ++k) {
+      int status = 0;
+      REQUIRE(::waitpid(kids[k], &status, 0) == kids[k]);
+      INFO("process " << k << ": " << read_file(notes.path / ("error" + std::to_string(k))));
+      CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    }
+    CHECK(fs::exists(root.path / "cifar-10-binary.tar.gz"));
+    unsigned s = 50;
+    for (const char* f : kCifarBins) CHECK(read_file(root.path / "cifar-10-batches-bin" / f) == fake_bytes(3073 * 200, s++));
+    CHECK(left_in(root.path) == std::vector<std::string>{"cifar-10-batches-bin", "cifar-10-batches-bin/data_batch_1.bin",
+                                                         "cifar-10-batches-bin/data_batch_2.bin",
+                                                         "cifar-10-batches-bin/data_batch_3.bin",
+                                                         "cifar-10-batches-bin/data_batch_4.bin",
+                                                         "cifar-10-batches-bin/data_batch_5.bin",
+                                                         "cifar-10-batches-bin/test_batch.bin", "cifar-10-binary.tar.gz"});
+  }
+}
+
+TEST_CASE("prepare_cifar10 keeps an archive whose md5 was confirmed when extracting it fails") {
+  TmpDir served, root;
+  const std::string md5 = make_fake_cifar(served.path);
+  fs::copy_file(served.path / "cifar-10-binary.tar.gz", root.path / "cifar-10-binary.tar.gz");
+  write_file(root.path / "cifar-10-batches-bin", "");  // a file where the folder goes: extraction fails
+  DatasetDownloadOptions opts;
+  opts.md5["cifar-10-binary.tar.gz"] = md5;
+  opts.timeouts = quick_timeouts();
+  const std::string err = error_of([&] { prepare_cifar10(root.path.string(), "http://127.0.0.1:9/", opts); });
+  CHECK(contains(err, (root.path / "cifar-10-batches-bin").string()));
+  CHECK(contains(err, "not an empty folder"));
+  CHECK(fs::exists(root.path / "cifar-10-binary.tar.gz"));  // the right archive: not fetched again
+  // Out of the way, the kept archive is extracted without a download.
+  fs::remove(root.path / "cifar-10-batches-bin");
+  CHECK(prepare_cifar10(root.path.string(), "http://127.0.0.1:9/", opts) ==
+        (root.path / "cifar-10-batches-bin").string());
 }
