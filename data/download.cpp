@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <vector>
 
 #include "engine/error.h"
@@ -120,6 +122,22 @@ std::string lower(std::string s) {
 
 std::string errno_text(int err) { return std::strerror(err); }
 
+// "<host>.<pid>.<random>" for a temporary name beside a destination that other processes may share:
+// a pid alone repeats on another node of a shared filesystem, and a leftover from a crashed process
+// may hold any name, so callers also create the name exclusively and try again when it exists.
+std::string unique_tag() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::string tag;
+  for (const char* c = host; *c && tag.size() < 64; ++c)
+    tag += (std::isalnum(static_cast<unsigned char>(*c)) || *c == '-' || *c == '.') ? *c : '_';
+  if (tag.empty()) tag = "host";
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char random[17];
+  std::snprintf(random, sizeof random, "%016llx", static_cast<unsigned long long>(rng()));
+  return tag + "." + std::to_string(::getpid()) + "." + random;
+}
+
 }  // namespace
 
 std::string md5_hex_bytes(const void* data, size_t n) {
@@ -212,9 +230,17 @@ void download_file(const std::string& url, const std::string& dest_path, const s
   }
 
   PartFile part;
-  part.path = dest_path + ".part." + std::to_string(::getpid());
-  part.fd = ::open(part.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  VOLT_CHECK(part.fd >= 0, "download of ", url, ": cannot create ", part.path, ": ", errno_text(errno));
+  // A name of our own, created exclusively: another process's part file (this node's or another's)
+  // is never truncated, renamed or removed from here.
+  for (int attempt = 0; part.fd < 0; ++attempt) {
+    const std::string path = dest_path + ".part." + unique_tag();
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    const int err = errno;
+    if (fd < 0 && err == EEXIST && attempt < 100) continue;
+    VOLT_CHECK(fd >= 0, "download of ", url, ": cannot create ", path, ": ", errno_text(err));
+    part.path = path;  // ours from here on: removed unless renamed into place
+    part.fd = fd;
+  }
 
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
   VOLT_CHECK(curl != nullptr, "download of ", url, ": curl_easy_init failed");
@@ -383,11 +409,17 @@ void extract_tar_gz(const std::string& archive_path, const std::string& dest_dir
   const fs::path parent = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
   create_dirs(archive_path, parent);
 
+  // A folder of our own, created exclusively: another process's (this node's or another's, or a
+  // leftover of a crashed one) is never reused or removed from here.
   TempDir tmp;
-  tmp.path = parent / ("." + dest.filename().string() + ".extract." + std::to_string(::getpid()));
-  fs::remove_all(tmp.path, ec);  // a leftover from a crashed run of a process with our pid
-  VOLT_CHECK(fs::create_directory(tmp.path, ec) && !ec, "extract ", archive_path, ": cannot create ",
-             tmp.path.string(), ": ", ec.message());
+  for (int attempt = 0; tmp.path.empty(); ++attempt) {
+    const fs::path path = parent / ("." + dest.filename().string() + ".extract." + unique_tag());
+    const bool made = fs::create_directory(path, ec);  // false without an error: it exists already
+    if (!made && !ec && attempt < 100) continue;
+    VOLT_CHECK(made && !ec, "extract ", archive_path, ": cannot create ", path.string(), ": ",
+               ec ? ec.message() : std::string("it exists"));
+    tmp.path = path;  // ours from here on: removed unless it becomes dest
+  }
   extract_entries(archive_path, tmp.path);
 
   // One top-level folder becomes dest; anything else means the temporary folder itself does.

@@ -24,7 +24,8 @@ struct DownloadTimeouts {
   long total_s = 0;
 };
 
-// Fetches url (redirects followed, HTTP errors are failures) into "<dest_path>.part.<pid>",
+// Fetches url (redirects followed, HTTP errors are failures) into "<dest_path>.part.<host>.<pid>.<random>"
+// (created exclusively: processes on several nodes of a shared filesystem never share one),
 // checks its MD5 when expected_md5 is not empty, then fsyncs and renames it to dest_path (creating
 // dest_path's parent folders). On any failure (HTTP error, refused connection, timeout, truncated
 // transfer, MD5 mismatch) it throws volt::Error naming the URL and the cause, and leaves neither
@@ -33,9 +34,9 @@ void download_file(const std::string& url, const std::string& dest_path, const s
                    const DownloadTimeouts& timeouts = {});
 
 // Extracts a .tar.gz (or plain .tar) into dest_dir, which must not exist yet (or be empty). The
-// entries go to a temporary folder beside dest_dir first; if the archive holds a single top-level
-// folder, that folder is renamed to dest_dir, otherwise the temporary folder itself is. Only
-// regular files and folders are accepted; absolute paths, ".." components and links are refused
+// entries go to a temporary folder beside dest_dir first (".<name>.extract.<host>.<pid>.<random>",
+// created exclusively); if the archive holds a single top-level folder, that folder is renamed to
+// dest_dir, otherwise the temporary folder itself is. Only regular files and folders are accepted; absolute paths, ".." components and links are refused
 // with a volt::Error naming the entry. A corrupt or truncated archive throws a volt::Error naming
 // the archive. On failure nothing is left behind.
 void extract_tar_gz(const std::string& archive_path, const std::string& dest_dir);

@@ -181,3 +181,31 @@ TEST_CASE("extract_tar_gz on a truncated or corrupt archive throws naming it and
   }
   CHECK(listing(tmp.path) == std::vector<std::string>{"cut.tar.gz", "junk.tar.gz"});
 }
+
+TEST_CASE("download_file and extract_tar_gz leave other processes' temporary files alone") {
+  // Another node of a shared filesystem can run a process with our pid: what the old pid-only
+  // names would have been must be left as they are, in use or not.
+  TmpDir out;
+  const std::string pid = std::to_string(::getpid());
+  const fs::path part = out.path / ("x.part." + pid);
+  write_file(part, "another node's download in progress");
+  int port = 0;
+  const int fd = bound_socket(false, &port);  // connections are refused: the download fails
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/x";
+  CHECK(contains(error_of([&] { download_file(url, (out.path / "x").string(), "", quick_timeouts()); }), url));
+  ::close(fd);
+  CHECK(read_file(part) == "another node's download in progress");
+  CHECK(listing(out.path) == std::vector<std::string>{"x.part." + pid});
+
+  TmpDir tmp;
+  const fs::path other = tmp.path / (".dest.extract." + pid);
+  fs::create_directory(other);
+  write_file(other / "f", "another node's extraction in progress");
+  make_tar_gz(tmp.path / "a.tar.gz", {{"top/", "", true}, {"top/a.txt", "alpha"}});
+  extract_tar_gz((tmp.path / "a.tar.gz").string(), (tmp.path / "dest").string());
+  CHECK(read_file(tmp.path / "dest/a.txt") == "alpha");
+  CHECK(read_file(other / "f") == "another node's extraction in progress");
+  // The temporary folder of ours is gone, theirs is not.
+  CHECK(listing(tmp.path) == std::vector<std::string>{".dest.extract." + pid, ".dest.extract." + pid + "/f", "a.tar.gz",
+                                                      "dest", "dest/a.txt"});
+}
