@@ -79,20 +79,28 @@ const char* kCifar100How =
     "run with --download to fetch it, or put the CIFAR-100 binary files (cifar-100-binary: train.bin, test.bin) "
     "in that folder";
 
+// Which of root and its sub-folder holds the files: the one with all of them first, so that a
+// partial copy beside a complete one (a batch or two left in root next to an extracted archive) is
+// not read instead of it; with neither complete, the one holding any, root first.
+std::string pick_dir(const std::string& root, const std::string& sub, int files, int (*count)(const std::string&)) {
+  const int in_root = count(root), in_sub = count(sub);
+  if (in_root == files) return root;
+  if (in_sub == files) return sub;
+  if (in_root > 0) return root;
+  if (in_sub > 0) return sub;
+  return "";
+}
+
 }  // namespace
 
 // ---- CIFAR-10 ----
 
 std::string CIFAR10Dataset::resolve_dir(const std::string& root) {
-  auto has_any = [](const std::string& d) {
-    if (is_file(d + "/test_batch.bin")) return true;
-    for (int i = 1; i <= 5; ++i)
-      if (is_file(d + "/" + batch_name(i))) return true;
-    return false;
-  };
-  if (has_any(root)) return root;
-  if (has_any(root + "/cifar-10-batches-bin")) return root + "/cifar-10-batches-bin";
-  return "";
+  return pick_dir(root, root + "/cifar-10-batches-bin", 6, [](const std::string& d) {
+    int n = is_file(d + "/test_batch.bin");
+    for (int i = 1; i <= 5; ++i) n += is_file(d + "/" + batch_name(i));
+    return n;
+  });
 }
 
 bool CIFAR10Dataset::present(const std::string& root, bool train) {
@@ -162,10 +170,8 @@ int64_t CIFAR10Dataset::get(int64_t index, uint8_t* dst) const {
 // ---- CIFAR-100 ----
 
 std::string CIFAR100Dataset::resolve_dir(const std::string& root) {
-  auto has_any = [](const std::string& d) { return is_file(d + "/train.bin") || is_file(d + "/test.bin"); };
-  if (has_any(root)) return root;
-  if (has_any(root + "/cifar-100-binary")) return root + "/cifar-100-binary";
-  return "";
+  return pick_dir(root, root + "/cifar-100-binary", 2,
+                  [](const std::string& d) { return int(is_file(d + "/train.bin")) + int(is_file(d + "/test.bin")); });
 }
 
 bool CIFAR100Dataset::present(const std::string& root, bool train) {

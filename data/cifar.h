@@ -19,8 +19,8 @@ class CIFAR10Dataset : public Dataset {
   // of records (small custom or test files).
   CIFAR10Dataset(const std::string& root, bool train, bool require_full = true);
 
-  // The folder the .bin files are read from (root or root/cifar-10-batches-bin), "" when neither
-  // holds any CIFAR-10 file.
+  // The folder the .bin files are read from (root or root/cifar-10-batches-bin): the one that holds
+  // all six files, else the one that holds any (root first); "" when neither holds any.
   static std::string resolve_dir(const std::string& root);
   // True when every file of the split is present (train: all five batches).
   static bool present(const std::string& root, bool train);
@@ -52,6 +52,7 @@ class CIFAR100Dataset : public Dataset {
   // fine_labels: the 100 fine classes (default) or, when false, the 20 coarse superclasses.
   CIFAR100Dataset(const std::string& root, bool train, bool fine_labels = true, bool require_full = true);
 
+  // root or root/cifar-100-binary, chosen as for CIFAR-10 (the one with both files first).
   static std::string resolve_dir(const std::string& root);
   static bool present(const std::string& root, bool train);
 

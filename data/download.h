@@ -63,7 +63,8 @@ inline constexpr const char* kFashionMnistBaseUrl = "http://fashion-mnist.s3-web
 
 // Makes <root>/cifar-10-batches-bin/ hold data_batch_{1..5}.bin and test_batch.bin, fetching
 // <base_url>cifar-10-binary.tar.gz into root (kept there; a copy with the right MD5 is reused)
-// and extracting it, unless those files are already present. Returns the batches folder. An
+// and extracting it, unless those files are already present there or in root itself (both layouts
+// CIFAR10Dataset reads). Returns the folder the reader reads them from (CIFAR10Dataset::resolve_dir). An
 // incomplete existing folder is an error (delete it to fetch again); nothing is deleted for you.
 // Processes preparing one root at once take turns through an flock on <root>/.volt-download.lock
 // (left there): the later ones find the files complete. An archive whose MD5 was confirmed is kept

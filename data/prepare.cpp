@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "data/cifar.h"
 #include "data/download.h"
 #include "engine/error.h"
 
@@ -103,14 +104,18 @@ struct ArchiveSpec {
   const char* md5;
   const char* folder;   // the archive's top-level folder, extracted to <root>/<folder>
   std::vector<const char*> files;
+  // The folder the dataset's reader reads from: <root>/<folder>, or root itself when the files lie
+  // there (CIFAR10Dataset::resolve_dir).
+  std::string (*reader_dir)(const std::string& root);
 };
 
 const ArchiveSpec kCifar10{"CIFAR-10", "cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
                            "cifar-10-batches-bin",
                            {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
-                            "data_batch_5.bin", "test_batch.bin"}};
+                            "data_batch_5.bin", "test_batch.bin"},
+                           &CIFAR10Dataset::resolve_dir};
 const ArchiveSpec kCifar100{"CIFAR-100", "cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8",
-                            "cifar-100-binary", {"train.bin", "test.bin"}};
+                            "cifar-100-binary", {"train.bin", "test.bin"}, &CIFAR100Dataset::resolve_dir};
 
 // A dataset shipped as separate files: {name, md5}.
 struct FileSetSpec {
@@ -136,13 +141,20 @@ std::string missing_file(const ArchiveSpec& spec, const fs::path& folder) {
   return "";
 }
 
+// The folder the reader would read, when it holds every file (then nothing needs fetching, whichever
+// layout it is in: the archive's sub-folder, or the files in root itself); "" otherwise.
+std::string complete_dir(const ArchiveSpec& spec, const std::string& root) {
+  const std::string dir = spec.reader_dir(root);
+  return !dir.empty() && missing_file(spec, dir).empty() ? dir : "";
+}
+
 std::string prepare_archive(const ArchiveSpec& spec, const std::string& root, const std::string& base_url,
                             const DatasetDownloadOptions& opts) {
   const fs::path folder = fs::path(root) / spec.folder;
   fetch_then_barrier(opts, [&] {
-    if (missing_file(spec, folder).empty()) return;
+    if (!complete_dir(spec, root).empty()) return;
     const FetchLock lock(root);
-    if (missing_file(spec, folder).empty()) return;  // made by the process that held the lock before us
+    if (!complete_dir(spec, root).empty()) return;  // made by the process that held the lock before us
     std::error_code ec;
     if (fs::exists(folder, ec) && !fs::is_empty(folder, ec))
       VOLT_FAIL(spec.name, ": ", folder.string(), " exists but lacks ", missing_file(spec, folder),
@@ -157,7 +169,7 @@ std::string prepare_archive(const ArchiveSpec& spec, const std::string& root, co
     } catch (...) {
       // Another process that prepares this folder without our lock (no flock on this filesystem)
       // may have put its complete copy there first: then ours was not needed.
-      if (missing_file(spec, folder).empty()) return;
+      if (!complete_dir(spec, root).empty()) return;
       // An archive whose MD5 was confirmed is the right one, and the failure lies elsewhere (a full
       // disk, the folder in the way): keep it. Without an MD5 it may be what is broken: drop it, so
       // that the next call fetches it again.
@@ -171,10 +183,10 @@ std::string prepare_archive(const ArchiveSpec& spec, const std::string& root, co
     }
   });
 
-  const std::string missing = missing_file(spec, folder);
-  VOLT_CHECK(missing.empty(), spec.name, ": ", (folder / missing).string(),
+  const std::string dir = complete_dir(spec, root);
+  VOLT_CHECK(!dir.empty(), spec.name, ": ", (folder / missing_file(spec, folder)).string(),
              " is missing after the download (did the downloading process fail?)");
-  return folder.string();
+  return dir;
 }
 
 std::string prepare_files(const FileSetSpec& spec, const std::string& root, const std::string& base_url,

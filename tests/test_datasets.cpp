@@ -230,6 +230,37 @@ TEST_CASE("CIFAR-10 small batches: planar records, sub-folder layout, warning li
   CHECK(contains(e, "10000"));
 }
 
+TEST_CASE("CIFAR-10/100: a complete sub-folder is read rather than a partial copy in root") {
+  // What --download makes beside a batch or two left in root: the complete copy must win.
+  TempDir d;
+  write_file(d / "data_batch_1.bin", cifar_records({{1}}));
+  write_file(d / "test_batch.bin", cifar_records({{2}}));
+  const std::string sub = d / "cifar-10-batches-bin";
+  for (int i = 1; i <= 5; ++i) write_file(sub + "/data_batch_" + std::to_string(i) + ".bin", cifar_records({{3}, {4}}));
+  write_file(sub + "/test_batch.bin", cifar_records({{5}}));
+  CHECK(CIFAR10Dataset::resolve_dir(d.path) == sub);
+  const CIFAR10Dataset train(d.path, true, false);
+  CHECK(train.dir() == sub);
+  CHECK(train.size() == 10);
+  CHECK(train.warning().empty());
+  // Complete in root too: root, as before. Neither complete: the partial root, as before.
+  for (int i = 2; i <= 5; ++i) write_file(d / ("data_batch_" + std::to_string(i) + ".bin"), cifar_records({{6}}));
+  CHECK(CIFAR10Dataset::resolve_dir(d.path) == d.path);
+  fs::remove(sub + "/test_batch.bin");
+  fs::remove(d / "test_batch.bin");
+  CHECK(CIFAR10Dataset::resolve_dir(d.path) == d.path);
+
+  TempDir c;
+  write_file(c / "test.bin", cifar_records({{1, 1}}));
+  const std::string sub100 = c / "cifar-100-binary";
+  write_file(sub100 + "/train.bin", cifar_records({{2, 2}, {3, 3}}));
+  write_file(sub100 + "/test.bin", cifar_records({{4, 4}}));
+  CHECK(CIFAR100Dataset::resolve_dir(c.path) == sub100);
+  const CIFAR100Dataset test(c.path, false, true, false);
+  CHECK(test.dir() == sub100);
+  CHECK(first_labels(test, 1) == std::vector<int64_t>{4});
+}
+
 TEST_CASE("CIFAR-10 errors name the folder or file and what is wrong") {
   TempDir d;
   SUBCASE("missing directory says how to get the data") {

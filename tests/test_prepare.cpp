@@ -298,3 +298,27 @@ TEST_CASE("prepare_cifar10 keeps an archive whose md5 was confirmed when extract
   CHECK(prepare_cifar10(root.path.string(), "http://127.0.0.1:9/", opts) ==
         (root.path / "cifar-10-batches-bin").string());
 }
+
+TEST_CASE("prepare_cifar10/100 fetch nothing when every file lies in root itself, a layout the readers accept") {
+  // Offline (the base URL leads nowhere): a fetch would fail.
+  TmpDir root10, root100;
+  for (const char* f : kCifarBins) write_file(root10.path / f, fake_bytes(3073 * 2, 7));
+  write_file(root100.path / "train.bin", fake_bytes(3074 * 2, 8));
+  write_file(root100.path / "test.bin", fake_bytes(3074, 9));
+  DatasetDownloadOptions opts;
+  opts.timeouts = quick_timeouts();
+  int barriers = 0;
+  opts.barrier = [&] { ++barriers; };
+  CHECK(fs::path(prepare_cifar10(root10.path.string(), "http://127.0.0.1:9/", opts)) == root10.path);
+  CHECK(fs::path(prepare_cifar100(root100.path.string(), "http://127.0.0.1:9/", opts)) == root100.path);
+  CHECK(barriers == 2);
+  // A process that does not download accepts them after the barrier too.
+  DatasetDownloadOptions other = opts;
+  other.download = false;
+  CHECK(fs::path(prepare_cifar10(root10.path.string(), "http://127.0.0.1:9/", other)) == root10.path);
+  CHECK(left_in(root10.path).size() == 6);  // nothing fetched, nothing extracted
+  // One file short in root: the archive is what would complete it, so it is fetched (and fails here).
+  fs::remove(root10.path / "data_batch_4.bin");
+  CHECK(contains(error_of([&] { prepare_cifar10(root10.path.string(), "http://127.0.0.1:9/", opts); }),
+                 "cifar-10-binary.tar.gz"));
+}
