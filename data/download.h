@@ -79,7 +79,8 @@ std::string prepare_cifar100(const std::string& root, const std::string& base_ur
 
 // Makes root hold the four gzip'ed MNIST IDX files (train-images-idx3-ubyte.gz, ...), fetching
 // from <base_url><name> each one that is missing or has the wrong MD5 (under the same lock as
-// prepare_cifar10). Returns root.
+// prepare_cifar10), unless its un-gzipped file (train-images-idx3-ubyte, ...) is there: MNISTDataset
+// reads that one instead. Returns root.
 std::string prepare_mnist(const std::string& root, const std::string& base_url = kMnistBaseUrl,
                           const DatasetDownloadOptions& opts = {});
 // The same for Fashion-MNIST (same file names, its own MD5s).

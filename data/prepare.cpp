@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -117,7 +118,7 @@ const ArchiveSpec kCifar10{"CIFAR-10", "cifar-10-binary.tar.gz", "c32a1d4ab5d03f
 const ArchiveSpec kCifar100{"CIFAR-100", "cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8",
                             "cifar-100-binary", {"train.bin", "test.bin"}, &CIFAR100Dataset::resolve_dir};
 
-// A dataset shipped as separate files: {name, md5}.
+// A dataset shipped as separate files: {name, md5}, each name ending in ".gz".
 struct FileSetSpec {
   const char* name;
   std::vector<std::pair<const char*, const char*>> files;
@@ -191,9 +192,16 @@ std::string prepare_archive(const ArchiveSpec& spec, const std::string& root, co
 
 std::string prepare_files(const FileSetSpec& spec, const std::string& root, const std::string& base_url,
                           const DatasetDownloadOptions& opts) {
+  // The un-gzipped file beside a .gz is what MNISTDataset reads (it prefers the raw file), so with it
+  // there the .gz is not needed: fetching it could not change what is read, and offline would fail.
+  auto have_raw = [&](const std::string& gz_name) {
+    return is_file(fs::path(root) / gz_name.substr(0, gz_name.size() - 3));
+  };
   fetch_then_barrier(opts, [&] {
+    if (std::all_of(spec.files.begin(), spec.files.end(), [&](const auto& f) { return have_raw(f.first); })) return;
     const FetchLock lock(root);
     for (const auto& [name, builtin] : spec.files) {
+      if (have_raw(name)) continue;
       const fs::path path = fs::path(root) / name;
       const std::string md5 = md5_for(opts, name, builtin);
       // Present with the right MD5 (or with any content when the check is switched off): kept.
@@ -202,8 +210,8 @@ std::string prepare_files(const FileSetSpec& spec, const std::string& root, cons
     }
   });
   for (const auto& f : spec.files)
-    VOLT_CHECK(is_file(fs::path(root) / f.first), spec.name, ": ", (fs::path(root) / f.first).string(),
-               " is missing after the download (did the downloading process fail?)");
+    VOLT_CHECK(have_raw(f.first) || is_file(fs::path(root) / f.first), spec.name, ": ",
+               (fs::path(root) / f.first).string(), " is missing after the download (did the downloading process fail?)");
   return root;
 }
 

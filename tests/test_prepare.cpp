@@ -322,3 +322,22 @@ TEST_CASE("prepare_cifar10/100 fetch nothing when every file lies in root itself
   CHECK(contains(error_of([&] { prepare_cifar10(root10.path.string(), "http://127.0.0.1:9/", opts); }),
                  "cifar-10-binary.tar.gz"));
 }
+
+TEST_CASE("prepare_mnist fetches no .gz whose raw IDX file is there (MNISTDataset reads the raw one)") {
+  // Offline (the base URL leads nowhere): a fetch would fail.
+  TmpDir root;
+  for (const char* n : kMnistNames) write_file(root.path / std::string(n).substr(0, std::strlen(n) - 3), "raw IDX");
+  DatasetDownloadOptions opts;
+  opts.timeouts = quick_timeouts();
+  CHECK(prepare_mnist(root.path.string(), "http://127.0.0.1:9/", opts) == root.path.string());
+  CHECK(prepare_fashion_mnist(root.path.string(), "http://127.0.0.1:9/", opts) == root.path.string());
+  DatasetDownloadOptions other = opts;
+  other.download = false;
+  CHECK_NOTHROW(prepare_mnist(root.path.string(), "http://127.0.0.1:9/", other));
+  CHECK(listing(root.path).size() == 4);  // nothing fetched, not even a lock taken
+  // One split raw, the other gzip'ed: only the .gz files are checked (and fetched when wrong).
+  fs::remove(root.path / "t10k-images-idx3-ubyte");
+  const std::string err = error_of([&] { prepare_mnist(root.path.string(), "http://127.0.0.1:9/", opts); });
+  CHECK(contains(err, "http://127.0.0.1:9/t10k-images-idx3-ubyte.gz"));
+  CHECK(!fs::exists(root.path / "train-images-idx3-ubyte.gz"));
+}
