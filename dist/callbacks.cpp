@@ -218,4 +218,10 @@ void EarlyStopping::load_state_dict(const std::map<std::string, std::string>& s)
   wait_ = std::stoll(w->second);
 }
 
+std::vector<std::shared_ptr<Callback>> checkpoints_last(std::vector<std::shared_ptr<Callback>> callbacks) {
+  std::stable_partition(callbacks.begin(), callbacks.end(),
+                        [](const auto& c) { return !dynamic_cast<const ModelCheckpoint*>(c.get()); });
+  return callbacks;
+}
+
 }  // namespace volt

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -93,5 +94,11 @@ class EarlyStopping : public Callback {
   int64_t wait_ = 0, stopped_epoch_ = -1;
   std::string reason_;
 };
+
+// The callbacks in the order the Trainer runs them: the given order, except that every ModelCheckpoint
+// runs after the others (as Lightning's _reorder_callbacks). A checkpoint then holds the other
+// callbacks' state of its own epoch; saved before EarlyStopping ran, it would hold the epoch before's,
+// and a run resumed from it would stop one epoch later than the uninterrupted run.
+std::vector<std::shared_ptr<Callback>> checkpoints_last(std::vector<std::shared_ptr<Callback>> callbacks);
 
 }  // namespace volt

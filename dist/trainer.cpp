@@ -355,7 +355,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     broadcast_string(*comm_, log_dir_);
     if (opts_.logger && is_global_zero()) I.loggers = std::make_unique<RunLoggers>(log_dir_);
   }
-  callbacks_ = opts_.callbacks;
+  callbacks_ = checkpoints_last(opts_.callbacks);
   if (opts_.enable_checkpointing && writes_files() && !checkpoint_callback())
     callbacks_.push_back(std::make_shared<ModelCheckpoint>());
   if (fast) {

@@ -312,6 +312,43 @@ TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on
   }
 }
 
+// Lightning runs every ModelCheckpoint after the other callbacks (_reorder_callbacks), so that a
+// checkpoint holds EarlyStopping's state of its own epoch. Listed first, it used to save the state of
+// the epoch before, and a run resumed from last.ckpt stopped one epoch after the uninterrupted one.
+TEST_CASE("ModelCheckpoint runs after EarlyStopping: a run resumed from last.ckpt stops when an uninterrupted one does") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto run = [&](int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = {1, 2, 3, 4, 5, 6, 7, 8};
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    eo.patience = 2;
+    auto mc = std::make_shared<ModelCheckpoint>(mo);
+    auto es = std::make_shared<EarlyStopping>(eo);
+    o.callbacks = {mc, es};
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(t.callbacks().back() == mc);
+    return std::make_pair(es->stopped_epoch(), t.current_epoch());
+  };
+  const auto full = run(8, "");
+  run(2, "");
+  const auto resumed = run(8, "last");
+  CHECK(full.first == 2);
+  CHECK(resumed.first == full.first);
+  CHECK(resumed.second == full.second);
+}
+
 TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an uninterrupted run") {
   test::TempDir dir("volt_trainer_");
   const int saved = get_num_threads();
