@@ -109,20 +109,37 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
       keep = by_recency ? score > worst.first : better(score, worst.first);
     }
     if (keep) {
-      t.save_checkpoint(path);
+      // Rank first, then save: the file holds the ranking it is part of, so a run resumed from it
+      // keeps and evicts files as the uninterrupted run does. The file it displaces is removed only
+      // once it is written; a failed save leaves the ranking and the files as they were.
+      const auto kept_before = top_;
+      const std::string best_path_before = best_path_;
+      const double best_score_before = best_score_;
       top_.erase(std::remove_if(top_.begin(), top_.end(), [&](auto& e) { return e.second == path; }), top_.end());
       top_.emplace_back(score, path);
       if (by_recency)
         std::stable_sort(top_.begin(), top_.end(), [](auto& x, auto& y) { return x.first > y.first; });
       else
         sort_top();
+      std::vector<std::string> evicted;
       while (o_.save_top_k >= 0 && int64_t(top_.size()) > o_.save_top_k) {
-        std::error_code ec;
-        if (t.is_global_zero()) fs::remove(top_.back().second, ec);  // rank 0 owns the files
+        evicted.push_back(top_.back().second);
         top_.pop_back();
       }
       best_path_ = top_.front().second;
       best_score_ = top_.front().first;
+      try {
+        t.save_checkpoint(path);
+      } catch (...) {
+        top_ = kept_before;
+        best_path_ = best_path_before;
+        best_score_ = best_score_before;
+        throw;
+      }
+      for (const std::string& e : evicted) {
+        std::error_code ec;
+        if (t.is_global_zero() && e != path) fs::remove(e, ec);  // rank 0 owns the files
+      }
     }
   }
   if (o_.save_last) {

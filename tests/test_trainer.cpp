@@ -28,6 +28,14 @@ namespace fs = std::filesystem;
 
 using namespace volt::test;
 
+namespace {
+std::set<std::string> names_in(const std::string& dir) {
+  std::set<std::string> s;
+  for (const auto& e : fs::directory_iterator(dir)) s.insert(e.path().filename().string());
+  return s;
+}
+}  // namespace
+
 
 TEST_CASE("fit learns: val_acc rises on a learnable synthetic set") {
   test::TempDir dir("volt_trainer_");
@@ -347,6 +355,52 @@ TEST_CASE("ModelCheckpoint runs after EarlyStopping: a run resumed from last.ckp
   CHECK(full.first == 2);
   CHECK(resumed.first == full.first);
   CHECK(resumed.second == full.second);
+}
+
+// A checkpoint must hold the ranking it is part of: a top-k file saved before the ranking was
+// updated did not know it was the best, so a run resumed from it kept a second file and the wrong
+// best. A file the new one displaces is removed only once the new one is written.
+TEST_CASE("ModelCheckpoint ranks a checkpoint before saving it, and removes the displaced file only after the save") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  std::shared_ptr<ModelCheckpoint> mc;
+  auto run = [&](const std::string& ck, int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = {5, 3, 4};
+    Quiet q;
+    auto o = q.base(dir / "root");
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.monitor = "score";
+    mo.dirpath = ck;
+    mo.filename = "{epoch}";
+    mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
+    Trainer t(o);
+    t.fit(m, dm);
+    return mc;
+  };
+  const std::string ck = dir / "ckpts";
+  const auto part = run(ck, 2, "");
+  CHECK(part->best_model_path() == ck + "/epoch=1.ckpt");
+  const auto resumed = run(ck, 3, part->best_model_path());  // epoch 2 scores 4: worse than epoch 1's 3
+  CHECK(names_in(ck) == std::set<std::string>{"epoch=1.ckpt"});
+  CHECK(resumed->best_model_path() == ck + "/epoch=1.ckpt");
+  CHECK(resumed->best_model_score() == 3.0);
+
+  // Epoch 1's file cannot be written (a folder has its name): epoch 0's file and ranking stay.
+  const std::string ck2 = dir / "ckpts2";
+  fs::create_directories(ck2 + "/epoch=1.ckpt");
+  CHECK_FALSE(error_of([&] { run(ck2, 2, ""); }).empty());
+  CHECK(fs::is_regular_file(ck2 + "/epoch=0.ckpt"));
+  REQUIRE(mc->best_k_models().size() == 1);
+  CHECK(mc->best_k_models()[0].second == ck2 + "/epoch=0.ckpt");
+  CHECK(mc->best_model_path() == ck2 + "/epoch=0.ckpt");
+  CHECK(mc->best_model_score() == 5.0);
 }
 
 TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an uninterrupted run") {
