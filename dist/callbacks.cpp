@@ -76,6 +76,11 @@ bool ModelCheckpoint::better(double a, double b) const {
   return o_.mode == "min" ? a < b : a > b;
 }
 
+bool ModelCheckpoint::in_dir(const std::string& path) const {
+  // (dir_ / "x").parent_path() drops a trailing '/' of dir_ the way parent_path() does for path.
+  return fs::path(path).lexically_normal().parent_path() == (fs::path(dir_) / "x").lexically_normal().parent_path();
+}
+
 void ModelCheckpoint::sort_top() {
   std::stable_sort(top_.begin(), top_.end(), [this](auto& x, auto& y) { return better(x.first, y.first); });
 }
@@ -137,8 +142,9 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
         throw;
       }
       for (const std::string& e : evicted) {
+        // Rank 0 owns the files; one restored from an earlier run's folder only leaves the ranking.
         std::error_code ec;
-        if (t.is_global_zero() && e != path) fs::remove(e, ec);  // rank 0 owns the files
+        if (t.is_global_zero() && e != path && in_dir(e)) fs::remove(e, ec);
       }
     }
   }
@@ -168,8 +174,10 @@ void ModelCheckpoint::load_state_dict(const std::map<std::string, std::string>& 
     return it->second;
   };
   if (s.empty()) return;
-  // A resumed run writes into its own folder; keep the ranking only when the folder is the same.
-  if (get("dirpath") != dir_) return;
+  // A resumed fit writes into a new version_N folder, so the saved dirpath is usually not dir_. The
+  // earlier part's files that still exist stay in the ranking all the same: best_model_path is then
+  // the best of the whole run (Lightning keeps best_model_path across a dirpath change too), and the
+  // resumed run saves and evicts as the uninterrupted one would. Files outside dir_ are never deleted.
   top_.clear();
   const size_t n = std::stoul(get("count"));
   for (size_t i = 0; i < n; ++i) {

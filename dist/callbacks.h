@@ -46,6 +46,8 @@ class ModelCheckpoint : public Callback {
   std::map<std::string, std::string> state_dict() const override;
   void load_state_dict(const std::map<std::string, std::string>& s) override;
 
+  // After a resume, the ranking and the best include the earlier run's checkpoints that still exist,
+  // also in another folder (a resumed fit writes to a new version_N); those files are never deleted.
   const std::string& best_model_path() const { return best_path_; }
   double best_model_score() const { return best_score_; }
   const std::string& last_model_path() const { return last_path_; }
@@ -60,6 +62,7 @@ class ModelCheckpoint : public Callback {
 
  private:
   bool better(double a, double b) const;
+  bool in_dir(const std::string& path) const;  // a file this callback's folder holds (it may delete it)
   void sort_top();
   ModelCheckpointOptions o_;
   std::string dir_, best_path_, last_path_;

@@ -403,6 +403,54 @@ TEST_CASE("ModelCheckpoint ranks a checkpoint before saving it, and removes the 
   CHECK(mc->best_model_score() == 5.0);
 }
 
+// Every fit writes to a new version_N folder, so a resumed run's checkpoints go elsewhere than the
+// earlier part's. As Lightning keeps best_model_path, the resumed ModelCheckpoint keeps the earlier
+// part's ranked files that still exist: best_model_path (what test(ckpt="best") and cnn_train load)
+// is the best of the whole run, not of its resumed part. It never deletes a file outside its folder.
+TEST_CASE("a run resumed into a new version folder keeps the earlier folder's best checkpoints") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto run = [&](const std::string& root, std::vector<double> scores, int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = std::move(scores);
+    Quiet q;
+    auto o = q.base(root);
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.monitor = "score";
+    mo.save_last = true;
+    mo.filename = "{epoch}";
+    auto mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
+    Trainer t(o);
+    t.fit(m, dm);
+    return mc;
+  };
+  {  // the best is in the first part
+    const std::vector<double> scores = {5, 1, 3, 4};
+    const auto full = run(dir / "full", scores, 4, "");
+    run(dir / "a", scores, 2, "");
+    const auto resumed = run(dir / "a", scores, 4, "last");
+    CHECK(full->best_model_score() == 1.0);
+    CHECK(resumed->best_model_score() == 1.0);
+    CHECK(resumed->best_model_path() == dir / "a/lightning_logs/version_0/checkpoints/epoch=1.ckpt");
+    CHECK(names_in(resumed->dirpath()) == std::set<std::string>{"last.ckpt"});
+  }
+  {  // the best is in the resumed part: the earlier best leaves the ranking, its file stays
+    const std::vector<double> scores = {5, 1, 3, 0.5};
+    run(dir / "b", scores, 2, "");
+    const auto resumed = run(dir / "b", scores, 4, "last");
+    CHECK(resumed->best_model_score() == 0.5);
+    CHECK(resumed->best_model_path() == resumed->dirpath() + "/epoch=3.ckpt");
+    CHECK(resumed->best_k_models().size() == 1);
+    CHECK(fs::is_regular_file(dir / "b/lightning_logs/version_0/checkpoints/epoch=1.ckpt"));
+  }
+}
+
 TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an uninterrupted run") {
   test::TempDir dir("volt_trainer_");
   const int saved = get_num_threads();
