@@ -154,6 +154,11 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
   }
 }
 
+std::string ModelCheckpoint::state_key() const {
+  return "ModelCheckpoint{monitor=" + o_.monitor + ",mode=" + o_.mode + ",every_n_epochs=" +
+         std::to_string(o_.every_n_epochs) + ",dirpath=" + o_.dirpath + ",filename=" + o_.filename + "}";
+}
+
 std::map<std::string, std::string> ModelCheckpoint::state_dict() const {
   std::map<std::string, std::string> s;
   s["best_model_path"] = best_path_;
@@ -231,6 +236,10 @@ void EarlyStopping::on_train_epoch_end(Trainer& t, LightningModule&) {
   }
 }
 
+std::string EarlyStopping::state_key() const {
+  return "EarlyStopping{monitor=" + o_.monitor + ",mode=" + o_.mode + "}";
+}
+
 std::map<std::string, std::string> EarlyStopping::state_dict() const {
   return {{"best", format_double(best_)}, {"wait", std::to_string(wait_)}};
 }
@@ -243,10 +252,59 @@ void EarlyStopping::load_state_dict(const std::map<std::string, std::string>& s)
   wait_ = std::stoll(w->second);
 }
 
-std::vector<std::shared_ptr<Callback>> checkpoints_last(std::vector<std::shared_ptr<Callback>> callbacks) {
+std::vector<std::shared_ptr<Callback>> ordered_callbacks(std::vector<std::shared_ptr<Callback>> callbacks) {
   std::stable_partition(callbacks.begin(), callbacks.end(),
                         [](const auto& c) { return !dynamic_cast<const ModelCheckpoint*>(c.get()); });
+  // A state is found by the prefix "callback.<key>.", so one key and a '.' must not begin another.
+  std::vector<std::string> keys;
+  for (const auto& c : callbacks) keys.push_back(c->state_key());
+  for (size_t i = 0; i < keys.size(); ++i)
+    for (size_t j = i + 1; j < keys.size(); ++j) {
+      VOLT_CHECK(keys[i] != keys[j], "Trainer: two callbacks have the same state key \"", keys[i],
+                 "\", and each would overwrite the other's state in a checkpoint: give them different settings "
+                 "(ModelCheckpoint: monitor, mode, every_n_epochs, dirpath or filename; EarlyStopping: monitor or mode)");
+      VOLT_CHECK(keys[j].rfind(keys[i] + ".", 0) != 0 && keys[i].rfind(keys[j] + ".", 0) != 0,
+                 "Trainer: the callback state keys \"", keys[i], "\" and \"", keys[j],
+                 "\" would mix their states in a checkpoint (one and a '.' begins the other)");
+    }
   return callbacks;
+}
+
+void save_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
+                          std::map<std::string, std::string>& metadata) {
+  for (const auto& cb : callbacks)
+    for (const auto& [k, v] : cb->state_dict()) metadata["callback." + cb->state_key() + "." + k] = v;
+}
+
+namespace {
+std::map<std::string, std::string> fields_under(const std::map<std::string, std::string>& metadata,
+                                                const std::string& prefix) {
+  std::map<std::string, std::string> st;
+  for (auto it = metadata.lower_bound(prefix); it != metadata.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+       ++it)
+    st[it->first.substr(prefix.size())] = it->second;
+  return st;
+}
+}  // namespace
+
+void load_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
+                          const std::map<std::string, std::string>& metadata, std::ostream& note) {
+  std::map<std::string, int> of_type;
+  for (const auto& cb : callbacks) ++of_type[cb->name()];
+  for (const auto& cb : callbacks) {
+    std::map<std::string, std::string> st = fields_under(metadata, "callback." + cb->state_key() + ".");
+    if (st.empty() && cb->state_key() != cb->name()) {
+      std::map<std::string, std::string> legacy = fields_under(metadata, "callback." + cb->name() + ".");
+      if (of_type[cb->name()] == 1) {
+        st = std::move(legacy);
+      } else if (!legacy.empty() && of_type[cb->name()] > 1) {
+        note << "The checkpoint holds one " << cb->name() << " state (the format before state keys); with "
+             << of_type[cb->name()] << " " << cb->name() << " callbacks, whose it was is unknown: none restores it\n";
+        of_type[cb->name()] = -1;  // said once
+      }
+    }
+    cb->load_state_dict(st);
+  }
 }
 
 }  // namespace volt

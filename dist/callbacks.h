@@ -5,6 +5,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,7 +18,11 @@ class LightningModule;
 class Callback {
  public:
   virtual ~Callback() = default;
-  virtual std::string name() const = 0;  // key of its state in a checkpoint
+  virtual std::string name() const = 0;  // the type's name, e.g. "ModelCheckpoint"
+  // Key of its state in a checkpoint, unique among a Trainer's callbacks (Lightning's state_key). A
+  // callback of which a Trainer may hold several derives it from its configuration; the default,
+  // name(), suits one that is used once.
+  virtual std::string state_key() const { return name(); }
   virtual void on_fit_start(Trainer&, LightningModule&) {}
   // After the epoch's training batches, its validation and the epoch metrics are in.
   virtual void on_train_epoch_end(Trainer&, LightningModule&) {}
@@ -41,6 +46,8 @@ class ModelCheckpoint : public Callback {
  public:
   explicit ModelCheckpoint(const ModelCheckpointOptions& o = {});
   std::string name() const override { return "ModelCheckpoint"; }
+  // "ModelCheckpoint{monitor=val_loss,mode=min,every_n_epochs=1,dirpath=,filename=...}"
+  std::string state_key() const override;
   void on_fit_start(Trainer& t, LightningModule& m) override;
   void on_train_epoch_end(Trainer& t, LightningModule& m) override;
   std::map<std::string, std::string> state_dict() const override;
@@ -82,6 +89,7 @@ class EarlyStopping : public Callback {
  public:
   explicit EarlyStopping(const EarlyStoppingOptions& o = {});
   std::string name() const override { return "EarlyStopping"; }
+  std::string state_key() const override;  // "EarlyStopping{monitor=val_loss,mode=min}", as Lightning's
   void on_train_epoch_end(Trainer& t, LightningModule& m) override;
   std::map<std::string, std::string> state_dict() const override;
   void load_state_dict(const std::map<std::string, std::string>& s) override;
@@ -102,6 +110,18 @@ class EarlyStopping : public Callback {
 // runs after the others (as Lightning's _reorder_callbacks). A checkpoint then holds the other
 // callbacks' state of its own epoch; saved before EarlyStopping ran, it would hold the epoch before's,
 // and a run resumed from it would stop one epoch later than the uninterrupted run.
-std::vector<std::shared_ptr<Callback>> checkpoints_last(std::vector<std::shared_ptr<Callback>> callbacks);
+// Throws volt::Error when two callbacks have the same state key (each would overwrite the other's
+// state in every checkpoint), as Lightning refuses them.
+std::vector<std::shared_ptr<Callback>> ordered_callbacks(std::vector<std::shared_ptr<Callback>> callbacks);
+
+// Checkpoint metadata holds each callback's state as "callback.<state key>.<field>".
+void save_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
+                          std::map<std::string, std::string>& metadata);
+// Gives each callback its state from the metadata (an empty map when the checkpoint has none). A
+// checkpoint written before state keys existed has "callback.<name>.<field>", one per type: that
+// state goes to the one callback of the type; with several, whose it was is unknown, and none
+// takes it (said on `note`).
+void load_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
+                          const std::map<std::string, std::string>& metadata, std::ostream& note);
 
 }  // namespace volt

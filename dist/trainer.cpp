@@ -355,7 +355,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     broadcast_string(*comm_, log_dir_);
     if (opts_.logger && is_global_zero()) I.loggers = std::make_unique<RunLoggers>(log_dir_);
   }
-  callbacks_ = checkpoints_last(opts_.callbacks);
+  callbacks_ = ordered_callbacks(opts_.callbacks);
   if (opts_.enable_checkpointing && writes_files() && !checkpoint_callback())
     callbacks_.push_back(std::make_shared<ModelCheckpoint>());
   if (fast) {
@@ -443,13 +443,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     module.global_step_ = global_step_;
     I.resume_epoch = c.epoch;  // what a save before the next epoch's end records
     I.resume_loader = c.loader;
-    for (auto& cb : callbacks_) {
-      std::map<std::string, std::string> st;
-      const std::string prefix = "callback." + cb->name() + ".";
-      for (const auto& [k, v] : c.metadata)
-        if (k.compare(0, prefix.size(), prefix) == 0) st[k.substr(prefix.size())] = v;
-      cb->load_state_dict(st);
-    }
+    load_callback_states(callbacks_, c.metadata, out());
     resumed = true;
     out() << "Resumed from " << resume_path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
   }

@@ -89,7 +89,7 @@ struct TrainerOptions {
   bool cuda_graphs = true;
   std::string profiler;        // "", "simple", "advanced"
   std::string resume;          // "" or "last" or a checkpoint path: continue that run exactly
-  // Run in this order, except that every ModelCheckpoint runs after the others (checkpoints_last).
+  // Run in this order, except that every ModelCheckpoint runs after the others (ordered_callbacks).
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::ostream* out = nullptr;  // progress, summaries and tables (nullptr = std::cout); rank 0 only
   int progress_tty = -1;        // -1: decide from stdout; 0/1 force

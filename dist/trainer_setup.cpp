@@ -92,8 +92,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   Checkpoint c = capture(*impl_->module, *impl_->optim.optimizer, impl_->optim.scheduler.get(), impl_->resume_epoch,
                          global_step_, impl_->resume_loader, hp);
   if (impl_->scaler) c.loss_scaler = impl_->scaler->state_dict();
-  for (const auto& cb : callbacks_)
-    for (const auto& [k, v] : cb->state_dict()) c.metadata["callback." + cb->name() + "." + k] = v;
+  save_callback_states(callbacks_, c.metadata);
   c.metadata["trainer"] = "volt.Trainer";
   if (!env_.job_id.empty()) c.metadata["slurm_job_id"] = env_.job_id;  // whose requeue may resume it
   ::volt::save_checkpoint(path, c);

@@ -451,6 +451,94 @@ TEST_CASE("a run resumed into a new version folder keeps the earlier folder's be
   }
 }
 
+// Each callback's state is saved under a key made from its configuration (Lightning's state_key), so
+// two ModelCheckpoints no longer overwrite each other's state; two with the same key are refused.
+// A checkpoint written with the old per-type key still loads into the one callback of that type.
+TEST_CASE("callback states are keyed by configuration, and the old per-type keys still load") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto opts = [&](Quiet& q, int64_t epochs, const std::string& resume) {
+    auto o = q.base(dir.path);
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    return o;
+  };
+  std::shared_ptr<ModelCheckpoint> best, periodic;
+  auto run = [&](int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = {5, 1, 3};
+    Quiet q;
+    auto o = opts(q, epochs, resume);
+    ModelCheckpointOptions a, b;
+    a.monitor = "score";
+    a.filename = "best-{epoch}";
+    b.save_last = true;
+    b.filename = "periodic-{epoch}";
+    best = std::make_shared<ModelCheckpoint>(a);
+    periodic = std::make_shared<ModelCheckpoint>(b);
+    o.callbacks = {best, periodic};
+    Trainer(o).fit(m, dm);
+  };
+  run(2, "");
+  const std::string best_path = best->best_model_path();
+  run(3, "last");
+  CHECK(best->best_model_path() == best_path);
+  CHECK(best->best_model_score() == 1.0);
+  CHECK(periodic->best_model_path() == periodic->dirpath() + "/periodic-epoch=2.ckpt");
+
+  {
+    Counting m(small_cnn(), adam());
+    Quiet q;
+    auto o = opts(q, 1, "");
+    o.callbacks = {std::make_shared<ModelCheckpoint>(), std::make_shared<ModelCheckpoint>()};
+    CHECK(contains(error_of([&] { Trainer(o).fit(m, dm); }), "same state key"));
+  }
+
+  // A checkpoint in the old format: EarlyStopping's state under "callback.EarlyStopping.".
+  Counting m(small_cnn(), adam());
+  m.scores = {1, 2};
+  Quiet q;
+  auto o = opts(q, 2, "");
+  EarlyStoppingOptions eo;
+  eo.monitor = "score";
+  eo.patience = 5;
+  o.callbacks = {std::make_shared<EarlyStopping>(eo)};
+  Trainer t(o);
+  t.fit(m, dm);
+  Checkpoint c = load_checkpoint(t.checkpoint_callback()->best_model_path());
+  std::map<std::string, std::string> old;
+  for (const auto& [k, v] : c.metadata) {
+    const size_t field = k.rfind('.');
+    if (k.rfind("callback.EarlyStopping", 0) == 0) old["callback.EarlyStopping" + k.substr(field)] = v;
+    else if (k.rfind("callback.", 0) != 0) old[k] = v;
+  }
+  REQUIRE(old.count("callback.EarlyStopping.wait"));
+  c.metadata = old;
+  save_checkpoint(dir / "old.ckpt", c);
+  auto resume_with = [&](std::vector<std::shared_ptr<Callback>> callbacks) {
+    Counting m2(small_cnn(), adam());
+    Quiet q2;
+    auto o2 = opts(q2, 2, dir / "old.ckpt");
+    o2.callbacks = std::move(callbacks);
+    Trainer(o2).fit(m2, dm);
+    return q2.os.str();
+  };
+  auto one = std::make_shared<EarlyStopping>(eo);
+  resume_with({one});
+  CHECK(one->wait_count() == 1);
+  CHECK(one->best_score() == 1.0);
+  // With two EarlyStoppings, which one the old state belongs to is unknown: neither takes it.
+  EarlyStoppingOptions eo2 = eo;
+  eo2.monitor = "val_loss";
+  auto first = std::make_shared<EarlyStopping>(eo), second = std::make_shared<EarlyStopping>(eo2);
+  CHECK(contains(resume_with({first, second}), "2 EarlyStopping callbacks"));
+  CHECK(first->wait_count() == 0);
+  CHECK(second->wait_count() == 0);
+}
+
 TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an uninterrupted run") {
   test::TempDir dir("volt_trainer_");
   const int saved = get_num_threads();
