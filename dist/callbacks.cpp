@@ -16,12 +16,55 @@ namespace volt {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// The format after ':' in a filename field must be printf's [flags][width][.precision] and one of
+// f, e, g, E, G: the conversions that take a double (snprintf given a double for any other is
+// undefined). Width and precision have at most 3 digits; a file name is shorter than that anyway.
+void check_float_format(const std::string& tmpl, const std::string& key, const std::string& fmt) {
+  size_t i = 0;
+  while (i < fmt.size() && std::string("-+ #0").find(fmt[i]) != std::string::npos) ++i;
+  auto digits = [&] {
+    const size_t from = i;
+    while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9') ++i;
+    return i - from;
+  };
+  bool ok = digits() <= 3;
+  if (ok && i < fmt.size() && fmt[i] == '.') {
+    ++i;
+    ok = digits() <= 3;
+  }
+  ok = ok && i + 1 == fmt.size() && std::string("feEgG").find(fmt[i]) != std::string::npos;
+  VOLT_CHECK(ok, "ModelCheckpoint: filename \"", tmpl, "\" formats {", key, "} with \"", fmt,
+             "\"; a format is [flags][width][.precision] and one of f, e, g, E or G (as {val_loss:.4f})");
+}
+
+// printf into a string of the length it needs.
+std::string printf_double(const std::string& fmt, double v) {
+  const int n = std::snprintf(nullptr, 0, fmt.c_str(), v);
+  VOLT_CHECK(n >= 0, "ModelCheckpoint: cannot format ", v, " with \"", fmt, "\"");
+  std::string out(size_t(n) + 1, '\0');
+  std::snprintf(out.data(), out.size(), fmt.c_str(), v);
+  out.resize(size_t(n));
+  return out;
+}
+
+}  // namespace
+
 ModelCheckpoint::ModelCheckpoint(const ModelCheckpointOptions& o) : o_(o) {
   VOLT_CHECK(o.mode == "min" || o.mode == "max", "ModelCheckpoint: mode \"", o.mode, "\" (choices: min, max)");
   VOLT_CHECK(o.save_top_k >= -1, "ModelCheckpoint: save_top_k must be >= -1, got ", o.save_top_k);
   VOLT_CHECK(o.every_n_epochs >= 1, "ModelCheckpoint: every_n_epochs must be >= 1, got ", o.every_n_epochs);
   VOLT_CHECK(!o.monitor.empty() || o.save_top_k <= 1 || o.save_top_k == -1,
              "ModelCheckpoint: save_top_k=", o.save_top_k, " needs a monitor metric to rank the checkpoints");
+  // A bad filename template fails here rather than at the first epoch's end.
+  for (size_t open = o.filename.find('{'); open != std::string::npos; open = o.filename.find('{', open + 1)) {
+    const size_t close = o.filename.find('}', open);
+    VOLT_CHECK(close != std::string::npos, "ModelCheckpoint: unclosed '{' in filename \"", o.filename, "\"");
+    const std::string field = o.filename.substr(open + 1, close - open - 1);
+    if (const size_t c = field.find(':'); c != std::string::npos && c + 1 < field.size())
+      check_float_format(o.filename, field.substr(0, c), field.substr(c + 1));
+  }
 }
 
 std::string ModelCheckpoint::format_name(const std::string& tmpl, const std::map<std::string, double>& values) {
@@ -49,15 +92,19 @@ std::string ModelCheckpoint::format_name(const std::string& tmpl, const std::map
     const bool named = out.size() >= key.size() + 1 && out.compare(out.size() - key.size() - 1, key.size() + 1,
                                                                      key + "=") == 0;
     if (!named) out += key + "=";
-    char buf[64];
+    const double v = it->second;
     if (!fmt.empty()) {
-      std::snprintf(buf, sizeof buf, ("%" + fmt).c_str(), it->second);
-    } else if (key == "epoch" || key == "step" || std::floor(it->second) == it->second) {
-      std::snprintf(buf, sizeof buf, "%lld", (long long)it->second);
+      check_float_format(tmpl, key, fmt);
+      out += printf_double("%" + fmt, v);
+    } else if (std::isnan(v)) {
+      out += "nan";
+    } else if (std::isinf(v)) {
+      out += v > 0 ? "inf" : "-inf";
+    } else if (std::floor(v) == v && std::fabs(v) < 0x1p63) {  // only then is (long long)v defined
+      out += std::to_string((long long)v);
     } else {
-      std::snprintf(buf, sizeof buf, "%.4f", it->second);
+      out += printf_double("%.4f", v);
     }
-    out += buf;
     i = close + 1;
   }
   return out;

@@ -64,7 +64,9 @@ class ModelCheckpoint : public Callback {
   const ModelCheckpointOptions& options() const { return o_; }
 
   // The filename template filled in: "{epoch}" -> "epoch=3" unless written "epoch={epoch}";
-  // "{val_loss:.4f}" -> "val_loss=0.1234". An unknown name throws volt::Error listing the known ones.
+  // "{val_loss:.4f}" -> "val_loss=0.1234" (a format is [flags][width][.precision] and one of f, e, g,
+  // E, G); without a format, an integer prints as one, inf/-inf/nan as such, others as %.4f. An
+  // unknown name throws volt::Error listing the known ones; a bad format throws (also at construction).
   static std::string format_name(const std::string& tmpl, const std::map<std::string, double>& values);
 
  private:

@@ -539,6 +539,27 @@ TEST_CASE("callback states are keyed by configuration, and the old per-type keys
   CHECK(second->wait_count() == 0);
 }
 
+// An infinite or NaN metric used to be converted to long long (undefined; it printed
+// val_loss=-9223372036854775808), and a format's conversion went to snprintf unchecked with a double.
+TEST_CASE("ModelCheckpoint filenames: non-finite metrics, and only f, e, g, E, G conversions") {
+  auto name = [](const std::string& tmpl, double v) { return ModelCheckpoint::format_name(tmpl, {{"x", v}}); };
+  CHECK(name("{x}", INFINITY) == "x=inf");
+  CHECK(name("{x}", -INFINITY) == "x=-inf");
+  CHECK(name("{x}", NAN) == "x=nan");
+  CHECK(name("{x}", 1e30) == "x=1000000000000000019884624838656.0000");
+  CHECK(name("{x}", -12) == "x=-12");
+  CHECK(name("{x:.3e}", 0.123456) == "x=1.235e-01");
+  CHECK(name("{x:+08.2f}", 1.5) == "x=+0001.50");
+  CHECK(name("{x:G}", 0.25) == "x=0.25");
+  for (const char* bad : {"{x:d}", "{x:.2}", "{x:.2f%}", "{x:ld}"})
+    CHECK(contains(error_of([&] { name(bad, 1.0); }), "f, e, g, E or G"));
+  for (const char* bad : {"{x:s}", "{x:n}"}) {
+    ModelCheckpointOptions mo;
+    mo.filename = bad;
+    CHECK(contains(error_of([&] { (void)ModelCheckpoint(mo); }), bad));
+  }
+}
+
 TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an uninterrupted run") {
   test::TempDir dir("volt_trainer_");
   const int saved = get_num_threads();
