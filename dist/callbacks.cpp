@@ -2,8 +2,11 @@
 #include "dist/callbacks.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -37,6 +40,27 @@ void check_float_format(const std::string& tmpl, const std::string& key, const s
   ok = ok && i + 1 == fmt.size() && std::string("feEgG").find(fmt[i]) != std::string::npos;
   VOLT_CHECK(ok, "ModelCheckpoint: filename \"", tmpl, "\" formats {", key, "} with \"", fmt,
              "\"; a format is [flags][width][.precision] and one of f, e, g, E or G (as {val_loss:.4f})");
+}
+
+// A number in a callback's checkpoint state. std::stod/stoll threw std::invalid_argument, and read
+// "1x" as 1; here the whole value must parse, and anything else is a volt::Error naming key and value.
+double parse_double(const char* who, const std::string& key, const std::string& v) {
+  errno = 0;
+  char* end = nullptr;
+  const double d = v.empty() || std::isspace((unsigned char)v[0]) ? 0.0 : std::strtod(v.c_str(), &end);
+  // ERANGE on underflow is fine: format_double writes a denormal score as such, and it reads back.
+  VOLT_CHECK(end == v.c_str() + v.size() && end != v.c_str() && !(errno == ERANGE && std::isinf(d)), who,
+             ": checkpoint state \"", key, "\" = \"", v, "\" is not a number");
+  return d;
+}
+
+int64_t parse_count(const char* who, const std::string& key, const std::string& v) {
+  errno = 0;
+  char* end = nullptr;
+  const long long n = v.empty() || !std::isdigit((unsigned char)v[0]) ? -1 : std::strtoll(v.c_str(), &end, 10);
+  VOLT_CHECK(n >= 0 && end == v.c_str() + v.size() && errno != ERANGE, who, ": checkpoint state \"", key, "\" = \"",
+             v, "\" is not a whole number >= 0");
+  return n;
 }
 
 // printf into a string of the length it needs.
@@ -226,20 +250,22 @@ void ModelCheckpoint::load_state_dict(const std::map<std::string, std::string>& 
     return it->second;
   };
   if (s.empty()) return;
+  // Parsed whole before anything changes: a state that does not parse leaves the callback as it was.
   // A resumed fit writes into a new version_N folder, so the saved dirpath is usually not dir_. The
   // earlier part's files that still exist stay in the ranking all the same: best_model_path is then
   // the best of the whole run (Lightning keeps best_model_path across a dirpath change too), and the
   // resumed run saves and evicts as the uninterrupted one would. Files outside dir_ are never deleted.
-  top_.clear();
-  const size_t n = std::stoul(get("count"));
-  for (size_t i = 0; i < n; ++i) {
-    const std::string path = get("top." + std::to_string(i) + ".path");
-    if (fs::exists(path)) top_.emplace_back(std::stod(get("top." + std::to_string(i) + ".score")), path);
+  std::vector<std::pair<double, std::string>> top;
+  const int64_t n = parse_count("ModelCheckpoint", "count", get("count"));
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string path = get("top." + std::to_string(i) + ".path"), score_key = "top." + std::to_string(i) + ".score";
+    const double score = parse_double("ModelCheckpoint", score_key, get(score_key));
+    if (fs::exists(path)) top.emplace_back(score, path);
   }
-  if (!top_.empty()) {
-    best_path_ = top_.front().second;
-    best_score_ = top_.front().first;
-  }
+  top_ = std::move(top);
+  // No restored file left: no best either (a path to a deleted file would be no use to test("best")).
+  best_path_ = top_.empty() ? std::string() : top_.front().second;
+  best_score_ = top_.empty() ? std::numeric_limits<double>::quiet_NaN() : top_.front().first;
 }
 
 EarlyStopping::EarlyStopping(const EarlyStoppingOptions& o) : o_(o) {
@@ -295,8 +321,9 @@ void EarlyStopping::load_state_dict(const std::map<std::string, std::string>& s)
   if (s.empty()) return;
   auto b = s.find("best"), w = s.find("wait");
   VOLT_CHECK(b != s.end() && w != s.end(), "EarlyStopping: checkpoint state lacks best/wait");
-  best_ = std::stod(b->second);
-  wait_ = std::stoll(w->second);
+  const double best = parse_double("EarlyStopping", "best", b->second);
+  wait_ = parse_count("EarlyStopping", "wait", w->second);
+  best_ = best;
 }
 
 std::vector<std::shared_ptr<Callback>> ordered_callbacks(std::vector<std::shared_ptr<Callback>> callbacks) {
@@ -338,19 +365,33 @@ void load_callback_states(const std::vector<std::shared_ptr<Callback>>& callback
                           const std::map<std::string, std::string>& metadata, std::ostream& note) {
   std::map<std::string, int> of_type;
   for (const auto& cb : callbacks) ++of_type[cb->name()];
-  for (const auto& cb : callbacks) {
-    std::map<std::string, std::string> st = fields_under(metadata, "callback." + cb->state_key() + ".");
-    if (st.empty() && cb->state_key() != cb->name()) {
-      std::map<std::string, std::string> legacy = fields_under(metadata, "callback." + cb->name() + ".");
-      if (of_type[cb->name()] == 1) {
-        st = std::move(legacy);
-      } else if (!legacy.empty() && of_type[cb->name()] > 1) {
-        note << "The checkpoint holds one " << cb->name() << " state (the format before state keys); with "
-             << of_type[cb->name()] << " " << cb->name() << " callbacks, whose it was is unknown: none restores it\n";
-        of_type[cb->name()] = -1;  // said once
+  std::vector<std::map<std::string, std::string>> before;  // each one's own state, until it loads the new
+  try {
+    for (const auto& cb : callbacks) {
+      std::map<std::string, std::string> st = fields_under(metadata, "callback." + cb->state_key() + ".");
+      if (st.empty() && cb->state_key() != cb->name()) {
+        std::map<std::string, std::string> legacy = fields_under(metadata, "callback." + cb->name() + ".");
+        if (of_type[cb->name()] == 1) {
+          st = std::move(legacy);
+        } else if (!legacy.empty() && of_type[cb->name()] > 1) {
+          note << "The checkpoint holds one " << cb->name() << " state (the format before state keys); with "
+               << of_type[cb->name()] << " " << cb->name() << " callbacks, whose it was is unknown: none restores it\n";
+          of_type[cb->name()] = -1;  // said once
+        }
+      }
+      before.push_back(cb->state_dict());
+      cb->load_state_dict(st);
+    }
+  } catch (...) {
+    // All or none: those that took their state get their own back (ModelCheckpoint and EarlyStopping
+    // check a state whole before they change, so the one that failed is as it was).
+    for (size_t i = 0; i < before.size(); ++i) {
+      try {
+        callbacks[i]->load_state_dict(before[i]);
+      } catch (...) {  // it held this state a moment ago; nothing better to do than leave it
       }
     }
-    cb->load_state_dict(st);
+    throw;
   }
 }
 

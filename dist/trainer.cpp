@@ -436,6 +436,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   bool resumed = false;
   if (!resume_path.empty()) {
     Checkpoint c = load_on_every_rank(resume_path);
+    // Callback states first: one that does not parse then fails before restore() changes the model.
+    load_callback_states(callbacks_, c.metadata, out());
     restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr, {},
             I.scaler.get());
     epoch_ = c.epoch;
@@ -443,7 +445,6 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     module.global_step_ = global_step_;
     I.resume_epoch = c.epoch;  // what a save before the next epoch's end records
     I.resume_loader = c.loader;
-    load_callback_states(callbacks_, c.metadata, out());
     resumed = true;
     out() << "Resumed from " << resume_path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
   }

@@ -560,6 +560,60 @@ TEST_CASE("ModelCheckpoint filenames: non-finite metrics, and only f, e, g, E, G
   }
 }
 
+// Callback state that does not parse used to throw std::invalid_argument (or read "1x" as 1), after
+// restore() had changed the model. Now: volt::Error naming the key and the value, model untouched.
+TEST_CASE("callback state that does not parse: volt::Error naming key and value, before the model changes") {
+  EarlyStopping es;
+  CHECK(contains(error_of([&] { es.load_state_dict({{"best", "abc"}, {"wait", "1"}}); }), "\"best\" = \"abc\""));
+  CHECK(contains(error_of([&] { es.load_state_dict({{"best", "1"}, {"wait", "1x"}}); }), "\"wait\" = \"1x\""));
+  ModelCheckpoint mc;
+  CHECK(contains(error_of([&] { mc.load_state_dict({{"dirpath", ""}, {"best_model_path", ""},
+                                                    {"best_model_score", "nan"}, {"count", "two"}}); }),
+                 "\"count\" = \"two\""));
+  // All or none: the first EarlyStopping's state loads, the second's does not; the first is put back.
+  EarlyStoppingOptions eo;
+  eo.monitor = "score";
+  auto first = std::make_shared<EarlyStopping>(eo), second = std::make_shared<EarlyStopping>();
+  std::map<std::string, std::string> meta = {{"callback." + first->state_key() + ".best", "0.5"},
+                                             {"callback." + first->state_key() + ".wait", "2"},
+                                             {"callback." + second->state_key() + ".best", "0.5"},
+                                             {"callback." + second->state_key() + ".wait", "-1"}};
+  std::ostringstream note;
+  CHECK(contains(error_of([&] { load_callback_states({first, second}, meta, note); }), "\"wait\" = \"-1\""));
+  CHECK(first->wait_count() == 0);
+  CHECK(std::isinf(first->best_score()));
+
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto opts = [&](Quiet& q, const std::string& resume) {
+    auto o = q.base(dir.path);
+    o.max_epochs = 2;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    o.callbacks = {std::make_shared<EarlyStopping>(eo)};
+    return o;
+  };
+  manual_seed(7);
+  Counting m(small_cnn(), adam());
+  m.scores = {1, 2};
+  Quiet q;
+  Trainer t(opts(q, ""));
+  t.fit(m, dm);
+  Checkpoint c = load_checkpoint(t.checkpoint_callback()->best_model_path());
+  for (auto& [k, v] : c.metadata)
+    if (k.rfind("callback.EarlyStopping", 0) == 0 && k.size() > 5 && k.substr(k.size() - 5) == ".wait") v = "many";
+  save_checkpoint(dir / "bad.ckpt", c);
+  manual_seed(8);
+  Counting fresh(small_cnn(), adam());
+  const StateDict before = test::snapshot(fresh);
+  Quiet q2;
+  CHECK(contains(error_of([&] { Trainer(opts(q2, dir / "bad.ckpt")).fit(fresh, dm); }), "\"wait\" = \"many\""));
+  CHECK(test::same_state(fresh, before));
+}
+
 TEST_CASE("resume from last.ckpt after 2 of 4 epochs ends bit-identical to an uninterrupted run") {
   test::TempDir dir("volt_trainer_");
   const int saved = get_num_threads();
