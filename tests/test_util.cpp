@@ -60,12 +60,14 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path, ec);
 }
 
-std::set<std::string> TempDir::files() const {
+std::set<std::string> names_in(const std::string& dir) {
   std::set<std::string> out;
   std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(path, ec)) out.insert(e.path().filename().string());
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) out.insert(e.path().filename().string());
   return out;
 }
+
+std::set<std::string> TempDir::files() const { return names_in(path); }
 
 void skip(const std::string& why) {
   std::printf("SKIPPED: %s\n", why.c_str());

@@ -125,6 +125,9 @@ class ScopedEnv {
 };
 
 // A fresh directory /tmp/<prefix>XXXXXX, removed with everything in it at scope exit.
+// The names directly inside folder `dir` (none when it cannot be read).
+std::set<std::string> names_in(const std::string& dir);
+
 struct TempDir {
   explicit TempDir(const std::string& prefix = "volt_test_");
   ~TempDir();

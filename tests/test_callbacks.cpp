@@ -1,0 +1,399 @@
+// The Trainer's callbacks on the CPU with small synthetic data: ModelCheckpoint's top-k, last.ckpt
+// and test(ckpt="best"), EarlyStopping, the order they run in, their state in checkpoints (keys,
+// resume into another version folder, fields that do not parse) and checkpoint file names.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dist/callbacks.h"
+#include "dist/checkpoint.h"
+#include "dist/trainer.h"
+#include "engine/random.h"
+#include "tests/test_util.h"
+#include "tests/trainer_fixtures.h"
+
+using namespace volt;
+using namespace volt::test;
+namespace fs = std::filesystem;
+
+TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt, and test(ckpt=best) loads the best") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(6);
+  SynthDM dm(128, 32, 32);
+  Counting m(small_cnn(), adam());
+  m.scores = {5, 3, 4, 1, 2};
+  Quiet q;
+  auto o = q.base(dir.path);
+  o.max_epochs = 5;
+  o.num_sanity_val_steps = 0;
+  ModelCheckpointOptions mo;
+  mo.monitor = "score";
+  mo.save_top_k = 2;
+  mo.save_last = true;
+  mo.filename = "epoch={epoch}-step={step}-{score:.2f}";
+  auto mc = std::make_shared<ModelCheckpoint>(mo);
+  o.callbacks = {mc};
+  Trainer t(o);
+  t.fit(m, dm);
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(t.log_dir() + "/checkpoints")) files.insert(e.path().filename().string());
+  const std::set<std::string> want = {"epoch=3-step=12-score=1.00.ckpt", "epoch=4-step=15-score=2.00.ckpt", "last.ckpt"};
+  CHECK(files == want);
+  CHECK(contains(mc->best_model_path(), "epoch=3-step=12"));
+  CHECK(mc->best_model_score() == 1.0);
+
+  const Checkpoint best = load_checkpoint(mc->best_model_path());
+  t.test(m, dm, "best");
+  for (const auto& [n, v] : best.model) {
+    INFO(n);
+    CHECK(test::same_values(*m.state_dict().find(n), v));
+  }
+  CHECK(contains(error_of([&] { Trainer(o).test(m, dm, "best"); }), "no best checkpoint"));
+}
+
+TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on NaN") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(7);
+  SynthDM dm(128, 32, 32);
+  {
+    Counting m(small_cnn(), adam());
+    m.scores = {1, 2, 3, 4, 5, 6, 7, 8};
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = 8;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.enable_checkpointing = false;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    eo.patience = 2;
+    auto es = std::make_shared<EarlyStopping>(eo);
+    o.callbacks = {es};
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(es->stopped_epoch() == 2);
+    CHECK(t.current_epoch() == 3);
+    CHECK(contains(q.os.str(), "did not improve"));
+  }
+  {
+    Counting m(small_cnn(), adam());
+    m.scores = {1, NAN};
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = 8;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.enable_checkpointing = false;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    eo.patience = 5;
+    auto es = std::make_shared<EarlyStopping>(eo);
+    o.callbacks = {es};
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(es->stopped_epoch() == 1);
+    CHECK(contains(es->reason(), "not finite"));
+  }
+}
+
+// Lightning runs every ModelCheckpoint after the other callbacks (_reorder_callbacks), so that a
+// checkpoint holds EarlyStopping's state of its own epoch. Listed first, it used to save the state of
+// the epoch before, and a run resumed from last.ckpt stopped one epoch after the uninterrupted one.
+TEST_CASE("ModelCheckpoint runs after EarlyStopping: a run resumed from last.ckpt stops when an uninterrupted one does") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto run = [&](int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = {1, 2, 3, 4, 5, 6, 7, 8};
+    Quiet q;
+    auto o = q.base(dir.path);
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    eo.patience = 2;
+    auto mc = std::make_shared<ModelCheckpoint>(mo);
+    auto es = std::make_shared<EarlyStopping>(eo);
+    o.callbacks = {mc, es};
+    Trainer t(o);
+    t.fit(m, dm);
+    CHECK(t.callbacks().back() == mc);
+    return std::make_pair(es->stopped_epoch(), t.current_epoch());
+  };
+  const auto full = run(8, "");
+  run(2, "");
+  const auto resumed = run(8, "last");
+  CHECK(full.first == 2);
+  CHECK(resumed.first == full.first);
+  CHECK(resumed.second == full.second);
+}
+
+// A checkpoint must hold the ranking it is part of: a top-k file saved before the ranking was
+// updated did not know it was the best, so a run resumed from it kept a second file and the wrong
+// best. A file the new one displaces is removed only once the new one is written.
+TEST_CASE("ModelCheckpoint ranks a checkpoint before saving it, and removes the displaced file only after the save") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  std::shared_ptr<ModelCheckpoint> mc;
+  auto run = [&](const std::string& ck, int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = {5, 3, 4};
+    Quiet q;
+    auto o = q.base(dir / "root");
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.monitor = "score";
+    mo.dirpath = ck;
+    mo.filename = "{epoch}";
+    mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
+    Trainer t(o);
+    t.fit(m, dm);
+    return mc;
+  };
+  const std::string ck = dir / "ckpts";
+  const auto part = run(ck, 2, "");
+  CHECK(part->best_model_path() == ck + "/epoch=1.ckpt");
+  const auto resumed = run(ck, 3, part->best_model_path());  // epoch 2 scores 4: worse than epoch 1's 3
+  CHECK(names_in(ck) == std::set<std::string>{"epoch=1.ckpt"});
+  CHECK(resumed->best_model_path() == ck + "/epoch=1.ckpt");
+  CHECK(resumed->best_model_score() == 3.0);
+
+  // Epoch 1's file cannot be written (a folder has its name): epoch 0's file and ranking stay.
+  const std::string ck2 = dir / "ckpts2";
+  fs::create_directories(ck2 + "/epoch=1.ckpt");
+  CHECK_FALSE(error_of([&] { run(ck2, 2, ""); }).empty());
+  CHECK(fs::is_regular_file(ck2 + "/epoch=0.ckpt"));
+  REQUIRE(mc->best_k_models().size() == 1);
+  CHECK(mc->best_k_models()[0].second == ck2 + "/epoch=0.ckpt");
+  CHECK(mc->best_model_path() == ck2 + "/epoch=0.ckpt");
+  CHECK(mc->best_model_score() == 5.0);
+}
+
+// Every fit writes to a new version_N folder, so a resumed run's checkpoints go elsewhere than the
+// earlier part's. As Lightning keeps best_model_path, the resumed ModelCheckpoint keeps the earlier
+// part's ranked files that still exist: best_model_path (what test(ckpt="best") and cnn_train load)
+// is the best of the whole run, not of its resumed part. It never deletes a file outside its folder.
+TEST_CASE("a run resumed into a new version folder keeps the earlier folder's best checkpoints") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto run = [&](const std::string& root, std::vector<double> scores, int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = std::move(scores);
+    Quiet q;
+    auto o = q.base(root);
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.monitor = "score";
+    mo.save_last = true;
+    mo.filename = "{epoch}";
+    auto mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
+    Trainer t(o);
+    t.fit(m, dm);
+    return mc;
+  };
+  {  // the best is in the first part
+    const std::vector<double> scores = {5, 1, 3, 4};
+    const auto full = run(dir / "full", scores, 4, "");
+    run(dir / "a", scores, 2, "");
+    const auto resumed = run(dir / "a", scores, 4, "last");
+    CHECK(full->best_model_score() == 1.0);
+    CHECK(resumed->best_model_score() == 1.0);
+    CHECK(resumed->best_model_path() == dir / "a/lightning_logs/version_0/checkpoints/epoch=1.ckpt");
+    CHECK(names_in(resumed->dirpath()) == std::set<std::string>{"last.ckpt"});
+  }
+  {  // the best is in the resumed part: the earlier best leaves the ranking, its file stays
+    const std::vector<double> scores = {5, 1, 3, 0.5};
+    run(dir / "b", scores, 2, "");
+    const auto resumed = run(dir / "b", scores, 4, "last");
+    CHECK(resumed->best_model_score() == 0.5);
+    CHECK(resumed->best_model_path() == resumed->dirpath() + "/epoch=3.ckpt");
+    CHECK(resumed->best_k_models().size() == 1);
+    CHECK(fs::is_regular_file(dir / "b/lightning_logs/version_0/checkpoints/epoch=1.ckpt"));
+  }
+}
+
+// Each callback's state is saved under a key made from its configuration (Lightning's state_key), so
+// two ModelCheckpoints no longer overwrite each other's state; two with the same key are refused.
+// A checkpoint written with the old per-type key still loads into the one callback of that type.
+TEST_CASE("callback states are keyed by configuration, and the old per-type keys still load") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto opts = [&](Quiet& q, int64_t epochs, const std::string& resume) {
+    auto o = q.base(dir.path);
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    return o;
+  };
+  std::shared_ptr<ModelCheckpoint> best, periodic;
+  auto run = [&](int64_t epochs, const std::string& resume) {
+    manual_seed(7);
+    Counting m(small_cnn(), adam());
+    m.scores = {5, 1, 3};
+    Quiet q;
+    auto o = opts(q, epochs, resume);
+    ModelCheckpointOptions a, b;
+    a.monitor = "score";
+    a.filename = "best-{epoch}";
+    b.save_last = true;
+    b.filename = "periodic-{epoch}";
+    best = std::make_shared<ModelCheckpoint>(a);
+    periodic = std::make_shared<ModelCheckpoint>(b);
+    o.callbacks = {best, periodic};
+    Trainer(o).fit(m, dm);
+  };
+  run(2, "");
+  const std::string best_path = best->best_model_path();
+  run(3, "last");
+  CHECK(best->best_model_path() == best_path);
+  CHECK(best->best_model_score() == 1.0);
+  CHECK(periodic->best_model_path() == periodic->dirpath() + "/periodic-epoch=2.ckpt");
+
+  {
+    Counting m(small_cnn(), adam());
+    Quiet q;
+    auto o = opts(q, 1, "");
+    o.callbacks = {std::make_shared<ModelCheckpoint>(), std::make_shared<ModelCheckpoint>()};
+    CHECK(contains(error_of([&] { Trainer(o).fit(m, dm); }), "same state key"));
+  }
+
+  // A checkpoint in the old format: EarlyStopping's state under "callback.EarlyStopping.".
+  Counting m(small_cnn(), adam());
+  m.scores = {1, 2};
+  Quiet q;
+  auto o = opts(q, 2, "");
+  EarlyStoppingOptions eo;
+  eo.monitor = "score";
+  eo.patience = 5;
+  o.callbacks = {std::make_shared<EarlyStopping>(eo)};
+  Trainer t(o);
+  t.fit(m, dm);
+  Checkpoint c = load_checkpoint(t.checkpoint_callback()->best_model_path());
+  std::map<std::string, std::string> old;
+  for (const auto& [k, v] : c.metadata) {
+    const size_t field = k.rfind('.');
+    if (k.rfind("callback.EarlyStopping", 0) == 0) old["callback.EarlyStopping" + k.substr(field)] = v;
+    else if (k.rfind("callback.", 0) != 0) old[k] = v;
+  }
+  REQUIRE(old.count("callback.EarlyStopping.wait"));
+  c.metadata = old;
+  save_checkpoint(dir / "old.ckpt", c);
+  auto resume_with = [&](std::vector<std::shared_ptr<Callback>> callbacks) {
+    Counting m2(small_cnn(), adam());
+    Quiet q2;
+    auto o2 = opts(q2, 2, dir / "old.ckpt");
+    o2.callbacks = std::move(callbacks);
+    Trainer(o2).fit(m2, dm);
+    return q2.os.str();
+  };
+  auto one = std::make_shared<EarlyStopping>(eo);
+  resume_with({one});
+  CHECK(one->wait_count() == 1);
+  CHECK(one->best_score() == 1.0);
+  // With two EarlyStoppings, which one the old state belongs to is unknown: neither takes it.
+  EarlyStoppingOptions eo2 = eo;
+  eo2.monitor = "val_loss";
+  auto first = std::make_shared<EarlyStopping>(eo), second = std::make_shared<EarlyStopping>(eo2);
+  CHECK(contains(resume_with({first, second}), "2 EarlyStopping callbacks"));
+  CHECK(first->wait_count() == 0);
+  CHECK(second->wait_count() == 0);
+}
+
+// An infinite or NaN metric used to be converted to long long (undefined; it printed
+// val_loss=-9223372036854775808), and a format's conversion went to snprintf unchecked with a double.
+TEST_CASE("ModelCheckpoint filenames: non-finite metrics, and only f, e, g, E, G conversions") {
+  auto name = [](const std::string& tmpl, double v) { return ModelCheckpoint::format_name(tmpl, {{"x", v}}); };
+  CHECK(name("{x}", INFINITY) == "x=inf");
+  CHECK(name("{x}", -INFINITY) == "x=-inf");
+  CHECK(name("{x}", NAN) == "x=nan");
+  CHECK(name("{x}", 1e30) == "x=1000000000000000019884624838656.0000");
+  CHECK(name("{x}", -12) == "x=-12");
+  CHECK(name("{x:.3e}", 0.123456) == "x=1.235e-01");
+  CHECK(name("{x:+08.2f}", 1.5) == "x=+0001.50");
+  CHECK(name("{x:G}", 0.25) == "x=0.25");
+  for (const char* bad : {"{x:d}", "{x:.2}", "{x:.2f%}", "{x:ld}"})
+    CHECK(contains(error_of([&] { name(bad, 1.0); }), "f, e, g, E or G"));
+  for (const char* bad : {"{x:s}", "{x:n}"}) {
+    ModelCheckpointOptions mo;
+    mo.filename = bad;
+    CHECK(contains(error_of([&] { (void)ModelCheckpoint(mo); }), bad));
+  }
+}
+
+// Callback state that does not parse used to throw std::invalid_argument (or read "1x" as 1), after
+// restore() had changed the model. Now: volt::Error naming the key and the value, model untouched.
+TEST_CASE("callback state that does not parse: volt::Error naming key and value, before the model changes") {
+  EarlyStopping es;
+  CHECK(contains(error_of([&] { es.load_state_dict({{"best", "abc"}, {"wait", "1"}}); }), "\"best\" = \"abc\""));
+  CHECK(contains(error_of([&] { es.load_state_dict({{"best", "1"}, {"wait", "1x"}}); }), "\"wait\" = \"1x\""));
+  ModelCheckpoint mc;
+  CHECK(contains(error_of([&] { mc.load_state_dict({{"dirpath", ""}, {"best_model_path", ""},
+                                                    {"best_model_score", "nan"}, {"count", "two"}}); }),
+                 "\"count\" = \"two\""));
+  // All or none: the first EarlyStopping's state loads, the second's does not; the first is put back.
+  EarlyStoppingOptions eo;
+  eo.monitor = "score";
+  auto first = std::make_shared<EarlyStopping>(eo), second = std::make_shared<EarlyStopping>();
+  std::map<std::string, std::string> meta = {{"callback." + first->state_key() + ".best", "0.5"},
+                                             {"callback." + first->state_key() + ".wait", "2"},
+                                             {"callback." + second->state_key() + ".best", "0.5"},
+                                             {"callback." + second->state_key() + ".wait", "-1"}};
+  std::ostringstream note;
+  CHECK(contains(error_of([&] { load_callback_states({first, second}, meta, note); }), "\"wait\" = \"-1\""));
+  CHECK(first->wait_count() == 0);
+  CHECK(std::isinf(first->best_score()));
+
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(128, 32, 32);
+  auto opts = [&](Quiet& q, const std::string& resume) {
+    auto o = q.base(dir.path);
+    o.max_epochs = 2;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.resume = resume;
+    EarlyStoppingOptions eo;
+    eo.monitor = "score";
+    o.callbacks = {std::make_shared<EarlyStopping>(eo)};
+    return o;
+  };
+  manual_seed(7);
+  Counting m(small_cnn(), adam());
+  m.scores = {1, 2};
+  Quiet q;
+  Trainer t(opts(q, ""));
+  t.fit(m, dm);
+  Checkpoint c = load_checkpoint(t.checkpoint_callback()->best_model_path());
+  for (auto& [k, v] : c.metadata)
+    if (k.rfind("callback.EarlyStopping", 0) == 0 && k.size() > 5 && k.substr(k.size() - 5) == ".wait") v = "many";
+  save_checkpoint(dir / "bad.ckpt", c);
+  manual_seed(8);
+  Counting fresh(small_cnn(), adam());
+  const StateDict before = test::snapshot(fresh);
+  Quiet q2;
+  CHECK(contains(error_of([&] { Trainer(opts(q2, dir / "bad.ckpt")).fit(fresh, dm); }), "\"wait\" = \"many\""));
+  CHECK(test::same_state(fresh, before));
+}
