@@ -24,6 +24,19 @@ using namespace volt;
 using namespace volt::test;
 namespace fs = std::filesystem;
 
+namespace {
+// What these cases' fits share: `epochs` epochs in `root`, no sanity check, no logger, resuming from
+// `resume` ("": a fresh start).
+TrainerOptions scored_options(Quiet& q, const std::string& root, int64_t epochs, const std::string& resume) {
+  TrainerOptions o = q.base(root);
+  o.max_epochs = epochs;
+  o.num_sanity_val_steps = 0;
+  o.logger = false;
+  o.resume = resume;
+  return o;
+}
+}  // namespace
+
 TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt, and test(ckpt=best) loads the best") {
   test::TempDir dir("volt_trainer_");
   manual_seed(6);
@@ -43,8 +56,7 @@ TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt, and test(ckpt=best) l
   o.callbacks = {mc};
   Trainer t(o);
   t.fit(m, dm);
-  std::set<std::string> files;
-  for (const auto& e : fs::directory_iterator(t.log_dir() + "/checkpoints")) files.insert(e.path().filename().string());
+  const std::set<std::string> files = names_in(t.log_dir() + "/checkpoints");
   const std::set<std::string> want = {"epoch=3-step=12-score=1.00.ckpt", "epoch=4-step=15-score=2.00.ckpt", "last.ckpt"};
   CHECK(files == want);
   CHECK(contains(mc->best_model_path(), "epoch=3-step=12"));
@@ -63,45 +75,32 @@ TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on
   test::TempDir dir("volt_trainer_");
   manual_seed(7);
   SynthDM dm(128, 32, 32);
-  {
+  struct Outcome {
+    int64_t stopped_epoch, end_epoch;
+    std::string reason, printed;
+  };
+  auto fit = [&](std::vector<double> scores, int64_t patience) {
     Counting m(small_cnn(), adam());
-    m.scores = {1, 2, 3, 4, 5, 6, 7, 8};
+    m.scores = std::move(scores);
     Quiet q;
-    auto o = q.base(dir.path);
-    o.max_epochs = 8;
-    o.num_sanity_val_steps = 0;
-    o.logger = false;
+    auto o = scored_options(q, dir.path, 8, "");
     o.enable_checkpointing = false;
     EarlyStoppingOptions eo;
     eo.monitor = "score";
-    eo.patience = 2;
+    eo.patience = patience;
     auto es = std::make_shared<EarlyStopping>(eo);
     o.callbacks = {es};
     Trainer t(o);
     t.fit(m, dm);
-    CHECK(es->stopped_epoch() == 2);
-    CHECK(t.current_epoch() == 3);
-    CHECK(contains(q.os.str(), "did not improve"));
-  }
-  {
-    Counting m(small_cnn(), adam());
-    m.scores = {1, NAN};
-    Quiet q;
-    auto o = q.base(dir.path);
-    o.max_epochs = 8;
-    o.num_sanity_val_steps = 0;
-    o.logger = false;
-    o.enable_checkpointing = false;
-    EarlyStoppingOptions eo;
-    eo.monitor = "score";
-    eo.patience = 5;
-    auto es = std::make_shared<EarlyStopping>(eo);
-    o.callbacks = {es};
-    Trainer t(o);
-    t.fit(m, dm);
-    CHECK(es->stopped_epoch() == 1);
-    CHECK(contains(es->reason(), "not finite"));
-  }
+    return Outcome{es->stopped_epoch(), t.current_epoch(), es->reason(), q.os.str()};
+  };
+  const Outcome rising = fit({1, 2, 3, 4, 5, 6, 7, 8}, 2);
+  CHECK(rising.stopped_epoch == 2);
+  CHECK(rising.end_epoch == 3);
+  CHECK(contains(rising.printed, "did not improve"));
+  const Outcome nan = fit({1, NAN}, 5);
+  CHECK(nan.stopped_epoch == 1);
+  CHECK(contains(nan.reason, "not finite"));
 }
 
 // Lightning runs every ModelCheckpoint after the other callbacks (_reorder_callbacks), so that a
@@ -115,11 +114,7 @@ TEST_CASE("ModelCheckpoint runs after EarlyStopping: a run resumed from last.ckp
     Counting m(small_cnn(), adam());
     m.scores = {1, 2, 3, 4, 5, 6, 7, 8};
     Quiet q;
-    auto o = q.base(dir.path);
-    o.max_epochs = epochs;
-    o.num_sanity_val_steps = 0;
-    o.logger = false;
-    o.resume = resume;
+    auto o = scored_options(q, dir.path, epochs, resume);
     ModelCheckpointOptions mo;
     mo.save_last = true;
     EarlyStoppingOptions eo;
@@ -153,11 +148,7 @@ TEST_CASE("ModelCheckpoint ranks a checkpoint before saving it, and removes the 
     Counting m(small_cnn(), adam());
     m.scores = {5, 3, 4};
     Quiet q;
-    auto o = q.base(dir / "root");
-    o.max_epochs = epochs;
-    o.num_sanity_val_steps = 0;
-    o.logger = false;
-    o.resume = resume;
+    auto o = scored_options(q, dir / "root", epochs, resume);
     ModelCheckpointOptions mo;
     mo.monitor = "score";
     mo.dirpath = ck;
@@ -199,11 +190,7 @@ TEST_CASE("a run resumed into a new version folder keeps the earlier folder's be
     Counting m(small_cnn(), adam());
     m.scores = std::move(scores);
     Quiet q;
-    auto o = q.base(root);
-    o.max_epochs = epochs;
-    o.num_sanity_val_steps = 0;
-    o.logger = false;
-    o.resume = resume;
+    auto o = scored_options(q, root, epochs, resume);
     ModelCheckpointOptions mo;
     mo.monitor = "score";
     mo.save_last = true;
@@ -242,11 +229,7 @@ TEST_CASE("callback states are keyed by configuration, and the old per-type keys
   test::TempDir dir("volt_trainer_");
   SynthDM dm(128, 32, 32);
   auto opts = [&](Quiet& q, int64_t epochs, const std::string& resume) {
-    auto o = q.base(dir.path);
-    o.max_epochs = epochs;
-    o.num_sanity_val_steps = 0;
-    o.logger = false;
-    o.resume = resume;
+    auto o = scored_options(q, dir.path, epochs, resume);
     return o;
   };
   std::shared_ptr<ModelCheckpoint> best, periodic;
@@ -370,11 +353,7 @@ TEST_CASE("callback state that does not parse: volt::Error naming key and value,
   test::TempDir dir("volt_trainer_");
   SynthDM dm(128, 32, 32);
   auto opts = [&](Quiet& q, const std::string& resume) {
-    auto o = q.base(dir.path);
-    o.max_epochs = 2;
-    o.num_sanity_val_steps = 0;
-    o.logger = false;
-    o.resume = resume;
+    auto o = scored_options(q, dir.path, 2, resume);
     EarlyStoppingOptions eo;
     eo.monitor = "score";
     o.callbacks = {std::make_shared<EarlyStopping>(eo)};
