@@ -204,6 +204,8 @@ struct TrainerRun {
         start = train->state().next_batch;
       else
         train->set_epoch(t.epoch_);
+    } else if (resumed_first && I.resume_loader.epoch == t.epoch_) {
+      start = I.resume_loader.next_batch;  // the cached batches, from where a pre-empted run stopped
     }
     if (I.bar) I.bar->start("Epoch " + std::to_string(t.epoch_), n_train);
     const bool validate_epoch = val && n_val > 0 && (t.epoch_ + 1) % o.check_val_every_n_epoch == 0;
@@ -281,7 +283,7 @@ struct TrainerRun {
       // Pre-empted: after this step's logging and validation, so that the resumed run has nothing of
       // this batch left to do. At the epoch's last batch, fit() handles it after the epoch's end.
       if (step_now && batch_idx + 1 < n_train && t.preemption_requested()) {
-        preempt(t.epoch_, overfit.empty() ? train->state() : LoaderState{t.epoch_, 0});
+        preempt(t.epoch_, overfit.empty() ? train->state() : LoaderState{t.epoch_, batch_idx + 1});
         return false;
       }
     }

@@ -171,6 +171,32 @@ TEST_CASE("SIGUSR1 in an epoch's last batch: the checkpoint follows the epoch's 
   CHECK(same_state(second, snapshot(full)));
 }
 
+TEST_CASE("SIGUSR1 under overfit_batches: the requeued job goes on from the next cached batch") {
+  // The checkpoint said "batch 0" of the epoch, so the requeued job trained that epoch's first
+  // batches twice and ended elsewhere than an uninterrupted run.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  ScopedEnv job("SLURM_JOB_ID", "4242"), cmd("VOLT_REQUEUE_CMD", "true");
+  const auto tweak = [](TrainerOptions& o) {
+    o.max_epochs = 3;
+    o.seed = 5;
+    o.overfit_batches = 3;
+  };
+  manual_seed(5);
+  PreemptedFit full(dir / "full", -1, dm, tweak);
+  manual_seed(5);
+  PreemptedFit first(dir / "job", 4, dm, tweak);  // step 4: epoch 1, the second of its 3 batches
+  REQUIRE(first.t->requeued());
+  CHECK(contains(first.t->requeue_message(), "at epoch 1, step 5"));
+  ScopedEnv restart("SLURM_RESTART_COUNT", "1");
+  manual_seed(99);
+  PreemptedFit second(dir / "job", -1, dm, tweak);
+  INFO(second.q.os.str());
+  CHECK(contains(second.q.os.str(), "at epoch 1, step 5"));
+  CHECK(second.t->global_step() == full.t->global_step());
+  CHECK(same_state(second.m, snapshot(full.m)));
+}
+
 TEST_CASE("SIGUSR1 outside Slurm: the checkpoint is written and the message says how to continue") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
