@@ -318,19 +318,24 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   const std::string hpc = requeue_checkpoint_path(opts_.default_root_dir);
   bool from_hpc = false;  // rank 0's to know (it removes the file at the end)
   const std::string resume_path = decided_on_rank0([&] {
-    if (!opts_.resume.empty()) return resolve_resume_path(opts_.default_root_dir, opts_.resume);
-    if (!is_requeued_job()) return std::string();
-    // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags; one
-    // that another job left in the same folder is not this run's to continue.
-    if (fs::is_regular_file(hpc)) {
+    const bool requeued = is_requeued_job();
+    // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags and
+    // before any `resume` (the job's command line names where it first started from, which the
+    // pre-empted run has gone past); one that another job left in the same folder is not this run's.
+    if (requeued && fs::is_regular_file(hpc)) {
       const std::string owner = requeue_checkpoint_job(hpc);
       if (owner == env_.job_id) {
         from_hpc = true;
+        if (!opts_.resume.empty())
+          out() << "Requeued job " << env_.job_id << ": resuming from its own " << hpc << ", not from resume=\""
+                << opts_.resume << "\"\n";
         return hpc;
       }
       out() << hpc << " was written by " << (owner.empty() ? "a run outside Slurm" : "Slurm job " + owner)
             << ", not by this job (" << env_.job_id << "): not resuming from it (pass --resume to)\n";
     }
+    if (!opts_.resume.empty()) return resolve_resume_path(opts_.default_root_dir, opts_.resume);
+    if (!requeued) return std::string();
     // Requeued for another reason (a node failure): continue from the newest last.ckpt, if any.
     try {
       return resolve_resume_path(opts_.default_root_dir, "last");

@@ -245,6 +245,35 @@ TEST_CASE("a requeued job does not resume from the checkpoint another job left i
   CHECK(fs::exists(hpc));
 }
 
+TEST_CASE("a requeued job started with --resume goes on from its own requeue checkpoint") {
+  // The job's command line resumes an earlier run (resume="last"); pre-empted and requeued, the same
+  // command must continue from where the job stopped, not go back to where it first started.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  ScopedEnv cmd("VOLT_REQUEUE_CMD", "true");
+  { PreemptedFit earlier(dir.path, -1, dm); }  // two epochs: last.ckpt at step 10
+  auto resume_last = [](TrainerOptions& o) {
+    o.max_epochs = 4;
+    o.resume = "last";
+  };
+  ScopedEnv job("SLURM_JOB_ID", "4343");
+  {
+    PreemptedFit first(dir.path, 12, dm, resume_last);
+    INFO(first.q.os.str());
+    REQUIRE(first.t->requeued());
+    CHECK(contains(first.q.os.str(), "at epoch 2, step 10"));
+  }
+  const std::string hpc = requeue_checkpoint_path(dir.path);
+  ScopedEnv restart("SLURM_RESTART_COUNT", "1");
+  PreemptedFit again(dir.path, -1, dm, resume_last);
+  const std::string printed = again.q.os.str();
+  INFO(printed);
+  CHECK(contains(printed, "resuming from its own " + hpc + ", not from resume=\"last\""));
+  CHECK(contains(printed, "Resumed from " + hpc + " at epoch 2, step 13"));
+  CHECK(again.t->global_step() == 20);
+  CHECK_FALSE(fs::exists(hpc));
+}
+
 TEST_CASE("fast_dev_run absorbs SIGUSR1: it runs to its end and writes no checkpoint") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
