@@ -135,6 +135,7 @@ std::string ModelCheckpoint::format_name(const std::string& tmpl, const std::map
 }
 
 void ModelCheckpoint::on_fit_start(Trainer& t, LightningModule&) {
+  said_waiting_ = false;
   if (!t.writes_files()) return;
   dir_ = o_.dirpath.empty() ? t.log_dir() + "/checkpoints" : o_.dirpath;
   VOLT_CHECK(!dir_.empty() && dir_ != "/checkpoints", "ModelCheckpoint: no dirpath and the trainer has no log folder");
@@ -164,19 +165,38 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
   values["epoch"] = double(epoch);
   values["step"] = double(t.global_step());
   double score = std::numeric_limits<double>::quiet_NaN();
-  if (!o_.monitor.empty()) {
+  bool rank_now = o_.save_top_k != 0;
+  if (!o_.monitor.empty() && rank_now) {
     auto it = values.find(o_.monitor);
-    if (it == values.end()) {
+    if (t.has_validation() && t.last_validated_epoch() != epoch) {
+      // As Lightning, which saves these after a validation: an epoch without one (check_val_every_n_epoch,
+      // max_steps in mid-epoch) has no new score; its value would be the last validation's, or none.
+      if (!said_waiting_)
+        t.out() << "ModelCheckpoint: no validation in epoch " << epoch << ": the top-" << o_.save_top_k
+                << " checkpoints by \"" << o_.monitor << "\" are saved after validations"
+                << (o_.save_last ? " (last.ckpt after every epoch)" : "") << "\n";
+      said_waiting_ = true;
+      rank_now = false;
+    } else if (it == values.end()) {
       std::string known;
       for (const auto& [k, v] : t.callback_metrics()) known += (known.empty() ? "" : ", ") + k;
-      VOLT_FAIL("ModelCheckpoint: monitor \"", o_.monitor, "\" was not logged (logged: ", known, ")");
+      // After a validation the name is wrong; a fit that never validates cannot rank by it: said once.
+      VOLT_CHECK(!t.has_validation(), "ModelCheckpoint: monitor \"", o_.monitor, "\" was not logged (logged: ",
+                 known, ")");
+      if (!said_waiting_)
+        t.out() << "ModelCheckpoint: monitor \"" << o_.monitor << "\" was not logged (logged: " << known
+                << ") and this fit has no validation: no top-k checkpoints"
+                << (o_.save_last ? " (last.ckpt after every epoch)" : "") << "\n";
+      said_waiting_ = true;
+      rank_now = false;
+    } else {
+      score = it->second;
     }
-    score = it->second;
   } else {
     score = double(t.global_step());  // newest is best
   }
   const bool by_recency = o_.monitor.empty();
-  if (o_.save_top_k != 0) {
+  if (rank_now) {
     const std::string path = dir_ + "/" + format_name(o_.filename, values) + ".ckpt";
     bool keep = o_.save_top_k == -1 || int64_t(top_.size()) < o_.save_top_k;
     if (!keep) {
@@ -276,6 +296,9 @@ EarlyStopping::EarlyStopping(const EarlyStoppingOptions& o) : o_(o) {
 }
 
 void EarlyStopping::on_train_epoch_end(Trainer& t, LightningModule&) {
+  // As Lightning, a fit that validates is checked after its validations: an epoch without one has no
+  // new value (and does not count towards the patience).
+  if (t.has_validation() && t.last_validated_epoch() != t.current_epoch()) return;
   const auto& m = t.callback_metrics();
   auto it = m.find(o_.monitor);
   if (it == m.end()) {

@@ -77,12 +77,13 @@ class ModelCheckpoint : public Callback {
   std::string dir_, best_path_, last_path_;
   double best_score_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<std::pair<double, std::string>> top_;
+  bool said_waiting_ = false;  // the note that an epoch had nothing to rank by, once per fit
 };
 
 struct EarlyStoppingOptions {
   std::string monitor = "val_loss";
   double min_delta = 0.0;
-  int64_t patience = 3;   // epochs without improvement before stopping
+  int64_t patience = 3;   // checks without improvement before stopping (each epoch, or each validating epoch)
   std::string mode = "min";
   bool check_finite = true;  // stop when the metric is NaN or infinite
 };

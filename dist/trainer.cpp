@@ -70,6 +70,7 @@ struct TrainerRun {
     std::map<std::string, double> means =
         Trainer::eval_loop(module, s, next, n, false, I.profiler, t.communicator(), t.compute_dtype_);
     if (stage != "sanity") {
+      t.last_validated_epoch_ = t.epoch_;
       for (const auto& [k, v] : means) t.callback_metrics_[k] = v;
       const auto logged = s.epoch_means(true);
       for (const auto& [k, v] : logged) t.logged_metrics_[k] = v;
@@ -393,6 +394,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     const int64_t total_val = run.val ? run.val->num_batches() : 0;
     run.n_val = fast ? std::min(fast, total_val) : opts_.limit_val_batches.of(total_val);
   }
+  has_validation_ = run.val != nullptr && run.n_val > 0;
+  last_validated_epoch_ = -1;
   const auto& vci = opts_.val_check_interval;
   run.val_every = vci.is_fraction ? std::max<int64_t>(1, int64_t(std::floor(vci.value * double(run.n_train))))
                                   : int64_t(vci.value);

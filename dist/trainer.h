@@ -127,6 +127,12 @@ class Trainer {
   const std::map<std::string, double>& logged_metrics() const { return logged_metrics_; }
   const std::string& log_dir() const { return log_dir_; }  // "" when nothing is written
   bool should_stop() const { return should_stop_; }
+  // Whether this fit validates (it has validation batches) and the epoch of its latest validation
+  // (-1: none yet; the sanity check does not count): callbacks that monitor a metric act when it is new.
+  bool has_validation() const { return has_validation_; }
+  int64_t last_validated_epoch() const { return last_validated_epoch_; }
+  // Where the trainer prints (rank 0's stream; the other ranks' prints go nowhere).
+  std::ostream& out() const;
   void request_stop() { should_stop_ = true; }
   bool writes_files() const { return opts_.fast_dev_run.batches == 0; }
   const TrainerOptions& options() const { return opts_; }
@@ -181,7 +187,6 @@ class Trainer {
   static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s,
                                                  const std::function<bool(int64_t, Batch&)>& next, int64_t n,
                                                  bool test, Profiler& prof, Communicator& comm, DType compute);
-  std::ostream& out() const;
   TrainerOptions opts_;
   ProcessEnv env_;
   Device device_ = Device::cpu();
@@ -193,6 +198,8 @@ class Trainer {
   std::map<std::string, double> callback_metrics_, logged_metrics_;
   std::string log_dir_;
   bool should_stop_ = false;
+  bool has_validation_ = false;
+  int64_t last_validated_epoch_ = -1;
   bool requeued_ = false, requeue_failed_ = false;
   std::string requeue_message_;
   friend struct TrainerRun;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -101,6 +102,69 @@ TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on
   const Outcome nan = fit({1, NAN}, 5);
   CHECK(nan.stopped_epoch == 1);
   CHECK(contains(nan.reason, "not finite"));
+}
+
+// As Lightning, a fit that validates ranks checkpoints and checks EarlyStopping after its validations:
+// the epochs between them (check_val_every_n_epoch, max_steps in mid-epoch) have no new value. Those
+// epochs used to fail the fit with "monitor was not logged", or rank by the last validation's value.
+TEST_CASE("ModelCheckpoint and EarlyStopping act after validations, and a fit without any saves last.ckpt") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(8);
+  SynthDM dm(128, 32, 32);  // 4 training batches per epoch
+  auto checkpointed = [&](const std::string& monitor, const std::function<void(TrainerOptions&)>& tweak,
+                          std::vector<double> scores, std::string* printed = nullptr) {
+    Counting m(small_cnn(), adam());
+    m.scores = std::move(scores);
+    Quiet q;
+    auto o = scored_options(q, dir.path, 4, "");
+    ModelCheckpointOptions mo;
+    mo.monitor = monitor;
+    mo.save_last = true;
+    mo.filename = "epoch={epoch}";
+    auto mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
+    tweak(o);
+    Trainer t(o);
+    t.fit(m, dm);
+    if (printed) *printed = q.os.str();
+    return names_in(t.log_dir() + "/checkpoints");
+  };
+  std::string printed;
+  // Validated at epochs 1 and 3: ranked there only (epoch 2's 0.5 is not a validation's score).
+  const auto every2 = checkpointed("score", [](TrainerOptions& o) { o.check_val_every_n_epoch = 2; },
+                                   {9, 3, 0.5, 1}, &printed);
+  CHECK(every2 == std::set<std::string>{"epoch=3.ckpt", "last.ckpt"});
+  CHECK(contains(printed, "ModelCheckpoint: no validation in epoch 0: the top-1 checkpoints by \"score\" are "
+                          "saved after validations (last.ckpt after every epoch)"));
+  // max_steps ends the fit before the first validation: last.ckpt, nothing ranked.
+  CHECK(checkpointed("val_loss", [](TrainerOptions& o) { o.max_steps = 2; }, {}) ==
+        std::set<std::string>{"last.ckpt"});
+  // No validation at all: said once, last.ckpt every epoch.
+  CHECK(checkpointed("val_loss", [](TrainerOptions& o) { o.limit_val_batches = 0; }, {}, &printed) ==
+        std::set<std::string>{"last.ckpt"});
+  CHECK(contains(printed, "monitor \"val_loss\" was not logged"));
+  CHECK(contains(printed, "this fit has no validation: no top-k checkpoints"));
+  // After a validation, a name it did not log is a mistake.
+  CHECK(contains(error_of([&] { checkpointed("val_los", [](TrainerOptions&) {}, {}); }),
+                 "ModelCheckpoint: monitor \"val_los\" was not logged"));
+
+  // EarlyStopping's patience counts checks: validated at epochs 1, 3, 5 (scores 2, 4, 6: no
+  // improvement after the first), patience 2 stops at epoch 5.
+  Counting m(small_cnn(), adam());
+  m.scores = {1, 2, 3, 4, 5, 6, 7, 8};
+  Quiet q;
+  auto o = scored_options(q, dir.path, 8, "");
+  o.enable_checkpointing = false;
+  o.check_val_every_n_epoch = 2;
+  EarlyStoppingOptions eo;
+  eo.monitor = "score";
+  eo.patience = 2;
+  auto es = std::make_shared<EarlyStopping>(eo);
+  o.callbacks = {es};
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(es->stopped_epoch() == 5);
+  CHECK(t.current_epoch() == 6);
 }
 
 // Lightning runs every ModelCheckpoint after the other callbacks (_reorder_callbacks), so that a
