@@ -53,8 +53,8 @@ struct TrainerOptions {
   // Processes (one per device) on each node: 0 = what the launcher started, -1 = one per GPU, or a
   // count that must match the launcher's tasks per node (Volt does not spawn processes).
   int64_t devices = 0;
-  int64_t gpus = 0;                  // the tutorial's gpus=N (N > 0 means accelerator "gpu")
-  int64_t num_nodes = 1;
+  int64_t gpus = 0;                  // the tutorial's gpus=N: accelerator "gpu" and devices=N (-1: every GPU)
+  int64_t num_nodes = 0;             // nodes: 0 = what the launcher started, or a count that must match it
   std::string strategy = "auto";     // "auto", "ddp", "dp" (run as ddp)
   // "32"; "16-mixed" (float16 compute under Autocast, float32 master weights, dynamic loss scaling:
   // an optimizer step with Inf/NaN gradients is skipped, counted and not seen by a per-step

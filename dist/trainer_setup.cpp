@@ -43,7 +43,7 @@ std::string hparam_str(const HParamValue& v) {
 namespace {
 bool uses_gpu(const TrainerOptions& o) {
   const std::string acc = lower(o.accelerator);
-  return acc == "gpu" || acc == "cuda" || o.gpus > 0 || (acc == "auto" && cuda_device_count() > 0);
+  return acc == "gpu" || acc == "cuda" || o.gpus != 0 || (acc == "auto" && cuda_device_count() > 0);
 }
 }  // namespace
 
@@ -156,10 +156,17 @@ void Trainer::check_options() {
   const std::string acc = lower(opts_.accelerator);
   VOLT_CHECK(acc == "cpu" || acc == "auto" || acc == "gpu" || acc == "cuda", "accelerator \"", opts_.accelerator,
              "\" is not known (choices: cpu, gpu, auto)");
-  const bool want_gpu = acc == "gpu" || acc == "cuda" || opts_.gpus > 0;
+  VOLT_CHECK(opts_.gpus >= -1, "gpus must be a count >= 1, -1 (one per GPU) or 0 (unset), got ", opts_.gpus);
+  if (opts_.gpus != 0) {  // gpus=N is accelerator="gpu" with devices=N
+    VOLT_CHECK(opts_.devices == 0 || opts_.devices == opts_.gpus, "gpus=", opts_.gpus, " and devices=", opts_.devices,
+               " disagree (gpus=N means accelerator=\"gpu\", devices=N: give one of them)");
+    VOLT_CHECK(acc != "cpu", "gpus=", opts_.gpus, " asks for GPUs but accelerator is \"cpu\"");
+    opts_.devices = opts_.gpus;
+  }
+  const bool want_gpu = acc == "gpu" || acc == "cuda" || opts_.gpus != 0;
   if (want_gpu) {
     const std::string what = std::string("accelerator \"gpu\"") +
-                              (opts_.gpus > 0 ? " (gpus=" + std::to_string(opts_.gpus) + ")" : "");
+                              (opts_.gpus != 0 ? " (gpus=" + std::to_string(opts_.gpus) + ")" : "");
     VOLT_CHECK(VOLT_HAVE_CUDA, what, ": this build has no CUDA backend (configure with -DVOLT_CUDA=ON on a machine "
                "with the CUDA toolkit, cuDNN and NCCL); use accelerator=\"cpu\" or \"auto\"");
     VOLT_CHECK(cuda_device_count() > 0, what, ": no GPU is visible to this process (the CUDA backend found 0 "
@@ -167,7 +174,7 @@ void Trainer::check_options() {
   }
   VOLT_CHECK(opts_.devices >= -1, "devices must be a count >= 1, -1 (one per GPU) or 0 (auto), got ",
              opts_.devices);
-  VOLT_CHECK(opts_.num_nodes >= 1, "num_nodes must be >= 1, got ", opts_.num_nodes);
+  VOLT_CHECK(opts_.num_nodes >= 0, "num_nodes must be a count >= 1 or 0 (what was launched), got ", opts_.num_nodes);
   const std::string st = lower(opts_.strategy);
   VOLT_CHECK(st == "auto" || st == "ddp" || st == "dp", "strategy \"", opts_.strategy,
              "\" is not known (choices: auto, ddp, dp — dp runs as ddp)");

@@ -326,6 +326,11 @@ TEST_CASE("unsupported options throw volt::Error saying why") {
   };
   CHECK(contains(msg([](TrainerOptions& o) { o.accelerator = "gpu"; }), "CUDA backend"));
   CHECK(contains(msg([](TrainerOptions& o) { o.gpus = 1; }), "CUDA backend"));
+  // gpus=N is devices=N (the tutorial's flag), so the two cannot disagree; -1 is every GPU.
+  CHECK(contains(msg([](TrainerOptions& o) { o.gpus = 2, o.devices = 1; }), "gpus=2 and devices=1 disagree"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.gpus = 1, o.accelerator = "cpu"; }), "accelerator is \"cpu\""));
+  CHECK(contains(msg([](TrainerOptions& o) { o.gpus = -2; }), "gpus must be a count >= 1, -1"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.num_nodes = -1; }), "num_nodes must be a count >= 1 or 0"));
   CHECK(contains(msg([](TrainerOptions& o) { o.precision = "16-true"; }), "use \"16-mixed\""));
   CHECK(contains(msg([](TrainerOptions& o) { o.precision = "fp8"; }), "choices: 32, 16-mixed, bf16-mixed"));
   // Several devices or nodes mean several processes, which the launcher starts, not the Trainer.

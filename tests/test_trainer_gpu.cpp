@@ -263,3 +263,16 @@ TEST_CASE("gpu Trainer: a run resumed after 2 of 4 epochs on cuda:0 ends bit-ide
   CHECK(same_state(*r.resumed, snapshot(*r.full)));
   CHECK(contains(r.resumed_log, "1 of 20 optimizer steps skipped"));
 }
+
+TEST_CASE("gpu Trainer: gpus=N means devices=N (one process here), gpus=-1 one per visible GPU") {
+  require_gpu();
+  auto layout_error = [](int64_t gpus) {
+    TrainerOptions o;
+    o.gpus = gpus;
+    return error_of([&] { Trainer t(o); });
+  };
+  // A single process: gpus=2 asks for two processes on the node, which only the launcher starts.
+  CHECK(contains(layout_error(2), "--devices 2 but 1 process runs"));
+  CHECK(layout_error(1).empty());
+  if (cuda_device_count() == 1) CHECK(layout_error(-1).empty());
+}

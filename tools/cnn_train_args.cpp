@@ -51,8 +51,9 @@ const char* train_usage() {
          "  --accelerator NAME          cpu | gpu | auto (default auto: the GPU when there is one)\n"
          "  --devices N                 processes (devices) per node: a count that must match the launcher's\n"
          "                              tasks per node, -1 one per GPU, auto what was launched (default)\n"
-         "  --gpus N                    the tutorial's gpus=N: --accelerator gpu --devices N\n"
-         "  --num-nodes N               nodes (default 1); several processes are started by srun or mpirun\n"
+         "  --gpus N                    the tutorial's gpus=N: --accelerator gpu --devices N (-1: one per GPU)\n"
+         "  --num-nodes N               nodes, a count that must match the launcher's (default auto: what was\n"
+         "                              launched); several processes are started by srun or mpirun\n"
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
          "                              --distributed-backend is the tutorial's older name)\n"
          "  --threads N                 CPU threads, 1..1024 (default: all cores)\n"
@@ -180,8 +181,13 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--devices") {
       const std::string v = next();
       a.devices = v == "auto" ? 0 : v == "-1" ? -1 : to_int(flag, v, 1);
-    } else if (flag == "--gpus") a.gpus = to_int(flag, next(), 0);
-    else if (flag == "--num-nodes") a.num_nodes = to_int(flag, next(), 1);
+    } else if (flag == "--gpus") {
+      const std::string v = next();
+      a.gpus = v == "-1" ? -1 : to_int(flag, v, 0);
+    } else if (flag == "--num-nodes") {
+      const std::string v = next();
+      a.num_nodes = v == "auto" ? 0 : to_int(flag, v, 1);
+    }
     else if (flag == "--strategy" || flag == "--distributed-backend") a.strategy = choice({"auto", "ddp", "dp"});
     else if (flag == "--threads") a.threads = int(to_int(flag, next(), 1, 1024));
     else if (flag == "--fast-dev-run") {

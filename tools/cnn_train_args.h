@@ -28,7 +28,7 @@ struct TrainArgs {
   int num_workers = 3;
   // Hardware.
   std::string accelerator = "auto", strategy = "auto";
-  int64_t devices = 0, gpus = 0, num_nodes = 1;  // devices 0: auto
+  int64_t devices = 0, gpus = 0, num_nodes = 0;  // devices, num_nodes 0: auto
   int threads = 0;  // 0: all cores
   bool cuda_graphs = true;
   // The loop.

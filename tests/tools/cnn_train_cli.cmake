@@ -89,6 +89,8 @@ expect(2 "bad value '99999999999999999999' for --epochs" --epochs 99999999999999
 expect(2 "bad value '4294967297' for --num-workers: expected an integer >= 0 and <= 256" --num-workers 4294967297)
 expect(2 "bad value '2147483648' for --threads" --threads 2147483648)
 expect(2 "--download takes no value" --download=yes)
+expect(2 "bad value '0' for --num-nodes" --num-nodes 0)
+expect(2 "bad value '-2' for --gpus" --gpus -2)
 expect(0 "usage: cnn_train" --help)
 
 # Mixed precision on the CPU: the float32 kernels between 16-bit casts; 16-mixed reports its scaler.
@@ -112,4 +114,6 @@ expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset mnist --data-dir ${WORK
 expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset fashion-mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
 expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset cifar100 --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
 expect(1 "ImageFolder: ${WORK_DIR}/no-such-dir/train does not exist" --dataset folder --data-dir ${WORK_DIR}/no-such-dir)
+# --num-nodes defaults to what was launched; a count that does not match it is refused.
+expect(1 "layout: --num-nodes 2 but the job runs on 1 node" ${small} --num-nodes 2 --epochs 1)
 expect(1 "resume: checkpoint \"${WORK_DIR}/nothing.ckpt\" does not exist" ${small} --resume ${WORK_DIR}/nothing.ckpt)
