@@ -3,6 +3,10 @@
 #include "engine/threads.h"
 
 #include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <thread>
 
 #include "engine/error.h"
 #include "kernels/cpu/blas.h"
@@ -16,5 +20,14 @@ void set_num_threads(int n) {
 }
 
 int get_num_threads() { return omp_get_max_threads(); }
+
+int available_cpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  return int(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 }  // namespace volt

@@ -2,15 +2,19 @@
 // allocator.
 #include <doctest/doctest.h>
 
+#include <sched.h>
+
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/allocator.h"
 #include "engine/dtype.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "engine/threads.h"
 #include "tests/test_util.h"
 
 using namespace volt;
@@ -363,4 +367,23 @@ TEST_CASE("caching host allocator reuses a freed block") {
   Tensor b = Tensor::empty(odd);
   CHECK(b.raw_data() == first);
   CHECK(host_allocator().stats().system_allocs == before.system_allocs);
+}
+
+// cnn_train's default --threads: under srun --cpus-per-task or mpirun's binding a rank may use a few
+// of the node's cores, and taking all of them would oversubscribe the node.
+TEST_CASE("available_cpus counts the CPUs this process may run on, not the machine's") {
+  int pinned = 0;
+  std::thread([&] {  // affinity is per thread: pin this one alone to its first allowed CPU
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(sched_getaffinity(0, sizeof(set), &set) == 0);
+    int first = 0;
+    while (!CPU_ISSET(first, &set)) ++first;
+    CPU_ZERO(&set);
+    CPU_SET(first, &set);
+    REQUIRE(sched_setaffinity(0, sizeof(set), &set) == 0);
+    pinned = volt::available_cpus();
+  }).join();
+  CHECK(pinned == 1);
+  CHECK(volt::available_cpus() >= 1);
 }

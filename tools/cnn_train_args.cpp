@@ -8,7 +8,8 @@
 #include <initializer_list>
 #include <limits>
 #include <map>
-#include <thread>
+
+#include "engine/threads.h"
 
 namespace volt {
 
@@ -56,7 +57,8 @@ const char* train_usage() {
          "                              launched); several processes are started by srun or mpirun\n"
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
          "                              --distributed-backend is the tutorial's older name)\n"
-         "  --threads N                 CPU threads, 1..1024 (default: all cores)\n"
+         "  --threads N                 CPU threads, 1..1024 (default: the cores this process may use, as\n"
+         "                              srun --cpus-per-task or mpirun's binding left them)\n"
          "  --cuda-graphs on|off        on a GPU, replay the training step as one CUDA graph (default on)\n"
          "the loop (Lightning's Trainer flags):\n"
          "  --fast-dev-run [N]          run N (default 1) batches of train, val and test; no logs/checkpoints\n"
@@ -221,7 +223,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     throw UsageError("bad value for --label-smoothing: it must be in [0, 1]");
   if (a.gradient_clip_val < 0) throw UsageError("bad value for --gradient-clip-val: it must be >= 0");
   if (a.weight_decay < 0) throw UsageError("bad value for --weight-decay: it must be >= 0");
-  if (a.threads == 0) a.threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  if (a.threads == 0) a.threads = available_cpus();
   return a;
 }
 
