@@ -108,14 +108,18 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   children_.emplace_back(name, std::move(m));
 }
 
-void Module::collect(const std::string& prefix, bool params, std::vector<std::pair<std::string, Tensor>>& out) const {
-  for (const auto& [n, t] : params ? params_ : buffers_) out.emplace_back(prefix + n, t);
-  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", params, out);
+// A tensor already in `seen` (registered twice: weight tying) is one parameter, stepped once.
+void Module::collect(const std::string& prefix, bool params, std::set<const TensorImpl*>& seen,
+                     std::vector<std::pair<std::string, Tensor>>& out) const {
+  for (const auto& [n, t] : params ? params_ : buffers_)
+    if (seen.insert(t.impl()).second) out.emplace_back(prefix + n, t);
+  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", params, seen, out);
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  collect("", true, out);
+  std::set<const TensorImpl*> seen;
+  collect("", true, seen, out);
   return out;
 }
 
@@ -127,7 +131,8 @@ std::vector<Tensor> Module::parameters() const {
 
 std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  collect("", false, out);
+  std::set<const TensorImpl*> seen;
+  collect("", false, seen, out);
   return out;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,13 +72,15 @@ class Module {
   // from autocast_param().
   virtual std::vector<Tensor> autocast_parameters() const { return {}; }
 
+  // Each tensor once, under its first name, when a layer or tensor is registered twice (weight tying),
+  // as PyTorch; state_dict() keeps every name.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
   int64_t num_parameters() const;
 
-  StateDict state_dict() const;  // shares storage with the module (clone to snapshot)
+  StateDict state_dict() const;  // shares storage with the module (clone to snapshot); every name
   // Copies values in. strict: every name must match both ways. Shapes must always match.
   // Checks everything before copying anything, so a failed load leaves the module untouched.
   void load_state_dict(const StateDict& sd, bool strict = true);
@@ -102,7 +105,8 @@ class Module {
 
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> m);
-  void collect(const std::string& prefix, bool params, std::vector<std::pair<std::string, Tensor>>& out) const;
+  void collect(const std::string& prefix, bool params, std::set<const TensorImpl*>& seen,
+               std::vector<std::pair<std::string, Tensor>>& out) const;
   std::vector<std::pair<std::string, Tensor>> params_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;

@@ -1,5 +1,6 @@
 // Module bookkeeping: PyTorch names and order (the seed CNN and a hand-made module), train/eval,
-// state_dict and load_state_dict with its errors, zero_grad, and printing the module tree.
+// state_dict and load_state_dict with its errors, zero_grad, shared (tied) parameters, and printing
+// the module tree.
 #include <doctest/doctest.h>
 
 #include <memory>
@@ -13,6 +14,7 @@
 #include "layers/layers.h"
 #include "layers/models/seed_cnn.h"
 #include "layers/module.h"
+#include "layers/optim/optimizer.h"
 #include "tests/test_util.h"
 
 using namespace volt;
@@ -273,6 +275,51 @@ TEST_CASE("zero_grad clears or zeroes parameter gradients") {
   m.zero_grad();
   for (const Tensor& p : m.parameters()) CHECK_FALSE(p.grad().defined());
 }
+
+namespace {
+// One tensor registered under two names (weight tying inside a module).
+struct TwoNames : Module {
+  Tensor a = register_parameter("a", test::param({1.f, -2.f, 3.f}));
+  Tensor b = register_parameter("b", a);
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string type_name() const override { return "TwoNames"; }
+};
+}  // namespace
+
+TEST_CASE("a layer or tensor registered under two names is one parameter, stepped once") {
+  manual_seed(4);
+  auto lin = std::make_shared<Linear>(3, 3);
+  Sequential net({lin, std::make_shared<ReLU>(), lin});  // the same layer twice
+  // As PyTorch: each tensor once, under its first name; state_dict keeps every name.
+  CHECK(names_of(net.named_parameters()) == std::vector<std::string>{"0.weight", "0.bias"});
+  CHECK(net.parameters().size() == 2);
+  CHECK(net.num_parameters() == 12);
+  CHECK(names_of(net.state_dict().items()) == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias"});
+  net.load_state_dict(snapshot(net));
+  auto bn = std::make_shared<BatchNorm2d>(2);
+  CHECK(names_of(Sequential({bn, bn}).named_buffers()) ==
+        std::vector<std::string>{"0.running_mean", "0.running_var", "0.num_batches_tracked"});
+
+  // SGD moves the shared weight once by lr times its gradient (the sum over both uses).
+  SGD sgd(net.parameters(), test::sgd_options(0.1));
+  sum(net(test::rand_tensor({4, 3}, 5))).backward();
+  const std::vector<float> w = lin->weight.to_vector(), g = lin->weight.grad().to_vector();
+  sgd.step();
+  std::vector<double> want;
+  for (size_t i = 0; i < w.size(); ++i) want.push_back(double(w[i]) - 0.1 * double(g[i]));
+  test::check_close(lin->weight, want);
+
+  // Adam's first step moves each element by lr (times the sign of its gradient 2a), once.
+  TwoNames two;
+  CHECK(names_of(two.named_parameters()) == std::vector<std::string>{"a"});
+  CHECK(two.num_parameters() == 3);
+  CHECK(two.state_dict().size() == 2);
+  Adam adam(two.parameters(), test::adam_options(0.1));
+  sum(two.a * two.b).backward();
+  adam.step();
+  test::check_close(two.a, {0.9, -1.9, 2.9});
+}
+
 TEST_CASE("printing a module shows the tree") {
   manual_seed(0);
   SeedCNN m;
