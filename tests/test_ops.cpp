@@ -285,6 +285,20 @@ TEST_CASE("cross_entropy golden: reductions and label smoothing by hand") {
   check_values(cross_entropy(big, Tensor::from_labels({1})), {}, {1000.0}, 1e-6);
 }
 
+TEST_CASE("cross_entropy: a -inf logit (a masked class) has probability 0, a finite loss and a 0 gradient") {
+  const float l2 = float(std::log(2.0)), l3 = float(std::log(3.0)), inf = std::numeric_limits<float>::infinity();
+  // softmax [1/6, 2/6, 0, 3/6], target 3 -> -log(1/2) = ln 2
+  const std::vector<float> z = {0, l2, -inf, l3};
+  const Tensor target = Tensor::from_labels({3});
+  Tensor logits = leaf({1, 4}, z);
+  Tensor loss = cross_entropy(logits, target);
+  check_values(loss, {}, {std::log(2.0)});
+  loss.backward();
+  check_values(logits.grad(), {1, 4}, {1.0 / 6, 2.0 / 6, 0, 3.0 / 6 - 1});
+  // With smoothing its -log p (+inf) enters the loss: +inf, as in PyTorch.
+  CHECK(cross_entropy(Tensor::from_vector({1, 4}, z), target, Reduction::Mean, 0.1).item() == inf);
+}
+
 TEST_CASE("batch_norm golden: batch statistics, running update with the unbiased variance, eval") {
   // x [2, 2, 2]: channel 0 holds 1, 2, 3, 4 and channel 1 holds 10, 20, 30, 40.
   Tensor x = Tensor::from_vector({2, 2, 2}, {1, 2, 10, 20, 3, 4, 30, 40});

@@ -81,7 +81,8 @@ void cross_entropy_forward(int64_t N, int64_t C, const float* logits, const int6
     const double lse = m + std::log(s);
     const double nll = lse - z[target[n]];
     const double smooth = lse - sum_z / double(C);  // mean over c of -logp
-    loss[n] = float((1.0 - eps) * nll + eps * smooth);
+    // Without smoothing a -inf logit's +inf -logp stays out (0 * inf would make the loss NaN).
+    loss[n] = float((1.0 - eps) * nll + (eps > 0 ? eps * smooth : 0.0));
     if (grad_base) {
       const double off = eps / double(C);
       for (int64_t c = 0; c < C; ++c) {

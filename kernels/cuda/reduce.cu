@@ -128,7 +128,7 @@ __global__ void cross_entropy_forward_kernel(int64_t N, int64_t C, const T* logi
     const double lse = m + log(s);
     const double nll = lse - load_f(z[tn]);
     const double smooth = lse - sum_z / double(C);
-    loss[n] = float((1.0 - eps) * nll + eps * smooth);
+    loss[n] = float((1.0 - eps) * nll + (eps > 0 ? eps * smooth : 0.0));  // a -inf logit: 0 * inf is NaN
     if (grad_base) {
       const double off = eps / double(C);
       for (int64_t c = 0; c < C; ++c) {

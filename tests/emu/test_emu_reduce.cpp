@@ -1,6 +1,8 @@
 // The CUDA reductions, log-softmax, cross-entropy and argmax kernels, run by the CPU emulator, against
 // the CPU kernels (bitwise where the CUDA kernel keeps the CPU's order of additions; otherwise within
 // a float ulp or two of the double-accumulated result), in every storage type.
+#include <limits>
+
 #include "kernels/reduce.h"
 #include "tests/emu/emu_util.h"
 
@@ -100,6 +102,30 @@ TEST_CASE("emu reduce: fused cross-entropy (loss and gradient base in one pass) 
         CHECK(d1.guards_intact());
       }
       CHECK((l1.guards_intact() && gb1.guards_intact() && bad.guards_intact()));
+    }
+}
+
+TEST_CASE("emu reduce: a -inf logit gives the CPU's finite loss without smoothing, +inf with it") {
+  const int64_t N = 3, C = 5;
+  const std::vector<int64_t> lab = {1, 4, 0};
+  auto z = random_floats(size_t(N * C), 19, -4.f, 4.f);
+  z[3] = z[5 + 2] = -std::numeric_limits<float>::infinity();  // never a target
+  for (FType t : all_ftypes())
+    for (float eps : {0.f, 0.1f}) {
+      INFO(std::string(ftype_name(t)) << " eps=" << eps);
+      const auto zt = round_to(t, z);
+      TypedBuf gz(t, zt);
+      Guarded<float> l1{size_t(N)}, gb1{size_t(N * C)};
+      Guarded<int64_t> gt(lab), bad{3, 0};
+      std::vector<float> l2(static_cast<size_t>(N)), gb2(static_cast<size_t>(N * C));
+      cuda::cross_entropy_forward(t, N, C, gz.data(), gt.data(), eps, l1.data(), gb1.data(), bad.data(), nullptr);
+      cpu::cross_entropy_forward(N, C, zt.data(), lab.data(), eps, l2.data(), gb2.data());
+      check_bitwise(l1.vec(), l2, "cross_entropy loss");
+      check_bitwise(gb1.vec(), gb2, "cross_entropy gradient base");
+      CHECK(std::isfinite(l1[0]) == (eps == 0.f));  // rows 0 and 1 hold a -inf logit
+      CHECK(std::isfinite(l1[1]) == (eps == 0.f));
+      CHECK(std::isfinite(l1[2]));
+      for (float g : gb1.vec()) CHECK(std::isfinite(g));
     }
 }
 
