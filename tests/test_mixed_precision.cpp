@@ -118,6 +118,32 @@ TEST_CASE("GradScaler scales the loss, unscales once, skips an Inf step and halv
   CHECK(t.get_scale() == 1024);
 }
 
+TEST_CASE("GradScaler scales a float16 loss in float32: the default scale 65536 is past float16's range") {
+  Tensor p = param({0.5f, -1.f, 1.5f});
+  SGD opt({p}, sgd_options(0.1));
+  GradScaler s;  // init_scale 65536: float16's largest finite value is 65504
+  auto loss = [&] { return cast(sum(mul(p, p)), DType::F16); };  // 3.5
+  Tensor l = s.scale(loss());
+  CHECK(l.dtype() == DType::F32);
+  CHECK(l.item() == 3.5f * 65536.f);
+  // The loss's own gradient, 65536, is not a float16 number either: that step is skipped and the
+  // scale halves, as with torch's GradScaler.
+  l.backward();
+  CHECK_FALSE(s.step(opt));
+  s.update();
+  REQUIRE(s.get_scale() == 32768);
+  // 3.5 * 32768 is still past float16's range, not float32's; the gradients (float16 on their way
+  // through the loss) are finite.
+  opt.zero_grad();
+  l = s.scale(loss());
+  CHECK(l.item() == 3.5f * 32768.f);
+  l.backward();
+  check_close(p.grad(), {32768.0 * 1, 32768.0 * -2, 32768.0 * 3});
+  CHECK(s.step(opt));
+  s.update();
+  check_close(p, {0.5 - 0.1 * 1, -1 + 0.1 * 2, 1.5 - 0.1 * 3});
+}
+
 TEST_CASE("16-mixed fit: an Inf loss skips that step, the scheduler waits, and the run reports it") {
   TempDir dir("volt_amp_");
   manual_seed(5);

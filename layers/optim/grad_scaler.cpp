@@ -50,7 +50,8 @@ void GradScaler::read_device() const {
 Tensor GradScaler::scale(const Tensor& loss) {
   VOLT_CHECK(loss.defined() && loss.numel() == 1, "GradScaler::scale: needs a one-element loss");
   ensure_device(loss.device());
-  return mul(loss, scale_t_.to(loss.dtype()).reshape(loss.shape()));
+  // In float32: the scale (65536 at first) is past float16's range.
+  return mul(cast(loss, DType::F32), scale_t_.reshape(loss.shape()));
 }
 
 void GradScaler::unscale_(Optimizer& opt) {

@@ -27,7 +27,7 @@ class GradScaler {
  public:
   explicit GradScaler(const GradScalerOptions& o = {});
 
-  // loss * scale (differentiable in loss).
+  // loss * scale in float32 (differentiable in loss), whatever the loss's floating type.
   Tensor scale(const Tensor& loss);
   // Divides the gradients of opt's parameters by the scale, once per step (a second call before
   // update() throws), and records whether any was Inf or NaN. Call it before clipping gradients.
