@@ -3,6 +3,8 @@
 // uniform(+-1/sqrt(fan_in)) for biases; BN weight 1, bias 0, momentum 0.1, eps 1e-5), drawn from
 // the init stream of the default generator (volt::manual_seed) unless a generator is given.
 #pragma once
+#include <typeinfo>
+
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "layers/module.h"
@@ -32,7 +34,9 @@ class BatchNorm2d : public Module {
   explicit BatchNorm2d(int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true,
                        bool track_running_stats = true);
   Tensor forward(const Tensor& x) override;
-  bool fuses_relu() const override { return true; }
+  // Not for a subclass, which may override forward (it can override this too where its
+  // forward_relu and forward_relu_max_pool match its forward).
+  bool fuses_relu() const override { return typeid(*this) == typeid(BatchNorm2d); }
   Tensor forward_relu(const Tensor& x) override;  // batch_norm_relu: one pass each way
   Tensor forward_relu_max_pool(const Tensor& x, int64_t k) override;  // batch_norm_relu_max_pool2d
   // The same after a convolution given by its (autocast) input, weight and bias, as one op.

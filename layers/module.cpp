@@ -5,6 +5,7 @@
 #include <ostream>
 #include <set>
 #include <sstream>
+#include <typeinfo>
 #include <unordered_map>
 
 #include "engine/autocast.h"
@@ -273,6 +274,14 @@ void Sequential::push_back(std::shared_ptr<Module> m) { register_module(std::to_
 Tensor Module::forward_relu(const Tensor& x) { return relu(forward(x)); }
 Tensor Module::forward_relu_max_pool(const Tensor& x, int64_t k) { return max_pool2d(forward_relu(x), {k, k}, {k, k}); }
 
+namespace {
+// m as a T when it is exactly a T: a subclass may override forward, so it never runs fused.
+template <class T>
+T* exactly(Module* m) {
+  return typeid(*m) == typeid(T) ? static_cast<T*>(m) : nullptr;
+}
+}  // namespace
+
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
   const auto& cs = children();
@@ -282,17 +291,17 @@ Tensor Sequential::forward(const Tensor& x) {
     // Conv2d, BatchNorm2d, ReLU, MaxPool2d(k, stride k): one op (its backward never stores the
     // convolution's output gradient where the CUDA kernels allow).
     if (!observed && i + 3 < cs.size()) {
-      auto* conv = dynamic_cast<Conv2d*>(&m);
-      auto* bn = dynamic_cast<BatchNorm2d*>(cs[i + 1].second.get());
-      auto* pool = dynamic_cast<MaxPool2d*>(cs[i + 3].second.get());
-      if (conv && bn && dynamic_cast<ReLU*>(cs[i + 2].second.get()) && pool && pool->non_overlapping()) {
+      auto* conv = exactly<Conv2d>(&m);
+      auto* bn = exactly<BatchNorm2d>(cs[i + 1].second.get());
+      auto* pool = exactly<MaxPool2d>(cs[i + 3].second.get());
+      if (conv && bn && exactly<ReLU>(cs[i + 2].second.get()) && pool && pool->non_overlapping()) {
         h = conv->forward_bn_relu_max_pool(h, *bn, pool->kernel_size());
         i += 3;
         continue;
       }
     }
-    if (!observed && m.fuses_relu() && i + 1 < cs.size() && dynamic_cast<ReLU*>(cs[i + 1].second.get())) {
-      const auto* pool = i + 2 < cs.size() ? dynamic_cast<MaxPool2d*>(cs[i + 2].second.get()) : nullptr;
+    if (!observed && m.fuses_relu() && i + 1 < cs.size() && exactly<ReLU>(cs[i + 1].second.get())) {
+      const auto* pool = i + 2 < cs.size() ? exactly<MaxPool2d>(cs[i + 2].second.get()) : nullptr;
       if (pool && pool->non_overlapping()) {
         h = m.forward_relu_max_pool(h, pool->kernel_size());  // the ReLU and the pool are done: skip them
         i += 2;
@@ -302,8 +311,8 @@ Tensor Sequential::forward(const Tensor& x) {
       ++i;
       continue;
     }
-    if (!observed && dynamic_cast<ReLU*>(&m) && i + 1 < cs.size()) {
-      if (auto* drop = dynamic_cast<Dropout*>(cs[i + 1].second.get())) {
+    if (!observed && exactly<ReLU>(&m) && i + 1 < cs.size()) {
+      if (auto* drop = exactly<Dropout>(cs[i + 1].second.get())) {
         h = drop->forward_after_relu(h);  // ReLU and Dropout in one pass
         ++i;
         continue;

@@ -117,7 +117,8 @@ std::ostream& operator<<(std::ostream& os, const Module& m);  // PyTorch-style t
 
 // Runs children in order; children are named "0", "1", ... Some neighbours run fused (unless a forward
 // observer, the per-layer profiler, watches): a module that fuses_relu() with the ReLU after it (and a
-// non-overlapping MaxPool2d after that), and a ReLU with the Dropout after it.
+// non-overlapping MaxPool2d after that), and a ReLU with the Dropout after it. The named layers match
+// by exact type: a subclass (which may override forward) always runs its own forward.
 class Sequential : public Module {
  public:
   Sequential() = default;

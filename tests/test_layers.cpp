@@ -497,6 +497,57 @@ TEST_CASE("Sequential runs ReLU + Dropout as relu_dropout: the two layers' value
   }
 }
 
+namespace {
+// Subclasses of the fusable layers with forwards of their own, which Sequential must call.
+struct NegatedConv2d : Conv2d {
+  using Conv2d::Conv2d;
+  Tensor forward(const Tensor& x) override { return Conv2d::forward(x) * -1.f; }
+};
+struct ShiftedBatchNorm2d : BatchNorm2d {
+  using BatchNorm2d::BatchNorm2d;
+  Tensor forward(const Tensor& x) override { return add(BatchNorm2d::forward(x), 0.5f); }
+};
+struct LeakyReLU : ReLU {
+  Tensor forward(const Tensor& x) override { return relu(x) + relu(x * -1.f) * -0.1f; }
+};
+struct HalvedMaxPool2d : MaxPool2d {
+  using MaxPool2d::MaxPool2d;
+  Tensor forward(const Tensor& x) override { return MaxPool2d::forward(x) * 0.5f; }
+};
+struct DoubledDropout : Dropout {
+  using Dropout::Dropout;
+  Tensor forward(const Tensor& x) override { return Dropout::forward(x) * 2.f; }
+};
+}  // namespace
+
+TEST_CASE("Sequential fuses only the layers themselves: a subclass runs its own forward") {
+  manual_seed(65);
+  const Tensor x = test::rand_tensor({2, 3, 6, 6}, 66, -1.f, 1.f);
+  using Mods = std::vector<std::shared_ptr<Module>>;
+  auto conv = [] { return std::make_shared<Conv2d>(3, 4, 3, 1, 1); };
+  auto bn = [] { return std::make_shared<BatchNorm2d>(4); };
+  auto pool = [] { return std::make_shared<MaxPool2d>(2); };
+  const std::vector<std::pair<const char*, Mods>> cases = {
+      {"NegatedConv2d, BatchNorm2d, ReLU, MaxPool2d",
+       {std::make_shared<NegatedConv2d>(3, 4, 3, 1, 1), bn(), std::make_shared<ReLU>(), pool()}},
+      {"Conv2d, BatchNorm2d, LeakyReLU, MaxPool2d", {conv(), bn(), std::make_shared<LeakyReLU>(), pool()}},
+      {"Conv2d, BatchNorm2d, ReLU, HalvedMaxPool2d",
+       {conv(), bn(), std::make_shared<ReLU>(), std::make_shared<HalvedMaxPool2d>(2)}},
+      {"Conv2d, ShiftedBatchNorm2d, ReLU, MaxPool2d",
+       {conv(), std::make_shared<ShiftedBatchNorm2d>(4), std::make_shared<ReLU>(), pool()}},
+      {"Conv2d, ShiftedBatchNorm2d, ReLU", {conv(), std::make_shared<ShiftedBatchNorm2d>(4), std::make_shared<ReLU>()}},
+      {"Conv2d, LeakyReLU, Dropout", {conv(), std::make_shared<LeakyReLU>(), std::make_shared<Dropout>(0.3)}},
+      {"Conv2d, ReLU, DoubledDropout", {conv(), std::make_shared<ReLU>(), std::make_shared<DoubledDropout>(0.3)}}};
+  for (const auto& [name, mods] : cases) {
+    INFO(std::string(name));
+    Sequential net(mods);
+    net.eval();  // running statistics and no dropout masks: a second run gives the same values
+    Tensor want = x;
+    for (const auto& m : mods) want = m->forward(want);
+    CHECK(test::same_values(net(x), want));
+  }
+}
+
 TEST_CASE("gradcheck: Conv2d -> BatchNorm2d -> ReLU -> MaxPool2d -> Flatten -> Linear") {
   manual_seed(50);
   auto conv = std::make_shared<Conv2d>(3, 4, 3, 1, 1);
