@@ -3,11 +3,13 @@
 // Defaults follow the tutorial: CIFAR-10 data module, Adam lr 1e-3, batch 128, validation every
 // epoch, test at the end with the best checkpoint (lowest val_loss).
 #include <volt/volt.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -20,6 +22,7 @@
 #include "tools/cnn_train_args.h"
 
 using namespace volt;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -88,6 +91,11 @@ int run(const TrainArgs& a) {
   g_comm = std::shared_ptr<Communicator>(make_trainer_communicator(to, env));  // NCCL between GPU processes
   to.communicator = g_comm;
   const bool rank0 = g_comm->rank() == 0;
+  if (rank0 && !a.save.empty()) {  // before the fit, not after it
+    const fs::path folder = fs::path(a.save).parent_path().empty() ? fs::path(".") : fs::path(a.save).parent_path();
+    VOLT_CHECK(fs::is_directory(folder) && ::access(folder.c_str(), W_OK) == 0, "--save ", a.save, ": folder ",
+               folder.string(), fs::exists(folder) ? " is not a folder this process can write to" : " does not exist");
+  }
   auto dm = make_datamodule(a);
 
   // Checkpoints: the best by val_loss (the newest without validation) plus last.ckpt, which

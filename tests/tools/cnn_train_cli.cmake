@@ -116,4 +116,6 @@ expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset cifar100 --data-dir ${W
 expect(1 "ImageFolder: ${WORK_DIR}/no-such-dir/train does not exist" --dataset folder --data-dir ${WORK_DIR}/no-such-dir)
 # --num-nodes defaults to what was launched; a count that does not match it is refused.
 expect(1 "layout: --num-nodes 2 but the job runs on 1 node" ${small} --num-nodes 2 --epochs 1)
+expect(1 "--save ${WORK_DIR}/no-such-dir/w.bin: folder ${WORK_DIR}/no-such-dir does not exist" ${small}
+       --epochs 1 --save ${WORK_DIR}/no-such-dir/w.bin)
 expect(1 "resume: checkpoint \"${WORK_DIR}/nothing.ckpt\" does not exist" ${small} --resume ${WORK_DIR}/nothing.ckpt)
