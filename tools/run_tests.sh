@@ -12,7 +12,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash tools/install_deps.sh
 
 build=build
 cfg=(-DCMAKE_BUILD_TYPE=Release)
@@ -37,7 +36,14 @@ elif [ "${1:-}" = "--emulated" ]; then
   # runs the kernels in thread order, so this run covers the orders a GPU may pick instead.
   export VOLT_EMU_SCHEDULE=${VOLT_EMU_SCHEDULE:-shuffle:1}
 fi
-[ "${1:-}" = "--" ] && shift
+if [ $# -gt 0 ]; then
+  if [ "$1" != "--" ]; then
+    echo "run_tests.sh: unknown option '$1' (options: --sanitize or --emulated, then -- and cmake arguments)" >&2
+    exit 2
+  fi
+  shift
+fi
+bash tools/install_deps.sh
 
 jobs="$(nproc 2>/dev/null || echo 2)"
 cmake -S . -B "$build" "${cfg[@]}" "$@"
