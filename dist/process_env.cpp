@@ -176,6 +176,15 @@ std::vector<int> parse_slurm_tasks_per_node(const std::string& text) {
 ProcessEnv detect_process_env(const EnvMap& env) {
   if (find(env, "OMPI_COMM_WORLD_SIZE")) return from_mpirun(env);
   if (find(env, "SLURM_PROCID") && (find(env, "SLURM_STEP_ID") || find(env, "SLURM_STEPID"))) return from_slurm(env);
+  // Other launchers' ranks are not read: each of their processes would train alone, all into the
+  // same folders. Refused rather than run as world size 1.
+  for (const auto& [var, who] : {std::pair<const char*, const char*>{"WORLD_SIZE", "torchrun (torch.distributed)"},
+                                 {"PMI_SIZE", "MPICH or Intel MPI (Hydra's PMI)"}}) {
+    const std::string* n = find(env, var);
+    if (n && std::atoi(n->c_str()) > 1)
+      VOLT_FAIL("process environment: this process is one of ", *n, " started by ", who, " (", var, "=", *n,
+                "), which Volt does not join; launch with srun, or OpenMPI's mpirun");
+  }
   ProcessEnv e;
   e.tasks_per_node = {1};
   if (const std::string* j = find(env, "SLURM_JOB_ID")) e.job_id = *j;

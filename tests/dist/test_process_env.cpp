@@ -37,6 +37,20 @@ TEST_CASE("process_env: a plain process is world size 1") {
   CHECK(b.job_id == "7");
 }
 
+TEST_CASE("process_env: processes another launcher started are refused, not trained one by one") {
+  const std::string torchrun = error_of([] { detect_process_env(EnvMap{{"WORLD_SIZE", "4"}, {"RANK", "1"}}); });
+  CHECK(contains(torchrun, "one of 4 started by torchrun"));
+  CHECK(contains(torchrun, "launch with srun, or OpenMPI's mpirun"));
+  CHECK(contains(error_of([] { detect_process_env(EnvMap{{"PMI_SIZE", "2"}, {"PMI_RANK", "0"}}); }),
+                 "MPICH or Intel MPI"));
+  // Size 1 is one process: nothing to join.
+  CHECK(detect_process_env(EnvMap{{"WORLD_SIZE", "1"}}).world_size == 1);
+  // srun and OpenMPI's own variables come first (srun may export PMI_SIZE through its PMI plugins).
+  EnvMap env = srun_env(1, 1, 0, 2, 1, "2");
+  env["PMI_SIZE"] = "2";
+  CHECK(detect_process_env(env).world_size == 2);
+}
+
 TEST_CASE("process_env: Slurm tasks-per-node forms") {
   CHECK(parse_slurm_tasks_per_node("4") == std::vector<int>{4});
   CHECK(parse_slurm_tasks_per_node("2(x3)") == std::vector<int>{2, 2, 2});

@@ -129,6 +129,12 @@ cmd_start() {
     log "already running (slurmctld $(pid_of slurmctld), slurmd $(pid_of slurmd)); SLURM_CONF=$conf"
     return 0
   fi
+  # Half of an earlier start still running (one daemon died): stop it first, or it would hold its
+  # port against the new one and outlive every later `stop`.
+  if alive "$(pid_of slurmctld)" || alive "$(pid_of slurmd)"; then
+    log "an earlier start is partly running: stopping it first"
+    cmd_stop
+  fi
   local t0 t1
   t0=$(date +%s%N)
   install_packages
