@@ -114,7 +114,9 @@ BatchAmount to_amount(const std::string& flag, const std::string& v) {
   return BatchAmount(d);
 }
 
+// Digits, optionally after a '-' (a negative count is the optional value given wrongly, not a flag).
 bool is_count(const char* s) {
+  if (*s == '-') ++s;
   if (!*s) return false;
   for (; *s; ++s)
     if (*s < '0' || *s > '9') return false;
@@ -182,6 +184,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--accelerator") a.accelerator = choice({"cpu", "gpu", "cuda", "auto"});
     else if (flag == "--devices") {
       const std::string v = next();
+      if (v == "0") throw UsageError("bad value '0' for --devices: expected auto, -1 (one per GPU) or a count >= 1");
       a.devices = v == "auto" ? 0 : v == "-1" ? -1 : to_int(flag, v, 1);
     } else if (flag == "--gpus") {
       const std::string v = next();

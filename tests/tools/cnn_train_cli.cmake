@@ -90,6 +90,8 @@ expect(2 "bad value '4294967297' for --num-workers: expected an integer >= 0 and
 expect(2 "bad value '2147483648' for --threads" --threads 2147483648)
 expect(2 "--download takes no value" --download=yes)
 expect(2 "bad value '0' for --num-nodes" --num-nodes 0)
+expect(2 "bad value '0' for --devices: expected auto, -1 \\(one per GPU\\) or a count >= 1" --devices 0)
+expect(2 "bad value '-1' for --fast-dev-run" --fast-dev-run -1)
 expect(2 "bad value '-2' for --gpus" --gpus -2)
 expect(0 "usage: cnn_train" --help)
 
