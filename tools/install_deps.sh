@@ -21,6 +21,17 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Ubuntu 22.04's apt CMake is 3.22: take PyPI's (installed to /usr/local/bin, ahead of /usr/bin).
+cmake_version="$(cmake --version 2>/dev/null | head -n 1 | awk '{print $3}')"
+if [ "$(printf '%s\n' 3.25 "${cmake_version:-0}" | sort -V | head -n 1)" != "3.25" ]; then
+  echo "install_deps: CMake ${cmake_version:-(none)} is older than 3.25: pip install cmake"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd python3 -m pip install -q "cmake>=3.25" || $sudo_cmd python3 -m pip install -q --break-system-packages "cmake>=3.25"
+  hash -r
+  cmake --version | head -n 1
+fi
+
 # TensorBoard's own reader checks Volt's event files (tests/test_loggers); without it that test is
 # reported as skipped, so a failed install only warns.
 if ! python3 -c "import tensorboard" 2>/dev/null; then
