@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <string>
 
-#include "dist/checkpoint.h"
 #include "engine/error.h"
 
 namespace volt {
@@ -72,12 +71,6 @@ std::string requeue_job(const std::string& job_id) {
 }
 
 std::string requeue_checkpoint_path(const std::string& root) { return root + "/hpc_ckpt.ckpt"; }
-
-std::string requeue_checkpoint_job(const std::string& path) {
-  const Checkpoint c = load_checkpoint(path);
-  const auto it = c.metadata.find("slurm_job_id");
-  return it == c.metadata.end() ? std::string() : it->second;
-}
 
 bool is_requeued_job() {
   const char* n = std::getenv("SLURM_RESTART_COUNT");

@@ -21,9 +21,6 @@ std::string requeue_job(const std::string& job_id);
 
 // Where a pre-empted run leaves its checkpoint: <root>/hpc_ckpt.ckpt.
 std::string requeue_checkpoint_path(const std::string& root);
-// The Slurm job id a Trainer checkpoint records (its metadata "slurm_job_id"; "" for one written
-// outside Slurm). Throws volt::Error when the file is not a readable checkpoint.
-std::string requeue_checkpoint_job(const std::string& path);
 // True when this process is a requeued Slurm job ($SLURM_RESTART_COUNT > 0).
 bool is_requeued_job();
 

@@ -317,32 +317,41 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   // their own (a requeue checkpoint that one node's view of the filesystem shows and another's does
   // not yet) would train different numbers of steps and pair mismatched collectives.
   const std::string hpc = requeue_checkpoint_path(opts_.default_root_dir);
-  bool from_hpc = false;  // rank 0's to know (it removes the file at the end)
+  bool owns_hpc = false;  // rank 0's to know (a run that completes removes its job's file)
   const std::string resume_path = decided_on_rank0([&] {
-    const bool requeued = is_requeued_job();
-    // A requeued Slurm job continues from the checkpoint its pre-empted run left, without flags and
-    // before any `resume` (the job's command line names where it first started from, which the
-    // pre-empted run has gone past); one that another job left in the same folder is not this run's.
-    if (requeued && fs::is_regular_file(hpc)) {
-      const std::string owner = requeue_checkpoint_job(hpc);
-      if (owner == env_.job_id) {
-        from_hpc = true;
-        if (!opts_.resume.empty())
-          out() << "Requeued job " << env_.job_id << ": resuming from its own " << hpc << ", not from resume=\""
-                << opts_.resume << "\"\n";
-        return hpc;
+    if (!is_requeued_job())
+      return opts_.resume.empty() ? std::string() : resolve_resume_path(opts_.default_root_dir, opts_.resume);
+    // A requeued Slurm job continues from its own newest checkpoint, without flags and before any
+    // `resume` (the job's command line names where it first started, which the job has gone past):
+    // the one its pre-empted run left (hpc_ckpt.ckpt) or, after a node failure, the newest last.ckpt
+    // when that is further on. Checkpoints another job left in the same folder are not this run's.
+    std::string newest;
+    int64_t newest_step = -1;
+    auto consider = [&](const std::string& path) {
+      const Checkpoint c = load_checkpoint(path);
+      const auto it = c.metadata.find("slurm_job_id");
+      const std::string owner = it == c.metadata.end() ? std::string() : it->second;
+      if (owner != env_.job_id) {
+        out() << path << " was written by " << (owner.empty() ? "a run outside Slurm" : "Slurm job " + owner)
+              << ", not by this job (" << env_.job_id << "): not resuming from it (pass --resume to)\n";
+        return false;
       }
-      out() << hpc << " was written by " << (owner.empty() ? "a run outside Slurm" : "Slurm job " + owner)
-            << ", not by this job (" << env_.job_id << "): not resuming from it (pass --resume to)\n";
-    }
-    if (!opts_.resume.empty()) return resolve_resume_path(opts_.default_root_dir, opts_.resume);
-    if (!requeued) return std::string();
-    // Requeued for another reason (a node failure): continue from the newest last.ckpt, if any.
+      if (c.global_step > newest_step) newest = path, newest_step = c.global_step;
+      return true;
+    };
+    if (fs::is_regular_file(hpc)) owns_hpc = consider(hpc);
+    std::string last;
     try {
-      return resolve_resume_path(opts_.default_root_dir, "last");
-    } catch (const Error&) {
-      return std::string();
+      last = resolve_resume_path(opts_.default_root_dir, "last");
+    } catch (const Error&) {  // none
     }
+    if (!last.empty()) consider(last);
+    if (newest.empty())
+      return opts_.resume.empty() ? std::string() : resolve_resume_path(opts_.default_root_dir, opts_.resume);
+    if (!opts_.resume.empty())
+      out() << "Requeued job " << env_.job_id << ": resuming from its own " << newest << ", not from resume=\""
+            << opts_.resume << "\"\n";
+    return newest;
   });
   requeued_ = requeue_failed_ = false;
   requeue_message_.clear();
@@ -539,7 +548,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     check_ranks_agree(module);
   }
   if (requeued_) finish_preemption();
-  if (from_hpc && !requeued_ && is_global_zero()) {
+  if (owns_hpc && !requeued_ && is_global_zero()) {
     std::error_code ec;
     fs::remove(hpc, ec);  // the run is complete: a later requeue must not go back to it
   }

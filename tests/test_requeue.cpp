@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "dist/checkpoint.h"
@@ -223,26 +224,73 @@ TEST_CASE("a failing requeue command is reported, the checkpoint stays") {
 }
 
 TEST_CASE("a requeued job does not resume from the checkpoint another job left in its folder") {
-  // Job 111 was pre-empted and never came back; job 222, requeued in the same folder, starts afresh
-  // rather than continuing job 111's run, and leaves 111's file alone.
+  // Job 111 was pre-empted in its second epoch and never came back; job 222, requeued in the same
+  // folder, starts afresh rather than continuing job 111's run (from its hpc_ckpt.ckpt or its
+  // epoch-end checkpoint), and leaves 111's files alone.
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
   ScopedEnv cmd("VOLT_REQUEUE_CMD", "true");
   const std::string hpc = requeue_checkpoint_path(dir.path);
   {
     ScopedEnv job("SLURM_JOB_ID", "111");
-    PreemptedFit run(dir.path, 2, dm);
+    PreemptedFit run(dir.path, 7, dm);
     REQUIRE(run.t->requeued());
-    CHECK(requeue_checkpoint_job(hpc) == "111");
+    CHECK(load_checkpoint(hpc).metadata.at("slurm_job_id") == "111");
   }
+  const std::string epoch_end = dir / "lightning_logs/version_0/checkpoints/epoch=0-step=5.ckpt";
+  REQUIRE(fs::exists(epoch_end));
   ScopedEnv job("SLURM_JOB_ID", "222"), restart("SLURM_RESTART_COUNT", "1");
   PreemptedFit run(dir.path, -1, dm);
   const std::string printed = run.q.os.str();
   INFO(printed);
   CHECK(contains(printed, hpc + " was written by Slurm job 111, not by this job (222): not resuming from it"));
-  CHECK_FALSE(contains(printed, "Resumed from " + hpc));
+  CHECK(contains(printed, epoch_end + " was written by Slurm job 111, not by this job (222)"));
+  CHECK_FALSE(contains(printed, "Resumed from"));
   CHECK(run.t->global_step() == 10);  // two whole epochs of 5 batches: a fresh start
   CHECK(fs::exists(hpc));
+  CHECK(fs::exists(epoch_end));
+}
+
+TEST_CASE("a job requeued again after a node failure goes on from its newer checkpoint, not the old hpc_ckpt") {
+  // Pre-empted at step 3 (hpc_ckpt.ckpt); the requeued run passes it and saves at the ends of epochs
+  // 0 and 1, then its node fails in epoch 2; requeued once more, the job must go on from step 10.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  ScopedEnv cmd("VOLT_REQUEUE_CMD", "true"), job("SLURM_JOB_ID", "4545");
+  auto four_epochs = [](TrainerOptions& o) { o.max_epochs = 4; };
+  const std::string hpc = requeue_checkpoint_path(dir.path);
+  {
+    PreemptedFit first(dir.path, 2, dm, four_epochs);
+    REQUIRE(first.t->requeued());
+  }
+  class NodeFails : public Preempted {
+   public:
+    NodeFails() : Preempted(-1) {}
+    Tensor training_step(const Batch& b, int64_t i) override {
+      if (global_step() == 12) throw std::runtime_error("node failure");
+      return Preempted::training_step(b, i);
+    }
+  };
+  {
+    ScopedEnv restart("SLURM_RESTART_COUNT", "1");
+    Quiet q;
+    TrainerOptions o = q.base(dir.path);
+    four_epochs(o);
+    NodeFails m;
+    Trainer t(o);
+    CHECK_THROWS_WITH(t.fit(m, dm), "node failure");
+    INFO(q.os.str());
+    CHECK(contains(q.os.str(), "Resumed from " + hpc + " at epoch 0, step 3"));
+  }
+  const std::string newer = dir / "lightning_logs/version_1/checkpoints/epoch=1-step=10.ckpt";
+  REQUIRE(fs::exists(newer));
+  REQUIRE(fs::exists(hpc));
+  ScopedEnv restart("SLURM_RESTART_COUNT", "2");
+  PreemptedFit again(dir.path, -1, dm, four_epochs);
+  INFO(again.q.os.str());
+  CHECK(contains(again.q.os.str(), "Resumed from " + newer + " at epoch 2, step 10"));
+  CHECK(again.t->global_step() == 20);
+  CHECK_FALSE(fs::exists(hpc));  // the job's run is complete: its requeue checkpoint goes
 }
 
 TEST_CASE("a requeued job started with --resume goes on from its own requeue checkpoint") {

@@ -53,9 +53,11 @@ grep -q "Pre-empted (SIGUSR1) at epoch" "$work/job.log" || fail "no pre-emption 
 grep -qx "requeue $job" "$work/requeue_calls.txt" || fail "requeue was not called once for job $job: $(cat "$work/requeue_calls.txt" 2>/dev/null)"
 [ "$(wc -l < "$work/requeue_calls.txt")" -eq 1 ] || fail "requeue was called more than once (every rank?)"
 
-# The requeued job: no flags, resumes from the checkpoint.
-SLURM_RESTART_COUNT=1 "$srun_or_skip" 300 -n 2 "$cnn_train" "${args[@]}" --log-dir "$work/job" \
-  --save "$work/job.vt" > "$work/rerun.log" 2>&1
+# The requeued job: no flags, resumes from the checkpoint. A requeued job keeps its id; this rerun
+# is a new srun allocation, so its tasks are given the first one's id (the checkpoint is only
+# resumed by the job that wrote it).
+SLURM_RESTART_COUNT=1 "$srun_or_skip" 300 -n 2 env SLURM_JOB_ID="$job" "$cnn_train" "${args[@]}" \
+  --log-dir "$work/job" --save "$work/job.vt" > "$work/rerun.log" 2>&1
 rc=$?
 cat "$work/rerun.log"
 [ "$rc" -eq 0 ] || fail "the requeued run exited $rc"

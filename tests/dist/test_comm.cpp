@@ -421,6 +421,7 @@ TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whateve
   // An explicit --resume path that only rank 0 can read (a relative path, and each rank in its own
   // root): every rank fails, naming the rank that cannot read it, instead of rank 0 training alone.
   if (comm().size() > 1) {
+    setenv("SLURM_RESTART_COUNT", "0", 1);  // a first run (a requeued job would take its own newest checkpoint)
     const fs::path cwd = fs::current_path();
     fs::current_path(own.path);
     TrainerOptions o = options(own.path, 3);
