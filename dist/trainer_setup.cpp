@@ -80,22 +80,31 @@ ModelCheckpoint* Trainer::checkpoint_callback() const {
 
 void Trainer::save_checkpoint(const std::string& path) const {
   VOLT_CHECK(impl_->module && impl_->optim.optimizer, "Trainer::save_checkpoint: no run in progress");
-  struct Done {  // the other ranks wait until rank 0's file is complete, even when writing fails
-    Communicator& c;
-    ~Done() {
-      if (c.size() > 1) c.io_barrier();  // a large checkpoint on a slow filesystem may take minutes
+  std::exception_ptr failed;  // rank 0's
+  if (is_global_zero()) {
+    try {
+      std::map<std::string, std::string> hp;
+      for (const auto& [k, v] : impl_->module->hyperparameters()) hp[k] = hparam_str(v);
+      Checkpoint c = capture(*impl_->module, *impl_->optim.optimizer, impl_->optim.scheduler.get(),
+                             impl_->resume_epoch, global_step_, impl_->resume_loader, hp);
+      if (impl_->scaler) c.loss_scaler = impl_->scaler->state_dict();
+      save_callback_states(callbacks_, c.metadata);
+      c.metadata["trainer"] = "volt.Trainer";
+      if (!env_.job_id.empty()) c.metadata["slurm_job_id"] = env_.job_id;  // whose requeue may resume it
+      ::volt::save_checkpoint(path, c);
+    } catch (...) {
+      failed = std::current_exception();
     }
-  } done{*comm_};
-  if (!is_global_zero()) return;
-  std::map<std::string, std::string> hp;
-  for (const auto& [k, v] : impl_->module->hyperparameters()) hp[k] = hparam_str(v);
-  Checkpoint c = capture(*impl_->module, *impl_->optim.optimizer, impl_->optim.scheduler.get(), impl_->resume_epoch,
-                         global_step_, impl_->resume_loader, hp);
-  if (impl_->scaler) c.loss_scaler = impl_->scaler->state_dict();
-  save_callback_states(callbacks_, c.metadata);
-  c.metadata["trainer"] = "volt.Trainer";
-  if (!env_.job_id.empty()) c.metadata["slurm_job_id"] = env_.job_id;  // whose requeue may resume it
-  ::volt::save_checkpoint(path, c);
+  }
+  if (world_size() > 1) {
+    // The other ranks wait until rank 0's file is complete (a large checkpoint on a slow filesystem
+    // may take minutes), then learn whether it was written: a failure is every rank's, or the others
+    // would go on alone to the next collective and wait there for a rank that has stopped.
+    comm_->io_barrier();
+    const bool rank0_failed = comm_->all_reduce_value(failed ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
+    if (rank0_failed && !failed) VOLT_FAIL("rank 0 could not write the checkpoint ", path, " (its error says why)");
+  }
+  if (failed) std::rethrow_exception(failed);
 }
 
 int64_t BatchAmount::of(int64_t total) const {

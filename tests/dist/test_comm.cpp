@@ -443,6 +443,34 @@ TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whateve
   comm().barrier();  // every rank is done with rank 0's files before they go
 }
 
+TEST_CASE("trainer: a checkpoint rank 0 cannot write is every rank's error") {
+  // Only rank 0 writes; a failure it kept to itself left the other ranks training on, to wait at
+  // the next collective for a rank that had stopped (the I/O timeout, 30 minutes by default).
+  volt::test::TempDir own("volt_comm_save_");
+  manual_seed(5);
+  volt::test::SynthDM dm(64, 32, 32);
+  volt::test::Quiet q;
+  TrainerOptions o = q.base(own.path);
+  o.accelerator = "cpu";
+  o.max_epochs = 1;
+  o.logger = false;
+  o.enable_checkpointing = false;
+  o.enable_progress_bar = false;
+  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  ClassifierModule m(volt::test::small_cnn(0.0), volt::test::adam());
+  Trainer t(o);
+  t.fit(m, dm);
+  const std::string path = own.path + "/no-such-folder/x.ckpt";
+  const std::string what = volt::test::error_of([&] { t.save_checkpoint(path); });
+  INFO(what);
+  if (comm().rank() == 0)
+    CHECK(volt::test::contains(what, "cannot create"));
+  else
+    CHECK(volt::test::contains(what, "rank 0 could not write the checkpoint " + path));
+  t.save_checkpoint(own.path + "/ok.ckpt");  // and the ranks are still in step
+  comm().barrier();
+}
+
 TEST_CASE("comm: io_barrier waits past the collective timeout, for one rank's slow input or output") {
   // A communicator of its own with a 1 s collective limit: rank 0 arrives 2.5 s late, as after a
   // download or a checkpoint write; io_barrier's limit (30 s here) lets every rank wait for it.
