@@ -56,6 +56,9 @@ class GradientReducer {
 // reduction every parameter has the averaged gradient on every rank (the ranks must agree on the
 // parameter list; nothing else is checked, for speed). With one rank nothing is touched. Made from a
 // Module, it takes the parameters that require gradients (frozen ones keep an undefined gradient).
+// A parameter that no rank used in the step therefore gets a zero gradient, not an undefined one:
+// unlike a single process (whose optimizers skip it), weight decay and momentum still move it.
+// PyTorch's DDP refuses such a step unless find_unused_parameters=True; freeze such parameters.
 class GradientAverager final : public GradientReducer {
  public:
   GradientAverager(Communicator& comm, std::vector<Tensor> params, DDPOptions opts = {});
