@@ -125,6 +125,16 @@ std::map<std::string, double> MetricStore::epoch_prog_bar() const {
   return out;
 }
 
+namespace {
+// The same names on every rank, or the reductions would mix different metrics (or, where one rank
+// has none, leave the others waiting in an all-reduce it never joins).
+void check_same_names(Communicator& comm, const std::string& names, const char* what) {
+  const int64_t h = int64_t(std::hash<std::string>{}(names) & 0x7fffffffffffffffLL);
+  VOLT_CHECK(all_ranks_agree(comm, h), "metrics: the ranks logged different ", what, " (this rank: ",
+             names.empty() ? std::string("none") : names, "); every rank must log the same names");
+}
+}  // namespace
+
 void MetricStore::reduce_epoch(Communicator& comm) {
   if (comm.size() == 1) return;
   for (auto& [n, e] : epoch_)  // the device parts join the host sums, which the communicator reduces
@@ -132,12 +142,9 @@ void MetricStore::reduce_epoch(Communicator& comm) {
       e.value = e.get();
       e.device.zero_();
     }
-  // The same names on every rank, or the sums below would mix different metrics.
   std::string names;
   for (const auto& [n, e] : epoch_) names += n + '\n';
-  const int64_t h = int64_t(std::hash<std::string>{}(names) & 0x7fffffffffffffffLL);
-  VOLT_CHECK(all_ranks_agree(comm, h), "metrics: the ranks logged different epoch metrics (this rank: ",
-             names.empty() ? std::string("none") : names, "); every rank must log the same names");
+  check_same_names(comm, names, "epoch metrics");
   std::vector<double> v;
   for (const auto& [n, e] : epoch_) v.insert(v.end(), {e.value, e.weight});
   if (v.empty()) return;
@@ -152,8 +159,13 @@ void MetricStore::reduce_epoch(Communicator& comm) {
 void MetricStore::reduce_step(Communicator& comm) {
   if (comm.size() == 1) return;
   std::vector<double> v;
+  std::string names;
   for (const auto& [n, e] : step_)
-    if (e.fresh && e.sync_dist) v.push_back(e.get());
+    if (e.fresh && e.sync_dist) {
+      v.push_back(e.get());
+      names += n + '\n';
+    }
+  check_same_names(comm, names, "sync_dist step metrics");
   if (v.empty()) return;
   comm.all_reduce(v.data(), v.size(), ReduceOp::Avg);
   size_t i = 0;

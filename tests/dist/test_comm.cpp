@@ -443,6 +443,45 @@ TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whateve
   comm().barrier();  // every rank is done with rank 0's files before they go
 }
 
+namespace {
+// Logs a synced step metric on rank 0 only: the ranks would reduce different lists.
+class SyncedOnRank0 : public ClassifierModule {
+ public:
+  using ClassifierModule::ClassifierModule;
+  Tensor training_step(const Batch& b, int64_t i) override {
+    Tensor loss = ClassifierModule::training_step(b, i);
+    LogOptions lo;
+    lo.sync_dist = true;
+    if (comm().rank() == 0) log("only_here", 1.0, lo);
+    return loss;
+  }
+};
+}  // namespace
+
+TEST_CASE("trainer: a synced step metric that only some ranks log is every rank's error, not a hang") {
+  volt::test::TempDir own("volt_comm_sync_");
+  manual_seed(5);
+  volt::test::SynthDM dm(64, 32, 32);
+  volt::test::Quiet q;
+  TrainerOptions o = q.base(own.path);
+  o.accelerator = "cpu";
+  o.max_epochs = 1;
+  o.logger = false;
+  o.enable_checkpointing = false;
+  o.enable_progress_bar = false;
+  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  SyncedOnRank0 m(volt::test::small_cnn(0.0), volt::test::adam());
+  Trainer t(o);
+  if (comm().size() == 1) {
+    CHECK_NOTHROW(t.fit(m, dm));
+  } else {
+    const std::string what = volt::test::error_of([&] { t.fit(m, dm); });
+    INFO(what);
+    CHECK(volt::test::contains(what, "the ranks logged different sync_dist step metrics"));
+  }
+  comm().barrier();
+}
+
 TEST_CASE("trainer: a checkpoint rank 0 cannot write is every rank's error") {
   // Only rank 0 writes; a failure it kept to itself left the other ranks training on, to wait at
   // the next collective for a rank that had stopped (the I/O timeout, 30 minutes by default).
