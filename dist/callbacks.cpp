@@ -204,6 +204,10 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
       const auto& worst = top_.back();
       keep = by_recency ? score > worst.first : better(score, worst.first);
     }
+    // Rank 0's ranking decides: a rank whose view of the files differs (a resumed ranking keeps the
+    // files it sees) would otherwise save, a collective, where the others do not.
+    if (t.world_size() > 1)
+      keep = t.communicator().all_reduce_value(t.is_global_zero() && keep ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
     if (keep) {
       // Rank first, then save: the file holds the ranking it is part of, so a run resumed from it
       // keeps and evicts files as the uninterrupted run does. The file it displaces is removed only

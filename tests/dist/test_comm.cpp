@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -441,6 +442,50 @@ TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whateve
     CHECK(volt::test::contains(what, "a filesystem that every node shares"));
   }
   comm().barrier();  // every rank is done with rank 0's files before they go
+}
+
+TEST_CASE("trainer: a resumed ModelCheckpoint saves as rank 0's ranking decides, whatever files a rank sees") {
+  // A resumed ranking keeps the checkpoints that exist. With a relative dirpath each rank looks in
+  // its own folder, where only rank 0 (the writer) has them: rank 1's ranking is empty and would
+  // save a worse checkpoint (a collective) that rank 0 does not save.
+  volt::test::TempDir own("volt_comm_rank_");
+  std::string shared = own.path;
+  broadcast_string(comm(), shared);
+  const fs::path cwd = fs::current_path();
+  fs::current_path(own.path);
+  struct Back {
+    fs::path to;
+    ~Back() { fs::current_path(to); }
+  } back{cwd};
+  manual_seed(5);
+  volt::test::SynthDM dm(64, 32, 32);
+  volt::test::Quiet q;
+  auto fit = [&](int64_t epochs, const std::string& resume) {
+    TrainerOptions o = q.base(own.path);
+    o.accelerator = "cpu";
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.logger = false;
+    o.enable_progress_bar = false;
+    o.resume = resume;
+    o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+    ModelCheckpointOptions mo;
+    mo.monitor = "score";
+    mo.dirpath = "ck";
+    mo.filename = "{epoch}";
+    mo.save_last = true;
+    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+    volt::test::Counting m(volt::test::small_cnn(0.0), volt::test::adam());
+    m.scores = {1, 5};  // epoch 1 is worse: not kept
+    Trainer t(o);
+    t.fit(m, dm);
+    return t.global_step();
+  };
+  const int64_t first = fit(1, "");
+  const int64_t second = fit(2, shared + "/ck/last.ckpt");
+  CHECK(second == 2 * first);
+  if (comm().rank() == 0) CHECK(volt::test::names_in(own.path + "/ck") == std::set<std::string>{"epoch=0.ckpt", "last.ckpt"});
+  comm().barrier();
 }
 
 namespace {
