@@ -364,6 +364,18 @@ void Tensor::copy_(const Tensor& src) {
   VOLT_CHECK(src.shape() == shape(), "copy_: source shape ", shape_str(src.shape()), " does not match ",
              shape_str(shape()));
   if (same_storage(src) && impl_->offset == src.impl()->offset && dtype() == src.dtype()) return;
+  if (same_storage(src) && device().is_cuda()) {
+    // Overlapping views of one buffer: cudaMemcpy's result is undefined there (the host's memmove
+    // is not), so the source goes through a copy of its own first.
+    const auto* a = static_cast<const char*>(raw_data());
+    const auto* b = static_cast<const char*>(src.raw_data());
+    if (a < b + src.nbytes() && b < a + nbytes()) {
+      Tensor tmp = empty(src.shape(), src.dtype(), src.device());
+      tmp.copy_(src);
+      copy_(tmp);
+      return;
+    }
+  }
   if (dtype() == src.dtype()) {
     if (device() == src.device()) {
       backend_for(device()).copy_within(raw_data(), src.raw_data(), nbytes(), device().index);

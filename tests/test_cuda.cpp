@@ -6,6 +6,7 @@
 // without running on a GPU. Labelled `gpu`.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <string>
@@ -389,6 +390,15 @@ TEST_CASE("gpu tensors: copies to and from the device, clone, copy_, fill_, zero
   CHECK(z.to_vector() == std::vector<float>(105, 0.f));
   z.copy_(d);  // device to device
   CHECK(z.to_vector() == h.to_vector());
+  {
+    // Overlapping views of one buffer (undefined for cudaMemcpy): rows 0..3 into rows 1..4.
+    Tensor w = d.clone();
+    w.narrow(1, 4).copy_(w.narrow(0, 4));
+    std::vector<float> want = h.to_vector();
+    const std::vector<float> src(want.begin(), want.begin() + 4 * 21);
+    std::copy(src.begin(), src.end(), want.begin() + 21);
+    CHECK(w.to_vector() == want);
+  }
   z.fill_(2.5f);
   CHECK(z.to_vector() == std::vector<float>(105, 2.5f));
   z.copy_(h);  // host to device

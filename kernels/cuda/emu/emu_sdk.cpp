@@ -225,7 +225,7 @@ const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument (emulator: a pointer outside any live allocation of the "
-                                       "kind the call needs, or a bad size or handle)";
+                                       "kind the call needs, a bad size or handle, or overlapping copy ranges)";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected (VOLT_EMU_DEVICES=0)";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
@@ -367,6 +367,10 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     case cudaMemcpyDefault: ok = true; break;
   }
   if (!ok) return fail(cudaErrorInvalidValue);
+  // Overlapping ranges are undefined for cudaMemcpy (a GPU copies in any order): refused here, where
+  // memmove would make them right.
+  const auto *d = static_cast<const char*>(dst), *s = static_cast<const char*>(src);
+  if (d != s && d < s + bytes && s < d + bytes) return fail(cudaErrorInvalidValue);
   volt_emu::submit(stream, [=] { std::memmove(dst, src, bytes); });
   return cudaSuccess;
 }
