@@ -328,7 +328,13 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     std::string newest;
     int64_t newest_step = -1;
     auto consider = [&](const std::string& path) {
-      const Checkpoint c = load_checkpoint(path);
+      Checkpoint c;
+      try {
+        c = load_checkpoint(path);
+      } catch (const Error& e) {
+        out() << "not resuming from " << path << ": " << e.what() << "\n";
+        return false;
+      }
       const auto it = c.metadata.find("slurm_job_id");
       const std::string owner = it == c.metadata.end() ? std::string() : it->second;
       if (owner != env_.job_id) {
@@ -340,12 +346,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       return true;
     };
     if (fs::is_regular_file(hpc)) owns_hpc = consider(hpc);
-    std::string last;
-    try {
-      last = resolve_resume_path(opts_.default_root_dir, "last");
-    } catch (const Error&) {  // none
-    }
-    if (!last.empty()) consider(last);
+    for (const std::string& latest : latest_checkpoints(opts_.default_root_dir))  // this job's newest folder
+      if (consider(latest)) break;
     if (newest.empty())
       return opts_.resume.empty() ? std::string() : resolve_resume_path(opts_.default_root_dir, opts_.resume);
     if (!opts_.resume.empty())

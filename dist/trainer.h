@@ -216,5 +216,8 @@ void batch_to(Batch& b, Device device);
 // The run's folder for "resume": "last" resolves to the newest version_N/checkpoints/last.ckpt
 // under <root>/lightning_logs; anything else is a path. Throws volt::Error when there is none.
 std::string resolve_resume_path(const std::string& root, const std::string& what);
+// Each version folder's latest checkpoint (its last.ckpt, else its newest .ckpt), newest version
+// first: resume "last" takes the first.
+std::vector<std::string> latest_checkpoints(const std::string& root);
 
 }  // namespace volt

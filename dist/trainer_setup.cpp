@@ -128,12 +128,21 @@ std::string resolve_resume_path(const std::string& root, const std::string& what
     VOLT_CHECK(fs::is_regular_file(what), "resume: checkpoint \"", what, "\" does not exist");
     return what;
   }
+  const std::vector<std::string> latest = latest_checkpoints(root);
+  VOLT_CHECK(!latest.empty(), "resume \"last\": no checkpoint under ", root, "/lightning_logs/version_*/checkpoints");
+  return latest.front();
+}
+
+std::vector<std::string> latest_checkpoints(const std::string& root) {
   const std::string parent = root + "/lightning_logs";
-  // Newest version first: its last.ckpt, else its newest .ckpt.
+  std::vector<std::string> out;
   for (int v = next_version(parent) - 1; v >= 0; --v) {
     const std::string dir = parent + "/version_" + std::to_string(v) + "/checkpoints";
     if (!fs::is_directory(dir)) continue;
-    if (fs::is_regular_file(dir + "/last.ckpt")) return dir + "/last.ckpt";
+    if (fs::is_regular_file(dir + "/last.ckpt")) {
+      out.push_back(dir + "/last.ckpt");
+      continue;
+    }
     std::string newest;
     fs::file_time_type t{};
     for (const auto& e : fs::directory_iterator(dir))
@@ -141,9 +150,9 @@ std::string resolve_resume_path(const std::string& root, const std::string& what
         newest = e.path().string();
         t = e.last_write_time();
       }
-    if (!newest.empty()) return newest;
+    if (!newest.empty()) out.push_back(newest);
   }
-  VOLT_FAIL("resume \"last\": no checkpoint under ", parent, "/version_*/checkpoints");
+  return out;
 }
 
 std::ostream& Trainer::out() const {
@@ -257,6 +266,7 @@ std::string Trainer::decided_on_rank0(const std::function<std::string()>& decide
       msg = std::string("E") + e.what();
     }
   }
+  comm_->io_barrier();  // deciding may read files (checkpoints on a slow shared filesystem)
   broadcast_string(*comm_, msg);
   if (failed) std::rethrow_exception(failed);
   VOLT_CHECK(!msg.empty() && (msg[0] == 'P' || msg[0] == 'E'), "data-parallel: rank 0's decision arrived garbled");

@@ -60,6 +60,28 @@ struct PreemptedFit {
   }
 };
 
+// A 4-epoch fit in `root` whose node fails (an exception) at global step `at`; what it printed.
+std::string fit_until_node_failure(const std::string& root, int64_t at, DataModule& dm) {
+  class NodeFails : public Preempted {
+   public:
+    explicit NodeFails(int64_t at) : Preempted(-1), at_(at) {}
+    Tensor training_step(const Batch& b, int64_t i) override {
+      if (global_step() == at_) throw std::runtime_error("node failure");
+      return Preempted::training_step(b, i);
+    }
+
+   private:
+    int64_t at_;
+  };
+  Quiet q;
+  TrainerOptions o = q.base(root);
+  o.max_epochs = 4;
+  NodeFails m(at);
+  Trainer t(o);
+  CHECK_THROWS_WITH(t.fit(m, dm), "node failure");
+  return q.os.str();
+}
+
 }  // namespace
 
 TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job ends bit-identical") {
@@ -263,24 +285,11 @@ TEST_CASE("a job requeued again after a node failure goes on from its newer chec
     PreemptedFit first(dir.path, 2, dm, four_epochs);
     REQUIRE(first.t->requeued());
   }
-  class NodeFails : public Preempted {
-   public:
-    NodeFails() : Preempted(-1) {}
-    Tensor training_step(const Batch& b, int64_t i) override {
-      if (global_step() == 12) throw std::runtime_error("node failure");
-      return Preempted::training_step(b, i);
-    }
-  };
   {
     ScopedEnv restart("SLURM_RESTART_COUNT", "1");
-    Quiet q;
-    TrainerOptions o = q.base(dir.path);
-    four_epochs(o);
-    NodeFails m;
-    Trainer t(o);
-    CHECK_THROWS_WITH(t.fit(m, dm), "node failure");
-    INFO(q.os.str());
-    CHECK(contains(q.os.str(), "Resumed from " + hpc + " at epoch 0, step 3"));
+    const std::string printed = fit_until_node_failure(dir.path, 12, dm);
+    INFO(printed);
+    CHECK(contains(printed, "Resumed from " + hpc + " at epoch 0, step 3"));
   }
   const std::string newer = dir / "lightning_logs/version_1/checkpoints/epoch=1-step=10.ckpt";
   REQUIRE(fs::exists(newer));
@@ -364,4 +373,46 @@ TEST_CASE("save_checkpoint after a resumed fit with no epoch left records where 
   CHECK(c.global_step == t.global_step());
   CHECK(c.loader.epoch == 2);
   CHECK(c.loader.next_batch == 0);
+}
+
+TEST_CASE("a requeued job finds its own checkpoint behind a newer run of another job in the same folder") {
+  // Job 5151 fails in epoch 2 (its version_0 holds step 10); job 6161 then runs in the same folder
+  // (version_1). Requeued, 5151 must go on from its own step 10, not start afresh.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  {
+    ScopedEnv job("SLURM_JOB_ID", "5151");
+    fit_until_node_failure(dir.path, 12, dm);
+  }
+  {
+    ScopedEnv job("SLURM_JOB_ID", "6161");
+    PreemptedFit other(dir.path, -1, dm, [](TrainerOptions& o) { o.max_epochs = 1; });
+  }
+  ScopedEnv job("SLURM_JOB_ID", "5151"), restart("SLURM_RESTART_COUNT", "1");
+  PreemptedFit again(dir.path, -1, dm, [](TrainerOptions& o) { o.max_epochs = 4; });
+  const std::string printed = again.q.os.str();
+  INFO(printed);
+  CHECK(contains(printed, "version_1/checkpoints/epoch=0-step=5.ckpt was written by Slurm job 6161, not by this job"));
+  CHECK(contains(printed, "Resumed from " + (dir / "lightning_logs/version_0/checkpoints/epoch=1-step=10.ckpt") +
+                              " at epoch 2, step 10"));
+  CHECK(again.t->global_step() == 20);
+}
+
+TEST_CASE("a requeued job passes over a checkpoint it cannot read, saying so") {
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  ScopedEnv cmd("VOLT_REQUEUE_CMD", "true"), job("SLURM_JOB_ID", "7171");
+  {
+    PreemptedFit first(dir.path, 7, dm);  // hpc_ckpt at step 8, epoch=0-step=5.ckpt
+    REQUIRE(first.t->requeued());
+  }
+  const std::string hpc = requeue_checkpoint_path(dir.path);
+  std::ofstream(hpc, std::ios::trunc) << "not a checkpoint";
+  ScopedEnv restart("SLURM_RESTART_COUNT", "1");
+  PreemptedFit again(dir.path, -1, dm);
+  const std::string printed = again.q.os.str();
+  INFO(printed);
+  CHECK(contains(printed, "not resuming from " + hpc + ": "));
+  CHECK(contains(printed, "epoch=0-step=5.ckpt at epoch 1, step 5"));
+  CHECK(again.t->global_step() == 10);
 }
