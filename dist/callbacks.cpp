@@ -172,9 +172,10 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
       // As Lightning, which saves these after a validation: an epoch without one (check_val_every_n_epoch,
       // max_steps in mid-epoch) has no new score; its value would be the last validation's, or none.
       if (!said_waiting_)
-        t.out() << "ModelCheckpoint: no validation in epoch " << epoch << ": the top-" << o_.save_top_k
+        t.out() << "ModelCheckpoint: no validation in epoch " << epoch << ": the "
+                << (o_.save_top_k < 0 ? std::string("ranked") : "top-" + std::to_string(o_.save_top_k))
                 << " checkpoints by \"" << o_.monitor << "\" are saved after validations"
-                << (o_.save_last ? " (last.ckpt after every epoch)" : "") << "\n";
+                << (o_.save_last ? " (last.ckpt at every save)" : "") << "\n";
       said_waiting_ = true;
       rank_now = false;
     } else if (it == values.end()) {
@@ -186,7 +187,7 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
       if (!said_waiting_)
         t.out() << "ModelCheckpoint: monitor \"" << o_.monitor << "\" was not logged (logged: " << known
                 << ") and this fit has no validation: no top-k checkpoints"
-                << (o_.save_last ? " (last.ckpt after every epoch)" : "") << "\n";
+                << (o_.save_last ? " (last.ckpt at every save)" : "") << "\n";
       said_waiting_ = true;
       rank_now = false;
     } else {

@@ -135,7 +135,7 @@ TEST_CASE("ModelCheckpoint and EarlyStopping act after validations, and a fit wi
                                    {9, 3, 0.5, 1}, &printed);
   CHECK(every2 == std::set<std::string>{"epoch=3.ckpt", "last.ckpt"});
   CHECK(contains(printed, "ModelCheckpoint: no validation in epoch 0: the top-1 checkpoints by \"score\" are "
-                          "saved after validations (last.ckpt after every epoch)"));
+                          "saved after validations (last.ckpt at every save)"));
   // max_steps ends the fit before the first validation: last.ckpt, nothing ranked.
   CHECK(checkpointed("val_loss", [](TrainerOptions& o) { o.max_steps = 2; }, {}) ==
         std::set<std::string>{"last.ckpt"});

@@ -474,16 +474,19 @@ TEST_CASE("trainer: a resumed ModelCheckpoint saves as rank 0's ranking decides,
     mo.dirpath = "ck";
     mo.filename = "{epoch}";
     mo.save_last = true;
-    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+    auto mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
     volt::test::Counting m(volt::test::small_cnn(0.0), volt::test::adam());
     m.scores = {1, 5};  // epoch 1 is worse: not kept
     Trainer t(o);
     t.fit(m, dm);
-    return t.global_step();
+    return std::make_pair(t.global_step(), mc->best_model_path());
   };
-  const int64_t first = fit(1, "");
-  const int64_t second = fit(2, shared + "/ck/last.ckpt");
+  const int64_t first = fit(1, "").first;
+  const auto [second, best] = fit(2, shared + "/ck/last.ckpt");
   CHECK(second == 2 * first);
+  // Rank 0 kept epoch 0; a rank that sees no files ranks nothing, rather than epoch 1 by itself.
+  CHECK(best == (comm().rank() == 0 ? "ck/epoch=0.ckpt" : ""));
   if (comm().rank() == 0) CHECK(volt::test::names_in(own.path + "/ck") == std::set<std::string>{"epoch=0.ckpt", "last.ckpt"});
   comm().barrier();
 }
