@@ -42,27 +42,6 @@ void check_float_format(const std::string& tmpl, const std::string& key, const s
              "\"; a format is [flags][width][.precision] and one of f, e, g, E or G (as {val_loss:.4f})");
 }
 
-// A number in a callback's checkpoint state. std::stod/stoll threw std::invalid_argument, and read
-// "1x" as 1; here the whole value must parse, and anything else is a volt::Error naming key and value.
-double parse_double(const char* who, const std::string& key, const std::string& v) {
-  errno = 0;
-  char* end = nullptr;
-  const double d = v.empty() || std::isspace((unsigned char)v[0]) ? 0.0 : std::strtod(v.c_str(), &end);
-  // ERANGE on underflow is fine: format_double writes a denormal score as such, and it reads back.
-  VOLT_CHECK(end == v.c_str() + v.size() && end != v.c_str() && !(errno == ERANGE && std::isinf(d)), who,
-             ": checkpoint state \"", key, "\" = \"", v, "\" is not a number");
-  return d;
-}
-
-int64_t parse_count(const char* who, const std::string& key, const std::string& v) {
-  errno = 0;
-  char* end = nullptr;
-  const long long n = v.empty() || !std::isdigit((unsigned char)v[0]) ? -1 : std::strtoll(v.c_str(), &end, 10);
-  VOLT_CHECK(n >= 0 && end == v.c_str() + v.size() && errno != ERANGE, who, ": checkpoint state \"", key, "\" = \"",
-             v, "\" is not a whole number >= 0");
-  return n;
-}
-
 // printf into a string of the length it needs.
 std::string printf_double(const std::string& fmt, double v) {
   const int n = std::snprintf(nullptr, 0, fmt.c_str(), v);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -95,6 +96,27 @@ std::string format_double(double v) {
     if (std::strtod(buf, nullptr) == v) break;
   }
   return buf;
+}
+
+// std::stod/stoll threw std::invalid_argument, and read
+// "1x" as 1; here the whole value must parse, and anything else is a volt::Error naming key and value.
+double parse_double(const char* who, const std::string& key, const std::string& v) {
+  errno = 0;
+  char* end = nullptr;
+  const double d = v.empty() || std::isspace((unsigned char)v[0]) ? 0.0 : std::strtod(v.c_str(), &end);
+  // ERANGE on underflow is fine: format_double writes a denormal score as such, and it reads back.
+  VOLT_CHECK(end == v.c_str() + v.size() && end != v.c_str() && !(errno == ERANGE && std::isinf(d)), who,
+             ": checkpoint state \"", key, "\" = \"", v, "\" is not a number");
+  return d;
+}
+
+int64_t parse_count(const char* who, const std::string& key, const std::string& v) {
+  errno = 0;
+  char* end = nullptr;
+  const long long n = v.empty() || !std::isdigit((unsigned char)v[0]) ? -1 : std::strtoll(v.c_str(), &end, 10);
+  VOLT_CHECK(n >= 0 && end == v.c_str() + v.size() && errno != ERANGE, who, ": checkpoint state \"", key, "\" = \"",
+             v, "\" is not a whole number >= 0");
+  return n;
 }
 
 CSVLogger::CSVLogger(std::string dir, int flush_every_n_rows) : dir_(std::move(dir)), flush_every_(flush_every_n_rows) {

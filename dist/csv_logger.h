@@ -56,5 +56,9 @@ void save_hparams_yaml(const std::string& path, const HParams& hparams);
 
 // Shortest decimal text that reads back as the same double ("0.1", "3", "1e-08", "nan", "inf").
 std::string format_double(double v);
+// A number in checkpoint state (format_double's text, a count) read back: the whole value must
+// parse, or a volt::Error names `who`, the key and the value.
+double parse_double(const char* who, const std::string& key, const std::string& v);
+int64_t parse_count(const char* who, const std::string& key, const std::string& v);
 
 }  // namespace volt

@@ -459,6 +459,15 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     Checkpoint c = load_on_every_rank(resume_path);
     // Callback states first: one that does not parse then fails before restore() changes the model.
     load_callback_states(callbacks_, c.metadata, out());
+    std::map<std::string, double> metrics;
+    int64_t validated = -1;
+    const std::string metric_prefix = "trainer.callback_metric.";
+    for (const auto& [k, v] : c.metadata) {
+      if (k.compare(0, metric_prefix.size(), metric_prefix) == 0)
+        metrics[k.substr(metric_prefix.size())] = parse_double("Trainer", k, v);
+      else if (k == "trainer.last_validated_epoch")
+        validated = parse_count("Trainer", k, v);
+    }
     restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr, {},
             I.scaler.get());
     epoch_ = c.epoch;
@@ -466,6 +475,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     module.global_step_ = global_step_;
     I.resume_epoch = c.epoch;  // what a save before the next epoch's end records
     I.resume_loader = c.loader;
+    callback_metrics_ = std::move(metrics);
+    last_validated_epoch_ = validated;
     resumed = true;
     out() << "Resumed from " << resume_path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
   }

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "dist/checkpoint.h"
+#include "dist/csv_logger.h"
 #include "dist/log_dir.h"
 #include "dist/requeue.h"
 #include "dist/trainer.h"
@@ -91,6 +92,10 @@ void Trainer::save_checkpoint(const std::string& path) const {
       save_callback_states(callbacks_, c.metadata);
       c.metadata["trainer"] = "volt.Trainer";
       if (!env_.job_id.empty()) c.metadata["slurm_job_id"] = env_.job_id;  // whose requeue may resume it
+      // What the callbacks read at the next epoch end: a run resumed in mid-epoch, after a validation
+      // of that epoch, decides there as the uninterrupted run does.
+      if (last_validated_epoch_ >= 0) c.metadata["trainer.last_validated_epoch"] = std::to_string(last_validated_epoch_);
+      for (const auto& [k, v] : callback_metrics_) c.metadata["trainer.callback_metric." + k] = format_double(v);
       ::volt::save_checkpoint(path, c);
     } catch (...) {
       failed = std::current_exception();

@@ -439,4 +439,13 @@ TEST_CASE("callback state that does not parse: volt::Error naming key and value,
   Quiet q2;
   CHECK(contains(error_of([&] { Trainer(opts(q2, dir / "bad.ckpt")).fit(fresh, dm); }), "\"wait\" = \"many\""));
   CHECK(test::same_state(fresh, before));
+  // The Trainer's own state there too: the callbacks' metrics.
+  Checkpoint c2 = load_checkpoint(t.checkpoint_callback()->best_model_path());
+  REQUIRE(c2.metadata.count("trainer.callback_metric.score") == 1);
+  c2.metadata["trainer.callback_metric.score"] = "high";
+  save_checkpoint(dir / "bad2.ckpt", c2);
+  Quiet q3;
+  CHECK(contains(error_of([&] { Trainer(opts(q3, dir / "bad2.ckpt")).fit(fresh, dm); }),
+                 "Trainer: checkpoint state \"trainer.callback_metric.score\" = \"high\" is not a number"));
+  CHECK(test::same_state(fresh, before));
 }

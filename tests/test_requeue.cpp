@@ -416,3 +416,44 @@ TEST_CASE("a requeued job passes over a checkpoint it cannot read, saying so") {
   CHECK(contains(printed, "epoch=0-step=5.ckpt at epoch 1, step 5"));
   CHECK(again.t->global_step() == 10);
 }
+
+TEST_CASE("resumed in mid-epoch after that epoch's validation, ModelCheckpoint ranks the epoch as the whole run does") {
+  // Validations after batches 2 and 4 of 5: the epoch's end has none of its own. Pre-empted after
+  // batch 4 of epoch 1, the requeued run must still rank epoch 1 by that validation's val_loss.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  ScopedEnv cmd("VOLT_REQUEUE_CMD", "true"), job("SLURM_JOB_ID", "8181");
+  std::shared_ptr<ModelCheckpoint> mc;
+  auto ranked = [&](TrainerOptions& o) {
+    o.max_epochs = 3;
+    o.seed = 5;
+    o.val_check_interval = 2;
+    ModelCheckpointOptions mo;
+    mo.monitor = "val_loss";
+    mo.save_top_k = -1;
+    mo.filename = "{epoch}";
+    mc = std::make_shared<ModelCheckpoint>(mo);
+    o.callbacks = {mc};
+  };
+  std::vector<double> whole;
+  {
+    manual_seed(5);  // the same initial weights in both runs
+    PreemptedFit full(dir / "full", -1, dm, ranked);
+    for (const auto& [score, path] : mc->best_k_models()) whole.push_back(score);
+  }
+  REQUIRE(whole.size() == 3);
+  {
+    manual_seed(5);
+    PreemptedFit first(dir / "job", 8, dm, ranked);  // training_step of epoch 1's batch 4 (step 8)
+    REQUIRE(first.t->requeued());
+    INFO(first.q.os.str());
+    CHECK(contains(first.t->requeue_message(), "at epoch 1, step 9"));
+  }
+  ScopedEnv restart("SLURM_RESTART_COUNT", "1");
+  PreemptedFit again(dir / "job", -1, dm, ranked);
+  INFO(again.q.os.str());
+  CHECK_FALSE(contains(again.q.os.str(), "no validation in epoch"));
+  std::vector<double> resumed;
+  for (const auto& [score, path] : mc->best_k_models()) resumed.push_back(score);
+  CHECK(resumed == whole);
+}
