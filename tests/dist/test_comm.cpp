@@ -504,6 +504,19 @@ class SyncedOnRank0 : public ClassifierModule {
     return loss;
   }
 };
+
+
+// One CPU epoch in `root` on this process's communicator: no logger, checkpoints or progress bar.
+TrainerOptions one_quiet_epoch(volt::test::Quiet& q, const std::string& root) {
+  TrainerOptions o = q.base(root);
+  o.accelerator = "cpu";
+  o.max_epochs = 1;
+  o.logger = false;
+  o.enable_checkpointing = false;
+  o.enable_progress_bar = false;
+  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  return o;
+}
 }  // namespace
 
 TEST_CASE("trainer: a synced step metric that only some ranks log is every rank's error, not a hang") {
@@ -511,13 +524,7 @@ TEST_CASE("trainer: a synced step metric that only some ranks log is every rank'
   manual_seed(5);
   volt::test::SynthDM dm(64, 32, 32);
   volt::test::Quiet q;
-  TrainerOptions o = q.base(own.path);
-  o.accelerator = "cpu";
-  o.max_epochs = 1;
-  o.logger = false;
-  o.enable_checkpointing = false;
-  o.enable_progress_bar = false;
-  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  const TrainerOptions o = one_quiet_epoch(q, own.path);
   SyncedOnRank0 m(volt::test::small_cnn(0.0), volt::test::adam());
   Trainer t(o);
   if (comm().size() == 1) {
@@ -537,13 +544,7 @@ TEST_CASE("trainer: a checkpoint rank 0 cannot write is every rank's error") {
   manual_seed(5);
   volt::test::SynthDM dm(64, 32, 32);
   volt::test::Quiet q;
-  TrainerOptions o = q.base(own.path);
-  o.accelerator = "cpu";
-  o.max_epochs = 1;
-  o.logger = false;
-  o.enable_checkpointing = false;
-  o.enable_progress_bar = false;
-  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  const TrainerOptions o = one_quiet_epoch(q, own.path);
   ClassifierModule m(volt::test::small_cnn(0.0), volt::test::adam());
   Trainer t(o);
   t.fit(m, dm);
