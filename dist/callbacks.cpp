@@ -368,6 +368,23 @@ std::map<std::string, std::string> fields_under(const std::map<std::string, std:
 }
 }  // namespace
 
+std::vector<std::map<std::string, std::string>> callback_states(
+    const std::vector<std::shared_ptr<Callback>>& callbacks) {
+  std::vector<std::map<std::string, std::string>> states;
+  for (const auto& cb : callbacks) states.push_back(cb->state_dict());
+  return states;
+}
+
+void put_back_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
+                              const std::vector<std::map<std::string, std::string>>& states) {
+  for (size_t i = 0; i < states.size() && i < callbacks.size(); ++i) {
+    try {
+      callbacks[i]->load_state_dict(states[i]);
+    } catch (...) {  // it held this state a moment ago; nothing better to do than leave it
+    }
+  }
+}
+
 void load_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
                           const std::map<std::string, std::string>& metadata, std::ostream& note) {
   std::map<std::string, int> of_type;
@@ -392,12 +409,7 @@ void load_callback_states(const std::vector<std::shared_ptr<Callback>>& callback
   } catch (...) {
     // All or none: those that took their state get their own back (ModelCheckpoint and EarlyStopping
     // check a state whole before they change, so the one that failed is as it was).
-    for (size_t i = 0; i < before.size(); ++i) {
-      try {
-        callbacks[i]->load_state_dict(before[i]);
-      } catch (...) {  // it held this state a moment ago; nothing better to do than leave it
-      }
-    }
+    put_back_callback_states(callbacks, before);
     throw;
   }
 }

@@ -127,4 +127,11 @@ void save_callback_states(const std::vector<std::shared_ptr<Callback>>& callback
 void load_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
                           const std::map<std::string, std::string>& metadata, std::ostream& note);
 
+// Each callback's state now, and putting such states back: a resume that fails after the callbacks
+// took the checkpoint's state (the model or optimizer does not match) leaves them as they were.
+std::vector<std::map<std::string, std::string>> callback_states(
+    const std::vector<std::shared_ptr<Callback>>& callbacks);
+void put_back_callback_states(const std::vector<std::shared_ptr<Callback>>& callbacks,
+                              const std::vector<std::map<std::string, std::string>>& states);
+
 }  // namespace volt

@@ -457,8 +457,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   bool resumed = false;
   if (!resume_path.empty()) {
     Checkpoint c = load_on_every_rank(resume_path);
-    // Callback states first: one that does not parse then fails before restore() changes the model.
-    load_callback_states(callbacks_, c.metadata, out());
+    // The Trainer's own state first, then the callbacks': one that does not parse then fails before
+    // restore() changes the model; and if restore() refuses the checkpoint, the callbacks get their
+    // own states back, so nothing of it is loaded.
     std::map<std::string, double> metrics;
     int64_t validated = -1;
     const std::string metric_prefix = "trainer.callback_metric.";
@@ -468,8 +469,15 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       else if (k == "trainer.last_validated_epoch")
         validated = parse_count("Trainer", k, v);
     }
-    restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr, {},
-            I.scaler.get());
+    const auto own_states = callback_states(callbacks_);
+    load_callback_states(callbacks_, c.metadata, out());
+    try {
+      restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), run.overfit.empty() ? run.train.get() : nullptr,
+              {}, I.scaler.get());
+    } catch (...) {
+      put_back_callback_states(callbacks_, own_states);
+      throw;
+    }
     epoch_ = c.epoch;
     global_step_ = c.global_step;
     module.global_step_ = global_step_;
