@@ -551,10 +551,17 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       // The callbacks decide on every rank whether to stop and whether and where to save, and each
       // decision is followed by collectives (the checkpoint's barrier, the loop's next step): the
       // ranks must decide alike. Metrics logged without sync_dist differ between ranks, so every
-      // rank decides on rank 0's values (those the logs show), and a stop asked on any rank is one.
+      // rank decides on rank 0's values (those the logs show), and a stop asked on any rank (by the
+      // module, or a callback's rank-local condition) is every rank's before the next callback looks.
       sync_callback_metrics();
-      for (auto& c : callbacks_) c->on_train_epoch_end(*this, module);
-      if (world_size() > 1) should_stop_ = comm_->all_reduce_value(should_stop_ ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
+      auto agree_on_stop = [&] {
+        if (world_size() > 1) should_stop_ = comm_->all_reduce_value(should_stop_ ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
+      };
+      for (auto& c : callbacks_) {
+        agree_on_stop();
+        c->on_train_epoch_end(*this, module);
+      }
+      agree_on_stop();
     }
     if (finished) ++epoch_;
     // SIGUSR1 during the epoch's last batch: the checkpoint comes after the epoch's validation, its

@@ -133,6 +133,8 @@ class Trainer {
   int64_t last_validated_epoch() const { return last_validated_epoch_; }
   // Where the trainer prints (rank 0's stream; the other ranks' prints go nowhere).
   std::ostream& out() const;
+  // Stops the fit after this epoch. Asked on one rank, it is every rank's: at an epoch's end each
+  // callback sees the stop that any rank asked for before it (the ranks agree before each one).
   void request_stop() { should_stop_ = true; }
   bool writes_files() const { return opts_.fast_dev_run.batches == 0; }
   const TrainerOptions& options() const { return opts_; }

@@ -367,6 +367,58 @@ TEST_CASE("trainer: every rank stops and saves as rank 0 decides, on a metric th
   comm().barrier();  // rank 0 removes the folder only after every rank has looked
 }
 
+namespace {
+// Asks the Trainer to stop at the end of epoch 0 on one rank only (a user's rank-local condition).
+class StopOnRank : public Callback {
+ public:
+  explicit StopOnRank(int rank) : rank_(rank) {}
+  std::string name() const override { return "StopOnRank"; }
+  void on_train_epoch_end(Trainer& t, LightningModule&) override {
+    if (comm().rank() == rank_ && t.current_epoch() == 0) t.request_stop();
+  }
+
+ private:
+  int rank_;
+};
+}  // namespace
+
+TEST_CASE("trainer: a stop asked on one rank is every rank's before the next callback decides") {
+  // ModelCheckpoint with every_n_epochs saves early when the fit stops: a rank that saw the stop
+  // and one that did not went different ways through the checkpoint's collectives.
+  const int me = comm().rank();
+  std::unique_ptr<volt::test::TempDir> dir;
+  std::string root;
+  if (me == 0) {
+    dir = std::make_unique<volt::test::TempDir>("volt_comm_trainer_");
+    root = dir->path;
+  }
+  broadcast_string(comm(), root);
+  manual_seed(3);
+  volt::test::SynthDM dm(64, 32, 32);
+  ClassifierModule m(volt::test::small_cnn(0.0), volt::test::adam());
+  volt::test::Quiet q;
+  TrainerOptions o = q.base(root);
+  o.accelerator = "cpu";
+  o.max_epochs = 4;
+  o.num_sanity_val_steps = 0;
+  o.enable_progress_bar = false;
+  o.logger = false;
+  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  ModelCheckpointOptions mo;
+  mo.every_n_epochs = 3;
+  mo.save_last = true;
+  auto ckpt = std::make_shared<ModelCheckpoint>(mo);
+  o.callbacks = {std::make_shared<StopOnRank>(comm().size() - 1), ckpt};
+  Trainer t(o);
+  t.fit(m, dm);
+  const int64_t epochs = t.current_epoch();
+  CHECK(epochs == 1);
+  CHECK(identical_on_all_ranks(&epochs, sizeof epochs));
+  CHECK(volt::test::contains(ckpt->last_model_path(), "last.ckpt"));
+  if (me == 0) CHECK(fs::exists(ckpt->last_model_path()));
+  comm().barrier();  // rank 0 removes the folder only after every rank has looked
+}
+
 TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whatever its own filesystem shows") {
   // A requeued job resumes from the pre-empted run's checkpoint where the root directory holds one.
   // Here only rank 0's root does (the others get empty roots of their own, as a node whose view of a
