@@ -21,7 +21,7 @@ const char* train_usage() {
          "  --batch-size N              images per step and process (default 128)\n"
          "  --lr X                      learning rate (default 1e-3)\n"
          "  --optimizer NAME            adam | adamw | sgd (default adam)\n"
-         "  --momentum X                SGD momentum (default 0.9)\n"
+         "  --momentum X                SGD momentum, with --optimizer sgd (default 0.9)\n"
          "  --weight-decay X            weight decay (default 0)\n"
          "  --scheduler NAME            none | step | cosine | onecycle (default none)\n"
          "  --dropout X                 dropout probability in the classifier (default 0.2)\n"
@@ -127,6 +127,7 @@ bool is_count(const char* s) {
 
 TrainArgs parse_train_args(int argc, char** argv) {
   TrainArgs a;
+  bool momentum_given = false;  // refused with adam and adamw, not ignored
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i], value;
     const size_t eq = flag.find('=');
@@ -158,7 +159,10 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--batch-size") a.batch = to_int(flag, next(), 1);
     else if (flag == "--lr") a.lr = to_double(flag, next());
     else if (flag == "--optimizer") a.optimizer = choice({"adam", "adamw", "sgd"});
-    else if (flag == "--momentum") a.momentum = to_double(flag, next());
+    else if (flag == "--momentum") {
+      a.momentum = to_double(flag, next());
+      momentum_given = true;
+    }
     else if (flag == "--weight-decay") a.weight_decay = to_double(flag, next());
     else if (flag == "--scheduler") a.scheduler = choice({"none", "step", "cosine", "onecycle"});
     else if (flag == "--dropout") a.dropout = to_double(flag, next());
@@ -226,6 +230,9 @@ TrainArgs parse_train_args(int argc, char** argv) {
     throw UsageError("bad value for --label-smoothing: it must be in [0, 1]");
   if (a.gradient_clip_val < 0) throw UsageError("bad value for --gradient-clip-val: it must be >= 0");
   if (a.weight_decay < 0) throw UsageError("bad value for --weight-decay: it must be >= 0");
+  if (a.momentum < 0) throw UsageError("bad value for --momentum: it must be >= 0");
+  if (momentum_given && a.optimizer != "sgd")  // not silently ignored: Adam's betas are fixed
+    throw UsageError("--momentum is SGD's (--optimizer sgd); " + a.optimizer + " uses betas 0.9, 0.999");
   if (a.threads == 0) a.threads = available_cpus();
   return a;
 }

@@ -74,6 +74,8 @@ expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --limit-val-batches 0 
 expect(2 "unknown option --bogus.*usage: cnn_train" --bogus)
 expect(2 "bad value '0' for --epochs" --epochs 0)
 expect(2 "bad value 'x' for --lr" --lr x)
+expect(2 "bad value for --momentum: it must be >= 0" --optimizer sgd --momentum -0.5)
+expect(2 "--momentum is SGD's \\(--optimizer sgd\\); adamw uses betas" --momentum 0.8 --optimizer adamw)
 expect(2 "expected one of adam, adamw, sgd" --optimizer rmsprop)
 expect(2 "expected one of cifar10, cifar100, mnist, fashion-mnist, folder, synthetic" --dataset imagenet)
 expect(2 "expected one of 32, 32-true, 16-mixed, 16, bf16-mixed, bf16" --precision 8)
