@@ -98,6 +98,7 @@ void MetricStore::clear_step() {
 }
 
 void MetricStore::clear_epoch() {
+  reduced_ = false;
   for (auto& [n, e] : epoch_) {
     e.value = e.weight = 0;
     if (e.device.defined()) e.device.zero_();
@@ -136,7 +137,8 @@ void check_same_names(Communicator& comm, const std::string& names, const char* 
 }  // namespace
 
 void MetricStore::reduce_epoch(Communicator& comm) {
-  if (comm.size() == 1) return;
+  if (comm.size() == 1 || reduced_) return;
+  reduced_ = true;
   for (auto& [n, e] : epoch_)  // the device parts join the host sums, which the communicator reduces
     if (e.device.defined()) {
       e.value = e.get();
@@ -153,6 +155,40 @@ void MetricStore::reduce_epoch(Communicator& comm) {
   for (auto& [n, e] : epoch_) {
     e.value = v[i++];
     e.weight = v[i++];
+  }
+}
+
+std::map<std::string, MetricStore::EpochSum> MetricStore::epoch_sums(Communicator& comm) const {
+  std::map<std::string, EpochSum> out;
+  std::vector<double> v;
+  std::string names;
+  for (const auto& [n, e] : epoch_) {
+    v.insert(v.end(), {e.get(), e.weight});
+    names += n + '\n';
+  }
+  if (comm.size() > 1 && !reduced_) {
+    check_same_names(comm, names, "epoch metrics");
+    if (!v.empty()) comm.all_reduce(v.data(), v.size(), ReduceOp::Sum);
+  }
+  size_t i = 0;
+  for (const auto& [n, e] : epoch_) {
+    EpochSum& s = out[n];
+    s.sum = v[i++];
+    s.weight = v[i++];
+    s.prog_bar = e.prog_bar;
+    s.logger = e.logger;
+  }
+  return out;
+}
+
+void MetricStore::restore_epoch_sums(const std::map<std::string, EpochSum>& sums, bool take_values) {
+  for (const auto& [n, s] : sums) {
+    Entry& e = epoch_[n];  // in place: a captured CUDA graph may write its device scalar
+    e.value = take_values ? s.sum : 0.0;
+    e.weight = take_values ? s.weight : 0.0;
+    if (e.device.defined()) e.device.zero_();
+    e.prog_bar = s.prog_bar;
+    e.logger = s.logger;
   }
 }
 

@@ -76,6 +76,17 @@ class MetricStore {
   // same names: checked), and averages the on_step values logged with sync_dist.
   void reduce_epoch(Communicator& comm);
   void reduce_step(Communicator& comm);
+  // A checkpoint written in mid-epoch keeps the epoch's sums so far, and the run resumed from it
+  // goes on from them, so its epoch means are the uninterrupted run's. epoch_sums(): the on_epoch
+  // accumulators summed over the ranks (a collective, unless reduce_epoch() has run since the
+  // epoch began). restore_epoch_sums(): one rank takes the values, the others the names with zero
+  // (the ranks' sums add up to them at the epoch's end).
+  struct EpochSum {
+    double sum = 0, weight = 0;
+    bool prog_bar = false, logger = true;
+  };
+  std::map<std::string, EpochSum> epoch_sums(Communicator& comm) const;
+  void restore_epoch_sums(const std::map<std::string, EpochSum>& sums, bool take_values);
 
  private:
   struct Captured {
@@ -88,6 +99,7 @@ class MetricStore {
   std::string stage_ = "train";
   int64_t batch_size_ = 1;
   std::map<std::string, Entry> step_, epoch_;
+  bool reduced_ = false;  // reduce_epoch() has run since clear_epoch()
   std::vector<Captured> captured_;
 };
 

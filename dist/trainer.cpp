@@ -208,6 +208,9 @@ struct TrainerRun {
     } else if (resumed_first && I.resume_loader.epoch == t.epoch_) {
       start = I.resume_loader.next_batch;  // the cached batches, from where a pre-empted run stopped
     }
+    // Resumed in mid-epoch: the epoch means go on from the sums of the batches before `start`.
+    if (start > 0) s.restore_epoch_sums(I.resume_sums, t.is_global_zero());
+    I.resume_sums.clear();
     if (I.bar) I.bar->start("Epoch " + std::to_string(t.epoch_), n_train);
     const bool validate_epoch = val && n_val > 0 && (t.epoch_ + 1) % o.check_val_every_n_epoch == 0;
     const int64_t accum = o.accumulate_grad_batches;
@@ -310,6 +313,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   train_batches_seen_ = 0;
   I.resume_epoch = 0;  // a fit that starts afresh saves from its start (not the previous fit's place)
   I.resume_loader = LoaderState{};
+  I.resume_sums.clear();
+  I.train_store.clear_epoch();  // nothing of a previous fit's last epoch goes into this one's checkpoints
   callback_metrics_.clear();
   logged_metrics_.clear();
 
@@ -469,6 +474,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       else if (k == "trainer.last_validated_epoch")
         validated = parse_count("Trainer", k, v);
     }
+    auto sums = trainer_detail::epoch_sums_from_metadata(c.metadata);
     const auto own_states = callback_states(callbacks_);
     load_callback_states(callbacks_, c.metadata, out());
     try {
@@ -483,6 +489,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     module.global_step_ = global_step_;
     I.resume_epoch = c.epoch;  // what a save before the next epoch's end records
     I.resume_loader = c.loader;
+    I.resume_sums = std::move(sums);
     callback_metrics_ = std::move(metrics);
     last_validated_epoch_ = validated;
     resumed = true;

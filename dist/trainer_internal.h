@@ -17,6 +17,12 @@ namespace volt::trainer_detail {
 
 std::string lower(std::string s);  // ASCII lower case, for option names
 
+// The train epoch's sums so far in a checkpoint's metadata (CHECKPOINT_FORMAT.md): written with a
+// checkpoint taken in mid-epoch, and read back (volt::Error naming a key whose value does not parse).
+void put_epoch_sums(const std::map<std::string, MetricStore::EpochSum>& sums,
+                    std::map<std::string, std::string>& metadata);
+std::map<std::string, MetricStore::EpochSum> epoch_sums_from_metadata(const std::map<std::string, std::string>& metadata);
+
 }  // namespace volt::trainer_detail
 
 namespace volt {
@@ -31,6 +37,9 @@ struct Trainer::Impl {
   OptimizerConfig optim;
   int64_t resume_epoch = 0;
   LoaderState resume_loader;
+  // The on_epoch sums of the resumed epoch's earlier batches, from a checkpoint written in mid-epoch,
+  // until that epoch's training takes them (then the train store holds them).
+  std::map<std::string, MetricStore::EpochSum> resume_sums;
   std::map<std::string, double> val_prog_bar;
   std::unique_ptr<GradientReducer> averager;   // data-parallel runs (dist/ddp.h)
   std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)

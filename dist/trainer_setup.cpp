@@ -29,6 +29,56 @@ std::string lower(std::string s) {
   for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
   return s;
 }
+
+namespace {
+const std::string kSumKey = "trainer.epoch_sum.", kWeightKey = "trainer.epoch_weight.",
+                  kShownKey = "trainer.epoch_shown.";
+}  // namespace
+
+void put_epoch_sums(const std::map<std::string, MetricStore::EpochSum>& sums,
+                    std::map<std::string, std::string>& metadata) {
+  for (const auto& [n, s] : sums) {
+    if (!(s.weight > 0)) continue;  // not logged in this epoch
+    metadata[kSumKey + n] = format_double(s.sum);
+    metadata[kWeightKey + n] = format_double(s.weight);
+    metadata[kShownKey + n] = std::string(s.prog_bar ? "prog_bar" : "") + (s.prog_bar && s.logger ? "," : "") +
+                              (s.logger ? "logger" : "");
+  }
+}
+
+std::map<std::string, MetricStore::EpochSum> epoch_sums_from_metadata(const std::map<std::string, std::string>& metadata) {
+  std::map<std::string, MetricStore::EpochSum> sums;
+  std::map<std::string, int> parts;  // of each name: 1 sum, 2 weight, 4 shown
+  auto under = [](const std::string& k, const std::string& prefix) {
+    return k.size() > prefix.size() && k.compare(0, prefix.size(), prefix) == 0;
+  };
+  for (const auto& [k, v] : metadata) {
+    if (under(k, kSumKey)) {
+      const std::string n = k.substr(kSumKey.size());
+      sums[n].sum = parse_double("Trainer", k, v);
+      parts[n] |= 1;
+    } else if (under(k, kWeightKey)) {
+      const std::string n = k.substr(kWeightKey.size());
+      const double w = parse_double("Trainer", k, v);
+      VOLT_CHECK(w > 0 && std::isfinite(w), "Trainer: checkpoint state \"", k, "\" = \"", v,
+                 "\" is not a positive batch-size total");
+      sums[n].weight = w;
+      parts[n] |= 2;
+    } else if (under(k, kShownKey)) {
+      const std::string n = k.substr(kShownKey.size());
+      VOLT_CHECK(v.empty() || v == "prog_bar" || v == "logger" || v == "prog_bar,logger", "Trainer: checkpoint state \"",
+                 k, "\" = \"", v, "\" is not one of \"\", prog_bar, logger, prog_bar,logger");
+      sums[n].prog_bar = v.rfind("prog_bar", 0) == 0;
+      sums[n].logger = v.find("logger") != std::string::npos;
+      parts[n] |= 4;
+    }
+  }
+  for (const auto& [n, p] : parts)
+    VOLT_CHECK(p == 7, "Trainer: the checkpoint's epoch sums of \"", n, "\" lack their ",
+               !(p & 1) ? kSumKey : !(p & 2) ? kWeightKey : kShownKey, n, " entry");
+  return sums;
+}
+
 }  // namespace trainer_detail
 
 using trainer_detail::lower;
@@ -81,6 +131,11 @@ ModelCheckpoint* Trainer::checkpoint_callback() const {
 
 void Trainer::save_checkpoint(const std::string& path) const {
   VOLT_CHECK(impl_->module && impl_->optim.optimizer, "Trainer::save_checkpoint: no run in progress");
+  // Written in mid-epoch: the epoch's sums so far, over every rank (the same decision on each: the
+  // loader position is the same), which the resumed run goes on from.
+  std::map<std::string, MetricStore::EpochSum> sums;
+  if (impl_->resume_loader.next_batch > 0)
+    sums = impl_->resume_sums.empty() ? impl_->train_store.epoch_sums(*comm_) : impl_->resume_sums;
   std::exception_ptr failed;  // rank 0's
   if (is_global_zero()) {
     try {
@@ -96,6 +151,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
       // of that epoch, decides there as the uninterrupted run does.
       if (last_validated_epoch_ >= 0) c.metadata["trainer.last_validated_epoch"] = std::to_string(last_validated_epoch_);
       for (const auto& [k, v] : callback_metrics_) c.metadata["trainer.callback_metric." + k] = format_double(v);
+      trainer_detail::put_epoch_sums(sums, c.metadata);
       ::volt::save_checkpoint(path, c);
     } catch (...) {
       failed = std::current_exception();

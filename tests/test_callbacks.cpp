@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "dist/callbacks.h"
@@ -448,6 +449,19 @@ TEST_CASE("callback state that does not parse: volt::Error naming key and value,
   CHECK(contains(error_of([&] { Trainer(opts(q3, dir / "bad2.ckpt")).fit(fresh, dm); }),
                  "Trainer: checkpoint state \"trainer.callback_metric.score\" = \"high\" is not a number"));
   CHECK(test::same_state(fresh, before));
+  // The mid-epoch sums of the training metrics: each entry of a name, a positive weight.
+  for (const auto& [key, value, says] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"trainer.epoch_weight.m", "0", "\"trainer.epoch_weight.m\" = \"0\" is not a positive batch-size total"},
+           {"trainer.epoch_shown.m", "bar", "\"trainer.epoch_shown.m\" = \"bar\" is not one of"},
+           {"trainer.epoch_sum.m", "1.5", "epoch sums of \"m\" lack their trainer.epoch_weight.m entry"}}) {
+    Checkpoint c3 = load_checkpoint(t.checkpoint_callback()->best_model_path());
+    c3.metadata[key] = value;
+    save_checkpoint(dir / "bad3.ckpt", c3);
+    Quiet q5;
+    CHECK(contains(error_of([&] { Trainer(opts(q5, dir / "bad3.ckpt")).fit(fresh, dm); }), says));
+    CHECK(test::same_state(fresh, before));
+  }
   // A checkpoint the callbacks take but restore() refuses (Adam's state for an SGD module): the
   // callbacks keep their own state too, as after a failure in the callbacks' part.
   for (const std::string ck : {dir / "bad2.ckpt", t.checkpoint_callback()->best_model_path()}) {

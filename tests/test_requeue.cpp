@@ -9,10 +9,12 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
+#include "dist/callbacks.h"
 #include "dist/checkpoint.h"
 #include "dist/requeue.h"
 #include "engine/random.h"
@@ -31,11 +33,26 @@ class Preempted : public ClassifierModule {
   Preempted(int64_t at_step) : ClassifierModule(small_cnn(0.3), adam(2e-3)), at_(at_step) {}
   Tensor training_step(const Batch& b, int64_t i) override {
     if (global_step() == at_) ::raise(SIGUSR1);
-    return ClassifierModule::training_step(b, i);
+    Tensor loss = ClassifierModule::training_step(b, i);
+    LogOptions lo;  // an epoch mean of the training loss, as a module may log
+    lo.on_step = false;
+    lo.on_epoch = true;
+    log("epoch_loss", loss, lo);
+    return loss;
   }
 
  private:
   int64_t at_;
+};
+
+// The training epoch means each epoch's end sees, by epoch.
+class EpochMeans : public Callback {
+ public:
+  std::string name() const override { return "EpochMeans"; }
+  void on_train_epoch_end(Trainer& t, LightningModule&) override {
+    seen[t.current_epoch()] = t.callback_metrics().at("epoch_loss");
+  }
+  std::map<int64_t, double> seen;
 };
 
 std::string read_all(const std::string& p) {
@@ -87,10 +104,13 @@ std::string fit_until_node_failure(const std::string& root, int64_t at, DataModu
 TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job ends bit-identical") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  std::shared_ptr<EpochMeans> means;
   auto opts = [&](Quiet& q, const std::string& root) {
     auto o = q.base(root);
     o.max_epochs = 3;
     o.seed = 5;
+    means = std::make_shared<EpochMeans>();
+    o.callbacks = {means, std::make_shared<ModelCheckpoint>()};
     return o;
   };
   // The uninterrupted run.
@@ -98,6 +118,8 @@ TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job end
   manual_seed(5);
   Preempted full(-1);
   Trainer(opts(q0, dir / "full")).fit(full, dm);
+  const auto full_means = means->seen;
+  REQUIRE(full_means.size() == 3);
 
   // Pre-empted at step 7 (epoch 1, batch 2) of a Slurm job whose requeue command records its call.
   const std::string calls = dir / "requeue_calls.txt";
@@ -133,6 +155,8 @@ TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job end
   CHECK_FALSE(t2.requeued());
   CHECK(t2.current_epoch() == 3);
   CHECK(same_state(second, snapshot(full)));
+  // The interrupted epoch's mean is over all its batches, those before the signal too.
+  CHECK(means->seen == std::map<int64_t, double>{{1, full_means.at(1)}, {2, full_means.at(2)}});
   CHECK_FALSE(fs::exists(hpc));  // a finished run removes it, so a later requeue cannot go back
 }
 

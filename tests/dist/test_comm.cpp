@@ -3,12 +3,15 @@
 // ran single processes fails). Every rank runs every case in the same order; results are checked
 // against values computed locally, and every rank's result is gathered to check they are bitwise
 // identical. Alone (no launcher) it runs the same cases on the world-size-1 communicator.
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -416,6 +419,73 @@ TEST_CASE("trainer: a stop asked on one rank is every rank's before the next cal
   CHECK(identical_on_all_ranks(&epochs, sizeof epochs));
   CHECK(volt::test::contains(ckpt->last_model_path(), "last.ckpt"));
   if (me == 0) CHECK(fs::exists(ckpt->last_model_path()));
+  comm().barrier();  // rank 0 removes the folder only after every rank has looked
+}
+
+namespace {
+// Logs an epoch metric that differs between ranks (whole numbers: any order of summing gives the
+// same bits), and raises SIGUSR1 on rank 0 at global step `at` (-1: never).
+class RankSums : public ClassifierModule {
+ public:
+  explicit RankSums(int64_t at) : ClassifierModule(volt::test::small_cnn(0.0), volt::test::adam()), at_(at) {}
+  Tensor training_step(const Batch& b, int64_t i) override {
+    if (comm().rank() == 0 && global_step() == at_) ::raise(SIGUSR1);
+    LogOptions lo;
+    lo.on_step = false;
+    lo.on_epoch = true;
+    log("m", double((comm().rank() + 1) * (i + 1)), lo);
+    return ClassifierModule::training_step(b, i);
+  }
+
+ private:
+  int64_t at_;
+};
+
+class EpochMeans : public Callback {
+ public:
+  std::string name() const override { return "EpochMeans"; }
+  void on_train_epoch_end(Trainer& t, LightningModule&) override { seen[t.current_epoch()] = t.callback_metrics().at("m"); }
+  std::map<int64_t, double> seen;
+};
+}  // namespace
+
+TEST_CASE("trainer: pre-empted in mid-epoch, the resumed run's epoch means are over every rank's batches") {
+  const int me = comm().rank();
+  std::unique_ptr<volt::test::TempDir> dir;
+  std::string root;
+  if (me == 0) {
+    dir = std::make_unique<volt::test::TempDir>("volt_comm_sums_");
+    root = dir->path;
+  }
+  broadcast_string(comm(), root);
+  volt::test::ScopedEnv requeue_cmd("VOLT_REQUEUE_CMD", "true"), restart("SLURM_RESTART_COUNT", "0");
+  volt::test::SynthDM dm(32 * 4 * comm().size() + 32, 32, 32);  // 4 training batches per rank
+  auto run = [&](const std::string& dir_name, int64_t at, const std::string& resume) {
+    volt::test::Quiet q;
+    TrainerOptions o = q.base(root + "/" + dir_name);
+    o.accelerator = "cpu";
+    o.max_epochs = 2;
+    o.num_sanity_val_steps = 0;
+    o.enable_progress_bar = false;
+    o.logger = false;
+    o.resume = resume;
+    o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+    auto means = std::make_shared<EpochMeans>();
+    o.callbacks = {means};
+    manual_seed(5);
+    RankSums m(at);
+    Trainer t(o);
+    t.fit(m, dm);
+    return std::make_pair(t.requeued(), means->seen);
+  };
+  const auto full = run("full", -1, "");
+  REQUIRE(full.second.size() == 2);
+  const auto part = run("job", 1, "");  // the signal in epoch 0's second step: stops after it
+  CHECK(part.first);
+  CHECK(part.second.empty());
+  const auto rest = run("job", -1, requeue_checkpoint_path(root + "/job"));
+  CHECK_FALSE(rest.first);
+  CHECK(rest.second == full.second);
   comm().barrier();  // rank 0 removes the folder only after every rank has looked
 }
 
