@@ -311,6 +311,33 @@ TEST_CASE("ddp overlapped: the same bits as the averager after backward, with a 
 }
 
 namespace {
+// What the Trainer cases' fits share: the CPU, this process's communicator (not owned), no progress
+// bar and no sanity check, `epochs` epochs in `root`.
+TrainerOptions rank_options(volt::test::Quiet& q, const std::string& root, int64_t epochs) {
+  TrainerOptions o = q.base(root);
+  o.accelerator = "cpu";
+  o.max_epochs = epochs;
+  o.num_sanity_val_steps = 0;
+  o.enable_progress_bar = false;
+  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});
+  return o;
+}
+
+// A folder that rank 0 makes (and removes when it goes), and every rank's path to it.
+struct Rank0Dir {
+  std::unique_ptr<volt::test::TempDir> dir;
+  std::string path;
+  explicit Rank0Dir(const char* prefix) {
+    if (comm().rank() == 0) {
+      dir = std::make_unique<volt::test::TempDir>(prefix);
+      path = dir->path;
+    }
+    broadcast_string(comm(), path);
+  }
+};
+}  // namespace
+
+namespace {
 // Logs, at every step, a metric that differs between ranks and is not synced (sync_dist off): on
 // rank 0 it never improves after the first epoch, elsewhere it improves every epoch.
 class RankDependent : public ClassifierModule {
@@ -329,24 +356,12 @@ TEST_CASE("trainer: every rank stops and saves as rank 0 decides, on a metric th
   // EarlyStopping and ModelCheckpoint decide at each epoch's end on every rank, and collectives
   // follow (the checkpoint's barrier, the next step's all-reduces): a rank deciding otherwise paired
   // mismatched collectives (MPI: a truncation error; NCCL: a hang until the watchdog).
-  const int me = comm().rank();
-  std::unique_ptr<volt::test::TempDir> dir;
-  std::string root;
-  if (me == 0) {
-    dir = std::make_unique<volt::test::TempDir>("volt_comm_trainer_");
-    root = dir->path;
-  }
-  broadcast_string(comm(), root);
+  const Rank0Dir root("volt_comm_trainer_");
   manual_seed(3);
   volt::test::SynthDM dm(128, 32, 32);
   RankDependent m(volt::test::small_cnn(0.0), volt::test::adam());
   volt::test::Quiet q;
-  TrainerOptions o = q.base(root);
-  o.accelerator = "cpu";
-  o.max_epochs = 5;
-  o.num_sanity_val_steps = 0;
-  o.enable_progress_bar = false;
-  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
+  TrainerOptions o = rank_options(q, root.path, 5);
   EarlyStoppingOptions eo;
   eo.monitor = "m";
   eo.patience = 1;
@@ -388,25 +403,13 @@ class StopOnRank : public Callback {
 TEST_CASE("trainer: a stop asked on one rank is every rank's before the next callback decides") {
   // ModelCheckpoint with every_n_epochs saves early when the fit stops: a rank that saw the stop
   // and one that did not went different ways through the checkpoint's collectives.
-  const int me = comm().rank();
-  std::unique_ptr<volt::test::TempDir> dir;
-  std::string root;
-  if (me == 0) {
-    dir = std::make_unique<volt::test::TempDir>("volt_comm_trainer_");
-    root = dir->path;
-  }
-  broadcast_string(comm(), root);
+  const Rank0Dir root("volt_comm_trainer_");
   manual_seed(3);
   volt::test::SynthDM dm(64, 32, 32);
   ClassifierModule m(volt::test::small_cnn(0.0), volt::test::adam());
   volt::test::Quiet q;
-  TrainerOptions o = q.base(root);
-  o.accelerator = "cpu";
-  o.max_epochs = 4;
-  o.num_sanity_val_steps = 0;
-  o.enable_progress_bar = false;
+  TrainerOptions o = rank_options(q, root.path, 4);
   o.logger = false;
-  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
   ModelCheckpointOptions mo;
   mo.every_n_epochs = 3;
   mo.save_last = true;
@@ -418,7 +421,7 @@ TEST_CASE("trainer: a stop asked on one rank is every rank's before the next cal
   CHECK(epochs == 1);
   CHECK(identical_on_all_ranks(&epochs, sizeof epochs));
   CHECK(volt::test::contains(ckpt->last_model_path(), "last.ckpt"));
-  if (me == 0) CHECK(fs::exists(ckpt->last_model_path()));
+  if (comm().rank() == 0) CHECK(fs::exists(ckpt->last_model_path()));
   comm().barrier();  // rank 0 removes the folder only after every rank has looked
 }
 
@@ -450,26 +453,14 @@ class EpochMeans : public Callback {
 }  // namespace
 
 TEST_CASE("trainer: pre-empted in mid-epoch, the resumed run's epoch means are over every rank's batches") {
-  const int me = comm().rank();
-  std::unique_ptr<volt::test::TempDir> dir;
-  std::string root;
-  if (me == 0) {
-    dir = std::make_unique<volt::test::TempDir>("volt_comm_sums_");
-    root = dir->path;
-  }
-  broadcast_string(comm(), root);
+  const Rank0Dir root("volt_comm_sums_");
   volt::test::ScopedEnv requeue_cmd("VOLT_REQUEUE_CMD", "true"), restart("SLURM_RESTART_COUNT", "0");
   volt::test::SynthDM dm(32 * 4 * comm().size() + 32, 32, 32);  // 4 training batches per rank
   auto run = [&](const std::string& dir_name, int64_t at, const std::string& resume) {
     volt::test::Quiet q;
-    TrainerOptions o = q.base(root + "/" + dir_name);
-    o.accelerator = "cpu";
-    o.max_epochs = 2;
-    o.num_sanity_val_steps = 0;
-    o.enable_progress_bar = false;
+    TrainerOptions o = rank_options(q, root.path + "/" + dir_name, 2);
     o.logger = false;
     o.resume = resume;
-    o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
     auto means = std::make_shared<EpochMeans>();
     o.callbacks = {means};
     manual_seed(5);
@@ -483,7 +474,7 @@ TEST_CASE("trainer: pre-empted in mid-epoch, the resumed run's epoch means are o
   const auto part = run("job", 1, "");  // the signal in epoch 0's second step: stops after it
   CHECK(part.first);
   CHECK(part.second.empty());
-  const auto rest = run("job", -1, requeue_checkpoint_path(root + "/job"));
+  const auto rest = run("job", -1, requeue_checkpoint_path(root.path + "/job"));
   CHECK_FALSE(rest.first);
   CHECK(rest.second == full.second);
   comm().barrier();  // rank 0 removes the folder only after every rank has looked
@@ -501,15 +492,7 @@ TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whateve
   manual_seed(5);
   volt::test::SynthDM dm(128, 32, 32);
   volt::test::Quiet q;
-  auto options = [&](const std::string& root, int64_t epochs) {
-    TrainerOptions o = q.base(root);
-    o.accelerator = "cpu";
-    o.max_epochs = epochs;
-    o.num_sanity_val_steps = 0;
-    o.enable_progress_bar = false;
-    o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
-    return o;
-  };
+  auto options = [&](const std::string& root, int64_t epochs) { return rank_options(q, root, epochs); };
   ClassifierModule first(volt::test::small_cnn(0.0), volt::test::adam());
   Trainer t1(options(shared_root, 1));
   t1.fit(first, dm);
@@ -583,14 +566,9 @@ TEST_CASE("trainer: a resumed ModelCheckpoint saves as rank 0's ranking decides,
   volt::test::SynthDM dm(64, 32, 32);
   volt::test::Quiet q;
   auto fit = [&](int64_t epochs, const std::string& resume) {
-    TrainerOptions o = q.base(own.path);
-    o.accelerator = "cpu";
-    o.max_epochs = epochs;
-    o.num_sanity_val_steps = 0;
+    TrainerOptions o = rank_options(q, own.path, epochs);
     o.logger = false;
-    o.enable_progress_bar = false;
     o.resume = resume;
-    o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
     ModelCheckpointOptions mo;
     mo.monitor = "score";
     mo.dirpath = "ck";
@@ -628,15 +606,11 @@ class SyncedOnRank0 : public ClassifierModule {
 };
 
 
-// One CPU epoch in `root` on this process's communicator: no logger, checkpoints or progress bar.
+// One epoch in `root` (rank_options) without logger or checkpoints.
 TrainerOptions one_quiet_epoch(volt::test::Quiet& q, const std::string& root) {
-  TrainerOptions o = q.base(root);
-  o.accelerator = "cpu";
-  o.max_epochs = 1;
+  TrainerOptions o = rank_options(q, root, 1);
   o.logger = false;
   o.enable_checkpointing = false;
-  o.enable_progress_bar = false;
-  o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});  // not owned
   return o;
 }
 }  // namespace
