@@ -76,9 +76,23 @@ class DeferredCasts {
 };
 }  // namespace
 
+void Node::set_saved(const std::vector<Tensor>& saved) {
+  saved_.clear();
+  for (const Tensor& t : saved)
+    if (t.defined()) saved_.push_back({t.impl()->storage, t.version(), t.shape()});
+}
+
 std::vector<Tensor> Node::apply(const Tensor& grad_out) {
   VOLT_CHECK(!released_, "backward: the graph through '", name_,
              "' was already freed by an earlier backward(); run the forward pass again");
+  for (size_t i = 0; i < saved_.size(); ++i) {
+    const std::shared_ptr<Storage> st = saved_[i].storage.lock();
+    VOLT_CHECK(!st || st->version == saved_[i].version, "backward through '", name_, "': a tensor it saved (",
+               i + 1, " of ", saved_.size(), ", shape ", shape_str(saved_[i].shape),
+               ") was changed in place after the op used it (version ", saved_[i].version, ", now ", st->version,
+               "): its gradient would come from the new values. Change it after backward(), or give the op a "
+               "clone()");
+  }
   if (!g_backward_observer) return fn_(grad_out, needs_);
   autograd::BackwardObserver* obs = g_backward_observer;
   obs->before(*this);
@@ -89,6 +103,7 @@ std::vector<Tensor> Node::apply(const Tensor& grad_out) {
 
 void Node::release() {
   fn_ = nullptr;
+  saved_.clear();
   next_.clear();
   released_ = true;
 }
@@ -130,8 +145,11 @@ void record_node(const char* name, Tensor& out, const std::vector<Tensor>& input
 }
 }  // namespace
 
-void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
-  if (would_record(inputs)) record_node(name, out, inputs, std::move(fn), false);
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn,
+            const std::vector<Tensor>& saved) {
+  if (!would_record(inputs)) return;
+  record_node(name, out, inputs, std::move(fn), false);
+  if (!saved.empty()) out.impl()->grad_fn->set_saved(saved);
 }
 
 void record_cast(Tensor& out, const Tensor& in) {

@@ -37,10 +37,19 @@ class Node {
   const std::vector<Edge>& next() const { return next_; }
   const std::vector<bool>& needs() const { return needs_; }
   bool released() const { return released_; }
+  // The tensors the backward function reads, and their versions now: apply() refuses to run when one
+  // has been changed in place since (its gradients would be computed from the new values).
+  void set_saved(const std::vector<Tensor>& saved);
   std::vector<Tensor> apply(const Tensor& grad_out);
   void release();  // drops saved tensors and edges
 
  private:
+  struct SavedVersion {
+    std::weak_ptr<Storage> storage;
+    uint64_t version;
+    Shape shape;
+  };
+  std::vector<SavedVersion> saved_;
   std::string name_;
   std::vector<Edge> next_;
   std::vector<bool> needs_;
@@ -57,7 +66,10 @@ void set_grad_enabled(bool enabled);
 
 // Connects `out` to `inputs` through `fn` (a no-op when grad mode is off or no input needs a gradient).
 // Undefined inputs (an absent bias) are allowed. `fn` must not capture `out` itself (use out.detach()).
-void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
+// `saved`: the tensors `fn` reads that a caller can reach (inputs, the output; not the op's own
+// temporaries), whose in-place change before the backward is an error there, as in PyTorch.
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn,
+            const std::vector<Tensor>& saved = {});
 // record() for a change of floating type: out is `in` converted to out's type. Its backward converts
 // the gradient back; on a GPU, backward() converts the float16/bfloat16 gradients of float32 leaves
 // (mixed precision's master weights) in one launch for the whole pass instead of one each (see

@@ -90,9 +90,9 @@ inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 inline Tensor operator*(const Tensor& a, float s) { return mul(a, s); }
 inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
 // a += alpha * b in place (same shape; not recorded by autograd — for gradient accumulation and updates).
-// In-place changes (add_, Tensor::copy_/fill_, the optimizers' updates) carry no version counter as
-// PyTorch's do: changing a tensor that a recorded op saved for its backward, before that backward
-// runs, is not detected and gives wrong gradients. Change parameters only between steps.
+// In-place changes (add_, Tensor::copy_/fill_/set, the optimizers' updates) count in the tensor's
+// version (Tensor::version), as PyTorch's do: a backward whose op saved a tensor changed since then
+// throws volt::Error naming the op, instead of computing gradients from the new values.
 void add_(Tensor& a, const Tensor& b, float alpha = 1.f);
 // counter += delta for a one-element int64 tensor on any device (BatchNorm's num_batches_tracked):
 // no host round trip on a GPU.

@@ -221,6 +221,7 @@ float Tensor::at(std::initializer_list<int64_t> index) const {
 
 void Tensor::set(std::initializer_list<int64_t> index, float value) {
   require_cpu(*this, "set");
+  bump_version();
   store_from_float(raw_data(), dtype(), flat_index(*this, index), value);
 }
 
@@ -364,6 +365,7 @@ void Tensor::copy_(const Tensor& src) {
   VOLT_CHECK(src.shape() == shape(), "copy_: source shape ", shape_str(src.shape()), " does not match ",
              shape_str(shape()));
   if (same_storage(src) && impl_->offset == src.impl()->offset && dtype() == src.dtype()) return;
+  bump_version();
   if (same_storage(src) && device().is_cuda()) {
     // Overlapping views of one buffer: cudaMemcpy's result is undefined there (the host's memmove
     // is not), so the source goes through a copy of its own first.
@@ -399,8 +401,19 @@ void Tensor::copy_(const Tensor& src) {
   }
 }
 
+uint64_t Tensor::version() const {
+  check_defined("version");
+  return impl_->storage->version;
+}
+
+void Tensor::bump_version() const {
+  check_defined("bump_version");
+  ++impl_->storage->version;
+}
+
 void Tensor::fill_(float value) {
   check_defined("fill_");
+  bump_version();
   if (!device().is_cpu()) {
 #if VOLT_HAVE_CUDA
     if (is_floating(dtype()) && device().is_cuda()) {

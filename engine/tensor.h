@@ -32,6 +32,9 @@ struct Storage {
   size_t bytes = 0;
   Device device;
   Allocator* allocator = nullptr;
+  // Counts in-place changes (Tensor::bump_version) to any view of this memory: autograd checks that
+  // a tensor an op saved for its backward is unchanged when that backward runs.
+  uint64_t version = 0;
 };
 
 struct TensorImpl {
@@ -95,6 +98,12 @@ class Tensor {
   void copy_(const Tensor& src);  // same shape; converts dtype; not recorded by autograd
   void fill_(float value);
   void zero_() { fill_(0.f); }
+  // The in-place change count of this tensor's memory (shared by its views). copy_, fill_, set, add_,
+  // add_int_ and the optimizers' steps count theirs; code that changes a tensor in place through
+  // raw_data() or a kernel of its own calls bump_version(), so that a backward that needs the old
+  // values says so instead of computing wrong gradients.
+  uint64_t version() const;
+  void bump_version() const;
 
   // Autograd.
   bool requires_grad() const;

@@ -22,7 +22,7 @@ Tensor relu(const Tensor& x) {
                                          detail::stream_of(x)));
     else cpu::relu_backward(x.numel(), gy.data<float>(), x.data<float>(), gx.data<float>());
     return std::vector<Tensor>{gx};
-  });
+  }, {x});
   return y;
 }
 

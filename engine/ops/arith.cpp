@@ -81,7 +81,7 @@ Tensor binary(const char* op, cpu::BinaryOp kind, const Tensor& a, const Tensor&
       if (needs[1]) gr[1] = sum_to(kind == cpu::BinaryOp::Sub ? mul(g, -1.f) : g, sb);
     }
     return gr;
-  });
+  }, {saved_a, saved_b});
   return y;
 }
 
@@ -112,6 +112,7 @@ void add_(Tensor& a, const Tensor& b, float alpha) {
   VOLT_CHECK(a.shape() == b.shape(), "add_: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
   const Device dev = detail::common_device("add_", {{"destination", a}, {"source", b}});
   detail::common_dtype("add_", {{"destination", a}, {"source", b}});
+  a.bump_version();
   if (detail::cpu_low_precision(a)) {
     Tensor acc = a.to(DType::F32);
     add_(acc, b.to(DType::F32), alpha);
@@ -126,6 +127,7 @@ void add_(Tensor& a, const Tensor& b, float alpha) {
 void add_int_(Tensor& counter, int64_t delta) {
   VOLT_CHECK(counter.defined() && counter.dtype() == DType::I64 && counter.numel() == 1,
              "add_int_: needs a one-element int64 tensor");
+  counter.bump_version();
   if (counter.device().is_cuda())
     VOLT_CUDA_ONLY(cuda::add_i64(counter.data<int64_t>(), delta, detail::stream_of(counter)));
   else counter.data<int64_t>()[0] += delta;

@@ -182,7 +182,7 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
                                                 needs[0] ? g[0].data<float>() : nullptr, dgamma, dbeta);
                      }
                      return g;
-                   });
+                   }, {x, weight, bias});
   return y;
 }
 
@@ -277,7 +277,7 @@ Tensor conv2d_batch_norm_relu_max_pool2d(const Tensor& x, const Tensor& conv_wei
                                                                    needs[1] ? g[1].raw_data() : nullptr, st);
                      }
                      return g;
-                   });
+                   }, {x, conv_weight, conv_bias, weight, bias});
   return y;
 #else
   return unfused();

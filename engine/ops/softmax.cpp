@@ -46,7 +46,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
                                                 saved.raw_data(), gx.raw_data(), detail::stream_of(saved)));
     else cpu::log_softmax_backward(p.outer, p.R, p.inner, g.data<float>(), saved.data<float>(), gx.data<float>());
     return std::vector<Tensor>{gx};
-  });
+  }, {saved});
   return y;
 }
 

@@ -208,6 +208,7 @@ void SGD::step() {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
     check_grad_device(params_[i], g, i, "SGD");
+    params_[i].bump_version();  // changed in place: a backward still to run that saved it would say so
     const Device dev = params_[i].device();
     check_state_device(params_[i], buf_[i], i, "SGD");
     if (o_.momentum != 0.0 && !buf_[i].defined()) {
@@ -270,6 +271,7 @@ void Adam::step() {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
     check_grad_device(params_[i], g, i, decoupled_ ? "AdamW" : "Adam");
+    params_[i].bump_version();
     const Device dev = params_[i].device();
     check_state_device(params_[i], m_[i], i, decoupled_ ? "AdamW" : "Adam");
     if (!m_[i].defined()) {
