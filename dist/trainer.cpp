@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
+#include <optional>
 
 #include "dist/checkpoint.h"
 #include "dist/csv_logger.h"
@@ -184,6 +186,7 @@ struct TrainerRun {
   void preempt(int64_t epoch, LoaderState at) {
     I.resume_epoch = epoch;
     I.resume_loader = at;
+    I.resume_sums.reset();  // the train store's sums are this position's
     t.save_checkpoint(requeue_checkpoint_path(t.opts_.default_root_dir));
     t.requeued_ = true;  // the requeue itself comes at the end of fit(), after the last collective
     t.should_stop_ = true;
@@ -209,8 +212,7 @@ struct TrainerRun {
       start = I.resume_loader.next_batch;  // the cached batches, from where a pre-empted run stopped
     }
     // Resumed in mid-epoch: the epoch means go on from the sums of the batches before `start`.
-    if (start > 0) s.restore_epoch_sums(I.resume_sums, t.is_global_zero());
-    I.resume_sums.clear();
+    if (start > 0 && I.resume_sums) s.restore_epoch_sums(*I.resume_sums, t.is_global_zero());
     if (I.bar) I.bar->start("Epoch " + std::to_string(t.epoch_), n_train);
     const bool validate_epoch = val && n_val > 0 && (t.epoch_ + 1) % o.check_val_every_n_epoch == 0;
     const int64_t accum = o.accumulate_grad_batches;
@@ -313,7 +315,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   train_batches_seen_ = 0;
   I.resume_epoch = 0;  // a fit that starts afresh saves from its start (not the previous fit's place)
   I.resume_loader = LoaderState{};
-  I.resume_sums.clear();
+  I.resume_sums.reset();
   I.train_store.clear_epoch();  // nothing of a previous fit's last epoch goes into this one's checkpoints
   callback_metrics_.clear();
   logged_metrics_.clear();
@@ -489,7 +491,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     module.global_step_ = global_step_;
     I.resume_epoch = c.epoch;  // what a save before the next epoch's end records
     I.resume_loader = c.loader;
-    I.resume_sums = std::move(sums);
+    I.resume_sums = std::move(sums);  // (also when empty: the loader position stays the checkpoint's)
     callback_metrics_ = std::move(metrics);
     last_validated_epoch_ = validated;
     resumed = true;
@@ -527,6 +529,10 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     }
     if (requeued_) break;
     first = false;
+    // Cut short by max_steps: a checkpoint of this position holds the sums of its batches, not what
+    // the epoch-end hook adds (the resumed run runs the hook at the epoch's real end).
+    std::optional<std::map<std::string, MetricStore::EpochSum>> partial_sums;
+    if (!finished && run.overfit.empty()) partial_sums = I.train_store.epoch_sums(*comm_);
     {
       Profiler::Scope sc(I.profiler, "on_train_epoch_end");
       module.on_train_epoch_end();
@@ -552,6 +558,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       I.resume_epoch = epoch_;
       I.resume_loader = run.train->state();
     }
+    I.resume_sums = std::move(partial_sums);
     if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) should_stop_ = true;
     {
       Profiler::Scope sc(I.profiler, "callbacks.on_train_epoch_end");

@@ -148,7 +148,9 @@ class Trainer {
   ModelCheckpoint* checkpoint_callback() const;  // the first ModelCheckpoint, or nullptr
   const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
   // Saves the run's exact state (model, optimizer, scheduler, RNG, progress, callbacks) to `path`:
-  // rank 0 writes it, and every rank returns once it is complete (call it on every rank).
+  // rank 0 writes it, and every rank returns once it is complete (call it on every rank). The
+  // progress is that of the last epoch end, resume or pre-emption: called from a module in mid-epoch,
+  // the run resumed from it repeats the epoch's batches since then.
   void save_checkpoint(const std::string& path) const;
   // The last fit was pre-empted by SIGUSR1: it wrote <root>/hpc_ckpt.ckpt and (under Slurm) asked
   // for a requeue; requeue_message() says what happened, requeue_failed() whether the request failed.

@@ -2,6 +2,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "data/loader.h"
@@ -37,9 +38,10 @@ struct Trainer::Impl {
   OptimizerConfig optim;
   int64_t resume_epoch = 0;
   LoaderState resume_loader;
-  // The on_epoch sums of the resumed epoch's earlier batches, from a checkpoint written in mid-epoch,
-  // until that epoch's training takes them (then the train store holds them).
-  std::map<std::string, MetricStore::EpochSum> resume_sums;
+  // The training epoch's on_epoch sums that go with resume_loader, when they are not the train
+  // store's own now: those of a checkpoint resumed from (until the loader position moves on), or
+  // those before the epoch-end hook of an epoch that max_steps cut short.
+  std::optional<std::map<std::string, MetricStore::EpochSum>> resume_sums;
   std::map<std::string, double> val_prog_bar;
   std::unique_ptr<GradientReducer> averager;   // data-parallel runs (dist/ddp.h)
   std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)

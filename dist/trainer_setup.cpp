@@ -131,11 +131,13 @@ ModelCheckpoint* Trainer::checkpoint_callback() const {
 
 void Trainer::save_checkpoint(const std::string& path) const {
   VOLT_CHECK(impl_->module && impl_->optim.optimizer, "Trainer::save_checkpoint: no run in progress");
-  // Written in mid-epoch: the epoch's sums so far, over every rank (the same decision on each: the
-  // loader position is the same), which the resumed run goes on from.
+  // Written in mid-epoch: the sums of the epoch's batches before the loader position it records,
+  // over every rank (the same decision on each: the position is the same), which the resumed run
+  // goes on from. The train store's own, unless the position is a resumed checkpoint's or an epoch
+  // cut short before its end hook (resume_sums).
   std::map<std::string, MetricStore::EpochSum> sums;
   if (impl_->resume_loader.next_batch > 0)
-    sums = impl_->resume_sums.empty() ? impl_->train_store.epoch_sums(*comm_) : impl_->resume_sums;
+    sums = impl_->resume_sums ? *impl_->resume_sums : impl_->train_store.epoch_sums(*comm_);
   std::exception_ptr failed;  // rank 0's
   if (is_global_zero()) {
     try {

@@ -51,8 +51,28 @@ class EpochMeans : public Callback {
   std::string name() const override { return "EpochMeans"; }
   void on_train_epoch_end(Trainer& t, LightningModule&) override {
     seen[t.current_epoch()] = t.callback_metrics().at("epoch_loss");
+    if (t.callback_metrics().count("hook")) hook[t.current_epoch()] = t.callback_metrics().at("hook");
   }
-  std::map<int64_t, double> seen;
+  std::map<int64_t, double> seen, hook;
+};
+
+// Also logs an epoch value in its epoch-end hook, which a fit cut short by max_steps runs too.
+// And, given a Trainer, saves a checkpoint through it at one step (as a module may).
+class HookLogs : public Preempted {
+ public:
+  HookLogs() : Preempted(-1) {}
+  void on_train_epoch_end() override {
+    LogOptions lo;
+    lo.on_epoch = true;
+    log("hook", double(global_step()), lo);
+  }
+  Tensor training_step(const Batch& b, int64_t i) override {
+    if (trainer && global_step() == save_at) trainer->save_checkpoint(save_to);
+    return Preempted::training_step(b, i);
+  }
+  Trainer* trainer = nullptr;
+  int64_t save_at = -1;
+  std::string save_to;
 };
 
 std::string read_all(const std::string& p) {
@@ -480,4 +500,51 @@ TEST_CASE("resumed in mid-epoch after that epoch's validation, ModelCheckpoint r
   std::vector<double> resumed;
   for (const auto& [score, path] : mc->best_k_models()) resumed.push_back(score);
   CHECK(resumed == whole);
+}
+
+TEST_CASE("a fit cut short by max_steps in mid-epoch and resumed has the uninterrupted run's epoch means") {
+  // The checkpoint at the cut holds the epoch's sums so far; what the epoch-end hook logged at the
+  // cut is not among them (the resumed run logs it again at the epoch's real end).
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);  // 5 training batches per epoch
+  std::shared_ptr<EpochMeans> means;
+  auto run = [&](const std::string& root, int64_t max_steps, const std::string& resume, const std::string& save_to = "") {
+    Quiet q;
+    auto o = q.base(root);
+    o.max_epochs = 2;
+    o.max_steps = max_steps;
+    o.seed = 5;
+    o.resume = resume;
+    means = std::make_shared<EpochMeans>();
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    o.callbacks = {means, std::make_shared<ModelCheckpoint>(mo)};
+    manual_seed(5);
+    HookLogs m;
+    Trainer t(o);
+    m.trainer = &t;
+    m.save_at = save_to.empty() ? -1 : 8;
+    m.save_to = save_to;
+    t.fit(m, dm);
+    INFO(q.os.str());
+    return t.global_step();
+  };
+  REQUIRE(run(dir / "full", 10, "") == 10);
+  const auto full = *means;
+  REQUIRE(run(dir / "part", 7, "") == 7);  // cut in epoch 1, after its second batch
+  CHECK(means->hook.at(1) == 7.0);
+  const std::string cut = dir / "part/lightning_logs/version_0/checkpoints/last.ckpt";
+  const Checkpoint at_cut = load_checkpoint(cut);
+  CHECK(at_cut.loader.next_batch == 2);
+  REQUIRE(at_cut.metadata.count("trainer.epoch_sum.epoch_loss") == 1);
+  CHECK(at_cut.metadata.count("trainer.epoch_sum.hook") == 0);
+  REQUIRE(run(dir / "part", 10, "last", dir / "user.ckpt") == 10);
+  CHECK(means->seen == std::map<int64_t, double>{{1, full.seen.at(1)}});
+  CHECK(means->hook == std::map<int64_t, double>{{1, full.hook.at(1)}});
+  // The module's own save in the resumed epoch records the resume's position, and the sums that go
+  // with it (not those of the batches after it).
+  const Checkpoint user = load_checkpoint(dir / "user.ckpt");
+  CHECK(user.loader.next_batch == 2);
+  CHECK(user.metadata.at("trainer.epoch_sum.epoch_loss") == at_cut.metadata.at("trainer.epoch_sum.epoch_loss"));
+  CHECK(user.metadata.at("trainer.epoch_weight.epoch_loss") == at_cut.metadata.at("trainer.epoch_weight.epoch_loss"));
 }
