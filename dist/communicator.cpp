@@ -33,6 +33,7 @@ void check_tensor(const Communicator& c, const Tensor& t, const char* what) {
 
 void Communicator::all_reduce(const Tensor& t, ReduceOp op) {
   check_tensor(*this, t, "all_reduce");
+  t.bump_version();
   switch (t.dtype()) {
     case DType::F32: all_reduce(t.data<float>(), size_t(t.numel()), op); break;
     case DType::I64: all_reduce(t.data<int64_t>(), size_t(t.numel()), op); break;
@@ -43,6 +44,7 @@ void Communicator::all_reduce(const Tensor& t, ReduceOp op) {
 
 void Communicator::broadcast(const Tensor& t, int root) {
   check_tensor(*this, t, "broadcast");
+  t.bump_version();
   broadcast(t.raw_data(), t.nbytes(), root);
 }
 

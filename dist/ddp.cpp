@@ -15,8 +15,12 @@ void broadcast_from_rank0(Communicator& comm, const std::vector<Tensor>& tensors
   std::vector<std::pair<void*, size_t>> on_device;  // one queued (fused) broadcast for all of them
   for (const Tensor& t : tensors) {
     VOLT_CHECK(t.defined(), "broadcast_from_rank0: undefined tensor");
-    if (comm.device_buffers() && t.device().is_cuda()) on_device.emplace_back(t.raw_data(), t.nbytes());
-    else comm.broadcast(t, 0);
+    if (comm.device_buffers() && t.device().is_cuda()) {
+      t.bump_version();
+      on_device.emplace_back(t.raw_data(), t.nbytes());
+    } else {
+      comm.broadcast(t, 0);
+    }
   }
   if (!on_device.empty()) comm.broadcast_queued(on_device, 0);
   comm.wait_queued();

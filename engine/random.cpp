@@ -53,6 +53,7 @@ void uniform_(Tensor& t, float low, float high, Generator& gen) {
   VOLT_CHECK(t.dtype() == DType::F32 && t.device().is_cpu(), "uniform_: needs a float32 cpu tensor, got ",
              dtype_name(t.dtype()), " on ", t.device().str());
   VOLT_CHECK(low <= high, "uniform_: low ", low, " is greater than high ", high);
+  t.bump_version();
   const uint64_t n = uint64_t(t.numel());
   const uint64_t off = gen.reserve(n);
   float* p = t.data<float>();

@@ -99,6 +99,8 @@ Tensor bn(const char* op, const Tensor& x, const Tensor& weight, const Tensor& b
   Tensor mean = Tensor::empty({C}, DType::F32, dev), invstd = Tensor::empty({C}, DType::F32, dev);
   if (training) {
     Tensor var_unbiased = Tensor::empty({C}, DType::F32, dev);
+    for (const Tensor* t : {&running_mean, &running_var, &batches_tracked})  // updated in place below
+      if (t->defined()) t->bump_version();
     if (gpu) {
       // The running statistics and the batch count are updated by the statistics' own launch.
       cuda::BnRunning run;

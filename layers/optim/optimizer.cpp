@@ -208,7 +208,6 @@ void SGD::step() {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
     check_grad_device(params_[i], g, i, "SGD");
-    params_[i].bump_version();  // changed in place: a backward still to run that saved it would say so
     const Device dev = params_[i].device();
     check_state_device(params_[i], buf_[i], i, "SGD");
     if (o_.momentum != 0.0 && !buf_[i].defined()) {
@@ -216,6 +215,7 @@ void SGD::step() {
       buf_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
     }
     float* buf = o_.momentum != 0.0 ? buf_[i].data<float>() : nullptr;
+    params_[i].bump_version();  // changed in place below: a backward still to run that saved it says so
     if (dev.is_cuda()) {
       if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
       gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), buf, device_steps(i),
@@ -271,7 +271,6 @@ void Adam::step() {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
     check_grad_device(params_[i], g, i, decoupled_ ? "AdamW" : "Adam");
-    params_[i].bump_version();
     const Device dev = params_[i].device();
     check_state_device(params_[i], m_[i], i, decoupled_ ? "AdamW" : "Adam");
     if (!m_[i].defined()) {
@@ -281,6 +280,7 @@ void Adam::step() {
       if (o_.amsgrad) vmax_[i] = Tensor::zeros(params_[i].shape(), DType::F32, dev);
     }
     float* vmax = o_.amsgrad ? vmax_[i].data<float>() : nullptr;
+    params_[i].bump_version();
     if (dev.is_cuda()) {
       if (gpu.size() <= size_t(dev.index)) gpu.resize(size_t(dev.index) + 1);
       gpu[size_t(dev.index)].push_back({params_[i].data<float>(), g.data<float>(), m_[i].data<float>(),
