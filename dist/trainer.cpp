@@ -26,6 +26,7 @@
 #include "dist/trainer_internal.h"
 #include "dist/trainer_logging.h"
 #include "engine/autocast.h"
+#include "layers/layers.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -435,7 +436,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     Trainer::Impl& I;
     LightningModule& m;
     bool handler;
+    bool sync_bn = false;
     ~Cleanup() {
+      if (sync_bn) set_sync_batch_norm(m, nullptr);
       if (handler) uninstall_requeue_signal();
       I.profiler.unwrap();
       I.averager.reset();
@@ -445,6 +448,16 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     }
   } cleanup{I, module, installed_handler};
   module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
+  if (opts_.sync_batchnorm && world_size() > 1) {  // (one process: its batch is the whole batch)
+    VOLT_CHECK(device_.is_cpu(), "sync_batchnorm: SyncBatchNorm runs on the CPU backend only; on ", device_.str(),
+               " each rank normalises with its own batch (leave sync_batchnorm off)");
+    Communicator* c = comm_.get();
+    const int n = set_sync_batch_norm(
+        module, [c](std::vector<double>& v) { c->all_reduce(v.data(), v.size(), ReduceOp::Sum); });
+    cleanup.sync_bn = true;
+    out() << "sync_batchnorm: " << n << " BatchNorm2d layer(s) normalise over the " << world_size()
+          << " processes' batches\n";
+  }
 
   epoch_ = 0;
   global_step_ = 0;

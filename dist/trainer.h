@@ -56,6 +56,9 @@ struct TrainerOptions {
   int64_t gpus = 0;                  // the tutorial's gpus=N: accelerator "gpu" and devices=N (-1: every GPU)
   int64_t num_nodes = 0;             // nodes: 0 = what the launcher started, or a count that must match it
   std::string strategy = "auto";     // "auto", "ddp", "dp" (run as ddp)
+  // Lightning's sync_batchnorm: with several processes, every BatchNorm2d normalises in training with
+  // the statistics of the whole data-parallel batch (sync_batch_norm; CPU backend only).
+  bool sync_batchnorm = false;
   // "32"; "16-mixed" (float16 compute under Autocast, float32 master weights, dynamic loss scaling:
   // an optimizer step with Inf/NaN gradients is skipped, counted and not seen by a per-step
   // scheduler) or "bf16-mixed" (bfloat16 compute, no scaling); "16" and "bf16" are aliases. On the

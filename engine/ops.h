@@ -3,6 +3,8 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <vector>
 
 #include "engine/random.h"
 #include "engine/tensor.h"
@@ -35,6 +37,18 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair st
 // undefined) counts the training batches. In eval the running statistics normalise x.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean, Tensor running_var,
                   bool training, double momentum = 0.1, double eps = 1e-5, Tensor num_batches_tracked = Tensor());
+
+// Adds a vector over the data-parallel ranks, in place (every rank gets the sum); every rank calls it
+// at the same points.
+using SumOverRanks = std::function<void(std::vector<double>&)>;
+// batch_norm in training with the statistics of the whole data-parallel batch (PyTorch's
+// SyncBatchNorm): the per-channel sums are added over the ranks by `sum_over_ranks` once in forward
+// and once in backward (a collective: every rank runs both). The weight and bias gradients are this
+// rank's (the gradient average makes them the whole batch's); the input gradient uses the sums of
+// every rank. CPU backend only.
+Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                       Tensor running_var, double momentum, double eps, Tensor num_batches_tracked,
+                       const SumOverRanks& sum_over_ranks);
 
 // relu(batch_norm(...)) in one pass each way: backward recomputes the normalised value from x for the
 // ReLU's mask instead of keeping the output (what BatchNorm2d followed by ReLU runs as in a Sequential).

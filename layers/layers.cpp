@@ -83,6 +83,7 @@ Tensor BatchNorm2d::forward_relu_max_pool(const Tensor& x, int64_t k) { return r
 
 Tensor BatchNorm2d::forward_conv_relu_max_pool(const Tensor& x, const Tensor& conv_weight, const Tensor& conv_bias,
                                                Pair stride, Pair padding, int64_t k) {
+  if (sync_ && is_training()) return run(conv2d(x, conv_weight, conv_bias, stride, padding), true, k);
   const bool use_batch_stats = is_training() || !running_mean.defined();
   const Tensor tracked = is_training() ? num_batches_tracked : Tensor();
   return conv2d_batch_norm_relu_max_pool2d(x, conv_weight, conv_bias, weight, bias, running_mean, running_var,
@@ -95,11 +96,26 @@ Tensor BatchNorm2d::run(const Tensor& x, bool relu, int64_t pool) {
   const bool use_batch_stats = is_training() || !running_mean.defined();
   // The op counts the batch in num_batches_tracked (on a GPU inside its statistics kernel).
   const Tensor tracked = is_training() ? num_batches_tracked : Tensor();
+  if (sync_ && is_training()) {  // the whole data-parallel batch's statistics; ReLU and pool as their own ops
+    Tensor y = sync_batch_norm(x, weight, bias, running_mean, running_var, momentum_, eps_, tracked, sync_);
+    if (relu) y = volt::relu(y);
+    return pool > 0 ? max_pool2d(y, {pool, pool}, {pool, pool}) : y;
+  }
   if (pool > 0)
     return batch_norm_relu_max_pool2d(x, weight, bias, running_mean, running_var, use_batch_stats, {pool, pool},
                                       momentum_, eps_, tracked);
   return (relu ? batch_norm_relu : batch_norm)(x, weight, bias, running_mean, running_var, use_batch_stats, momentum_,
                                                eps_, tracked);
+}
+
+int set_sync_batch_norm(Module& m, const SumOverRanks& sum) {
+  int n = 0;
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
+    bn->set_sync(sum);
+    ++n;
+  }
+  for (const auto& [name, child] : m.children()) n += set_sync_batch_norm(*child, sum);
+  return n;
 }
 
 std::string BatchNorm2d::extra_repr() const {

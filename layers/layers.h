@@ -4,6 +4,7 @@
 // the init stream of the default generator (volt::manual_seed) unless a generator is given.
 #pragma once
 #include <typeinfo>
+#include <utility>
 
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -44,13 +45,22 @@ class BatchNorm2d : public Module {
                                     Pair padding, int64_t k);
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
+  // SyncBatchNorm (the Trainer's sync_batchnorm): in training, normalise with the statistics of every
+  // rank's batch, added up by `sum` (sync_batch_norm); an empty function turns it off.
+  void set_sync(SumOverRanks sum) { sync_ = std::move(sum); }
+  bool synced() const { return sync_ != nullptr; }
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
   Tensor run(const Tensor& x, bool relu, int64_t pool = 0);
   int64_t c_;
   double eps_, momentum_;
+  SumOverRanks sync_;
 };
+
+// Lightning's convert_sync_batchnorm: sets (or, with an empty function, clears) `sum` on every
+// BatchNorm2d in m's tree; returns how many there are.
+int set_sync_batch_norm(Module& m, const SumOverRanks& sum);
 
 class ReLU : public Module {
  public:

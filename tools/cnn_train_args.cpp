@@ -57,6 +57,8 @@ const char* train_usage() {
          "                              launched); several processes are started by srun or mpirun\n"
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
          "                              --distributed-backend is the tutorial's older name)\n"
+         "  --sync-batchnorm            with several CPU processes, BatchNorm over the whole batch of all\n"
+         "                              ranks (SyncBatchNorm; on GPUs each rank uses its own batch)\n"
          "  --threads N                 CPU threads, 1..1024 (default: the cores this process may use, as\n"
          "                              srun --cpus-per-task or mpirun's binding left them)\n"
          "  --cuda-graphs on|off        on a GPU, replay the training step as one CUDA graph (default on)\n"
@@ -198,6 +200,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
       a.num_nodes = v == "auto" ? 0 : to_int(flag, v, 1);
     }
     else if (flag == "--strategy" || flag == "--distributed-backend") a.strategy = choice({"auto", "ddp", "dp"});
+    else if (flag == "--sync-batchnorm") a.sync_batchnorm = flag_only();
     else if (flag == "--threads") a.threads = int(to_int(flag, next(), 1, 1024));
     else if (flag == "--fast-dev-run") {
       if (has_eq) a.fast_dev_run = to_int(flag, value, 0);
@@ -246,6 +249,7 @@ TrainerOptions TrainArgs::trainer_options() const {
   t.gpus = gpus;
   t.num_nodes = num_nodes;
   t.strategy = strategy;
+  t.sync_batchnorm = sync_batchnorm;
   t.precision = precision;
   t.fast_dev_run = fast_dev_run;
   t.overfit_batches = overfit_batches;

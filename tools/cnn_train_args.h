@@ -38,7 +38,7 @@ struct TrainArgs {
   int64_t check_val_every_n_epoch = 1, num_sanity_val_steps = 2, accumulate_grad_batches = 1, log_every_n_steps = 50;
   double gradient_clip_val = 0;
   std::string gradient_clip_algorithm = "norm", profiler;
-  bool deterministic = false, progress = true;
+  bool deterministic = false, progress = true, sync_batchnorm = false;
   // Output.
   std::string log_dir = ".", resume, save;
   int64_t checkpoint_every = 1;

@@ -264,6 +264,52 @@ TEST_CASE("ddp: R ranks at batch B train like one process at batch R*B") {
   }
 }
 
+TEST_CASE("ddp with SyncBatchNorm: R ranks at batch B train the seed CNN like one process at batch R*B") {
+  // Without it each rank normalises with its own rows' statistics, and the two differ.
+  const int R = comm().size(), me = comm().rank();
+  INFO("rank " << me << " of " << R);
+  const int64_t B = 3;
+  const Tensor x_all = volt::test::rand_tensor({R * B, 3, 16, 16}, 78);
+  std::vector<int64_t> y_all(size_t(R * B)), y_mine;
+  for (size_t i = 0; i < y_all.size(); ++i) y_all[i] = int64_t((i * 5 + 1) % 4);
+  y_mine.assign(y_all.begin() + me * B, y_all.begin() + (me + 1) * B);
+  const Tensor x_mine = x_all.narrow(me * B, B), labels_all = Tensor::from_labels(y_all),
+               labels_mine = Tensor::from_labels(y_mine);
+  auto make = [](uint64_t seed) {
+    manual_seed(seed);
+    return volt::test::small_cnn(0.0);
+  };
+  auto ddp_model = make(2000 + uint64_t(me)), reference = make(2000);
+  broadcast_from_rank0(comm(), *ddp_model);
+  CHECK(set_sync_batch_norm(*ddp_model, [](std::vector<double>& v) {
+          comm().all_reduce(v.data(), v.size(), ReduceOp::Sum);
+        }) == 2);  // the seed CNN's two
+  SGD ddp_opt(ddp_model->parameters(), volt::test::sgd_options(0.1, 0.9));
+  SGD ref_opt(reference->parameters(), volt::test::sgd_options(0.1, 0.9));
+  GradientAverager averager(comm(), *ddp_model, DDPOptions{});
+  CrossEntropyLoss loss;
+  for (int step = 0; step < 3; ++step) {
+    ddp_model->zero_grad();
+    loss((*ddp_model)(x_mine), labels_mine).backward();
+    averager.all_reduce_gradients();
+    ddp_opt.step();
+    reference->zero_grad();
+    loss((*reference)(x_all), labels_all).backward();
+    ref_opt.step();
+  }
+  const auto got = ddp_model->state_dict().items(), want = reference->state_dict().items();
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO(got[i].first);
+    if (got[i].second.dtype() != DType::F32) continue;  // num_batches_tracked
+    const std::vector<float> g = got[i].second.to_vector(), w = want[i].second.to_vector();
+    double worst = 0;
+    for (size_t k = 0; k < g.size(); ++k) worst = std::max(worst, std::fabs(g[k] - w[k]) / (1e-5 + 1e-3 * std::fabs(w[k])));
+    CHECK(worst <= 1.0);
+    CHECK(identical_on_all_ranks(got[i].second.raw_data(), got[i].second.nbytes()));
+  }
+}
+
 TEST_CASE("ddp overlapped: the same bits as the averager after backward, with a parameter only some ranks use") {
   const int R = comm().size(), me = comm().rank();
   // E is used on even ranks only: there its bucket (bucket 0: it is the last parameter) completes

@@ -68,7 +68,7 @@ expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --profiler advanced --
        --limit-val-batches 1 --gradient-clip-algorithm value --gradient-clip-val 0.1 --optimizer adamw
        --scheduler cosine --checkpoint-every 1 --val-check-interval 0.5 --distributed-backend ddp)
 expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --limit-val-batches 0 --scheduler step --cutout 8 --augment
-       --data-on-device on)
+       --data-on-device on --sync-batchnorm)
 
 # Bad usage: exit 2, naming the flag and the choices.
 expect(2 "unknown option --bogus.*usage: cnn_train" --bogus)
