@@ -448,9 +448,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     }
   } cleanup{I, module, installed_handler};
   module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
-  if (opts_.sync_batchnorm && world_size() > 1) {  // (one process: its batch is the whole batch)
-    VOLT_CHECK(device_.is_cpu(), "sync_batchnorm: SyncBatchNorm runs on the CPU backend only; on ", device_.str(),
-               " each rank normalises with its own batch (leave sync_batchnorm off)");
+  if (opts_.sync_batchnorm && world_size() > 1) {  // (one process: its batch is the whole batch; GPUs: refused)
     Communicator* c = comm_.get();
     const int n = set_sync_batch_norm(
         module, [c](std::vector<double>& v) { c->all_reduce(v.data(), v.size(), ReduceOp::Sum); });

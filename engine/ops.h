@@ -42,8 +42,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 // at the same points.
 using SumOverRanks = std::function<void(std::vector<double>&)>;
 // batch_norm in training with the statistics of the whole data-parallel batch (PyTorch's
-// SyncBatchNorm): the per-channel sums are added over the ranks by `sum_over_ranks` once in forward
-// and once in backward (a collective: every rank runs both). The weight and bias gradients are this
+// SyncBatchNorm): the per-channel sums are added over the ranks by `sum_over_ranks` twice in forward
+// (the mean, then the variance about it) and once in backward (a collective: every rank runs them). The weight and bias gradients are this
 // rank's (the gradient average makes them the whole batch's); the input gradient uses the sums of
 // every rank. CPU backend only.
 Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,

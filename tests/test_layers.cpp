@@ -643,7 +643,7 @@ TEST_CASE("sync_batch_norm: one rank is batch_norm, two ranks on halves are batc
   {
     ThreadRanks one(1);
     const BnPass got = bn_pass(x, probe, one.for_rank(0));
-    CHECK(one.calls() == 2);  // one sum in forward, one in backward
+    CHECK(one.calls() == 3);  // two sums in forward (mean, variance), one in backward
     for (const auto& [g, w, what] : {std::tuple{got.y, want.y, "y"}, {got.gx, want.gx, "dx"}, {got.gw, want.gw, "dweight"},
                                       {got.gb, want.gb, "dbias"}, {got.rm, want.rm, "running_mean"},
                                       {got.rv, want.rv, "running_var"}})
@@ -677,6 +677,12 @@ TEST_CASE("sync_batch_norm: one rank is batch_norm, two ranks on halves are batc
   CHECK(contains(error_of([&] { sync_batch_norm(x, Tensor::ones({4}), Tensor(), Tensor(), Tensor(), 0.1, 1e-5,
                                                 Tensor(), two.for_rank(0)); }),
                  "weight must be a float32 CPU tensor of 3 elements, got [4]"));
+  CHECK(contains(error_of([&] { sync_batch_norm(x, Tensor(), Tensor(), Tensor::zeros({3}), Tensor(), 0.1, 1e-5,
+                                                Tensor(), two.for_rank(0)); }),
+                 "running_mean and running_var are given together or not at all"));
+  CHECK(contains(error_of([&] { sync_batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), 0.1, 0.0, Tensor(),
+                                                two.for_rank(0)); }),
+                 "eps must be positive, got 0"));
 }
 
 TEST_CASE("set_sync_batch_norm reaches every BatchNorm2d of a model, and a synced one trains as before on one rank") {
@@ -697,10 +703,10 @@ TEST_CASE("set_sync_batch_norm reaches every BatchNorm2d of a model, and a synce
   check_near(ys, yp, "logits");
   sum(ys).backward();
   sum(yp).backward();
-  CHECK(one.calls() == 2 * n);
+  CHECK(one.calls() == 3 * n);
   const auto gp = plain->named_parameters(), gs = synced->named_parameters();
   for (size_t i = 0; i < gp.size(); ++i) check_near(gs[i].second.grad(), gp[i].second.grad(), gp[i].first.c_str());
   CHECK(set_sync_batch_norm(*synced, nullptr) == n);
   (*synced)(x);
-  CHECK(one.calls() == 2 * n);  // off again
+  CHECK(one.calls() == 3 * n);  // off again
 }

@@ -58,7 +58,7 @@ const char* train_usage() {
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
          "                              --distributed-backend is the tutorial's older name)\n"
          "  --sync-batchnorm            with several CPU processes, BatchNorm over the whole batch of all\n"
-         "                              ranks (SyncBatchNorm; on GPUs each rank uses its own batch)\n"
+         "                              ranks (SyncBatchNorm; refused on GPUs)\n"
          "  --threads N                 CPU threads, 1..1024 (default: the cores this process may use, as\n"
          "                              srun --cpus-per-task or mpirun's binding left them)\n"
          "  --cuda-graphs on|off        on a GPU, replay the training step as one CUDA graph (default on)\n"

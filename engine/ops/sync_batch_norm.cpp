@@ -1,7 +1,9 @@
 // sync_batch_norm: batch normalisation in training whose statistics are those of the whole
 // data-parallel batch (PyTorch's SyncBatchNorm). The per-channel sums are added over the ranks by a
-// caller-given function (dist/ gives the communicator's all-reduce); forward and backward each add
-// one vector, in double precision. On the CPU backend, in float32 (16-bit activations are cast).
+// caller-given function (dist/ gives the communicator's all-reduce), in double precision: in forward
+// the sums and counts (the mean), then the squared deviations from that mean (the variance, accurate
+// also where |mean| >> std); in backward the gradient sums. On the CPU backend, in float32 (16-bit
+// activations are cast).
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -19,6 +21,13 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias
   detail::check_input(op, "input", x);
   VOLT_CHECK(x.dim() == 4, op, ": expected input [N, C, H, W], got shape ", shape_str(x.shape()));
   VOLT_CHECK(sum_over_ranks != nullptr, op, ": no function that sums over the ranks");
+  VOLT_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  VOLT_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
+  VOLT_CHECK(running_mean.defined() == running_var.defined(), op,
+             ": running_mean and running_var are given together or not at all");
+  VOLT_CHECK(!num_batches_tracked.defined() ||
+                 (num_batches_tracked.dtype() == DType::I64 && num_batches_tracked.numel() == 1),
+             op, ": num_batches_tracked must be a one-element int64 tensor");
   VOLT_CHECK(x.device().is_cpu(), op, ": the input is on ", x.device().str(),
              "; SyncBatchNorm runs on the CPU backend only (on GPUs each rank normalises with its own batch)");
   if (x.dtype() != DType::F32)
@@ -33,30 +42,36 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias
                  " must be a float32 CPU tensor of ", C, " elements, got ", shape_str(t->shape()), " ",
                  dtype_name(t->dtype()), " on ", t->device().str());
 
-  // Sums over this rank's batch, then over every rank: [sum x (C), sum x^2 (C), count].
-  std::vector<double> st(size_t(2 * C + 1), 0.0);
+  // Sums over this rank's batch, then over every rank: [sum x (C), count], then [sum (x - mean)^2 (C)].
+  std::vector<double> st(size_t(C + 1), 0.0);
   const float* px = x.data<float>();
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
       const float* p = px + (n * C + c) * HW;
-      double s = 0, q = 0;
-      for (int64_t i = 0; i < HW; ++i) {
-        s += p[i];
-        q += double(p[i]) * p[i];
-      }
+      double s = 0;
+      for (int64_t i = 0; i < HW; ++i) s += p[i];
       st[size_t(c)] += s;
-      st[size_t(C + c)] += q;
     }
-  st[size_t(2 * C)] = double(N * HW);
+  st[size_t(C)] = double(N * HW);
   sum_over_ranks(st);
-  const double count = st[size_t(2 * C)];
+  const double count = st[size_t(C)];
   VOLT_CHECK(count > 1, op, ": the batches of all ranks hold ", count, " values per channel; at least 2 are needed");
+  std::vector<double> dev(size_t(C), 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const double m = st[size_t(c)] / count;
+      const float* p = px + (n * C + c) * HW;
+      double q = 0;
+      for (int64_t i = 0; i < HW; ++i) q += (p[i] - m) * (p[i] - m);
+      dev[size_t(c)] += q;
+    }
+  sum_over_ranks(dev);
   Tensor mean = Tensor::empty({C}), invstd = Tensor::empty({C});
   float* pm = mean.data<float>();
   float* pi = invstd.data<float>();
   for (int64_t c = 0; c < C; ++c) {
     const double m = st[size_t(c)] / count;
-    const double var = std::max(0.0, st[size_t(C + c)] / count - m * m);
+    const double var = dev[size_t(c)] / count;  // biased: what the batch is normalised with
     pm[c] = float(m);
     pi[c] = float(1.0 / std::sqrt(var + eps));
     if (running_mean.defined()) {
