@@ -183,6 +183,10 @@ class Trainer {
   // for choices made from what a rank sees on its filesystem, which may differ between nodes. An
   // error on rank 0 is every rank's error.
   std::string decided_on_rank0(const std::function<std::string()>& decide);
+  // Where fit() resumes from, as this process sees it (rank 0 decides): `resume`, or in a requeued
+  // Slurm job its own newest checkpoint (`hpc`, the pre-empted run's, or a further-on last.ckpt).
+  // owns_hpc: `hpc` is this job's.
+  std::string resume_path_here(const std::string& hpc, bool& owns_hpc);
   // load_checkpoint(path) on every rank; where any rank cannot read it, every rank throws, naming
   // that rank (a collective).
   Checkpoint load_on_every_rank(const std::string& path);

@@ -173,6 +173,44 @@ void Trainer::save_checkpoint(const std::string& path) const {
   if (failed) std::rethrow_exception(failed);
 }
 
+std::string Trainer::resume_path_here(const std::string& hpc, bool& owns_hpc) {
+  if (!is_requeued_job())
+    return opts_.resume.empty() ? std::string() : resolve_resume_path(opts_.default_root_dir, opts_.resume);
+  // A requeued Slurm job continues from its own newest checkpoint, without flags and before any
+  // `resume` (the job's command line names where it first started, which the job has gone past):
+  // the one its pre-empted run left (hpc_ckpt.ckpt) or, after a node failure, the newest last.ckpt
+  // when that is further on. Checkpoints another job left in the same folder are not this run's.
+  std::string newest;
+  int64_t newest_step = -1;
+  auto consider = [&](const std::string& path) {
+    Checkpoint c;
+    try {
+      c = load_checkpoint(path);
+    } catch (const Error& e) {
+      out() << "not resuming from " << path << ": " << e.what() << "\n";
+      return false;
+    }
+    const auto it = c.metadata.find("slurm_job_id");
+    const std::string owner = it == c.metadata.end() ? std::string() : it->second;
+    if (owner != env_.job_id) {
+      out() << path << " was written by " << (owner.empty() ? "a run outside Slurm" : "Slurm job " + owner)
+            << ", not by this job (" << env_.job_id << "): not resuming from it (pass --resume to)\n";
+      return false;
+    }
+    if (c.global_step > newest_step) newest = path, newest_step = c.global_step;
+    return true;
+  };
+  if (fs::is_regular_file(hpc)) owns_hpc = consider(hpc);
+  for (const std::string& latest : latest_checkpoints(opts_.default_root_dir))  // this job's newest folder
+    if (consider(latest)) break;
+  if (newest.empty())
+    return opts_.resume.empty() ? std::string() : resolve_resume_path(opts_.default_root_dir, opts_.resume);
+  if (!opts_.resume.empty())
+    out() << "Requeued job " << env_.job_id << ": resuming from its own " << newest << ", not from resume=\""
+          << opts_.resume << "\"\n";
+  return newest;
+}
+
 int64_t BatchAmount::of(int64_t total) const {
   VOLT_CHECK(value >= 0, "a batch limit must be >= 0, got ", value);
   if (!is_fraction) return std::min<int64_t>(total, int64_t(value));

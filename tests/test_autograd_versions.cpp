@@ -1,0 +1,60 @@
+// Autograd's version counters: a tensor an op saved for its backward and changed in place before it
+// runs (through itself or a view, by each in-place op, by an optimizer step) is an error there.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/tensor.h"
+#include "layers/optim/optimizer.h"
+#include "tests/test_util.h"
+
+using namespace volt;
+
+TEST_CASE("a tensor saved for backward and changed in place before it runs is an error there, as in PyTorch") {
+  Tensor x = Tensor::from_vector({4}, {-1.f, 2.f, -3.f, 4.f});
+  x.requires_grad_();
+  // relu saves its input: a change to it, or to a view of the same memory, is caught.
+  for (int how = 0; how < 5; ++how) {
+    CAPTURE(how);
+    Tensor h = x * 2.f;
+    Tensor r = relu(h);
+    const uint64_t v = h.version();
+    Tensor view = h.reshape({2, 2});
+    if (how == 0) h.fill_(1.f);
+    if (how == 1) view.zero_();
+    if (how == 2) h.copy_(Tensor::ones({4}));
+    if (how == 3) add_(view, Tensor::ones({2, 2}));
+    if (how == 4) h.detach().set({0}, 5.f);
+    CHECK(h.version() == v + 1);
+    const std::string what = test::error_of([&] { sum(r).backward(); });
+    CHECK(test::contains(what, "backward through 'relu': a tensor it saved (1 of 1, shape [4]) was changed in "
+                               "place after the op used it (version 0, now 1)"));
+  }
+  // What an op does not save may change: add reads neither operand in backward.
+  {
+    Tensor a = x * 1.f, b = Tensor::ones({4});
+    Tensor y = add(a, b);
+    a.fill_(7.f);
+    b.fill_(7.f);
+    sum(y).backward();
+  }
+  // An optimizer step between forward and backward changes the weights linear saved.
+  Tensor w = Tensor::full({1, 4}, 0.5f);
+  w.requires_grad_();
+  w.set_grad(Tensor::ones({1, 4}));
+  SGDOptions so;
+  so.lr = 0.1;
+  SGD opt({w}, so);
+  Tensor out = linear(Tensor::ones({3, 4}), w, Tensor());
+  opt.step();
+  CHECK(test::contains(test::error_of([&] { sum(out).backward(); }), "backward through 'linear'"));
+  // Changes after the backward are the normal case.
+  Tensor h = x * 2.f;
+  Tensor r = relu(h);
+  sum(r).backward();
+  CHECK_NOTHROW(h.fill_(0.f));
+}
