@@ -138,23 +138,13 @@ void check_same_names(Communicator& comm, const std::string& names, const char* 
 
 void MetricStore::reduce_epoch(Communicator& comm) {
   if (comm.size() == 1 || reduced_) return;
+  const auto sums = epoch_sums(comm);  // the device parts join the host sums
   reduced_ = true;
-  for (auto& [n, e] : epoch_)  // the device parts join the host sums, which the communicator reduces
-    if (e.device.defined()) {
-      e.value = e.get();
-      e.device.zero_();
-    }
-  std::string names;
-  for (const auto& [n, e] : epoch_) names += n + '\n';
-  check_same_names(comm, names, "epoch metrics");
-  std::vector<double> v;
-  for (const auto& [n, e] : epoch_) v.insert(v.end(), {e.value, e.weight});
-  if (v.empty()) return;
-  comm.all_reduce(v.data(), v.size(), ReduceOp::Sum);
-  size_t i = 0;
   for (auto& [n, e] : epoch_) {
-    e.value = v[i++];
-    e.weight = v[i++];
+    const EpochSum& s = sums.at(n);
+    e.value = s.sum;
+    e.weight = s.weight;
+    if (e.device.defined()) e.device.zero_();
   }
 }
 
