@@ -78,8 +78,9 @@ class DeferredCasts {
 
 void Node::set_saved(const std::vector<Tensor>& saved) {
   saved_.clear();
+  saved_.reserve(saved.size());
   for (const Tensor& t : saved)
-    if (t.defined()) saved_.push_back({t.impl()->storage, t.version(), t.shape()});
+    if (t.defined()) saved_.push_back({t.impl()->storage, t.version()});
 }
 
 std::vector<Tensor> Node::apply(const Tensor& grad_out) {
@@ -88,8 +89,8 @@ std::vector<Tensor> Node::apply(const Tensor& grad_out) {
   for (size_t i = 0; i < saved_.size(); ++i) {
     const std::shared_ptr<Storage> st = saved_[i].storage.lock();
     VOLT_CHECK(!st || st->version == saved_[i].version, "backward through '", name_, "': a tensor it saved (",
-               i + 1, " of ", saved_.size(), ", shape ", shape_str(saved_[i].shape),
-               ") was changed in place after the op used it (version ", saved_[i].version, ", now ", st->version,
+               i + 1, " of ", saved_.size(), ", in a buffer of ", st->bytes,
+               " bytes) was changed in place after the op used it (version ", saved_[i].version, ", now ", st->version,
                "): its gradient would come from the new values. Change it after backward(), or give the op a "
                "clone()");
   }

@@ -47,7 +47,6 @@ class Node {
   struct SavedVersion {
     std::weak_ptr<Storage> storage;
     uint64_t version;
-    Shape shape;
   };
   std::vector<SavedVersion> saved_;
   std::string name_;
