@@ -43,9 +43,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 using SumOverRanks = std::function<void(std::vector<double>&)>;
 // batch_norm in training with the statistics of the whole data-parallel batch (PyTorch's
 // SyncBatchNorm): the per-channel sums are added over the ranks by `sum_over_ranks` twice in forward
-// (the mean, then the variance about it) and once in backward (a collective: every rank runs them). The weight and bias gradients are this
-// rank's (the gradient average makes them the whole batch's); the input gradient uses the sums of
-// every rank. CPU backend only.
+// (the mean, then the variance about it) and once in backward (a collective: every rank runs them).
+// The weight and bias gradients are this rank's (the gradient average makes them the whole batch's);
+// the input gradient uses the sums of every rank. CPU backend only.
 Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, double momentum, double eps, Tensor num_batches_tracked,
                        const SumOverRanks& sum_over_ranks);
@@ -125,8 +125,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
                      double label_smoothing = 0.0);
 
 // Bad input that a GPU kernel found without stopping the stream: a cross_entropy or batch_accuracy
-// target outside [0, C) gives a NaN loss (a wrong prediction) at once and is reported here, as a volt::Error naming the first one (this
-// reads one small device value: it synchronises). The Trainer calls it where it synchronises anyway.
+// target outside [0, C) gives a NaN loss (a wrong prediction) at once and is reported here, as a
+// volt::Error naming the first one (this reads one small device value: it synchronises). The Trainer
+// calls it where it synchronises anyway.
 void check_deferred_errors(Device d);
 
 Tensor argmax(const Tensor& x, int64_t dim);              // int64, dim removed
