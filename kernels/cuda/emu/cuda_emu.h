@@ -358,12 +358,14 @@ void mma_sync(fragment<accumulator, M, N, K, Tc>& d, const fragment<matrix_a, M,
     d = memo->d;
     return;
   }
+  float fa[M * K], fb[K * N];  // each input converted once, not once per product
+  for (int i = 0; i < M * K; ++i) fa[i] = ::volt_emu::wmma_load(a.x[i]);
+  for (int i = 0; i < K * N; ++i) fb[i] = ::volt_emu::wmma_load(b.x[i]);
   C out;
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
       float sum = ::volt_emu::wmma_load(c.x[i * N + j]);
-      for (int k = 0; k < K; ++k)
-        sum += ::volt_emu::wmma_load(a.x[i * K + k]) * ::volt_emu::wmma_load(b.x[k * N + j]);
+      for (int k = 0; k < K; ++k) sum += fa[i * K + k] * fb[k * N + j];
       out.x[i * N + j] = ::volt_emu::wmma_store<Tc>(sum);
     }
   memo->tag = &tag;
