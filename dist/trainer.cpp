@@ -412,7 +412,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     }
   } cleanup{I, module, installed_handler};
   module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
-  if (opts_.sync_batchnorm && world_size() > 1) {  // (one process: its batch is the whole batch; GPUs: refused)
+  if (opts_.sync_batchnorm && world_size() > 1) {  // (one process: its batch is the whole batch)
     Communicator* c = comm_.get();
     const int n = set_sync_batch_norm(
         module, [c](std::vector<double>& v) { c->all_reduce(v.data(), v.size(), ReduceOp::Sum); });

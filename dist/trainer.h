@@ -57,7 +57,7 @@ struct TrainerOptions {
   int64_t num_nodes = 0;             // nodes: 0 = what the launcher started, or a count that must match it
   std::string strategy = "auto";     // "auto", "ddp", "dp" (run as ddp)
   // Lightning's sync_batchnorm: with several processes, every BatchNorm2d normalises in training with
-  // the statistics of the whole data-parallel batch (sync_batch_norm; CPU backend only).
+  // the statistics of the whole data-parallel batch (sync_batch_norm).
   bool sync_batchnorm = false;
   // "32"; "16-mixed" (float16 compute under Autocast, float32 master weights, dynamic loss scaling:
   // an optimizer step with Inf/NaN gradients is skipped, counted and not seen by a per-step

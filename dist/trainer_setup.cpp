@@ -109,9 +109,6 @@ Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   env_ = detect_process_env();
   const bool gpu = uses_gpu(opts_);
   check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
-  const int world = opts_.communicator ? opts_.communicator->size() : env_.world_size;
-  VOLT_CHECK(!(opts_.sync_batchnorm && gpu && world > 1), "sync_batchnorm: SyncBatchNorm runs on the CPU backend "
-             "only; on GPUs each rank normalises with its own batch (leave sync_batchnorm off, or train on the CPU)");
   device_ = gpu ? Device::cuda(process_gpu(env_, cuda_device_count())) : Device::cpu();
   comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_trainer_communicator(opts_, env_));
   VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1 && !comm_->device_buffers()), "data-parallel training on GPUs "

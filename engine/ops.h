@@ -45,7 +45,8 @@ using SumOverRanks = std::function<void(std::vector<double>&)>;
 // SyncBatchNorm): the per-channel sums are added over the ranks by `sum_over_ranks` twice in forward
 // (the mean, then the variance about it) and once in backward (a collective: every rank runs them).
 // The weight and bias gradients are this rank's (the gradient average makes them the whole batch's);
-// the input gradient uses the sums of every rank. CPU backend only.
+// the input gradient uses the sums of every rank. CPU and GPU backends (on a GPU the [C] sums go
+// through the host: sum_over_ranks always takes host values).
 Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, double momentum, double eps, Tensor num_batches_tracked,
                        const SumOverRanks& sum_over_ranks);

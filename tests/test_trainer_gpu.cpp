@@ -279,29 +279,3 @@ TEST_CASE("gpu Trainer: gpus=N means devices=N (one process here), gpus=-1 one p
   CHECK_NOTHROW(Trainer(with_gpus(1)));
   if (cuda_device_count() == 1) CHECK_NOTHROW(Trainer(with_gpus(-1)));
 }
-
-TEST_CASE("gpu Trainer: sync_batchnorm with several GPU processes is refused when the Trainer is made") {
-  require_gpu();
-  // Rank 0 of two on device buffers; nothing is ever reduced (the refusal comes first).
-  class TwoRanks final : public Communicator {
-   public:
-    int rank() const override { return 0; }
-    int size() const override { return 2; }
-    const char* backend() const override { return "two"; }
-    bool device_buffers() const override { return true; }
-    void all_reduce(float*, size_t, ReduceOp) override { FAIL("no collective expected"); }
-    void all_reduce(double*, size_t, ReduceOp) override { FAIL("no collective expected"); }
-    void all_reduce(int64_t*, size_t, ReduceOp) override { FAIL("no collective expected"); }
-    void broadcast(void*, size_t, int) override { FAIL("no collective expected"); }
-    void all_gather(const void*, void*, size_t) override { FAIL("no collective expected"); }
-    void barrier() override { FAIL("no collective expected"); }
-    [[noreturn]] void abort(int, const std::string& why) override { VOLT_FAIL("abort: ", why); }
-  };
-  TrainerOptions o;
-  o.accelerator = "gpu";
-  o.sync_batchnorm = true;
-  o.communicator = std::make_shared<TwoRanks>();
-  CHECK(contains(error_of([&] { Trainer t(o); }), "sync_batchnorm: SyncBatchNorm runs on the CPU backend only"));
-  o.sync_batchnorm = false;
-  CHECK_NOTHROW(Trainer(o));
-}

@@ -2,8 +2,14 @@
 // data-parallel batch (PyTorch's SyncBatchNorm). The per-channel sums are added over the ranks by a
 // caller-given function (dist/ gives the communicator's all-reduce), in double precision: in forward
 // the sums and counts (the mean), then the squared deviations from that mean (the variance, accurate
-// also where |mean| >> std); in backward the gradient sums. On the CPU backend, in float32 (16-bit
-// activations are cast).
+// also where |mean| >> std); in backward the gradient sums. In float32 (16-bit activations are cast).
+// On the CPU the loops below are the reference. On a GPU the per-element passes are the CUDA batch
+// norm kernels' (channel sums with double accumulation, per-channel affine maps); the [C] sums go to
+// the host, which adds them over the ranks and forms the per-channel coefficients in double: the
+// host waits for the GPU three times a pass (twice in forward, once in backward), as it does at
+// every blocking collective anyway.
+#include "kernels/batch_norm.h"
+
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -13,6 +19,132 @@
 #include "engine/ops/check.h"
 
 namespace volt {
+
+#if VOLT_HAVE_CUDA
+namespace {
+
+std::vector<double> host_doubles(const Tensor& t) {
+  const std::vector<float> v = t.to_vector();
+  return std::vector<double>(v.begin(), v.end());
+}
+
+Tensor device_floats(const std::vector<double>& v, Device d) {
+  return Tensor::from_vector({int64_t(v.size())}, std::vector<float>(v.begin(), v.end()), d);
+}
+
+Tensor workspace(const Tensor& x) {
+  return Tensor::empty({int64_t(cuda::batch_norm_workspace_bytes(x.size(0), x.size(1), x.size(2) * x.size(3)))},
+                       DType::U8, x.device());
+}
+
+// The per-channel sums of x [N, C, H, W] on its GPU, on the host.
+std::vector<double> gpu_channel_sums(const Tensor& x) {
+  Tensor out = Tensor::empty({x.size(1)}, x.dtype(), x.device());
+  Tensor ws = workspace(x);
+  cuda::channel_sum(detail::ft(x), x.size(0), x.size(1), x.size(2) * x.size(3), x.raw_data(), out.raw_data(),
+                    ws.raw_data(), detail::stream_of(x));
+  return host_doubles(out);
+}
+
+// (x - mean[c]) * invstd[c] * scale[c] + shift[c] on x's GPU (batch_norm_forward_eval's map, with
+// the coefficients in float32 [C] device tensors; scale and shift may be undefined: 1 and 0).
+Tensor gpu_channel_affine(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& scale,
+                          const Tensor& shift) {
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor ws = workspace(x);
+  cuda::batch_norm_forward_eval(detail::ft(x), x.size(0), x.size(1), x.size(2) * x.size(3), x.raw_data(),
+                                scale.defined() ? scale.data<float>() : nullptr,
+                                shift.defined() ? shift.data<float>() : nullptr, mean.data<float>(),
+                                invstd.data<float>(), false, y.raw_data(), ws.raw_data(), detail::stream_of(x));
+  return y;
+}
+
+// The running statistics' update from the whole batch's mean and biased variance (count values per
+// channel), in place wherever they live, and the batch count.
+void update_running(Tensor& running_mean, Tensor& running_var, Tensor& num_batches_tracked,
+                    const std::vector<double>& mean, const std::vector<double>& var, double count, double momentum) {
+  if (running_mean.defined()) {
+    std::vector<double> rm = host_doubles(running_mean), rv = host_doubles(running_var);
+    for (size_t c = 0; c < rm.size(); ++c) {
+      rm[c] = float((1 - momentum) * rm[c] + momentum * mean[c]);
+      rv[c] = float((1 - momentum) * rv[c] + momentum * var[c] * count / (count - 1));
+    }
+    running_mean.copy_(device_floats(rm, running_mean.device()));
+    running_var.copy_(device_floats(rv, running_var.device()));
+  }
+  if (num_batches_tracked.defined()) add_int_(num_batches_tracked);
+}
+
+// The GPU pass: x float32 [N, C, H, W] on a GPU, the parameters and statistics float32 [C] there.
+Tensor sync_batch_norm_gpu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                           Tensor running_var, double momentum, double eps, Tensor num_batches_tracked,
+                           const SumOverRanks& sum_over_ranks) {
+  const char* op = "sync_batch_norm";
+  const Device dev = x.device();
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  std::vector<double> st = gpu_channel_sums(x);
+  st.push_back(double(N * HW));
+  sum_over_ranks(st);
+  const double count = st[size_t(C)];
+  VOLT_CHECK(count > 1, op, ": the batches of all ranks hold ", count, " values per channel; at least 2 are needed");
+  std::vector<double> mean(static_cast<size_t>(C)), ones(static_cast<size_t>(C), 1.0);
+  for (int64_t c = 0; c < C; ++c) mean[size_t(c)] = st[size_t(c)] / count;
+  Tensor mean_d = device_floats(mean, dev);
+  const Tensor centred = gpu_channel_affine(x, mean_d, device_floats(ones, dev), Tensor(), Tensor());
+  std::vector<double> var = gpu_channel_sums(mul(centred, centred));
+  sum_over_ranks(var);
+  std::vector<double> invstd(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    var[size_t(c)] /= count;  // biased: what the batch is normalised with
+    invstd[size_t(c)] = 1.0 / std::sqrt(var[size_t(c)] + eps);
+  }
+  update_running(running_mean, running_var, num_batches_tracked, mean, var, count, momentum);
+  for (double& v : invstd) v = double(float(v));  // what the GPU normalises with, for backward
+  Tensor invstd_d = device_floats(invstd, dev);
+  Tensor y = gpu_channel_affine(x, mean_d, invstd_d, weight, bias);
+
+  autograd::record(
+      op, y, {x, weight, bias},
+      [x, weight, mean_d, invstd_d, invstd, N, C, HW, count, sum_over_ranks](const Tensor& gy,
+                                                                            const std::vector<bool>& needs) {
+        // This rank's sums of dy and of dy * xhat: its own bias and weight gradients (batch_norm's
+        // backward with the batch's statistics as constants gives them), then, over the ranks, the
+        // mean terms of the input gradient.
+        Tensor sum_dy = Tensor::empty({C}, DType::F32, gy.device());
+        Tensor sum_dy_xhat = Tensor::empty({C}, DType::F32, gy.device());
+        Tensor ws = workspace(x);
+        cuda::batch_norm_backward(FType::F32, N, C, HW, gy.raw_data(), x.raw_data(), nullptr, nullptr,
+                                  mean_d.data<float>(), invstd_d.data<float>(), false, false, nullptr,
+                                  sum_dy_xhat.data<float>(), sum_dy.data<float>(), ws.raw_data(), detail::stream_of(x));
+        std::vector<Tensor> gr(3);
+        if (needs[1]) gr[1] = sum_dy_xhat;
+        if (needs[2]) gr[2] = sum_dy;
+        std::vector<double> all = host_doubles(sum_dy), dyx = host_doubles(sum_dy_xhat);
+        all.insert(all.end(), dyx.begin(), dyx.end());
+        sum_over_ranks(all);  // every rank runs this backward, in the same order
+        if (!needs[0]) return gr;
+        // dx = k (dy - mean(dy) - xhat mean(dy xhat)), k = weight * invstd: two per-channel maps, added.
+        const size_t nc = static_cast<size_t>(C);
+        const std::vector<double> w = weight.defined() ? host_doubles(weight) : std::vector<double>(nc, 1.0);
+        std::vector<double> zeros(nc, 0.0), ones(nc, 1.0), k(nc), shift_dy(nc), k_x(nc);
+        for (size_t c = 0; c < nc; ++c) {
+          const double mdy = all[c] / count, mdyx = all[nc + c] / count;
+          k[c] = w[c] * invstd[c];
+          shift_dy[c] = -k[c] * mdy;
+          k_x[c] = -k[c] * mdyx;  // times xhat = (x - mean) * invstd
+        }
+        const Device d = x.device();
+        gr[0] = add(gpu_channel_affine(gy, device_floats(zeros, d), device_floats(ones, d), device_floats(k, d),
+                                       device_floats(shift_dy, d)),
+                    gpu_channel_affine(x, mean_d, invstd_d, device_floats(k_x, d), Tensor()));
+        return gr;
+      },
+      {x, weight});
+  return y;
+}
+
+}  // namespace
+#endif  // VOLT_HAVE_CUDA
 
 Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                        Tensor running_var, double momentum, double eps, Tensor num_batches_tracked,
@@ -28,8 +160,6 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias
   VOLT_CHECK(!num_batches_tracked.defined() ||
                  (num_batches_tracked.dtype() == DType::I64 && num_batches_tracked.numel() == 1),
              op, ": num_batches_tracked must be a one-element int64 tensor");
-  VOLT_CHECK(x.device().is_cpu(), op, ": the input is on ", x.device().str(),
-             "; SyncBatchNorm runs on the CPU backend only (on GPUs each rank normalises with its own batch)");
   if (x.dtype() != DType::F32)
     return cast(sync_batch_norm(cast(x, DType::F32), weight, bias, running_mean, running_var, momentum, eps,
                                 num_batches_tracked, sum_over_ranks),
@@ -38,9 +168,12 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias
   for (const auto& [what, t] : {std::pair<const char*, const Tensor*>{"weight", &weight}, {"bias", &bias},
                                 {"running_mean", &running_mean}, {"running_var", &running_var}})
     if (t->defined())
-      VOLT_CHECK(t->device().is_cpu() && t->dtype() == DType::F32 && t->numel() == C, op, ": ", what,
-                 " must be a float32 CPU tensor of ", C, " elements, got ", shape_str(t->shape()), " ",
-                 dtype_name(t->dtype()), " on ", t->device().str());
+      VOLT_CHECK(t->device() == x.device() && t->dtype() == DType::F32 && t->numel() == C, op, ": ", what,
+                 " must be a float32 tensor of ", C, " elements on the input's device (", x.device().str(), "), got ",
+                 shape_str(t->shape()), " ", dtype_name(t->dtype()), " on ", t->device().str());
+  if (x.device().is_cuda())
+    VOLT_CUDA_ONLY(return sync_batch_norm_gpu(x, weight, bias, running_mean, running_var, momentum, eps,
+                                              num_batches_tracked, sum_over_ranks));
 
   // Sums over this rank's batch, then over every rank: [sum x (C), count], then [sum (x - mean)^2 (C)].
   std::vector<double> st(size_t(C + 1), 0.0);

@@ -244,15 +244,7 @@ TEST_CASE("ddp: R ranks at batch B train like one process at batch R*B") {
     loss(reference(x_all), labels_all).backward();
     ref_opt.step();
   }
-  const auto got = ddp_model.named_parameters(), want = reference.named_parameters();
-  for (size_t i = 0; i < got.size(); ++i) {
-    INFO(got[i].first);
-    const std::vector<float> g = got[i].second.to_vector(), w = want[i].second.to_vector();
-    double worst = 0;
-    for (size_t k = 0; k < g.size(); ++k) worst = std::max(worst, std::fabs(g[k] - w[k]) / (1e-5 + 1e-4 * std::fabs(w[k])));
-    CHECK(worst <= 1.0);
-    CHECK(identical_on_all_ranks(got[i].second.raw_data(), got[i].second.nbytes()));
-  }
+  volt::test::check_near_and_identical(comm(), ddp_model.named_parameters(), reference.named_parameters(), 1e-4);
 }
 
 TEST_CASE("ddp with SyncBatchNorm: R ranks at batch B train the seed CNN like one process at batch R*B") {
@@ -288,17 +280,7 @@ TEST_CASE("ddp with SyncBatchNorm: R ranks at batch B train the seed CNN like on
     loss((*reference)(x_all), labels_all).backward();
     ref_opt.step();
   }
-  const auto got = ddp_model->state_dict().items(), want = reference->state_dict().items();
-  REQUIRE(got.size() == want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    INFO(got[i].first);
-    if (got[i].second.dtype() != DType::F32) continue;  // num_batches_tracked
-    const std::vector<float> g = got[i].second.to_vector(), w = want[i].second.to_vector();
-    double worst = 0;
-    for (size_t k = 0; k < g.size(); ++k) worst = std::max(worst, std::fabs(g[k] - w[k]) / (1e-5 + 1e-3 * std::fabs(w[k])));
-    CHECK(worst <= 1.0);
-    CHECK(identical_on_all_ranks(got[i].second.raw_data(), got[i].second.nbytes()));
-  }
+  volt::test::check_near_and_identical(comm(), ddp_model->state_dict().items(), reference->state_dict().items(), 1e-3);
 }
 
 TEST_CASE("ddp overlapped: the same bits as the averager after backward, with a parameter only some ranks use") {

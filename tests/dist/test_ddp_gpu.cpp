@@ -3,7 +3,7 @@
 // averages against every rank's local gradients gathered to the host, with buckets launched during
 // backward where they can be; the Trainer over NCCL: at world size 1 the local communicator's
 // parameters bit for bit, with several ranks a fit whose end-of-fit check finds every rank's
-// parameters identical. Skips (exit 77) where the build has no NCCL communicator, no GPU is
+// parameters identical; SyncBatchNorm on the GPUs against one CPU process on the whole batch. Skips (exit 77) where the build has no NCCL communicator, no GPU is
 // visible, or this node has fewer GPUs than ranks.
 #include <algorithm>
 #include <cmath>
@@ -18,6 +18,8 @@
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "layers/layers.h"
+#include "layers/optim/optimizer.h"
 #include "tests/dist/dist_util.h"
 #include "tests/test_util.h"
 #include "tests/trainer_fixtures.h"
@@ -180,4 +182,42 @@ TEST_CASE("gpu Trainer over NCCL: world size 1 gives the local communicator's pa
       CHECK(n == 0);
     }
   }
+}
+
+TEST_CASE("gpu ddp with SyncBatchNorm: R GPU ranks at batch B train the seed CNN like one CPU process at batch R*B") {
+  Communicator& c = *comm();
+  const int R = c.size(), me = c.rank();
+  INFO("rank " << me << " of " << R);
+  const int64_t B = 3;
+  const Tensor x_all = rand_tensor({R * B, 3, 16, 16}, 78);
+  std::vector<int64_t> y_all(size_t(R * B)), y_mine;
+  for (size_t i = 0; i < y_all.size(); ++i) y_all[i] = int64_t((i * 5 + 1) % 4);
+  y_mine.assign(y_all.begin() + me * B, y_all.begin() + (me + 1) * B);
+  const Tensor x_mine = x_all.narrow(me * B, B).to(gpu()), labels_all = Tensor::from_labels(y_all),
+               labels_mine = Tensor::from_labels(y_mine, gpu());
+  auto make = [](uint64_t seed) {
+    manual_seed(seed);
+    return small_cnn(0.0);
+  };
+  auto ddp_model = make(2000 + uint64_t(me)), reference = make(2000);
+  ddp_model->to(gpu());
+  broadcast_from_rank0(c, *ddp_model);
+  CHECK(set_sync_batch_norm(*ddp_model, [&c](std::vector<double>& v) {
+          c.all_reduce(v.data(), v.size(), ReduceOp::Sum);
+        }) == 2);  // the seed CNN's two
+  SGD ddp_opt(ddp_model->parameters(), sgd_options(0.1, 0.9));
+  SGD ref_opt(reference->parameters(), sgd_options(0.1, 0.9));
+  OverlappedGradientAverager averager(c, *ddp_model, DDPOptions{});
+  CrossEntropyLoss loss;
+  for (int step = 0; step < 3; ++step) {
+    ddp_model->zero_grad();
+    averager.prepare_for_backward();
+    loss((*ddp_model)(x_mine), labels_mine).backward();
+    averager.all_reduce_gradients();
+    ddp_opt.step();
+    reference->zero_grad();
+    loss((*reference)(x_all), labels_all).backward();
+    ref_opt.step();
+  }
+  check_near_and_identical(c, ddp_model->state_dict().items(), reference->state_dict().items(), 1e-3);
 }
