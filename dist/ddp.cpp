@@ -116,6 +116,7 @@ void GradientAverager::all_reduce_gradients() {
         g = Tensor::empty(p.shape(), DType::F32);
         p.set_grad(g);
       }
+      g.bump_version();
       std::memcpy(g.data<float>(), buffer_.data() + off, n * sizeof(float));
       off += n;
     }

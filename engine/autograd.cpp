@@ -80,7 +80,7 @@ void Node::set_saved(const std::vector<Tensor>& saved) {
   saved_.clear();
   saved_.reserve(saved.size());
   for (const Tensor& t : saved)
-    if (t.defined()) saved_.push_back({t.impl()->storage, t.version()});
+    if (t.defined()) saved_.push_back({t.impl_ptr(), t.impl()->storage, t.version()});
 }
 
 std::vector<Tensor> Node::apply(const Tensor& grad_out) {
@@ -88,6 +88,10 @@ std::vector<Tensor> Node::apply(const Tensor& grad_out) {
              "' was already freed by an earlier backward(); run the forward pass again");
   for (size_t i = 0; i < saved_.size(); ++i) {
     const std::shared_ptr<Storage> st = saved_[i].storage.lock();
+    const std::shared_ptr<TensorImpl> t = saved_[i].tensor.lock();
+    VOLT_CHECK(!t || t->storage == st, "backward through '", name_, "': a tensor it saved (", i + 1, " of ",
+               saved_.size(), ") was given other memory after the op used it (Module::to moves a module's "
+               "tensors): run the forward pass again after moving the module");
     VOLT_CHECK(!st || st->version == saved_[i].version, "backward through '", name_, "': a tensor it saved (",
                i + 1, " of ", saved_.size(), ", in a buffer of ", st->bytes,
                " bytes) was changed in place after the op used it (version ", saved_[i].version, ", now ", st->version,

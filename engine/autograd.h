@@ -45,7 +45,8 @@ class Node {
 
  private:
   struct SavedVersion {
-    std::weak_ptr<Storage> storage;
+    std::weak_ptr<TensorImpl> tensor;  // alive while the backward function holds it
+    std::weak_ptr<Storage> storage;    // its memory then (Module::to gives a tensor other memory)
     uint64_t version;
   };
   std::vector<SavedVersion> saved_;

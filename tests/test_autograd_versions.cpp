@@ -1,5 +1,6 @@
 // Autograd's version counters: a tensor an op saved for its backward and changed in place before it
-// runs (through itself or a view, by each in-place op, by an optimizer step) is an error there.
+// runs (through itself or a view, by each in-place op, by an optimizer step) is an error there; the
+// in-place changes to gradients (clipping, unscaling) count too.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -9,6 +10,8 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
+#include "layers/optim/grad_clip.h"
+#include "layers/optim/grad_scaler.h"
 #include "layers/optim/optimizer.h"
 #include "tests/test_util.h"
 
@@ -57,4 +60,22 @@ TEST_CASE("a tensor saved for backward and changed in place before it runs is an
   Tensor r = relu(h);
   sum(r).backward();
   CHECK_NOTHROW(h.fill_(0.f));
+}
+
+TEST_CASE("clipping and unscaling change gradients in place and count it") {
+  Tensor p = Tensor::full({3}, 1.f);
+  p.requires_grad_();
+  p.set_grad(Tensor::from_vector({3}, {3.f, -4.f, 12.f}));
+  const Tensor g = p.grad();
+  uint64_t v = g.version();
+  clip_grad_norm_({p}, 1.0);
+  CHECK(g.version() == v + 1);
+  v = g.version();
+  clip_grad_value_({p}, 0.1);
+  CHECK(g.version() == v + 1);
+  v = g.version();
+  SGD opt({p}, SGDOptions{});
+  GradScaler scaler;
+  scaler.unscale_(opt);
+  CHECK(g.version() == v + 1);
 }

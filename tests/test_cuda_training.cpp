@@ -16,9 +16,11 @@
 #include "engine/gpu.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "layers/layers.h"
 #include "layers/metrics.h"
 #include "layers/models/seed_cnn.h"
 #include "layers/optim/grad_clip.h"
+#include "layers/optim/grad_scaler.h"
 #include "layers/optim/optimizer.h"
 #include "tests/gpu_check.h"
 #include "tests/test_util.h"
@@ -26,6 +28,8 @@
 using namespace volt;
 namespace vt = volt::test;
 using vt::check_near;
+using vt::contains;
+using vt::error_of;
 using vt::kGpu;
 using vt::require_gpu;
 
@@ -136,6 +140,28 @@ TEST_CASE("gpu Module::to moves parameters, gradients and buffers in place and b
   m.to(Device::cpu());
   CHECK(w.device().is_cpu());
   CHECK(vt::same_state(m, before));
+}
+
+TEST_CASE("gpu autograd: a module moved between forward and backward, or a scale updated, is an error there") {
+  require_gpu();
+  // The backward of a forward on the CPU would read the moved weights' new (GPU) memory.
+  manual_seed(3);
+  Linear lin(4, 2);
+  Tensor x = Tensor::ones({3, 4});
+  Tensor out = lin(x);
+  lin.to(kGpu);
+  CHECK(contains(error_of([&] { sum(out).backward(); }),
+                 "backward through 'linear': a tensor it saved (2 of 2) was given other memory after the op used it"));
+  // A loss scaled before update() must not run its backward with the updated scale.
+  Tensor p = Tensor::ones({3}).to(kGpu);
+  p.requires_grad_();
+  SGD opt({p}, vt::sgd_options(0.1));
+  GradScaler scaler;
+  Tensor first = scaler.scale(sum(mul(p, p))), second = scaler.scale(sum(p));
+  first.backward();
+  scaler.step(opt);
+  scaler.update();
+  CHECK(contains(error_of([&] { second.backward(); }), "was changed in place after the op used it"));
 }
 
 namespace {

@@ -73,6 +73,7 @@ void cast_into(const std::vector<Tensor>& src, const std::vector<Tensor>& dst) {
                                                   x.dtype() == src[lead].dtype() && y.dtype() == dst[lead].dtype());
     if (x.device().is_cuda() && x.dtype() != y.dtype() && like_lead) {
       if (lead == src.size()) lead = i;
+      y.bump_version();
       list.push_back({x.raw_data(), y.raw_data(), x.numel()});
     } else {
       Tensor out = y;

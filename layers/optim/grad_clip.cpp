@@ -42,6 +42,7 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   VOLT_CHECK(norm_type > 0, who, ": norm_type must be positive or inf, got ", norm_type);
   const std::vector<Tensor> grads = gradients(params, who);
   if (grads.empty()) return Tensor::zeros({});
+  for (const Tensor& g : grads) g.bump_version();  // scaled in place below
   const Device d = grads[0].device();
   Tensor norm = Tensor::empty({}, DType::F32, d);
   if (d.is_cuda()) {
@@ -73,6 +74,7 @@ void clip_grad_value_(const std::vector<Tensor>& params, double clip_value) {
   VOLT_CHECK(clip_value >= 0, who, ": clip_value must be >= 0, got ", clip_value);
   const std::vector<Tensor> grads = gradients(params, who);
   if (grads.empty()) return;
+  for (const Tensor& g : grads) g.bump_version();  // clamped in place below
   const float c = float(clip_value);
   if (grads[0].device().is_cuda()) {
 #if VOLT_HAVE_CUDA

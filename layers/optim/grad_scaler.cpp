@@ -71,6 +71,7 @@ void GradScaler::unscale_(Optimizer& opt) {
   }
   ensure_device(grads[0].device());
   found_inf_t_.zero_();
+  for (const Tensor& g : grads) g.bump_version();  // unscaled in place below
   if (grads[0].device().is_cuda()) {
 #if VOLT_HAVE_CUDA
     std::vector<cuda::GradTensor> list;
@@ -112,6 +113,8 @@ void GradScaler::update() {
   VOLT_CHECK(stepped_, "GradScaler::update: call step() first");
   unscaled_ = stepped_ = false;
   if (on_gpu()) {
+    scale_t_.bump_version();  // a scaled loss recorded before must not run its backward with the new scale
+    inv_scale_t_.bump_version();
 #if VOLT_HAVE_CUDA
     cuda::loss_scale_update(found_inf_t_.data<float>(), scale_t_.data<float>(), inv_scale_t_.data<float>(),
                             counts_t_.data<int64_t>(), o_.growth_factor, o_.backoff_factor, o_.growth_interval,
