@@ -114,6 +114,11 @@ void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy
 // Where batch_norm_backward and batch_norm_relu_pool_backward leave the per-channel dx coefficients
 // (kernels/cuda/bn_grad.cuh's BnBackCoef [C]) in their workspace, for a kernel that forms dx itself.
 size_t batch_norm_coef_offset(int64_t N, int64_t C, int64_t HW);
+// After channel_sum and batch_norm_backward, their workspace begins with the partial sums of each
+// (channel, chunk) in double, [C][batch_norm_chunks(N, C, HW)][2]: channel_sum's in slot 0,
+// batch_norm_backward's sums of dy and of dy * (x - mean) in slots 0 and 1. Added per channel in
+// chunk order they are the kernels' own double sums, before the rounding to the output type.
+int64_t batch_norm_chunks(int64_t N, int64_t C, int64_t HW);
 
 // out[c] = the sum of x[n, c, i] over n and i (double accumulation, one rounding to the storage type),
 // with the same split reduction and workspace (a convolution's bias gradient).

@@ -48,8 +48,15 @@ TEST_CASE("gpu sync_batch_norm: one GPU rank, and a GPU rank with a CPU rank, ma
     std::vector<double> wd(w.begin(), w.end());
     CHECK(max_rel_violation(g, wd, 1e-2, 1e-2) <= 1.0);
   }
-  // Parameters on another device than the input: a clear error.
+  // Parameters on another device than the input, or more channels than the kernels take: clear
+  // errors, before any collective.
   ThreadRanks one(1);
+  CHECK(contains(error_of([&] {
+                   sync_batch_norm(Tensor::zeros({2, 65536, 1, 1}, DType::F32, kGpu), Tensor(), Tensor(), Tensor(),
+                                   Tensor(), 0.1, 1e-5, Tensor(), one.for_rank(0));
+                 }),
+                 "sync_batch_norm: at most 65535 channels on a GPU, got 65536"));
+  CHECK(one.calls() == 0);
   CHECK(contains(error_of([&] {
                    sync_batch_norm(x.to(kGpu), Tensor::ones({3}), Tensor(), Tensor(), Tensor(), 0.1, 1e-5, Tensor(),
                                    one.for_rank(0));

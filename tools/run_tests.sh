@@ -26,7 +26,7 @@ if [ "${1:-}" = "--sanitize" ]; then
   cfg=(-DCMAKE_BUILD_TYPE=Debug -DVOLT_CUDA=OFF -DVOLT_SANITIZE=address,undefined -DVOLT_BUILD_BENCH=OFF
        "-DCMAKE_C_FLAGS_DEBUG=-g1 -O1" "-DCMAKE_CXX_FLAGS_DEBUG=-g1 -O1")
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  ctest_args=(-LE slow)  # the one-epoch MNIST run (131 s of CI's Release stage) runs there only
+  ctest_args=(-LE slow)  # the one-epoch MNIST run (30-120 s in the Release stage) runs there only
 elif [ "${1:-}" = "--emulated" ]; then
   shift
   build=build-emu

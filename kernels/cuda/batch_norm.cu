@@ -352,6 +352,7 @@ Layout layout(int64_t N, int64_t C, int64_t HW) {
 
 size_t batch_norm_workspace_bytes(int64_t N, int64_t C, int64_t HW) { return layout(N, C, HW).bytes; }
 size_t batch_norm_coef_offset(int64_t N, int64_t C, int64_t HW) { return layout(N, C, HW).coef_offset; }
+int64_t batch_norm_chunks(int64_t N, int64_t C, int64_t HW) { return layout(N, C, HW).chunks; }
 
 namespace {
 // The batch statistics and the per-channel affine (in the workspace, returned) of a training forward.
