@@ -170,6 +170,9 @@ void record_cast(Tensor& out, const Tensor& in) {
 // GPU); otherwise a copy, as g may alias another gradient or a tensor of the caller's.
 // `casts` (may be null): the pass's queued conversions, which the sum may read.
 static void accumulate_leaf(TensorImpl* leaf, Tensor g, DeferredCasts* casts) {
+  const Device at = leaf->storage->device;
+  VOLT_CHECK(g.device() == at, "backward: a gradient computed on ", g.device().str(), " for a tensor on ", at.str(),
+             " (moved, e.g. by Module::to, after the forward pass?): run the forward pass again after moving");
   if (!leaf->grad) {
     const bool sole = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1;
     leaf->grad = sole ? g.impl_ptr() : g.clone().impl_ptr();

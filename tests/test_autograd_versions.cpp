@@ -45,16 +45,29 @@ TEST_CASE("a tensor saved for backward and changed in place before it runs is an
     b.fill_(7.f);
     sum(y).backward();
   }
-  // An optimizer step between forward and backward changes the weights linear saved.
-  Tensor w = Tensor::full({1, 4}, 0.5f);
-  w.requires_grad_();
-  w.set_grad(Tensor::ones({1, 4}));
-  SGDOptions so;
-  so.lr = 0.1;
-  SGD opt({w}, so);
-  Tensor out = linear(Tensor::ones({3, 4}), w, Tensor());
-  opt.step();
-  CHECK(test::contains(test::error_of([&] { sum(out).backward(); }), "backward through 'linear'"));
+  // An optimizer step between forward and backward changes the weights linear saved, where the
+  // input's gradient needs them; a first layer (an input without a gradient) reads only the input,
+  // so its weights may change, as in PyTorch.
+  for (bool input_grad : {true, false}) {
+    CAPTURE(input_grad);
+    Tensor w = Tensor::full({1, 4}, 0.5f);
+    w.requires_grad_();
+    w.set_grad(Tensor::ones({1, 4}));
+    SGDOptions so;
+    so.lr = 0.1;
+    SGD opt({w}, so);
+    Tensor in = Tensor::ones({3, 4});
+    if (input_grad) in.requires_grad_();
+    Tensor out = linear(in, w, Tensor());
+    opt.step();
+    w.set_grad(Tensor());
+    if (input_grad) {
+      CHECK(test::contains(test::error_of([&] { sum(out).backward(); }), "backward through 'linear'"));
+    } else {
+      CHECK_NOTHROW(sum(out).backward());
+      CHECK(w.grad().to_vector() == std::vector<float>{3.f, 3.f, 3.f, 3.f});
+    }
+  }
   // Changes after the backward are the normal case.
   Tensor h = x * 2.f;
   Tensor r = relu(h);

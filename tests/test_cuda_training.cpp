@@ -144,14 +144,22 @@ TEST_CASE("gpu Module::to moves parameters, gradients and buffers in place and b
 
 TEST_CASE("gpu autograd: a module moved between forward and backward, or a scale updated, is an error there") {
   require_gpu();
-  // The backward of a forward on the CPU would read the moved weights' new (GPU) memory.
-  manual_seed(3);
-  Linear lin(4, 2);
-  Tensor x = Tensor::ones({3, 4});
-  Tensor out = lin(x);
-  lin.to(kGpu);
-  CHECK(contains(error_of([&] { sum(out).backward(); }),
-                 "backward through 'linear': a tensor it saved (2 of 2) was given other memory after the op used it"));
+  // The backward of a forward on the CPU would read the moved weights' new (GPU) memory, or (an
+  // input without a gradient: the weights are not read) give them CPU gradients.
+  for (bool input_grad : {true, false}) {
+    CAPTURE(input_grad);
+    manual_seed(3);
+    Linear lin(4, 2);
+    Tensor x = Tensor::ones({3, 4});
+    if (input_grad) x.requires_grad_();
+    Tensor out = lin(x);
+    lin.to(kGpu);
+    CHECK(contains(error_of([&] { sum(out).backward(); }),
+                   input_grad ? "backward through 'linear': a tensor it saved (2 of 2) was given other memory after "
+                                "the op used it"
+                              : "backward: a gradient computed on cpu for a tensor on cuda:0 (moved"));
+    CHECK_FALSE(lin.weight.grad().defined());
+  }
   // A loss scaled before update() must not run its backward with the updated scale.
   Tensor p = Tensor::ones({3}).to(kGpu);
   p.requires_grad_();

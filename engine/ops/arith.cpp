@@ -81,7 +81,7 @@ Tensor binary(const char* op, cpu::BinaryOp kind, const Tensor& a, const Tensor&
       if (needs[1]) gr[1] = sum_to(kind == cpu::BinaryOp::Sub ? mul(g, -1.f) : g, sb);
     }
     return gr;
-  }, {saved_a, saved_b});
+  }, {b.requires_grad() ? saved_a : Tensor(), a.requires_grad() ? saved_b : Tensor()});  // what backward reads
   return y;
 }
 

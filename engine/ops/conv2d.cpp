@@ -88,7 +88,7 @@ Tensor detail::conv2d_with_channel_sums(const Tensor& x, const Tensor& weight, c
       if (needs[2]) cpu::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>());
     }
     return g;
-  }, {x, weight});
+  }, {weight.requires_grad() ? x : Tensor(), x.requires_grad() ? weight : Tensor()});  // what backward reads
   return y;
 }
 

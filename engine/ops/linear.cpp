@@ -47,7 +47,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       cpu::linear_backward(M, in, out, gy.data<float>(), x.data<float>(), weight.data<float>(),
                            static_cast<float*>(dx), static_cast<float*>(dw), static_cast<float*>(db));
     return g;
-  }, {x, weight});
+  }, {weight.requires_grad() ? x : Tensor(), x.requires_grad() ? weight : Tensor()});  // what backward reads
   return y;
 }
 
