@@ -56,6 +56,13 @@ Ring& ring_of(Device d) {
 
 bool cuda_graph_capturing() { return g_capturing != nullptr; }
 
+void cuda_graph_note_write(const std::shared_ptr<Storage>& s) {
+  CudaGraph* g = g_capturing;
+  if (!g) return;
+  std::weak_ptr<Storage>& w = g->writes_[s.get()];
+  if (w.expired()) w = s;  // new, or a freed storage's address reused by another
+}
+
 const void* step_scalars(Device d, size_t n, std::function<void(uint64_t*)> fill) {
   VOLT_CHECK(d.is_cuda(), "step_scalars: ", d.str(), " is not a CUDA device");
   VOLT_CHECK(n >= 1 && n <= kRing / kSegments, "step_scalars: ", n, " values in one request (at most ",
@@ -130,6 +137,7 @@ void CudaGraph::capture(const std::function<void()>& fn) {
     }
   }
   fills_.clear();
+  writes_.clear();
   used_ = 0;
   cuda_synchronize(device_.index);  // nothing eager is still queued when recording starts
   alloc.begin_pool(this);
@@ -147,12 +155,14 @@ void CudaGraph::capture(const std::function<void()>& fn) {
   } catch (const std::exception& e) {
     cuda::graph_capture_abandon(stream);
     fills_.clear();
+    writes_.clear();
     throw Error(std::string("CUDA graph capture failed, the step runs eagerly: ") + e.what());
   }
   try {
     exec_ = cuda::graph_capture_end(stream, &nodes_);
   } catch (const std::exception& e) {
     fills_.clear();
+    writes_.clear();
     throw Error(std::string("CUDA graph capture failed, the step runs eagerly: ") + e.what());
   }
 #else
@@ -173,6 +183,8 @@ void CudaGraph::replay() {
   staged_[k]->record(stream);
   cuda::graph_launch(exec_, stream);
 #endif
+  for (auto& entry : writes_)
+    if (std::shared_ptr<Storage> s = entry.second.lock()) ++s->version;
 }
 
 }  // namespace volt

@@ -2,6 +2,9 @@
 // hundred. Two things make a captured step replay correctly:
 //   - memory: what the step allocates while captured comes from the graph's private pool of the
 //     caching allocator, reserved while the graph lives, so replays write where the capture wrote;
+//   - in-place changes: every storage the captured step bumps the version of (Tensor::bump_version:
+//     parameters, optimizer state, gradients) is bumped again by each replay, so autograd still sees
+//     that a tensor saved before a replay was changed by it;
 //   - host values that change every step (Philox offsets of dropout masks, the optimizer's step
 //     sizes): kernels read them from device memory through step_scalars(), whose host side is
 //     re-run before every replay, so a replayed step sees the values an eager step would.
@@ -11,11 +14,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/device.h"
 
 namespace volt {
+
+struct Storage;
 
 class CudaGraph {
  public:
@@ -38,6 +44,7 @@ class CudaGraph {
 
  private:
   friend const void* step_scalars(Device d, size_t n, std::function<void(uint64_t*)> fill);
+  friend void cuda_graph_note_write(const std::shared_ptr<Storage>& s);
   struct Fill {
     size_t offset, n;
     std::function<void(uint64_t*)> fill;
@@ -51,6 +58,8 @@ class CudaGraph {
   uint64_t* staging_[2] = {nullptr, nullptr};  // pinned, alternating between replays
   std::unique_ptr<class CudaEvent> staged_[2];  // each staging buffer's copy has completed
   int next_ = 0;
+  // The storages whose versions the captured step bumped; weak, so a replay bumps those still alive.
+  std::unordered_map<const Storage*, std::weak_ptr<Storage>> writes_;
 };
 
 // The device address of n 8-byte values that the next kernels read. fill(values) writes them: at
@@ -61,5 +70,9 @@ const void* step_scalars(Device d, size_t n, std::function<void(uint64_t* values
 
 // True while a CudaGraph captures on this thread.
 bool cuda_graph_capturing();
+
+// Called by Tensor::bump_version: while a CudaGraph captures on this thread, s is one of the storages
+// each replay of it changes in place.
+void cuda_graph_note_write(const std::shared_ptr<Storage>& s);
 
 }  // namespace volt

@@ -7,6 +7,7 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/error.h"
 #include "engine/gpu.h"
 #include "volt/config.h"
@@ -409,6 +410,7 @@ uint64_t Tensor::version() const {
 void Tensor::bump_version() const {
   check_defined("bump_version");
   ++impl_->storage->version;
+  cuda_graph_note_write(impl_->storage);
 }
 
 void Tensor::fill_(float value) {

@@ -215,3 +215,22 @@ TEST_CASE("gpu CUDA graph: a step that reads a value on the host cannot be captu
   cuda_synchronize(0);
   CHECK(std::isfinite(r.loss.item()));
 }
+
+TEST_CASE("gpu CUDA graph: a replay is an in-place change of what the step writes, as for autograd") {
+  vt::require_gpu();
+  manual_seed(9);
+  Run r(DType::F32);
+  for (int i = 0; i < 3; ++i) r.step();
+  CudaGraph g(kGpu);
+  g.capture([&] { r.step(); });
+  Tensor w = r.model.parameters()[0];
+  Tensor x = w.detach().clone();  // not written by the step: its version stays
+  const Tensor saved = mul(w, w);  // saves w for its backward
+  const uint64_t vw = w.version(), vx = x.version();
+  g.replay();
+  cuda_synchronize(0);
+  CHECK(w.version() > vw);
+  CHECK(x.version() == vx);
+  const std::string msg = vt::error_of([&] { sum(saved).backward(); });
+  CHECK(vt::contains(msg, "changed in place"));
+}
