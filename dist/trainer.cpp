@@ -400,9 +400,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     Trainer::Impl& I;
     LightningModule& m;
     bool handler;
-    bool sync_bn = false;
+    std::vector<std::pair<BatchNorm2d*, SumOverRanks>> user_sync;  // what fit's SyncBatchNorm replaced
     ~Cleanup() {
-      if (sync_bn) set_sync_batch_norm(m, nullptr);
+      for (auto& [bn, sum] : user_sync) bn->set_sync(std::move(sum));
       if (handler) uninstall_requeue_signal();
       I.profiler.unwrap();
       I.averager.reset();
@@ -410,13 +410,13 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       m.store_ = nullptr;
       m.comm_ = nullptr;
     }
-  } cleanup{I, module, installed_handler};
+  } cleanup{I, module, installed_handler, {}};
   module.comm_ = world_size() > 1 ? comm_.get() : nullptr;
   if (opts_.sync_batchnorm && world_size() > 1) {  // (one process: its batch is the whole batch)
     Communicator* c = comm_.get();
+    for (BatchNorm2d* bn : batch_norms(module)) cleanup.user_sync.emplace_back(bn, bn->sync());
     const int n = set_sync_batch_norm(
         module, [c](std::vector<double>& v) { c->all_reduce(v.data(), v.size(), ReduceOp::Sum); });
-    cleanup.sync_bn = true;
     out() << "sync_batchnorm: " << n << " BatchNorm2d layer(s) normalise over the " << world_size()
           << " processes' batches\n";
   }

@@ -108,14 +108,23 @@ Tensor BatchNorm2d::run(const Tensor& x, bool relu, int64_t pool) {
                                                eps_, tracked);
 }
 
+namespace {
+void collect_batch_norms(Module& m, std::vector<BatchNorm2d*>& out) {
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) out.push_back(bn);
+  for (const auto& [name, child] : m.children()) collect_batch_norms(*child, out);
+}
+}  // namespace
+
+std::vector<BatchNorm2d*> batch_norms(Module& m) {
+  std::vector<BatchNorm2d*> out;
+  collect_batch_norms(m, out);
+  return out;
+}
+
 int set_sync_batch_norm(Module& m, const SumOverRanks& sum) {
-  int n = 0;
-  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
-    bn->set_sync(sum);
-    ++n;
-  }
-  for (const auto& [name, child] : m.children()) n += set_sync_batch_norm(*child, sum);
-  return n;
+  const std::vector<BatchNorm2d*> bns = batch_norms(m);
+  for (BatchNorm2d* bn : bns) bn->set_sync(sum);
+  return int(bns.size());
 }
 
 std::string BatchNorm2d::extra_repr() const {

@@ -49,6 +49,7 @@ class BatchNorm2d : public Module {
   // rank's batch, added up by `sum` (sync_batch_norm); an empty function turns it off.
   void set_sync(SumOverRanks sum) { sync_ = std::move(sum); }
   bool synced() const { return sync_ != nullptr; }
+  const SumOverRanks& sync() const { return sync_; }
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
@@ -58,6 +59,8 @@ class BatchNorm2d : public Module {
   SumOverRanks sync_;
 };
 
+// Every BatchNorm2d in m's tree (m included), in depth-first order.
+std::vector<BatchNorm2d*> batch_norms(Module& m);
 // Lightning's convert_sync_batchnorm: sets (or, with an empty function, clears) `sum` on every
 // BatchNorm2d in m's tree; returns how many there are.
 int set_sync_batch_norm(Module& m, const SumOverRanks& sum);

@@ -428,3 +428,31 @@ TEST_CASE("ddp: sync_dist step values are the ranks' mean, averaged only where t
   CHECK(t.logged_metrics().at("idx") == 5.0 + 5.0);    // the last logged step (the 6th batch)
   CHECK(comm->averages == 3);
 }
+
+TEST_CASE("ddp: sync_batchnorm replaces a model's own SyncBatchNorm sums only for the fit") {
+  volt::test::TempDir dir("volt_ddp_syncbn_");
+  manual_seed(5);
+  volt::test::SynthDM dm(128, 32, 32);
+  volt::test::Counting m(volt::test::small_cnn(), volt::test::adam());
+  int own_calls = 0;
+  const int n = set_sync_batch_norm(m, [&own_calls](std::vector<double>&) { ++own_calls; });
+  REQUIRE(n > 0);
+  volt::test::Quiet q;
+  auto o = q.base(dir.path);
+  o.accelerator = "cpu";
+  o.max_epochs = 1;
+  o.num_sanity_val_steps = 0;
+  o.sync_batchnorm = true;
+  o.communicator = std::make_shared<PartnerPlusTen>();
+  Trainer t(o);
+  t.fit(m, dm);
+  INFO(q.os.str());
+  CHECK(contains(q.os.str(), "sync_batchnorm: " + std::to_string(n) + " BatchNorm2d layer(s)"));
+  CHECK(own_calls == 0);  // the fit summed over its communicator's ranks
+  for (BatchNorm2d* bn : batch_norms(m)) {
+    REQUIRE(bn->synced());
+    std::vector<double> v{1.0};
+    bn->sync()(v);
+  }
+  CHECK(own_calls == n);  // the model's own function again after the fit
+}
