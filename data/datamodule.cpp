@@ -202,29 +202,35 @@ void check_same(const ImageFolderDataset& a, const ImageFolderDataset& b) {
 
 void ImageFolderDataModule::setup(const std::string& stage) {
   check_stage(*this, stage);
-  std::shared_ptr<ImageFolderDataset> ref;
+  // Labels are positions in the sorted class list, so a part with other classes would mean other
+  // classes by the same labels: each part is checked against the first one read, in any call.
+  auto against_ref = [this](const std::shared_ptr<ImageFolderDataset>& part) {
+    if (ref_) {
+      check_same(*ref_, *part);
+      return;
+    }
+    ref_ = part;
+    shape_ = part->image_shape();
+    classes_ = part->num_classes();
+  };
   if (wants_train(stage) && !train_) {
     auto train = open_folder(dir_, "train", channels_);
     std::error_code ec;
     if (std::filesystem::is_directory(dir_ + "/val", ec)) {
       auto val = open_folder(dir_, "val", channels_);
       check_same(*train, *val);
+      against_ref(train);
       train_ = train;
       val_ = val;
     } else {
+      against_ref(train);
       split(train, std::max<int64_t>(1, train->size() / 10));
     }
-    ref = train;
   }
   if (wants_test(stage) && !test_) {
     auto test = open_folder(dir_, "test", channels_);
-    if (ref) check_same(*ref, *test);
+    against_ref(test);
     test_ = test;
-    if (!ref) ref = test;
-  }
-  if (ref) {
-    shape_ = ref->image_shape();
-    classes_ = ref->num_classes();
   }
 }
 

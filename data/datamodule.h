@@ -136,6 +136,8 @@ class ImageFolderDataModule : public DataModule {
   int64_t channels_;
   Shape shape_;
   int64_t classes_ = 0;
+  // The first folder setup() read, by whichever stage: every later one must have its classes and size.
+  std::shared_ptr<const class ImageFolderDataset> ref_;
 };
 
 // Seeded synthetic images (data/synthetic.h) split like CIFAR-10's by default: 45,000 train,

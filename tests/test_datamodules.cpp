@@ -158,6 +158,24 @@ TEST_CASE("ImageFolderDataModule: train/test folders, val split off train or rea
   fs::remove_all(d / "test");
   write_class_folders(d / "test", {"cat", "dog"}, 1, 8, 8);
   CHECK(contains(error_of([&] { ImageFolderDataModule(o).setup(""); }), "[3, 8, 8]"));
+  {  // the same checks when the stages are set up one by one, as the Trainer does, in either order
+    ImageFolderDataModule fit_first(o);
+    fit_first.setup("fit");
+    CHECK(contains(error_of([&] { fit_first.setup("test"); }), "[3, 8, 8]"));
+    CHECK(fit_first.image_shape() == Shape{3, 10, 12});
+    ImageFolderDataModule test_first(o);
+    test_first.setup("test");
+    CHECK(contains(error_of([&] { test_first.setup("fit"); }), "[3, 10, 12]"));
+    CHECK(test_first.image_shape() == Shape{3, 8, 8});
+  }
+  fs::remove_all(d / "test");
+  write_class_folders(d / "test", {"dog"}, 1);
+  {
+    ImageFolderDataModule dm(o);
+    dm.setup("fit");
+    CHECK(contains(error_of([&] { dm.setup("test"); }), "classes"));
+    CHECK(dm.num_classes() == 2);
+  }
   fs::remove_all(d / "test");
   const std::string err = error_of([&] { ImageFolderDataModule(o).setup("test"); });
   CHECK(contains(err, d / "test"));
