@@ -1,5 +1,6 @@
-// MNIST / Fashion-MNIST IDX reader (see mnist.h): each file is read whole (gunzipped with zlib when
-// it ends in .gz), its header checked against what MNIST needs and against the bytes actually there.
+// MNIST / Fashion-MNIST IDX reader (see mnist.h): each file's header is read first (gunzipped with
+// zlib when it ends in .gz) and checked against what MNIST needs, then the data it promises, whose
+// size is checked against the bytes actually there.
 #include "data/mnist.h"
 
 #include <zlib.h>
@@ -31,20 +32,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::vector<uint8_t> read_raw(const std::string& what, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  VOLT_CHECK(in.good(), what, ": cannot open ", path, ": ", std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  in.seekg(0, std::ios::beg);
-  VOLT_CHECK(size >= 0, what, ": cannot read the size of ", path);
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size));
-  VOLT_CHECK(in.gcount() == std::streamsize(size), what, ": reading ", path, " stopped at byte offset ", in.gcount(),
-             " of ", size);
-  return bytes;
-}
-
 // The most items an IDX file may hold: twice the largest official split (60,000 training images of
 // MNIST, Fashion-MNIST or KMNIST), which also admits QMNIST's 120,000 images. The header is checked
 // against it before the data is read, so the most a file can make the reader allocate is this many
@@ -69,6 +56,34 @@ int64_t check_header(const std::string& what, const std::string& path, const uin
              uint64_t(count) * uint64_t(item_bytes), " bytes of data), more than the ", kMaxItems,
              " an MNIST-style IDX file is read with; corrupt, or not an MNIST ", item, " file?");
   return count;
+}
+
+// A raw IDX file: its header, checked (check_header) before anything else is read, then the data
+// only when the file holds exactly what the header promises; otherwise just the header, for
+// check_idx to report against `*size`, the file's size. So a file with a good header and gigabytes
+// after it cannot make the reader allocate more than the header allows either.
+std::vector<uint8_t> read_raw(const std::string& what, const std::string& path, uint32_t magic, size_t header,
+                              size_t item_bytes, const char* item, int64_t* size) {
+  std::ifstream in(path, std::ios::binary);
+  VOLT_CHECK(in.good(), what, ": cannot open ", path, ": ", std::strerror(errno));
+  in.seekg(0, std::ios::end);
+  *size = int64_t(in.tellg());
+  in.seekg(0, std::ios::beg);
+  VOLT_CHECK(*size >= 0, what, ": cannot read the size of ", path);
+  auto read_exact = [&](std::vector<uint8_t>& bytes, size_t at) {
+    in.read(reinterpret_cast<char*>(bytes.data() + at), std::streamsize(bytes.size() - at));
+    VOLT_CHECK(size_t(in.gcount()) == bytes.size() - at, what, ": reading ", path, " stopped at byte offset ",
+               at + size_t(in.gcount()), " of ", *size);
+  };
+  std::vector<uint8_t> bytes(std::min(size_t(*size), header));
+  read_exact(bytes, 0);
+  if (bytes.size() < header) return bytes;
+  const size_t want =
+      header + size_t(check_header(what, path, bytes.data(), magic, int64_t(item_bytes), item)) * item_bytes;
+  if (int64_t(want) != *size) return bytes;
+  bytes.resize(want);
+  read_exact(bytes, header);
+  return bytes;
 }
 
 // The gunzipped file, or its first (promised + 1) bytes when it holds more (check_idx reports the
@@ -104,20 +119,23 @@ std::vector<uint8_t> read_gzip(const std::string& what, const std::string& path,
 }
 
 // Checks an IDX file's header (check_header) and that it holds exactly the `count` items of
-// `item_bytes` it promises; returns count. `header` is the header length (8 labels, 16 images).
-int64_t check_idx(const std::string& what, const std::string& path, const std::vector<uint8_t>& bytes,
+// `item_bytes` it promises; returns count. `header` is the header length (8 labels, 16 images);
+// `have` the data's size (a raw file's size; what read_gzip inflated), of which `bytes` holds the
+// start, all of it when it is the size promised.
+int64_t check_idx(const std::string& what, const std::string& path, const std::vector<uint8_t>& bytes, int64_t have,
                   uint32_t magic, int64_t header, int64_t item_bytes, const char* item) {
   const char* gz = ends_with(path, ".gz") ? " (uncompressed)" : "";
-  VOLT_CHECK(int64_t(bytes.size()) >= header, what, ": ", path, " is ", bytes.size(), " bytes", gz,
+  VOLT_CHECK(have >= header, what, ": ", path, " is ", have, " bytes", gz,
              ", shorter than the ", header, "-byte IDX header; truncated or not an IDX file?");
   const int64_t count = check_header(what, path, bytes.data(), magic, item_bytes, item);
-  const int64_t want = header + count * item_bytes, have = int64_t(bytes.size());
+  const int64_t want = header + count * item_bytes;
   VOLT_CHECK(have >= want, what, ": ", path, " is truncated: its header promises ", count, " ", item, " (", want,
              " bytes", gz, ") but the data ends at byte offset ", have, ", after ", (have - header) / item_bytes,
              " complete ", item);
   // (read_gzip stops one byte past the promise: how many more there are is not known)
   VOLT_CHECK(have == want, what, ": ", path, " has ", *gz ? "" : std::to_string(have - want) + " ",
              "unexpected bytes after the ", count, " ", item, " its header promises (from byte offset ", want, gz, ")");
+  VOLT_CHECK(int64_t(bytes.size()) == want, what, ": ", path, " was not read whole");  // (a reader's bug)
   return count;
 }
 
@@ -160,13 +178,23 @@ MNISTDataset::MNISTDataset(const std::string& root, bool train, MNISTVariant var
   VOLT_CHECK(!images_path_.empty(), what, ": ", prefix, "-images-idx3-ubyte (or .gz) missing in ", root, "; ", how);
   VOLT_CHECK(!labels_path_.empty(), what, ": ", prefix, "-labels-idx1-ubyte (or .gz) missing in ", root, "; ", how);
 
-  auto read = [&](const std::string& p, uint32_t magic, size_t header, size_t item_bytes, const char* item) {
-    return ends_with(p, ".gz") ? read_gzip(what, p, magic, header, item_bytes, item) : read_raw(what, p);
+  // Reads and checks one file: its bytes (all of them), and the item count.
+  auto read = [&](const std::string& p, uint32_t magic, size_t header, size_t item_bytes, const char* item,
+                  int64_t* count) {
+    int64_t size = 0;
+    std::vector<uint8_t> bytes;
+    if (ends_with(p, ".gz")) {
+      bytes = read_gzip(what, p, magic, header, item_bytes, item);
+      size = int64_t(bytes.size());
+    } else {
+      bytes = read_raw(what, p, magic, header, item_bytes, item, &size);
+    }
+    *count = check_idx(what, p, bytes, size, magic, int64_t(header), int64_t(item_bytes), item);
+    return bytes;
   };
-  std::vector<uint8_t> img = read(images_path_, kImagesMagic, 16, kImageBytes, "images");
-  const int64_t n_images = check_idx(what, images_path_, img, kImagesMagic, 16, kImageBytes, "images");
-  const std::vector<uint8_t> lab = read(labels_path_, kLabelsMagic, 8, 1, "labels");
-  const int64_t n_labels = check_idx(what, labels_path_, lab, kLabelsMagic, 8, 1, "labels");
+  int64_t n_images = 0, n_labels = 0;
+  std::vector<uint8_t> img = read(images_path_, kImagesMagic, 16, kImageBytes, "images", &n_images);
+  const std::vector<uint8_t> lab = read(labels_path_, kLabelsMagic, 8, 1, "labels", &n_labels);
   VOLT_CHECK(n_images == n_labels, what, ": ", images_path_, " holds ", n_images, " images but ", labels_path_,
              " holds ", n_labels, " labels; the two files must come from the same split");
   VOLT_CHECK(n_images > 0, what, ": ", images_path_, " holds no images");

@@ -516,6 +516,12 @@ TEST_CASE("IDX errors name the file and what is wrong") {
     CHECK(contains(e, lab));
     CHECK(contains(e, "1 unexpected bytes"));
   }
+  SUBCASE("a raw file with a good header and a terabyte after it is refused without reading (or holding) it") {
+    fs::resize_file(img, uintmax_t(1) << 40);  // sparse: nothing is written
+    const std::string e = error_of(load);      // (reading it whole would ask for 1 TiB)
+    CHECK(contains(e, img));
+    CHECK(contains(e, std::to_string((uint64_t(1) << 40) - 16 - 3 * 784) + " unexpected bytes after the 3 images"));
+  }
   SUBCASE("image and label counts differ") {
     write_file(lab, idx_labels({1, 2}));
     const std::string e = error_of(load);
