@@ -100,7 +100,7 @@ std::string error_of(F&& f) {
   } catch (const volt::Error& e) {
     return e.what();
   } catch (const std::exception& e) {
-    FAIL_CHECK("threw a std::exception that is not volt::Error: " << e.what());
+    FAIL_CHECK("threw a std::exception that is not volt::Error: " << std::string(e.what()));
     return "";
   }
   FAIL_CHECK("expected volt::Error, nothing was thrown");
