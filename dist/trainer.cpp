@@ -52,6 +52,7 @@ struct TrainerRun {
   std::unique_ptr<DataLoader> train, val;
   std::vector<Batch> overfit;  // cached batches for overfit_batches
   int64_t n_train = 0, n_val = 0, val_every = 0;
+  int64_t stopped_at = 0;  // the batch a training epoch cut short by max_steps stopped before
   int64_t fast = 0;
 
   std::map<std::string, double> run_eval(const std::string& stage, int64_t n) {
@@ -221,6 +222,7 @@ struct TrainerRun {
     for (int64_t batch_idx = start; batch_idx < n_train; ++batch_idx) {
       if (o.max_steps >= 0 && t.global_step_ >= o.max_steps) {
         finished = false;
+        stopped_at = batch_idx;
         break;
       }
       Batch b;
@@ -507,7 +509,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     // Cut short by max_steps: a checkpoint of this position holds the sums of its batches, not what
     // the epoch-end hook adds (the resumed run runs the hook at the epoch's real end).
     std::optional<std::map<std::string, MetricStore::EpochSum>> partial_sums;
-    if (!finished && run.overfit.empty()) partial_sums = I.train_store.epoch_sums(*comm_);
+    if (!finished) partial_sums = I.train_store.epoch_sums(*comm_);
     {
       Profiler::Scope sc(I.profiler, "on_train_epoch_end");
       module.on_train_epoch_end();
@@ -526,12 +528,12 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
                                std::max<int64_t>(0, global_step_ - 1), epoch_);
     }
     if (I.optim.scheduler && I.optim.interval == "epoch" && finished) I.optim.scheduler->step();
-    if (finished || !run.overfit.empty()) {
+    if (finished) {
       I.resume_epoch = epoch_ + 1;
       I.resume_loader = LoaderState{epoch_ + 1, 0};
-    } else {
+    } else {  // (overfit_batches: the cached batches go on from the one the cut stopped before)
       I.resume_epoch = epoch_;
-      I.resume_loader = run.train->state();
+      I.resume_loader = run.overfit.empty() ? run.train->state() : LoaderState{epoch_, run.stopped_at};
     }
     I.resume_sums = std::move(partial_sums);
     if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) should_stop_ = true;

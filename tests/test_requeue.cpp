@@ -56,6 +56,22 @@ class EpochMeans : public Callback {
   std::map<int64_t, double> seen, hook;
 };
 
+// Options of a fit in `root` that may be cut short by max_steps and saves last.ckpt at its end,
+// resuming from `resume`; a new `means` records its epoch means.
+TrainerOptions cut_options(Quiet& q, const std::string& root, int64_t max_epochs, int64_t max_steps,
+                           const std::string& resume, std::shared_ptr<EpochMeans>& means) {
+  auto o = q.base(root);
+  o.max_epochs = max_epochs;
+  o.max_steps = max_steps;
+  o.seed = 5;
+  o.resume = resume;
+  means = std::make_shared<EpochMeans>();
+  ModelCheckpointOptions mo;
+  mo.save_last = true;
+  o.callbacks = {means, std::make_shared<ModelCheckpoint>(mo)};
+  return o;
+}
+
 // Also logs an epoch value in its epoch-end hook, which a fit cut short by max_steps runs too.
 // And, given a Trainer, saves a checkpoint through it at one step (as a module may).
 class HookLogs : public Preempted {
@@ -510,15 +526,7 @@ TEST_CASE("a fit cut short by max_steps in mid-epoch and resumed has the uninter
   std::shared_ptr<EpochMeans> means;
   auto run = [&](const std::string& root, int64_t max_steps, const std::string& resume, const std::string& save_to = "") {
     Quiet q;
-    auto o = q.base(root);
-    o.max_epochs = 2;
-    o.max_steps = max_steps;
-    o.seed = 5;
-    o.resume = resume;
-    means = std::make_shared<EpochMeans>();
-    ModelCheckpointOptions mo;
-    mo.save_last = true;
-    o.callbacks = {means, std::make_shared<ModelCheckpoint>(mo)};
+    auto o = cut_options(q, root, 2, max_steps, resume, means);
     manual_seed(5);
     HookLogs m;
     Trainer t(o);
@@ -547,4 +555,33 @@ TEST_CASE("a fit cut short by max_steps in mid-epoch and resumed has the uninter
   CHECK(user.loader.next_batch == 2);
   CHECK(user.metadata.at("trainer.epoch_sum.epoch_loss") == at_cut.metadata.at("trainer.epoch_sum.epoch_loss"));
   CHECK(user.metadata.at("trainer.epoch_weight.epoch_loss") == at_cut.metadata.at("trainer.epoch_weight.epoch_loss"));
+}
+
+TEST_CASE("under overfit_batches, a fit cut short by max_steps in mid-epoch resumes at the next cached batch") {
+  // The checkpoint said "the next epoch": the resumed run skipped the rest of the cut epoch's batches.
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  std::shared_ptr<EpochMeans> means;
+  auto run = [&](const std::string& root, int64_t max_steps, const std::string& resume) {
+    Quiet q;
+    auto o = cut_options(q, root, 3, max_steps, resume, means);
+    o.overfit_batches = 3;
+    manual_seed(5);
+    auto m = std::make_shared<Preempted>(-1);
+    Trainer t(o);
+    t.fit(*m, dm);
+    INFO(q.os.str());
+    CHECK(t.global_step() == (max_steps < 0 ? 9 : max_steps));
+    return m;
+  };
+  const auto full = run(dir / "full", -1, "");
+  const auto full_means = *means;
+  run(dir / "part", 4, "");  // cut in epoch 1, after the first of its 3 batches
+  const Checkpoint at_cut = load_checkpoint(dir / "part/lightning_logs/version_0/checkpoints/last.ckpt");
+  CHECK(at_cut.epoch == 1);
+  CHECK(at_cut.loader.epoch == 1);
+  CHECK(at_cut.loader.next_batch == 1);
+  const auto resumed = run(dir / "part", -1, "last");
+  CHECK(same_state(*resumed, snapshot(*full)));
+  CHECK(means->seen == std::map<int64_t, double>{{1, full_means.seen.at(1)}, {2, full_means.seen.at(2)}});
 }
