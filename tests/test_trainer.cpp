@@ -346,6 +346,7 @@ TEST_CASE("unsupported options throw volt::Error saying why") {
   CHECK(contains(msg([](TrainerOptions& o) { o.profiler = "pytorch"; }), "simple, advanced"));
   CHECK(contains(msg([](TrainerOptions& o) { o.gradient_clip_algorithm = "l1"; }), "norm, value"));
   CHECK(contains(msg([](TrainerOptions& o) { o.limit_train_batches = 1.5; }), "fraction"));
+  CHECK(contains(msg([](TrainerOptions& o) { o.default_root_dir.clear(); }), "default_root_dir is empty"));
   TrainerOptions ok;
   ok.strategy = "dp";
   ok.devices = -1;

@@ -144,6 +144,11 @@ TrainArgs parse_train_args(int argc, char** argv) {
       if (i + 1 >= argc) throw UsageError("missing value for " + flag);
       return argv[++i];
     };
+    auto path = [&] {  // a folder, file or URL: an empty one (--log-dir=) would mean somewhere else
+      std::string v = next();
+      if (v.empty()) throw UsageError("empty value for " + flag + ": expected a path");
+      return v;
+    };
     auto choice = [&](std::initializer_list<const char*> allowed) {
       std::string v = next();
       for (const char* c : allowed)
@@ -175,9 +180,9 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--deterministic") a.deterministic = flag_only();
     else if (flag == "--dataset" || flag == "--data")
       a.dataset = choice({"cifar10", "cifar100", "mnist", "fashion-mnist", "folder", "synthetic"});
-    else if (flag == "--data-dir") a.data_dir = next();
+    else if (flag == "--data-dir") a.data_dir = path();
     else if (flag == "--download") a.download = flag_only();
-    else if (flag == "--download-url") a.download_url = next();
+    else if (flag == "--download-url") a.download_url = path();
     else if (flag == "--num-workers") a.num_workers = int(to_int(flag, next(), 0, 256));  // DataLoader's range
     else if (flag == "--data-on-device") a.data_on_device = choice({"auto", "on", "off"});
     else if (flag == "--cuda-graphs") a.cuda_graphs = choice({"on", "off"}) == "on";
@@ -221,10 +226,10 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--log-every-n-steps") a.log_every_n_steps = to_int(flag, next(), 1);
     else if (flag == "--profiler") a.profiler = choice({"simple", "advanced"});
     else if (flag == "--no-progress") a.progress = !flag_only();
-    else if (flag == "--log-dir") a.log_dir = next();
+    else if (flag == "--log-dir") a.log_dir = path();
     else if (flag == "--checkpoint-every") a.checkpoint_every = to_int(flag, next(), 1);
-    else if (flag == "--resume") a.resume = next();
-    else if (flag == "--save") a.save = next();
+    else if (flag == "--resume") a.resume = path();
+    else if (flag == "--save") a.save = path();
     else throw UsageError("unknown option " + flag);
   }
   if (a.lr <= 0) throw UsageError("bad value for --lr: it must be positive");

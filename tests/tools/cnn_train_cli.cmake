@@ -86,6 +86,9 @@ expect(2 "bad value 'medium' for --float32-matmul-precision: expected one of hig
        --float32-matmul-precision medium)
 expect(2 "bad value '1.5' for --limit-train-batches" --limit-train-batches 1.5)
 expect(2 "missing value for --batch-size" --batch-size)
+# An empty path would put the logs in one place and look for checkpoints in another.
+expect(2 "empty value for --log-dir: expected a path" --log-dir=)
+expect(2 "empty value for --resume: expected a path" --resume=)
 # Integers past their range are refused, not clamped or narrowed (4294967297 was int 1 worker).
 expect(2 "bad value '99999999999999999999' for --epochs" --epochs 99999999999999999999)
 expect(2 "bad value '4294967297' for --num-workers: expected an integer >= 0 and <= 256" --num-workers 4294967297)
