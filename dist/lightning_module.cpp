@@ -287,7 +287,11 @@ void ClassifierModule::on_test_epoch_end() {
       const std::string name = c < o_.class_names.size() ? o_.class_names[c] : std::to_string(c);
       log("test_acc_class/" + name, per_class[c], {}, 1);
     }
-  log_image("test_confusion_matrix", metrics_->confusion_image());
+  // 16 px a class up to 128 classes, then smaller cells for a side of at most 2048 px; past 2048
+  // classes no image (a cell would be less than a pixel).
+  const int64_t C = metrics_->num_classes();
+  if (logs_images() && C <= 2048)
+    log_image("test_confusion_matrix", metrics_->confusion_image(std::min<int64_t>(16, 2048 / C)));
 }
 
 OptimizerConfig ClassifierModule::configure_optimizers() {

@@ -131,6 +131,8 @@ class LightningModule : public Module {
   // An image for TensorBoard's IMAGES tab (uint8 [H, W, C], C = 1, 3 or 4) at the current global
   // step. Outside a Trainer that writes logs it does nothing.
   void log_image(const std::string& tag, const Tensor& image);
+  // Whether log_image goes anywhere (so that an image is made only when it is written).
+  bool logs_images() const { return image_sink_ != nullptr; }
 
   int64_t current_epoch() const { return epoch_; }
   int64_t global_step() const { return global_step_; }
@@ -163,7 +165,7 @@ struct ClassifierOptions {
 // Any Module (registered as child "model") trained with cross-entropy. Logs train_loss (step,
 // prog_bar), val_loss/val_acc/val_acc_top5 and test_loss/test_acc/test_acc_top5 (epoch means,
 // val_acc on the progress bar), test_acc_class/<name> per class (up to 20 classes), and the test
-// confusion matrix as an image ("test_confusion_matrix").
+// confusion matrix as an image ("test_confusion_matrix", up to 2048 classes).
 class ClassifierModule : public LightningModule {
  public:
   ClassifierModule(std::shared_ptr<Module> model, const ClassifierOptions& opts = {});

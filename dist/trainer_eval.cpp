@@ -116,8 +116,10 @@ std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module
       impl_->loggers->log_image(tag, image, global_step_);
     };
   auto m = run_eval(module, *loader, opts_.limit_test_batches.of(loader->num_batches()), true);
+  const auto logged = impl_->eval_store.epoch_means(true);  // without those logged with logger=false
+  for (const auto& [k, v] : logged) logged_metrics_[k] = v;
   if (impl_->loggers) {
-    impl_->loggers->log_metrics(m, global_step_, epoch_);
+    impl_->loggers->log_metrics(logged, global_step_, epoch_);
     impl_->loggers->flush();
   }
   print_table(out(), "Test metric", m);

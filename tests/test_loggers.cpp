@@ -23,7 +23,9 @@
 #include "dist/tensorboard.h"
 #include "dist/tfrecord.h"
 #include "engine/error.h"
+#include "layers/layers.h"
 #include "tests/test_util.h"
+#include "tests/trainer_fixtures.h"
 
 namespace fs = std::filesystem;
 using volt::test::contains;
@@ -472,4 +474,70 @@ TEST_CASE("TensorBoard's EventAccumulator reads the event file") {
   CHECK(contains(out, "\"metric_infos\": [{\"name\": {\"tag\": \"hp/final_acc\"}}]"));
   CHECK(contains(out, "\"hparams\": {\"lr\": 0.5, \"nesterov\": true, \"optimizer\": \"sgd\"}"));
   CHECK(contains(out, "\"status\": \"STATUS_SUCCESS\""));
+}
+
+using namespace volt;
+
+namespace {
+
+// A linear classifier of the synthetic 3x16x16 images into `classes` classes, whose test_step also
+// logs a value kept from the loggers.
+class WideClassifier : public ClassifierModule {
+ public:
+  explicit WideClassifier(int64_t classes)
+      : ClassifierModule(std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+                             std::make_shared<Flatten>(), std::make_shared<Linear>(3 * 16 * 16, classes)}),
+                         volt::test::adam()) {}
+  void test_step(const Batch& b, int64_t i) override {
+    ClassifierModule::test_step(b, i);
+    LogOptions lo;
+    lo.logger = false;
+    log("test_hidden", 1.0, lo);
+  }
+};
+
+// The test_confusion_matrix image in the event files under dir: its [height, width], or {} if none.
+std::vector<uint64_t> confusion_image_size(const std::string& dir) {
+  for (const std::string& file : event_files(dir))
+    for (const std::string& rec : volt::tfrecord_read_all(file)) {
+      const Fields event = decode(rec);
+      if (event.bytes.count(5) == 0) continue;
+      const Fields summary = decode(event.one(5));
+      for (auto [it, end] = summary.bytes.equal_range(1); it != end; ++it) {
+        const Fields value = decode(it->second);
+        if (value.bytes.count(1) == 0 || value.one(1) != "test_confusion_matrix") continue;
+        const Fields image = decode(value.one(4));
+        return {image.ints.find(1)->second, image.ints.find(2)->second};
+      }
+    }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("Trainer.test logs the confusion matrix image for any class count, and keeps logger=false values out") {
+  // 16 px cells up to 128 classes, smaller ones up to a side of 2048 px, no image past 2048 classes
+  // (with 600, the test's end threw: 16 px cells made a side over confusion_image's limit).
+  for (const auto& [classes, side] : std::vector<std::pair<int64_t, uint64_t>>{{4, 64}, {600, 1800}, {2100, 0}}) {
+    INFO(classes << " classes");
+    TempDir tmp;
+    volt::test::SynthDM dm(64, 32, 32);
+    WideClassifier m(classes);
+    volt::test::Quiet q;
+    auto o = q.base(tmp.path);
+    o.accelerator = "cpu";
+    o.max_epochs = 1;
+    o.num_sanity_val_steps = 0;
+    o.enable_progress_bar = false;
+    Trainer t(o);
+    t.fit(m, dm);
+    const auto results = t.test(m, dm);
+    INFO(q.os.str());
+    CHECK(results.at(0).count("test_hidden") == 1);  // returned and printed, as Lightning's
+    CHECK(t.logged_metrics().count("test_acc") == 1);
+    CHECK(t.logged_metrics().count("test_hidden") == 0);
+    CHECK_FALSE(contains(read_text(t.log_dir() + "/metrics.csv"), "test_hidden"));
+    const std::vector<uint64_t> size = confusion_image_size(t.log_dir());
+    CHECK(size == (side ? std::vector<uint64_t>{side, side} : std::vector<uint64_t>{}));
+  }
 }
