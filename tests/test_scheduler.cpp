@@ -18,6 +18,8 @@ namespace {
 
 using Vec = std::vector<double>;
 using test::adam_options;
+using test::contains;
+using test::error_of;
 using test::check_close;
 using test::param;
 using test::set_grad;
@@ -201,6 +203,20 @@ TEST_CASE("OneCycleLR three_phase and cycle_momentum=false match PyTorch") {
   bad.total_steps = 10;
   bad.pct_start = 1.5;
   CHECK_THROWS_AS((OneCycleLR{opt, bad}), volt::Error);
+  // A phase without steps (PyTorch: ZeroDivisionError) is refused, not NaN momentum and lr.
+  bad.pct_start = 0.1;  // the warm-up is [0, 0]
+  CHECK(contains(error_of([&] { OneCycleLR s(opt, bad); }), "leaves the first phase no steps"));
+  bad.pct_start = 1.0;  // the annealing phase is [9, 9]: t = 10 divides by zero
+  CHECK(contains(error_of([&] { OneCycleLR s(opt, bad); }), "leaves the last phase no steps"));
+  bad.three_phase = true;
+  bad.total_steps = 4;
+  bad.pct_start = 0.625;  // the second phase ends at 3 = total_steps - 1
+  CHECK(contains(error_of([&] { OneCycleLR s(opt, bad); }), "leaves the last phase no steps"));
+  bad.pct_start = 0.3;
+  OneCycleLR fine(opt, bad);
+  for (int t = 0; t < 4; ++t) fine.step();
+  CHECK(std::isfinite(opt.lr()));
+  CHECK(std::isfinite(opt.momentum()));
 }
 
 TEST_CASE("a schedule drives the optimizer's updates") {

@@ -99,6 +99,13 @@ OneCycleLR::OneCycleLR(Optimizer& opt, const OneCycleOptions& o) : LRScheduler(o
     phases_[1] = {total - 1, o.max_lr, min_lr, o.base_momentum, o.max_momentum};
     n_phases_ = 2;
   }
+  // A phase is entered by a step t with previous end < t <= its end (the first from t = 0, the last
+  // for every t past the one before): one that spans no steps there would divide by zero (PyTorch
+  // raises ZeroDivisionError), giving a NaN momentum and learning rate.
+  VOLT_CHECK(phases_[0].end_step != 0 && phases_[n_phases_ - 1].end_step != phases_[n_phases_ - 2].end_step,
+             "OneCycleLR: pct_start ", o.pct_start, " with total_steps ", o.total_steps, " leaves the ",
+             phases_[0].end_step == 0 ? "first" : "last", " phase no steps (pct_start * total_steps must not be 1",
+             o.three_phase ? ", nor (total_steps + 1) / 2" : ", and pct_start below 1", ")");
   base_lr_ = initial;
   apply();
 }
