@@ -17,9 +17,9 @@ struct Flags {
   bool on_step, on_epoch;
   double w;
 };
-Flags flags_of(const std::string& name, const std::string& stage, const LogOptions& o, int64_t batch_size,
-               int64_t current) {
-  const bool training = stage == "train";
+Flags flags_of(const std::string& name, const std::string& stage, bool in_epoch_hook, const LogOptions& o,
+               int64_t batch_size, int64_t current) {
+  const bool training = stage == "train" && !in_epoch_hook;
   const double w = double(batch_size < 0 ? current : batch_size);
   VOLT_CHECK(w > 0, "log(\"", name, "\"): batch_size must be positive, got ", w);
   return {o.on_step.value_or(training), o.on_epoch.value_or(!training), w};
@@ -47,7 +47,7 @@ void MetricStore::mark(const std::string& name, bool on_step, bool on_epoch, dou
 void MetricStore::add(const std::string& name, double value, const LogOptions& o, int64_t batch_size) {
   VOLT_CHECK(!cuda_graph_capturing(), "log(\"", name, "\"): a host value cannot be logged inside a captured CUDA graph "
              "step (it would not change at replays); log a GPU tensor");
-  const Flags f = flags_of(name, stage_, o, batch_size, batch_size_);
+  const Flags f = flags_of(name, stage_, in_epoch_hook_, o, batch_size, batch_size_);
   mark(name, f.on_step, f.on_epoch, f.w, o);
   if (f.on_step) {
     Entry& e = step_[name];
@@ -61,7 +61,7 @@ void MetricStore::add(const std::string& name, const Tensor& value, const LogOpt
   VOLT_CHECK(value.defined() && value.numel() == 1, "log(\"", name, "\"): expected a one-element tensor, got ",
              value.defined() ? shape_str(value.shape()) : std::string("an undefined tensor"));
   if (value.device().is_cpu()) return add(name, double(value.item()), o, batch_size);
-  const Flags f = flags_of(name, stage_, o, batch_size, batch_size_);
+  const Flags f = flags_of(name, stage_, in_epoch_hook_, o, batch_size, batch_size_);
   const Tensor v = value.detach().reshape({}).to(DType::F32);
   const bool capturing = cuda_graph_capturing();
   auto slot = [&](Entry& e) -> Tensor& {

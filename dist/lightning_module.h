@@ -57,6 +57,9 @@ class MetricStore {
   };
   void set_stage(const std::string& stage) { stage_ = stage; }  // "train", "val", "test", "sanity"
   const std::string& stage() const { return stage_; }
+  // Set by the Trainer while on_train_epoch_start/end run: log()'s defaults there are on_epoch, as
+  // Lightning's, not the training steps' on_step.
+  void set_in_epoch_hook(bool in_hook) { in_epoch_hook_ = in_hook; }
   void set_batch_size(int64_t n) { batch_size_ = n; }
   void add(const std::string& name, double value, const LogOptions& o, int64_t batch_size);
   void add(const std::string& name, const Tensor& value, const LogOptions& o, int64_t batch_size);
@@ -98,6 +101,7 @@ class MetricStore {
   void mark(const std::string& name, bool on_step, bool on_epoch, double w, const LogOptions& o);
   std::string stage_ = "train";
   int64_t batch_size_ = 1;
+  bool in_epoch_hook_ = false;
   std::map<std::string, Entry> step_, epoch_;
   bool reduced_ = false;  // reduce_epoch() has run since clear_epoch()
   std::vector<Captured> captured_;

@@ -40,6 +40,12 @@ namespace fs = std::filesystem;
 namespace {
 using trainer_detail::lower;
 
+// While the training epoch's hooks run: log() defaults to on_epoch there.
+struct InEpochHook {
+  MetricStore& s;
+  explicit InEpochHook(MetricStore& store) : s(store) { s.set_in_epoch_hook(true); }
+  ~InEpochHook() { s.set_in_epoch_hook(false); }
+};
 
 }  // namespace
 
@@ -203,7 +209,10 @@ struct TrainerRun {
     module.store_ = &s;
     module.train();
     module.epoch_ = t.epoch_;
-    module.on_train_epoch_start();
+    {
+      InEpochHook hook(s);
+      module.on_train_epoch_start();
+    }
     int64_t start = 0;
     if (overfit.empty()) {
       if (resumed_first && train->state().epoch == t.epoch_)
@@ -512,6 +521,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     if (!finished) partial_sums = I.train_store.epoch_sums(*comm_);
     {
       Profiler::Scope sc(I.profiler, "on_train_epoch_end");
+      InEpochHook hook(I.train_store);
       module.on_train_epoch_end();
     }
     I.train_store.reduce_epoch(*comm_);

@@ -541,3 +541,32 @@ TEST_CASE("Trainer.test logs the confusion matrix image for any class count, and
     CHECK(size == (side ? std::vector<uint64_t>{side, side} : std::vector<uint64_t>{}));
   }
 }
+
+TEST_CASE("log() in the training epoch's hooks defaults to on_epoch, as Lightning's: the value reaches the logs") {
+  // With the training steps' on_step default it was a step value that no step logged: dropped.
+  class Hooks : public ClassifierModule {
+   public:
+    Hooks() : ClassifierModule(volt::test::small_cnn(), volt::test::adam()) {}
+    void on_train_epoch_start() override { log("epoch_started", double(current_epoch()) + 10); }
+    void on_train_epoch_end() override { log("epoch_ended", double(current_epoch()) + 20); }
+  };
+  TempDir tmp;
+  volt::test::SynthDM dm(64, 32, 32);
+  Hooks m;
+  volt::test::Quiet q;
+  auto o = q.base(tmp.path);
+  o.accelerator = "cpu";
+  o.max_epochs = 2;
+  o.num_sanity_val_steps = 0;
+  o.enable_progress_bar = false;
+  Trainer t(o);
+  t.fit(m, dm);
+  INFO(q.os.str());
+  CHECK(t.callback_metrics().at("epoch_started") == 11);
+  CHECK(t.callback_metrics().at("epoch_ended") == 21);
+  CHECK(t.logged_metrics().at("epoch_ended") == 21);
+  const std::vector<std::string> csv = lines_of(read_text(t.log_dir() + "/metrics.csv"));
+  REQUIRE_FALSE(csv.empty());
+  CHECK(contains(csv[0], "epoch_started"));
+  CHECK(contains(csv[0], "epoch_ended"));
+}
