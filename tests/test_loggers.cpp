@@ -524,12 +524,7 @@ TEST_CASE("Trainer.test logs the confusion matrix image for any class count, and
     volt::test::SynthDM dm(64, 32, 32);
     WideClassifier m(classes);
     volt::test::Quiet q;
-    auto o = q.base(tmp.path);
-    o.accelerator = "cpu";
-    o.max_epochs = 1;
-    o.num_sanity_val_steps = 0;
-    o.enable_progress_bar = false;
-    Trainer t(o);
+    Trainer t(q.cpu_fit(tmp.path, 1));
     t.fit(m, dm);
     const auto results = t.test(m, dm);
     INFO(q.os.str());
@@ -554,12 +549,7 @@ TEST_CASE("log() in the training epoch's hooks defaults to on_epoch, as Lightnin
   volt::test::SynthDM dm(64, 32, 32);
   Hooks m;
   volt::test::Quiet q;
-  auto o = q.base(tmp.path);
-  o.accelerator = "cpu";
-  o.max_epochs = 2;
-  o.num_sanity_val_steps = 0;
-  o.enable_progress_bar = false;
-  Trainer t(o);
+  Trainer t(q.cpu_fit(tmp.path, 2));
   t.fit(m, dm);
   INFO(q.os.str());
   CHECK(t.callback_metrics().at("epoch_started") == 11);

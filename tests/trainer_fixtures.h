@@ -108,6 +108,15 @@ struct Quiet {
     o.enable_model_summary = false;
     return o;
   }
+  // base() for a fit of `epochs` on the CPU without a sanity check or a progress bar.
+  TrainerOptions cpu_fit(const std::string& root, int64_t epochs) {
+    TrainerOptions o = base(root);
+    o.accelerator = "cpu";
+    o.max_epochs = epochs;
+    o.num_sanity_val_steps = 0;
+    o.enable_progress_bar = false;
+    return o;
+  }
 };
 
 inline ClassifierOptions adam(double lr = 1e-3) {

@@ -32,11 +32,7 @@ namespace {
 // What the Trainer cases' fits share: the CPU, this process's communicator (not owned), no progress
 // bar and no sanity check, `epochs` epochs in `root`.
 TrainerOptions rank_options(volt::test::Quiet& q, const std::string& root, int64_t epochs) {
-  TrainerOptions o = q.base(root);
-  o.accelerator = "cpu";
-  o.max_epochs = epochs;
-  o.num_sanity_val_steps = 0;
-  o.enable_progress_bar = false;
+  TrainerOptions o = q.cpu_fit(root, epochs);
   o.communicator = std::shared_ptr<Communicator>(&comm(), [](Communicator*) {});
   return o;
 }

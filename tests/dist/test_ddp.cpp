@@ -438,10 +438,7 @@ TEST_CASE("ddp: sync_batchnorm replaces a model's own SyncBatchNorm sums only fo
   const int n = set_sync_batch_norm(m, [&own_calls](std::vector<double>&) { ++own_calls; });
   REQUIRE(n > 0);
   volt::test::Quiet q;
-  auto o = q.base(dir.path);
-  o.accelerator = "cpu";
-  o.max_epochs = 1;
-  o.num_sanity_val_steps = 0;
+  auto o = q.cpu_fit(dir.path, 1);
   o.sync_batchnorm = true;
   o.communicator = std::make_shared<PartnerPlusTen>();
   Trainer t(o);
