@@ -123,6 +123,14 @@ EOF
 
 node_state() { timeout 5 sinfo -h -N -o "%T" 2>/dev/null | head -n 1 || true; }
 
+# A daemon ($1) exited while the cluster starts: its logs (either may not exist yet: tail then fails,
+# which set -e must not turn into an exit that skips the rest), everything stopped, and the reason.
+died_starting() {
+  tail -n 30 "$state/log/$1.log" "$state/log/$1.out" >&2 2>/dev/null || true
+  cmd_stop >/dev/null 2>&1 || true
+  die "$1 exited (log above)"
+}
+
 cmd_start() {
   [ "$(id -u)" -eq 0 ] || die "run as root (slurmd and munged need it)"
   if alive "$(pid_of slurmctld)" && alive "$(pid_of slurmd)"; then
@@ -148,8 +156,8 @@ cmd_start() {
   while [ "$(date +%s)" -lt "$deadline" ]; do
     st="$(node_state)"
     case "$st" in idle*|mixed*|allocated*) break ;; esac
-    alive "$(pid_of slurmctld)" || { tail -n 30 "$state/log/slurmctld.log" "$state/log/slurmctld.out" >&2 2>/dev/null; cmd_stop >/dev/null; die "slurmctld exited (log above)"; }
-    alive "$(pid_of slurmd)" || { tail -n 30 "$state/log/slurmd.log" "$state/log/slurmd.out" >&2 2>/dev/null; cmd_stop >/dev/null; die "slurmd exited (log above)"; }
+    alive "$(pid_of slurmctld)" || died_starting slurmctld
+    alive "$(pid_of slurmd)" || died_starting slurmd
     sleep 0.5
   done
   case "$st" in
