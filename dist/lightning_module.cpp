@@ -24,12 +24,19 @@ Flags flags_of(const std::string& name, const std::string& stage, bool in_epoch_
   VOLT_CHECK(w > 0, "log(\"", name, "\"): batch_size must be positive, got ", w);
   return {o.on_step.value_or(training), o.on_epoch.value_or(!training), w};
 }
+
+// The step and epoch entries' names: log()'s name, or, logged both on_step and on_epoch, name_step
+// and name_epoch (as Lightning, so that the two series do not share one name in the logs).
+std::string step_key(const std::string& name, bool forked) { return forked ? name + "_step" : name; }
+std::string epoch_key(const std::string& name, bool forked) { return forked ? name + "_epoch" : name; }
 }  // namespace
 
 // The host-side bookkeeping of one log() (also what replay_logs() repeats).
 void MetricStore::mark(const std::string& name, bool on_step, bool on_epoch, double w, const LogOptions& o) {
+  const bool forked = on_step && on_epoch;
   if (on_step) {
-    Entry& e = step_[name];
+    Entry& e = step_[step_key(name, forked)];
+    e.base = forked ? name : std::string();
     e.weight = 1.0;
     e.prog_bar = o.prog_bar;
     e.logger = o.logger;
@@ -37,7 +44,8 @@ void MetricStore::mark(const std::string& name, bool on_step, bool on_epoch, dou
     e.fresh = true;
   }
   if (on_epoch) {
-    Entry& e = epoch_[name];
+    Entry& e = epoch_[epoch_key(name, forked)];
+    e.base = forked ? name : std::string();
     e.weight += w;
     e.prog_bar = e.prog_bar || o.prog_bar;
     e.logger = o.logger;
@@ -49,12 +57,13 @@ void MetricStore::add(const std::string& name, double value, const LogOptions& o
              "step (it would not change at replays); log a GPU tensor");
   const Flags f = flags_of(name, stage_, in_epoch_hook_, o, batch_size, batch_size_);
   mark(name, f.on_step, f.on_epoch, f.w, o);
+  const bool forked = f.on_step && f.on_epoch;
   if (f.on_step) {
-    Entry& e = step_[name];
+    Entry& e = step_[step_key(name, forked)];
     e.value = value;
     if (e.device.defined()) e.device.zero_();
   }
-  if (f.on_epoch) epoch_[name].value += value * f.w;
+  if (f.on_epoch) epoch_[epoch_key(name, forked)].value += value * f.w;
 }
 
 void MetricStore::add(const std::string& name, const Tensor& value, const LogOptions& o, int64_t batch_size) {
@@ -73,13 +82,14 @@ void MetricStore::add(const std::string& name, const Tensor& value, const LogOpt
     }
     return e.device;
   };
+  const bool forked = f.on_step && f.on_epoch;
   if (f.on_step) {
-    Entry& e = step_[name];
+    Entry& e = step_[step_key(name, forked)];
     e.value = 0;
     slot(e).copy_(v);
   }
   if (f.on_epoch) {
-    Tensor& acc = slot(epoch_[name]);
+    Tensor& acc = slot(epoch_[epoch_key(name, forked)]);
     add_(acc, v, float(f.w));
   }
   // A captured step runs only when replayed: its host side is applied then (replay_logs).
@@ -117,6 +127,12 @@ std::map<std::string, double> MetricStore::epoch_means(bool logger_only) const {
   for (const auto& [n, e] : epoch_)
     if (e.weight > 0 && (!logger_only || e.logger)) out[n] = e.get() / e.weight;
   return out;
+}
+
+void MetricStore::add_base_names(std::map<std::string, double>& means) const {
+  for (const auto& [n, e] : epoch_)
+    if (!e.base.empty())
+      if (auto it = means.find(n); it != means.end()) means[e.base] = it->second;
 }
 
 std::map<std::string, double> MetricStore::epoch_prog_bar() const {

@@ -21,7 +21,9 @@
 namespace volt {
 
 // Lightning's log() flags. Unset on_step/on_epoch take Lightning's defaults: in training_step
-// on_step=true, on_epoch=false; in validation_step/test_step on_step=false, on_epoch=true.
+// on_step=true, on_epoch=false; in validation_step/test_step and the epoch hooks on_step=false,
+// on_epoch=true. With both, the logs get "<name>_step" and "<name>_epoch" (callback_metrics also
+// "<name>": the step value during the epoch, the epoch mean after it), as Lightning's.
 struct LogOptions {
   std::optional<bool> on_step, on_epoch;
   bool prog_bar = false;
@@ -53,6 +55,9 @@ class MetricStore {
     Tensor device;     // the same for values logged on a GPU (float32 [], updated in place)
     bool prog_bar = false, logger = true, sync_dist = false;
     bool fresh = false;  // step entries: logged in the current step
+    // Logged with both on_step and on_epoch (Lightning's "forked" metric): the entries are
+    // "<name>_step" and "<name>_epoch", and `base` is <name>, which callback_metrics also holds.
+    std::string base;
     double get() const;  // value (+ the device part, read from the GPU)
   };
   void set_stage(const std::string& stage) { stage_ = stage; }  // "train", "val", "test", "sanity"
@@ -74,6 +79,8 @@ class MetricStore {
   void forget_captured_logs() { captured_.clear(); }
   // Epoch means (sum of value*batch_size / sum of batch_size) of the on_epoch values.
   std::map<std::string, double> epoch_means(bool logger_only = false) const;
+  // For callback_metrics: adds to `means` (epoch_means()' keys) each forked metric's plain name.
+  void add_base_names(std::map<std::string, double>& means) const;
   std::map<std::string, double> epoch_prog_bar() const;
   // Data-parallel runs: sums the epoch accumulators over the ranks (which must have logged the
   // same names: checked), and averages the on_step values logged with sync_dist.

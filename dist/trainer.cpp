@@ -81,7 +81,7 @@ struct TrainerRun {
         Trainer::eval_loop(module, s, next, n, false, I.profiler, t.communicator(), t.compute_dtype_);
     if (stage != "sanity") {
       t.last_validated_epoch_ = t.epoch_;
-      for (const auto& [k, v] : means) t.callback_metrics_[k] = v;
+      t.take_epoch_means(s, means);
       const auto logged = s.epoch_means(true);
       for (const auto& [k, v] : logged) t.logged_metrics_[k] = v;
       if (I.loggers) I.loggers->log_metrics(logged, std::max<int64_t>(0, t.global_step_ - 1), t.epoch_);
@@ -282,6 +282,7 @@ struct TrainerRun {
         for (const auto& [k, e] : s.step_values()) {
           const double v = e->get();
           t.callback_metrics_[k] = v;
+          if (!e->base.empty()) t.callback_metrics_[e->base] = v;  // (Lightning's, for a forked metric)
           if (e->logger) step_log[k] = v;
           if (e->prog_bar) bar_metrics[k] = v;
         }
@@ -525,8 +526,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       module.on_train_epoch_end();
     }
     I.train_store.reduce_epoch(*comm_);
-    const auto train_means = I.train_store.epoch_means();
-    for (const auto& [k, v] : train_means) callback_metrics_[k] = v;
+    take_epoch_means(I.train_store, I.train_store.epoch_means());
     const auto train_logged = I.train_store.epoch_means(true);
     for (const auto& [k, v] : train_logged) logged_metrics_[k] = v;
     if (I.loggers) {

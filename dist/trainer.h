@@ -190,6 +190,8 @@ class Trainer {
   // load_checkpoint(path) on every rank; where any rank cannot read it, every rank throws, naming
   // that rank (a collective).
   Checkpoint load_on_every_rank(const std::string& path);
+  // Epoch means of s into callback_metrics, with each forked metric's plain name too.
+  void take_epoch_means(const MetricStore& s, const std::map<std::string, double>& means);
   // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
   std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
   // Up to n batches from next(i, batch) (false: no more; the batch on the module's device) through

@@ -79,8 +79,14 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
     return true;
   };
   auto m = eval_loop(module, impl_->eval_store, next, n, is_test, impl_->profiler, *comm_, compute_dtype_);
-  for (const auto& [k, v] : m) callback_metrics_[k] = v;
+  take_epoch_means(impl_->eval_store, m);
   return m;
+}
+
+void Trainer::take_epoch_means(const MetricStore& s, const std::map<std::string, double>& means) {
+  std::map<std::string, double> with_bases = means;
+  s.add_base_names(with_bases);
+  for (const auto& [k, v] : with_bases) callback_metrics_[k] = v;
 }
 
 std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& module, DataModule& dm,

@@ -560,3 +560,37 @@ TEST_CASE("log() in the training epoch's hooks defaults to on_epoch, as Lightnin
   CHECK(contains(csv[0], "epoch_started"));
   CHECK(contains(csv[0], "epoch_ended"));
 }
+
+TEST_CASE("a value logged on_step and on_epoch is logged as name_step and name_epoch, as Lightning's") {
+  // Under one name, the step values and the epoch mean were two series in one column and one tag.
+  class Both : public ClassifierModule {
+   public:
+    Both() : ClassifierModule(volt::test::small_cnn(), volt::test::adam()) {}
+    Tensor training_step(const Batch& b, int64_t i) override {
+      LogOptions lo;
+      lo.on_step = lo.on_epoch = true;
+      log("both", double(i), lo);  // batches 0, 1: step values 0 and 1, epoch mean 0.5
+      return ClassifierModule::training_step(b, i);
+    }
+  };
+  TempDir tmp;
+  volt::test::SynthDM dm(128, 32, 64);  // 2 training batches of 32
+  Both m;
+  volt::test::Quiet q;
+  auto o = q.cpu_fit(tmp.path, 1);
+  o.log_every_n_steps = 1;
+  Trainer t(o);
+  t.fit(m, dm);
+  INFO(q.os.str());
+  CHECK(t.logged_metrics().at("both_step") == 1.0);
+  CHECK(t.logged_metrics().at("both_epoch") == 0.5);
+  CHECK(t.logged_metrics().count("both") == 0);
+  CHECK(t.callback_metrics().at("both") == 0.5);  // the plain name too, for monitors: the epoch's at its end
+  CHECK(t.callback_metrics().at("both_step") == 1.0);
+  CHECK(t.callback_metrics().at("both_epoch") == 0.5);
+  const std::vector<std::string> csv = lines_of(read_text(t.log_dir() + "/metrics.csv"));
+  REQUIRE_FALSE(csv.empty());
+  CHECK(contains(csv[0], "both_step"));
+  CHECK(contains(csv[0], "both_epoch"));
+  CHECK_FALSE(contains("," + csv[0] + ",", ",both,"));
+}
