@@ -1,16 +1,30 @@
 // ProgressBar (see progress_bar.h).
 #include "dist/progress_bar.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 namespace volt {
 
-ProgressBar::ProgressBar(std::ostream& os, int tty, int64_t every_n)
+namespace {
+int terminal_width() {
+  winsize w{};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_col > 0) return w.ws_col;
+  if (const char* c = std::getenv("COLUMNS")) {
+    const int n = std::atoi(c);
+    if (n > 0) return n;
+  }
+  return 80;
+}
+}  // namespace
+
+ProgressBar::ProgressBar(std::ostream& os, int tty, int64_t every_n, int width)
     : os_(os), tty_(tty < 0 ? (&os == &std::cout && ::isatty(STDOUT_FILENO)) : tty != 0),
-      every_n_(every_n < 1 ? 1 : every_n) {}
+      every_n_(every_n < 1 ? 1 : every_n), width_(size_t(width > 1 ? width : tty_ ? terminal_width() : 80)) {}
 
 std::string ProgressBar::format_time(double s) {
   if (!(s >= 0) || s > 1e7) return "?";
@@ -65,6 +79,7 @@ void ProgressBar::update(int64_t done, int64_t images, const std::map<std::strin
   if (tty_) {
     last_draw_ = std::chrono::steady_clock::now();
     std::string s = line(done, metrics);
+    if (s.size() >= width_) s.resize(width_ > 1 ? width_ - 1 : 1);
     const size_t len = s.size();
     if (len < last_len_) s.append(last_len_ - len, ' ');
     last_len_ = len;

@@ -13,8 +13,10 @@ namespace volt {
 
 class ProgressBar {
  public:
-  // tty: 1 / 0, or -1 to decide: a terminal when `os` is std::cout and stdout is a TTY.
-  ProgressBar(std::ostream& os, int tty = -1, int64_t every_n = 50);
+  // tty: 1 / 0, or -1 to decide: a terminal when `os` is std::cout and stdout is a TTY. width: the
+  // terminal's columns, or 0 to ask it (stdout's window size, else $COLUMNS, else 80); the live line
+  // is cut to one column less, so that it never wraps (a '\r' redraw would leave the wrapped part).
+  ProgressBar(std::ostream& os, int tty = -1, int64_t every_n = 50, int width = 0);
   bool is_tty() const { return tty_; }
 
   void start(const std::string& description, int64_t total);  // e.g. "Epoch 3", "Validation"
@@ -31,6 +33,7 @@ class ProgressBar {
   std::ostream& os_;
   bool tty_;
   int64_t every_n_;
+  size_t width_;
   std::string desc_;
   int64_t total_ = 0, done_ = 0, images_ = 0;
   std::chrono::steady_clock::time_point t0_, last_draw_;

@@ -11,6 +11,7 @@
 #include "data/datamodule.h"
 #include "data/synthetic.h"
 #include "dist/checkpoint.h"
+#include "dist/progress_bar.h"
 #include "layers/optim/grad_clip.h"
 #include "dist/trainer.h"
 #include "engine/autograd.h"
@@ -352,4 +353,27 @@ TEST_CASE("unsupported options throw volt::Error saying why") {
   ok.devices = -1;
   ok.accelerator = "cpu";
   CHECK_NOTHROW(Trainer{ok});
+}
+
+TEST_CASE("progress bar: the live line is cut to the terminal's width, so that a redraw never leaves a wrapped part") {
+  std::ostringstream os;
+  ProgressBar bar(os, 1, 50, 60);
+  bar.start("Epoch 10", 1563);
+  const std::map<std::string, double> metrics = {{"train_loss", 0.4321}, {"val_acc", 0.8765}, {"val_loss", 0.9}};
+  bar.update(700, 32, metrics);
+  bar.update(1563, 32, metrics);
+  const std::string live = os.str();
+  bar.finish(metrics);  // the last line is whole: nothing redraws it
+  const std::string all = os.str();
+  size_t segments = 0;
+  for (size_t at = live.find('\r'); at != std::string::npos; at = live.find('\r', at + 1)) {
+    const size_t next = live.find('\r', at + 1);
+    const std::string seg = live.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
+    INFO(seg);
+    CHECK(seg.size() <= 59);
+    CHECK(contains(seg, "Epoch 10: "));
+    ++segments;
+  }
+  CHECK(segments >= 1);  // (a redraw at most every 0.1 s, and at the end)
+  CHECK(contains(all.substr(live.size()), "val_loss=0.9]"));
 }
