@@ -106,7 +106,8 @@ std::string DataLoader::mode_note() const {
 
 int64_t DataLoader::num_batches() const {
   const int64_t n = sampler_.num_samples();
-  return o_.drop_last ? n / o_.batch_size : (n + o_.batch_size - 1) / o_.batch_size;
+  // (not (n + batch_size - 1) / batch_size: that overflows for a batch size near INT64_MAX)
+  return o_.drop_last ? n / o_.batch_size : n / o_.batch_size + (n % o_.batch_size != 0);
 }
 
 void DataLoader::set_epoch(int64_t epoch) { load_state({epoch, 0}); }

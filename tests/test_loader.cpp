@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 #include <numeric>
 #include <set>
@@ -193,6 +194,17 @@ TEST_CASE("loader: 0, 1 and 3 workers give identical batches in identical order,
   o.drop_last = true;
   DataLoader d(data, o);
   CHECK(d.num_batches() == 10);
+  // A batch size past the data set's size is one partial batch, up to INT64_MAX (whose rounding up
+  // overflowed); with drop_last it is refused.
+  o.drop_last = false;
+  o.num_workers = 0;
+  o.batch_size = std::numeric_limits<int64_t>::max();
+  DataLoader huge(data, o);
+  CHECK(huge.num_batches() == 1);
+  huge.set_epoch(0);
+  CHECK(drain(huge).at(0).second.size() == 103);
+  o.drop_last = true;
+  CHECK(contains(error_of([&] { DataLoader none(data, o); }), "fewer than one batch"));
 }
 
 TEST_CASE("loader: state resumes at the exact next batch") {
