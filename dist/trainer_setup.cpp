@@ -104,13 +104,51 @@ std::unique_ptr<Communicator> make_trainer_communicator(const TrainerOptions& op
   return make_communicator(env);
 }
 
+namespace {
+// Several processes, each checking its own setup (the GPUs it sees, its node's layout): every rank
+// learns whether one failed, over the MPI communicator that every rank made first, so that a check
+// failing on some ranks only stops all of them with its message instead of leaving the others
+// waiting for it in MPI's start-up or the first collective. Also refuses ranks that decided the
+// accelerator differently (accelerator="auto" where some nodes see GPUs and others none).
+void agree_on_setup(Communicator& host, const std::string& error, bool gpu) {
+  // The lowest rank that failed, as size - rank through a Max (0: none did).
+  const int failed = host.size() - int(host.all_reduce_value(error.empty() ? 0.0 : double(host.size() - host.rank()),
+                                                            ReduceOp::Max));
+  if (failed < host.size()) {
+    char msg[1024] = {};
+    if (host.rank() == failed) std::snprintf(msg, sizeof msg, "%s", error.c_str());
+    host.broadcast(msg, sizeof msg, failed);
+    VOLT_FAIL(host.rank() == failed ? "" : "rank " + std::to_string(failed) + " cannot train: ", msg);
+  }
+  const double with_gpu = host.all_reduce_value(gpu ? 1.0 : 0.0, ReduceOp::Sum);
+  VOLT_CHECK(with_gpu == 0 || with_gpu == host.size(), int(with_gpu), " of the ", host.size(),
+             " processes train on a GPU and the others on the CPU (accelerator=\"auto\" on nodes that do and do not "
+             "see GPUs?); every process must use the same accelerator: set it to \"gpu\" or \"cpu\"");
+}
+}  // namespace
+
 Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
-  check_options();
   env_ = detect_process_env();
-  const bool gpu = uses_gpu(opts_);
-  check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
-  device_ = gpu ? Device::cuda(process_gpu(env_, cuda_device_count())) : Device::cpu();
-  comm_ = opts_.communicator ? opts_.communicator : std::shared_ptr<Communicator>(make_trainer_communicator(opts_, env_));
+  std::unique_ptr<Communicator> host;  // made first by every process of a launched job (see agree_on_setup)
+  if (!opts_.communicator && env_.world_size > 1) host = make_communicator(env_);
+  bool gpu = false;
+  std::string error;
+  try {
+    check_options();
+    gpu = uses_gpu(opts_);
+    check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
+    device_ = gpu ? Device::cuda(process_gpu(env_, cuda_device_count())) : Device::cpu();
+  } catch (const Error& e) {
+    if (!host) throw;
+    error = e.what();
+  }
+  if (host) agree_on_setup(*host, error, gpu);
+  if (opts_.communicator)
+    comm_ = opts_.communicator;
+  else if (host && !gpu)
+    comm_ = std::move(host);  // (CPU ranks: the MPI communicator itself)
+  else
+    comm_ = std::shared_ptr<Communicator>(make_trainer_communicator(opts_, env_));
   VOLT_CHECK(!(device_.is_cuda() && comm_->size() > 1 && !comm_->device_buffers()), "data-parallel training on GPUs "
              "needs a communicator on device buffers (nccl), but the given one is ", comm_->backend(),
              " (host buffers); leave TrainerOptions::communicator unset, or train on the CPU (accelerator=\"cpu\")");

@@ -3,6 +3,8 @@
 //   comm_fault kill   rank 1 raises SIGKILL in the middle of a run of all-reduces
 //   comm_fault stall  rank 1 stops calling collectives (sleeps), the others time out naming it
 //   comm_fault throw  rank 1 throws, reports and aborts the job through Communicator::abort
+//   comm_fault setup  rank 1's Trainer refuses its layout (--devices 1 where 2 processes share the
+//                     node) before any communicator exists: every rank must stop, naming it
 // Rank 0 prints "comm_fault: finished" if the run was never interrupted (a failure of the test).
 #include <csignal>
 #include <chrono>
@@ -13,13 +15,34 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/process_env.h"
+#include "dist/trainer.h"
 #include "engine/error.h"
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  if (mode != "kill" && mode != "stall" && mode != "throw") {
-    std::fprintf(stderr, "usage: comm_fault kill|stall|throw\n");
+  if (mode != "kill" && mode != "stall" && mode != "throw" && mode != "setup") {
+    std::fprintf(stderr, "usage: comm_fault kill|stall|throw|setup\n");
     return 2;
+  }
+  if (mode == "setup") {
+    const volt::ProcessEnv env = volt::detect_process_env();
+    if (env.world_size != 2 || env.local_size != 2) {
+      std::printf("SKIPPED: comm_fault setup needs 2 ranks on one node\n");
+      return 77;
+    }
+    try {
+      volt::TrainerOptions o;
+      o.accelerator = "cpu";
+      o.devices = env.rank == 1 ? 1 : 2;
+      volt::Trainer t(o);
+      t.communicator().barrier();
+      if (env.rank == 0) std::printf("comm_fault: finished\n");
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rank %d: error: %s\n", env.rank, e.what());
+      return 1;
+    }
   }
   std::unique_ptr<volt::Communicator> comm;
   try {
