@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <map>
 #include <numeric>
 #include <sstream>
 
@@ -189,6 +190,24 @@ ProcessEnv detect_process_env(const EnvMap& env) {
   e.tasks_per_node = {1};
   if (const std::string* j = find(env, "SLURM_JOB_ID")) e.job_id = *j;
   return e;
+}
+
+void set_nodes_from_hosts(ProcessEnv& env, const std::vector<std::string>& hosts) {
+  VOLT_CHECK(int(hosts.size()) == env.world_size, "process environment: ", hosts.size(), " host names for ",
+             env.world_size, " ranks");
+  std::map<std::string, int> node_of;  // host -> node index, in order of the hosts' lowest ranks
+  std::vector<int> tasks;
+  for (const std::string& h : hosts) {
+    const auto [it, fresh] = node_of.emplace(h, int(tasks.size()));
+    if (fresh) tasks.push_back(0);
+    ++tasks[size_t(it->second)];
+  }
+  const int node = node_of.at(hosts[size_t(env.rank)]);
+  VOLT_CHECK(tasks[size_t(node)] == env.local_size, "process environment: ", tasks[size_t(node)], " ranks run on ",
+             hosts[size_t(env.rank)], " but OMPI_COMM_WORLD_LOCAL_SIZE is ", env.local_size);
+  env.num_nodes = int(tasks.size());
+  env.node_rank = node;
+  env.tasks_per_node = tasks;
 }
 
 namespace {

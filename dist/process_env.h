@@ -36,7 +36,8 @@ EnvMap current_env();
 
 // The environment a process runs in, from its variables:
 //  - mpirun (OpenMPI): OMPI_COMM_WORLD_RANK, _LOCAL_RANK, _SIZE, _LOCAL_SIZE (node index and
-//    node count assume mpirun's default by-slot mapping: rank / local_size);
+//    node count assume mpirun's default by-slot mapping: rank / local_size, with as many ranks on
+//    every node; the Trainer makes them exact with set_nodes_from_hosts);
 //  - srun: SLURM_PROCID, SLURM_LOCALID, SLURM_NODEID, the step's task and node counts
 //    (SLURM_STEP_NUM_TASKS / SLURM_NTASKS, SLURM_STEP_NUM_NODES / SLURM_NNODES) and tasks per node
 //    (SLURM_STEP_TASKS_PER_NODE, SLURM_TASKS_PER_NODE or SLURM_NTASKS_PER_NODE, in Slurm's
@@ -47,6 +48,13 @@ EnvMap current_env();
 // throw volt::Error naming the variable.
 ProcessEnv detect_process_env(const EnvMap& env);
 inline ProcessEnv detect_process_env() { return detect_process_env(current_env()); }
+
+// mpirun's nodes from every rank's host name (hosts[r] for rank r, gathered once the ranks can talk):
+// num_nodes, node_rank (nodes numbered in order of their lowest rank) and tasks_per_node, exact for
+// any mapping (by slot with uneven slots, by node), where detect_process_env() could only assume
+// as many processes on every node as on this one. Throws volt::Error when hosts does not fit env
+// (its size, or this rank's node holding other than local_size ranks).
+void set_nodes_from_hosts(ProcessEnv& env, const std::vector<std::string>& hosts);
 
 // Slurm's tasks-per-node list: "2(x3),1" -> {2, 2, 2, 1}; "4" -> {4}. Throws volt::Error on bad text.
 std::vector<int> parse_slurm_tasks_per_node(const std::string& text);

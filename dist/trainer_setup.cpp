@@ -1,6 +1,8 @@
 // The Trainer's setup and its data-parallel helpers (see trainer.h): option checks, the device and
 // process layout, data preparation on every rank, checkpoint paths, the end-of-fit agreement check
 // and Slurm pre-emption. The loops are in trainer.cpp.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -9,6 +11,7 @@
 #include <exception>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "dist/checkpoint.h"
 #include "dist/csv_logger.h"
@@ -125,15 +128,29 @@ void agree_on_setup(Communicator& host, const std::string& error, bool gpu) {
              " processes train on a GPU and the others on the CPU (accelerator=\"auto\" on nodes that do and do not "
              "see GPUs?); every process must use the same accelerator: set it to \"gpu\" or \"cpu\"");
 }
+
+// Every rank's host name, in rank order.
+std::vector<std::string> host_names(Communicator& host) {
+  char mine[256] = {};
+  ::gethostname(mine, sizeof mine - 1);
+  std::vector<char> all(sizeof mine * size_t(host.size()));
+  host.all_gather(mine, all.data(), sizeof mine);
+  std::vector<std::string> names;
+  for (int r = 0; r < host.size(); ++r) names.emplace_back(all.data() + sizeof mine * size_t(r));
+  return names;
+}
 }  // namespace
 
 Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   env_ = detect_process_env();
   std::unique_ptr<Communicator> host;  // made first by every process of a launched job (see agree_on_setup)
   if (!opts_.communicator && env_.world_size > 1) host = make_communicator(env_);
+  // mpirun does not say which node a rank is on: the host names do (any mapping, uneven nodes).
+  const std::vector<std::string> hosts = host && env_.launcher == "mpirun" ? host_names(*host) : std::vector<std::string>{};
   bool gpu = false;
   std::string error;
   try {
+    if (!hosts.empty()) set_nodes_from_hosts(env_, hosts);
     check_options();
     gpu = uses_gpu(opts_);
     check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);

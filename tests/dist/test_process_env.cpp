@@ -231,3 +231,30 @@ TEST_CASE("ddp: world size 1 leaves gradients and parameters alone") {
   CHECK(ddp.buckets()[1] == std::vector<size_t>{0});
   CHECK(contains(error_of([&] { GradientAverager(comm, std::vector<Tensor>{Tensor::zeros({2}, DType::I64)}); }), "int64"));
 }
+
+TEST_CASE("process_env: mpirun's nodes from the ranks' host names, for uneven and by-node mappings") {
+  auto mpirun_rank = [](int rank, int local_rank, int size, int local_size) {
+    return detect_process_env(EnvMap{{"OMPI_COMM_WORLD_RANK", std::to_string(rank)},
+                                     {"OMPI_COMM_WORLD_LOCAL_RANK", std::to_string(local_rank)},
+                                     {"OMPI_COMM_WORLD_SIZE", std::to_string(size)},
+                                     {"OMPI_COMM_WORLD_LOCAL_SIZE", std::to_string(local_size)}});
+  };
+  // mpirun -n 3 --host a:2,b:1: rank 2 alone on b assumed 3 nodes of one rank each.
+  ProcessEnv r2 = mpirun_rank(2, 0, 3, 1);
+  CHECK(r2.num_nodes == 3);
+  set_nodes_from_hosts(r2, {"a", "a", "b"});
+  CHECK(r2.num_nodes == 2);
+  CHECK(r2.node_rank == 1);
+  CHECK(r2.tasks_per_node == std::vector<int>{2, 1});
+  CHECK_NOTHROW(check_layout(r2, 0, 0, false, 2));  // --num-nodes 2 is right on every rank
+  // --map-by node: ranks 0 and 2 on a, 1 and 3 on b; rank 1 is on node 1, not node 0.
+  ProcessEnv r1 = mpirun_rank(1, 0, 4, 2);
+  CHECK(r1.node_rank == 0);
+  set_nodes_from_hosts(r1, {"a", "b", "a", "b"});
+  CHECK(r1.node_rank == 1);
+  CHECK(r1.num_nodes == 2);
+  // Names that do not fit the launcher's counts are refused.
+  CHECK(contains(error_of([&] { set_nodes_from_hosts(r1, {"a", "b"}); }), "2 host names for 4 ranks"));
+  CHECK(contains(error_of([&] { set_nodes_from_hosts(r1, {"a", "b", "b", "b"}); }),
+                 "3 ranks run on b but OMPI_COMM_WORLD_LOCAL_SIZE is 2"));
+}
