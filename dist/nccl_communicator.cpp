@@ -80,6 +80,9 @@ class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const ProcessEnv& env, const CommOptions& opts) : opts_(opts), rank_(env.rank), size_(env.world_size) {
     VOLT_CHECK(size_ >= 1 && rank_ >= 0 && rank_ < size_, "NCCL communicator: rank ", rank_, " of ", size_, " is not a rank");
+    // MPI first, on every rank: a rank that fails a check below then leaves the others in the
+    // bootstrap's collectives, which time out naming it, not in MPI's start-up, which waits for ever.
+    if (size_ > 1) detail::ensure_mpi_runtime();
     int gpus = 0;
     const cudaError_t e = cudaGetDeviceCount(&gpus);
     if (e != cudaSuccess) {
@@ -96,7 +99,6 @@ class NcclCommunicator final : public Communicator {
     if (size_ == 1) {
       NCCL_CHECK(ncclGetUniqueId(&id));
     } else {
-      detail::ensure_mpi_runtime();
       int mpi_rank = 0, mpi_size = 0;
       MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &mpi_rank));
       MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &mpi_size));
