@@ -80,8 +80,8 @@ class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const ProcessEnv& env, const CommOptions& opts) : opts_(opts), rank_(env.rank), size_(env.world_size) {
     VOLT_CHECK(size_ >= 1 && rank_ >= 0 && rank_ < size_, "NCCL communicator: rank ", rank_, " of ", size_, " is not a rank");
-    // MPI first, on every rank: a rank that fails a check below then leaves the others in the
-    // bootstrap's collectives, which time out naming it, not in MPI's start-up, which waits for ever.
+    // MPI first on every rank: a rank failing a check below leaves the others in a bootstrap
+    // collective, which times out ($VOLT_COMM_TIMEOUT), not in MPI's start-up, which waits for ever.
     if (size_ > 1) detail::ensure_mpi_runtime();
     int gpus = 0;
     const cudaError_t e = cudaGetDeviceCount(&gpus);

@@ -1,5 +1,5 @@
 // CUDA graphs: a training step captured once and replayed, so a step costs one launch instead of a
-// hundred. Two things make a captured step replay correctly:
+// hundred. What makes a captured step replay correctly:
 //   - memory: what the step allocates while captured comes from the graph's private pool of the
 //     caching allocator, reserved while the graph lives, so replays write where the capture wrote;
 //   - in-place changes: every storage the captured step bumps the version of (Tensor::bump_version:
