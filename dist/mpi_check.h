@@ -22,6 +22,13 @@ std::string mpi_error_string(int rc);
 // exit when it initialised it (MPI cannot be initialised twice, so not when a communicator goes away).
 void ensure_mpi_runtime();
 
+// Whether MPI is initialised and not yet finalised in this process.
+bool mpi_is_running();
+
+// The pause between two polls of a collective that has been waiting `waited_s` seconds: none at
+// first (short collectives finish within microseconds), then waited/50, at most 1 ms.
+void poll_backoff(double waited_s);
+
 // Whether this thread may call MPI_Abort now: MPI is running and either this is the thread that
 // initialised it or MPI provides MPI_THREAD_MULTIPLE.
 bool mpi_abort_allowed_here();

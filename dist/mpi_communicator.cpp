@@ -61,11 +61,21 @@ class MpiRuntime {
 
 void ensure_mpi_runtime() { static MpiRuntime runtime; }
 
-bool mpi_abort_allowed_here() {
-  int initialized = 0, finalized = 0, provided = MPI_THREAD_SINGLE, is_main = 0;
+bool mpi_is_running() {
+  int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  if (!initialized || finalized) return false;
+  return initialized && !finalized;
+}
+
+void poll_backoff(double waited_s) {
+  const double sleep_s = std::min(1e-3, waited_s / 50);
+  if (sleep_s > 2e-5) std::this_thread::sleep_for(std::chrono::duration<double>(sleep_s));
+}
+
+bool mpi_abort_allowed_here() {
+  int provided = MPI_THREAD_SINGLE, is_main = 0;
+  if (!mpi_is_running()) return false;
   MPI_Query_thread(&provided);
   MPI_Is_thread_main(&is_main);
   return is_main || provided == MPI_THREAD_MULTIPLE;
@@ -242,9 +252,7 @@ class MpiCommunicator final : public Communicator {
       serve_queries();
       const double waited = std::chrono::duration<double>(Clock::now() - start).count();
       if (waited > limit_.seconds) fail(timeout_report(waited));
-      // Spin at first (collectives progress inside MPI_Test), then back off to at most 1 ms.
-      const double sleep_s = std::min(1e-3, waited / 50);
-      if (sleep_s > 2e-5) std::this_thread::sleep_for(std::chrono::duration<double>(sleep_s));
+      detail::poll_backoff(waited);  // collectives progress inside MPI_Test
     }
   }
 

@@ -45,12 +45,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Spin at first (short collectives finish within microseconds), then back off to at most 1 ms.
-void backoff(double waited) {
-  const double sleep_s = std::min(1e-3, waited / 50);
-  if (sleep_s > 2e-5) std::this_thread::sleep_for(std::chrono::duration<double>(sleep_s));
-}
-
 // Makes `device` current for a scope (a caller may have switched devices between collectives).
 class DeviceGuard {
  public:
@@ -68,13 +62,6 @@ class DeviceGuard {
  private:
   int prev_ = -1;
 };
-
-bool mpi_is_running() {
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  return initialized && !finalized;
-}
 
 class NcclCommunicator final : public Communicator {
  public:
@@ -305,7 +292,7 @@ class NcclCommunicator final : public Communicator {
       std::fprintf(stderr, "volt: rank %d: aborting the job (MPI_Abort)\n", rank_);
       std::fflush(nullptr);  // stdout too: _Exit and MPI_Abort flush nothing
       MPI_Abort(MPI_COMM_WORLD, status);
-    } else if (mpi_is_running()) {
+    } else if (detail::mpi_is_running()) {
       // The watchdog's thread under an MPI without MPI_THREAD_MULTIPLE may not call MPI: this rank
       // exits, and the launcher (srun --kill-on-bad-exit, mpirun) or the others' timeouts end the job.
       std::fprintf(stderr, "volt: rank %d: exiting with status %d (this MPI forbids MPI_Abort from the watchdog "
@@ -442,7 +429,7 @@ class NcclCommunicator final : public Communicator {
       if (st != ncclInProgress) fail(describe(op_) + " failed: " + ncclGetErrorString(st) + last_error());
       const double waited = seconds_since(start);
       if (waited > limit_.seconds) fail(timeout_report(op_, waited, "NCCL still in progress on the host", limit_));
-      backoff(waited);
+      detail::poll_backoff(waited);
     }
   }
 
@@ -465,7 +452,7 @@ class NcclCommunicator final : public Communicator {
         fail(describe(op_) + " failed: " + ncclGetErrorString(st) + last_error() + " (has a rank died?)");
       const double waited = seconds_since(start);
       if (waited > limit_.seconds) fail(timeout_report(op_, waited, "still running on the GPU", limit_));
-      backoff(waited);
+      detail::poll_backoff(waited);
     }
   }
 
@@ -519,7 +506,7 @@ class NcclCommunicator final : public Communicator {
       if (done) break;
       const double waited = seconds_since(start);
       if (waited > opts_.timeout_s) fail(timeout_report(op_, waited, state, opts_.collective_limit()));
-      backoff(waited);
+      detail::poll_backoff(waited);
     }
     op_.op = nullptr;
   }
