@@ -42,7 +42,14 @@ bool GraphedStep::run(const Batch& b, int64_t full_batch, int64_t eager_taken,
     input_.images.copy_(b.images);
     input_.labels.copy_(b.labels);
   }
-  graph_->replay();
+  try {
+    graph_->replay();  // a failed replay_check throws before anything runs
+  } catch (const Error& e) {
+    graph_.reset();
+    store_.forget_captured_logs();
+    disable(e.what());
+    return false;
+  }
   store_.replay_logs();
   return true;
 }

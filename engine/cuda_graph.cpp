@@ -102,6 +102,10 @@ const void* step_scalars(Device d, size_t n, std::function<void(uint64_t*)> fill
 #endif
 }
 
+void replay_check(Device d, std::function<void()> check) {
+  if (CudaGraph* g = g_capturing; g && g->device_ == d) g->checks_.push_back(std::move(check));
+}
+
 CudaGraph::CudaGraph(Device d) : device_(d) {
   VOLT_CHECK(d.is_cuda(), "CudaGraph: ", d.str(), " is not a CUDA device");
 }
@@ -136,8 +140,7 @@ void CudaGraph::capture(const std::function<void()>& fn) {
       staged_[k] = std::make_unique<CudaEvent>(device_.index);
     }
   }
-  fills_.clear();
-  writes_.clear();
+  clear_recorded();
   used_ = 0;
   cuda_synchronize(device_.index);  // nothing eager is still queued when recording starts
   alloc.begin_pool(this);
@@ -154,15 +157,13 @@ void CudaGraph::capture(const std::function<void()>& fn) {
     fn();
   } catch (const std::exception& e) {
     cuda::graph_capture_abandon(stream);
-    fills_.clear();
-    writes_.clear();
+    clear_recorded();
     throw Error(std::string("CUDA graph capture failed, the step runs eagerly: ") + e.what());
   }
   try {
     exec_ = cuda::graph_capture_end(stream, &nodes_);
   } catch (const std::exception& e) {
-    fills_.clear();
-    writes_.clear();
+    clear_recorded();
     throw Error(std::string("CUDA graph capture failed, the step runs eagerly: ") + e.what());
   }
 #else
@@ -173,6 +174,7 @@ void CudaGraph::capture(const std::function<void()>& fn) {
 
 void CudaGraph::replay() {
   VOLT_CHECK(exec_, "CudaGraph::replay: nothing captured");
+  for (const auto& check : checks_) check();
 #if VOLT_HAVE_CUDA
   void* stream = cuda_stream(device_);
   const int k = next_;

@@ -35,7 +35,8 @@ class CudaGraph {
   // recorded, when fn does something a graph cannot hold.
   void capture(const std::function<void()>& fn);
   // Re-runs the step_scalars() fills registered during the capture, copies their values to the
-  // device, and launches the recorded work; returns without waiting for it.
+  // device, and launches the recorded work; returns without waiting for it. The replay_check()s
+  // registered during the capture run first: one that throws ends the replay before any fill.
   void replay();
   bool captured() const { return exec_ != nullptr; }
   Device device() const { return device_; }
@@ -44,6 +45,12 @@ class CudaGraph {
 
  private:
   friend const void* step_scalars(Device d, size_t n, std::function<void(uint64_t*)> fill);
+  friend void replay_check(Device d, std::function<void()> check);
+  void clear_recorded() {
+    fills_.clear();
+    checks_.clear();
+    writes_.clear();
+  }
   friend void cuda_graph_note_write(const std::shared_ptr<Storage>& s);
   struct Fill {
     size_t offset, n;
@@ -53,6 +60,7 @@ class CudaGraph {
   void* exec_ = nullptr;
   size_t nodes_ = 0;
   std::vector<Fill> fills_;
+  std::vector<std::function<void()>> checks_;
   size_t used_ = 0;             // 8-byte values the fills write
   void* scalars_ = nullptr;     // device: kMaxScalars values the recorded kernels read
   uint64_t* staging_[2] = {nullptr, nullptr};  // pinned, alternating between replays
@@ -67,6 +75,12 @@ class CudaGraph {
 // a CudaGraph captures on d, before every replay of it. A fill that advances host state (a generator's
 // offset, a step count) must do so inside fill, so that it happens once per executed step.
 const void* step_scalars(Device d, size_t n, std::function<void(uint64_t* values)> fill);
+
+// While a CudaGraph captures on d: check() runs at the start of every replay of it and throws
+// volt::Error when the captured work cannot take the host state as it is then (SGD captured without
+// momentum buffers, its momentum since raised); that replay then changes nothing. Otherwise nothing:
+// an eager step is formed from the state as it is.
+void replay_check(Device d, std::function<void()> check);
 
 // True while a CudaGraph captures on this thread.
 bool cuda_graph_capturing();

@@ -220,6 +220,46 @@ TEST_CASE("gpu Trainer: a capture that fails after backward leaves no gradient o
   }
 }
 
+// SGD at momentum 0 until the second epoch, which starts with momentum 0.9: a step captured in the
+// first epoch has no momentum buffers, so the graph is given up for eager steps (which make them).
+namespace {
+class MomentumLater : public ClassifierModule {
+ public:
+  MomentumLater() : ClassifierModule(small_cnn(0.3), sgd_options()) {}
+  OptimizerConfig configure_optimizers() override {
+    OptimizerConfig c = ClassifierModule::configure_optimizers();
+    optimizer_ = c.optimizer;
+    return c;
+  }
+  void on_train_epoch_start() override {
+    if (epochs_started_++ == 1) optimizer_->set_momentum(0.9);
+  }
+
+ private:
+  static ClassifierOptions sgd_options() {
+    ClassifierOptions c;
+    c.optimizer = "sgd";
+    c.lr = 0.05;
+    return c;
+  }
+  std::shared_ptr<Optimizer> optimizer_;
+  int epochs_started_ = 0;
+};
+}  // namespace
+
+TEST_CASE("gpu Trainer: SGD's momentum raised from 0 after the capture turns the graph off, as eager steps") {
+  require_gpu();
+  TempDir dir("volt_trainer_gpu_");
+  auto make = [] { return std::make_unique<MomentumLater>(); };
+  const std::vector<GpuFit> fits = eager_and_graphed(make, dir, "32");
+  INFO(fits[1].log);
+  CHECK(contains(fits[1].log, "the training step is captured"));
+  CHECK(contains(fits[1].log, "CUDA graphs: off (SGD: momentum is 0.9 but the CUDA graph of the step was captured "
+                              "at momentum 0"));
+  CHECK(same_weights(make, fits));
+  CHECK(fits[1].loss == fits[0].loss);
+}
+
 // 16-mixed on the GPU: the Inf step is skipped on the device (no host read per step); the per-step
 // scheduler, which must not advance on it, is the one place the host reads the flag.
 TEST_CASE("gpu Trainer 16-mixed: an Inf loss is skipped on the device, the per-step scheduler waits, the run says") {

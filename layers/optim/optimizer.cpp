@@ -230,6 +230,12 @@ void SGD::step() {
   for (size_t d = 0; d < gpu.size(); ++d) {
     if (gpu[d].empty()) continue;
     const Device dev = Device::cuda(int(d));
+    // Captured at momentum 0, the update has no buffers to take a momentum set later.
+    if (o_.momentum == 0.0)
+      replay_check(dev, [this] {
+        VOLT_CHECK(o_.momentum == 0.0, "SGD: momentum is ", o_.momentum,
+                   " but the CUDA graph of the step was captured at momentum 0, without momentum buffers");
+      });
     [[maybe_unused]] const double* values = device_step_values(dev);
     [[maybe_unused]] const cpu::SgdArgs a{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, false};
     VOLT_CUDA_ONLY(cuda::sgd_update_multi(gpu[d].data(), int64_t(gpu[d].size()), a, values, skip_ptr(),
