@@ -44,9 +44,11 @@ volt_find_lib() {
   find "$@" -maxdepth 3 -name "$name*" 2>/dev/null | head -1
 }
 
-# Whether the dynamic linker finds every library (and symbol version, e.g. GLIBCXX_3.4.32) EXE needs.
+# Whether EXE is an executable file for which the dynamic linker finds every library (and symbol
+# version, e.g. GLIBCXX_3.4.32). (ldd says "No such file", not "not found", for a missing EXE.)
 volt_loads() {
   local deps  # captured: `ldd | grep -q` fails under pipefail when grep stops reading early
-  deps="$(ldd "$1" 2>&1 || true)"
+  [ -f "$1" ] && [ -x "$1" ] || { echo "volt_loads: $1 is not an executable file" >&2; return 1; }
+  deps="$(ldd "$1" 2>&1)" || { echo "$deps" >&2; return 1; }
   ! grep -q 'not found' <<<"$deps"
 }

@@ -150,3 +150,5 @@ for s in "${steps[@]}"; do
 done
 echo "total: $((SECONDS - start)) s of a ${budget} s budget" | tee -a "$work/summary.txt"
 save
+# 1 when a step failed or timed out (its summary line says which), else 0.
+! grep -qE '^[a-z0-9-]+: exit [1-9]' "$work/summary.txt"
