@@ -21,9 +21,10 @@ pack)
   # The binaries find the carried libraries through their own RPATH ($ORIGIN/../lib, or ../../lib from
   # tests/dist; DT_RPATH, not RUNPATH, so that it also serves the libraries' own dependencies): the
   # device's other programs (python3 and PyTorch, ctest, ncu) never load them.
+  # Each gpu test at most 150 s there (VOLT_GPU_TEST_TIMEOUT): one that hangs costs that, not the session.
   cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DVOLT_CUDA=ON \
     '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib;$ORIGIN/../../lib' -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags \
-    >/dev/null
+    -DVOLT_GPU_TEST_TIMEOUT=150 >/dev/null
   cmake --build "$dir" -j"$(nproc)" --target $targets
   rm -rf "$dir/lib" "$dir/lib.tar.xz" "$dir/carry.tar.xz"  # a run here unpacked it: start again
   mkdir -p "$dir/lib/compat"

@@ -76,7 +76,7 @@ needs_tools() {
   echo "$1: not run (gVisor: compute-sanitizer and ncu cannot use the GPU here)" | tee -a "$work/summary.txt"
   return 1
 }
-gpu_tests() { run gpu-tests "$1" bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4 --timeout 150; }
+gpu_tests() { run gpu-tests "$1" bash "$root/tests/gpu_carry.sh" ctest "$build" -L gpu --output-on-failure -j 4; }
 memcheck() {
   needs_tools memcheck || return 0
   run memcheck "$1" bash -c 'for t in test_cuda test_cuda_training; do
