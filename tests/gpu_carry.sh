@@ -75,6 +75,12 @@ run|ctest)
   # CTest's files name the build folder by its absolute path here; make that path exist there too.
   here=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$dir/CMakeCache.txt")
   if [ "$here" != "$root" ] && [ ! -e "$here" ]; then mkdir -p "$(dirname "$here")" && ln -s "$root" "$here"; fi
+  # Scripted tests run `cmake -P` by the path it had here (/usr/bin/cmake); there CMake may be pip's.
+  cmake_here=$(sed -n 's/^CMAKE_COMMAND:INTERNAL=//p' "$dir/CMakeCache.txt")
+  if [ -n "$cmake_here" ] && [ ! -e "$cmake_here" ] && command -v cmake >/dev/null; then
+    mkdir -p "$(dirname "$cmake_here")" 2>/dev/null && ln -s "$(command -v cmake)" "$cmake_here" 2>/dev/null ||
+      echo "gpu_carry: no $cmake_here here and it cannot be linked: the cmake -P tests will fail" >&2
+  fi
   case $build in /*) exec ctest --test-dir "$dir" "$@" ;; esac
   cd "$here/$build" && exec ctest "$@"
   ;;
