@@ -12,7 +12,9 @@ ALIASES = {"fp32": "32", "32-true": "32", "float32": "32", "fp16": "16-mixed", "
 COLUMNS = ("batch", "precision", "Volt img/s (mode)", "PyTorch eager img/s", "PyTorch best img/s (mode)",
            "Volt / eager", "Volt / best", "Volt floor img/s (Volt's share)", "target met")
 TARGET_NOTE = ("target: in mixed precision, Volt at least 2x PyTorch's best at that batch size "
-               "(any mode or precision); in fp32, Volt ahead of PyTorch fp32 eager.")
+               "(any mode or precision); in fp32, Volt ahead of PyTorch fp32 eager. \"TF32 convs\": PyTorch "
+               "ran its fp32 convolutions in TF32 (its default; Volt's fp32 row is true fp32 unless its mode "
+               "says +tf32).")
 
 
 def records(lines):
@@ -65,7 +67,8 @@ class Table:
             self.keep_max(self.volt, key, number(f, "img_per_s"), mode)
         elif framework == "pytorch":
             if kind == "RESULT" and mode == "eager":
-                self.keep_max(self.eager, key, number(f, "img_per_s"), mode)
+                self.keep_max(self.eager, key, number(f, "img_per_s"),
+                              "TF32 convs" if f.get("tf32_convs") == "1" else "")
             self.keep_max(self.best, batch, number(f, "img_per_s"), f"{mode}, {prec}")
 
     def keys(self):
@@ -81,7 +84,7 @@ class Table:
         goal = to_best if mixed else to_eager
         met = "-" if goal is None else ("yes" if (goal >= 2.0 if mixed else goal > 1.0) else "no")
         share = f" ({100.0 * volt / floor:.1f}%)" if volt and floor else ""
-        return [str(key[0]), key[1], with_label(self.volt, key), img(eager),
+        return [str(key[0]), key[1], with_label(self.volt, key), with_label(self.eager, key),
                 with_label(self.best, key[0]), times(to_eager), times(to_best), img(floor) + share, met]
 
 
@@ -130,11 +133,15 @@ def main(argv=None):
         header, prefix = ["date", "GPU", "commit"] + header, list(args.markdown_row)
     rows = [prefix + table.row(k) for k in table.keys()]
     print(markdown(header, rows) if rows else "(no RESULT or FLOOR lines found)")
-    if not args.markdown_row:  # which prints only what goes into RESULTS.md
-        if rows:
-            print(f"\n{TARGET_NOTE}")
-        for line in table.skipped:
-            print(f"skipped: {line}")
+    if args.markdown_row:  # only what goes into RESULTS.md: the rows, and what their best left out
+        if rows and table.skipped:
+            print(f"\nNot run on {args.markdown_row[0]}, so not in \"PyTorch best\": "
+                  + "; ".join(table.skipped))
+        return 0
+    if rows:
+        print(f"\n{TARGET_NOTE}")
+    for line in table.skipped:
+        print(f"skipped: {line}")
     return 0
 
 

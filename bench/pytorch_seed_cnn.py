@@ -265,6 +265,9 @@ class Bench:
             print(f"warning: non-finite loss at batch {batch} {precision} {mode.name}", file=sys.stderr)
         if mode.compile:
             torch._dynamo.reset()  # frees the compiled graphs and their CUDA-graph memory pool
+        if precision == "32" and dev.type == "cuda":
+            # PyTorch's default lets cuDNN run fp32 convolutions in TF32 (Volt's 32 does only when asked)
+            result["tf32_convs"] = str(int(torch.backends.cudnn.allow_tf32))
         return {"img_per_s": f"{batch * steps / elapsed:.1f}",
                 "ms_per_step": f"{elapsed * 1000.0 / steps:.3f}", "steps": str(steps), **result}
 

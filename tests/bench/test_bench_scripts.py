@@ -51,6 +51,7 @@ class Compare(unittest.TestCase):
             "240,000 (graph)", "38,500",
             "109,000 (compile-reduce-overhead+channels-last+fused-adam, 16-mixed)",
             "6.23x", "2.20x", "3,705,000 (6.5%)", "yes"])
+        self.assertEqual(table["128", "32"][3], "38,000 (TF32 convs)")  # PyTorch's default, said
         self.assertEqual(table["128", "32"][5:], ["3.95x", "1.38x", "-", "yes"])  # fp32: ahead of eager
         # Volt's line there has img_per_s=not-a-number: a note on stderr, "-" in the table.
         self.assertEqual(table["512", "32"][2:], ["-", "182,000", "182,000 (eager, 32)", "-", "-", "-", "-"])
@@ -62,8 +63,11 @@ class Compare(unittest.TestCase):
             out = compare("--markdown-row", "2026-12-01", "H100 SXM", "abc1234", stdin=f.read())
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertTrue(all(r[:3] == ["2026-12-01", "H100 SXM", "abc1234"] for r in rows(out.stdout)))
-        self.assertNotIn("skipped", out.stdout)  # only table lines, to paste into RESULTS.md
-        self.assertEqual(rows(out.stdout)[0][3:7], ["128", "32", "-", "38,000"])  # no Volt figure: "-"
+        # the rows, then what "PyTorch best" left out, to paste into RESULTS.md
+        self.assertEqual(out.stdout.strip().splitlines()[-1],
+                         "Not run on 2026-12-01, so not in \"PyTorch best\": framework=pytorch device=cuda batch=512 "
+                         "precision=16-mixed mode=compile-reduce-overhead+channels-last+fused-adam reason=budget")
+        self.assertEqual(rows(out.stdout)[0][3:7], ["128", "32", "-", "38,000 (TF32 convs)"])  # no Volt figure: "-"
 
     def test_results_md_takes_the_rows(self):
         # The empty GPU table in bench/RESULTS.md has exactly the columns --markdown-row prints.
