@@ -10,8 +10,10 @@
 # 600 s) bounds the whole run: a Volt call starts only while it can end with the grace + 30 s still
 # left for PyTorch, and PyTorch's budget shrinks to what is left. A side that cannot run here (no binary, no torch, no GPU) is reported and
 # skipped; the exit status is 1 only when a side that could run failed or did not fit.
-# VOLT_COMMIT names the commit in results-row.md where git cannot (the device machine's copy).
-# VOLT_TIMEOUT: seconds per bench_train_gpu call (default 120).
+# VOLT_COMMIT names the commit in results-row.md where git cannot (the device machine's copy; else
+# BUILD/volt_commit, which tests/gpu_carry.sh pack writes).
+# VOLT_TIMEOUT: seconds per bench_train_gpu call (default 120). Its timeouts run --foreground: a
+# caller's own timeout (tests/gpu_session.sh) then ends this script's programs with it.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="" batches=128,512,2048 precisions=32,16-mixed out="" suite=best py=${PYTHON:-python3}
@@ -45,7 +47,8 @@ if [ -z "$build" ]; then
   [ -x "$root/build-gpu/bench/bench_train_gpu" ] && build=$root/build-gpu
 fi
 build=$(realpath -m "$build")
-out=$(realpath -m "${out:-$root/bench-out/gpu-$(date -u +%Y%m%dT%H%M%SZ)}")
+# (on the device machine only what lands under $OUT comes back)
+out=$(realpath -m "${out:-${OUT:-$root/bench-out}/gpu-$(date -u +%Y%m%dT%H%M%SZ)}")
 mkdir -p "$out" || exit 1
 counts=(${steps:+--steps "$steps"} ${warmup:+--warmup "$warmup"})
 volt_state="" torch_state="" failed=0
@@ -70,7 +73,7 @@ else
           echo "bench_train_gpu --batch-size $b --precision $p: not run, --time-limit $limit s"; status=124
           continue
         fi
-        timeout -k 10 "$volt_timeout" "$exe" --batch-size "$b" --precision "$p" "${counts[@]}" </dev/null
+        timeout --foreground -k 10 "$volt_timeout" "$exe" --batch-size "$b" --precision "$p" "${counts[@]}" </dev/null
         rc=$?
         [ $rc = 77 ] && exit 77
         [ $rc = 0 ] || { echo "bench_train_gpu --batch-size $b --precision $p: exit $rc"; status=$rc; }
@@ -89,7 +92,7 @@ else
 fi
 
 # PyTorch: the whole suite in one process (CUDA context, cuDNN and compile caches shared).
-probe=$(timeout -k 10 120 "$py" -c 'import torch; print(torch.__version__, torch.cuda.is_available())' \
+probe=$(timeout --foreground -k 10 120 "$py" -c 'import torch; print(torch.__version__, torch.cuda.is_available())' \
         </dev/null 2>/dev/null)
 if [ -z "$probe" ]; then
   torch_state="skipped: torch is not importable with $py (--python PY)"
@@ -99,7 +102,7 @@ elif [ "$limit" -lt $((SECONDS + torch_min)) ]; then
   torch_state="FAILED: not run, --time-limit $limit s leaves under $torch_min s at ${SECONDS} s"; failed=1
 else
   [ "$budget" -lt $((limit - SECONDS - grace)) ] || budget=$((limit - SECONDS - grace))
-  timeout -k 10 "$((budget + grace))" "$py" "$root/bench/pytorch_seed_cnn.py" --device "$device" \
+  timeout --foreground -k 10 "$((budget + grace))" "$py" "$root/bench/pytorch_seed_cnn.py" --device "$device" \
     --suite "$suite" --batch-size "$batches" --precisions "$precisions" --budget "$budget" "${counts[@]}" \
     </dev/null 2>&1 | tee "$out/pytorch.log"
   rc=${PIPESTATUS[0]}
@@ -113,7 +116,8 @@ fi
 
 logs=(/dev/null)  # never stdin
 for f in "$out/volt.log" "$out/pytorch.log"; do [ -f "$f" ] && logs+=("$f"); done
-commit=${VOLT_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+commit=${VOLT_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || cat "$build/volt_commit" 2>/dev/null ||
+                        echo unknown)}
 echo
 python3 "$root/bench/compare.py" "${logs[@]}" | tee "$out/table.md" || failed=1
 python3 "$root/bench/compare.py" --markdown-row "$(date -u +%F)" "${gpu:-$device}" "$commit" "${logs[@]}" \

@@ -54,6 +54,8 @@ pack)
   bins=$(cd "$dir" && for t in $targets; do find tests bench tools -name "$t" -type f -perm -u+x; done)
   # shellcheck disable=SC2086  # one path per word (no spaces in the build's own paths)
   tar -cJf "$dir/carry.tar.xz" -C "$dir" lib $bins && rm -rf "$dir/lib" && (cd "$dir" && rm -f $bins)
+  # The commit the binaries were built from, for bench/RESULTS.md rows (the device's copy has no git).
+  git -C "$root" describe --always --dirty --abbrev=7 >"$dir/volt_commit" 2>/dev/null || rm -f "$dir/volt_commit"
   # What travels: this folder, .carry (the fixtures) and the tracked sources; the cap is 64 MiB.
   # (.carry may not exist yet: du would exit 1 and, under pipefail, end the script without a word)
   carried=("$dir"); [ -e "$root/.carry" ] && carried+=("$root/.carry")
