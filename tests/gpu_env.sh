@@ -41,7 +41,7 @@ volt_find_lib() {
   local name=$1
   shift
   [ $# -gt 0 ] || return 0
-  find "$@" -maxdepth 3 -name "$name*" 2>/dev/null | head -1
+  find -H "$@" -maxdepth 3 -name "$name*" 2>/dev/null | head -1  # -H: /usr/local/cuda/lib64 is a link
 }
 
 # Whether EXE is an executable file for which the dynamic linker finds every library (and symbol

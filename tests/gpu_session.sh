@@ -39,6 +39,7 @@ save() {
 }
 
 . "$root/tests/gpu_env.sh"
+had_ld=${LD_LIBRARY_PATH+1} orig_ld=${LD_LIBRARY_PATH-}
 if ! volt_gpu_env "$dir" "$dir/tests/test_cuda" >"$work/env.log" 2>&1; then
   echo "the binaries in $dir do not load here (see env.log)" | tee "$work/summary.txt"
   save
@@ -121,8 +122,14 @@ linear_lt() {
   done
 }
 
-export dir work
-export -f timed_train kernels ops linear_lt
+# CMD... with the library path the session started with: PyTorch's side of the bench loads its own
+# libraries (run_gpu_bench.sh sets Volt's path for Volt's calls alone).
+device_env() {
+  if [ -n "$had_ld" ]; then LD_LIBRARY_PATH=$orig_ld "$@"; else env -u LD_LIBRARY_PATH "$@"; fi
+}
+
+export dir work had_ld orig_ld
+export -f timed_train kernels ops linear_lt device_env
 for s in "${steps[@]}"; do
   case $s in
     info) run info 20 bash -c "nvidia-smi; nvcc --version; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" ;;
@@ -133,7 +140,7 @@ for s in "${steps[@]}"; do
       save ;;
     gpu-tests) gpu_tests 210 ;;
     memcheck) memcheck 210 ;;
-    bench) VOLT_TIMEOUT=40 run bench 180 bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$work/bench" \
+    bench) VOLT_TIMEOUT=40 run bench 180 device_env bash "$root/bench/run_gpu_bench.sh" --build "$dir" --out "$work/bench" \
              --time-limit 170 --budget 100 ;;
     ops) run ops 40 ops ;;
     tf32) run tf32 40 "$dir/bench/bench_train_gpu" --precision 32 --float32-matmul-precision high --mode graph ;;
