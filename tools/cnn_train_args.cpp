@@ -52,7 +52,8 @@ const char* train_usage() {
          "  --accelerator NAME          cpu | gpu | auto (default auto: the GPU when there is one)\n"
          "  --devices N                 processes (devices) per node: a count that must match the launcher's\n"
          "                              tasks per node, -1 one per GPU, auto what was launched (default)\n"
-         "  --gpus N                    the tutorial's gpus=N: --accelerator gpu --devices N (-1: one per GPU)\n"
+         "  --gpus N                    the tutorial's gpus=N: --accelerator gpu --devices N (-1: one per\n"
+         "                              GPU; 0: the CPU, as in Lightning)\n"
          "  --num-nodes N               nodes, a count that must match the launcher's (default auto: what was\n"
          "                              launched); several processes are started by srun or mpirun\n"
          "  --strategy NAME             ddp | dp (dp runs as ddp; default: ddp when several processes;\n"
@@ -130,6 +131,7 @@ bool is_count(const char* s) {
 TrainArgs parse_train_args(int argc, char** argv) {
   TrainArgs a;
   bool momentum_given = false;  // refused with adam and adamw, not ignored
+  bool gpus_zero = false;       // --gpus 0: the CPU, as in Lightning
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i], value;
     const size_t eq = flag.find('=');
@@ -200,6 +202,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     } else if (flag == "--gpus") {
       const std::string v = next();
       a.gpus = v == "-1" ? -1 : to_int(flag, v, 0);
+      gpus_zero = a.gpus == 0;  // Lightning's gpus=0: no GPU
     } else if (flag == "--num-nodes") {
       const std::string v = next();
       a.num_nodes = v == "auto" ? 0 : to_int(flag, v, 1);
@@ -241,6 +244,11 @@ TrainArgs parse_train_args(int argc, char** argv) {
   if (a.momentum < 0) throw UsageError("bad value for --momentum: it must be >= 0");
   if (momentum_given && a.optimizer != "sgd")  // not silently ignored: Adam's betas are fixed
     throw UsageError("--momentum is SGD's (--optimizer sgd); " + a.optimizer + " uses betas 0.9, 0.999");
+  if (gpus_zero) {
+    if (a.accelerator == "gpu" || a.accelerator == "cuda")
+      throw UsageError("--gpus 0 means the CPU but --accelerator is " + a.accelerator);
+    a.accelerator = "cpu";
+  }
   if (a.threads == 0) a.threads = available_cpus();
   return a;
 }

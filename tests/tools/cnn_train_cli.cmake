@@ -98,7 +98,11 @@ expect(2 "bad value '0' for --num-nodes" --num-nodes 0)
 expect(2 "bad value '0' for --devices: expected auto, -1 \\(one per GPU\\) or a count >= 1" --devices 0)
 expect(2 "bad value '-1' for --fast-dev-run" --fast-dev-run -1)
 expect(2 "bad value '-2' for --gpus" --gpus -2)
+expect(2 "--gpus 0 means the CPU but --accelerator is gpu" --gpus 0 --accelerator gpu)
 expect(0 "usage: cnn_train" --help)
+
+# Lightning's gpus=0 is the CPU, whatever GPUs are visible.
+expect(0 "device: cpu" ${small} --gpus 0 --fast-dev-run 1)
 
 # Mixed precision on the CPU: the float32 kernels between 16-bit casts; 16-mixed reports its scaler.
 expect(0 "Mixed precision \\(16-mixed\\): 0 of 6 optimizer steps skipped" ${small} --precision 16-mixed --epochs 1
