@@ -4,6 +4,9 @@
 
 #include <volt/volt.h>
 
+#include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <sstream>
 #include <string>
@@ -21,19 +24,25 @@ inline std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-// An integer >= min, or a volt::Error naming the flag.
-inline long long parse_int(const std::string& v, const std::string& flag, long long min = 1) {
+// An integer in [min, max] (every count here is an int), or a volt::Error naming the flag: never
+// one wrapped or narrowed into range.
+inline long long parse_int(const std::string& v, const std::string& flag, long long min = 1,
+                           long long max = INT_MAX) {
   char* end = nullptr;
+  errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || x < min)
-    throw Error("bad value '" + v + "' for " + flag + " (an integer >= " + std::to_string(min) + ")");
+  if (v.empty() || *end || errno == ERANGE || x < min || x > max)
+    throw Error("bad value '" + v + "' for " + flag + " (an integer >= " + std::to_string(min) +
+                " and <= " + std::to_string(max) + ")");
   return x;
 }
 
+// A finite number > 0, or a volt::Error naming the flag.
 inline double parse_double(const std::string& v, const std::string& flag) {
   char* end = nullptr;
   const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !(x > 0)) throw Error("bad value '" + v + "' for " + flag + " (a positive number)");
+  if (v.empty() || *end || !(x > 0) || !std::isfinite(x))
+    throw Error("bad value '" + v + "' for " + flag + " (a positive number)");
   return x;
 }
 
