@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -65,8 +66,11 @@ int64_t estimated_steps(const TrainArgs& a, const TrainerOptions& to, int64_t tr
   int64_t per_epoch = a.fast_dev_run ? std::min(a.fast_dev_run, train_batches)
                                      : (to.overfit_batches.value > 0 ? to.overfit_batches.of(train_batches)
                                                                      : to.limit_train_batches.of(train_batches));
-  per_epoch = (per_epoch + to.accumulate_grad_batches - 1) / to.accumulate_grad_batches;
-  int64_t total = std::max<int64_t>(1, per_epoch) * (a.fast_dev_run ? 1 : a.epochs);
+  // (a ceiling and a product that cannot overflow: the flags go up to 2^63 - 1)
+  per_epoch = std::max<int64_t>(1, per_epoch / to.accumulate_grad_batches + (per_epoch % to.accumulate_grad_batches != 0));
+  const int64_t epochs = a.fast_dev_run ? 1 : a.epochs;
+  int64_t total = per_epoch > std::numeric_limits<int64_t>::max() / epochs ? std::numeric_limits<int64_t>::max()
+                                                                             : per_epoch * epochs;
   if (a.max_steps > 0) total = std::min(total, a.max_steps);
   return std::max<int64_t>(1, total);
 }

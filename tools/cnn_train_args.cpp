@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <functional>
 #include <initializer_list>
@@ -191,9 +192,10 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (flag == "--augment") a.augment = flag_only();
     else if (flag == "--cutout") a.cutout = to_int(flag, next(), 0);
     else if (flag == "--channels") a.channels = std::stoll(choice({"1", "3", "4"}));
-    else if (flag == "--train-samples") a.train_samples = to_int(flag, next(), 1);
-    else if (flag == "--val-samples") a.val_samples = to_int(flag, next(), 1);
-    else if (flag == "--test-samples") a.test_samples = to_int(flag, next(), 1);
+    // (at most 2^31 - 1 each: the three are added and multiplied by image sizes)
+    else if (flag == "--train-samples") a.train_samples = to_int(flag, next(), 1, INT32_MAX);
+    else if (flag == "--val-samples") a.val_samples = to_int(flag, next(), 1, INT32_MAX);
+    else if (flag == "--test-samples") a.test_samples = to_int(flag, next(), 1, INT32_MAX);
     else if (flag == "--accelerator") a.accelerator = choice({"cpu", "gpu", "cuda", "auto"});
     else if (flag == "--devices") {
       const std::string v = next();

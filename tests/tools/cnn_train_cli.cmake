@@ -98,8 +98,14 @@ expect(2 "bad value '0' for --num-nodes" --num-nodes 0)
 expect(2 "bad value '0' for --devices: expected auto, -1 \\(one per GPU\\) or a count >= 1" --devices 0)
 expect(2 "bad value '-1' for --fast-dev-run" --fast-dev-run -1)
 expect(2 "bad value '-2' for --gpus" --gpus -2)
+expect(2 "bad value '9223372036854775807' for --train-samples: expected an integer >= 1 and <= 2147483647"
+       --train-samples 9223372036854775807)
 expect(2 "--gpus 0 means the CPU but --accelerator is gpu" --gpus 0 --accelerator gpu)
 expect(0 "usage: cnn_train" --help)
+
+# OneCycleLR's step estimate at the flags' largest values (it overflowed: UBSan's build aborts on that).
+expect(0 "test_acc" ${small} --scheduler onecycle --accumulate-grad-batches 9223372036854775807 --fast-dev-run 2)
+expect(0 "test_acc" ${small} --scheduler onecycle --epochs 9223372036854775807 --max-steps 2 --limit-val-batches 0)
 
 # Lightning's gpus=0 is the CPU, whatever GPUs are visible.
 expect(0 "device: cpu" ${small} --gpus 0 --fast-dev-run 1)
