@@ -16,14 +16,21 @@ seconds=60
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --seconds) seconds="$2"; shift 2 ;;
+    --seconds)
+      # libFuzzer reads a non-number as 0, which is no time limit at all
+      [[ ${2:-} =~ ^[1-9][0-9]{0,6}$ ]] || { echo "fuzz.sh: --seconds takes a whole number of seconds >= 1" >&2; exit 2; }
+      seconds="$2"; shift 2 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
+known=" tensor_file checkpoint idx cifar image tar cli "
+for t in "${targets[@]}"; do
+  [[ $known == *" $t "* ]] || { echo "fuzz.sh: unknown target '$t' (targets:$known)" >&2; exit 2; }
+done
 command -v clang++ >/dev/null || { echo "fuzz.sh: needs clang (apt-get install clang libomp-dev)" >&2; exit 2; }
-[ ${#targets[@]} -gt 0 ] || targets=(tensor_file checkpoint idx cifar image tar cli)
+[ ${#targets[@]} -gt 0 ] || read -ra targets <<<"$known"
 
 build=build-fuzz
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
