@@ -197,7 +197,11 @@ void backward(const Tensor& root, const Tensor& grad_root) {
              " does not match output shape ", shape_str(root.shape()));
   VOLT_CHECK(g0.device() == root.device(), "backward: the gradient is on ", g0.device().str(), " but the output is on ",
              root.device().str());
+  VOLT_CHECK(is_floating(g0.dtype()), "backward: the gradient is ", dtype_name(g0.dtype()),
+             ", not a floating-point tensor");
   NoGradGuard no_grad;
+  // In the output's dtype, as PyTorch does: each backward reads its gradient as its output's type.
+  if (g0.dtype() != root.dtype()) g0 = g0.to(root.dtype());
   if (root.is_leaf()) {
     accumulate_leaf(root.impl(), g0, nullptr);
     if (g_grad_ready) g_grad_ready->grad_ready(root);

@@ -341,6 +341,24 @@ TEST_CASE("backward with an explicit output gradient") {
   check_close(x4.grad().to_vector(), {6.0});
 }
 
+TEST_CASE("backward takes the output gradient in the output's dtype, as PyTorch does") {
+  // A float16 gradient for a float32 leaf: its .grad stays float32 (the optimizers need that).
+  Tensor a = leaf({2}, {1, 2});
+  a.backward(Tensor::from_vector({2}, {0.5f, 2.f}).to(DType::F16));
+  CHECK(a.grad().dtype() == DType::F32);
+  check_close(a.grad().to_vector(), {0.5, 2.0});
+  // A float32 gradient for a float16 output.
+  Tensor x = Tensor::from_vector({4}, {1, -2, 3, 4}).to(DType::F16);
+  x.requires_grad_();
+  relu(x).backward(Tensor::ones({4}));
+  CHECK(x.grad().dtype() == DType::F16);
+  check_close(x.grad().to(DType::F32).to_vector(), {1, 0, 1, 1});
+  // Integers are no gradient.
+  Tensor b = leaf({2}, {1, 2});
+  CHECK(test::contains(test::error_of([&] { mul(b, 2.f).backward(Tensor::from_labels({1, 1})); }),
+                       "not a floating-point tensor"));
+}
+
 TEST_CASE("non-leaf tensors do not get .grad") {
   Tensor x = leaf({3}, {1, 2, 3});
   Tensor h = mul(x, 2.f);

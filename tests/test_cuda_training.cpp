@@ -142,6 +142,20 @@ TEST_CASE("gpu Module::to moves parameters, gradients and buffers in place and b
   CHECK(vt::same_state(m, before));
 }
 
+TEST_CASE("gpu autograd: an output gradient of another dtype is converted, not read as the output's type") {
+  require_gpu();
+  Tensor x = Tensor::from_vector({4}, {1, -2, 3, 4}).to(DType::F16).to(kGpu);
+  x.requires_grad_();
+  relu(x).backward(Tensor::ones({4}).to(kGpu));  // float32 ones were read as pairs of halves
+  CHECK(x.grad().dtype() == DType::F16);
+  CHECK(x.grad().to(Device::cpu()).to(DType::F32).to_vector() == std::vector<float>{1, 0, 1, 1});
+  Tensor a = Tensor::from_vector({2}, {1, 2}).to(kGpu);
+  a.requires_grad_();
+  a.backward(Tensor::from_vector({2}, {0.5f, 2.f}).to(DType::F16).to(kGpu));
+  CHECK(a.grad().dtype() == DType::F32);
+  CHECK(a.grad().to(Device::cpu()).to_vector() == std::vector<float>{0.5f, 2.f});
+}
+
 TEST_CASE("gpu autograd: a module moved between forward and backward, or a scale updated, is an error there") {
   require_gpu();
   // The backward of a forward on the CPU would read the moved weights' new (GPU) memory, or (an
