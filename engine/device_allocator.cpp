@@ -66,9 +66,9 @@ void CachingDeviceAllocator::deallocate(void* ptr, size_t) {
   // The block goes back to the stream it was used on: work queued there that still reads it runs
   // before any later use from the same stream. A live private pool keeps its blocks, and a block
   // allocated before a capture but freed during it joins the pool being filled: the captured work
-  // may use it, and every replay repeats that work.
-  void* const pool = b.pool ? b.pool : active_pool_;
-  free_[pool && pools_.count(pool) ? pool : b.stream].emplace(b.size, ptr);
+  // may use it, and every replay repeats that work (so does a block of a released pool).
+  void* const pool = b.pool && pools_.count(b.pool) ? b.pool : active_pool_;
+  free_[pool ? pool : b.stream].emplace(b.size, ptr);
   stats_.bytes_in_use -= b.size;
   stats_.bytes_cached += b.size;
 }

@@ -50,7 +50,8 @@ class CachingDeviceAllocator final : public Allocator {
   // Private pools (a captured CUDA graph's memory). Between begin_pool(key) and end_pool(), blocks
   // are handed out from pool `key` (taking cached blocks of the current stream, or new ones, into it);
   // a block of the pool returns to the pool when freed, at any time, and so does one allocated
-  // before begin_pool but freed before end_pool (the captured work may have used it), so nothing
+  // before begin_pool (or in a pool since released) but freed before end_pool (the captured work may
+  // have used it), so nothing
   // outside the pool ever gets memory the graph's replays write. release_pool(key) gives the pool's free blocks back to the
   // stream's cache; its blocks still held by tensors follow when those are freed.
   void begin_pool(void* key);

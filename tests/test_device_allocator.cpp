@@ -163,6 +163,28 @@ TEST_CASE("device allocator: a private pool (a CUDA graph's memory) keeps its bl
   CHECK(dev.live.empty());
 }
 
+TEST_CASE("device allocator: a released pool's block freed during another capture joins that capture's pool") {
+  FakeDevice dev;
+  CachingDeviceAllocator a(&dev, "fake:0");
+  int graph_a = 0, graph_b = 0;
+  a.begin_pool(&graph_a);
+  void* kept = a.allocate(6000);  // made in graph A's capture, outlives A
+  a.end_pool();
+  a.release_pool(&graph_a);
+  a.begin_pool(&graph_b);
+  a.deallocate(kept, 6000);  // graph B's captured work may have read it: B's replays will again
+  a.end_pool();
+  void* eager = a.allocate(6000);
+  CHECK(eager != kept);  // it went to the stream's cache, and eager work got it while B replays
+  a.deallocate(eager, 6000);
+  a.release_pool(&graph_b);  // B is gone: the stream's cache has both
+  void* x = a.allocate(6000);
+  void* y = a.allocate(6000);
+  CHECK(((x == kept && y == eager) || (x == eager && y == kept)));
+  a.deallocate(x, 6000);
+  a.deallocate(y, 6000);
+}
+
 // Last in this file: on a machine with a GPU it skips (exit 77), which ends the process.
 TEST_CASE("without a GPU, a cuda tensor is refused with a message naming the device") {
   if (cuda_device_count() > 0) volt::test::skip("a GPU is visible: this case checks the machines without one");
