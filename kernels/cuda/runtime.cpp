@@ -97,7 +97,12 @@ void device_free(void* ptr, int device) {
 
 void* pinned_malloc(size_t bytes) {
   void* p = nullptr;
-  CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocPortable));  // pinned for every device, from any thread
+  const cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);  // pinned for every device, any thread
+  if (e == cudaErrorMemoryAllocation) {  // the caller frees its cache and tries again
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  CUDA_CHECK(e);
   return p;
 }
 

@@ -24,7 +24,8 @@ void device_free(void* ptr, int device);
 // is tried once more. release_cache does nothing until one is registered.
 void set_cache_release(void (*release)(int device));
 void release_cache(int device);
-// Page-locked host memory (cudaHostAlloc, portable: pinned for every device / cudaFreeHost); throws on failure.
+// Page-locked host memory (cudaHostAlloc, portable: pinned for every device / cudaFreeHost): nullptr
+// when the system has no more to lock (as device_malloc), a volt::Error for any other failure.
 void* pinned_malloc(size_t bytes);
 void pinned_free(void* ptr);
 

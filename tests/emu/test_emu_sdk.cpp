@@ -71,6 +71,23 @@ TEST_CASE("emulated runtime: fresh device memory is NaN, and copies check which 
   CHECK(cudaFree(d) == cudaSuccess);
 }
 
+// Pinned memory that runs out: the caching host allocator gives its cached blocks back and tries once
+// more (cudaHostAlloc's failure must reach it as "none left", not as an error).
+TEST_CASE("emulated runtime: out of pinned memory, the pinned cache is given back and the allocation retried") {
+  struct Restore {
+    ~Restore() { volt_emu::no_pinned_limit(); }
+  } restore;
+  volt::Allocator& pinned = volt::pinned_host_allocator();
+  const size_t cached = size_t(3) << 20, wanted = size_t(4) << 20;
+  pinned.deallocate(pinned.allocate(cached), cached);  // cached, so still page-locked
+  volt_emu::limit_pinned(wanted - cached / 2);         // too little beside the cached block
+  void* p = nullptr;
+  CHECK_NOTHROW(p = pinned.allocate(wanted));
+  CHECK(p != nullptr);
+  pinned.deallocate(p, wanted);
+  CHECK(cudaGetLastError() == cudaSuccess);
+}
+
 TEST_CASE("emulated runtime: a captured stream records its work, a graph replays it, host waits invalidate") {
   cudaStream_t s = nullptr, side = nullptr;
   REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);

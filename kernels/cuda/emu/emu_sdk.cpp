@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -67,7 +68,8 @@ struct Allocation {
 struct Memory {
   std::mutex mu;
   std::map<uintptr_t, Allocation> blocks;  // by base address
-  size_t device_bytes = 0;
+  size_t device_bytes = 0, pinned_bytes = 0;
+  size_t pinned_limit = SIZE_MAX;  // volt_emu::limit_pinned
 };
 Memory& memory() {
   static Memory* m = new Memory;  // never destroyed: tensors may be freed after main returns
@@ -101,13 +103,14 @@ void* allocate(size_t bytes, Kind kind) {
   {
     std::lock_guard<std::mutex> lock(m.mu);
     if (kind == Kind::Device && m.device_bytes + rounded > kDeviceMemory) return nullptr;
+    if (kind == Kind::Pinned && m.pinned_bytes + rounded > m.pinned_limit) return nullptr;
   }
   void* p = nullptr;
   if (posix_memalign(&p, 256, bytes ? bytes : 1) != 0) return nullptr;
   std::memset(p, 0xFF, bytes);
   std::lock_guard<std::mutex> lock(m.mu);
   m.blocks[reinterpret_cast<uintptr_t>(p)] = Allocation{bytes, g_device, kind};
-  if (kind == Kind::Device) m.device_bytes += rounded;
+  (kind == Kind::Device ? m.device_bytes : m.pinned_bytes) += rounded;
   return p;
 }
 
@@ -118,7 +121,7 @@ cudaError_t release(void* p, Kind kind) {
     std::lock_guard<std::mutex> lock(m.mu);
     auto it = m.blocks.find(reinterpret_cast<uintptr_t>(p));
     if (it == m.blocks.end() || it->second.kind != kind) return fail(cudaErrorInvalidValue);
-    if (kind == Kind::Device) m.device_bytes -= (it->second.bytes + 255) & ~size_t(255);
+    (kind == Kind::Device ? m.device_bytes : m.pinned_bytes) -= (it->second.bytes + 255) & ~size_t(255);
     m.blocks.erase(it);
   }
   std::free(p);
@@ -196,6 +199,18 @@ void submit(cudaStream_t stream, std::function<void()> work) {
 }
 
 bool is_device_range(const void* ptr, size_t bytes) { return device_range(ptr, bytes); }
+
+void limit_pinned(size_t more) {
+  Memory& m = memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  m.pinned_limit = m.pinned_bytes + more;
+}
+
+void no_pinned_limit() {
+  Memory& m = memory();
+  std::lock_guard<std::mutex> lock(m.mu);
+  m.pinned_limit = SIZE_MAX;
+}
 
 }  // namespace volt_emu
 
