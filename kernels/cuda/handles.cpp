@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/runtime.h"
 
 namespace volt::cuda {
 
@@ -32,17 +33,33 @@ struct Blas {
 // A workspace of its own, so neither library allocates inside a captured CUDA graph.
 constexpr size_t kBlasWorkspace = size_t(32) << 20;
 
-// The device's entry, its cuBLAS handle and workspace created (call with g_mu held).
+// The device's entry, its cuBLAS handle and workspace created (call with g_mu held). The entry is
+// filled only once both exist, so a failure (a full device) is tried again at the next call.
 Blas& blas(int device) {
   static std::vector<Blas> entries;
   if (entries.size() <= size_t(device)) entries.resize(size_t(device) + 1);
   Blas& e = entries[size_t(device)];
   if (!e.h) {
     CUDA_CHECK(cudaSetDevice(device));  // first: the handle belongs to the current device
-    CUBLAS_CHECK(cublasCreate(&e.h));
+    // As any device allocation: with the device full, the caching allocator gives its cache back once.
+    void* workspace = device_malloc(kBlasWorkspace, device);
+    if (!workspace) {
+      release_cache(device);
+      workspace = device_malloc(kBlasWorkspace, device);
+    }
+    VOLT_CHECK(workspace, "out of memory on cuda:", device, " allocating cuBLAS's workspace (", kBlasWorkspace >> 20,
+               " MiB)");
+    cublasHandle_t h = nullptr;
+    cublasStatus_t st = cublasCreate(&h);
     // Plain fp32 (no TF32 tensor-core math unless a precision mode asks for it later).
-    CUBLAS_CHECK(cublasSetMathMode(e.h, CUBLAS_DEFAULT_MATH));
-    CUDA_CHECK(cudaMalloc(&e.workspace, kBlasWorkspace));
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      if (h) cublasDestroy(h);
+      device_free(workspace, device);
+      VOLT_FAIL("cuBLAS error: making the handle of cuda:", device, " failed: ", detail::cublas_status_string(st));
+    }
+    e.h = h;
+    e.workspace = workspace;
   }
   return e;
 }

@@ -75,17 +75,39 @@ TEST_CASE("emulated runtime: fresh device memory is NaN, and copies check which 
 // more (cudaHostAlloc's failure must reach it as "none left", not as an error).
 TEST_CASE("emulated runtime: out of pinned memory, the pinned cache is given back and the allocation retried") {
   struct Restore {
-    ~Restore() { volt_emu::no_pinned_limit(); }
+    ~Restore() { volt_emu::lift_memory_limits(); }
   } restore;
   volt::Allocator& pinned = volt::pinned_host_allocator();
   const size_t cached = size_t(3) << 20, wanted = size_t(4) << 20;
   pinned.deallocate(pinned.allocate(cached), cached);  // cached, so still page-locked
-  volt_emu::limit_pinned(wanted - cached / 2);         // too little beside the cached block
+  volt_emu::limit_memory(volt_emu::MemoryKind::Pinned, wanted - cached / 2);  // too little beside the cached block
   void* p = nullptr;
   CHECK_NOTHROW(p = pinned.allocate(wanted));
   CHECK(p != nullptr);
   pinned.deallocate(p, wanted);
   CHECK(cudaGetLastError() == cudaSuccess);
+}
+
+// cuBLAS's first use on a full device (CTest runs this case in a process of its own, so that it is the
+// first): its 32 MiB workspace is refused cleanly and tried again at the next call, and it takes the
+// caching allocator's cache back as any device allocation does.
+TEST_CASE("emulated runtime: cuBLAS's workspace on a full device: a clean refusal, then the cache given back") {
+  using namespace volt;
+  struct Restore {
+    ~Restore() { volt_emu::lift_memory_limits(); }
+  } restore;
+  const Tensor x = test::rand_tensor({4, 6}, 71), w = test::rand_tensor({3, 6}, 72), b = test::rand_tensor({3}, 73);
+  const Tensor xg = x.to(test::kGpu), wg = w.to(test::kGpu), bg = b.to(test::kGpu);
+  cuda_empty_cache();
+  volt_emu::limit_memory(volt_emu::MemoryKind::Device, size_t(16) << 20);
+  const std::string refused = test::error_of([&] { linear(xg, wg, bg); });
+  if (!refused.empty()) {  // (cuBLAS was already set up when an earlier case in this process used it)
+    CHECK(test::contains(refused, "allocating cuBLAS's workspace"));
+    volt_emu::lift_memory_limits();
+    { Tensor big = Tensor::empty({int64_t(40) << 18}, DType::F32, test::kGpu); }  // 40 MiB, now cached
+    volt_emu::limit_memory(volt_emu::MemoryKind::Device, size_t(16) << 20);
+  }
+  test::check_near(linear(xg, wg, bg), linear(x, w, b), 1e-5, 1e-5, "linear after the retry");
 }
 
 TEST_CASE("emulated runtime: a captured stream records its work, a graph replays it, host waits invalidate") {

@@ -69,7 +69,7 @@ struct Memory {
   std::mutex mu;
   std::map<uintptr_t, Allocation> blocks;  // by base address
   size_t device_bytes = 0, pinned_bytes = 0;
-  size_t pinned_limit = SIZE_MAX;  // volt_emu::limit_pinned
+  size_t device_limit = kDeviceMemory, pinned_limit = SIZE_MAX;  // volt_emu::limit_memory
 };
 Memory& memory() {
   static Memory* m = new Memory;  // never destroyed: tensors may be freed after main returns
@@ -102,7 +102,7 @@ void* allocate(size_t bytes, Kind kind) {
   Memory& m = memory();
   {
     std::lock_guard<std::mutex> lock(m.mu);
-    if (kind == Kind::Device && m.device_bytes + rounded > kDeviceMemory) return nullptr;
+    if (kind == Kind::Device && m.device_bytes + rounded > m.device_limit) return nullptr;
     if (kind == Kind::Pinned && m.pinned_bytes + rounded > m.pinned_limit) return nullptr;
   }
   void* p = nullptr;
@@ -200,15 +200,17 @@ void submit(cudaStream_t stream, std::function<void()> work) {
 
 bool is_device_range(const void* ptr, size_t bytes) { return device_range(ptr, bytes); }
 
-void limit_pinned(size_t more) {
+void limit_memory(MemoryKind kind, size_t more) {
   Memory& m = memory();
   std::lock_guard<std::mutex> lock(m.mu);
-  m.pinned_limit = m.pinned_bytes + more;
+  if (kind == MemoryKind::Device) m.device_limit = std::min(kDeviceMemory, m.device_bytes + more);
+  else m.pinned_limit = m.pinned_bytes + more;
 }
 
-void no_pinned_limit() {
+void lift_memory_limits() {
   Memory& m = memory();
   std::lock_guard<std::mutex> lock(m.mu);
+  m.device_limit = kDeviceMemory;
   m.pinned_limit = SIZE_MAX;
 }
 

@@ -148,11 +148,13 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 // all come through here).
 namespace volt_emu {
 void submit(cudaStream_t stream, std::function<void()> work);
-// Fault injection for tests: from now on cudaHostAlloc fails (cudaErrorMemoryAllocation) where the
-// live pinned allocations would grow more than `more` bytes past those live now; no_pinned_limit()
-// lifts it (the default).
-void limit_pinned(size_t more);
-void no_pinned_limit();
+// Fault injection for tests: from now on cudaMalloc (kind Device) or cudaHostAlloc (Pinned) fails
+// with cudaErrorMemoryAllocation where that kind's live allocations would grow more than `more` bytes
+// past those live now; lift_memory_limits() goes back to the default (16 GiB of device memory, pinned
+// memory unbounded).
+enum class MemoryKind { Device, Pinned };
+void limit_memory(MemoryKind kind, size_t more);
+void lift_memory_limits();
 // Whether [ptr, ptr + bytes) lies inside one live emulated device allocation.
 bool is_device_range(const void* ptr, size_t bytes);
 }  // namespace volt_emu
