@@ -139,12 +139,15 @@ void ModelCheckpoint::sort_top() {
 void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
   if (!t.writes_files() || dir_.empty()) return;
   const int64_t epoch = t.current_epoch();
-  if ((epoch + 1) % o_.every_n_epochs != 0 && !t.should_stop()) return;
+  // every_n_epochs paces the ranked files (and a stop saves one early); last.ckpt follows every epoch,
+  // as in Lightning, so that --resume last never goes back further than one epoch.
+  const bool on_schedule = (epoch + 1) % o_.every_n_epochs == 0 || t.should_stop();
+  if (!on_schedule && !o_.save_last) return;
   std::map<std::string, double> values = t.callback_metrics();
   values["epoch"] = double(epoch);
   values["step"] = double(t.global_step());
   double score = std::numeric_limits<double>::quiet_NaN();
-  bool rank_now = o_.save_top_k != 0;
+  bool rank_now = o_.save_top_k != 0 && on_schedule;
   if (!o_.monitor.empty() && rank_now) {
     auto it = values.find(o_.monitor);
     if (t.has_validation() && t.last_validated_epoch() != epoch) {

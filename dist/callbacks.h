@@ -38,8 +38,8 @@ struct ModelCheckpointOptions {
   std::string monitor;                        // "" = no metric: keep the latest save_top_k
   std::string mode = "min";                   // "min" or "max"
   int64_t save_top_k = 1;                     // -1 all, 0 none (last.ckpt still with save_last)
-  bool save_last = false;                     // also "last.ckpt" after every save
-  int64_t every_n_epochs = 1;
+  bool save_last = false;                     // also "last.ckpt", after every epoch
+  int64_t every_n_epochs = 1;                 // the ranked files every N epochs (and when the fit stops)
 };
 
 class ModelCheckpoint : public Callback {

@@ -73,6 +73,33 @@ TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt, and test(ckpt=best) l
   CHECK(contains(error_of([&] { Trainer(o).test(m, dm, "best"); }), "no best checkpoint"));
 }
 
+TEST_CASE("ModelCheckpoint every_n_epochs paces the ranked files; last.ckpt follows every epoch, as in Lightning") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(6);
+  SynthDM dm(128, 32, 32);  // 3 training batches per epoch
+  Counting m(small_cnn(), adam());
+  Quiet q;
+  auto o = scored_options(q, dir.path, 3, "");
+  ModelCheckpointOptions mo;
+  mo.save_top_k = -1;
+  mo.save_last = true;
+  mo.every_n_epochs = 2;
+  auto mc = std::make_shared<ModelCheckpoint>(mo);
+  o.callbacks = {mc};
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(names_in(t.log_dir() + "/checkpoints") == std::set<std::string>{"epoch=1-step=6.ckpt", "last.ckpt"});
+  CHECK(load_checkpoint(mc->last_model_path()).global_step == 9);  // the third epoch's, off the pace
+  // Off the pace with no save_last: nothing at all.
+  mo.save_last = false;
+  mo.every_n_epochs = 5;
+  auto none = std::make_shared<ModelCheckpoint>(mo);
+  o.callbacks = {none};
+  Trainer t2(o);
+  t2.fit(m, dm);
+  CHECK(names_in(t2.log_dir() + "/checkpoints").empty());
+}
+
 TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on NaN") {
   test::TempDir dir("volt_trainer_");
   manual_seed(7);

@@ -81,7 +81,7 @@ const char* train_usage() {
          "  --no-progress               no progress bar\n"
          "output:\n"
          "  --log-dir DIR               runs go to DIR/lightning_logs/version_N (default .)\n"
-         "  --checkpoint-every N        write checkpoints every N epochs (default 1)\n"
+         "  --checkpoint-every N        ranked checkpoints every N epochs (default 1; last.ckpt every epoch)\n"
          "  --resume last|PATH          continue a run exactly (last: newest run's last.ckpt in --log-dir)\n"
          "  --save PATH                 also write the final weights (Volt tensor file) to PATH\n"
          "  -h, --help                  this text\n";
