@@ -119,7 +119,8 @@ class Trainer {
   // Returns the epoch means of the logged metrics, one map per loader (one here).
   std::vector<std::map<std::string, double>> validate(LightningModule& module, DataModule& dm,
                                                       const std::string& ckpt = "");
-  // ckpt: "" (current weights), "best" (the ModelCheckpoint's best), "last", or a path.
+  // ckpt: "" (current weights), "best" (the ModelCheckpoint's best), "last" (its last.ckpt; none
+  // saved: the current weights, said), or a path.
   std::vector<std::map<std::string, double>> test(LightningModule& module, DataModule& dm,
                                                   const std::string& ckpt = "");
 

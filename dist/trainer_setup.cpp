@@ -507,9 +507,13 @@ std::string Trainer::resolve_ckpt_here(const std::string& ckpt, const char* who)
     return mc->best_model_path();
   }
   if (ckpt == "last") {
+    // As Lightning: this trainer's own last.ckpt only (the newest under the root may be another
+    // run's); without one, the current weights, said.
     ModelCheckpoint* mc = checkpoint_callback();
-    return mc && !mc->last_model_path().empty() ? mc->last_model_path()
-                                                : resolve_resume_path(opts_.default_root_dir, "last");
+    if (mc && !mc->last_model_path().empty()) return mc->last_model_path();
+    out() << who << "(ckpt=\"last\"): this trainer saved no last checkpoint (ModelCheckpoint save_last); the "
+          << "current weights are used\n";
+    return "";
   }
   return ckpt;
 }

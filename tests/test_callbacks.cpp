@@ -100,6 +100,33 @@ TEST_CASE("ModelCheckpoint every_n_epochs paces the ranked files; last.ckpt foll
   CHECK(names_in(t2.log_dir() + "/checkpoints").empty());
 }
 
+TEST_CASE("test(ckpt=last) takes this trainer's last.ckpt, never another run's under the same root") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(6);
+  SynthDM dm(128, 32, 32);
+  Counting m(small_cnn(), adam());
+  Quiet q;
+  auto o = scored_options(q, dir.path, 1, "");
+  ModelCheckpointOptions mo;
+  mo.save_last = true;
+  o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+  Trainer a(o);
+  a.fit(m, dm);  // version_0/checkpoints/last.ckpt
+  a.test(m, dm, "last");
+  CHECK(contains(q.os.str(), "Testing with the weights of " + a.log_dir() + "/checkpoints/last.ckpt"));
+
+  Quiet q2;
+  auto o2 = scored_options(q2, dir.path, 1, "");
+  o2.fast_dev_run = 2;  // no checkpoint
+  Trainer b(o2);
+  b.fit(m, dm);
+  const StateDict trained = snapshot(m);
+  b.test(m, dm, "last");
+  CHECK(contains(q2.os.str(), "test(ckpt=\"last\"): this trainer saved no last checkpoint"));
+  CHECK_FALSE(contains(q2.os.str(), "Testing with the weights of"));
+  CHECK(same_state(m, trained));
+}
+
 TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on NaN") {
   test::TempDir dir("volt_trainer_");
   manual_seed(7);
