@@ -225,7 +225,8 @@ struct TrainerRun {
     // Resumed in mid-epoch: the epoch means go on from the sums of the batches before `start`.
     if (start > 0 && I.resume_sums) s.restore_epoch_sums(*I.resume_sums, t.is_global_zero());
     if (I.bar) I.bar->start("Epoch " + std::to_string(t.epoch_), n_train);
-    const bool validate_epoch = val && n_val > 0 && (t.epoch_ + 1) % o.check_val_every_n_epoch == 0;
+    // (fast_dev_run validates its one epoch whatever the pace, as Lightning's)
+    const bool validate_epoch = val && n_val > 0 && (fast || (t.epoch_ + 1) % o.check_val_every_n_epoch == 0);
     const int64_t accum = o.accumulate_grad_batches;
     bool finished = true;
     for (int64_t batch_idx = start; batch_idx < n_train; ++batch_idx) {
@@ -344,7 +345,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
 
   prepare_data(dm);
   dm.setup("fit");
-  TrainerRun run{*this, I, module, dm, dm.train_loader(), nullptr, {}, 0, 0, 0, fast};
+  TrainerRun run{*this, I, module, dm, dm.train_loader(), nullptr, {}};
+  run.fast = fast;
   if (dm.val_dataset()) run.val = dm.val_loader();
   if (device_.is_cuda())  // which way the batches reach the GPU, and why
     out() << "train data: " << run.train->mode_note()
@@ -392,8 +394,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   has_validation_ = run.val != nullptr && run.n_val > 0;
   last_validated_epoch_ = -1;
   const auto& vci = opts_.val_check_interval;
-  run.val_every = vci.is_fraction ? std::max<int64_t>(1, int64_t(std::floor(vci.value * double(run.n_train))))
-                                  : int64_t(vci.value);
+  run.val_every = fast ? run.n_train  // fast_dev_run: once, at the epoch's end
+                 : vci.is_fraction ? std::max<int64_t>(1, int64_t(std::floor(vci.value * double(run.n_train))))
+                                   : int64_t(vci.value);
   if (run.val_every > run.n_train) run.val_every = std::max<int64_t>(1, run.n_train);
 
   module.store_ = &I.train_store;

@@ -60,6 +60,15 @@ TEST_CASE("fast_dev_run runs n batches of each and writes nothing") {
   CHECK(m.test_calls == 2);
   CHECK(fs::is_empty(dir.path));
   CHECK(t.log_dir().empty());
+
+  // A smoke test validates whatever the validation pace (Lightning's fast_dev_run sets it to once at
+  // the end of its one epoch).
+  Counting paced(small_cnn(), adam());
+  o.check_val_every_n_epoch = 2;
+  o.val_check_interval = 1;
+  Trainer(o).fit(paced, dm);
+  CHECK(paced.train_calls == 2);
+  CHECK(paced.val_calls == 2);
 }
 
 TEST_CASE("limit_train_batches, val_check_interval and num_sanity_val_steps give the expected call counts") {
