@@ -508,7 +508,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     run.run_eval("sanity", n);
   }
 
-  const int64_t max_epochs = fast ? 1 : (opts_.max_epochs < 0 ? std::numeric_limits<int64_t>::max() : opts_.max_epochs);
+  const int64_t epochs_asked = opts_.max_epochs.value_or(opts_.max_steps >= 0 ? -1 : 1000);
+  const int64_t max_epochs = fast ? 1 : (epochs_asked < 0 ? std::numeric_limits<int64_t>::max() : epochs_asked);
   bool first = true;
   while (epoch_ < max_epochs && !should_stop_ && run.n_train > 0) {
     if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) break;

@@ -47,7 +47,8 @@ struct FastDevRun {
 };
 
 struct TrainerOptions {
-  int64_t max_epochs = 1000;  // Lightning's default when max_steps is unset; -1 = no limit
+  // -1 = no limit; unset: as Lightning's None, 1000 unless max_steps is set (then no limit)
+  std::optional<int64_t> max_epochs;
   int64_t max_steps = -1;     // optimizer steps; -1 = no limit
   std::string accelerator = "auto";  // "cpu", "gpu"/"cuda", "auto"
   // Processes (one per device) on each node: 0 = what the launcher started, -1 = one per GPU, or a

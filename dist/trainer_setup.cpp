@@ -364,7 +364,7 @@ void Trainer::check_options() {
     VOLT_CHECK(p == "32" || p == "32-true", "precision \"", opts_.precision,
                "\" is not known (choices: 32, 16-mixed, bf16-mixed; 16 and bf16 are aliases of the mixed ones)");
   VOLT_CHECK(!opts_.default_root_dir.empty(), "default_root_dir is empty (\".\" is the current folder)");
-  VOLT_CHECK(opts_.max_epochs >= -1, "max_epochs must be >= -1, got ", opts_.max_epochs);
+  VOLT_CHECK(opts_.max_epochs.value_or(-1) >= -1, "max_epochs must be >= -1, got ", opts_.max_epochs.value_or(-1));
   VOLT_CHECK(opts_.max_steps >= -1, "max_steps must be >= -1, got ", opts_.max_steps);
   VOLT_CHECK(opts_.fast_dev_run.batches >= 0, "fast_dev_run must be true/false or n >= 0, got ",
              opts_.fast_dev_run.batches);

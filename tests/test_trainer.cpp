@@ -71,6 +71,25 @@ TEST_CASE("fast_dev_run runs n batches of each and writes nothing") {
   CHECK(paced.val_calls == 2);
 }
 
+TEST_CASE("max_steps without max_epochs is not capped at Lightning's 1000 default epochs") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(2);
+  SynthDM dm(24, 4, 4);
+  Counting m(small_cnn(), adam());
+  Quiet q;
+  auto o = q.cpu_fit(dir.path, 1);
+  o.max_epochs.reset();   // Lightning's max_epochs=None: 1000, or no limit when max_steps is set
+  o.max_steps = 1003;
+  o.limit_train_batches = 1;  // one step an epoch
+  o.limit_val_batches = 0;
+  o.logger = false;
+  o.enable_checkpointing = false;
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(t.global_step() == 1003);
+  CHECK(t.current_epoch() == 1003);
+}
+
 TEST_CASE("limit_train_batches, val_check_interval and num_sanity_val_steps give the expected call counts") {
   test::TempDir dir("volt_trainer_");
   manual_seed(3);
