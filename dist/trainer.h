@@ -117,7 +117,8 @@ class Trainer {
   // to set up the data before building the model (e.g. to learn the image size).
   void prepare_data(DataModule& dm);
   void fit(LightningModule& module, DataModule& dm);
-  // Returns the epoch means of the logged metrics, one map per loader (one here).
+  // Returns the epoch means of the logged metrics, one map per loader (one here); the loggers get
+  // them too (those logged with logger=true), as test()'s.
   std::vector<std::map<std::string, double>> validate(LightningModule& module, DataModule& dm,
                                                       const std::string& ckpt = "");
   // ckpt: "" (current weights), "best" (the ModelCheckpoint's best), "last" (its last.ckpt; none
@@ -196,6 +197,8 @@ class Trainer {
   void take_epoch_means(const MetricStore& s, const std::map<std::string, double>& means);
   // The shared end of validate() and test(): runs `loader` for up to `limit` batches.
   std::map<std::string, double> run_eval(LightningModule& module, DataLoader& loader, int64_t limit, bool is_test);
+  // validate()'s and test()'s epoch means to logged_metrics() and the loggers (those logged with logger=true).
+  void log_eval_means();
   // Up to n batches from next(i, batch) (false: no more; the batch on the module's device) through
   // validation_step or test_step, in eval mode under autocast; the epoch means. The store is `s`
   // (stage "test" or "val"); afterwards the module's store is unset and its mode is eval.

@@ -89,6 +89,15 @@ void Trainer::take_epoch_means(const MetricStore& s, const std::map<std::string,
   for (const auto& [k, v] : with_bases) callback_metrics_[k] = v;
 }
 
+void Trainer::log_eval_means() {
+  const auto logged = impl_->eval_store.epoch_means(true);  // without those logged with logger=false
+  for (const auto& [k, v] : logged) logged_metrics_[k] = v;
+  if (impl_->loggers) {
+    impl_->loggers->log_metrics(logged, global_step_, epoch_);
+    impl_->loggers->flush();
+  }
+}
+
 std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& module, DataModule& dm,
                                                              const std::string& ckpt) {
   if (opts_.seed) manual_seed(*opts_.seed);
@@ -98,6 +107,7 @@ std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& mo
   dm.setup("validate");
   auto loader = dm.val_loader();
   auto m = run_eval(module, *loader, opts_.limit_val_batches.of(loader->num_batches()), false);
+  log_eval_means();
   print_table(out(), "Validate metric", m);
   return {m};
 }
@@ -122,12 +132,7 @@ std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module
       impl_->loggers->log_image(tag, image, global_step_);
     };
   auto m = run_eval(module, *loader, opts_.limit_test_batches.of(loader->num_batches()), true);
-  const auto logged = impl_->eval_store.epoch_means(true);  // without those logged with logger=false
-  for (const auto& [k, v] : logged) logged_metrics_[k] = v;
-  if (impl_->loggers) {
-    impl_->loggers->log_metrics(logged, global_step_, epoch_);
-    impl_->loggers->flush();
-  }
+  log_eval_means();
   print_table(out(), "Test metric", m);
   return {m};
 }

@@ -3,6 +3,7 @@
 // exact resume, log folders, the progress bar and bad options (the callbacks: test_callbacks.cpp).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -88,6 +89,37 @@ TEST_CASE("max_steps without max_epochs is not capped at Lightning's 1000 defaul
   t.fit(m, dm);
   CHECK(t.global_step() == 1003);
   CHECK(t.current_epoch() == 1003);
+}
+
+TEST_CASE("Trainer.validate logs its means to the loggers, as test does and Lightning's validate") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(2);
+  SynthDM dm(64, 32, 32);
+  Counting m(small_cnn(), adam());
+  Quiet q;
+  Trainer t(q.cpu_fit(dir.path, 1));
+  t.fit(m, dm);
+  const auto csv_lines = [&] {
+    std::ifstream in(t.log_dir() + "/metrics.csv");
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  };
+  const size_t rows = csv_lines().size();
+  const auto results = t.validate(m, dm);
+  const std::vector<std::string> after = csv_lines();
+  REQUIRE(after.size() == rows + 1);
+  const auto cells = [](const std::string& line) {
+    std::vector<std::string> out;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) out.push_back(c);
+    return out;
+  };
+  const std::vector<std::string> names = cells(after.front()), row = cells(after.back());
+  const size_t at = size_t(std::find(names.begin(), names.end(), "val_loss") - names.begin());
+  REQUIRE(at < row.size());
+  CHECK(std::stod(row[at]) == doctest::Approx(results.at(0).at("val_loss")));
+  CHECK(t.logged_metrics().at("val_loss") == results.at(0).at("val_loss"));
 }
 
 TEST_CASE("limit_train_batches, val_check_interval and num_sanity_val_steps give the expected call counts") {
