@@ -73,7 +73,7 @@ TEST_CASE("ModelCheckpoint keeps the best k and last.ckpt, and test(ckpt=best) l
   CHECK(contains(error_of([&] { Trainer(o).test(m, dm, "best"); }), "no best checkpoint"));
 }
 
-TEST_CASE("ModelCheckpoint every_n_epochs paces the ranked files; last.ckpt follows every epoch, as in Lightning") {
+TEST_CASE("ModelCheckpoint every_n_epochs paces the ranked files, and last.ckpt follows every epoch as in Lightning") {
   test::TempDir dir("volt_trainer_");
   manual_seed(6);
   SynthDM dm(128, 32, 32);  // 3 training batches per epoch

@@ -131,6 +131,9 @@ expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset mnist --data-dir ${WORK
 expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset fashion-mnist --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
 expect(1 "${WORK_DIR}/no-such-dir.*--download" --dataset cifar100 --data-dir ${WORK_DIR}/no-such-dir --epochs 1)
 expect(1 "ImageFolder: ${WORK_DIR}/no-such-dir/train does not exist" --dataset folder --data-dir ${WORK_DIR}/no-such-dir)
+# A count of batches between validations past the epoch's (Lightning refuses it too).
+expect(1 "val_check_interval \\(100\\) must be at most the number of training batches \\(6\\)" ${small}
+       --val-check-interval 100 --epochs 1 --log-dir ${runs}/vci)
 # --num-nodes defaults to what was launched; a count that does not match it is refused.
 expect(1 "layout: --num-nodes 2 but the job runs on 1 node" ${small} --num-nodes 2 --epochs 1)
 expect(1 "--save ${WORK_DIR}/no-such-dir/w.bin: folder ${WORK_DIR}/no-such-dir does not exist" ${small}
