@@ -45,10 +45,24 @@ RunLoggers::RunLoggers(const std::string& dir) : tb_(dir), csv_(dir) {}
 
 void RunLoggers::log_metrics(const std::map<std::string, double>& metrics, int64_t step,
                              std::optional<int64_t> epoch) {
-  if (metrics.empty()) return;
-  for (const auto& [k, v] : metrics) tb_.add_scalar(k, v, step);
   std::map<std::string, double> row = metrics;
-  csv_.log_metrics(row, step, epoch);
+  // As Lightning's logger connector: a logged "step" is the x-axis (not a scalar), a logged "epoch"
+  // the CSV's epoch column (and a TensorBoard scalar, as Lightning's).
+  const auto whole = [&](const char* name) {
+    const double v = row.at(name);
+    VOLT_CHECK(std::isfinite(v) && v >= 0 && v == std::floor(v) && v < 9.0e18, "log(\"", name, "\"): the ", name,
+               " the loggers use must be a whole number >= 0, got ", v);
+    return int64_t(v);
+  };
+  if (row.count("step")) {
+    step = whole("step");
+    row.erase("step");
+  }
+  if (row.count("epoch")) epoch = whole("epoch");
+  if (row.empty()) return;
+  for (const auto& [k, v] : row) tb_.add_scalar(k, v, step);
+  row.erase("epoch");
+  if (!row.empty()) csv_.log_metrics(row, step, epoch);
 }
 
 void RunLoggers::log_hparams(const HParams& hparams) { csv_.log_hparams(hparams); }

@@ -91,6 +91,28 @@ TEST_CASE("max_steps without max_epochs is not capped at Lightning's 1000 defaul
   CHECK(t.current_epoch() == 1003);
 }
 
+namespace {
+// metrics.csv as rows of cells (the header first), and the cell of `column` in row `r`.
+std::vector<std::vector<std::string>> read_csv(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::vector<std::string>> rows;
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+    rows.push_back(cells);
+  }
+  return rows;
+}
+std::string csv_cell(const std::vector<std::vector<std::string>>& csv, size_t r, const std::string& column) {
+  REQUIRE(!csv.empty());
+  const auto at = std::find(csv[0].begin(), csv[0].end(), column);
+  REQUIRE(at != csv[0].end());
+  const size_t i = size_t(at - csv[0].begin());
+  return i < csv.at(r).size() ? csv[r][i] : std::string();
+}
+}  // namespace
+
 TEST_CASE("Trainer.validate logs its means to the loggers, as test does and Lightning's validate") {
   test::TempDir dir("volt_trainer_");
   manual_seed(2);
@@ -99,27 +121,38 @@ TEST_CASE("Trainer.validate logs its means to the loggers, as test does and Ligh
   Quiet q;
   Trainer t(q.cpu_fit(dir.path, 1));
   t.fit(m, dm);
-  const auto csv_lines = [&] {
-    std::ifstream in(t.log_dir() + "/metrics.csv");
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
-  };
-  const size_t rows = csv_lines().size();
+  const size_t rows = read_csv(t.log_dir() + "/metrics.csv").size();
   const auto results = t.validate(m, dm);
-  const std::vector<std::string> after = csv_lines();
-  REQUIRE(after.size() == rows + 1);
-  const auto cells = [](const std::string& line) {
-    std::vector<std::string> out;
-    std::stringstream ss(line);
-    for (std::string c; std::getline(ss, c, ',');) out.push_back(c);
-    return out;
-  };
-  const std::vector<std::string> names = cells(after.front()), row = cells(after.back());
-  const size_t at = size_t(std::find(names.begin(), names.end(), "val_loss") - names.begin());
-  REQUIRE(at < row.size());
-  CHECK(std::stod(row[at]) == doctest::Approx(results.at(0).at("val_loss")));
+  const auto csv = read_csv(t.log_dir() + "/metrics.csv");
+  REQUIRE(csv.size() == rows + 1);
+  CHECK(std::stod(csv_cell(csv, csv.size() - 1, "val_loss")) == doctest::Approx(results.at(0).at("val_loss")));
   CHECK(t.logged_metrics().at("val_loss") == results.at(0).at("val_loss"));
+}
+
+TEST_CASE("a logged \"step\" is the loggers' step and a logged \"epoch\" their epoch, as Lightning's") {
+  class LogsAxes : public ClassifierModule {
+   public:
+    LogsAxes() : ClassifierModule(small_cnn(), adam()) {}
+    Tensor training_step(const Batch& b, int64_t i) override {
+      log("epoch", 40.0 + double(current_epoch()));
+      log("step", 1000.0 + double(global_step()));
+      return ClassifierModule::training_step(b, i);
+    }
+  };
+  test::TempDir dir("volt_trainer_");
+  manual_seed(2);
+  SynthDM dm(64, 32, 32);
+  LogsAxes m;
+  Quiet q;
+  auto o = q.cpu_fit(dir.path, 1);
+  o.log_every_n_steps = 1;
+  Trainer t(o);
+  t.fit(m, dm);  // the CSV logger refused both names ("a reserved column")
+  const auto csv = read_csv(t.log_dir() + "/metrics.csv");
+  REQUIRE(csv.size() >= 2);
+  CHECK(std::count(csv[0].begin(), csv[0].end(), "step") == 1);
+  CHECK(csv_cell(csv, 1, "step") == "1000");
+  CHECK(csv_cell(csv, 1, "epoch") == "40");
 }
 
 TEST_CASE("limit_train_batches, val_check_interval and num_sanity_val_steps give the expected call counts") {
