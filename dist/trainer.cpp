@@ -77,8 +77,9 @@ struct TrainerRun {
       return true;
     };
     MetricStore& s = I.eval_store;
-    std::map<std::string, double> means =
-        Trainer::eval_loop(module, s, next, n, false, I.profiler, t.communicator(), t.compute_dtype_);
+    std::map<std::string, double> means = Trainer::eval_loop(module, s, next, n, false, I.profiler, t.communicator(),
+                                                             t.compute_dtype_,
+                                                             stage == "sanity" ? Trainer::StepLog() : t.eval_step_logger());
     if (stage != "sanity") {
       t.last_validated_epoch_ = t.epoch_;
       t.take_epoch_means(s, means);
@@ -328,6 +329,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   should_stop_ = false;
   train_batches_seen_ = 0;
   I.resume_epoch = 0;  // a fit that starts afresh saves from its start (not the previous fit's place)
+  I.eval_log_step = 0;
   I.resume_loader = LoaderState{};
   I.resume_sums.reset();
   I.train_store.clear_epoch();  // nothing of a previous fit's last epoch goes into this one's checkpoints

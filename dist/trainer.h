@@ -201,10 +201,16 @@ class Trainer {
   void log_eval_means();
   // Up to n batches from next(i, batch) (false: no more; the batch on the module's device) through
   // validation_step or test_step, in eval mode under autocast; the epoch means. The store is `s`
-  // (stage "test" or "val"); afterwards the module's store is unset and its mode is eval.
+  // (stage "test" or "val"); afterwards the module's store is unset and its mode is eval. After each
+  // batch, log_step (if set) gets the on_step values it logged with logger=true, if any.
+  using StepLog = std::function<void(const std::map<std::string, double>&)>;
   static std::map<std::string, double> eval_loop(LightningModule& module, MetricStore& s,
                                                  const std::function<bool(int64_t, Batch&)>& next, int64_t n,
-                                                 bool test, Profiler& prof, Communicator& comm, DType compute);
+                                                 bool test, Profiler& prof, Communicator& comm, DType compute,
+                                                 const StepLog& log_step);
+  // The loggers' log_step for an evaluation (none without loggers): as Lightning's, each batch's on_step
+  // values at a step that counts the evaluation batches since the fit, validate or test began.
+  StepLog eval_step_logger();
   TrainerOptions opts_;
   ProcessEnv env_;
   Device device_ = Device::cpu();

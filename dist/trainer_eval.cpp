@@ -30,7 +30,8 @@ void print_table(std::ostream& os, const std::string& title, const std::map<std:
 
 std::map<std::string, double> Trainer::eval_loop(LightningModule& module, MetricStore& s,
                                                  const std::function<bool(int64_t, Batch&)>& next, int64_t n, bool test,
-                                                 Profiler& prof, Communicator& comm, DType compute) {
+                                                 Profiler& prof, Communicator& comm, DType compute,
+                                                 const StepLog& log_step) {
   module.eval();
   NoGradGuard ng;
   Autocast autocast(compute);
@@ -46,11 +47,20 @@ std::map<std::string, double> Trainer::eval_loop(LightningModule& module, Metric
     Batch b;
     if (!next(i, b)) break;
     s.set_batch_size(b.labels.numel());
-    Profiler::Scope sc(prof, test ? "test_step" : "validation_step");
-    if (test)
-      module.test_step(b, i);
-    else
-      module.validation_step(b, i);
+    s.clear_step();
+    {
+      Profiler::Scope sc(prof, test ? "test_step" : "validation_step");
+      if (test)
+        module.test_step(b, i);
+      else
+        module.validation_step(b, i);
+    }
+    if (log_step) {
+      std::map<std::string, double> step_log;
+      for (const auto& [k, e] : s.step_values())
+        if (e->logger) step_log[k] = e->get();
+      if (!step_log.empty()) log_step(step_log);
+    }
   }
   if (test)
     module.on_test_epoch_end();
@@ -78,7 +88,8 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
     batch_to(b, device_);
     return true;
   };
-  auto m = eval_loop(module, impl_->eval_store, next, n, is_test, impl_->profiler, *comm_, compute_dtype_);
+  auto m = eval_loop(module, impl_->eval_store, next, n, is_test, impl_->profiler, *comm_, compute_dtype_,
+                     eval_step_logger());
   take_epoch_means(impl_->eval_store, m);
   return m;
 }
@@ -87,6 +98,13 @@ void Trainer::take_epoch_means(const MetricStore& s, const std::map<std::string,
   std::map<std::string, double> with_bases = means;
   s.add_base_names(with_bases);
   for (const auto& [k, v] : with_bases) callback_metrics_[k] = v;
+}
+
+Trainer::StepLog Trainer::eval_step_logger() {
+  if (!impl_->loggers) return {};
+  return [this](const std::map<std::string, double>& values) {
+    impl_->loggers->log_metrics(values, impl_->eval_log_step++, std::nullopt);
+  };
 }
 
 void Trainer::log_eval_means() {
@@ -101,6 +119,7 @@ void Trainer::log_eval_means() {
 std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& module, DataModule& dm,
                                                              const std::string& ckpt) {
   if (opts_.seed) manual_seed(*opts_.seed);
+  impl_->eval_log_step = 0;
   const std::string path = resolve_ckpt(ckpt, "validate");
   if (!path.empty()) load_weights(module, path);
   prepare_data(dm);
@@ -115,6 +134,7 @@ std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& mo
 std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module, DataModule& dm,
                                                          const std::string& ckpt) {
   if (opts_.seed) manual_seed(*opts_.seed);
+  impl_->eval_log_step = 0;
   const std::string path = resolve_ckpt(ckpt, "test");
   if (!path.empty()) {
     load_weights(module, path);

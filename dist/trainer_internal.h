@@ -43,6 +43,7 @@ struct Trainer::Impl {
   // those before the epoch-end hook of an epoch that max_steps cut short.
   std::optional<std::map<std::string, MetricStore::EpochSum>> resume_sums;
   std::map<std::string, double> val_prog_bar;
+  int64_t eval_log_step = 0;  // the loggers' step of evaluation batches' on_step values (eval_step_logger)
   std::unique_ptr<GradientReducer> averager;   // data-parallel runs (dist/ddp.h)
   std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)
   std::unique_ptr<GradScaler> scaler;          // precision "16-mixed"

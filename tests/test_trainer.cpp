@@ -155,6 +155,41 @@ TEST_CASE("a logged \"step\" is the loggers' step and a logged \"epoch\" their e
   CHECK(csv_cell(csv, 1, "epoch") == "40");
 }
 
+TEST_CASE("on_step values logged in validation_step reach the loggers per batch, as Lightning's") {
+  class StepInEval : public ClassifierModule {
+   public:
+    StepInEval() : ClassifierModule(small_cnn(), adam()) {}
+    void validation_step(const Batch& b, int64_t i) override {
+      ClassifierModule::validation_step(b, i);
+      LogOptions step_only, both;
+      step_only.on_step = true;
+      step_only.on_epoch = false;
+      both.on_step = both.on_epoch = true;
+      log("val_batch", 10.0 + double(i), step_only);
+      log("val_twice", 20.0 + double(i), both);
+    }
+  };
+  test::TempDir dir("volt_trainer_");
+  manual_seed(2);
+  SynthDM dm(64, 16, 48);  // 3 validation batches
+  StepInEval m;
+  Quiet q;
+  Trainer t(q.cpu_fit(dir.path, 1));
+  t.fit(m, dm);  // the per-batch values were dropped
+  const auto csv = read_csv(t.log_dir() + "/metrics.csv");
+  std::vector<double> batch_values, twice, steps;
+  for (size_t r = 1; r < csv.size(); ++r)
+    if (!csv_cell(csv, r, "val_batch").empty()) {
+      batch_values.push_back(std::stod(csv_cell(csv, r, "val_batch")));
+      twice.push_back(std::stod(csv_cell(csv, r, "val_twice_step")));
+      steps.push_back(std::stod(csv_cell(csv, r, "step")));
+    }
+  CHECK(batch_values == std::vector<double>{10, 11, 12});
+  CHECK(twice == std::vector<double>{20, 21, 22});
+  CHECK(steps == std::vector<double>{0, 1, 2});  // the evaluation batches seen, as Lightning's
+  CHECK(std::stod(csv_cell(csv, csv.size() - 1, "val_twice_epoch")) == doctest::Approx(21.0));
+}
+
 TEST_CASE("limit_train_batches, val_check_interval and num_sanity_val_steps give the expected call counts") {
   test::TempDir dir("volt_trainer_");
   manual_seed(3);
