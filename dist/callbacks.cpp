@@ -136,7 +136,11 @@ void ModelCheckpoint::sort_top() {
   std::stable_sort(top_.begin(), top_.end(), [this](auto& x, auto& y) { return better(x.first, y.first); });
 }
 
-void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
+void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) { save(t); }
+
+void ModelCheckpoint::on_validation_end(Trainer& t, LightningModule&) { save(t); }
+
+void ModelCheckpoint::save(Trainer& t) {
   if (!t.writes_files() || dir_.empty()) return;
   const int64_t epoch = t.current_epoch();
   // every_n_epochs paces the ranked files (and a stop saves one early); last.ckpt follows every epoch,
@@ -150,15 +154,16 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
   bool rank_now = o_.save_top_k != 0 && on_schedule;
   if (!o_.monitor.empty() && rank_now) {
     auto it = values.find(o_.monitor);
-    if (t.has_validation() && t.last_validated_epoch() != epoch) {
-      // As Lightning, which saves these after a validation: an epoch without one (check_val_every_n_epoch,
-      // max_steps in mid-epoch) has no new score; its value would be the last validation's, or none.
-      if (!said_waiting_)
+    if (t.has_validation() && t.last_validated_step() != t.global_step()) {
+      // As Lightning, which saves these after a validation: weights that no validation has seen (an
+      // epoch without one, check_val_every_n_epoch; the batches after a validation within the epoch)
+      // have no score of their own; the last validation's belongs to other weights.
+      if (!said_waiting_ && t.last_validated_epoch() != epoch)
         t.out() << "ModelCheckpoint: no validation in epoch " << epoch << ": the "
                 << (o_.save_top_k < 0 ? std::string("ranked") : "top-" + std::to_string(o_.save_top_k))
                 << " checkpoints by \"" << o_.monitor << "\" are saved after validations"
                 << (o_.save_last ? " (last.ckpt at every save)" : "") << "\n";
-      said_waiting_ = true;
+      said_waiting_ = said_waiting_ || t.last_validated_epoch() != epoch;
       rank_now = false;
     } else if (it == values.end()) {
       std::string known;
@@ -172,8 +177,11 @@ void ModelCheckpoint::on_train_epoch_end(Trainer& t, LightningModule&) {
                 << (o_.save_last ? " (last.ckpt at every save)" : "") << "\n";
       said_waiting_ = true;
       rank_now = false;
+    } else if (t.has_validation() && t.last_validated_step() == ranked_step_) {
+      rank_now = false;  // ranked when it ran (a stop or max_steps then ended the epoch there)
     } else {
       score = it->second;
+      ranked_step_ = t.last_validated_step();
     }
   } else {
     score = double(t.global_step());  // newest is best
@@ -282,10 +290,17 @@ EarlyStopping::EarlyStopping(const EarlyStoppingOptions& o) : o_(o) {
   best_ = o.mode == "min" ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
 }
 
-void EarlyStopping::on_train_epoch_end(Trainer& t, LightningModule&) {
-  // As Lightning, a fit that validates is checked after its validations: an epoch without one has no
-  // new value (and does not count towards the patience).
-  if (t.has_validation() && t.last_validated_epoch() != t.current_epoch()) return;
+void EarlyStopping::on_train_epoch_end(Trainer& t, LightningModule&) { check(t); }
+
+void EarlyStopping::on_validation_end(Trainer& t, LightningModule&) { check(t); }
+
+void EarlyStopping::check(Trainer& t) {
+  // As Lightning, a fit that validates is checked after each validation, once: weights no validation
+  // has seen have no new value (and do not count towards the patience).
+  if (t.has_validation()) {
+    if (t.last_validated_step() != t.global_step() || t.last_validated_step() == checked_step_) return;
+    checked_step_ = t.last_validated_step();
+  }
   const auto& m = t.callback_metrics();
   auto it = m.find(o_.monitor);
   if (it == m.end()) {
@@ -324,7 +339,7 @@ std::string EarlyStopping::state_key() const {
 }
 
 std::map<std::string, std::string> EarlyStopping::state_dict() const {
-  return {{"best", format_double(best_)}, {"wait", std::to_string(wait_)}};
+  return {{"best", format_double(best_)}, {"wait", std::to_string(wait_)}, {"checked_step", std::to_string(checked_step_)}};
 }
 
 void EarlyStopping::load_state_dict(const std::map<std::string, std::string>& s) {
@@ -332,8 +347,11 @@ void EarlyStopping::load_state_dict(const std::map<std::string, std::string>& s)
   auto b = s.find("best"), w = s.find("wait");
   VOLT_CHECK(b != s.end() && w != s.end(), "EarlyStopping: checkpoint state lacks best/wait");
   const double best = parse_double("EarlyStopping", "best", b->second);
+  const auto c = s.find("checked_step");  // (absent from checkpoints before it)
+  const int64_t checked = c == s.end() || c->second == "-1" ? -1 : parse_count("EarlyStopping", "checked_step", c->second);
   wait_ = parse_count("EarlyStopping", "wait", w->second);
   best_ = best;
+  checked_step_ = checked;
 }
 
 std::vector<std::shared_ptr<Callback>> ordered_callbacks(std::vector<std::shared_ptr<Callback>> callbacks) {

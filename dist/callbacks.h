@@ -26,6 +26,9 @@ class Callback {
   virtual void on_fit_start(Trainer&, LightningModule&) {}
   // After the epoch's training batches, its validation and the epoch metrics are in.
   virtual void on_train_epoch_end(Trainer&, LightningModule&) {}
+  // After each validation within an epoch (Trainer::validates_mid_epoch(); not the sanity check, nor
+  // one at the epoch's last batch, which on_train_epoch_end follows), its metrics in.
+  virtual void on_validation_end(Trainer&, LightningModule&) {}
   virtual void on_fit_end(Trainer&, LightningModule&) {}
   // Saved in (and restored from) checkpoints so a resumed run continues the same way.
   virtual std::map<std::string, std::string> state_dict() const { return {}; }
@@ -50,6 +53,7 @@ class ModelCheckpoint : public Callback {
   std::string state_key() const override;
   void on_fit_start(Trainer& t, LightningModule& m) override;
   void on_train_epoch_end(Trainer& t, LightningModule& m) override;
+  void on_validation_end(Trainer& t, LightningModule& m) override;
   std::map<std::string, std::string> state_dict() const override;
   void load_state_dict(const std::map<std::string, std::string>& s) override;
 
@@ -73,17 +77,21 @@ class ModelCheckpoint : public Callback {
   bool better(double a, double b) const;
   bool in_dir(const std::string& path) const;  // a file this callback's folder holds (it may delete it)
   void sort_top();
+  // Ranks (on the pace of every_n_epochs) a score of the current weights, if there is one, and writes
+  // last.ckpt (save_last).
+  void save(Trainer& t);
   ModelCheckpointOptions o_;
   std::string dir_, best_path_, last_path_;
   double best_score_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<std::pair<double, std::string>> top_;
   bool said_waiting_ = false;  // the note that an epoch had nothing to rank by, once per fit
+  int64_t ranked_step_ = -1;   // the validation (by its global step) last ranked: each once
 };
 
 struct EarlyStoppingOptions {
   std::string monitor = "val_loss";
   double min_delta = 0.0;
-  int64_t patience = 3;   // checks without improvement before stopping (each epoch, or each validating epoch)
+  int64_t patience = 3;   // checks without improvement before stopping (each validation; each epoch without any)
   std::string mode = "min";
   bool check_finite = true;  // stop when the metric is NaN or infinite
 };
@@ -94,6 +102,7 @@ class EarlyStopping : public Callback {
   std::string name() const override { return "EarlyStopping"; }
   std::string state_key() const override;  // "EarlyStopping{monitor=val_loss,mode=min}", as Lightning's
   void on_train_epoch_end(Trainer& t, LightningModule& m) override;
+  void on_validation_end(Trainer& t, LightningModule& m) override;
   std::map<std::string, std::string> state_dict() const override;
   void load_state_dict(const std::map<std::string, std::string>& s) override;
 
@@ -105,7 +114,9 @@ class EarlyStopping : public Callback {
  private:
   EarlyStoppingOptions o_;
   double best_;
+  void check(Trainer& t);
   int64_t wait_ = 0, stopped_epoch_ = -1;
+  int64_t checked_step_ = -1;  // the validation (by its global step) last checked: each counts once
   std::string reason_;
 };
 

@@ -82,6 +82,7 @@ struct TrainerRun {
                                                              stage == "sanity" ? Trainer::StepLog() : t.eval_step_logger());
     if (stage != "sanity") {
       t.last_validated_epoch_ = t.epoch_;
+      t.last_validated_step_ = t.global_step_;
       t.take_epoch_means(s, means);
       const auto logged = s.epoch_means(true);
       for (const auto& [k, v] : logged) t.logged_metrics_[k] = v;
@@ -298,8 +299,23 @@ struct TrainerRun {
         I.bar->update(batch_idx + 1, b.labels.numel(), {});  // counts; draws nothing
       }
       if (validate_epoch && (batch_idx + 1) % val_every == 0) {
-        Profiler::Scope sc(I.profiler, "validation");
-        run_eval("val", n_val);
+        {
+          Profiler::Scope sc(I.profiler, "validation");
+          run_eval("val", n_val);
+        }
+        // Within the epoch, the callbacks that monitor a metric act now, on these weights (as
+        // Lightning's on_validation_end); a checkpoint they write resumes after this batch.
+        if (t.validates_mid_epoch_ && batch_idx + 1 < n_train) {
+          I.resume_epoch = t.epoch_;
+          I.resume_loader = overfit.empty() ? train->state() : LoaderState{t.epoch_, batch_idx + 1};
+          I.resume_sums.reset();  // the train store's sums are this position's
+          t.run_callbacks(&Callback::on_validation_end, module);
+          if (t.should_stop_) {  // (EarlyStopping): the epoch ends here, as one cut by max_steps
+            finished = false;
+            stopped_at = batch_idx + 1;
+            break;
+          }
+        }
       }
       // Pre-empted: after this step's logging and validation, so that the resumed run has nothing of
       // this batch left to do. At the epoch's last batch, fit() handles it after the epoch's end.
@@ -394,7 +410,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     run.n_val = fast ? std::min(fast, total_val) : opts_.limit_val_batches.of(total_val);
   }
   has_validation_ = run.val != nullptr && run.n_val > 0;
-  last_validated_epoch_ = -1;
+  last_validated_epoch_ = last_validated_step_ = -1;
   const auto& vci = opts_.val_check_interval;
   run.val_every = fast ? run.n_train  // fast_dev_run: once, at the epoch's end
                  : vci.is_fraction ? std::max<int64_t>(1, int64_t(std::floor(vci.value * double(run.n_train))))
@@ -404,6 +420,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
              "val_check_interval (", run.val_every, ") must be at most the number of training batches (",
              run.n_train, "); to turn validation off, set limit_val_batches to 0");
   if (run.val_every > run.n_train) run.val_every = std::max<int64_t>(1, run.n_train);
+  validates_mid_epoch_ = has_validation_ && run.val_every < run.n_train;
 
   module.store_ = &I.train_store;
   I.module = &module;
@@ -464,13 +481,15 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     // restore() changes the model; and if restore() refuses the checkpoint, the callbacks get their
     // own states back, so nothing of it is loaded.
     std::map<std::string, double> metrics;
-    int64_t validated = -1;
+    int64_t validated = -1, validated_step = -1;
     const std::string metric_prefix = "trainer.callback_metric.";
     for (const auto& [k, v] : c.metadata) {
       if (k.compare(0, metric_prefix.size(), metric_prefix) == 0)
         metrics[k.substr(metric_prefix.size())] = parse_double("Trainer", k, v);
       else if (k == "trainer.last_validated_epoch")
         validated = parse_count("Trainer", k, v);
+      else if (k == "trainer.last_validated_step")
+        validated_step = parse_count("Trainer", k, v);
     }
     auto sums = trainer_detail::epoch_sums_from_metadata(c.metadata);
     const auto own_states = callback_states(callbacks_);
@@ -490,6 +509,8 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     I.resume_sums = std::move(sums);  // (also when empty: the loader position stays the checkpoint's)
     callback_metrics_ = std::move(metrics);
     last_validated_epoch_ = validated;
+    // (a checkpoint from before the step was kept: its epoch's validation was of its weights)
+    last_validated_step_ = validated_step >= 0 ? validated_step : validated == c.epoch ? c.global_step : -1;
     resumed = true;
     out() << "Resumed from " << resume_path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
   }
@@ -559,20 +580,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) should_stop_ = true;
     {
       Profiler::Scope sc(I.profiler, "callbacks.on_train_epoch_end");
-      // The callbacks decide on every rank whether to stop and whether and where to save, and each
-      // decision is followed by collectives (the checkpoint's barrier, the loop's next step): the
-      // ranks must decide alike. Metrics logged without sync_dist differ between ranks, so every
-      // rank decides on rank 0's values (those the logs show), and a stop asked on any rank (by the
-      // module, or a callback's rank-local condition) is every rank's before the next callback looks.
-      sync_callback_metrics();
-      auto agree_on_stop = [&] {
-        if (world_size() > 1) should_stop_ = comm_->all_reduce_value(should_stop_ ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
-      };
-      for (auto& c : callbacks_) {
-        agree_on_stop();
-        c->on_train_epoch_end(*this, module);
-      }
-      agree_on_stop();
+      run_callbacks(&Callback::on_train_epoch_end, module);
     }
     if (finished) ++epoch_;
     // SIGUSR1 during the epoch's last batch: the checkpoint comes after the epoch's validation, its

@@ -137,10 +137,18 @@ class Trainer {
   // (-1: none yet; the sanity check does not count): callbacks that monitor a metric act when it is new.
   bool has_validation() const { return has_validation_; }
   int64_t last_validated_epoch() const { return last_validated_epoch_; }
+  // The global step of the latest validation (-1: none yet): its metrics are of the current weights
+  // while this is global_step().
+  int64_t last_validated_step() const { return last_validated_step_; }
+  // Whether this fit validates within its epochs (val_check_interval below an epoch's batches): then,
+  // as in Lightning, the callbacks that monitor a metric act after each of those validations
+  // (Callback::on_validation_end), not only at the epoch's end.
+  bool validates_mid_epoch() const { return validates_mid_epoch_; }
   // Where the trainer prints (rank 0's stream; the other ranks' prints go nowhere).
   std::ostream& out() const;
-  // Stops the fit after this epoch. Asked on one rank, it is every rank's: at an epoch's end each
-  // callback sees the stop that any rank asked for before it (the ranks agree before each one).
+  // Stops the fit after this epoch (asked after a validation within the epoch: there). Asked on one
+  // rank, it is every rank's: each callback sees the stop that any rank asked for before it (the ranks
+  // agree before each one).
   void request_stop() { should_stop_ = true; }
   bool writes_files() const { return opts_.fast_dev_run.batches == 0; }
   const TrainerOptions& options() const { return opts_; }
@@ -182,6 +190,8 @@ class Trainer {
   void check_ranks_agree(const Module& module);
   // Data-parallel: every rank's callback metrics become rank 0's (a collective; nothing at size 1).
   void sync_callback_metrics();
+  // Every callback's `hook`, in order, each deciding on rank 0's metrics and the stop any rank asked for.
+  void run_callbacks(void (Callback::*hook)(Trainer&, LightningModule&), LightningModule& module);
   // Rank 0 runs decide() and every rank returns its answer (a collective; at size 1 just decide()):
   // for choices made from what a rank sees on its filesystem, which may differ between nodes. An
   // error on rank 0 is every rank's error.
@@ -223,7 +233,8 @@ class Trainer {
   std::string log_dir_;
   bool should_stop_ = false;
   bool has_validation_ = false;
-  int64_t last_validated_epoch_ = -1;
+  int64_t last_validated_epoch_ = -1, last_validated_step_ = -1;
+  bool validates_mid_epoch_ = false;
   bool requeued_ = false, requeue_failed_ = false;
   std::string requeue_message_;
   friend struct TrainerRun;

@@ -207,6 +207,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
       // What the callbacks read at the next epoch end: a run resumed in mid-epoch, after a validation
       // of that epoch, decides there as the uninterrupted run does.
       if (last_validated_epoch_ >= 0) c.metadata["trainer.last_validated_epoch"] = std::to_string(last_validated_epoch_);
+      if (last_validated_step_ >= 0) c.metadata["trainer.last_validated_step"] = std::to_string(last_validated_step_);
       for (const auto& [k, v] : callback_metrics_) c.metadata["trainer.callback_metric." + k] = format_double(v);
       trainer_detail::put_epoch_sums(sums, c.metadata);
       ::volt::save_checkpoint(path, c);
@@ -383,6 +384,23 @@ void Trainer::check_options() {
                "batch limits and val_check_interval take a fraction in [0, 1] or a count >= 0, got ", b->value);
   }
   VOLT_CHECK(opts_.val_check_interval.value > 0, "val_check_interval must be > 0");
+}
+
+void Trainer::run_callbacks(void (Callback::*hook)(Trainer&, LightningModule&), LightningModule& module) {
+  // The callbacks decide on every rank whether to stop and whether and where to save, and each
+  // decision is followed by collectives (the checkpoint's barrier, the loop's next step): the ranks
+  // must decide alike. Metrics logged without sync_dist differ between ranks, so every rank decides
+  // on rank 0's values (those the logs show), and a stop asked on any rank (by the module, or a
+  // callback's rank-local condition) is every rank's before the next callback looks.
+  sync_callback_metrics();
+  auto agree_on_stop = [&] {
+    if (world_size() > 1) should_stop_ = comm_->all_reduce_value(should_stop_ ? 1.0 : 0.0, ReduceOp::Max) != 0.0;
+  };
+  for (auto& c : callbacks_) {
+    agree_on_stop();
+    ((*c).*hook)(*this, module);
+  }
+  agree_on_stop();
 }
 
 void Trainer::sync_callback_metrics() {

@@ -127,6 +127,72 @@ TEST_CASE("test(ckpt=last) takes this trainer's last.ckpt, never another run's u
   CHECK(same_state(m, trained));
 }
 
+namespace {
+// Logs a scripted "score" per validation (not per epoch), counting its validations.
+class ScoredPerValidation : public ClassifierModule {
+ public:
+  explicit ScoredPerValidation(std::vector<double> scores)
+      : ClassifierModule(small_cnn(), adam()), scores_(std::move(scores)) {}
+  void on_validation_epoch_end() override {
+    log("score", scores_[std::min(validations_++, scores_.size() - 1)]);
+  }
+
+ private:
+  std::vector<double> scores_;
+  size_t validations_ = 0;
+};
+}  // namespace
+
+TEST_CASE("validations within an epoch: ModelCheckpoint ranks and EarlyStopping counts each, on its own weights") {
+  // 5 training batches an epoch, validated after batches 2 and 4 (steps 2, 4, then 7, 9, ...): as in
+  // Lightning, the callbacks act after each of these, not at the epoch's end with the last one's
+  // score beside weights trained further.
+  test::TempDir dir("volt_trainer_");
+  manual_seed(6);
+  SynthDM dm(192, 32, 32);
+  ScoredPerValidation m({3, 5, 1, 4});
+  Quiet q;
+  auto o = scored_options(q, dir.path, 2, "");
+  o.val_check_interval = 2;
+  ModelCheckpointOptions mo;
+  mo.monitor = "score";
+  mo.save_top_k = 2;
+  mo.filename = "epoch={epoch}-step={step}-{score:.0f}";
+  auto mc = std::make_shared<ModelCheckpoint>(mo);
+  o.callbacks = {mc};
+  Trainer t(o);
+  t.fit(m, dm);
+  CHECK(names_in(t.log_dir() + "/checkpoints") ==
+        std::set<std::string>{"epoch=0-step=2-score=3.ckpt", "epoch=1-step=7-score=1.ckpt"});
+  CHECK(load_checkpoint(mc->best_model_path()).global_step == 7);  // the weights that scored 1
+  // Written in mid-epoch, it resumes there: the rest of the fit ends with the whole fit's weights.
+  const StateDict whole = snapshot(m);
+  ScoredPerValidation resumed_m({3, 5, 1, 4});
+  Quiet q3;
+  auto o3 = scored_options(q3, dir.path, 2, mc->best_model_path());
+  o3.val_check_interval = 2;
+  Trainer resumed(o3);
+  resumed.fit(resumed_m, dm);
+  CHECK(contains(q3.os.str(), "at epoch 1, step 7"));
+  CHECK(same_state(resumed_m, whole));
+
+  // Patience in validations: 1 improves, the next two do not: the fit stops at the third, mid-epoch.
+  ScoredPerValidation flat({1, 1, 1, 1, 1, 1});
+  Quiet q2;
+  auto o2 = scored_options(q2, dir.path, 4, "");
+  o2.val_check_interval = 2;
+  o2.enable_checkpointing = false;
+  EarlyStoppingOptions eo;
+  eo.monitor = "score";
+  eo.patience = 2;
+  auto es = std::make_shared<EarlyStopping>(eo);
+  o2.callbacks = {es};
+  Trainer t2(o2);
+  t2.fit(flat, dm);
+  CHECK(es->stopped_epoch() == 1);
+  CHECK(t2.global_step() == 7);
+}
+
 TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on NaN") {
   test::TempDir dir("volt_trainer_");
   manual_seed(7);
