@@ -282,7 +282,10 @@ void batch_to(Batch& b, Device device) {
 
 std::string resolve_resume_path(const std::string& root, const std::string& what) {
   if (what != "last") {
-    VOLT_CHECK(fs::is_regular_file(what), "resume: checkpoint \"", what, "\" does not exist");
+    std::error_code ec;  // (a name too long, a folder without access: the reason, not a filesystem_error)
+    const bool found = fs::is_regular_file(what, ec);
+    if (ec == std::errc::no_such_file_or_directory) ec.clear();
+    VOLT_CHECK(found, "resume: checkpoint \"", what, "\" ", ec ? "cannot be read: " + ec.message() : "does not exist");
     return what;
   }
   const std::vector<std::string> latest = latest_checkpoints(root);
@@ -436,9 +439,12 @@ std::string Trainer::decided_on_rank0(const std::function<std::string()>& decide
   if (is_global_zero()) {
     try {
       msg = "P" + decide();
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // any: the other ranks must hear of it, not wait for it
       failed = std::current_exception();
       msg = std::string("E") + e.what();
+    } catch (...) {
+      failed = std::current_exception();
+      msg = "Ean exception that is not a std::exception";
     }
   }
   comm_->io_barrier();  // deciding may read files (checkpoints on a slow shared filesystem)

@@ -139,3 +139,6 @@ expect(1 "layout: --num-nodes 2 but the job runs on 1 node" ${small} --num-nodes
 expect(1 "--save ${WORK_DIR}/no-such-dir/w.bin: folder ${WORK_DIR}/no-such-dir does not exist" ${small}
        --epochs 1 --save ${WORK_DIR}/no-such-dir/w.bin)
 expect(1 "resume: checkpoint \"${WORK_DIR}/nothing.ckpt\" does not exist" ${small} --resume ${WORK_DIR}/nothing.ckpt)
+string(REPEAT x 300 long_name)  # the filesystem's refusal, as a resume error (it was a bare filesystem_error)
+expect(1 "resume: checkpoint \"${WORK_DIR}/${long_name}\" cannot be read: File name too long" ${small}
+       --resume ${WORK_DIR}/${long_name})
