@@ -194,6 +194,7 @@ struct TrainerRun {
   // SIGUSR1 (Slurm's warning before the time limit) at a step boundary: a checkpoint that resumes at
   // epoch `epoch` from the loader position `at`, a requeue request, and a clean stop on every rank.
   void preempt(int64_t epoch, LoaderState at) {
+    clear_requeue_signal();  // acted on: a later fit in this process starts without it
     I.resume_epoch = epoch;
     I.resume_loader = at;
     I.resume_sums.reset();  // the train store's sums are this position's
@@ -319,7 +320,9 @@ struct TrainerRun {
       }
       // Pre-empted: after this step's logging and validation, so that the resumed run has nothing of
       // this batch left to do. At the epoch's last batch, fit() handles it after the epoch's end.
-      if (step_now && batch_idx + 1 < n_train && t.preemption_requested()) {
+      // (Not at the step that reaches max_steps: the fit is over, nothing is left to requeue.)
+      if (step_now && batch_idx + 1 < n_train && !(o.max_steps >= 0 && t.global_step_ >= o.max_steps) &&
+          t.preemption_requested()) {
         preempt(t.epoch_, overfit.empty() ? train->state() : LoaderState{t.epoch_, batch_idx + 1});
         return false;
       }

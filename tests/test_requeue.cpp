@@ -292,6 +292,18 @@ TEST_CASE("SIGUSR1 outside Slurm: the checkpoint is written and the message says
   CHECK(fs::exists(requeue_checkpoint_path(dir.path)));
 }
 
+TEST_CASE("SIGUSR1 with the program's own handler stops one fit only, and none at its last step") {
+  TempDir dir("volt_requeue_");
+  SynthDM dm(192, 32, 32);
+  ScopedEnv no_job("SLURM_JOB_ID", nullptr);
+  const bool installed = install_requeue_signal();  // as cnn_train does, before any fit
+  CHECK(PreemptedFit(dir / "a", 2, dm).t->requeued());
+  CHECK_FALSE(PreemptedFit(dir / "b", -1, dm).t->requeued());  // it stopped at its first step
+  CHECK_FALSE(PreemptedFit(dir / "c", 2, dm, [](TrainerOptions& o) { o.max_steps = 3; }).t->requeued());
+  clear_requeue_signal();
+  if (installed) uninstall_requeue_signal();
+}
+
 TEST_CASE("a failing requeue command is reported, the checkpoint stays") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);
