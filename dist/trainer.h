@@ -190,6 +190,9 @@ class Trainer {
   void check_ranks_agree(const Module& module);
   // Data-parallel: every rank's callback metrics become rank 0's (a collective; nothing at size 1).
   void sync_callback_metrics();
+  // Loads `path` into the run about to start: the module, optimizer, scheduler, scaler and loader
+  // (`train_loader`; none under overfit_batches), the progress, callback states and metrics.
+  void resume_run(const std::string& path, LightningModule& module, DataLoader* train_loader);
   // Every callback's `hook`, in order, each deciding on rank 0's metrics and the stop any rank asked for.
   void run_callbacks(void (Callback::*hook)(Trainer&, LightningModule&), LightningModule& module);
   // Rank 0 runs decide() and every rank returns its answer (a collective; at size 1 just decide()):

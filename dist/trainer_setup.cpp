@@ -280,6 +280,45 @@ void batch_to(Batch& b, Device device) {
   b.labels = b.labels.to(device);
 }
 
+void Trainer::resume_run(const std::string& path, LightningModule& module, DataLoader* train_loader) {
+  Impl& I = *impl_;
+  Checkpoint c = load_on_every_rank(path);
+  // The Trainer's own state first, then the callbacks': one that does not parse then fails before
+  // restore() changes the model; and if restore() refuses the checkpoint, the callbacks get their
+  // own states back, so nothing of it is loaded.
+  std::map<std::string, double> metrics;
+  int64_t validated = -1, validated_step = -1;
+  const std::string metric_prefix = "trainer.callback_metric.";
+  for (const auto& [k, v] : c.metadata) {
+    if (k.compare(0, metric_prefix.size(), metric_prefix) == 0)
+      metrics[k.substr(metric_prefix.size())] = parse_double("Trainer", k, v);
+    else if (k == "trainer.last_validated_epoch")
+      validated = parse_count("Trainer", k, v);
+    else if (k == "trainer.last_validated_step")
+      validated_step = parse_count("Trainer", k, v);
+  }
+  auto sums = trainer_detail::epoch_sums_from_metadata(c.metadata);
+  const auto own_states = callback_states(callbacks_);
+  load_callback_states(callbacks_, c.metadata, out());
+  try {
+    restore(c, module, *I.optim.optimizer, I.optim.scheduler.get(), train_loader, {}, I.scaler.get());
+  } catch (...) {
+    put_back_callback_states(callbacks_, own_states);
+    throw;
+  }
+  epoch_ = c.epoch;
+  global_step_ = c.global_step;
+  module.global_step_ = global_step_;
+  I.resume_epoch = c.epoch;  // what a save before the next epoch's end records
+  I.resume_loader = c.loader;
+  I.resume_sums = std::move(sums);  // (also when empty: the loader position stays the checkpoint's)
+  callback_metrics_ = std::move(metrics);
+  last_validated_epoch_ = validated;
+  // (a checkpoint from before the step was kept: its epoch's validation was of its weights)
+  last_validated_step_ = validated_step >= 0 ? validated_step : validated == c.epoch ? c.global_step : -1;
+  out() << "Resumed from " << path << " at epoch " << epoch_ << ", step " << global_step_ << "\n";
+}
+
 std::string resolve_resume_path(const std::string& root, const std::string& what) {
   if (what != "last") {
     std::error_code ec;  // (a name too long, a folder without access: the reason, not a filesystem_error)
