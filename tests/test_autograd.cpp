@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -305,6 +306,25 @@ TEST_CASE("reshape, flatten and narrow backward") {
       return mul(v, v).flatten();
     };
     VOLT_CHECK_GRADCHECK(test::gradcheck(fn, {x}));
+  }
+}
+
+TEST_CASE("gradcheck itself fails on a NaN or a wrong gradient") {
+  // The checker under every op table: a point whose error is NaN must count as the worst, not vanish.
+  for (const float factor : {NAN, 2.f}) {
+    CAPTURE(factor);
+    auto fn = [factor](const std::vector<Tensor>& in) {
+      Tensor y = in[0].clone();  // the identity, with a backward scaled by factor
+      autograd::record("scaled_backward", y, {in[0]},
+                       [factor](const Tensor& g, const std::vector<bool>&) { return std::vector<Tensor>{mul(g, factor)}; });
+      return y;
+    };
+    Tensor x = test::rand_tensor({4, 5}, 3);
+    x.requires_grad_();
+    const test::GradcheckReport rep = test::gradcheck(fn, {x});
+    CHECK(rep.checked == 20);
+    CHECK_FALSE(rep.worst_error <= 1.0);
+    CHECK(test::contains(rep.worst, std::isnan(factor) ? "autograd nan" : "autograd"));
   }
 }
 

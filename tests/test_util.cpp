@@ -137,8 +137,8 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
       const double a = ana[size_t(j)];
       const double err = std::fabs(num - a) / (o.atol + o.rtol * std::max(std::fabs(num), std::fabs(a)));
       ++rep.checked;
-      if (err > rep.worst_error) {
-        rep.worst_error = err;
+      if (!(err <= rep.worst_error)) {  // a NaN gradient (or difference) is the worst of all
+        rep.worst_error = std::isnan(err) ? INFINITY : err;
         std::ostringstream os;
         os << "input " << k << " " << shape_str(x.shape()) << " element " << j << ": numeric " << num
            << ", autograd " << a;
