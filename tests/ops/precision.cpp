@@ -57,7 +57,9 @@ void check_low_precision(const OpCase& c, DType dt, Device device) {
   const double e = nmse(got.to(Device::cpu()), want);
   INFO("forward NMSE " << e << " (tolerance " << tol << ")");
   CHECK(e <= tol);
-  if (!want.requires_grad() || !got.requires_grad()) return;  // e.g. dropout in eval returns its input
+  // A 16-bit path that forgets its backward must fail here, not skip the gradients.
+  REQUIRE(got.requires_grad() == want.requires_grad());
+  if (!want.requires_grad()) return;
   const Tensor proj = rand_tensor(want.shape(), 4242).to(got.dtype()).to(DType::F32);
   sum(mul(want, proj)).backward();
   sum(mul(got, proj.to(got.dtype()).to(device))).backward();
