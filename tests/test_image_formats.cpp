@@ -165,13 +165,14 @@ TEST_CASE("ImageFolder decodes baseline JPEGs with restart markers, and refuses 
   b.insert(b.end(), {0xFF, 0xD9});
   CHECK(contains(decode_error(d, "a/1.jpg", b), "ends after 2 of its 4 MCUs (cut short"));
 
+}
+
+TEST_CASE("ImageFolder decodes Pillow's JPEGs with restart markers, and refuses each without its first marker") {
   // Pillow (libjpeg) with a restart interval of 1 MCU (4:2:0), of a row of MCUs (4:4:4) and of 4
   // MCUs (grey): each decodes to Pillow's pixels, and is refused without its first restart marker (stb_image
-  // stops after the first interval, then fails on the bytes that follow, unlike the file above).
-  if (std::system("python3 -c 'import PIL' >/dev/null 2>&1") != 0) {
-    MESSAGE("Pillow not installed: its JPEGs with restart markers not tried");
-    return;
-  }
+  // stops after the first interval, then fails on the bytes that follow, unlike the hand-written file).
+  if (std::system("python3 -c 'import PIL' >/dev/null 2>&1") != 0)
+    test::skip("Pillow not installed (pip install pillow): its JPEGs with restart markers not tried");
   const std::string script = R"(import sys
 from PIL import Image
 out, w, h, state, px = sys.argv[1], 40, 24, 99, bytearray()
@@ -213,7 +214,7 @@ for name, image, options in [("420", im, {"quality": 90, "subsampling": 2, "rest
     const size_t dri = marker_at(jpg, 0xDD), first_rst = marker_at(jpg, 0xD0);
     REQUIRE((dri != 0 && first_rst != 0));
     CHECK((jpg[dri + 4] << 8 | jpg[dri + 5]) == interval);
-    b = jpg;
+    Bytes b = jpg;
     b.erase(b.begin() + long(first_rst), b.begin() + long(first_rst + 2));
     const std::string want_error =
         "has no restart marker right after MCU " + std::to_string(interval) + " of its " + std::to_string(mcus) + ",";
