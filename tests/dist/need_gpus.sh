@@ -4,8 +4,17 @@
 #   need_gpus.sh N command args...
 set -uo pipefail
 needed="$1"; shift
-n="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')"
-[ -n "${VOLT_EMU_DEVICES:-}" ] && n="$VOLT_EMU_DEVICES"
+if [ -n "${VOLT_EMU_DEVICES:-}" ]; then
+  n="$VOLT_EMU_DEVICES"
+elif command -v nvidia-smi >/dev/null; then
+  n="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')"
+else
+  echo "SKIPPED: no nvidia-smi to count the GPUs ($needed needed)"; exit 77
+fi
+if [ "${n:-0}" -eq 0 ] && [ -n "${VOLT_REQUIRE_GPU:-}" ] && [ "${VOLT_REQUIRE_GPU}" != 0 ]; then
+  # As require_gpu(): on the GPU machine a broken driver must fail, not pass as "skipped".
+  echo "FAILED: VOLT_REQUIRE_GPU is set but no GPU is visible"; exit 1
+fi
 [ "${n:-0}" -ge "$needed" ] || { echo "SKIPPED: ${n:-0} GPU(s) visible, $needed needed"; exit 77; }
 command -v "$1" >/dev/null || { echo "SKIPPED: no $1 on this machine"; exit 77; }
 exec "$@"
