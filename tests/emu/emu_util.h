@@ -140,7 +140,7 @@ inline void check_bitwise(const std::vector<float>& got, const std::vector<float
   }
 }
 
-// |got - want| <= atol + rtol*|want| everywhere; NaN must match NaN.
+// |got - want| <= atol + rtol*|want| everywhere; NaN must match NaN and an infinity the same infinity.
 inline void check_near(const std::vector<float>& got, const std::vector<float>& want, double atol, double rtol,
                        const std::string& what) {
   INFO(what);
@@ -150,6 +150,14 @@ inline void check_near(const std::vector<float>& got, const std::vector<float>& 
   for (size_t i = 0; i < got.size(); ++i) {
     if (std::isnan(want[i]) || std::isnan(got[i])) {
       if (std::isnan(want[i]) != std::isnan(got[i])) {
+        worst = INFINITY;
+        at = i;
+        break;
+      }
+      continue;
+    }
+    if (std::isinf(want[i]) || std::isinf(got[i])) {  // inf - inf over an infinite tolerance would be NaN
+      if (got[i] != want[i]) {
         worst = INFINITY;
         at = i;
         break;
