@@ -374,6 +374,76 @@ TEST_CASE("gpu larger shapes: conv2d, linear, batch_norm, pools and reductions m
   CHECK(argmax(big.to(kGpu), 1).to_int_vector() == argmax(big, 1).to_int_vector());
 }
 
+// The ops outside the op table (not differentiable, or in place) that a training step runs on the GPU:
+// add_ (gradient accumulation), add_int_ (BatchNorm's num_batches_tracked), batch_accuracy and accuracy
+// (every logged accuracy, with ties: the first maximum wins, as on the CPU), cast_many and cast_into
+// (mixed precision's weights and gradients; several pairs of one type pair in one launch, one of another
+// pair by itself).
+TEST_CASE("gpu add_, add_int_, accuracy, cast_many and cast_into match the CPU") {
+  require_gpu();
+  const Tensor a = vt::rand_tensor({7, 13}, 21), b = vt::rand_tensor({7, 13}, 22);
+  Tensor ah = a.clone(), ad = a.to(kGpu);
+  add_(ah, b, -0.375f);
+  add_(ad, b.to(kGpu), -0.375f);
+  check_near(ad, ah, 0, 1e-7, "add_ with alpha");
+
+  Tensor counter = Tensor::from_labels({41}, kGpu).reshape({});
+  add_int_(counter);
+  add_int_(counter, 1000000007);
+  CHECK(counter.to_int_vector() == std::vector<int64_t>{41 + 1 + 1000000007});
+
+  // Logits with ties in some rows (rounded to quarters) and labels on the first maximum, another, or none.
+  std::vector<float> lv = vt::rand_tensor({61, 10}, 23).to_vector();
+  for (float& v : lv) v = std::round(v * 4) / 4;
+  const Tensor logits = Tensor::from_vector({61, 10}, lv);
+  std::vector<int64_t> labels;
+  for (int64_t i = 0; i < 61; ++i) labels.push_back((i * 7) % 10);
+  const std::vector<int64_t> first_max = argmax(logits, 1).to_int_vector();
+  for (int64_t i = 0; i < 61; i += 3) labels[size_t(i)] = first_max[size_t(i)];
+  const Tensor yh = Tensor::from_labels(labels), yd = Tensor::from_labels(labels, kGpu);
+  CHECK(argmax(logits.to(kGpu), 1).to_int_vector() == first_max);
+  const Tensor acc_d = batch_accuracy(logits.to(kGpu), yd);
+  CHECK(acc_d.device() == kGpu);
+  CHECK(acc_d.to_vector() == batch_accuracy(logits, yh).to_vector());
+  CHECK(accuracy(logits.to(kGpu), yd) == accuracy(logits, yh));
+  CHECK(accuracy(logits, yh) > 0.3);  // the rows labelled with their first maximum at least
+
+  for (DType dt : {DType::F16, DType::BF16}) {
+    INFO(std::string(dtype_name(dt)));
+    std::vector<Tensor> src_h = {vt::rand_tensor({5, 3}, 24, -70000, 70000), vt::rand_tensor({129}, 25),
+                                 Tensor(), vt::rand_tensor({2, 2, 3}, 26, -1e-6f, 1e-6f)};
+    std::vector<Tensor> src_d;
+    for (const Tensor& t : src_h) src_d.push_back(t.defined() ? t.to(kGpu) : Tensor());
+    const std::vector<Tensor> lo_h = cast_many(src_h, dt), lo_d = cast_many(src_d, dt);
+    REQUIRE(lo_d.size() == lo_h.size());
+    CHECK_FALSE(lo_d[2].defined());
+    for (size_t i : {0, 1, 3}) {
+      CHECK(lo_d[i].dtype() == dt);
+      CHECK(lo_d[i].device() == kGpu);
+      // Round to nearest even on both (overflow to inf in float16, subnormals kept): the same bits.
+      CHECK(lo_d[i].to(Device::cpu()).to(DType::F32).to_vector() == lo_h[i].to(DType::F32).to_vector());
+    }
+    // Back into float32 tensors: the three 16-bit pairs together, and one float32 -> bfloat16/float16
+    // pair (another type pair, cast by itself) in the same call.
+    const Tensor other_h = vt::rand_tensor({33}, 27);
+    const DType other_dt = dt == DType::F16 ? DType::BF16 : DType::F16;
+    std::vector<Tensor> dst_h, dst_d;
+    for (size_t i : {0, 1, 3}) {
+      dst_h.push_back(Tensor::zeros(src_h[i].shape()));
+      dst_d.push_back(Tensor::zeros(src_h[i].shape(), DType::F32, kGpu));
+    }
+    dst_h.push_back(Tensor::zeros({33}, other_dt));
+    dst_d.push_back(Tensor::zeros({33}, other_dt, kGpu));
+    cast_into({lo_h[0], lo_h[1], lo_h[3], other_h}, dst_h);
+    cast_into({lo_d[0], lo_d[1], lo_d[3], other_h.to(kGpu)}, dst_d);
+    for (size_t i = 0; i < dst_h.size(); ++i) {
+      CAPTURE(i);
+      CHECK(dst_d[i].dtype() == dst_h[i].dtype());
+      CHECK(dst_d[i].to(Device::cpu()).to(DType::F32).to_vector() == dst_h[i].to(DType::F32).to_vector());
+    }
+  }
+}
+
 // ---------------------------------------------------------------- tensors, copies, errors
 
 TEST_CASE("gpu tensors: copies to and from the device, clone, copy_, fill_, zero_, item") {
