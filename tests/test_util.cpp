@@ -41,6 +41,8 @@ std::string datasets_dir() {
   return is_dir(p) ? p : "";
 }
 
+std::string source_dir() { return VOLT_SOURCE_DIR; }
+
 std::string fixtures_dir() {
   if (const char* d = std::getenv("VOLT_FIXTURES_DIR"); d && *d) return is_dir(d) ? d : "";
   if (const char* d = std::getenv("VOLT_DATA_DIR"); d && *d && is_dir(std::string(d) + "/../fixtures"))

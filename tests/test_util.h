@@ -26,6 +26,8 @@ Tensor rand_tensor(const Shape& shape, uint64_t seed, float low = -1.f, float hi
 // Each returns "" when absent.
 std::string datasets_dir();
 std::string fixtures_dir();
+// The source tree this test binary was built from (where engine/ops.h is read by the coverage test).
+std::string source_dir();
 
 // Prints "SKIPPED: <why>" and exits with 77 (CTest SKIP_RETURN_CODE).
 [[noreturn]] void skip(const std::string& why);
