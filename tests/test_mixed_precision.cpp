@@ -165,6 +165,9 @@ TEST_CASE("16-mixed fit: an Inf loss skips that step, the scheduler waits, and t
 }
 
 TEST_CASE("16-mixed and bf16-mixed fits learn like float32 on the CPU") {
+  TempDir f32_dir("volt_amp_");
+  const auto f32 = run_learning_fit(f32_dir.path, "32");
+  INFO("float32: val_acc " << f32->before << " -> " << f32->after);
   for (const char* precision : {"16-mixed", "bf16-mixed"}) {
     INFO(precision);
     TempDir dir("volt_amp_");
@@ -172,6 +175,9 @@ TEST_CASE("16-mixed and bf16-mixed fits learn like float32 on the CPU") {
     INFO(f->q.os.str());
     CHECK(f->after > f->before + 0.2);
     CHECK(f->after > 0.7);
+    // The same fit (same seed, data and order) in float32: 16-bit rounding may move a few of the 64
+    // validation samples, not the outcome.
+    CHECK(std::abs(f->after - f32->after) <= 0.1);
   }
 }
 
