@@ -310,12 +310,17 @@ void ClassifierModule::on_test_epoch_end() {
     log_image("test_confusion_matrix", metrics_->confusion_image(std::min<int64_t>(16, 2048 / C)));
 }
 
+double ClassifierModule::effective_weight_decay() const {
+  if (o_.weight_decay) return *o_.weight_decay;
+  return o_.optimizer == "adamw" ? AdamW::defaults().weight_decay : 0.0;
+}
+
 OptimizerConfig ClassifierModule::configure_optimizers() {
   OptimizerConfig c;
   if (o_.optimizer == "adam" || o_.optimizer == "adamw") {
     AdamOptions a = o_.optimizer == "adamw" ? AdamW::defaults() : AdamOptions{};
     a.lr = o_.lr;
-    if (o_.weight_decay != 0 || o_.optimizer == "adam") a.weight_decay = o_.weight_decay;
+    a.weight_decay = effective_weight_decay();
     if (o_.optimizer == "adamw")
       c.optimizer = std::make_shared<AdamW>(parameters(), a);
     else
@@ -324,7 +329,7 @@ OptimizerConfig ClassifierModule::configure_optimizers() {
     SGDOptions s;
     s.lr = o_.lr;
     s.momentum = o_.momentum;
-    s.weight_decay = o_.weight_decay;
+    s.weight_decay = effective_weight_decay();
     c.optimizer = std::make_shared<SGD>(parameters(), s);
   } else {
     VOLT_FAIL("ClassifierModule: unknown optimizer \"", o_.optimizer, "\" (choices: adam, adamw, sgd)");
@@ -355,7 +360,7 @@ HParams ClassifierModule::hyperparameters() const {
   h["optimizer"] = o_.optimizer;
   h["lr"] = o_.lr;
   h["momentum"] = o_.momentum;
-  h["weight_decay"] = o_.weight_decay;
+  h["weight_decay"] = effective_weight_decay();
   h["scheduler"] = o_.scheduler.empty() ? std::string("none") : o_.scheduler;
   h["num_parameters"] = double(model_->num_parameters());
   if (o_.label_smoothing != 0) h["label_smoothing"] = o_.label_smoothing;

@@ -162,7 +162,9 @@ class LightningModule : public Module {
 
 struct ClassifierOptions {
   std::string optimizer = "adam";  // "adam", "adamw", "sgd"
-  double lr = 1e-3, momentum = 0.0, weight_decay = 0.0;
+  double lr = 1e-3, momentum = 0.0;
+  // Unset: the optimizer's own default, as in PyTorch (0 for adam and sgd, 0.01 for adamw).
+  std::optional<double> weight_decay;
   // "", "cosine" (over max_epochs, per epoch), "step" (StepLR, x0.1 every third of max_epochs),
   // "onecycle" (OneCycleLR peaking at lr, per optimizer step over total_steps)
   std::string scheduler;
@@ -197,6 +199,7 @@ class ClassifierModule : public LightningModule {
   // Top-k hits and the confusion matrix of the current validation or test epoch.
   void update_metrics(const Tensor& logits, const Tensor& labels);
   void reduce_metrics();
+  double effective_weight_decay() const;  // the option, else the optimizer's default
   std::shared_ptr<Module> model_;
   ClassifierOptions o_;
   std::optional<ClassificationMetrics> metrics_;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "data/datamodule.h"
@@ -30,6 +31,28 @@ namespace fs = std::filesystem;
 
 using namespace volt::test;
 
+
+TEST_CASE("ClassifierModule: weight decay unset is the optimizer's default, and 0 is 0 (adamw too)") {
+  struct Case {
+    std::string optimizer;
+    std::optional<double> asked;
+    double want;
+  };
+  for (const Case& c : {Case{"adamw", std::nullopt, 1e-2}, Case{"adamw", 0.0, 0.0}, Case{"adamw", 0.05, 0.05},
+                        Case{"adam", std::nullopt, 0.0}, Case{"adam", 1e-4, 1e-4}, Case{"sgd", std::nullopt, 0.0},
+                        Case{"sgd", 5e-4, 5e-4}}) {
+    CAPTURE(c.optimizer);
+    CAPTURE(c.asked.value_or(-1));
+    ClassifierOptions o;
+    o.optimizer = c.optimizer;
+    o.weight_decay = c.asked;
+    ClassifierModule m(small_cnn(), o);
+    const OptimizerConfig cfg = m.configure_optimizers();
+    REQUIRE(cfg.optimizer);
+    CHECK(cfg.optimizer->state_dict().reals.at("weight_decay") == c.want);
+    CHECK(std::get<double>(m.hyperparameters().at("weight_decay")) == c.want);  // what hparams.yaml says
+  }
+}
 
 TEST_CASE("fit learns: val_acc rises on a learnable synthetic set") {
   test::TempDir dir("volt_trainer_");

@@ -23,7 +23,7 @@ const char* train_usage() {
          "  --lr X                      learning rate (default 1e-3)\n"
          "  --optimizer NAME            adam | adamw | sgd (default adam)\n"
          "  --momentum X                SGD momentum, with --optimizer sgd (default 0.9)\n"
-         "  --weight-decay X            weight decay (default 0)\n"
+         "  --weight-decay X            weight decay (default 0; 0.01 for adamw)\n"
          "  --scheduler NAME            none | step | cosine | onecycle (default none)\n"
          "  --dropout X                 dropout probability in the classifier (default 0.2)\n"
          "  --label-smoothing X         cross-entropy label smoothing (default 0)\n"
@@ -242,7 +242,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
   if (a.label_smoothing < 0 || a.label_smoothing > 1)
     throw UsageError("bad value for --label-smoothing: it must be in [0, 1]");
   if (a.gradient_clip_val < 0) throw UsageError("bad value for --gradient-clip-val: it must be >= 0");
-  if (a.weight_decay < 0) throw UsageError("bad value for --weight-decay: it must be >= 0");
+  if (a.weight_decay && *a.weight_decay < 0) throw UsageError("bad value for --weight-decay: it must be >= 0");
   if (a.momentum < 0) throw UsageError("bad value for --momentum: it must be >= 0");
   if (momentum_given && a.optimizer != "sgd")  // not silently ignored: Adam's betas are fixed
     throw UsageError("--momentum is SGD's (--optimizer sgd); " + a.optimizer + " uses betas 0.9, 0.999");

@@ -2,6 +2,7 @@
 // flag or value throws UsageError naming it and the valid choices (cnn_train exits with 2).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -16,7 +17,8 @@ struct UsageError : std::runtime_error {
 struct TrainArgs {
   // Model and optimisation.
   int64_t epochs = 20, max_steps = -1, batch = 128, seed = 42;
-  double lr = 1e-3, momentum = 0.9, weight_decay = 0, dropout = 0.2, label_smoothing = 0;
+  double lr = 1e-3, momentum = 0.9, dropout = 0.2, label_smoothing = 0;
+  std::optional<double> weight_decay;  // unset: the optimizer's default (0.01 for adamw, else 0)
   std::string optimizer = "adam", scheduler = "none", precision = "32";
   std::string float32_matmul_precision = "highest";  // highest | high (TF32 on the GPU), set process-wide
   // Data.
