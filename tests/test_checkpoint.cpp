@@ -199,6 +199,12 @@ TEST_CASE("optimizer load_state_dict rejects a state that does not fit and chang
     s.tensors.emplace_back("velocity.0", Tensor::zeros({3}));
     CHECK(contains(error_of([&] { opt.load_state_dict(s); }), "velocity.0"));
   }
+  SUBCASE("a tensor named with a leading zero (accepted, it would then be dropped)") {
+    OptimizerState s = before;
+    for (auto& [n, t] : s.tensors)
+      if (n == "exp_avg.1") n = "exp_avg.01";
+    CHECK(contains(error_of([&] { opt.load_state_dict(s); }), "unexpected tensor 'exp_avg.01'"));
+  }
   SUBCASE("an invalid hyperparameter") {
     OptimizerState s = before;
     s.reals["beta1"] = 1.5;

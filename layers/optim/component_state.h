@@ -25,7 +25,8 @@ using OptimizerState = ComponentState;
 using SchedulerState = ComponentState;
 using LossScalerState = ComponentState;
 
-// Splits "exp_avg.12" into ("exp_avg", 12); false when the name has no ".<index>" suffix.
+// Splits "exp_avg.12" into ("exp_avg", 12); false when the name has no ".<index>" suffix (or one
+// with a leading zero, "exp_avg.012").
 bool split_indexed_name(const std::string& name, std::string& kind, int64_t& index);
 
 }  // namespace volt
