@@ -11,13 +11,15 @@
 #include <utility>
 
 #include "dist/log_dir.h"
+#include "dist/utf8.h"
 #include "engine/error.h"
 
 namespace volt {
 namespace {
 
-// RFC 4180: quote a field holding a comma, quote, CR or LF (quotes doubled).
-std::string csv_field(const std::string& s) {
+// RFC 4180: quote a field holding a comma, quote, CR or LF (quotes doubled); UTF-8 (utf8.h).
+std::string csv_field(const std::string& raw) {
+  const std::string s = valid_utf8(raw);
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
   std::string out = "\"";
   for (char c : s) {
@@ -43,10 +45,23 @@ bool yaml_plain_ok(const std::string& s) {
   });
 }
 
-std::string yaml_scalar(const std::string& s) {
-  if (yaml_plain_ok(s)) return s;
+std::string yaml_scalar(const std::string& raw) {
+  if (yaml_plain_ok(raw)) return raw;
+  const std::string s = valid_utf8(raw);
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    // YAML's own line breaks beyond ASCII (NEL, LINE and PARAGRAPH SEPARATOR) would fold to a space.
+    if (s.compare(i, 2, "\xC2\x85") == 0) {
+      out += "\\N";
+      i += 1;
+      continue;
+    }
+    if (s.compare(i, 3, "\xE2\x80\xA8") == 0 || s.compare(i, 3, "\xE2\x80\xA9") == 0) {
+      out += s[i + 2] == '\xA8' ? "\\L" : "\\P";
+      i += 2;
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "dist/utf8.h"
+
 namespace volt::proto {
 
 // Appends fields to a byte string; a nested message is another Writer's bytes passed to message().
@@ -22,6 +24,8 @@ class Writer {
     put_le(u, 4);
   }
   void bytes(int field, const std::string& v) { tag(field, 2); put_varint(v.size()); out_ += v; }
+  // A `string` field: protobuf readers refuse one that is not UTF-8, so invalid bytes become U+FFFD.
+  void string(int field, const std::string& v) { bytes(field, valid_utf8(v)); }
   void message(int field, const Writer& m) { bytes(field, m.str()); }
   void packed_doubles(int field, const std::vector<double>& v) {
     tag(field, 2);

@@ -153,13 +153,13 @@ std::string graph_event(double wall_time, const std::vector<GraphNode>& nodes) {
   for (const GraphNode& n : nodes) {
     VOLT_CHECK(!n.name.empty(), "add_graph: a node has an empty name (op ", n.op, ")");
     proto::Writer node;
-    node.bytes(kNodeName, n.name);
-    node.bytes(kNodeOp, n.op);
-    for (const std::string& in : n.inputs) node.bytes(kNodeInput, in);
+    node.string(kNodeName, n.name);
+    node.string(kNodeOp, n.op);
+    for (const std::string& in : n.inputs) node.string(kNodeInput, in);
     for (const auto& [key, value] : n.attrs) {
       proto::Writer attr, entry;
       attr.bytes(kAttrS, value);
-      entry.bytes(kMapKey, key);
+      entry.string(kMapKey, key);
       entry.message(kMapValue, attr);
       node.message(kNodeAttr, entry);
     }
@@ -175,7 +175,7 @@ std::string graph_event(double wall_time, const std::vector<GraphNode>& nodes) {
 
 std::string scalar_value(const std::string& tag, float value) {
   proto::Writer v;
-  v.bytes(kValueTag, tag);
+  v.string(kValueTag, tag);
   v.float32(kValueSimpleValue, value);
   return v.str();
 }
@@ -190,7 +190,7 @@ std::string histogram_value(const std::string& tag, const Histogram& h) {
   histo.packed_doubles(kHistoBucketLimit, h.bucket_limit);
   histo.packed_doubles(kHistoBucket, h.bucket);
   proto::Writer v;
-  v.bytes(kValueTag, tag);
+  v.string(kValueTag, tag);
   v.message(kValueHisto, histo);
   return v.str();
 }
@@ -202,7 +202,7 @@ std::string image_value(const std::string& tag, int height, int width, int chann
   image.int64(kImageColorspace, channels);  // 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
   image.bytes(kImageEncoded, png);
   proto::Writer v;
-  v.bytes(kValueTag, tag);
+  v.string(kValueTag, tag);
   v.message(kValueImage, image);
   return v.str();
 }
@@ -212,25 +212,25 @@ std::vector<std::string> hparams_values(const HParams& hparams, const std::vecto
   proto::Writer experiment, session_start, session_end;
   for (const auto& [name, value] : hparams) {
     proto::Writer info, pb_value, entry;
-    info.bytes(kHParamInfoName, name);
+    info.string(kHParamInfoName, name);
     if (const double* d = std::get_if<double>(&value)) {
       info.int64(kHParamInfoType, kDataTypeFloat64);
       pb_value.float64(kValueNumber, *d);
     } else if (const std::string* s = std::get_if<std::string>(&value)) {
       info.int64(kHParamInfoType, kDataTypeString);
-      pb_value.bytes(kValueString, *s);
+      pb_value.string(kValueString, *s);
     } else {
       info.int64(kHParamInfoType, kDataTypeBool);
       pb_value.boolean(kValueBool, std::get<bool>(value));
     }
     experiment.message(kExperimentHParamInfos, info);
-    entry.bytes(kMapKey, name);
+    entry.string(kMapKey, name);
     entry.message(kMapValue, pb_value);
     session_start.message(kSessionStartHParams, entry);
   }
   for (const std::string& tag : metric_tags) {
     proto::Writer metric_name, info;
-    metric_name.bytes(kMetricNameTag, tag);
+    metric_name.string(kMetricNameTag, tag);
     info.message(kMetricInfoName, metric_name);
     experiment.message(kExperimentMetricInfos, info);
   }
@@ -244,10 +244,10 @@ std::vector<std::string> hparams_values(const HParams& hparams, const std::vecto
     if (kHParamsPluginVersion != 0) content.int64(kPluginDataVersion, kHParamsPluginVersion);
     content.message(field, data);
     proto::Writer plugin, metadata, v;
-    plugin.bytes(kPluginName, kHParamsPlugin);
+    plugin.string(kPluginName, kHParamsPlugin);
     plugin.bytes(kPluginContent, content.str());
     metadata.message(kMetadataPluginData, plugin);
-    v.bytes(kValueTag, tag);
+    v.string(kValueTag, tag);
     v.message(kValueMetadata, metadata);
     return v.str();
   };

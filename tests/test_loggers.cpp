@@ -22,6 +22,7 @@
 #include "dist/tb_summary.h"
 #include "dist/tensorboard.h"
 #include "dist/tfrecord.h"
+#include "dist/utf8.h"
 #include "engine/error.h"
 #include "layers/layers.h"
 #include "tests/test_util.h"
@@ -372,6 +373,34 @@ TEST_CASE("hparams.yaml: key: value lines, strings quoted when plain YAML would 
   CHECK(volt::format_double(-2) == "-2");
 }
 
+TEST_CASE("valid_utf8: well-formed text unchanged, each byte of a malformed sequence U+FFFD") {
+  const std::string fffd = "\xEF\xBF\xBD";
+  for (const std::string& ok : std::vector<std::string>{"", "plain", "caf\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\xF4\x8F\xBF\xBF",
+                               "\xED\x9F\xBF", std::string("nul\0in", 6)})
+    CHECK(volt::valid_utf8(ok) == ok);
+  CHECK(volt::valid_utf8("a\xFFz") == "a" + fffd + "z");                   // never valid
+  CHECK(volt::valid_utf8("\x80") == fffd);                                  // a stray continuation
+  CHECK(volt::valid_utf8("\xC3") == fffd);                                  // cut short
+  CHECK(volt::valid_utf8("\xC0\xAF") == fffd + fffd);                       // overlong '/'
+  CHECK(volt::valid_utf8("\xE0\x80\xAF") == fffd + fffd + fffd);            // overlong, 3 bytes
+  CHECK(volt::valid_utf8("\xED\xA0\x80") == fffd + fffd + fffd);            // a surrogate
+  CHECK(volt::valid_utf8("\xF4\x90\x80\x80") == fffd + fffd + fffd + fffd); // past U+10FFFF
+  CHECK(volt::valid_utf8("\xE2\x82x") == fffd + fffd + "x");
+}
+
+TEST_CASE("CSV and hparams.yaml stay UTF-8, and YAML's own line breaks are escaped") {
+  const volt::HParams hp = {{"class\xFF", std::string("a\xC2\x85" "b\xE2\x80\xA8" "c\xE2\x80\xA9" "d\xC3\xA9")}};
+  CHECK(volt::hparams_to_yaml(hp) == "\"class\xEF\xBF\xBD\": \"a\\Nb\\Lc\\Pd\xC3\xA9\"\n");
+  TempDir tmp;
+  {
+    volt::CSVLogger log(tmp.str());
+    log.log_metrics({{"acc/\xFE", 0.5}}, 3, 0);
+  }
+  const std::string csv = read_text(tmp.str("metrics.csv"));
+  CHECK(contains(csv, "acc/\xEF\xBF\xBD"));
+  CHECK_FALSE(contains(csv, "\xFE"));
+}
+
 TEST_CASE("next_version_dir: version_N with N = 1 + the largest existing") {
   TempDir tmp;
   const std::string root = tmp.str("logs");
@@ -423,6 +452,10 @@ TEST_CASE("TensorBoard's EventAccumulator reads the event file") {
     const double losses[] = {2.5, 1.25, 0.625, 0.5};
     for (int i = 0; i < 4; ++i) w.add_scalar("train/loss", losses[i], i * 10);
     w.add_scalar("val/acc", 0.75, 30);
+    // A tag that is not UTF-8 (an ImageFolder class folder's raw name): TensorBoard's reader refused
+    // the record and everything after it.
+    w.add_scalar("class/bad\xff", 1.0, 30);
+    w.add_scalar("after_bad", 0.25, 31);
     std::vector<float> weights;
     for (int i = 0; i < 257; ++i) weights.push_back(std::cos(0.1f * i) * 0.5f);
     w.add_histogram("fc/weight", weights, 30);
@@ -454,6 +487,8 @@ TEST_CASE("TensorBoard's EventAccumulator reads the event file") {
   // json.dumps(sort_keys=True) output; the values are exact in float32 so they print exactly.
   CHECK(contains(out, "\"train/loss\": [[0, 2.5], [10, 1.25], [20, 0.625], [30, 0.5]]"));
   CHECK(contains(out, "\"val/acc\": [[30, 0.75]]"));
+  CHECK(contains(out, "\"class/bad\\ufffd\": [[30, 1.0]]"));
+  CHECK(contains(out, "\"after_bad\": [[31, 0.25]]"));
   CHECK(contains(out, "\"hp/final_acc\": [[0, 0.875]]"));
   CHECK(contains(out, "\"histograms\": [\"fc/bias\", \"fc/weight\"]"));
   CHECK(contains(out, "\"images\": [\"samples/gray\", \"samples/rgb\"]"));
