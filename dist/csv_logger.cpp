@@ -12,6 +12,7 @@
 
 #include "dist/log_dir.h"
 #include "dist/utf8.h"
+#include "engine/binary_io.h"
 #include "engine/error.h"
 
 namespace volt {
@@ -152,35 +153,55 @@ std::string CSVLogger::hparams_path() const { return (std::filesystem::path(dir_
 
 void CSVLogger::log_metrics(const std::map<std::string, double>& metrics, int64_t step,
                             std::optional<int64_t> epoch) {
-  Row row{step, epoch, {}};
-  for (const auto& [name, value] : metrics) {
+  for (const auto& [name, value] : metrics) {  // all checked before anything changes
     VOLT_CHECK(name != "epoch" && name != "step", "CSVLogger: \"", name,
                "\" is a reserved column; pass it as the step/epoch argument");
     VOLT_CHECK(!name.empty(), "CSVLogger: a metric has an empty name");
-    row.values.emplace(name, value);
+  }
+  Row row{step, epoch, metrics};
+  for (const auto& [name, value] : metrics) {
     const auto at = std::lower_bound(columns_.begin(), columns_.end(), name);
-    if (at == columns_.end() || *at != name) columns_.insert(at, name);
+    if (at == columns_.end() || *at != name) {
+      columns_.insert(at, name);
+      rewrite_ = true;
+    }
   }
   rows_.push_back(std::move(row));
   if (++unflushed_ >= static_cast<size_t>(flush_every_)) flush();
 }
 
+std::string CSVLogger::row_text(const Row& r) const {
+  std::string text;
+  if (r.epoch) text += std::to_string(*r.epoch);
+  text += "," + std::to_string(r.step);
+  for (const std::string& c : columns_) {
+    text += ",";
+    const auto it = r.values.find(c);
+    if (it != r.values.end()) text += format_double(it->second);
+  }
+  return text + "\n";
+}
+
 void CSVLogger::flush() {
   if (unflushed_ == 0) return;
-  std::string text = "epoch,step";
-  for (const std::string& c : columns_) text += "," + csv_field(c);
-  text += "\n";
-  for (const Row& r : rows_) {
-    if (r.epoch) text += std::to_string(*r.epoch);
-    text += "," + std::to_string(r.step);
-    for (const std::string& c : columns_) {
-      text += ",";
-      const auto it = r.values.find(c);
-      if (it != r.values.end()) text += format_double(it->second);
-    }
+  if (rewrite_) {  // the header changed (or nothing is on disk yet): every row again, atomically
+    std::string text = "epoch,step";
+    for (const std::string& c : columns_) text += "," + csv_field(c);
     text += "\n";
+    for (const Row& r : rows_) text += row_text(r);
+    write_file_atomic(metrics_path(), text);
+  } else {  // only the new rows: a long run's flushes do not grow with its length
+    std::string text;
+    for (size_t i = on_disk_; i < rows_.size(); ++i) text += row_text(rows_[i]);
+    try {
+      binio::append_file(metrics_path(), text, "CSVLogger");
+    } catch (...) {
+      rewrite_ = true;  // whatever the append left, the next flush replaces the whole file
+      throw;
+    }
   }
-  write_file_atomic(metrics_path(), text);
+  rewrite_ = false;
+  on_disk_ = rows_.size();
   unflushed_ = 0;
 }
 

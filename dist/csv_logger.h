@@ -13,9 +13,10 @@ namespace volt {
 
 class CSVLogger {
  public:
-  // Creates `dir` if needed (volt::Error naming it if that fails). metrics.csv is rewritten
-  // (atomically: temporary file + rename) every `flush_every_n_rows` rows and on flush()/destruction,
-  // so its header can grow when new metric names appear. Lightning flushes every 100 steps.
+  // Creates `dir` if needed (volt::Error naming it if that fails). Every `flush_every_n_rows` rows
+  // and on flush()/destruction the new rows are appended to metrics.csv; when new metric names
+  // appeared since, the file is rewritten instead (atomically: temporary file + rename), its header
+  // grown. Lightning flushes every 100 steps, the same way.
   explicit CSVLogger(std::string dir, int flush_every_n_rows = 100);
   ~CSVLogger();  // flush(), errors ignored
   CSVLogger(const CSVLogger&) = delete;
@@ -43,8 +44,11 @@ class CSVLogger {
   std::string dir_;
   int flush_every_;
   std::vector<Row> rows_;
+  std::string row_text(const Row& r) const;
   std::vector<std::string> columns_;  // metric names, sorted (epoch and step come first)
   size_t unflushed_ = 0;
+  size_t on_disk_ = 0;  // rows_[0, on_disk_) are in metrics.csv under the header of columns_
+  bool rewrite_ = true;  // the next flush rewrites the whole file (first flush, new columns, failed append)
 };
 
 // The YAML text of `hparams`: one "key: value" line per entry, in key order; strings and keys are

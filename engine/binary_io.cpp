@@ -2,6 +2,7 @@
 #include "engine/binary_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -88,32 +89,36 @@ Tensor Reader::get_tensor(std::string& name) {
   return t;
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& who) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  VOLT_CHECK(fd >= 0, who, ": cannot create ", tmp, ": ", std::strerror(errno));
+namespace {
+
+// Writes all of `bytes` to fd and fsyncs it; 0, or the errno of the failure and what failed.
+int write_all_and_sync(int fd, const std::string& bytes, const char*& failed) {
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      const int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      VOLT_FAIL(who, ": writing ", tmp, " failed: ", std::strerror(e));
+      failed = "writing";
+      return w < 0 ? errno : EIO;
     }
     done += size_t(w);
   }
-  if (::fsync(fd) != 0) {
-    const int e = errno;
-    ::close(fd);
+  failed = "flushing";
+  return ::fsync(fd) != 0 ? errno : 0;
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& who) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  VOLT_CHECK(fd >= 0, who, ": cannot create ", tmp, ": ", std::strerror(errno));
+  const char* failed = "";
+  int e = write_all_and_sync(fd, bytes, failed);
+  if (::close(fd) != 0 && e == 0) e = errno;
+  if (e != 0) {
     ::unlink(tmp.c_str());
-    VOLT_FAIL(who, ": flushing ", tmp, " failed: ", std::strerror(e));
-  }
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    VOLT_FAIL(who, ": flushing ", tmp, " failed: ", std::strerror(e));
+    VOLT_FAIL(who, ": ", failed, " ", tmp, " failed: ", std::strerror(e));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
@@ -130,6 +135,18 @@ void write_file_atomic(const std::string& path, const std::string& bytes, const 
     (void)::fsync(dfd);
     ::close(dfd);
   }
+}
+
+void append_file(const std::string& path, const std::string& bytes, const std::string& who) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND);
+  VOLT_CHECK(fd >= 0, who, ": cannot open ", path, " to append: ", std::strerror(errno));
+  struct stat st;
+  const off_t before = ::fstat(fd, &st) == 0 ? st.st_size : -1;
+  const char* failed = "";
+  int e = write_all_and_sync(fd, bytes, failed);
+  if (e != 0 && before >= 0) (void)::ftruncate(fd, before);  // best effort: no torn tail
+  if (::close(fd) != 0 && e == 0) e = errno;
+  VOLT_CHECK(e == 0, who, ": ", failed, " ", path, " failed: ", std::strerror(e));
 }
 
 std::string read_file(const std::string& path, const std::string& who) {

@@ -52,6 +52,9 @@ struct Reader {
 // Writes `bytes` to "<path>.tmp.<pid>", fsyncs, and renames it over path; on failure removes the
 // temporary and throws "<who>: ..." naming the file.
 void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& who);
+// Appends `bytes` to the existing file `path` and fsyncs it; on failure cuts the file back to its
+// length before (no torn tail is left for the next append to follow) and throws "<who>: ..." naming it.
+void append_file(const std::string& path, const std::string& bytes, const std::string& who);
 // The whole file; throws "<who>: cannot open/read <path>: ...".
 std::string read_file(const std::string& path, const std::string& who);
 

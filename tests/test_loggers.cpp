@@ -2,6 +2,7 @@
 // read back by TensorBoard's own EventAccumulator when it is installed), CSV metrics, hparams.yaml
 // and Lightning's version_N folders, with the errors for a bad log folder.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -337,6 +338,42 @@ TEST_CASE("CSVLogger: columns grow, rows keep their cells, the file is replaced 
     REQUIRE(lines.size() == 5);
     CHECK(lines[0] == "epoch,step,a,b");
     CHECK(lines[4] == ",4,,1e-08");
+  }
+  SUBCASE("same columns: new rows are appended, not the whole file rewritten; a failed append is redone") {
+    const std::string d3 = tmp.str("appended");
+    volt::CSVLogger log(d3, 2);
+    log.log_metrics({{"a", 1}}, 1);
+    log.log_metrics({{"b", 2}}, 2);  // first flush: header a,b
+    const std::string path = log.metrics_path();
+    struct stat before{};
+    REQUIRE(::stat(path.c_str(), &before) == 0);
+    log.log_metrics({{"a", 3}}, 3);
+    log.log_metrics({{"b", 4}}, 4);  // appended: the same file (inode), two more lines
+    struct stat after{};
+    REQUIRE(::stat(path.c_str(), &after) == 0);
+    CHECK(after.st_ino == before.st_ino);
+    CHECK(read_text(path) == "epoch,step,a,b\n,1,1,\n,2,,2\n,3,3,\n,4,,4\n");
+    // An append that fails (the file is gone, a folder in its place) throws, naming the file; the
+    // next flush writes every row again, nothing lost.
+    fs::remove(path);
+    fs::create_directory(path);
+    log.log_metrics({{"a", 5}}, 5);
+    CHECK(contains(error_of([&] { log.log_metrics({{"a", 6}}, 6); }), path));
+    fs::remove(path);
+    log.flush();
+    CHECK(read_text(path) == "epoch,step,a,b\n,1,1,\n,2,,2\n,3,3,\n,4,,4\n,5,5,\n,6,6,\n");
+    log.log_metrics({{"c", 7}}, 7);
+    log.log_metrics({{"a", 8}}, 8);  // a new column: rewritten, under the grown header
+    CHECK(lines_of(read_text(path))[0] == "epoch,step,a,b,c");
+    CHECK(lines_of(read_text(path)).size() == 9);
+    CHECK(lines_of(read_text(path))[7] == ",7,,,7");
+  }
+  SUBCASE("a reserved name among others changes nothing") {
+    const std::string d4 = tmp.str("reserved");
+    volt::CSVLogger log(d4, 1);
+    CHECK(contains(error_of([&] { log.log_metrics({{"acc", 1}, {"step", 2}}, 0); }), "reserved"));
+    log.log_metrics({{"loss", 1}}, 1);
+    CHECK(read_text(log.metrics_path()) == "epoch,step,loss\n,1,1\n");
   }
 }
 
