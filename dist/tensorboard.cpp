@@ -55,7 +55,14 @@ SummaryWriter::SummaryWriter(const std::string& log_dir) : log_dir_(log_dir) {
   path_ = (std::filesystem::path(log_dir) / name).string();
   file_ = std::fopen(path_.c_str(), "wb");
   VOLT_CHECK(file_ != nullptr, "SummaryWriter: cannot create event file ", path_, ": ", std::strerror(errno));
-  write(tb::file_version_event(now_seconds()));
+  try {
+    write(tb::file_version_event(now_seconds()));
+  } catch (...) {  // no destructor runs for a throwing constructor: close the file, leave no empty one
+    std::fclose(file_);
+    file_ = nullptr;
+    std::remove(path_.c_str());
+    throw;
+  }
 }
 
 SummaryWriter::~SummaryWriter() {

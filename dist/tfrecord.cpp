@@ -2,6 +2,9 @@
 // writing and reading framed records.
 #include "dist/tfrecord.h"
 
+#include <stdio_ext.h>
+#include <unistd.h>
+
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -63,8 +66,16 @@ std::string tfrecord_frame(const std::string& data) {
 void tfrecord_write(std::FILE* f, const std::string& data, const std::string& path) {
   VOLT_CHECK(f != nullptr, "tfrecord: ", path, " is not open");
   const std::string framed = tfrecord_frame(data);
-  if (std::fwrite(framed.data(), 1, framed.size(), f) != framed.size() || std::fflush(f) != 0)
-    VOLT_FAIL("tfrecord: writing ", path, " failed: ", std::strerror(errno));
+  const long before = std::ftell(f);  // every record is flushed: where this one starts in the file
+  if (std::fwrite(framed.data(), 1, framed.size(), f) != framed.size() || std::fflush(f) != 0) {
+    const int e = errno;
+    // A reader stops for good at a torn record, so what reached the file of this one is cut back (and
+    // what is still buffered dropped): a caller that goes on after the error appends whole records.
+    __fpurge(f);
+    if (before >= 0 && ::ftruncate(::fileno(f), before) == 0) std::fseek(f, before, SEEK_SET);
+    std::clearerr(f);
+    VOLT_FAIL("tfrecord: writing ", path, " failed: ", std::strerror(e));
+  }
 }
 
 std::vector<std::string> tfrecord_read_all(const std::string& path) {

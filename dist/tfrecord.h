@@ -19,7 +19,8 @@ uint32_t masked_crc32c(const void* data, size_t n);
 // The framed bytes of one record holding `data`.
 std::string tfrecord_frame(const std::string& data);
 
-// Appends one framed record to `f` and fflush()es it; throws volt::Error naming `path` on failure.
+// Appends one framed record to `f` and fflush()es it; throws volt::Error naming `path` on failure,
+// after cutting the file back to where the record began (f a regular file, written only this way).
 void tfrecord_write(std::FILE* f, const std::string& data, const std::string& path);
 
 // Every record of a TFRecord file, with both checksums of each verified; throws volt::Error

@@ -2,10 +2,12 @@
 // read back by TensorBoard's own EventAccumulator when it is installed), CSV metrics, hparams.yaml
 // and Lightning's version_N folders, with the errors for a bad log folder.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -268,6 +270,52 @@ TEST_CASE("SummaryWriter: two writers in one process get different files, and ba
   a.close();
   a.close();  // idempotent
   CHECK(contains(error_of([&] { a.add_scalar("x", 1, 0); }), "closed"));
+}
+
+TEST_CASE("SummaryWriter: a failed write leaves whole records only, and a failed open no file or descriptor") {
+  // The file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes writes fail part-way, as a full disk does.
+  struct Limit {
+    rlimit old{};
+    void (*old_handler)(int);
+    Limit() : old_handler(std::signal(SIGXFSZ, SIG_IGN)) { REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0); }
+    void set(rlim_t bytes) {
+      rlimit l = old;
+      l.rlim_cur = bytes;
+      REQUIRE(::setrlimit(RLIMIT_FSIZE, &l) == 0);
+    }
+    ~Limit() {
+      ::setrlimit(RLIMIT_FSIZE, &old);
+      std::signal(SIGXFSZ, old_handler);
+    }
+  };
+  auto open_fds = [] {
+    size_t n = 0;
+    for (const auto& e : fs::directory_iterator("/proc/self/fd")) n += !e.path().empty();
+    return n;
+  };
+  TempDir tmp;
+  {
+    volt::SummaryWriter w(tmp.str("torn"));
+    w.add_scalar("a", 1.0, 1);
+    Limit limit;
+    limit.set(fs::file_size(w.file_path()) + 40);
+    CHECK(contains(error_of([&] { w.add_scalar(std::string(200, 'b'), 2.0, 2); }), w.file_path()));
+    limit.set(limit.old.rlim_cur);
+    w.add_scalar("c", 3.0, 3);
+    w.close();
+    // file_version, a, c: the torn record was cut back, so c follows a and every record reads.
+    const std::vector<std::string> records = volt::tfrecord_read_all(w.file_path());
+    CHECK(records.size() == 3);
+  }
+  {
+    Limit limit;
+    const size_t fds = open_fds();
+    limit.set(10);
+    for (int i = 0; i < 3; ++i) CHECK(contains(error_of([&] { volt::SummaryWriter w(tmp.str("unopened")); }), "events.out"));
+    limit.set(limit.old.rlim_cur);
+    CHECK(open_fds() == fds);
+    CHECK(event_files(tmp.str("unopened")).empty());
+  }
 }
 
 TEST_CASE("histograms: exponential and fixed-width buckets") {
