@@ -2,6 +2,7 @@
 #include "dist/trainer_logging.h"
 
 #include <cmath>
+#include <set>
 
 #include "engine/error.h"
 
@@ -25,19 +26,32 @@ void walk(const Module& m, const std::string& path, std::vector<GraphNode>& node
 }  // namespace
 
 std::vector<GraphNode> module_graph(const Module& m) {
-  std::vector<GraphNode> nodes;
+  std::vector<GraphNode> layers;
+  std::string prev;  // the first layer's input: the input node, named below
+  walk(m, "", layers, prev);
+  // The input and output nodes take names no layer has (a model may well call a layer "output"):
+  // node names are TensorBoard's keys, so a clash would merge two nodes into one with a self-loop.
+  std::set<std::string> taken;
+  for (const GraphNode& n : layers) taken.insert(n.name);
+  const auto free_name = [&](const std::string& base) {
+    std::string name = base;
+    for (int i = 1; taken.count(name); ++i) name = base + "_" + std::to_string(i);
+    taken.insert(name);
+    return name;
+  };
   GraphNode in;
-  in.name = "input";
+  in.name = free_name("input");
   in.op = "Input";
-  nodes.push_back(in);
-  std::string prev = "input";
-  walk(m, "", nodes, prev);
   GraphNode out;
-  out.name = "output";
+  out.name = free_name("output");
   out.op = "Output";
-  out.inputs = {prev};
+  out.inputs = {layers.empty() ? in.name : layers.back().name};
   out.attrs["model"] = m.type_name();
-  nodes.push_back(out);
+  if (!layers.empty()) layers.front().inputs = {in.name};
+  std::vector<GraphNode> nodes;
+  nodes.push_back(std::move(in));
+  for (GraphNode& n : layers) nodes.push_back(std::move(n));
+  nodes.push_back(std::move(out));
   return nodes;
 }
 

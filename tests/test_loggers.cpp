@@ -17,6 +17,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "dist/tb_summary.h"
 #include "dist/tensorboard.h"
 #include "dist/tfrecord.h"
+#include "dist/trainer_logging.h"
 #include "dist/utf8.h"
 #include "engine/error.h"
 #include "layers/layers.h"
@@ -316,6 +318,39 @@ TEST_CASE("SummaryWriter: a failed write leaves whole records only, and a failed
     CHECK(open_fds() == fds);
     CHECK(event_files(tmp.str("unopened")).empty());
   }
+}
+
+TEST_CASE("module_graph: a chain from an input node to an output node, names unique even for layers called so") {
+  struct Net : volt::Module {
+    Net() {
+      register_module("input", std::make_shared<volt::Linear>(4, 3));
+      register_module("input_1", std::make_shared<volt::ReLU>());
+      register_module("output", std::make_shared<volt::Linear>(3, 2));
+    }
+    volt::Tensor forward(const volt::Tensor& x) override { return x; }
+    std::string type_name() const override { return "Net"; }
+  };
+  const std::vector<volt::GraphNode> g = volt::module_graph(Net());
+  REQUIRE(g.size() == 5);
+  std::set<std::string> names;
+  for (const auto& n : g) names.insert(n.name);
+  CHECK(names.size() == 5);
+  CHECK(g[0].name == "input_2");
+  CHECK(g[0].op == "Input");
+  CHECK(g[1].name == "input");
+  CHECK(g[1].inputs == std::vector<std::string>{"input_2"});
+  CHECK(g[2].inputs == std::vector<std::string>{"input"});
+  CHECK(g[3].name == "output");
+  CHECK(g[3].inputs == std::vector<std::string>{"input_1"});
+  CHECK(g[4].name == "output_1");
+  CHECK(g[4].op == "Output");
+  CHECK(g[4].inputs == std::vector<std::string>{"output"});
+  const std::vector<volt::GraphNode> plain = volt::module_graph(volt::Linear(2, 2));
+  REQUIRE(plain.size() == 3);
+  CHECK(plain[0].name == "input");
+  CHECK(plain[1].inputs == std::vector<std::string>{"input"});
+  CHECK(plain[2].name == "output");
+  CHECK(plain[2].inputs == std::vector<std::string>{plain[1].name});
 }
 
 TEST_CASE("histograms: exponential and fixed-width buckets") {
