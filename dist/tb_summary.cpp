@@ -37,7 +37,7 @@ constexpr int kMetricInfoName = 1, kMetricNameTag = 2;
 constexpr int kSessionStartHParams = 1, kSessionStartTime = 5, kSessionEndStatus = 1, kSessionEndTime = 2;
 constexpr int kValueNumber = 2, kValueString = 3, kValueBool = 4;
 // enums: tensorboard.hparams.DataType and Status
-constexpr int kDataTypeString = 1, kDataTypeBool = 2, kDataTypeFloat64 = 3, kStatusSuccess = 1;
+constexpr int kDataTypeString = 1, kDataTypeBool = 2, kDataTypeFloat64 = 3, kStatusUnknown = 0, kStatusSuccess = 1;
 
 const char* const kHParamsPlugin = "hparams";
 constexpr int kHParamsPluginVersion = 0;  // PyTorch's PLUGIN_DATA_VERSION
@@ -208,7 +208,7 @@ std::string image_value(const std::string& tag, int height, int width, int chann
 }
 
 std::vector<std::string> hparams_values(const HParams& hparams, const std::vector<std::string>& metric_tags,
-                                        double wall_time) {
+                                        double wall_time, bool completed) {
   proto::Writer experiment, session_start, session_end;
   for (const auto& [name, value] : hparams) {
     proto::Writer info, pb_value, entry;
@@ -236,7 +236,7 @@ std::vector<std::string> hparams_values(const HParams& hparams, const std::vecto
   }
   experiment.float64(kExperimentTimeCreated, wall_time);
   session_start.float64(kSessionStartTime, wall_time);
-  session_end.int64(kSessionEndStatus, kStatusSuccess);
+  session_end.int64(kSessionEndStatus, completed ? kStatusSuccess : kStatusUnknown);
   session_end.float64(kSessionEndTime, wall_time);
 
   const auto value = [](const std::string& tag, int field, const proto::Writer& data) {

@@ -44,8 +44,10 @@ std::string histogram_value(const std::string& tag, const Histogram& h);
 std::string image_value(const std::string& tag, int height, int width, int channels, const std::string& png);
 
 // The hparams plugin's three Summary.Values ("_hparams_/experiment", "_hparams_/session_start_info",
-// "_hparams_/session_end_info") as PyTorch's torch.utils.tensorboard.summary.hparams writes them.
+// "_hparams_/session_end_info") as PyTorch's torch.utils.tensorboard.summary.hparams writes them;
+// the session's status STATUS_SUCCESS when `completed`, else STATUS_UNKNOWN (a run cut short to be
+// requeued, whose continuation is another session).
 std::vector<std::string> hparams_values(const HParams& hparams, const std::vector<std::string>& metric_tags,
-                                        double wall_time);
+                                        double wall_time, bool completed = true);
 
 }  // namespace volt::tb

@@ -102,11 +102,11 @@ void SummaryWriter::add_image_png(const std::string& tag, const uint8_t* pixels,
 }
 
 void SummaryWriter::add_hparams(const HParams& hparams, const std::map<std::string, double>& metrics,
-                                int64_t step) {
+                                int64_t step, bool completed) {
   std::vector<std::string> metric_tags;
   for (const auto& m : metrics) metric_tags.push_back(m.first);
   const double t = now_seconds();
-  for (const std::string& value : tb::hparams_values(hparams, metric_tags, t))
+  for (const std::string& value : tb::hparams_values(hparams, metric_tags, t, completed))
     write(tb::summary_event(t, 0, {value}));
   for (const auto& [tag, value] : metrics) add_scalar(tag, value, step);
 }

@@ -38,8 +38,10 @@ class SummaryWriter {
 
   // As torch.utils.tensorboard's add_hparams: the hparams plugin's experiment, session start and
   // session end summaries (the HPARAMS tab), then each metric as a scalar at `step`. Written to this
-  // writer's own file (Lightning's TensorBoardLogger does the same), not to a sub-run.
-  void add_hparams(const HParams& hparams, const std::map<std::string, double>& metrics, int64_t step = 0);
+  // writer's own file (Lightning's TensorBoardLogger does the same), not to a sub-run. The session's
+  // status is STATUS_SUCCESS when `completed`, else STATUS_UNKNOWN.
+  void add_hparams(const HParams& hparams, const std::map<std::string, double>& metrics, int64_t step = 0,
+                   bool completed = true);
 
   // A GraphDef of `nodes` for the Graphs tab.
   void add_graph(const std::vector<GraphNode>& nodes);

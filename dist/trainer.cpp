@@ -567,7 +567,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   module.on_fit_end();
   for (auto& c : callbacks_) c->on_fit_end(*this, module);
   if (I.loggers) {
-    I.loggers->log_hparams_metrics(module.hyperparameters(), callback_metrics_, global_step_);
+    I.loggers->log_hparams_metrics(module.hyperparameters(), callback_metrics_, global_step_, !requeued_);
     I.loggers->flush();
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -82,11 +82,11 @@ void RunLoggers::log_metrics(const std::map<std::string, double>& metrics, int64
 void RunLoggers::log_hparams(const HParams& hparams) { csv_.log_hparams(hparams); }
 
 void RunLoggers::log_hparams_metrics(const HParams& hparams, const std::map<std::string, double>& metrics,
-                                     int64_t step) {
+                                     int64_t step, bool completed) {
   std::map<std::string, double> finite;
   for (const auto& [k, v] : metrics)
     if (std::isfinite(v)) finite["hp/" + k] = v;
-  tb_.add_hparams(hparams, finite, step);
+  tb_.add_hparams(hparams, finite, step, completed);
 }
 
 void RunLoggers::log_graph(const Module& m) { tb_.add_graph(module_graph(m)); }

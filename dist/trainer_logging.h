@@ -25,8 +25,10 @@ class RunLoggers {
   explicit RunLoggers(const std::string& version_dir);
   void log_metrics(const std::map<std::string, double>& metrics, int64_t step, std::optional<int64_t> epoch);
   void log_hparams(const HParams& hparams);  // hparams.yaml now
-  // TensorBoard's HPARAMS tab: the hparams with the final metrics (at the end of the run).
-  void log_hparams_metrics(const HParams& hparams, const std::map<std::string, double>& metrics, int64_t step);
+  // TensorBoard's HPARAMS tab: the hparams with the final metrics (at the end of the run; `completed`
+  // false for a run cut short to be requeued).
+  void log_hparams_metrics(const HParams& hparams, const std::map<std::string, double>& metrics, int64_t step,
+                           bool completed);
   void log_graph(const Module& m);
   // One histogram per parameter ("<name>"), skipping non-finite ones.
   void log_histograms(const Module& m, int64_t step);

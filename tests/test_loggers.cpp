@@ -353,6 +353,22 @@ TEST_CASE("module_graph: a chain from an input node to an output node, names uni
   CHECK(plain[2].inputs == std::vector<std::string>{plain[1].name});
 }
 
+TEST_CASE("hparams: the session ends STATUS_SUCCESS, or STATUS_UNKNOWN for a run cut short to be requeued") {
+  for (const bool completed : {true, false}) {
+    CAPTURE(completed);
+    const std::vector<std::string> values = volt::tb::hparams_values({{"lr", 0.1}}, {"hp/acc"}, 5.0, completed);
+    REQUIRE(values.size() == 3);
+    const Fields value = decode(values[2]);
+    CHECK(value.one(1) == "_hparams_/session_end_info");
+    const Fields plugin = decode(decode(value.one(9)).one(1));  // SummaryMetadata.plugin_data
+    CHECK(plugin.one(1) == "hparams");
+    const Fields end = decode(decode(plugin.one(2)).one(4));  // HParamsPluginData.session_end_info
+    REQUIRE(end.ints.count(1) == 1);
+    CHECK(end.ints.find(1)->second == (completed ? 1u : 0u));  // tensorboard.hparams.Status
+    CHECK(end.f64(2) == 5.0);
+  }
+}
+
 TEST_CASE("histograms: exponential and fixed-width buckets") {
   std::vector<float> values;
   for (int i = 0; i < 1000; ++i) values.push_back(std::sin(0.37f * i) * 3.f + 0.25f);
