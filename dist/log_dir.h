@@ -18,7 +18,7 @@ int next_version(const std::string& parent);
 // processes racing for the same N get different folders.
 std::string next_version_dir(const std::string& root, const std::string& name);
 
-// Writes `contents` to "<path>.tmp.<pid>", fsyncs it and renames it over `path`, so a reader never
+// Writes `contents` to "<path>.tmp.<pid>.<n>", fsyncs it and renames it over `path`, so a reader never
 // sees a half-written file; throws volt::Error naming the file on failure.
 void write_file_atomic(const std::string& path, const std::string& contents);
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -110,7 +111,9 @@ int write_all_and_sync(int fd, const std::string& bytes, const char*& failed) {
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& who) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Unique per call, not only per process: two threads saving one path must not share a temporary.
+  static std::atomic<uint64_t> calls{0};
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(calls.fetch_add(1));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   VOLT_CHECK(fd >= 0, who, ": cannot create ", tmp, ": ", std::strerror(errno));
   const char* failed = "";

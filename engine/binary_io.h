@@ -49,7 +49,7 @@ struct Reader {
   Tensor get_tensor(std::string& name);  // a CPU tensor; checks dtype, dims and byte count
 };
 
-// Writes `bytes` to "<path>.tmp.<pid>", fsyncs, and renames it over path; on failure removes the
+// Writes `bytes` to "<path>.tmp.<pid>.<n>", fsyncs, and renames it over path; on failure removes the
 // temporary and throws "<who>: ..." naming the file.
 void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& who);
 // Appends `bytes` to the existing file `path` and fsyncs it; on failure cuts the file back to its

@@ -12,6 +12,7 @@
 #include <iterator>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/error.h"
@@ -173,6 +174,29 @@ TEST_CASE("save_tensors failures leave no file under the real name") {
     const std::string msg = error_of([&] { save_tensors(p, {{"x", Tensor::ones({3})}}); });
     CHECK(contains(msg, p));
     CHECK(dir.files() == std::set<std::string>{"taken"});
+  }
+  SUBCASE("two threads saving one path at once: each write whole, no temporary left") {
+    // The temporary was named by the process only, so the threads wrote into one file and one
+    // rename found it gone.
+    const std::string p = dir.path + "/shared.vt";
+    std::vector<std::string> errors(2);
+    std::vector<std::thread> threads;
+    for (int k = 0; k < 2; ++k)
+      threads.emplace_back([&, k] {
+        try {
+          for (int i = 0; i < 100; ++i) save_tensors(p, {{"w", Tensor::full({4096}, float(k + 1))}});
+        } catch (const std::exception& e) {
+          errors[size_t(k)] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    CHECK(errors[0] == "");
+    CHECK(errors[1] == "");
+    const auto loaded = load_tensors(p);
+    REQUIRE(loaded.size() == 1);
+    const std::vector<float> v = loaded[0].second.to_vector();
+    CHECK((v == std::vector<float>(4096, 1.f) || v == std::vector<float>(4096, 2.f)));
+    CHECK(dir.files() == std::set<std::string>{"shared.vt"});
   }
   SUBCASE("an undefined tensor fails before anything is written; an existing file is untouched") {
     const std::string p = dir.path + "/keep.vt";
