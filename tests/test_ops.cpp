@@ -282,6 +282,14 @@ TEST_CASE("log_softmax golden: [0, ln 2, ln 3] gives [-ln 6, -ln 3, -ln 2]") {
   check_values(log_softmax(xc, 0), {3, 1}, {-std::log(6.0), -std::log(3.0), -std::log(2.0)}, 2e-4);
   // Equal logits: log(1/C) everywhere, and -1000 offsets do not underflow to -inf.
   check_values(log_softmax(Tensor::full({2, 4}, -1000.f)), {2, 4}, std::vector<double>(8, -std::log(4.0)));
+  // Large logits (exact in float32): the answer depends only on the differences, to float32's
+  // precision of the answer, not of the logits (x - float(max + log(sum)) was 2% off at 1e6).
+  const double lse = std::log(std::exp(-0.5) + 1.0 + std::exp(-1.5));
+  for (const float b : {1e4f, 1e6f, -1e6f}) {
+    CAPTURE(b);
+    check_values(log_softmax(Tensor::from_vector({1, 3}, {b, b + 0.5f, b - 1.f})), {1, 3},
+                 {-0.5 - lse, -lse, -1.5 - lse}, 2e-7);
+  }
 }
 
 TEST_CASE("cross_entropy golden: reductions and label smoothing by hand") {

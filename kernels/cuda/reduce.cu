@@ -82,8 +82,8 @@ __global__ void log_softmax_forward_kernel(int64_t outer, int64_t R, int64_t inn
     for (int64_t r = 0; r < R; ++r) m = fmaxf(m, load_f(xo[r * inner]));
     double s = 0;
     for (int64_t r = 0; r < R; ++r) s += exp(double(load_f(xo[r * inner])) - m);
-    const float lse = float(m + log(s));
-    for (int64_t r = 0; r < R; ++r) yo[r * inner] = store_f<T>(__fsub_rn(load_f(xo[r * inner]), lse));
+    const double log_s = log(s);  // (x - max) - log(sum), as the CPU (kernels/cpu/reduce.cpp)
+    for (int64_t r = 0; r < R; ++r) yo[r * inner] = store_f<T>(float((double(load_f(xo[r * inner])) - m) - log_s));
   }
 }
 
