@@ -1,9 +1,12 @@
 // Bad input gives volt::Error with a message naming the op and the offending shapes or values;
 // nothing crashes or reads out of bounds (this suite also runs under ASan and UBSan).
 #include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
@@ -45,6 +48,28 @@ TEST_CASE("conv2d: channel mismatch names both shapes") {
   CHECK_ERROR(conv2d(x, w, Tensor()), "[2, 4, 5, 5]", "[8, 3, 3, 3]");
   // The location of the check is attached.
   CHECK_ERROR(conv2d(x, w, Tensor()), "engine/ops/conv2d.cpp:");
+}
+
+TEST_CASE("conv2d out of host memory for its work buffers: a volt::Error, not an abort") {
+  // The CPU kernel allocates its im2col buffers inside an OpenMP region, where an exception used to
+  // terminate the process. The address-space limit makes that allocation fail.
+#if defined(__SANITIZE_ADDRESS__)
+  volt::test::skip("AddressSanitizer reserves its shadow memory: an address-space limit would stop it");
+#endif
+  const Tensor x = Tensor::zeros({1, 64, 512, 512}), w = Tensor::zeros({4, 64, 3, 3});
+  (void)conv2d(Tensor::zeros({2, 64, 16, 16}), w, Tensor(), {1, 1}, {1, 1});  // the thread team and arenas exist
+  long pages = 0;
+  std::ifstream("/proc/self/statm") >> pages;
+  REQUIRE(pages > 0);
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_AS, &old) == 0);
+  rlimit lim = old;
+  lim.rlim_cur = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + (rlim_t(256) << 20);  // 256 MiB more
+  REQUIRE(::setrlimit(RLIMIT_AS, &lim) == 0);
+  // im2col of one 512x512 image with a 64x3x3 kernel: 576 x 262144 floats, 604 MB.
+  const std::string e = error_of([&] { (void)conv2d(x, w, Tensor(), {1, 1}, {1, 1}); });
+  ::setrlimit(RLIMIT_AS, &old);
+  CHECK(volt::test::contains(e, "conv2d: out of host memory for the CPU kernel's work buffers"));
 }
 
 TEST_CASE("conv2d: ranks, bias, kernel size, stride and padding") {

@@ -3,6 +3,7 @@
 // CPU-only build replaces by an error, so the ops need no #if).
 #pragma once
 #include <array>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,17 @@ void check_f32(const char* op, const char* what, const Tensor& t);
 DType common_dtype(const char* op, const std::vector<std::pair<const char*, Tensor>>& named);
 // A float16/bfloat16 tensor on the CPU: the op then runs as its float32 self between casts (float
 // math, one rounding to 16 bits at the output: the reference the CUDA kernels are held to).
+// Runs a CPU kernel that allocates work buffers: running out of host memory there is a volt::Error
+// naming the op, as for a tensor's own allocation.
+template <class F>
+void cpu_kernel(const char* op, F&& kernel) {
+  try {
+    kernel();
+  } catch (const std::bad_alloc&) {
+    VOLT_FAIL(op, ": out of host memory for the CPU kernel's work buffers");
+  }
+}
+
 inline bool cpu_low_precision(const Tensor& t) { return t.device().is_cpu() && t.dtype() != DType::F32; }
 // The kernels' storage type of a floating tensor.
 inline FType ft(const Tensor& t) { return ftype_of(t.dtype()); }

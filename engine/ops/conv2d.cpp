@@ -60,9 +60,12 @@ Tensor detail::conv2d_with_channel_sums(const Tensor& x, const Tensor& weight, c
 #else
     detail::no_cuda_kernels();
 #endif
-  } else
-    cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
-                        y.data<float>());
+  } else {
+    detail::cpu_kernel(op, [&] {
+      cpu::conv2d_forward(s, x.data<float>(), weight.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
+                          y.data<float>());
+    });
+  }
   autograd::record(op, y, {x, weight, bias}, [s, x, weight, dt](const Tensor& gy, const std::vector<bool>& needs) {
     const Device dev = x.device();
     std::vector<Tensor> g(3);
@@ -83,9 +86,11 @@ Tensor detail::conv2d_with_channel_sums(const Tensor& x, const Tensor& weight, c
                                                          needs[2] ? g[2].raw_data() : nullptr,
                                                          needs[2] ? ws.raw_data() : nullptr, st););
     } else {
-      if (needs[0]) cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
-      if (needs[1]) cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());
-      if (needs[2]) cpu::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>());
+      detail::cpu_kernel("conv2d backward", [&] {
+        if (needs[0]) cpu::conv2d_backward_input(s, gy.data<float>(), weight.data<float>(), g[0].data<float>());
+        if (needs[1]) cpu::conv2d_backward_weight(s, gy.data<float>(), x.data<float>(), g[1].data<float>());
+        if (needs[2]) cpu::conv2d_backward_bias(s, gy.data<float>(), g[2].data<float>());
+      });
     }
     return g;
   }, {weight.requires_grad() ? x : Tensor(), x.requires_grad() ? weight : Tensor()});  // what backward reads

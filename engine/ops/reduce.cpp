@@ -62,7 +62,7 @@ Tensor reduce_dim(const char* op, const Tensor& x, int64_t dim, bool keepdim, bo
                    cuda::sum_dim(t, outer, R, inner, x.raw_data(), y.raw_data(), st);
                    if (average) cuda::scale(t, y.numel(), y.raw_data(), scale, 0.f, y.raw_data(), st));
   } else {
-    cpu::sum_dim(outer, R, inner, x.data<float>(), y.data<float>());
+    detail::cpu_kernel(op, [&] { cpu::sum_dim(outer, R, inner, x.data<float>(), y.data<float>()); });
     if (average) cpu::scale(y.numel(), y.data<float>(), scale, 0.f, y.data<float>());
   }
   Shape in_shape = s;

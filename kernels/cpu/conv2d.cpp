@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/omp_trap.h"
 
 namespace volt::cpu {
 
@@ -125,8 +126,9 @@ std::vector<float>& second_buffer(size_t n) {
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, G = group_size(s);
   const int64_t groups = (s.N + G - 1) / G;
+  OmpTrap trap;  // the work buffers' allocations may throw
 #pragma omp parallel for schedule(static)
-  for (int64_t gi = 0; gi < groups; ++gi) {
+  for (int64_t gi = 0; gi < groups; ++gi) trap.run([&] {
     const int64_t n0 = gi * G, g = std::min(G, s.N - n0);
     float* cols = thread_buffer(size_t(CRS * g * PQ)).data();
     im2col_group(s, x, n0, g, cols);
@@ -146,14 +148,16 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
           const float bk = b[k];
           for (int64_t i = 0; i < PQ; ++i) row[i] += bk;
         }
-  }
+  });
+  trap.rethrow();
 }
 
 void conv2d_backward_input(const Conv2dShape& s, const float* dy, const float* w, float* dx) {
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, CHW = s.C * s.H * s.W, G = group_size(s);
   const int64_t groups = (s.N + G - 1) / G;
+  OmpTrap trap;
 #pragma omp parallel for schedule(static)
-  for (int64_t gi = 0; gi < groups; ++gi) {
+  for (int64_t gi = 0; gi < groups; ++gi) trap.run([&] {
     const int64_t n0 = gi * G, g = std::min(G, s.N - n0);
     const float* dyg = dy + n0 * s.K * PQ;
     if (g > 1) {
@@ -173,7 +177,8 @@ void conv2d_backward_input(const Conv2dShape& s, const float* dy, const float* w
         col2im(s, dcols + bi * PQ, dxn, g * PQ);
       }
     }
-  }
+  });
+  trap.rethrow();
 }
 
 void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw) {
@@ -181,13 +186,14 @@ void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* 
   const int64_t groups = (s.N + G - 1) / G;
   const int threads = omp_get_max_threads();
   std::vector<std::vector<float>> partial(static_cast<size_t>(threads));
+  OmpTrap trap;  // once a body threw (an allocation), the others are skipped: none uses a missing buffer
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
     std::vector<float>& acc = partial[size_t(t)];
-    acc.assign(size_t(KCRS), 0.f);
+    trap.run([&] { acc.assign(size_t(KCRS), 0.f); });
 #pragma omp for schedule(static)
-    for (int64_t gi = 0; gi < groups; ++gi) {
+    for (int64_t gi = 0; gi < groups; ++gi) trap.run([&] {
       const int64_t n0 = gi * G, g = std::min(G, s.N - n0);
       float* cols = thread_buffer(size_t(CRS * g * PQ)).data();
       im2col_group(s, x, n0, g, cols);
@@ -199,8 +205,9 @@ void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* 
       }
       // acc[K, CRS] += dy_g[K, G*PQ] * cols^T[G*PQ, CRS]
       gemm(false, true, s.K, CRS, g * PQ, 1.f, dyg, g * PQ, cols, g * PQ, 1.f, acc.data(), CRS);
-    }
+    });
   }
+  trap.rethrow();
   std::memcpy(dw, partial[0].data(), size_t(KCRS) * sizeof(float));
   for (int t = 1; t < threads; ++t) {
     // The team can be smaller than omp_get_max_threads() (OMP_THREAD_LIMIT, OMP_DYNAMIC, a call from

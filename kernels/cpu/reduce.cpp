@@ -6,20 +6,23 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/omp_trap.h"
 #include "kernels/metrics.h"
 
 namespace volt::cpu {
 
 void sum_dim(int64_t outer, int64_t R, int64_t inner, const float* x, float* out) {
+  OmpTrap trap;  // the accumulator's allocation may throw
 #pragma omp parallel for schedule(static) if (outer * R * inner > 65536)
-  for (int64_t o = 0; o < outer; ++o) {
+  for (int64_t o = 0; o < outer; ++o) trap.run([&] {
     std::vector<double> acc(size_t(inner), 0.0);
     for (int64_t r = 0; r < R; ++r) {
       const float* row = x + (o * R + r) * inner;
       for (int64_t i = 0; i < inner; ++i) acc[size_t(i)] += row[i];
     }
     for (int64_t i = 0; i < inner; ++i) out[o * inner + i] = float(acc[size_t(i)]);
-  }
+  });
+  trap.rethrow();
 }
 
 double sum_all(int64_t n, const float* x) {
