@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #include "engine/allocator.h"
@@ -142,14 +143,23 @@ static float load_as_float(const void* p, DType t, int64_t i) {
   return 0.f;
 }
 
+// float -> integer as x86's truncating conversion does (what PyTorch gives there): NaN and values out
+// of the type's range become its lowest value ("integer indefinite"), where a C++ cast is undefined;
+// uint8 wraps through int64, as PyTorch's.
+template <class I>
+static I truncate_to(float v) {
+  constexpr double lo = double(std::numeric_limits<I>::min()), hi = -lo;  // 2^63, 2^31
+  return v >= lo && double(v) < hi ? I(v) : std::numeric_limits<I>::min();
+}
+
 static void store_from_float(void* p, DType t, int64_t i, float v) {
   switch (t) {
     case DType::F32: static_cast<float*>(p)[i] = v; break;
     case DType::F16: static_cast<uint16_t*>(p)[i] = float_to_half(v); break;
     case DType::BF16: static_cast<uint16_t*>(p)[i] = float_to_bf16(v); break;
-    case DType::I64: static_cast<int64_t*>(p)[i] = int64_t(v); break;
-    case DType::I32: static_cast<int32_t*>(p)[i] = int32_t(v); break;
-    case DType::U8: static_cast<uint8_t*>(p)[i] = uint8_t(v); break;
+    case DType::I64: static_cast<int64_t*>(p)[i] = truncate_to<int64_t>(v); break;
+    case DType::I32: static_cast<int32_t*>(p)[i] = truncate_to<int32_t>(v); break;
+    case DType::U8: static_cast<uint8_t*>(p)[i] = uint8_t(truncate_to<int64_t>(v)); break;
   }
 }
 
@@ -305,8 +315,9 @@ Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
 Tensor Tensor::narrow(int64_t start, int64_t length) const {
   check_defined("narrow");
   VOLT_CHECK(dim() >= 1, "narrow: needs at least one dim, got shape ", shape_str(shape()));
-  VOLT_CHECK(start >= 0 && length >= 0 && start + length <= shape()[0], "narrow: rows [", start, ", ",
-             start + length, ") are out of range for shape ", shape_str(shape()));
+  // (length <= rows - start: start + length could overflow and pass)
+  VOLT_CHECK(start >= 0 && length >= 0 && start <= shape()[0] && length <= shape()[0] - start, "narrow: ", length,
+             " rows from row ", start, " are out of range for shape ", shape_str(shape()));
   Shape s = shape();
   s[0] = length;
   const int64_t row = numel() / std::max<int64_t>(shape()[0], 1);

@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <cstdint>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@ using namespace volt;
 
 namespace {
 using test::contains;
+using test::error_of;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +152,9 @@ TEST_CASE("reshape with -1, flatten and narrow are views sharing storage") {
   CHECK(m.narrow(5, 0).numel() == 0);
   CHECK_THROWS_AS(m.narrow(4, 2), volt::Error);
   CHECK_THROWS_AS(m.narrow(-1, 1), volt::Error);
+  // start + length past INT64_MAX wrapped negative and passed, reading before the buffer.
+  CHECK(contains(error_of([&] { (void)m.narrow(std::numeric_limits<int64_t>::max(), 2); }), "out of range"));
+  CHECK_THROWS_AS(m.narrow(2, std::numeric_limits<int64_t>::max()), volt::Error);
   CHECK_THROWS_AS(Tensor::scalar(1.f).narrow(0, 1), volt::Error);
 }
 
@@ -198,6 +203,15 @@ TEST_CASE("copy_ converts between dtypes and checks shapes") {
   Tensor i = Tensor::empty({4}, DType::I64);
   i.copy_(Tensor::from_vector({4}, {3.9f, -2.9f, 0.f, 1000.f}));
   CHECK(i.to_int_vector() == std::vector<int64_t>{3, -2, 0, 1000});  // truncation toward zero
+  // NaN and values out of range: the lowest value, as x86's conversion (and so PyTorch there) gives,
+  // where a C++ cast is undefined; uint8 wraps through int64.
+  const float huge = 1e30f, nan = std::numeric_limits<float>::quiet_NaN();
+  const int64_t lo64 = std::numeric_limits<int64_t>::min();
+  CHECK(Tensor::from_vector({4}, {nan, huge, -huge, -9.2e18f}).to_int_vector() ==
+        std::vector<int64_t>{lo64, lo64, lo64, int64_t(-9.2e18f)});
+  CHECK(Tensor::from_vector({2}, {3e9f, -2.5f}).to(DType::I32).to_int_vector() ==
+        std::vector<int64_t>{std::numeric_limits<int32_t>::min(), -2});
+  CHECK(Tensor::from_vector({2}, {300.f, -1.f}).to(DType::U8).to_int_vector() == std::vector<int64_t>{44, 255});
 
   Tensor u = Tensor::empty({3}, DType::U8);
   u.copy_(Tensor::from_vector({3}, {0.f, 17.f, 255.f}));
