@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <string>
 
 #include "engine/error.h"
@@ -112,7 +113,13 @@ ClassificationMetrics::ClassificationMetrics(int64_t num_classes, std::vector<in
              " is too large for a dense confusion matrix");
   check_topk(op, topk_, num_classes_);
   hits_.assign(topk_.size(), 0);
-  confusion_.assign(size_t(num_classes_ * num_classes_), 0);
+  try {
+    confusion_.assign(size_t(num_classes_ * num_classes_), 0);
+  } catch (const std::bad_alloc&) {
+    VOLT_FAIL(op, ": num_classes = ", num_classes, " needs a ", num_classes, " x ", num_classes,
+              " confusion matrix (", double(num_classes) * double(num_classes) * 8.0 / double(1 << 30),
+              " GiB), more host memory than there is");
+  }
 }
 
 void ClassificationMetrics::update(const Tensor& logits, const Tensor& target) {
