@@ -100,12 +100,12 @@ static void prepare_or_wait(const DataModuleOptions& o, const std::string& dir, 
 }
 
 // The tutorial's transforms: Normalize(0.5, 0.5) for evaluation; training adds the augmentation asked for.
-void DataModule::set_transforms(int64_t channels, bool crop_flip) {
+void DataModule::set_transforms(int64_t channels, bool flip) {
   eval_transform_ = normalize_half(channels);
   train_transform_ = eval_transform_;
-  if (crop_flip && o_.augment) {
+  if (o_.augment) {
     train_transform_.crop_padding = 4;
-    train_transform_.horizontal_flip = true;
+    train_transform_.horizontal_flip = flip;
   }
   train_transform_.cutout = o_.cutout;
 }
@@ -152,7 +152,7 @@ void CIFAR100DataModule::setup(const std::string& stage) {
 // ---- MNIST and Fashion-MNIST ----
 MNISTDataModule::MNISTDataModule(const DataModuleOptions& o, MNISTVariant variant) : DataModule(o), variant_(variant) {
   dir_ = resolve_dir(variant == MNISTVariant::MNIST ? "mnist" : "fashion-mnist");
-  set_transforms(1, false);
+  set_transforms(1, /*flip=*/variant != MNISTVariant::MNIST);  // a mirrored garment is the same garment
 }
 
 std::string MNISTDataModule::name() const { return variant_ == MNISTVariant::MNIST ? "MNIST" : "Fashion-MNIST"; }

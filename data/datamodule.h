@@ -23,7 +23,9 @@ struct DataModuleOptions {
   bool download = false;     // prepare_data() fetches missing files
   std::string download_url;  // base URL override ("" = the official mirror)
   uint64_t seed = 42;        // split and shuffle
-  bool augment = false;      // random crop (padding 4) + horizontal flip on training batches
+  // Random crop (padding 4) on training batches, and a horizontal flip except for MNIST's digits
+  // (a mirrored digit is not that digit).
+  bool augment = false;
   int64_t cutout = 0;        // > 0: cutout square side on training batches
   int64_t rank = 0, world_size = 1, local_rank = 0;
   std::function<void()> barrier;  // called after prepare_data on every process (distributed runs)
@@ -52,6 +54,9 @@ class DataModule {
   // Where the loaders deliver batches (the Trainer sets its device): on a CUDA device they are
   // GPU-resident or copied from pinned memory (options().data_on_device decides).
   void set_device(Device device) { device_ = device; }
+  // What the training and the validation/test batches go through (augment, cutout, normalisation).
+  const TransformOptions& train_transform() const { return train_transform_; }
+  const TransformOptions& eval_transform() const { return eval_transform_; }
   Device device() const { return device_; }
   // The batches' image type: float32 (default), or float16 / bfloat16 for a mixed-precision model
   // whose first op takes them (autocast's convolution does): half the bytes to copy and no cast.
@@ -68,9 +73,9 @@ class DataModule {
   void split(std::shared_ptr<const Dataset> full, int64_t val_size);
   std::unique_ptr<DataLoader> make_loader(const std::shared_ptr<const Dataset>& d, bool training, const char* what) const;
   std::string resolve_dir(const std::string& dataset_folder) const;
-  // Normalize(0.5, 0.5) over `channels`; training adds cutout and, when crop_flip, the augment option's
-  // random crop (padding 4) and horizontal flip.
-  void set_transforms(int64_t channels, bool crop_flip);
+  // Normalize(0.5, 0.5) over `channels`; training adds cutout and the augment option's random crop
+  // (padding 4), and its horizontal flip when `flip`.
+  void set_transforms(int64_t channels, bool flip);
 
   DataModuleOptions o_;
   Device device_ = Device::cpu();

@@ -207,6 +207,44 @@ TEST_CASE("FashionMNISTDataModule: its own folder name and class count, MNIST's 
   CHECK(MNISTDataModule(dflt).data_dir() == d / "mnist");
 }
 
+TEST_CASE("augment: random crop for every data set, the horizontal flip for all but MNIST's digits") {
+  TempDir d;
+  write_idx(d / "mnist", "train", 120);
+  write_idx(d / "mnist", "t10k", 20);
+  DataModuleOptions o;
+  o.data_dir = d / "mnist";
+  o.num_workers = 0;
+  o.batch_size = 16;
+  o.augment = true;
+  o.cutout = 6;
+  MNISTDataModule mnist(o);
+  CHECK(mnist.train_transform().crop_padding == 4);
+  CHECK_FALSE(mnist.train_transform().horizontal_flip);
+  CHECK(mnist.train_transform().cutout == 6);
+  CHECK_FALSE(mnist.eval_transform().augments());  // validation and test batches are never augmented
+  o.data_dir = d / "fashion-mnist";
+  CHECK(FashionMNISTDataModule(o).train_transform().horizontal_flip);
+  CHECK(FashionMNISTDataModule(o).train_transform().crop_padding == 4);
+  o.data_dir = d / "cifar-10";
+  CHECK(CIFAR10DataModule(o).train_transform().horizontal_flip);
+  o.augment = false;
+  o.cutout = 0;
+  CHECK_FALSE(CIFAR10DataModule(o).train_transform().augments());
+  o.data_dir = d / "mnist";
+  MNISTDataModule plain(o);
+  CHECK_FALSE(plain.train_transform().augments());
+  // The batches themselves: the cropped first batch is not the plain one (it was, on MNIST).
+  auto first_batch = [](MNISTDataModule& dm) {
+    dm.setup("fit");
+    Batch b;
+    REQUIRE(dm.train_loader()->next(b));
+    return b.images.to_vector();
+  };
+  o.augment = true;
+  MNISTDataModule cropped(o);
+  CHECK(first_batch(cropped) != first_batch(plain));
+}
+
 TEST_CASE("CIFAR100DataModule: a missing folder names the path and --download") {
   DataModuleOptions o;
   o.data_dir = "/nonexistent/volt/cifar-100";
