@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <sstream>
+#include <string>
 #include <system_error>
 #include <utility>
 
@@ -66,6 +68,14 @@ static SamplerOptions sampler_options(const LoaderOptions& o) {
 static int64_t checked_size(const std::shared_ptr<const Dataset>& d) {
   VOLT_CHECK(d != nullptr, "DataLoader: dataset is null");
   return d->size();
+}
+
+std::string DataLoader::order_signature() const {
+  std::ostringstream os;
+  os << dataset_->size() << " samples in batches of " << o_.batch_size << " over " << o_.world_size << " rank"
+     << (o_.world_size == 1 ? "" : "s") << (o_.drop_last ? ", last partial batch dropped" : "")
+     << (o_.shuffle ? ", shuffled with seed " + std::to_string(o_.seed) : ", in order");
+  return os.str();
 }
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const LoaderOptions& opts)

@@ -91,6 +91,10 @@ class DataLoader {
   int64_t batch_size() const { return o_.batch_size; }
   const Dataset& dataset() const { return *dataset_; }
   LoaderState state() const { return {epoch_, next_batch_}; }
+  // What fixes the order and content of the epoch's batches across the ranks (data set size, batch
+  // size, world size, drop_last, shuffle and seed), in words: a mid-epoch position means the same
+  // batches only under the same signature.
+  std::string order_signature() const;
   void load_state(const LoaderState& s);  // continue at s.next_batch of epoch s.epoch
   LoaderMode mode() const { return placement_.mode; }
   // One line for the log: the mode, where the batches go, and why this mode.

@@ -478,6 +478,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   for (auto& c : callbacks_) c->on_fit_start(*this, module);
 
   const bool resumed = !resume_path.empty();
+  I.train_order = run.train->order_signature();
   if (resumed) resume_run(resume_path, module, run.overfit.empty() ? run.train.get() : nullptr);
   if (world_size() > 1 || comm_->device_buffers()) {  // NCCL: also world size 1 (the same code path)
     // Every rank starts from rank 0's weights and buffers, and averages its gradients every step.

@@ -38,6 +38,7 @@ struct Trainer::Impl {
   OptimizerConfig optim;
   int64_t resume_epoch = 0;
   LoaderState resume_loader;
+  std::string train_order;  // the train loader's order_signature(), kept with a mid-epoch position
   // The training epoch's on_epoch sums that go with resume_loader, when they are not the train
   // store's own now: those of a checkpoint resumed from (until the loader position moves on), or
   // those before the epoch-end hook of an epoch that max_steps cut short.

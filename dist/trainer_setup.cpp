@@ -204,6 +204,8 @@ void Trainer::save_checkpoint(const std::string& path) const {
       save_callback_states(callbacks_, c.metadata);
       c.metadata["trainer"] = "volt.Trainer";
       if (!env_.job_id.empty()) c.metadata["slurm_job_id"] = env_.job_id;  // whose requeue may resume it
+      if (impl_->resume_loader.next_batch > 0 && !impl_->train_order.empty())
+        c.metadata["trainer.train_order"] = impl_->train_order;  // what the position means
       // What the callbacks read at the next epoch end: a run resumed in mid-epoch, after a validation
       // of that epoch, decides there as the uninterrupted run does.
       if (last_validated_epoch_ >= 0) c.metadata["trainer.last_validated_epoch"] = std::to_string(last_validated_epoch_);
@@ -283,6 +285,14 @@ void batch_to(Batch& b, Device device) {
 void Trainer::resume_run(const std::string& path, LightningModule& module, DataLoader* train_loader) {
   Impl& I = *impl_;
   Checkpoint c = load_on_every_rank(path);
+  // A position in mid-epoch names a batch of that run's order: under another batch size, rank count
+  // or seed the batches after it are others, and samples would be seen twice or not at all.
+  const auto order = c.metadata.find("trainer.train_order");
+  VOLT_CHECK(c.loader.next_batch == 0 || order == c.metadata.end() || order->second == I.train_order, "resume: ",
+             path, " stopped in mid-epoch (before batch ", c.loader.next_batch, " of epoch ", c.loader.epoch,
+             ") of training batches made as ", order->second, "; this run's are ", I.train_order,
+             ", so its batches from there are not the ones that run had left. Resume with the same data, batch "
+             "size, device count and seed, or from a checkpoint written at an epoch's end");
   // The Trainer's own state first, then the callbacks': one that does not parse then fails before
   // restore() changes the model; and if restore() refuses the checkpoint, the callbacks get their
   // own states back, so nothing of it is loaded.

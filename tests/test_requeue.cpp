@@ -569,6 +569,44 @@ TEST_CASE("a fit cut short by max_steps in mid-epoch and resumed has the uninter
   CHECK(user.metadata.at("trainer.epoch_weight.epoch_loss") == at_cut.metadata.at("trainer.epoch_weight.epoch_loss"));
 }
 
+TEST_CASE("a mid-epoch checkpoint resumed with another batch size is refused, naming both orders") {
+  // Batch 2 of 32-sample batches is not batch 2 of 48-sample ones: resumed there, samples would be
+  // trained on twice or not at all. An epoch-end checkpoint resumes under any batch size.
+  TempDir dir("volt_requeue_");
+  auto fit = [&](int64_t batch, int64_t max_steps, int64_t epochs, const std::string& resume,
+                 const std::string& root = "run") {
+    SynthDM dm(192, batch, 32);
+    Quiet q;
+    auto o = q.cpu_fit(dir / root, epochs);
+    o.max_steps = max_steps;
+    o.resume = resume;
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+    manual_seed(5);
+    ClassifierModule m(small_cnn(), adam());
+    Trainer t(o);
+    t.fit(m, dm);
+    return t.global_step();
+  };
+  REQUIRE(fit(32, 7, 2, "") == 7);  // 5 batches an epoch: cut before batch 2 of epoch 1
+  const std::string cut = dir / "run/lightning_logs/version_0/checkpoints/last.ckpt";
+  const Checkpoint c = load_checkpoint(cut);
+  REQUIRE(c.loader.next_batch == 2);
+  CHECK(c.metadata.at("trainer.train_order") == "160 samples in batches of 32 over 1 rank, shuffled with seed 3");
+  const std::string e = error_of([&] { fit(48, -1, 2, cut); });
+  CHECK(contains(e, "stopped in mid-epoch (before batch 2 of epoch 1)"));
+  CHECK(contains(e, "batches of 32"));
+  CHECK(contains(e, "this run's are 160 samples in batches of 48"));
+  CHECK(fit(32, -1, 2, cut) == 10);  // the same order: resumed
+  // At an epoch's end the position names no batch: another batch size is fine.
+  REQUIRE(fit(32, -1, 1, "", "epoch_end") == 5);
+  const std::string end = dir / "epoch_end/lightning_logs/version_0/checkpoints/last.ckpt";
+  REQUIRE(load_checkpoint(end).loader.next_batch == 0);
+  CHECK(load_checkpoint(end).metadata.count("trainer.train_order") == 0);
+  CHECK(fit(48, -1, 2, end) == 5 + 4);
+}
+
 TEST_CASE("under overfit_batches, a fit cut short by max_steps in mid-epoch resumes at the next cached batch") {
   // The checkpoint said "the next epoch": the resumed run skipped the rest of the cut epoch's batches.
   TempDir dir("volt_requeue_");
