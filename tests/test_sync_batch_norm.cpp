@@ -53,7 +53,11 @@ TEST_CASE("sync_batch_norm: one rank is batch_norm, two ranks on halves are batc
                  "sync_batch_norm: expected input [N, C, H, W], got shape [2, 3]"));
   CHECK(contains(error_of([&] { sync_batch_norm(x, Tensor::ones({4}), Tensor(), Tensor(), Tensor(), 0.1, 1e-5,
                                                 Tensor(), two.for_rank(0)); }),
-                 "weight must be a float32 tensor of 3 elements on the input's device (cpu), got [4]"));
+                 "weight must be a float32 tensor [3] on the input's device (cpu), got [4]"));
+  // Three elements in another shape are not three channels' (batch_norm refuses them too).
+  CHECK(contains(error_of([&] { sync_batch_norm(x, Tensor::ones({3, 1}), Tensor(), Tensor(), Tensor(), 0.1, 1e-5,
+                                                Tensor(), two.for_rank(0)); }),
+                 "weight must be a float32 tensor [3] on the input's device (cpu), got [3, 1]"));
   CHECK(contains(error_of([&] { sync_batch_norm(x, Tensor(), Tensor(), Tensor::zeros({3}), Tensor(), 0.1, 1e-5,
                                                 Tensor(), two.for_rank(0)); }),
                  "running_mean and running_var are given together or not at all"));

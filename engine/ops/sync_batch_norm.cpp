@@ -204,8 +204,8 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias
   for (const auto& [what, t] : {std::pair<const char*, const Tensor*>{"weight", &weight}, {"bias", &bias},
                                 {"running_mean", &running_mean}, {"running_var", &running_var}})
     if (t->defined())
-      VOLT_CHECK(t->device() == x.device() && t->dtype() == DType::F32 && t->numel() == C, op, ": ", what,
-                 " must be a float32 tensor of ", C, " elements on the input's device (", x.device().str(), "), got ",
+      VOLT_CHECK(t->device() == x.device() && t->dtype() == DType::F32 && t->shape() == Shape{C}, op, ": ", what,
+                 " must be a float32 tensor [", C, "] on the input's device (", x.device().str(), "), got ",
                  shape_str(t->shape()), " ", dtype_name(t->dtype()), " on ", t->device().str());
   if (x.device().is_cuda())
     VOLT_CUDA_ONLY(return sync_batch_norm_gpu(x, weight, bias, running_mean, running_var, momentum, eps,
