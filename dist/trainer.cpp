@@ -417,10 +417,11 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   const auto& vci = opts_.val_check_interval;
   run.val_every = fast ? run.n_train  // fast_dev_run: once, at the epoch's end
                  : vci.is_fraction ? std::max<int64_t>(1, int64_t(std::floor(vci.value * double(run.n_train))))
-                                   : int64_t(vci.value);
+                                   : vci.value >= double(run.n_train) + 1 ? run.n_train + 1  // (past 2^63 too)
+                                                                         : int64_t(vci.value);
   // As Lightning: a count of batches past the epoch would never validate.
   VOLT_CHECK(!has_validation_ || vci.is_fraction || fast || run.n_train == 0 || run.val_every <= run.n_train,
-             "val_check_interval (", run.val_every, ") must be at most the number of training batches (",
+             "val_check_interval (", vci.value, ") must be at most the number of training batches (",
              run.n_train, "); to turn validation off, set limit_val_batches to 0");
   if (run.val_every > run.n_train) run.val_every = std::max<int64_t>(1, run.n_train);
   validates_mid_epoch_ = has_validation_ && run.val_every < run.n_train;

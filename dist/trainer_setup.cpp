@@ -268,7 +268,8 @@ std::string Trainer::resume_path_here(const std::string& hpc, bool& owns_hpc) {
 
 int64_t BatchAmount::of(int64_t total) const {
   VOLT_CHECK(value >= 0, "a batch limit must be >= 0, got ", value);
-  if (!is_fraction) return std::min<int64_t>(total, int64_t(value));
+  // (compared as a double first: a count of 2^63 or more has no int64 value)
+  if (!is_fraction) return value >= double(total) ? total : int64_t(value);
   VOLT_CHECK(value <= 1.0, "a batch fraction must be in [0, 1], got ", value,
              " (pass an integer for a number of batches)");
   const int64_t n = int64_t(std::floor(value * double(total)));

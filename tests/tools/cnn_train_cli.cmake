@@ -134,6 +134,11 @@ expect(1 "ImageFolder: ${WORK_DIR}/no-such-dir/train does not exist" --dataset f
 # A count of batches between validations past the epoch's (Lightning refuses it too).
 expect(1 "val_check_interval \\(100\\) must be at most the number of training batches \\(6\\)" ${small}
        --val-check-interval 100 --epochs 1 --log-dir ${runs}/vci)
+# Counts past 2^63 (stored as doubles) have no int64 value: all the batches, and a refusal, as for 100.
+expect(1 "val_check_interval \\(9.22337e\\+18\\) must be at most the number of training batches \\(6\\)" ${small}
+       --val-check-interval 9223372036854775807 --epochs 1 --log-dir ${runs}/vci)
+expect(0 "best checkpoint: [^\n]*epoch=0-step=6-" ${small} --limit-train-batches 9223372036854775807 --epochs 1
+       --log-dir ${runs}/all_batches)
 # --num-nodes defaults to what was launched; a count that does not match it is refused.
 expect(1 "layout: --num-nodes 2 but the job runs on 1 node" ${small} --num-nodes 2 --epochs 1)
 expect(1 "--save ${WORK_DIR}/no-such-dir/w.bin: folder ${WORK_DIR}/no-such-dir does not exist" ${small}
