@@ -99,6 +99,7 @@ int run(const TrainArgs& a) {
     const fs::path folder = fs::path(a.save).parent_path().empty() ? fs::path(".") : fs::path(a.save).parent_path();
     VOLT_CHECK(fs::is_directory(folder) && ::access(folder.c_str(), W_OK) == 0, "--save ", a.save, ": folder ",
                folder.string(), fs::exists(folder) ? " is not a folder this process can write to" : " does not exist");
+    VOLT_CHECK(!fs::is_directory(a.save), "--save ", a.save, ": is a folder; name the file to write");
   }
   auto dm = make_datamodule(a);
 
@@ -201,7 +202,7 @@ int run(const TrainArgs& a) {
     NamedTensors out;
     for (const auto& [n, t] : model->state_dict().items()) out.emplace_back(n, t);
     save_tensors(a.save, out);
-    std::printf("saved weights to %s\n", a.save.c_str());
+    std::printf("saved the %s weights to %s\n", ckpt.empty() ? "final" : ckpt.c_str(), a.save.c_str());
   }
   std::fflush(stdout);
   return 0;

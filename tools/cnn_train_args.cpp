@@ -84,7 +84,8 @@ const char* train_usage() {
          "  --log-dir DIR               runs go to DIR/lightning_logs/version_N (default .)\n"
          "  --checkpoint-every N        ranked checkpoints every N epochs (default 1; last.ckpt every epoch)\n"
          "  --resume last|PATH          continue a run exactly (last: newest run's last.ckpt in --log-dir)\n"
-         "  --save PATH                 also write the final weights (Volt tensor file) to PATH\n"
+         "  --save PATH                 also write the tested weights (the best checkpoint's, else the final\n"
+         "                              ones) to PATH (Volt tensor file)\n"
          "  -h, --help                  this text\n";
 }
 
@@ -151,6 +152,9 @@ TrainArgs parse_train_args(int argc, char** argv) {
     auto path = [&] {  // a folder, file or URL: an empty one (--log-dir=) would mean somewhere else
       std::string v = next();
       if (v.empty()) throw UsageError("empty value for " + flag + ": expected a path");
+      // "--log-dir --no-progress": the next flag, not a path (argparse refuses it too; a path that
+      // starts with "--" can be given as --log-dir=./--name or --log-dir=--name)
+      if (!has_eq && v.rfind("--", 0) == 0) throw UsageError("missing value for " + flag + " (got the flag " + v + ")");
       return v;
     };
     auto choice = [&](std::initializer_list<const char*> allowed) {

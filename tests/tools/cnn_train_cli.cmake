@@ -143,6 +143,11 @@ expect(0 "best checkpoint: [^\n]*epoch=0-step=6-" ${small} --limit-train-batches
 expect(1 "layout: --num-nodes 2 but the job runs on 1 node" ${small} --num-nodes 2 --epochs 1)
 expect(1 "--save ${WORK_DIR}/no-such-dir/w.bin: folder ${WORK_DIR}/no-such-dir does not exist" ${small}
        --epochs 1 --save ${WORK_DIR}/no-such-dir/w.bin)
+# Refused before the fit, not after it: a folder as the file to write.
+expect(1 "--save ${WORK_DIR}: is a folder; name the file to write" ${small} --epochs 1 --save ${WORK_DIR})
+# The next flag is not a path (it made a folder named --no-progress).
+expect(2 "missing value for --log-dir \\(got the flag --no-progress\\)" ${small} --epochs 1 --log-dir --no-progress)
+expect(2 "missing value for --save \\(got the flag --epochs\\)" ${small} --save --epochs 1)
 expect(1 "resume: checkpoint \"${WORK_DIR}/nothing.ckpt\" does not exist" ${small} --resume ${WORK_DIR}/nothing.ckpt)
 string(REPEAT x 300 long_name)  # the filesystem's refusal, as a resume error (it was a bare filesystem_error)
 expect(1 "resume: checkpoint \"${WORK_DIR}/${long_name}\" cannot be read: File name too long" ${small}
