@@ -135,8 +135,8 @@ int64_t parse_count(const char* who, const std::string& key, const std::string& 
   return n;
 }
 
-CSVLogger::CSVLogger(std::string dir, int flush_every_n_rows) : dir_(std::move(dir)), flush_every_(flush_every_n_rows) {
-  VOLT_CHECK(flush_every_n_rows >= 1, "CSVLogger: flush_every_n_rows must be >= 1, got ", flush_every_n_rows);
+CSVLogger::CSVLogger(std::string dir, int flush_every_n_steps) : dir_(std::move(dir)), flush_every_(flush_every_n_steps) {
+  VOLT_CHECK(flush_every_n_steps >= 1, "CSVLogger: flush_every_n_steps must be >= 1, got ", flush_every_n_steps);
   make_log_dir(dir_, "CSVLogger");
 }
 
@@ -167,7 +167,8 @@ void CSVLogger::log_metrics(const std::map<std::string, double>& metrics, int64_
     }
   }
   rows_.push_back(std::move(row));
-  if (++unflushed_ >= static_cast<size_t>(flush_every_)) flush();
+  ++unflushed_;
+  if ((step + 1) % flush_every_ == 0) flush();
 }
 
 std::string CSVLogger::row_text(const Row& r) const {

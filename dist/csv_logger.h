@@ -13,11 +13,12 @@ namespace volt {
 
 class CSVLogger {
  public:
-  // Creates `dir` if needed (volt::Error naming it if that fails). Every `flush_every_n_rows` rows
-  // and on flush()/destruction the new rows are appended to metrics.csv; when new metric names
-  // appeared since, the file is rewritten instead (atomically: temporary file + rename), its header
-  // grown. Lightning flushes every 100 steps, the same way.
-  explicit CSVLogger(std::string dir, int flush_every_n_rows = 100);
+  // Creates `dir` if needed (volt::Error naming it if that fails). As Lightning's CSVLogger
+  // (flush_logs_every_n_steps): a row logged at a step s with (s + 1) a multiple of
+  // `flush_every_n_steps`, and flush()/destruction, append the rows not yet on disk to metrics.csv;
+  // when new metric names appeared since, the file is rewritten instead (atomically: temporary file
+  // + rename), its header grown. (The Trainer also flushes at each epoch's end.)
+  explicit CSVLogger(std::string dir, int flush_every_n_steps = 100);
   ~CSVLogger();  // flush(), errors ignored
   CSVLogger(const CSVLogger&) = delete;
   CSVLogger& operator=(const CSVLogger&) = delete;

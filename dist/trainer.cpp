@@ -534,6 +534,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
         I.loggers->log_metrics({{"amp_loss_scale", I.scaler->get_scale()},
                                 {"amp_skipped_steps", double(I.scaler->skipped_steps())}},
                                std::max<int64_t>(0, global_step_ - 1), epoch_);
+      // Each epoch's rows reach metrics.csv at its end (an append), not only every 100 steps as
+      // Lightning's: a run stopped later keeps them.
+      I.loggers->flush();
     }
     if (I.optim.scheduler && I.optim.interval == "epoch" && finished) I.optim.scheduler->step();
     if (finished) {

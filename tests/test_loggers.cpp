@@ -422,50 +422,50 @@ TEST_CASE("CSVLogger: columns grow, rows keep their cells, the file is replaced 
   }
   for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename() == "metrics.csv");
 
-  SUBCASE("buffered rows are written at flush_every_n_rows and on destruction") {
+  SUBCASE("buffered rows are written at a step s with s + 1 a multiple of flush_every_n_steps, and on destruction") {
     const std::string d2 = tmp.str("buffered");
     {
       volt::CSVLogger log(d2, 3);
-      log.log_metrics({{"a", 1}}, 1);
-      log.log_metrics({{"a", 2}}, 2);
+      log.log_metrics({{"a", 1}}, 0);
+      log.log_metrics({{"a", 2}}, 1);
       CHECK_FALSE(fs::exists(log.metrics_path()));
-      log.log_metrics({{"a", 3}}, 3);
+      log.log_metrics({{"a", 3}}, 2);  // step 2: 3 steps done, as Lightning's flush_logs_every_n_steps
       CHECK(lines_of(read_text(log.metrics_path())).size() == 4);
-      log.log_metrics({{"b", 1e-8}}, 4);
+      log.log_metrics({{"b", 1e-8}}, 3);
     }
     const std::vector<std::string> lines = lines_of(read_text(d2 + "/metrics.csv"));
     REQUIRE(lines.size() == 5);
     CHECK(lines[0] == "epoch,step,a,b");
-    CHECK(lines[4] == ",4,,1e-08");
+    CHECK(lines[4] == ",3,,1e-08");
   }
   SUBCASE("same columns: new rows are appended, not the whole file rewritten; a failed append is redone") {
     const std::string d3 = tmp.str("appended");
     volt::CSVLogger log(d3, 2);
-    log.log_metrics({{"a", 1}}, 1);
-    log.log_metrics({{"b", 2}}, 2);  // first flush: header a,b
+    log.log_metrics({{"a", 1}}, 0);
+    log.log_metrics({{"b", 2}}, 1);  // first flush: header a,b
     const std::string path = log.metrics_path();
     struct stat before{};
     REQUIRE(::stat(path.c_str(), &before) == 0);
-    log.log_metrics({{"a", 3}}, 3);
-    log.log_metrics({{"b", 4}}, 4);  // appended: the same file (inode), two more lines
+    log.log_metrics({{"a", 3}}, 2);
+    log.log_metrics({{"b", 4}}, 3);  // appended: the same file (inode), two more lines
     struct stat after{};
     REQUIRE(::stat(path.c_str(), &after) == 0);
     CHECK(after.st_ino == before.st_ino);
-    CHECK(read_text(path) == "epoch,step,a,b\n,1,1,\n,2,,2\n,3,3,\n,4,,4\n");
+    CHECK(read_text(path) == "epoch,step,a,b\n,0,1,\n,1,,2\n,2,3,\n,3,,4\n");
     // An append that fails (the file is gone, a folder in its place) throws, naming the file; the
     // next flush writes every row again, nothing lost.
     fs::remove(path);
     fs::create_directory(path);
-    log.log_metrics({{"a", 5}}, 5);
-    CHECK(contains(error_of([&] { log.log_metrics({{"a", 6}}, 6); }), path));
+    log.log_metrics({{"a", 5}}, 4);
+    CHECK(contains(error_of([&] { log.log_metrics({{"a", 6}}, 5); }), path));
     fs::remove(path);
     log.flush();
-    CHECK(read_text(path) == "epoch,step,a,b\n,1,1,\n,2,,2\n,3,3,\n,4,,4\n,5,5,\n,6,6,\n");
-    log.log_metrics({{"c", 7}}, 7);
-    log.log_metrics({{"a", 8}}, 8);  // a new column: rewritten, under the grown header
+    CHECK(read_text(path) == "epoch,step,a,b\n,0,1,\n,1,,2\n,2,3,\n,3,,4\n,4,5,\n,5,6,\n");
+    log.log_metrics({{"c", 7}}, 6);
+    log.log_metrics({{"a", 8}}, 7);  // a new column: rewritten, under the grown header
     CHECK(lines_of(read_text(path))[0] == "epoch,step,a,b,c");
     CHECK(lines_of(read_text(path)).size() == 9);
-    CHECK(lines_of(read_text(path))[7] == ",7,,,7");
+    CHECK(lines_of(read_text(path))[7] == ",6,,,7");
   }
   SUBCASE("a reserved name among others changes nothing") {
     const std::string d4 = tmp.str("reserved");
@@ -706,6 +706,33 @@ TEST_CASE("Trainer.test logs the confusion matrix image for any class count, and
     const std::vector<uint64_t> size = confusion_image_size(t.log_dir());
     CHECK(size == (side ? std::vector<uint64_t>{side, side} : std::vector<uint64_t>{}));
   }
+}
+
+TEST_CASE("metrics.csv holds each finished epoch's rows when the next epoch starts") {
+  // Flushed only at steps 99, 199, ... (Lightning's rule), a default CIFAR run had no metrics.csv
+  // for its first 12 epochs, and a run stopped then kept none of it.
+  class Peek : public ClassifierModule {
+   public:
+    Peek() : ClassifierModule(volt::test::small_cnn(), volt::test::adam()) {}
+    void on_train_epoch_start() override {
+      if (current_epoch() == 1) seen = read_text(trainer_dir + "/metrics.csv");
+    }
+    std::string trainer_dir, seen;
+  };
+  TempDir tmp;
+  volt::test::SynthDM dm(64, 32, 32);
+  Peek m;
+  volt::test::Quiet q;
+  auto o = q.cpu_fit(tmp.path, 2);
+  o.log_every_n_steps = 1;
+  m.trainer_dir = tmp.path + "/lightning_logs/version_0";
+  Trainer t(o);
+  t.fit(m, dm);
+  INFO(m.seen);
+  const std::vector<std::string> rows = lines_of(m.seen);
+  REQUIRE(rows.size() >= 2);
+  CHECK(contains(rows[0], "val_loss"));
+  CHECK(contains(rows.back(), "0,"));  // epoch 0's
 }
 
 TEST_CASE("log() in the training epoch's hooks defaults to on_epoch, as Lightning's: the value reaches the logs") {
