@@ -17,10 +17,15 @@ volatile sig_atomic_t g_raised = 0;
 bool g_installed = false;
 struct sigaction g_previous;
 
+volatile sig_atomic_t g_interrupt = 0;
+int g_guards = 0;  // nested fits (a callback's own Trainer) install once
+struct sigaction g_previous_int, g_previous_term;
+
 // C linkage for a signal handler, and static: an unnamed namespace does not keep an extern "C"
 // name out of the global symbol table, where a program that links libvolt could define its own.
 extern "C" {
 static void on_sigusr1(int) { g_raised = 1; }
+static void on_interrupt(int sig) { g_interrupt = sig; }
 }
 
 // Single-quoted for the shell.
@@ -48,6 +53,31 @@ void uninstall_requeue_signal() {
   g_installed = false;
   g_raised = 0;
 }
+
+InterruptGuard::InterruptGuard() {
+  if (g_guards++ > 0) return;
+  g_interrupt = 0;
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART | SA_RESETHAND;  // the second signal takes the default action: the end
+  ::sigaction(SIGINT, &sa, &g_previous_int);
+  ::sigaction(SIGTERM, &sa, &g_previous_term);
+  // A signal the process was started ignoring (a shell's background job, nohup) stays ignored.
+  if (!(g_previous_int.sa_flags & SA_SIGINFO) && g_previous_int.sa_handler == SIG_IGN)
+    ::sigaction(SIGINT, &g_previous_int, nullptr);
+  if (!(g_previous_term.sa_flags & SA_SIGINFO) && g_previous_term.sa_handler == SIG_IGN)
+    ::sigaction(SIGTERM, &g_previous_term, nullptr);
+}
+
+InterruptGuard::~InterruptGuard() {
+  if (--g_guards > 0) return;
+  ::sigaction(SIGINT, &g_previous_int, nullptr);
+  ::sigaction(SIGTERM, &g_previous_term, nullptr);
+  g_interrupt = 0;
+}
+
+int interrupt_signal_raised() { return g_interrupt; }
 
 bool requeue_signal_raised() { return g_raised != 0; }
 void clear_requeue_signal() { g_raised = 0; }

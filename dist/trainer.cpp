@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -321,10 +322,17 @@ struct TrainerRun {
       // Pre-empted: after this step's logging and validation, so that the resumed run has nothing of
       // this batch left to do. At the epoch's last batch, fit() handles it after the epoch's end.
       // (Not at the step that reaches max_steps: the fit is over, nothing is left to requeue.)
-      if (step_now && batch_idx + 1 < n_train && !(o.max_steps >= 0 && t.global_step_ >= o.max_steps) &&
-          t.preemption_requested()) {
-        preempt(t.epoch_, overfit.empty() ? train->state() : LoaderState{t.epoch_, batch_idx + 1});
-        return false;
+      if (step_now) {
+        const Trainer::StopSignals sig = t.stop_signals();
+        if (sig.interrupt) {  // Ctrl-C / SIGTERM: stop here, the logs written so far kept
+          t.interrupted_ = sig.interrupt;
+          t.should_stop_ = true;
+          return false;
+        }
+        if (sig.preempt && batch_idx + 1 < n_train && !(o.max_steps >= 0 && t.global_step_ >= o.max_steps)) {
+          preempt(t.epoch_, overfit.empty() ? train->state() : LoaderState{t.epoch_, batch_idx + 1});
+          return false;
+        }
       }
     }
     if (I.bar) {
@@ -362,7 +370,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   bool owns_hpc = false;  // rank 0's to know (a run that completes removes its job's file)
   const std::string resume_path = decided_on_rank0([&] { return resume_path_here(hpc, owns_hpc); });
   requeued_ = requeue_failed_ = false;
+  interrupted_ = 0;
   requeue_message_.clear();
+  InterruptGuard on_interrupt;  // Ctrl-C / SIGTERM stop this fit at a step boundary
 
   prepare_data(dm);
   dm.setup("fit");
@@ -512,7 +522,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       Profiler::Scope sc(I.profiler, "run_training_epoch");
       finished = run.train_epoch(resumed && first);
     }
-    if (requeued_) break;
+    if (requeued_ || interrupted_) break;
     first = false;
     // Cut short by max_steps: a checkpoint of this position holds the sums of its batches, not what
     // the epoch-end hook adds (the resumed run runs the hook at the epoch's real end).
@@ -555,7 +565,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     if (finished) ++epoch_;
     // SIGUSR1 during the epoch's last batch: the checkpoint comes after the epoch's validation, its
     // metrics and its callbacks, and resumes at the next epoch's start (ignored when no epoch is left).
-    if (finished && !should_stop_ && epoch_ < max_epochs && preemption_requested()) {
+    if (finished && !should_stop_ && epoch_ < max_epochs && stop_signals().preempt) {
       run.preempt(epoch_, LoaderState{epoch_, 0});
       break;
     }
@@ -565,15 +575,27 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     check_ranks_agree(module);
   }
   if (requeued_) finish_preemption();
-  if (owns_hpc && !requeued_ && is_global_zero()) {
+  if (owns_hpc && !requeued_ && !interrupted_ && is_global_zero()) {
     std::error_code ec;
     fs::remove(hpc, ec);  // the run is complete: a later requeue must not go back to it
   }
-  module.on_fit_end();
-  for (auto& c : callbacks_) c->on_fit_end(*this, module);
+  if (!interrupted_) {  // (an interrupted fit did not reach its end: Lightning skips on_fit_end too)
+    module.on_fit_end();
+    for (auto& c : callbacks_) c->on_fit_end(*this, module);
+  }
   if (I.loggers) {
-    I.loggers->log_hparams_metrics(module.hyperparameters(), callback_metrics_, global_step_, !requeued_);
+    I.loggers->log_hparams_metrics(module.hyperparameters(), callback_metrics_, global_step_,
+                                   !requeued_ && !interrupted_);
     I.loggers->flush();
+  }
+  if (interrupted_ && is_global_zero()) {
+    const ModelCheckpoint* mc = checkpoint_callback();
+    const std::string last = mc ? (!mc->last_model_path().empty() ? mc->last_model_path() : mc->best_model_path()) : "";
+    out() << "\nDetected " << (interrupted_ == SIGINT ? "KeyboardInterrupt (SIGINT)" : "SIGTERM")
+          << ": stopped at epoch " << epoch_ << ", step " << global_step_ << "; the logs so far are in "
+          << (log_dir_.empty() ? std::string("(none)") : log_dir_)
+          << (last.empty() ? std::string("; no checkpoint was written") : "; the latest checkpoint is " + last)
+          << std::endl;
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (I.scaler && is_global_zero())

@@ -171,6 +171,11 @@ class Trainer {
   bool requeued() const { return requeued_; }
   bool requeue_failed() const { return requeue_failed_; }
   const std::string& requeue_message() const { return requeue_message_; }
+  // The last fit was stopped by Ctrl-C (SIGINT) or SIGTERM, at a step boundary: the signal's number
+  // (0: it was not). As Lightning's graceful shutdown: the logs are on disk, no checkpoint is written
+  // (the last one ModelCheckpoint wrote stays), on_fit_end does not run. While it fits, the Trainer
+  // handles these two signals (dist/requeue.h: InterruptGuard); a second one ends the process.
+  int interrupted() const { return interrupted_; }
   // Counts of the last fit (for tests and reports).
   int64_t train_batches_seen() const { return train_batches_seen_; }
 
@@ -183,8 +188,13 @@ class Trainer {
   std::string resolve_ckpt_here(const std::string& ckpt, const char* who) const;
   // Loads a checkpoint's model weights into `module` (after checking every name and shape).
   void load_weights(LightningModule& module, const std::string& path);
-  // SIGUSR1 seen by any rank (a collective when there are several).
-  bool preemption_requested();
+  // The signals seen by any rank at a step boundary (one collective when there are several):
+  // SIGUSR1's pre-emption, and SIGINT/SIGTERM's interruption (the signal; 0 for none).
+  struct StopSignals {
+    bool preempt = false;
+    int interrupt = 0;
+  };
+  StopSignals stop_signals();
   void finish_preemption();
   // Data-parallel: throws volt::Error unless every rank holds the same parameters and buffers.
   void check_ranks_agree(const Module& module);
@@ -239,6 +249,7 @@ class Trainer {
   int64_t last_validated_epoch_ = -1, last_validated_step_ = -1;
   bool validates_mid_epoch_ = false;
   bool requeued_ = false, requeue_failed_ = false;
+  int interrupted_ = 0;
   std::string requeue_message_;
   friend struct TrainerRun;
 };

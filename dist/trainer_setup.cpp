@@ -561,12 +561,11 @@ void Trainer::finish_preemption() {
   out() << requeue_message_ << std::endl;
 }
 
-bool Trainer::preemption_requested() {
+Trainer::StopSignals Trainer::stop_signals() {
   // fast_dev_run writes no checkpoint and ends in seconds: a warning signal is absorbed, not acted on.
-  if (opts_.fast_dev_run.batches) return false;
-  int64_t raised = requeue_signal_raised() ? 1 : 0;
-  if (world_size() > 1) comm_->all_reduce(&raised, 1, ReduceOp::Max);  // every rank stops at the same step
-  return raised != 0;
+  int64_t raised[2] = {requeue_signal_raised() && !opts_.fast_dev_run.batches ? 1 : 0, interrupt_signal_raised()};
+  if (world_size() > 1) comm_->all_reduce(raised, 2, ReduceOp::Max);  // every rank stops at the same step
+  return {raised[0] != 0, int(raised[1])};
 }
 
 std::string Trainer::resolve_ckpt(const std::string& ckpt, const char* who) {

@@ -304,6 +304,62 @@ TEST_CASE("SIGUSR1 with the program's own handler stops one fit only, and none a
   if (installed) uninstall_requeue_signal();
 }
 
+TEST_CASE("Ctrl-C or SIGTERM during a fit: a clean stop at that step, the logs on disk, the handlers put back") {
+  for (const int sig : {SIGINT, SIGTERM}) {
+    CAPTURE(sig);
+    // The process's own handler before the fit, which the fit must put back.
+    static volatile sig_atomic_t own = 0;
+    struct sigaction mine {}, before {};
+    mine.sa_handler = [](int) { own = 1; };
+    sigemptyset(&mine.sa_mask);
+    REQUIRE(::sigaction(sig, &mine, &before) == 0);
+    class Interrupted : public ClassifierModule {
+     public:
+      explicit Interrupted(int s) : ClassifierModule(small_cnn(), adam()), sig_(s) {}
+      Tensor training_step(const Batch& b, int64_t i) override {
+        if (global_step() == 6) ::raise(sig_);  // in epoch 1 (5 batches an epoch)
+        return ClassifierModule::training_step(b, i);
+      }
+      void on_fit_end() override { fit_ended = true; }
+      bool fit_ended = false;
+
+     private:
+      int sig_;
+    };
+    TempDir dir("volt_interrupt_");
+    SynthDM dm(192, 32, 32);
+    Quiet q;
+    auto o = q.cpu_fit(dir.path, 5);
+    ModelCheckpointOptions mo;
+    mo.save_last = true;
+    o.callbacks = {std::make_shared<ModelCheckpoint>(mo)};
+    Interrupted m(sig);
+    Trainer t(o);
+    t.fit(m, dm);
+    INFO(q.os.str());
+    CHECK(t.interrupted() == sig);
+    CHECK(t.global_step() == 7);  // the step the signal came in finished, and no other
+    CHECK_FALSE(m.fit_ended);
+    CHECK(contains(q.os.str(), sig == SIGINT ? "Detected KeyboardInterrupt (SIGINT): stopped at epoch 1, step 7"
+                                             : "Detected SIGTERM: stopped at epoch 1, step 7"));
+    CHECK(contains(q.os.str(), "the latest checkpoint is " + t.log_dir() + "/checkpoints/last.ckpt"));
+    CHECK(contains(read_all(t.log_dir() + "/metrics.csv"), "val_loss"));  // epoch 0's rows
+    CHECK(load_checkpoint(t.log_dir() + "/checkpoints/last.ckpt").global_step == 5);  // epoch 0's end
+    struct sigaction now {};
+    REQUIRE(::sigaction(sig, &before, &now) == 0);
+    CHECK((now.sa_handler == mine.sa_handler));
+    CHECK(own == 0);
+    // The next fit starts without the old signal.
+    Quiet q2;
+    auto o2 = q2.cpu_fit(dir / "again", 1);
+    ClassifierModule m2(small_cnn(), adam());
+    Trainer t2(o2);
+    t2.fit(m2, dm);
+    CHECK(t2.interrupted() == 0);
+    CHECK(t2.global_step() == 5);
+  }
+}
+
 TEST_CASE("a failing requeue command is reported, the checkpoint stays") {
   TempDir dir("volt_requeue_");
   SynthDM dm(192, 32, 32);

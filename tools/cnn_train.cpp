@@ -171,7 +171,11 @@ int run(const TrainArgs& a) {
   }
 
   trainer.fit(module, *dm);
-  if (trainer.requeued()) return trainer.requeue_failed() && rank0 ? 1 : 0;  // the Trainer said where it stopped
+  // Stopped early, and the Trainer said where: Ctrl-C / SIGTERM exit as the shell reports a signal
+  // (128 + its number); a pre-emption that Slurm requeued exits 0 (the requeued job goes on), one it
+  // could not (no Slurm job, or the requeue failed) 1: the run is unfinished.
+  if (trainer.interrupted()) return 128 + trainer.interrupted();
+  if (trainer.requeued()) return (trainer.requeue_failed() || env.job_id.empty()) && rank0 ? 1 : 0;
   const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // Test with the best checkpoint (the current weights when none was written: fast_dev_run).
