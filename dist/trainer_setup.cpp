@@ -333,9 +333,13 @@ void Trainer::resume_run(const std::string& path, LightningModule& module, DataL
 std::string resolve_resume_path(const std::string& root, const std::string& what) {
   if (what != "last") {
     std::error_code ec;  // (a name too long, a folder without access: the reason, not a filesystem_error)
-    const bool found = fs::is_regular_file(what, ec);
+    const fs::file_status st = fs::status(what, ec);
     if (ec == std::errc::no_such_file_or_directory) ec.clear();
-    VOLT_CHECK(found, "resume: checkpoint \"", what, "\" ", ec ? "cannot be read: " + ec.message() : "does not exist");
+    VOLT_CHECK(fs::is_regular_file(st), "resume: checkpoint \"", what, "\" ",
+               ec                     ? "cannot be read: " + ec.message()
+               : !fs::exists(st)      ? std::string("does not exist")
+               : fs::is_directory(st) ? std::string("is a folder (name a .ckpt file in it, or pass \"last\")")
+                                      : std::string("is not a regular file"));
     return what;
   }
   const std::vector<std::string> latest = latest_checkpoints(root);

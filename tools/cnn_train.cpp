@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <new>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -241,9 +242,14 @@ int main(int argc, char** argv) {
     }
     return rc;
   } catch (const std::exception& e) {
+    // (std::bad_alloc's what() is only its type: say what it means)
+    const std::string what = dynamic_cast<const std::bad_alloc*>(&e)
+                                 ? std::string("out of host memory (std::bad_alloc): a data set, batch or model "
+                                               "larger than this machine holds?")
+                                 : e.what();
     if (g_comm && g_comm->size() > 1)  // the other ranks would wait for this one: stop them all
-      g_comm->abort(1, "cnn_train: error on rank " + std::to_string(g_comm->rank()) + ": " + e.what());
-    std::fprintf(stderr, "cnn_train: error: %s\n", e.what());
+      g_comm->abort(1, "cnn_train: error on rank " + std::to_string(g_comm->rank()) + ": " + what);
+    std::fprintf(stderr, "cnn_train: error: %s\n", what.c_str());
     return 1;
   }
 }

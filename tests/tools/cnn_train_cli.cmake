@@ -149,6 +149,8 @@ expect(1 "--save ${WORK_DIR}: is a folder; name the file to write" ${small} --ep
 expect(2 "missing value for --log-dir \\(got the flag --no-progress\\)" ${small} --epochs 1 --log-dir --no-progress)
 expect(2 "missing value for --save \\(got the flag --epochs\\)" ${small} --save --epochs 1)
 expect(1 "resume: checkpoint \"${WORK_DIR}/nothing.ckpt\" does not exist" ${small} --resume ${WORK_DIR}/nothing.ckpt)
+expect(1 "resume: checkpoint \"${WORK_DIR}\" is a folder" ${small} --resume ${WORK_DIR})
+expect(1 "resume: checkpoint \"/dev/null\" is not a regular file" ${small} --resume /dev/null)
 string(REPEAT x 300 long_name)  # the filesystem's refusal, as a resume error (it was a bare filesystem_error)
 expect(1 "resume: checkpoint \"${WORK_DIR}/${long_name}\" cannot be read: File name too long" ${small}
        --resume ${WORK_DIR}/${long_name})
