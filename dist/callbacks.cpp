@@ -98,7 +98,8 @@ std::string ModelCheckpoint::format_name(const std::string& tmpl, const std::map
     const double v = it->second;
     if (!fmt.empty()) {
       check_float_format(tmpl, key, fmt);
-      out += printf_double("%" + fmt, v);
+      // (printf writes a NaN with its sign bit, as after 0 * -inf, "-nan"; Python's format: "nan")
+      out += printf_double("%" + fmt, std::isnan(v) ? std::fabs(v) : v);
     } else if (std::isnan(v)) {
       out += "nan";
     } else if (std::isinf(v)) {

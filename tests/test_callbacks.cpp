@@ -3,6 +3,8 @@
 // resume into another version folder, fields that do not parse) and checkpoint file names.
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -503,6 +505,8 @@ TEST_CASE("ModelCheckpoint filenames: non-finite metrics, and only f, e, g, E, G
   CHECK(name("{x:.3e}", 0.123456) == "x=1.235e-01");
   CHECK(name("{x:+08.2f}", 1.5) == "x=+0001.50");
   CHECK(name("{x:G}", 0.25) == "x=0.25");
+  CHECK(name("{x:.4f}", -std::numeric_limits<double>::quiet_NaN()) == "x=nan");  // (printf: "-nan")
+  CHECK(name("{x:.4f}", -INFINITY) == "x=-inf");
   for (const char* bad : {"{x:d}", "{x:.2}", "{x:.2f%}", "{x:ld}"})
     CHECK(contains(error_of([&] { name(bad, 1.0); }), "f, e, g, E or G"));
   for (const char* bad : {"{x:s}", "{x:n}"}) {
