@@ -14,6 +14,10 @@ namespace volt {
 namespace {
 
 void print_table(std::ostream& os, const std::string& title, const std::map<std::string, double>& m) {
+  if (m.empty()) {  // no batches (limit_*_batches 0, as Lightning: nothing to show) or nothing logged
+    os << title << "s: none (no batches evaluated, or nothing logged)\n";
+    return;
+  }
   const std::string rule(60, '-');
   char line[256];
   os << rule << "\n";

@@ -187,12 +187,16 @@ int run(const TrainArgs& a) {
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!rank0) return 0;
 
-  std::ostringstream line;
-  line << "test_acc " << fmt(m.count("test_acc") ? m.at("test_acc") : NAN) << "  test_loss "
-       << fmt(m.count("test_loss") ? m.at("test_loss") : NAN);
-  if (m.count("test_acc_top5")) line << "  test_acc_top5 " << fmt(m.at("test_acc_top5"));
-  std::printf("%s  (%s weights; fit %.1f s, total %.1f s wall)\n", line.str().c_str(),
-              ckpt.empty() ? "final" : ckpt.c_str(), fit_s, total_s);
+  if (m.empty()) {  // --limit-test-batches 0: nothing tested, nothing to report (not "nan")
+    std::printf("test: skipped (no test batches)  (fit %.1f s, total %.1f s wall)\n", fit_s, total_s);
+  } else {
+    std::ostringstream line;
+    line << "test_acc " << fmt(m.count("test_acc") ? m.at("test_acc") : NAN) << "  test_loss "
+         << fmt(m.count("test_loss") ? m.at("test_loss") : NAN);
+    if (m.count("test_acc_top5")) line << "  test_acc_top5 " << fmt(m.at("test_acc_top5"));
+    std::printf("%s  (%s weights; fit %.1f s, total %.1f s wall)\n", line.str().c_str(),
+                ckpt.empty() ? "final" : ckpt.c_str(), fit_s, total_s);
+  }
   if (trainer.log_dir().empty()) {
     std::printf("logs and checkpoints: none written (fast_dev_run)\n");
   } else {

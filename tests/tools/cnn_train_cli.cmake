@@ -139,6 +139,9 @@ expect(1 "val_check_interval \\(9.22337e\\+18\\) must be at most the number of t
        --val-check-interval 9223372036854775807 --epochs 1 --log-dir ${runs}/vci)
 expect(0 "best checkpoint: [^\n]*epoch=0-step=6-" ${small} --limit-train-batches 9223372036854775807 --epochs 1
        --log-dir ${runs}/all_batches)
+# No test batches: said so, no "nan" results.
+expect(0 "Test metrics: none[^\n]*\ntest: skipped \\(no test batches\\)" ${small} --epochs 1 --limit-test-batches 0
+       --log-dir ${runs}/no_test)
 # --num-nodes defaults to what was launched; a count that does not match it is refused.
 expect(1 "layout: --num-nodes 2 but the job runs on 1 node" ${small} --num-nodes 2 --epochs 1)
 expect(1 "--save ${WORK_DIR}/no-such-dir/w.bin: folder ${WORK_DIR}/no-such-dir does not exist" ${small}
