@@ -135,6 +135,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
   TrainArgs a;
   bool momentum_given = false;  // refused with adam and adamw, not ignored
   bool gpus_zero = false;       // --gpus 0: the CPU, as in Lightning
+  std::set<std::string> given;  // the flags on the command line
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i], value;
     const size_t eq = flag.find('=');
@@ -144,6 +145,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
       flag = flag.substr(0, eq);
     }
     if (flag == "-h" || flag == "--help") throw UsageError("");
+    given.insert(flag);
     auto next = [&]() -> std::string {
       if (has_eq) return value;
       if (i + 1 >= argc) throw UsageError("missing value for " + flag);
@@ -251,6 +253,19 @@ TrainArgs parse_train_args(int argc, char** argv) {
   if (a.momentum < 0) throw UsageError("bad value for --momentum: it must be >= 0");
   if (momentum_given && a.optimizer != "sgd")  // not silently ignored: Adam's betas are fixed
     throw UsageError("--momentum is SGD's (--optimizer sgd); " + a.optimizer + " uses betas 0.9, 0.999");
+  // A flag the chosen data set or options have no use for is refused, not silently ignored.
+  const auto refuse = [&](const char* flag, bool useless, const std::string& why) {
+    if (useless && given.count(flag)) throw UsageError(std::string(flag) + " " + why);
+  };
+  for (const char* f : {"--train-samples", "--val-samples", "--test-samples"})
+    refuse(f, a.dataset != "synthetic", "sizes --dataset synthetic; " + a.dataset + " has its own split");
+  refuse("--channels", a.dataset != "folder", "is for --dataset folder; " + a.dataset + " has its own");
+  refuse("--data-dir", a.dataset == "synthetic", "is not read by --dataset synthetic (its data is generated)");
+  for (const char* f : {"--download", "--download-url"})
+    refuse(f, a.dataset == "synthetic" || a.dataset == "folder",
+           "fetches cifar10, cifar100, mnist or fashion-mnist, not --dataset " + a.dataset);
+  refuse("--gradient-clip-algorithm", !given.count("--gradient-clip-val"),
+         "chooses how --gradient-clip-val clips, and no --gradient-clip-val is given");
   if (gpus_zero) {
     if (a.accelerator == "gpu" || a.accelerator == "cuda")
       throw UsageError("--gpus 0 means the CPU but --accelerator is " + a.accelerator);

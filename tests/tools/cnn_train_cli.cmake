@@ -94,6 +94,13 @@ expect(2 "bad value '99999999999999999999' for --epochs" --epochs 99999999999999
 expect(2 "bad value '4294967297' for --num-workers: expected an integer >= 0 and <= 256" --num-workers 4294967297)
 expect(2 "bad value '2147483648' for --threads" --threads 2147483648)
 expect(2 "--download takes no value" --download=yes)
+# Flags the chosen data set or options do not use are refused, not silently ignored.
+expect(2 "--train-samples sizes --dataset synthetic; mnist has its own split" --dataset mnist --train-samples 5)
+expect(2 "--channels is for --dataset folder; cifar10 has its own" --channels 1)
+expect(2 "--data-dir is not read by --dataset synthetic" --dataset synthetic --data-dir ${WORK_DIR})
+expect(2 "--download fetches cifar10, cifar100, mnist or fashion-mnist, not --dataset folder" --dataset folder
+       --data-dir ${WORK_DIR} --download)
+expect(2 "--gradient-clip-algorithm chooses how --gradient-clip-val clips" --gradient-clip-algorithm value)
 expect(2 "bad value '0' for --num-nodes" --num-nodes 0)
 expect(2 "bad value '0' for --devices: expected auto, -1 \\(one per GPU\\) or a count >= 1" --devices 0)
 expect(2 "bad value '-1' for --fast-dev-run" --fast-dev-run -1)
