@@ -106,6 +106,41 @@ std::vector<Tensor> Node::apply(const Tensor& grad_out) {
   return grads;
 }
 
+namespace {
+// What a node owns that may own further nodes: its edges and its backward function's captures.
+struct NodeParts {
+  std::vector<Edge> next;
+  BackwardFn fn;
+};
+// Set while a Node destructor frees its parts: the nodes that this frees in turn hand their parts to
+// `pending` instead of freeing them inside it, and the outermost destructor frees them one by one.
+thread_local bool t_freeing = false;
+thread_local std::vector<NodeParts>* t_pending = nullptr;
+}  // namespace
+
+Node::~Node() {
+  NodeParts mine;
+  mine.next.swap(next_);
+  mine.fn.swap(fn_);
+  if (t_freeing) {
+    t_pending->push_back(std::move(mine));
+    return;
+  }
+  std::vector<NodeParts> pending;
+  t_freeing = true;
+  t_pending = &pending;
+  pending.push_back(std::move(mine));
+  while (!pending.empty()) {
+    NodeParts parts = std::move(pending.back());
+    pending.pop_back();
+    // (freed here, at this depth: the nodes it held push their own parts onto `pending`)
+    parts.next.clear();
+    parts.fn = nullptr;
+  }
+  t_freeing = false;
+  t_pending = nullptr;
+}
+
 void Node::release() {
   fn_ = nullptr;
   saved_.clear();

@@ -28,6 +28,11 @@ class Node {
        bool is_cast = false)
       : name_(std::move(name)), next_(std::move(next)), needs_(std::move(needs)), fn_(std::move(fn)), tag_(tag),
         is_cast_(is_cast) {}
+  // Frees what this node alone kept alive without recursing once per node: a graph of a million
+  // nodes dropped without a backward would overflow the stack (see autograd.cpp).
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
   const std::string& name() const { return name_; }
   // A node recorded by record_cast: its backward only converts the gradient to its input's type.
   bool is_cast() const { return is_cast_; }

@@ -389,6 +389,21 @@ TEST_CASE("non-leaf tensors do not get .grad") {
   check_close(x.grad().to_vector(), {8, 16, 24});
 }
 
+TEST_CASE("a deep graph dropped without backward is freed without recursing once per node") {
+  // Each node owned its parents (edges, and the inputs its backward captured), so freeing the newest
+  // freed the chain recursively: 175,000 nodes overflowed an 8 MB stack.
+  Tensor x = Tensor::full({1}, 0.5f);
+  x.requires_grad_();
+  for (const bool captures : {false, true}) {  // add keeps edges only; mul also captures its inputs
+    CAPTURE(captures);
+    Tensor acc = x;
+    for (int i = 0; i < 300000; ++i) acc = captures ? mul(acc, x) : add(acc, x);
+    CHECK(acc.requires_grad());
+    acc = Tensor();  // the whole chain goes here
+  }
+  CHECK(x.impl_ptr().use_count() == 1);  // nothing of it kept x alive
+}
+
 TEST_CASE("saved tensors and nodes are released after backward") {
   Tensor x = leaf({64, 32}, std::vector<float>(64 * 32, 0.5f));
   std::weak_ptr<TensorImpl> saved;  // the relu output, saved by the mul that squares it
