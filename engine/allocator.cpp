@@ -1,6 +1,7 @@
 // Caching host allocator (see allocator.h).
 #include "engine/allocator.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 
@@ -27,6 +28,7 @@ void* CachingHostAllocator::allocate(size_t bytes) {
       it->second.pop_back();
       stats_.bytes_cached -= size;
       stats_.bytes_in_use += size;
+      peak_in_use_ = std::max(peak_in_use_, stats_.bytes_in_use);
       return p;
     }
   }
@@ -38,6 +40,7 @@ void* CachingHostAllocator::allocate(size_t bytes) {
   VOLT_CHECK(p != nullptr, "out of host memory allocating ", bytes, " bytes");
   std::lock_guard<std::mutex> lock(mu_);
   stats_.bytes_in_use += size;
+  peak_in_use_ = std::max(peak_in_use_, stats_.bytes_in_use);
   stats_.system_allocs += 1;
   return p;
 }
@@ -49,6 +52,26 @@ void CachingHostAllocator::deallocate(void* ptr, size_t bytes) {
   free_[size].push_back(ptr);
   stats_.bytes_in_use -= size;
   stats_.bytes_cached += size;
+  // Over the limit: blocks of other sizes go first (this size was just wanted), this one's last.
+  const size_t limit = std::max(min_cache_, peak_in_use_);
+  for (auto it = free_.begin(); stats_.bytes_cached > limit && it != free_.end();) {
+    if (it->first == size && free_.size() > 1) {
+      ++it;
+      continue;
+    }
+    std::vector<void*>& blocks = it->second;
+    while (stats_.bytes_cached > limit && !blocks.empty()) {
+      src_.free(blocks.back());
+      blocks.pop_back();
+      stats_.bytes_cached -= it->first;
+    }
+    if (blocks.empty()) {
+      it = free_.erase(it);
+    } else {
+      ++it;
+    }
+    if (it == free_.end() && stats_.bytes_cached > limit) it = free_.begin();  // then this size's own
+  }
 }
 
 void CachingHostAllocator::empty_cache() {

@@ -32,10 +32,15 @@ struct HostMemorySource {
 };
 HostMemorySource aligned_host_memory();  // std::aligned_alloc(64, ...), granularity 64
 
-// Host memory with per-size free lists. Thread-safe.
+// Host memory with per-size free lists. Thread-safe. The cache holds at most the larger of
+// `min_cache_bytes` and the most bytes ever in use at once (what a repeating step needs to find all
+// its sizes again): past that, freed blocks of other sizes go back to the system first, so a run
+// whose sizes keep changing does not keep every size it ever freed.
 class CachingHostAllocator final : public Allocator {
  public:
-  explicit CachingHostAllocator(HostMemorySource source = aligned_host_memory()) : src_(source) {}
+  explicit CachingHostAllocator(HostMemorySource source = aligned_host_memory(),
+                                size_t min_cache_bytes = size_t(256) << 20)
+      : src_(source), min_cache_(min_cache_bytes) {}
   ~CachingHostAllocator() override;
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) override;
@@ -45,6 +50,8 @@ class CachingHostAllocator final : public Allocator {
  private:
   size_t round_size(size_t bytes) const;
   HostMemorySource src_;
+  size_t min_cache_;
+  size_t peak_in_use_ = 0;
   mutable std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   AllocatorStats stats_;

@@ -338,6 +338,26 @@ TEST_CASE("printing shows values, shape and dtype - large tensors are elided") {
   CHECK(contains(us.str(), "undefined"));
 }
 
+TEST_CASE("caching host allocator: sizes that keep changing do not grow the cache past its limit") {
+  // Free lists per exact size, never trimmed: 4000 steps of one tensor of a new size each kept 2 GB.
+  CachingHostAllocator alloc(aligned_host_memory(), /*min_cache_bytes=*/size_t(1) << 20);
+  for (size_t i = 0; i < 2000; ++i) {
+    const size_t bytes = 64 * 1024 + 64 * i;
+    alloc.deallocate(alloc.allocate(bytes), bytes);
+    CHECK(alloc.stats().bytes_cached <= (size_t(1) << 20));
+  }
+  // The limit is at least the most ever in use at once: a step's blocks all come back.
+  std::vector<void*> step;
+  for (int i = 0; i < 40; ++i) step.push_back(alloc.allocate(size_t(100) << 10));  // 4 MB at once
+  for (void* p : step) alloc.deallocate(p, size_t(100) << 10);
+  const size_t before = alloc.stats().system_allocs;
+  for (int i = 0; i < 40; ++i) step[size_t(i)] = alloc.allocate(size_t(100) << 10);
+  CHECK(alloc.stats().system_allocs == before);  // all 40 from the cache
+  for (void* p : step) alloc.deallocate(p, size_t(100) << 10);
+  alloc.empty_cache();
+  CHECK(alloc.stats().bytes_cached == 0);
+}
+
 TEST_CASE("caching host allocator reuses a freed block") {
   CachingHostAllocator alloc;
   AllocatorStats s0 = alloc.stats();
