@@ -93,6 +93,9 @@ class Tensor {
   // Copies.
   Tensor detach() const;  // shares storage, no autograd history
   Tensor clone() const;   // new storage, no autograd history
+  // Converted or moved copies, outside autograd as clone() (unlike PyTorch's .to): the result has no
+  // history; the same type or device returns this tensor itself. cast() (engine/ops.h) is the
+  // differentiable conversion between floating types.
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
   void copy_(const Tensor& src);  // same shape; converts dtype; not recorded by autograd
