@@ -10,6 +10,7 @@
 
 #include "data/loader_device.h"
 #include "engine/error.h"
+#include "engine/threads.h"
 #include "engine/gpu.h"
 
 namespace volt {
@@ -207,6 +208,7 @@ void DataLoader::stop() {
 }
 
 void DataLoader::worker_loop(int w, int64_t first_batch) {
+  run_kernels_single_threaded();  // the workers are the parallelism (a 16-bit batch's conversion)
   Worker& me = *workers_[size_t(w)];
   const int W = o_.num_workers;
   // The first batch this worker owns at or after first_batch.

@@ -21,6 +21,8 @@ void set_num_threads(int n) {
 
 int get_num_threads() { return omp_get_max_threads(); }
 
+void run_kernels_single_threaded() { omp_set_num_threads(1); }
+
 int available_cpus() {
 #ifdef __linux__
   cpu_set_t set;

@@ -18,6 +18,7 @@
 #include "data/sampler.h"
 #include "data/transform.h"
 #include "engine/error.h"
+#include "engine/threads.h"
 #include "tests/test_util.h"
 
 using namespace volt;
@@ -163,6 +164,31 @@ TEST_CASE("transform: scaling and Normalize, flip, crop shift and cutout") {
   CHECK(std::count(out.begin(), out.end(), 0.f) >= 2);
   CHECK(contains(error_of([] { TransformOptions bad; bad.mean = {0.5f}; bad.std = {0.f}; check_transform(bad, {1, 2, 2}); }),
                  "std must be positive"));
+}
+
+TEST_CASE("loader workers run their kernels on one thread each, not a team of every core apiece") {
+  // OpenMP's thread count is per thread: a worker started with every core's team, so N workers
+  // converting 16-bit batches ran N teams beside the training loop.
+  struct Probe : CountingDataset {
+    using CountingDataset::CountingDataset;
+    int64_t get(int64_t i, uint8_t* dst) const override {
+      int seen = most.load();
+      while (volt::get_num_threads() > seen && !most.compare_exchange_weak(seen, volt::get_num_threads())) {
+      }
+      return CountingDataset::get(i, dst);
+    }
+    mutable std::atomic<int> most{0};
+  };
+  auto ds = std::make_shared<Probe>(64, Shape{1, 4, 4});
+  LoaderOptions o;
+  o.batch_size = 8;
+  o.num_workers = 2;
+  DataLoader loader(ds, o);
+  Batch b;
+  int batches = 0;
+  while (loader.next(b)) ++batches;
+  CHECK(batches == 8);
+  CHECK(ds->most.load() == 1);
 }
 
 TEST_CASE("loader: 0, 1 and 3 workers give identical batches in identical order, with augmentation") {
