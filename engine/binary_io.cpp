@@ -75,11 +75,14 @@ Tensor Reader::get_tensor(std::string& name) {
   }
   const uint64_t nbytes = get<uint64_t>("byte count");
   // Check the element count against the bytes left before multiplying, so absurd dims cannot overflow.
-  uint64_t numel = 1;
+  uint64_t numel = 1, extent = 1;  // extent: the product of the non-zero dims (an empty tensor's too)
   for (int64_t d : shape) {
     VOLT_CHECK(d == 0 || numel <= left() / uint64_t(d), who, ": ", path, ": tensor '", name, "' has shape ",
                shape_str(shape), ", larger than the file");
+    VOLT_CHECK(d == 0 || extent <= (uint64_t(1) << 48) / uint64_t(d), who, ": ", path, ": tensor '", name,
+               "' has shape ", shape_str(shape), ", too large for a tensor");
     numel *= uint64_t(d);
+    if (d != 0) extent *= uint64_t(d);
   }
   VOLT_CHECK(nbytes == numel * dtype_size(DType(dt)), who, ": ", path, ": tensor '", name, "' has ", nbytes,
              " bytes, which does not match shape ", shape_str(shape));

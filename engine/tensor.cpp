@@ -31,11 +31,13 @@ int64_t shape_numel(const Shape& s) {
 }
 
 static void check_shape(const Shape& s) {
+  // The product of the non-zero sizes: a 0 in front must not let [0, 2^62, 2^62] through, whose
+  // views (flatten, reshape) would multiply the others and overflow.
   int64_t n = 1;
   for (int64_t d : s) {
     VOLT_CHECK(d >= 0, "tensor shape ", shape_str(s), " has a negative size");
     VOLT_CHECK(d == 0 || n <= (int64_t(1) << 48) / d, "tensor shape ", shape_str(s), " is too large");
-    n *= d;
+    if (d != 0) n *= d;
   }
 }
 

@@ -146,6 +146,9 @@ TEST_CASE("Tensor factories and reshape reject negative sizes and wrong element 
   const int64_t big = int64_t(1) << 40;
   CHECK_ERROR(Tensor::empty({big, big}), "too large");
   CHECK_ERROR(Tensor::zeros({big, big, big}), "too large");
+  // Empty, but its other sizes would overflow every view's arithmetic (flatten(1) gave [0, 0]).
+  CHECK_ERROR(Tensor::empty({0, int64_t(1) << 62, int64_t(1) << 62}), "too large");
+  CHECK(Tensor::empty({0, 1000, 7}).flatten(1).shape() == Shape{0, 7000});
 
   const Tensor x = Tensor::zeros({2, 3});
   CHECK_ERROR(x.reshape({4, 2}), "reshape", "[2, 3]", "6 elements", "[4, 2]");
