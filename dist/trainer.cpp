@@ -374,8 +374,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   requeue_message_.clear();
   InterruptGuard on_interrupt;  // Ctrl-C / SIGTERM stop this fit at a step boundary
 
-  prepare_data(dm);
-  dm.setup("fit");
+  setup_data(dm, "fit");
   TrainerRun run{*this, I, module, dm, dm.train_loader(), nullptr, {}};
   run.fast = fast;
   if (dm.val_dataset()) run.val = dm.val_loader();

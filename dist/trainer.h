@@ -186,6 +186,8 @@ class Trainer {
   // resolves it (a collective) or as this process does.
   std::string resolve_ckpt(const std::string& ckpt, const char* who);
   std::string resolve_ckpt_here(const std::string& ckpt, const char* who) const;
+  // prepare_data, then dm.setup(stage), then (several ranks) an io_barrier: setup reads files.
+  void setup_data(DataModule& dm, const std::string& stage);
   // Loads a checkpoint's model weights into `module` (after checking every name and shape).
   void load_weights(LightningModule& module, const std::string& path);
   // The signals seen by any rank at a step boundary (one collective when there are several):

@@ -126,8 +126,7 @@ std::vector<std::map<std::string, double>> Trainer::validate(LightningModule& mo
   impl_->eval_log_step = 0;
   const std::string path = resolve_ckpt(ckpt, "validate");
   if (!path.empty()) load_weights(module, path);
-  prepare_data(dm);
-  dm.setup("validate");
+  setup_data(dm, "validate");
   auto loader = dm.val_loader();
   auto m = run_eval(module, *loader, opts_.limit_val_batches.of(loader->num_batches()), false);
   log_eval_means();
@@ -144,8 +143,7 @@ std::vector<std::map<std::string, double>> Trainer::test(LightningModule& module
     load_weights(module, path);
     out() << "Testing with the weights of " << path << "\n";
   }
-  prepare_data(dm);
-  dm.setup("test");
+  setup_data(dm, "test");
   auto loader = dm.test_loader();
   struct SinkGuard {
     LightningModule& m;

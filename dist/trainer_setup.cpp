@@ -384,6 +384,14 @@ void Trainer::prepare_data(DataModule& dm) {
   dm.prepare_data();
 }
 
+void Trainer::setup_data(DataModule& dm, const std::string& stage) {
+  prepare_data(dm);
+  dm.setup(stage);
+  // setup reads the data (an image folder on a slow shared filesystem may take minutes on one rank):
+  // the next collective must not hold it to a collective's short limit.
+  if (comm_->size() > 1) comm_->io_barrier();
+}
+
 void Trainer::check_options() {
   const std::string acc = lower(opts_.accelerator);
   VOLT_CHECK(acc == "cpu" || acc == "auto" || acc == "gpu" || acc == "cuda", "accelerator \"", opts_.accelerator,
@@ -518,6 +526,7 @@ Checkpoint Trainer::load_on_every_rank(const std::string& path) {
   } catch (const Error& e) {
     error = e.what();
   }
+  comm_->io_barrier();  // every rank read the file (a large one, all at once, on a slow filesystem)
   // The highest rank that failed, + 1 (0: none did).
   const double failed = comm_->all_reduce_value(error.empty() ? 0.0 : double(global_rank() + 1), ReduceOp::Max);
   const char* hint = "; every rank reads the checkpoint rank 0 chose, so it must be on a filesystem that every node "
