@@ -145,8 +145,15 @@ Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
   env_ = detect_process_env();
   std::unique_ptr<Communicator> host;  // made first by every process of a launched job (see agree_on_setup)
   if (!opts_.communicator && env_.world_size > 1) host = make_communicator(env_);
+  // The ranks agree over it, or over a given communicator that spans the launched job (cnn_train
+  // makes its own first, to stop every rank on an error; host buffers travel over MPI either way).
+  Communicator* agree = host ? host.get()
+                        : opts_.communicator && env_.world_size > 1 && opts_.communicator->size() == env_.world_size
+                            ? opts_.communicator.get()
+                            : nullptr;
   // mpirun does not say which node a rank is on: the host names do (any mapping, uneven nodes).
-  const std::vector<std::string> hosts = host && env_.launcher == "mpirun" ? host_names(*host) : std::vector<std::string>{};
+  const std::vector<std::string> hosts =
+      agree && env_.launcher == "mpirun" ? host_names(*agree) : std::vector<std::string>{};
   bool gpu = false;
   std::string error;
   try {
@@ -156,10 +163,10 @@ Trainer::Trainer(TrainerOptions opts) : opts_(std::move(opts)) {
     check_layout(env_, opts_.devices, cuda_device_count(), gpu, opts_.num_nodes);
     device_ = gpu ? Device::cuda(process_gpu(env_, cuda_device_count())) : Device::cpu();
   } catch (const Error& e) {
-    if (!host) throw;
+    if (!agree) throw;
     error = e.what();
   }
-  if (host) agree_on_setup(*host, error, gpu);
+  if (agree) agree_on_setup(*agree, error, gpu);
   if (opts_.communicator)
     comm_ = opts_.communicator;
   else if (host && !gpu)
