@@ -119,7 +119,7 @@ void ModelCheckpoint::on_fit_start(Trainer& t, LightningModule&) {
   if (!t.writes_files()) return;
   dir_ = o_.dirpath.empty() ? t.log_dir() + "/checkpoints" : o_.dirpath;
   VOLT_CHECK(!dir_.empty() && dir_ != "/checkpoints", "ModelCheckpoint: no dirpath and the trainer has no log folder");
-  make_log_dir(dir_, "ModelCheckpoint");
+  if (t.is_global_zero()) make_log_dir(dir_, "ModelCheckpoint");  // rank 0 writes the checkpoints, alone
 }
 
 bool ModelCheckpoint::better(double a, double b) const {
