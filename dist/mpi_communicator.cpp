@@ -313,7 +313,9 @@ class MpiCommunicator final : public Communicator {
       auto it = answers.find(r);
       if (it == answers.end()) {
         missing.push_back(r);
-      } else if (it->second[0] == seq_) {
+      } else if (it->second[0] == seq_ && it->second[1] == op_ && it->second[2] == int64_t(bytes_)) {
+        // (the same number is not the same collective: ranks that took different paths may meet at
+        // #n of different operations or sizes, which is the report's whole point)
         waiting.push_back(r);
       } else {
         elsewhere.push_back("rank " + std::to_string(r) + " is in " + describe(it->second[1], it->second[0], it->second[2]));

@@ -3,6 +3,8 @@
 //   comm_fault kill   rank 1 raises SIGKILL in the middle of a run of all-reduces
 //   comm_fault stall  rank 1 stops calling collectives (sleeps), the others time out naming it
 //   comm_fault throw  rank 1 throws, reports and aborts the job through Communicator::abort
+//   comm_fault other  rank 1 calls a broadcast where the others all-reduce (ranks that took different
+//                     paths): the report must name what rank 1 is in, not count it as waiting
 //   comm_fault setup  rank 1's Trainer refuses its layout (--devices 1 where 2 processes share the
 //                     node) before any communicator exists: every rank must stop, naming it
 // Rank 0 prints "comm_fault: finished" if the run was never interrupted (a failure of the test).
@@ -21,8 +23,8 @@
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  if (mode != "kill" && mode != "stall" && mode != "throw" && mode != "setup") {
-    std::fprintf(stderr, "usage: comm_fault kill|stall|throw|setup\n");
+  if (mode != "kill" && mode != "stall" && mode != "throw" && mode != "other" && mode != "setup") {
+    std::fprintf(stderr, "usage: comm_fault kill|stall|throw|other|setup\n");
     return 2;
   }
   if (mode == "setup") {
@@ -59,6 +61,10 @@ int main(int argc, char** argv) {
         if (mode == "kill") std::raise(SIGKILL);
         if (mode == "stall") std::this_thread::sleep_for(std::chrono::hours(1));
         if (mode == "throw") throw volt::Error("rank 1: a deliberate failure in step 20");
+        if (mode == "other") {
+          char b[256] = {};
+          comm->broadcast(b, sizeof b, 0);
+        }
       }
       comm->all_reduce(grad.data(), grad.size(), volt::ReduceOp::Avg);
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
