@@ -37,10 +37,13 @@ std::string ProgressBar::format_time(double s) {
   return buf;
 }
 
-void ProgressBar::start(const std::string& description, int64_t total) {
+void ProgressBar::start(const std::string& description, int64_t total, int64_t initial) {
   desc_ = description;
   total_ = total;
-  done_ = images_ = 0;
+  initial_ = done_ = initial;
+  images_ = 0;
+  printed_done_ = -1;
+  printed_metrics_.clear();
   t0_ = last_draw_ = std::chrono::steady_clock::now();
   last_len_ = 0;
   open_ = true;
@@ -48,17 +51,17 @@ void ProgressBar::start(const std::string& description, int64_t total) {
 
 std::string ProgressBar::line(int64_t done, const std::map<std::string, double>& metrics) const {
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-  const double its = el > 0 ? double(done) / el : 0.0;
+  const double its = el > 0 ? double(done - initial_) / el : 0.0;
   const double ips = el > 0 ? double(images_) / el : 0.0;
   const double remaining = its > 0 ? double(total_ - done) / its : -1;
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s: %3d%% %lld/%lld [%s<%s, %.2f it/s, %.0f img/s", desc_.c_str(),
+  char buf[256];  // (numbers only: names of any length are appended as strings)
+  std::snprintf(buf, sizeof buf, ": %3d%% %lld/%lld [%s<%s, %.2f it/s, %.0f img/s",
                 total_ > 0 ? int(100 * done / total_) : 100, (long long)done, (long long)total_,
                 format_time(el).c_str(), format_time(remaining).c_str(), its, ips);
-  std::string s = buf;
+  std::string s = desc_ + buf;
   for (const auto& [k, v] : metrics) {
-    std::snprintf(buf, sizeof buf, ", %s=%.4g", k.c_str(), v);
-    s += buf;
+    std::snprintf(buf, sizeof buf, "=%.4g", v);
+    s += ", " + k + buf;
   }
   return s + "]";
 }
@@ -86,6 +89,8 @@ void ProgressBar::update(int64_t done, int64_t images, const std::map<std::strin
     os_ << '\r' << s << std::flush;
   } else {
     os_ << line(done, metrics) << "\n" << std::flush;
+    printed_done_ = done;
+    printed_metrics_ = metrics;
   }
 }
 
@@ -97,7 +102,7 @@ void ProgressBar::finish(const std::map<std::string, double>& metrics) {
     const size_t len = s.size();
     if (len < last_len_) s.append(last_len_ - len, ' ');
     os_ << '\r' << s << "\n" << std::flush;
-  } else {
+  } else if (done_ != printed_done_ || metrics != printed_metrics_) {  // (not the line just printed again)
     os_ << s << "\n" << std::flush;
   }
 }

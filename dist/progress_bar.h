@@ -19,7 +19,9 @@ class ProgressBar {
   ProgressBar(std::ostream& os, int tty = -1, int64_t every_n = 50, int width = 0);
   bool is_tty() const { return tty_; }
 
-  void start(const std::string& description, int64_t total);  // e.g. "Epoch 3", "Validation"
+  // e.g. "Epoch 3", "Validation". initial: the batches already done (a run resumed in mid-epoch);
+  // they count in the step and percentage, not in the rates (it/s, images/s, the time remaining).
+  void start(const std::string& description, int64_t total, int64_t initial = 0);
   void update(int64_t done, int64_t images, const std::map<std::string, double>& metrics);
   // Whether update(done, ...) would draw: the caller then gathers the metrics (reading them from a
   // GPU costs a synchronisation), otherwise it just counts with update(done, images, {}).
@@ -35,7 +37,9 @@ class ProgressBar {
   int64_t every_n_;
   size_t width_;
   std::string desc_;
-  int64_t total_ = 0, done_ = 0, images_ = 0;
+  int64_t total_ = 0, done_ = 0, images_ = 0, initial_ = 0;
+  int64_t printed_done_ = -1;                    // plain lines: the step of the last line printed
+  std::map<std::string, double> printed_metrics_;  // and its metrics (finish() does not repeat it)
   std::chrono::steady_clock::time_point t0_, last_draw_;
   size_t last_len_ = 0;
   bool open_ = false;

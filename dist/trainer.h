@@ -96,7 +96,8 @@ struct TrainerOptions {
   // Run in this order, except that every ModelCheckpoint runs after the others (ordered_callbacks).
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::ostream* out = nullptr;  // progress, summaries and tables (nullptr = std::cout); rank 0 only
-  int progress_tty = -1;        // -1: decide from stdout; 0/1 force
+  int progress_tty = -1;        // -1: decide from stdout (a live line on a terminal; plain lines under
+                                // mpirun, whose pseudo-terminal may lead to a file); 0/1 force
   // Data-parallel runs: the communicator (nullptr = make_trainer_communicator() for the detected
   // process environment) and the gradient bucket size. A given NCCL communicator is used even
   // alone (world size 1: the same code path as several GPUs).

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -192,6 +193,48 @@ TEST_CASE("trainer: pre-empted in mid-epoch, the resumed run's epoch means are o
   CHECK_FALSE(rest.first);
   CHECK(rest.second == full.second);
   comm().barrier();  // rank 0 removes the folder only after every rank has looked
+}
+
+namespace {
+// Logs its rank as an epoch mean shown on the progress bar.
+class RankOnBar : public ClassifierModule {
+ public:
+  using ClassifierModule::ClassifierModule;
+  Tensor training_step(const Batch& b, int64_t i) override {
+    LogOptions lo;
+    lo.on_step = false;
+    lo.on_epoch = true;
+    lo.prog_bar = true;
+    log("rank_value", double(comm().rank()), lo);
+    return ClassifierModule::training_step(b, i);
+  }
+};
+}  // namespace
+
+TEST_CASE("trainer: the epoch's last progress line shows the epoch means over every rank, as logged") {
+  const Rank0Dir root("volt_comm_bar_");
+  volt::test::SynthDM dm(32 * 2 * comm().size() + 32, 32, 32);
+  volt::test::Quiet q;
+  TrainerOptions o = rank_options(q, root.path, 1);
+  o.logger = false;
+  o.enable_checkpointing = false;
+  o.enable_progress_bar = true;
+  o.progress_tty = 0;
+  manual_seed(5);
+  RankOnBar m(volt::test::small_cnn(), volt::test::adam());
+  Trainer t(o);
+  t.fit(m, dm);
+  const int n = comm().size();
+  const double mean = double(n - 1) / 2;  // the ranks' mean (the same batch size on each)
+  CHECK(t.callback_metrics().at("rank_value") == doctest::Approx(mean));
+  if (comm().rank() == 0) {
+    const std::string s = q.os.str();
+    INFO(s);
+    char want[64];
+    std::snprintf(want, sizeof want, "rank_value=%.4g", mean);
+    CHECK((volt::test::contains(s, std::string(want) + ",") || volt::test::contains(s, std::string(want) + "]")));
+  }
+  comm().barrier();
 }
 
 TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whatever its own filesystem shows") {
