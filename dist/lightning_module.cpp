@@ -317,20 +317,26 @@ double ClassifierModule::effective_weight_decay() const {
 
 OptimizerConfig ClassifierModule::configure_optimizers() {
   OptimizerConfig c;
+  // The trainable parameters (frozen ones, requires_grad off, are left out: a fine-tuning run's
+  // `filter(lambda p: p.requires_grad, ...)`).
+  std::vector<Tensor> params;
+  for (const Tensor& p : parameters())
+    if (p.requires_grad()) params.push_back(p);
+  VOLT_CHECK(!params.empty(), "ClassifierModule: every parameter is frozen (requires_grad off); nothing to train");
   if (o_.optimizer == "adam" || o_.optimizer == "adamw") {
     AdamOptions a = o_.optimizer == "adamw" ? AdamW::defaults() : AdamOptions{};
     a.lr = o_.lr;
     a.weight_decay = effective_weight_decay();
     if (o_.optimizer == "adamw")
-      c.optimizer = std::make_shared<AdamW>(parameters(), a);
+      c.optimizer = std::make_shared<AdamW>(params, a);
     else
-      c.optimizer = std::make_shared<Adam>(parameters(), a);
+      c.optimizer = std::make_shared<Adam>(params, a);
   } else if (o_.optimizer == "sgd") {
     SGDOptions s;
     s.lr = o_.lr;
     s.momentum = o_.momentum;
     s.weight_decay = effective_weight_decay();
-    c.optimizer = std::make_shared<SGD>(parameters(), s);
+    c.optimizer = std::make_shared<SGD>(params, s);
   } else {
     VOLT_FAIL("ClassifierModule: unknown optimizer \"", o_.optimizer, "\" (choices: adam, adamw, sgd)");
   }

@@ -182,7 +182,7 @@ struct ClassifierOptions {
 class ClassifierModule : public LightningModule {
  public:
   ClassifierModule(std::shared_ptr<Module> model, const ClassifierOptions& opts = {});
-  Tensor forward(const Tensor& x) override { return model_->forward(x); }
+  Tensor forward(const Tensor& x) override { return (*model_)(x); }  // (through operator(): the profiler sees it)
   std::string type_name() const override { return "ClassifierModule"; }
   Tensor training_step(const Batch& batch, int64_t batch_idx) override;
   void validation_step(const Batch& batch, int64_t batch_idx) override;
@@ -191,7 +191,7 @@ class ClassifierModule : public LightningModule {
   void on_validation_epoch_end() override;
   void on_test_epoch_start() override;
   void on_test_epoch_end() override;
-  OptimizerConfig configure_optimizers() override;
+  OptimizerConfig configure_optimizers() override;  // of the trainable parameters (requires_grad on)
   HParams hyperparameters() const override;
   Module& model() const { return *model_; }
 

@@ -94,19 +94,21 @@ void Profiler::after(const Node& n) {
   for (const auto& row : it->second) pass_[row] += sec;
 }
 
-void Profiler::report(std::ostream& os, double total_seconds) const {
+void Profiler::report(std::ostream& os, double total_seconds, const std::string& stage) const {
   if (!enabled()) return;
   std::vector<std::pair<std::string, Row>> sorted(rows_.begin(), rows_.end());
   std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.second.total > b.second.total; });
+  int w = 48;  // the names whole: two layers' rows may differ only at their end
+  for (const auto& [name, r] : sorted) w = std::max(w, int(std::min<size_t>(name.size(), 400)));
   char line[512];
-  os << "\nProfiler report (" << kind_ << ")\n";
-  std::snprintf(line, sizeof line, "%-48s | %12s | %8s | %12s | %7s\n", "Action", "Mean (s)", "Calls", "Total (s)",
+  os << "\nProfiler report (" << kind_ << (stage.empty() ? "" : ", " + stage) << ")\n";
+  std::snprintf(line, sizeof line, "%-*s | %12s | %8s | %12s | %7s\n", w, "Action", "Mean (s)", "Calls", "Total (s)",
                 "Percent");
-  os << line << std::string(100, '-') << "\n";
-  std::snprintf(line, sizeof line, "%-48s | %12s | %8s | %12.5f | %6.1f%%\n", "Total", "-", "-", total_seconds, 100.0);
+  os << line << std::string(size_t(w) + 52, '-') << "\n";
+  std::snprintf(line, sizeof line, "%-*s | %12s | %8s | %12.5f | %6.1f%%\n", w, "Total", "-", "-", total_seconds, 100.0);
   os << line;
   for (const auto& [name, r] : sorted) {
-    std::snprintf(line, sizeof line, "%-48.48s | %12.6f | %8lld | %12.5f | %6.1f%%\n", name.c_str(),
+    std::snprintf(line, sizeof line, "%-*.*s | %12.6f | %8lld | %12.5f | %6.1f%%\n", w, w, name.c_str(),
                   r.total / double(std::max<int64_t>(1, r.calls)), (long long)r.calls, r.total,
                   total_seconds > 0 ? 100.0 * r.total / total_seconds : 0.0);
     os << line;

@@ -54,7 +54,9 @@ class Profiler : private ForwardObserver, private autograd::BackwardObserver {
     int64_t calls = 0;
   };
   const std::map<std::string, Row>& rows() const { return rows_; }
-  void report(std::ostream& os, double total_seconds) const;
+  void clear() { rows_.clear(); }  // each stage (fit, validate, test) reports its own rows
+  // The table of the rows (largest total first) against the stage's wall time `total_seconds`.
+  void report(std::ostream& os, double total_seconds, const std::string& stage = "") const;
 
  private:
   std::string kind_;

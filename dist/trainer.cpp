@@ -228,7 +228,7 @@ struct TrainerRun {
     }
     // Resumed in mid-epoch: the epoch means go on from the sums of the batches before `start`.
     if (start > 0 && I.resume_sums) s.restore_epoch_sums(*I.resume_sums, t.is_global_zero());
-    if (I.bar) I.bar->start("Epoch " + std::to_string(t.epoch_), n_train);
+    if (I.bar) I.bar->start("Epoch " + std::to_string(t.epoch_), n_train, start);
     // (fast_dev_run validates its one epoch whatever the pace, as Lightning's)
     const bool validate_epoch = val && n_val > 0 && (fast || (t.epoch_ + 1) % o.check_val_every_n_epoch == 0);
     const int64_t accum = o.accumulate_grad_batches;
@@ -325,24 +325,31 @@ struct TrainerRun {
       if (step_now) {
         const Trainer::StopSignals sig = t.stop_signals();
         if (sig.interrupt) {  // Ctrl-C / SIGTERM: stop here, the logs written so far kept
+          finish_bar();
           t.interrupted_ = sig.interrupt;
           t.should_stop_ = true;
           return false;
         }
         if (sig.preempt && batch_idx + 1 < n_train && !(o.max_steps >= 0 && t.global_step_ >= o.max_steps)) {
+          finish_bar();  // (the pre-emption's message starts a line of its own)
           preempt(t.epoch_, overfit.empty() ? train->state() : LoaderState{t.epoch_, batch_idx + 1});
           return false;
         }
       }
     }
-    if (I.bar) {
-      std::map<std::string, double> bar_metrics = I.val_prog_bar;
-      for (const auto& [k, e] : s.step_values())
-        if (e->prog_bar) bar_metrics[k] = e->get();
-      for (const auto& [k, v] : s.epoch_prog_bar()) bar_metrics[k] = v;
-      I.bar->finish(bar_metrics);
-    }
-    return finished;
+    return finished;  // (fit() ends the bar's line, once the epoch means are over all ranks)
+  }
+
+  // Ends the epoch's progress line: the last step's values and the epoch means (rank 0's own until
+  // fit() has reduced them over the ranks; then every rank's, as logged).
+  void finish_bar() {
+    if (!I.bar) return;
+    const MetricStore& s = I.train_store;
+    std::map<std::string, double> bar_metrics = I.val_prog_bar;
+    for (const auto& [k, e] : s.step_values())
+      if (e->prog_bar) bar_metrics[k] = e->get();
+    for (const auto& [k, v] : s.epoch_prog_bar()) bar_metrics[k] = v;
+    I.bar->finish(bar_metrics);
   }
 };
 
@@ -401,7 +408,13 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     callbacks_ = kept;
   }
   I.bar.reset();
-  if (opts_.enable_progress_bar && is_global_zero()) I.bar = std::make_unique<ProgressBar>(out(), opts_.progress_tty, opts_.log_every_n_steps);
+  if (opts_.enable_progress_bar && is_global_zero()) {
+    // mpirun hands every rank a pseudo-terminal whatever its own output is (a log file, a pipe): a
+    // live '\r' line would fill that file with one endless line, so under mpirun plain lines unless
+    // progress_tty says otherwise.
+    const int tty = opts_.progress_tty >= 0 ? opts_.progress_tty : env_.launcher == "mpirun" ? 0 : -1;
+    I.bar = std::make_unique<ProgressBar>(out(), tty, opts_.log_every_n_steps);
+  }
 
   // Batch counts.
   const int64_t total_train = run.train->num_batches();
@@ -445,6 +458,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   VOLT_CHECK(I.optim.interval == "epoch" || I.optim.interval == "step", "configure_optimizers(): scheduler interval \"",
              I.optim.interval, "\" (choices: epoch, step)");
   I.val_prog_bar.clear();
+  I.profiler.clear();  // (a fit reports its own rows, not an earlier test's or fit's)
   I.profiler.wrap(module);
   const bool installed_handler = install_requeue_signal();  // unless the program did already
   struct Cleanup {
@@ -478,8 +492,16 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     out() << "  | Name | Type | Params\n";
     for (const auto& [n, c] : module.children())
       out() << "  | " << n << " | " << c->type_name() << " | " << c->num_parameters() << "\n";
-    out() << module.num_parameters() << " trainable parameters; logs: " << (log_dir_.empty() ? "(none)" : log_dir_)
-          << "\n";
+    // As Lightning's summary: frozen parameters (requires_grad off) are not trainable.
+    int64_t total = 0, trainable = 0;
+    for (const Tensor& p : module.parameters()) {
+      total += p.numel();
+      if (p.requires_grad()) trainable += p.numel();
+    }
+    char mb[32];
+    std::snprintf(mb, sizeof mb, "%.3f", double(total) * 4 / 1e6);
+    out() << trainable << " trainable parameters, " << total - trainable << " non-trainable, " << total << " total ("
+          << mb << " MB as float32); logs: " << (log_dir_.empty() ? "(none)" : log_dir_) << "\n";
   }
   if (I.loggers) {
     I.loggers->log_hparams(module.hyperparameters());
@@ -514,6 +536,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   const int64_t epochs_asked = opts_.max_epochs.value_or(opts_.max_steps >= 0 ? -1 : 1000);
   const int64_t max_epochs = fast ? 1 : (epochs_asked < 0 ? std::numeric_limits<int64_t>::max() : epochs_asked);
   bool first = true;
+  if (run.n_train == 0)  // (as Lightning's message; the fit then ends without training)
+    out() << "Trainer.fit stopped: no training batches (" << total_train << " in the loader, limit_train_batches "
+          << opts_.limit_train_batches.value << ")\n";
   while (epoch_ < max_epochs && !should_stop_ && run.n_train > 0) {
     if (opts_.max_steps >= 0 && global_step_ >= opts_.max_steps) break;
     bool finished;
@@ -533,6 +558,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
       module.on_train_epoch_end();
     }
     I.train_store.reduce_epoch(*comm_);
+    run.finish_bar();
     take_epoch_means(I.train_store, I.train_store.epoch_means());
     const auto train_logged = I.train_store.epoch_means(true);
     for (const auto& [k, v] : train_logged) logged_metrics_[k] = v;
@@ -590,7 +616,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   if (interrupted_ && is_global_zero()) {
     const ModelCheckpoint* mc = checkpoint_callback();
     const std::string last = mc ? (!mc->last_model_path().empty() ? mc->last_model_path() : mc->best_model_path()) : "";
-    out() << "\nDetected " << (interrupted_ == SIGINT ? "KeyboardInterrupt (SIGINT)" : "SIGTERM")
+    out() << "Detected " << (interrupted_ == SIGINT ? "KeyboardInterrupt (SIGINT)" : "SIGTERM")
           << ": stopped at epoch " << epoch_ << ", step " << global_step_ << "; the logs so far are in "
           << (log_dir_.empty() ? std::string("(none)") : log_dir_)
           << (last.empty() ? std::string("; no checkpoint was written") : "; the latest checkpoint is " + last)
@@ -601,7 +627,7 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     out() << "Mixed precision (" << opts_.precision << "): " << I.scaler->skipped_steps() << " of "
           << I.scaler->steps() << " optimizer steps skipped (Inf/NaN gradients); loss scale now "
           << I.scaler->get_scale() << "\n";
-  I.profiler.report(out(), total);
+  I.profiler.report(out(), total, "fit");
   for (auto& c : callbacks_)
     if (auto* es = dynamic_cast<EarlyStopping*>(c.get()); es && !es->reason().empty()) out() << es->reason() << "\n";
 }

@@ -1,8 +1,10 @@
 // The Trainer's evaluation: validate() and test() (a checkpoint's weights, the data module's
 // loader, a table of the metrics) and the loop they share.
+#include <chrono>
 #include <cstdio>
 #include <ostream>
 
+#include "dist/profiler.h"
 #include "dist/trainer.h"
 #include "dist/trainer_internal.h"
 #include "engine/autocast.h"
@@ -87,6 +89,14 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
   } detach{module};
   module.to(device_);
   loader.set_epoch(0);
+  const auto t0 = std::chrono::steady_clock::now();
+  Profiler& prof = impl_->profiler;
+  prof.clear();  // this stage's rows only, reported at its end
+  prof.wrap(module);
+  struct Unwrap {
+    Profiler& p;
+    ~Unwrap() { p.unwrap(); }
+  } unwrap{prof};
   const auto next = [&](int64_t, Batch& b) {
     if (!loader.next(b)) return false;
     batch_to(b, device_);
@@ -95,6 +105,9 @@ std::map<std::string, double> Trainer::run_eval(LightningModule& module, DataLoa
   auto m = eval_loop(module, impl_->eval_store, next, n, is_test, impl_->profiler, *comm_, compute_dtype_,
                      eval_step_logger());
   take_epoch_means(impl_->eval_store, m);
+  if (is_global_zero())
+    prof.report(out(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                is_test ? "test" : "validate");
   return m;
 }
 

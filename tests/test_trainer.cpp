@@ -4,11 +4,15 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <map>
 #include <sstream>
+#include <string>
+#include <thread>
 
 #include "data/datamodule.h"
 #include "data/synthetic.h"
@@ -463,11 +467,97 @@ TEST_CASE("progress bar: plain lines without a terminal, a live line with one, a
       CHECK(contains(s, "backward/model/block1/0 (Conv2d)"));
       CHECK(contains(s, "backward/model/block1 (Sequential)"));
       CHECK(contains(s, "backward/model (SeedCNN)"));
+      CHECK(contains(s, "forward/model (SeedCNN)"));  // (ClassifierModule's call of its model is seen)
       CHECK(autograd::current_tag() == nullptr);  // the profiler left no tag behind
     }
     CHECK(test::names_of(m.named_parameters()) == names);  // advanced profiling leaves the model as it was
     CHECK(m.children()[0].second->children()[0].second->children()[0].second->extra_repr() == small_cnn()->block1->children()[0].second->extra_repr());
   }
+}
+
+namespace {
+// The "N.NN it/s" of a progress line.
+double its_of(const std::string& line) {
+  const size_t at = line.find(" it/s");
+  REQUIRE(at != std::string::npos);
+  const size_t from = line.rfind(' ', at - 1);
+  return std::stod(line.substr(from + 1, at - from - 1));
+}
+}  // namespace
+
+TEST_CASE("progress bar: a line resumed in mid-epoch rates only the batches run since, and is not printed twice") {
+  std::ostringstream os;
+  ProgressBar bar(os, 0, 1, 80);
+  // Resumed at batch 1,000,000 of 2,000,000: one batch in at least 20 ms is at most 50 it/s (counting
+  // the batches before the resume would say 1,000,001 batches in that time).
+  bar.start("Epoch 3", 2000000, 1000000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  bar.update(1000001, 32, {});
+  INFO(os.str());
+  CHECK(contains(os.str(), "Epoch 3:  50% 1000001/2000000"));
+  CHECK(its_of(os.str()) <= 50.0);
+  // Stopped on a step whose line was just printed (max_steps, EarlyStopping): not printed again.
+  std::ostringstream os2;
+  ProgressBar plain(os2, 0, 5, 80);
+  const std::map<std::string, double> m = {{std::string(300, 'n'), 0.25}};
+  plain.start("Epoch 0", 20);
+  plain.update(5, 8, m);
+  plain.finish(m);
+  const std::string out = os2.str();
+  INFO(out);
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  CHECK(contains(out, std::string(300, 'n') + "=0.25]"));  // a long name keeps its value
+  // With other values (the epoch means), the epoch's last line is printed.
+  plain.start("Epoch 1", 20);
+  plain.update(5, 8, m);
+  plain.finish({{"train_loss_epoch", 0.5}});
+  CHECK(contains(os2.str(), "Epoch 1:  25% 5/20"));
+  CHECK(contains(os2.str(), "train_loss_epoch=0.5]"));
+}
+
+TEST_CASE("the model summary counts frozen parameters as non-trainable, and profilers report each stage's own rows") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(64, 16, 32);
+  manual_seed(9);
+  auto cnn = small_cnn();
+  int64_t frozen = 0;
+  for (Tensor& p : cnn->block1->parameters()) {
+    p.requires_grad_(false);
+    frozen += p.numel();
+  }
+  ClassifierModule m(cnn, adam());
+  const int64_t total = m.num_parameters();
+  Quiet q;
+  auto o = q.cpu_fit(dir.path, 1);
+  o.enable_model_summary = true;
+  o.profiler = "simple";
+  o.logger = false;
+  o.enable_checkpointing = false;
+  Trainer t(o);
+  t.test(m, dm);
+  const std::string tested = q.os.str();
+  INFO(tested);
+  CHECK(contains(tested, "Profiler report (simple, test)"));
+  CHECK(contains(tested, "test_step"));
+  q.os.str("");
+  t.fit(m, dm);
+  t.fit(m, dm);
+  const std::string s = q.os.str();
+  INFO(s);
+  CHECK(contains(s, std::to_string(total - frozen) + " trainable parameters, " + std::to_string(frozen) +
+                        " non-trainable, " + std::to_string(total) + " total"));
+  CHECK(!contains(s, "test_step"));  // the earlier test's rows are not the fit's
+  const size_t last = s.rfind("Profiler report (simple, fit)");
+  REQUIRE(last != std::string::npos);
+  REQUIRE(last != s.find("Profiler report (simple, fit)"));  // one report per fit
+  // The second fit's report: one epoch, under 100% of its time (not the two fits' epochs).
+  const std::string second = s.substr(last);
+  const size_t row = second.find("run_training_epoch");
+  REQUIRE(row != std::string::npos);
+  const std::string line = second.substr(row, second.find('\n', row) - row);
+  INFO(line);
+  CHECK(contains(line, " 1 | "));
+  CHECK(std::stod(line.substr(line.rfind('|') + 1)) <= 100.0);
 }
 
 TEST_CASE("unsupported options throw volt::Error saying why") {

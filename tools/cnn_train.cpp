@@ -153,10 +153,15 @@ int run(const TrainArgs& a) {
   if (rank0) {
     const bool tf32 = trainer.device().is_cuda() && a.float32_matmul_precision == "high" &&
                       (a.precision == "32" || a.precision == "32-true");
-    std::printf("Volt %s: seed CNN (%lld parameters) on %s, %s lr %g, batch %lld, %lld epochs, precision %s%s\n",
-                VOLT_VERSION, (long long)model->num_parameters(), dm->name().c_str(), a.optimizer.c_str(), a.lr,
-                (long long)a.batch, (long long)a.epochs, a.precision.c_str(),
-                tf32 ? " (TF32 convolutions and matrix products)" : "");
+    // How long it runs: the epochs, unless fast_dev_run or max_steps cuts it shorter.
+    std::string length = std::to_string(a.epochs) + " epochs";
+    if (a.fast_dev_run > 0)
+      length = "fast_dev_run: " + std::to_string(a.fast_dev_run) + " batch(es) of train, val and test, no logs";
+    else if (a.max_steps >= 0)
+      length += " or " + std::to_string(a.max_steps) + " steps, whichever comes first";
+    std::printf("Volt %s: seed CNN (%lld parameters) on %s, %s lr %g, batch %lld, %s, precision %s%s\n", VOLT_VERSION,
+                (long long)model->num_parameters(), dm->name().c_str(), a.optimizer.c_str(), a.lr, (long long)a.batch,
+                length.c_str(), a.precision.c_str(), tf32 ? " (TF32 convolutions and matrix products)" : "");
     const std::string device = trainer.device().is_cpu()
                                    ? "cpu (" + std::to_string(a.threads) + " threads" +
                                          (a.accelerator == "auto" ? ", no GPU visible)" : ")")

@@ -61,7 +61,7 @@ endif()
 expect(0 "test_acc" --dataset synthetic --fast-dev-run 3 --threads 1 --no-progress --log-dir ${runs}/fast)
 
 # The tutorial's flags, together: profiler, overfit, clipping, accumulation, limits, dp, one device.
-expect(0 "Profiler report \\(simple\\)" ${small} --epochs 1 --log-dir ${runs} --profiler simple --overfit-batches 2
+expect(0 "Profiler report \\(simple, fit\\)" ${small} --epochs 1 --log-dir ${runs} --profiler simple --overfit-batches 2
        --gradient-clip-val 0.5 --accumulate-grad-batches 2 --limit-test-batches 1 --strategy dp --devices 1
        --num-nodes 1 --deterministic --scheduler onecycle --optimizer sgd)
 expect(0 "test_acc" ${small} --epochs 1 --log-dir ${runs} --profiler advanced --limit-train-batches 0.5
