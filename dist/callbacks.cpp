@@ -291,6 +291,12 @@ EarlyStopping::EarlyStopping(const EarlyStoppingOptions& o) : o_(o) {
   best_ = o.mode == "min" ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
 }
 
+void EarlyStopping::on_fit_start(Trainer&, LightningModule&) {
+  reason_.clear();
+  stopped_epoch_ = -1;
+  checked_step_ = -1;  // (the fit's steps count from 0 again)
+}
+
 void EarlyStopping::on_train_epoch_end(Trainer& t, LightningModule&) { check(t); }
 
 void EarlyStopping::on_validation_end(Trainer& t, LightningModule&) { check(t); }

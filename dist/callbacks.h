@@ -101,6 +101,9 @@ class EarlyStopping : public Callback {
   explicit EarlyStopping(const EarlyStoppingOptions& o = {});
   std::string name() const override { return "EarlyStopping"; }
   std::string state_key() const override;  // "EarlyStopping{monitor=val_loss,mode=min}", as Lightning's
+  // A new fit: its stop (reason, epoch) is its own; the best score and the wait go on, as Lightning's
+  // (a resumed fit takes them from its checkpoint).
+  void on_fit_start(Trainer& t, LightningModule& m) override;
   void on_train_epoch_end(Trainer& t, LightningModule& m) override;
   void on_validation_end(Trainer& t, LightningModule& m) override;
   std::map<std::string, std::string> state_dict() const override;

@@ -227,6 +227,34 @@ TEST_CASE("EarlyStopping stops after patience epochs without improvement, and on
   CHECK(contains(nan.reason, "not finite"));
 }
 
+TEST_CASE("EarlyStopping: a later fit that does not stop does not report the earlier fit's stop") {
+  test::TempDir dir("volt_trainer_");
+  manual_seed(7);
+  SynthDM dm(128, 32, 32);
+  EarlyStoppingOptions eo;
+  eo.monitor = "score";
+  eo.mode = "max";
+  eo.patience = 1;
+  auto es = std::make_shared<EarlyStopping>(eo);
+  Counting m(small_cnn(), adam());
+  m.scores = {5, 1, 1, 1};  // stops at epoch 1
+  Quiet q;
+  auto o = scored_options(q, dir.path, 4, "");
+  o.enable_checkpointing = false;
+  o.callbacks = {es};
+  Trainer t(o);
+  t.fit(m, dm);
+  REQUIRE(es->stopped_epoch() == 1);
+  REQUIRE(contains(q.os.str(), "Signaling Trainer to stop"));
+  m.scores = {6, 7, 8, 9};  // better than the best so far at every epoch: runs to its end
+  q.os.str("");
+  t.fit(m, dm);
+  CHECK(t.current_epoch() == 4);
+  CHECK(es->stopped_epoch() == -1);
+  CHECK(es->reason().empty());
+  CHECK(!contains(q.os.str(), "Signaling Trainer to stop"));
+}
+
 // As Lightning, a fit that validates ranks checkpoints and checks EarlyStopping after its validations:
 // the epochs between them (check_val_every_n_epoch, max_steps in mid-epoch) have no new value. Those
 // epochs used to fail the fit with "monitor was not logged", or rank by the last validation's value.
