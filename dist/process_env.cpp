@@ -51,6 +51,20 @@ int required_int(const EnvMap& env, std::initializer_list<const char*> names, in
   return parse_int(*v, which, min_value);
 }
 
+// The Slurm job this process runs in (none outside Slurm), and what `scontrol requeue` must name: an
+// array task as "<array job id>_<task id>", since the array's last task has SLURM_JOB_ID equal to
+// SLURM_ARRAY_JOB_ID, which names the whole array (every task of it requeued, finished ones too).
+void set_slurm_job(const EnvMap& env, ProcessEnv& e) {
+  const std::string* j = find(env, "SLURM_JOB_ID");
+  if (!j) j = find(env, "SLURM_JOBID");
+  if (!j) return;
+  e.job_id = *j;
+  e.requeue_id = *j;
+  const std::string* array = find(env, "SLURM_ARRAY_JOB_ID");
+  const std::string* task = find(env, "SLURM_ARRAY_TASK_ID");
+  if (array && task && !array->empty() && !task->empty()) e.requeue_id = *array + "_" + *task;
+}
+
 ProcessEnv from_mpirun(const EnvMap& env) {
   ProcessEnv e;
   e.launcher = "mpirun";
@@ -68,7 +82,7 @@ ProcessEnv from_mpirun(const EnvMap& env) {
   e.node_rank = e.rank / e.local_size;
   e.tasks_per_node.assign(size_t(e.num_nodes), e.local_size);
   e.tasks_per_node.back() = e.world_size - e.local_size * (e.num_nodes - 1);
-  if (const std::string* j = find(env, "SLURM_JOB_ID")) e.job_id = *j;
+  set_slurm_job(env, e);
   return e;
 }
 
@@ -121,7 +135,7 @@ ProcessEnv from_slurm(const EnvMap& env) {
   e.local_size = e.tasks_per_node[size_t(e.node_rank)];
   VOLT_CHECK(e.local_rank < e.local_size, "process environment: SLURM_LOCALID=", e.local_rank, " but node ",
              e.node_rank, " runs ", e.local_size, " tasks (", which, ")");
-  if (const std::string* j = first_of(env, {"SLURM_JOB_ID", "SLURM_JOBID"}, &which)) e.job_id = *j;
+  set_slurm_job(env, e);
   if (const std::string* n = first_of(env, {"SLURM_STEP_NODELIST", "SLURM_NODELIST", "SLURM_JOB_NODELIST"}, &which))
     e.nodelist = *n;
   return e;
@@ -188,7 +202,7 @@ ProcessEnv detect_process_env(const EnvMap& env) {
   }
   ProcessEnv e;
   e.tasks_per_node = {1};
-  if (const std::string* j = find(env, "SLURM_JOB_ID")) e.job_id = *j;
+  set_slurm_job(env, e);
   return e;
 }
 

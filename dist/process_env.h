@@ -23,6 +23,8 @@ struct ProcessEnv {
   int num_nodes = 1;
   std::vector<int> tasks_per_node;  // one entry per node (Slurm); {world_size} otherwise
   std::string job_id;               // SLURM_JOB_ID ("" outside Slurm)
+  std::string requeue_id;           // the job for `scontrol requeue`: "<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>"
+                                    // for an array task (its own, not the whole array), else job_id
   std::string nodelist;             // SLURM_NODELIST / SLURM_STEP_NODELIST, as given
 
   bool is_distributed() const { return world_size > 1; }

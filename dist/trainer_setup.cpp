@@ -570,9 +570,9 @@ void Trainer::finish_preemption() {
   if (env_.job_id.empty()) {
     requeue_message_ += "not a Slurm job, so nothing to requeue; continue with --resume " + path;
   } else {
-    out() << requeue_message_ << "requeueing job " << env_.job_id << std::endl;
+    out() << requeue_message_ << "requeueing job " << env_.requeue_id << std::endl;
     try {
-      requeue_message_ += requeue_job(env_.job_id) + "; the requeued job resumes from it";
+      requeue_message_ += requeue_job(env_.requeue_id) + "; the requeued job resumes from it";
     } catch (const Error& e) {
       requeue_failed_ = true;
       requeue_message_ += std::string(e.what()) + "; continue with --resume " + path;

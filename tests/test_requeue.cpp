@@ -162,7 +162,10 @@ TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job end
   const std::string script = dir / "fake_scontrol.sh";
   std::ofstream(script) << "#!/bin/sh\necho \"requeue $*\" >> " << calls << "\necho queued\n";
   fs::permissions(script, fs::perms::owner_all);
-  ScopedEnv job("SLURM_JOB_ID", "4242"), cmd("VOLT_REQUEUE_CMD", script);
+  // An array job's task: its own requeue names the task (job 4242 is task 3 of array 4240), not the
+  // array; its checkpoint is owned by its job id, which a requeue keeps.
+  ScopedEnv job("SLURM_JOB_ID", "4242"), cmd("VOLT_REQUEUE_CMD", script), array("SLURM_ARRAY_JOB_ID", "4240"),
+      task("SLURM_ARRAY_TASK_ID", "3");
   Quiet q1;
   manual_seed(5);
   Preempted first(7);
@@ -174,7 +177,7 @@ TEST_CASE("SIGUSR1 mid-epoch: checkpoint, requeue call, and the requeued job end
   CHECK(t1.global_step() == 8);  // the step that saw the signal finished
   CHECK(contains(t1.requeue_message(), "Pre-empted (SIGUSR1) at epoch 1, step 8"));
   CHECK(contains(t1.requeue_message(), "succeeded: queued"));
-  CHECK(read_all(calls) == "requeue 4242\n");
+  CHECK(read_all(calls) == "requeue 4240_3\n");
   const std::string hpc = requeue_checkpoint_path(dir / "job");
   REQUIRE(fs::exists(hpc));
   CHECK_FALSE(requeue_signal_raised());  // handled: the handler is gone with the fit and the flag cleared

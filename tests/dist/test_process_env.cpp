@@ -62,6 +62,24 @@ TEST_CASE("process_env: Slurm tasks-per-node forms") {
   }
 }
 
+TEST_CASE("process_env: an array job's task is requeued as itself, not as the whole array") {
+  // sbatch --array=0-2: the array's last task started has SLURM_JOB_ID equal to SLURM_ARRAY_JOB_ID,
+  // and `scontrol requeue <that id>` would requeue every task of the array.
+  EnvMap env = srun_env(0, 0, 0, 1, 1, "1");
+  env["SLURM_JOB_ID"] = "352";
+  env["SLURM_ARRAY_JOB_ID"] = "352";
+  env["SLURM_ARRAY_TASK_ID"] = "2";
+  ProcessEnv e = detect_process_env(env);
+  CHECK(e.job_id == "352");  // (what owns its checkpoints: kept by a requeue)
+  CHECK(e.requeue_id == "352_2");
+  env.erase("SLURM_STEP_ID");  // run directly in the batch script: one process, the same job
+  e = detect_process_env(env);
+  CHECK(e.launcher == "none");
+  CHECK(e.requeue_id == "352_2");
+  env.erase("SLURM_ARRAY_TASK_ID");
+  CHECK(detect_process_env(env).requeue_id == "352");
+}
+
 TEST_CASE("process_env: srun across two nodes") {
   // srun -N 2 -n 3: node 0 runs ranks 0 and 1, node 1 runs rank 2.
   const ProcessEnv e = detect_process_env(srun_env(2, 0, 1, 3, 2, "2,1"));
@@ -74,6 +92,7 @@ TEST_CASE("process_env: srun across two nodes") {
   CHECK(e.num_nodes == 2);
   CHECK(e.tasks_per_node == std::vector<int>{2, 1});
   CHECK(e.job_id == "4242");
+  CHECK(e.requeue_id == "4242");
   CHECK(e.nodelist == "gpu[01-02]");
   CHECK(e.is_distributed());
   CHECK(contains(e.str(), "rank 2/3"));
