@@ -10,9 +10,9 @@
 #include <memory>
 #include <string>
 
-#include "data/dataset.h"
-#include "data/loader.h"
-#include "data/mnist.h"
+#include "dataset.h"
+#include "loader.h"
+#include "mnist.h"
 
 namespace volt {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/tensor.h"
+#include "../engine/tensor.h"
 
 namespace volt {
 

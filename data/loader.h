@@ -20,9 +20,9 @@
 #include <thread>
 #include <vector>
 
-#include "data/dataset.h"
-#include "data/sampler.h"
-#include "data/transform.h"
+#include "dataset.h"
+#include "sampler.h"
+#include "transform.h"
 
 namespace volt {
 

@@ -7,11 +7,11 @@
 #include <memory>
 #include <vector>
 
-#include "data/dataset.h"
-#include "data/loader.h"
-#include "data/transform.h"
-#include "engine/augment.h"
-#include "engine/gpu.h"
+#include "dataset.h"
+#include "loader.h"
+#include "transform.h"
+#include "../engine/augment.h"
+#include "../engine/gpu.h"
 
 namespace volt {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "data/dataset.h"
-#include "engine/tensor.h"
+#include "dataset.h"
+#include "../engine/tensor.h"
 
 namespace volt {
 

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/tensor.h"
-#include "kernels/augment.h"
+#include "../engine/tensor.h"
+#include "../kernels/augment.h"
 
 namespace volt {
 

@@ -29,14 +29,14 @@
 #include <string>
 #include <vector>
 
-#include "data/loader.h"
-#include "engine/random.h"
-#include "engine/serialize.h"
-#include "layers/module.h"
-#include "layers/optim/component_state.h"
-#include "layers/optim/grad_scaler.h"
-#include "layers/optim/optimizer.h"
-#include "layers/optim/scheduler.h"
+#include "../data/loader.h"
+#include "../engine/random.h"
+#include "../engine/serialize.h"
+#include "../layers/module.h"
+#include "../layers/optim/component_state.h"
+#include "../layers/optim/grad_scaler.h"
+#include "../layers/optim/optimizer.h"
+#include "../layers/optim/scheduler.h"
 
 namespace volt {
 

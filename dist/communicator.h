@@ -13,8 +13,8 @@
 #include <utility>
 #include <vector>
 
-#include "dist/process_env.h"
-#include "engine/tensor.h"
+#include "process_env.h"
+#include "../engine/tensor.h"
 
 namespace volt {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/hparams.h"
+#include "hparams.h"
 
 namespace volt {
 

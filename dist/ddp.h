@@ -11,9 +11,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "dist/communicator.h"
-#include "engine/autograd.h"
-#include "engine/tensor.h"
+#include "communicator.h"
+#include "../engine/autograd.h"
+#include "../engine/tensor.h"
 
 namespace volt {
 

@@ -9,9 +9,9 @@
 #include <ostream>
 #include <string>
 
-#include "data/loader.h"
-#include "dist/lightning_module.h"
-#include "engine/cuda_graph.h"
+#include "../data/loader.h"
+#include "lightning_module.h"
+#include "../engine/cuda_graph.h"
 
 namespace volt {
 

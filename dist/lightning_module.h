@@ -10,13 +10,13 @@
 #include <string>
 #include <vector>
 
-#include "data/loader.h"
-#include "dist/communicator.h"
-#include "dist/hparams.h"
-#include "layers/metrics.h"
-#include "layers/module.h"
-#include "layers/optim/optimizer.h"
-#include "layers/optim/scheduler.h"
+#include "../data/loader.h"
+#include "communicator.h"
+#include "hparams.h"
+#include "../layers/metrics.h"
+#include "../layers/module.h"
+#include "../layers/optim/optimizer.h"
+#include "../layers/optim/scheduler.h"
 
 namespace volt {
 

@@ -8,8 +8,8 @@
 
 #include <string>
 
-#include "dist/communicator.h"
-#include "engine/error.h"
+#include "communicator.h"
+#include "../engine/error.h"
 
 namespace volt::detail {
 

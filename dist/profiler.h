@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/autograd.h"
-#include "layers/module.h"
+#include "../engine/autograd.h"
+#include "../layers/module.h"
 
 namespace volt {
 

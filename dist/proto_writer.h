@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/utf8.h"
+#include "utf8.h"
 
 namespace volt::proto {
 

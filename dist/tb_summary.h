@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/hparams.h"
+#include "hparams.h"
 
 namespace volt::tb {
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "dist/hparams.h"
-#include "dist/tb_summary.h"
+#include "hparams.h"
+#include "tb_summary.h"
 
 namespace volt {
 

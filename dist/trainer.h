@@ -16,10 +16,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "data/datamodule.h"
-#include "dist/callbacks.h"
-#include "dist/communicator.h"
-#include "dist/lightning_module.h"
+#include "../data/datamodule.h"
+#include "callbacks.h"
+#include "communicator.h"
+#include "lightning_module.h"
 
 namespace volt {
 

@@ -5,14 +5,14 @@
 #include <optional>
 #include <string>
 
-#include "data/loader.h"
-#include "dist/ddp.h"
-#include "dist/lightning_module.h"
-#include "dist/profiler.h"
-#include "dist/progress_bar.h"
-#include "dist/trainer.h"
-#include "dist/trainer_logging.h"
-#include "layers/optim/grad_scaler.h"
+#include "../data/loader.h"
+#include "ddp.h"
+#include "lightning_module.h"
+#include "profiler.h"
+#include "progress_bar.h"
+#include "trainer.h"
+#include "trainer_logging.h"
+#include "../layers/optim/grad_scaler.h"
 
 namespace volt::trainer_detail {
 

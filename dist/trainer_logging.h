@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "dist/csv_logger.h"
-#include "dist/hparams.h"
-#include "dist/tensorboard.h"
-#include "layers/module.h"
+#include "csv_logger.h"
+#include "hparams.h"
+#include "tensorboard.h"
+#include "../layers/module.h"
 
 namespace volt {
 

@@ -3,8 +3,8 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/tensor.h"
-#include "kernels/augment.h"
+#include "tensor.h"
+#include "../kernels/augment.h"
 
 namespace volt {
 

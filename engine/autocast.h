@@ -6,7 +6,7 @@
 // 16-bit activations with float32 statistics; cross-entropy gives a float32 loss), as PyTorch's
 // torch.autocast does for these layers.
 #pragma once
-#include "engine/dtype.h"
+#include "dtype.h"
 
 namespace volt {
 

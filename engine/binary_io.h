@@ -7,8 +7,8 @@
 #include <cstring>
 #include <string>
 
-#include "engine/error.h"
-#include "engine/tensor.h"
+#include "error.h"
+#include "tensor.h"
 
 namespace volt {
 

@@ -17,7 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/device.h"
+#include "device.h"
 
 namespace volt {
 

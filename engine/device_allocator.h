@@ -11,7 +11,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "engine/allocator.h"
+#include "allocator.h"
 
 namespace volt {
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "kernels/ftype.h"
+#include "../kernels/ftype.h"
 
 namespace volt {
 

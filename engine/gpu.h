@@ -5,10 +5,10 @@
 #pragma once
 #include <string>
 
-#include "engine/allocator.h"
-#include "engine/device.h"
-#include "engine/device_allocator.h"
-#include "kernels/conv2d.h"
+#include "allocator.h"
+#include "device.h"
+#include "device_allocator.h"
+#include "../kernels/conv2d.h"
 
 namespace volt {
 

@@ -6,8 +6,8 @@
 #include <functional>
 #include <vector>
 
-#include "engine/random.h"
-#include "engine/tensor.h"
+#include "random.h"
+#include "tensor.h"
 
 namespace volt {
 

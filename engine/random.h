@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/tensor.h"
+#include "tensor.h"
 
 namespace volt {
 

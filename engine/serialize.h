@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "engine/binary_io.h"  // crc32
-#include "engine/tensor.h"
+#include "binary_io.h"  // crc32
+#include "tensor.h"
 
 namespace volt {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/device.h"
-#include "engine/dtype.h"
+#include "device.h"
+#include "dtype.h"
 
 namespace volt {
 

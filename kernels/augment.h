@@ -6,8 +6,8 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/ftype.h"
-#include "kernels/philox.h"
+#include "ftype.h"
+#include "philox.h"
 
 namespace volt {
 

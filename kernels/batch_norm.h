@@ -5,8 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/ftype.h"
-#include "kernels/hd.h"
+#include "ftype.h"
+#include "hd.h"
 
 namespace volt {
 

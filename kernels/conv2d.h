@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/ftype.h"
+#include "ftype.h"
 
 namespace volt {
 

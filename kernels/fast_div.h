@@ -7,8 +7,8 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/error.h"
-#include "kernels/hd.h"
+#include "../engine/error.h"
+#include "hd.h"
 
 namespace volt {
 

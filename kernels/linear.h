@@ -2,7 +2,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/ftype.h"
+#include "ftype.h"
 
 namespace volt::cpu {
 

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/ftype.h"
-#include "kernels/hd.h"
+#include "ftype.h"
+#include "hd.h"
 
 namespace volt {
 

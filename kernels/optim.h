@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/hd.h"
+#include "hd.h"
 
 namespace volt::cpu {
 

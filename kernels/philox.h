@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/hd.h"
+#include "hd.h"
 
 namespace volt {
 

@@ -2,8 +2,8 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/ftype.h"
-#include "kernels/hd.h"
+#include "ftype.h"
+#include "hd.h"
 
 namespace volt {
 

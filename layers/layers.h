@@ -6,9 +6,9 @@
 #include <typeinfo>
 #include <utility>
 
-#include "engine/ops.h"
-#include "engine/random.h"
-#include "layers/module.h"
+#include "../engine/ops.h"
+#include "../engine/random.h"
+#include "module.h"
 
 namespace volt {
 

@@ -5,7 +5,7 @@
 #include <map>
 #include <vector>
 
-#include "engine/tensor.h"
+#include "../engine/tensor.h"
 
 namespace volt {
 

@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/tensor.h"
+#include "../error.h"
+#include "../tensor.h"
 #include "volt/config.h"
 
 namespace volt::detail {

@@ -6,8 +6,8 @@
 #pragma once
 #include <memory>
 
-#include "layers/layers.h"
-#include "layers/module.h"
+#include "../layers.h"
+#include "../module.h"
 
 namespace volt {
 

@@ -5,7 +5,7 @@
 #include <map>
 #include <string>
 
-#include "engine/serialize.h"
+#include "../../engine/serialize.h"
 
 namespace volt {
 

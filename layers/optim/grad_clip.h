@@ -5,7 +5,7 @@
 #pragma once
 #include <vector>
 
-#include "engine/tensor.h"
+#include "../../engine/tensor.h"
 
 namespace volt {
 

@@ -10,10 +10,10 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/tensor.h"
-#include "kernels/optim.h"
-#include "layers/optim/component_state.h"
-#include "layers/optim/optimizer.h"
+#include "../../engine/tensor.h"
+#include "../../kernels/optim.h"
+#include "component_state.h"
+#include "optimizer.h"
 
 namespace volt {
 

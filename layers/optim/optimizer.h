@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/tensor.h"
-#include "layers/optim/component_state.h"
+#include "../../engine/tensor.h"
+#include "component_state.h"
 
 namespace volt {
 

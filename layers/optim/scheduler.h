@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "layers/optim/optimizer.h"
+#include "optimizer.h"
 
 namespace volt {
 

@@ -8,7 +8,7 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 #include <volt/volt.h>
-#include "dist/requeue.h"
+#include <volt/dist/requeue.h>
 
 #include <csignal>
 #include <cstdio>
