@@ -1,9 +1,9 @@
 # Finds what Volt builds against. CPU: OpenMP and OpenBLAS (required). CUDA (toolkit, cuBLAS,
 # cuDNN, NCCL) and MPI follow VOLT_CUDA / VOLT_MPI: AUTO uses them where found, ON requires them.
 find_package(OpenMP REQUIRED COMPONENTS CXX)
-set(BLA_VENDOR OpenBLAS)
-find_package(BLAS)
-if(NOT BLAS_FOUND)
+include(${CMAKE_CURRENT_LIST_DIR}/VoltLibraries.cmake)
+volt_import_openblas()
+if(NOT TARGET Volt::openblas)
   message(FATAL_ERROR "Volt needs OpenBLAS for CPU matrix products: apt-get install libopenblas-dev")
 endif()
 
@@ -42,9 +42,8 @@ elseif(NOT VOLT_CUDA STREQUAL "OFF")
     list(APPEND _volt_cuda_missing "CUDA toolkit")
   else()
     find_path(VOLT_CUDNN_INCLUDE cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include /usr/local/cuda/include)
-    find_library(VOLT_CUDNN_LIB cudnn HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
     find_path(VOLT_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include /usr/local/cuda/include)
-    find_library(VOLT_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
+    volt_import_cuda_libraries()  # Volt::cudnn, Volt::nccl (VOLT_CUDNN_LIB, VOLT_NCCL_LIB)
     if(NOT TARGET CUDA::cublas OR NOT TARGET CUDA::cublasLt)
       list(APPEND _volt_cuda_missing "cuBLAS and cuBLASLt")
     endif()

@@ -45,8 +45,11 @@ class MpiRuntime {
       int provided = 0;
       MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
       initialized_here_ = true;
+      // Volt's own MPI: errors come back as codes (volt::Error). A program that started MPI itself
+      // keeps its own error handler on MPI_COMM_WORLD (its unchecked calls may rely on errors being
+      // fatal); Volt's communicators are duplicates with their own handler.
+      MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     }
-    MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   }
   ~MpiRuntime() {
     int finalized = 1;

@@ -1,6 +1,7 @@
 // Everything an embedding program needs: #include <volt/volt.h>, link Volt::volt.
 #pragma once
 #include "volt/config.h"
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/error.h"

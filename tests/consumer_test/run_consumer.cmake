@@ -18,3 +18,6 @@ run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)
 run(${WORK_DIR}/build/embed_trainer ${WORK_DIR}/embed_runs)
 run(${WORK_DIR}/build/own_symbols ${WORK_DIR}/own_symbols_images)
+# add_subdirectory: configured only (building would compile Volt again).
+run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE}/subdir -B ${WORK_DIR}/subdir -DVOLT_SOURCE=${VOLT_SOURCE}
+  -DVOLT_CUDA=${VOLT_CUDA} -DVOLT_MPI=${VOLT_MPI})
