@@ -1,4 +1,8 @@
 // max_pool2d with saved argmax indices for backward.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/check.h"
@@ -17,6 +21,9 @@ Tensor max_pool2d(const Tensor& x, Pair kernel, Pair stride, Pair padding) {
   const Shape& xs = x.shape();
   VOLT_CHECK(xs[2] + 2 * padding[0] >= kernel[0] && xs[3] + 2 * padding[1] >= kernel[1], op, ": kernel [", kernel[0],
              ", ", kernel[1], "] is larger than the padded input (input ", shape_str(xs), ")");
+  // The argmax indices are int32 positions within a plane.
+  VOLT_CHECK(xs[2] <= std::numeric_limits<int32_t>::max() / std::max<int64_t>(1, xs[3]), op, ": a plane of ", xs[2],
+             " x ", xs[3], " has more positions than its int32 argmax indices can hold (input ", shape_str(xs), ")");
   cpu::Pool2dShape s{xs[0] * xs[1], xs[2], xs[3], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], 0, 0};
   s.P = (s.H + 2 * s.pad_h - s.kh) / s.stride_h + 1;
   s.Q = (s.W + 2 * s.pad_w - s.kw) / s.stride_w + 1;

@@ -50,8 +50,9 @@ Tensor workspace(const Dims& d, Device dev) {
 
 // The per-channel partial sums a channel_sum or batch_norm_backward left at the start of `ws`, on
 // the host, added in chunk order as the kernels add them (in double: no float32 rounding before the
-// sum over the ranks): slot 0's sums, then slot 1's ([2 * C]).
-std::vector<double> partial_sums(const Tensor& ws, const Dims& d) {
+// sum over the ranks): slot 0's sums, then slot 1's ([2 * C]); slot 1's are 0 unless `both` (a
+// channel_sum writes only slot 0: the other is not read).
+std::vector<double> partial_sums(const Tensor& ws, const Dims& d, bool both = true) {
   const int64_t chunks = cuda::batch_norm_chunks(d.N, d.C, d.HW);
   const size_t n = size_t(d.C * chunks * 2);
   const Tensor host = ws.narrow(0, int64_t(n * sizeof(double))).to(Device::cpu());
@@ -61,7 +62,7 @@ std::vector<double> partial_sums(const Tensor& ws, const Dims& d) {
   for (int64_t c = 0; c < d.C; ++c)
     for (int64_t k = 0; k < chunks; ++k) {
       out[size_t(c)] += part[size_t((c * chunks + k) * 2)];
-      out[size_t(d.C + c)] += part[size_t((c * chunks + k) * 2 + 1)];
+      if (both) out[size_t(d.C + c)] += part[size_t((c * chunks + k) * 2 + 1)];
     }
   return out;
 }
@@ -71,7 +72,7 @@ std::vector<double> gpu_channel_sums(const Tensor& x) {
   const Dims d = dims(x);
   Tensor out = Tensor::empty({d.C}, x.dtype(), x.device()), ws = workspace(d, x.device());
   cuda::channel_sum(detail::ft(x), d.N, d.C, d.HW, x.raw_data(), out.raw_data(), ws.raw_data(), detail::stream_of(x));
-  std::vector<double> sums = partial_sums(ws, d);
+  std::vector<double> sums = partial_sums(ws, d, false);
   sums.resize(size_t(d.C));
   return sums;
 }
