@@ -317,12 +317,8 @@ double ClassifierModule::effective_weight_decay() const {
 
 OptimizerConfig ClassifierModule::configure_optimizers() {
   OptimizerConfig c;
-  // The trainable parameters (frozen ones, requires_grad off, are left out: a fine-tuning run's
-  // `filter(lambda p: p.requires_grad, ...)`).
-  std::vector<Tensor> params;
-  for (const Tensor& p : parameters())
-    if (p.requires_grad()) params.push_back(p);
-  VOLT_CHECK(!params.empty(), "ClassifierModule: every parameter is frozen (requires_grad off); nothing to train");
+  // Every parameter, frozen ones too (requires_grad off: no gradient, so no update, until unfrozen).
+  const std::vector<Tensor> params = parameters();
   if (o_.optimizer == "adam" || o_.optimizer == "adamw") {
     AdamOptions a = o_.optimizer == "adamw" ? AdamW::defaults() : AdamOptions{};
     a.lr = o_.lr;

@@ -191,7 +191,7 @@ class ClassifierModule : public LightningModule {
   void on_validation_epoch_end() override;
   void on_test_epoch_start() override;
   void on_test_epoch_end() override;
-  OptimizerConfig configure_optimizers() override;  // of the trainable parameters (requires_grad on)
+  OptimizerConfig configure_optimizers() override;
   HParams hyperparameters() const override;
   Module& model() const { return *model_; }
 

@@ -106,6 +106,18 @@ struct TrainerRun {
     return true;
   }
 
+  // The averager's buckets hold the parameters that trained when the fit started (as PyTorch's
+  // DDP): one frozen or unfrozen since would train on this rank's gradients alone (the ranks drift
+  // apart) or keep moving while frozen, so the step is refused, before any update, naming it.
+  void check_ddp_parameters() {
+    const auto named = module.named_parameters();
+    for (size_t i = 0; i < named.size() && i < I.ddp_requires_grad.size(); ++i)
+      VOLT_CHECK(named[i].second.requires_grad() == I.ddp_requires_grad[i], "DDP: parameter ", named[i].first, " was ",
+                 I.ddp_requires_grad[i] ? "frozen" : "unfrozen", " (requires_grad ", named[i].second.requires_grad(),
+                 ") after the fit set up its gradient averaging; freeze or unfreeze before fit() or in the module's "
+                 "on_fit_start(), and fit again to change it");
+  }
+
   // The step's device work on the optimizer side: averaging, clipping, the (possibly skipped) update,
   // zero_grad. Returns whether the update was issued: 16-mixed skips Inf/NaN steps, on the host on a
   // CPU (false), on the device on a GPU (true: the host does not wait to know).
@@ -113,6 +125,7 @@ struct TrainerRun {
     Optimizer& opt = *I.optim.optimizer;
     const auto params = opt.params();
     if (I.averager) {  // every rank steps with the same (averaged) gradients; clipping sees those
+      check_ddp_parameters();
       Profiler::Scope sc(I.profiler, "all_reduce_gradients");
       I.averager->all_reduce_gradients();
     }
@@ -170,7 +183,13 @@ struct TrainerRun {
   // Trains on b as a replay of the captured step when possible; false: run it eagerly.
   bool graph_step(const Batch& b, int64_t batch_idx, MetricStore& s) {
     if (!graphed) {
-      graphed = std::make_unique<GraphedStep>(t.device(), t.out(), s);
+      graphed = std::make_unique<GraphedStep>(
+          t.device(),
+          [this]() -> std::ostream& {
+            if (I.bar) I.bar->interject();  // (a message on its own line, not after the live bar)
+            return t.out();
+          },
+          s);
       if (const std::string why = graph_blocker(); !why.empty()) graphed->disable(why);
     }
     if (graphed->disabled()) return false;
@@ -512,19 +531,23 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   const bool resumed = !resume_path.empty();
   I.train_order = run.train->order_signature();
   if (resumed) resume_run(resume_path, module, run.overfit.empty() ? run.train.get() : nullptr);
+  // (Before the data-parallel set-up, unlike Lightning's: parameters the hook freezes stay out of the
+  // gradient averaging, and every rank starts from rank 0's weights as the hook left them.)
+  module.on_fit_start();
   if (world_size() > 1 || comm_->device_buffers()) {  // NCCL: also world size 1 (the same code path)
     // Every rank starts from rank 0's weights and buffers, and averages its gradients every step.
     broadcast_from_rank0(*comm_, module);
     DDPOptions d;
     d.bucket_bytes = opts_.ddp_bucket_bytes;
     I.averager = make_gradient_averager(*comm_, module, d);
+    I.ddp_requires_grad.clear();
+    for (const Tensor& p : module.parameters()) I.ddp_requires_grad.push_back(p.requires_grad());
     I.buffers.clear();
     for (const auto& [name, b] : module.named_buffers()) I.buffers.push_back(b);
     out() << "Data-parallel: " << world_size() << " processes (" << env_.str() << "), " << comm_->backend()
           << " all-reduce, " << I.averager->buckets().size() << " gradient bucket(s)"
           << (comm_->device_buffers() ? " reduced during backward" : "") << "\n";
   }
-  module.on_fit_start();
 
   // Sanity check: a few validation batches before training, nothing logged.
   if (run.val && !fast && opts_.num_sanity_val_steps != 0 && run.n_val > 0) {

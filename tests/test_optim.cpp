@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/ops.h"
 #include "engine/tensor.h"
 #include "layers/optim/optimizer.h"
 #include "tests/test_util.h"
@@ -329,7 +330,22 @@ TEST_CASE("optimizer arguments are validated and set_lr takes effect") {
   Tensor p = param({1.0f});
   const SGDOptions o = sgd_options(0.1);
   CHECK_THROWS_AS((SGD{std::vector<Tensor>{}, o}), volt::Error);
-  CHECK_THROWS_AS((SGD{{Tensor::ones({2})}, o}), volt::Error);  // does not require grad
+  CHECK(test::contains(test::error_of([&] { SGD(std::vector<Tensor>{mul(p, 2.0f)}, o); }), "not a leaf"));  // an op's result
+  {
+    // A frozen leaf is accepted (as PyTorch's): no gradient, no update, also with weight decay and
+    // momentum, until it is unfrozen.
+    Tensor frozen = Tensor::ones({2});
+    SGDOptions wd = o;
+    wd.momentum = 0.9;
+    wd.weight_decay = 0.5;
+    SGD opt({frozen}, wd);
+    opt.step();
+    CHECK(frozen.to_vector() == std::vector<float>{1.0f, 1.0f});
+    frozen.requires_grad_(true);
+    frozen.set_grad(Tensor::ones({2}));
+    opt.step();
+    CHECK(frozen.to_vector()[0] < 1.0f);
+  }
   SGDOptions bad = o;
   bad.nesterov = true;
   CHECK_THROWS_AS((SGD{{p}, bad}), volt::Error);  // nesterov without momentum

@@ -515,6 +515,25 @@ TEST_CASE("progress bar: a line resumed in mid-epoch rates only the batches run 
   CHECK(contains(os2.str(), "train_loss_epoch=0.5]"));
 }
 
+TEST_CASE("progress bar: a message during the epoch gets its own line, and the live bar goes on below it") {
+  std::ostringstream os;
+  ProgressBar bar(os, 1, 50, 100);
+  bar.start("Epoch 0", 100);
+  bar.update(100, 32, {});  // drawn (the last batch always is)
+  bar.interject();
+  os << "CUDA graphs: the training step is captured\n";
+  bar.interject();  // nothing drawn since: no empty line
+  bar.finish({});
+  const std::string s = os.str();
+  INFO(s);
+  CHECK(contains(s, "img/s]\nCUDA graphs: the training step is captured\n\rEpoch 0: 100%"));
+  ProgressBar plain(os, 0, 50, 100);  // plain lines: nothing to end
+  plain.start("Epoch 1", 10);
+  const size_t before = os.str().size();
+  plain.interject();
+  CHECK(os.str().size() == before);
+}
+
 TEST_CASE("the model summary counts frozen parameters as non-trainable, and profilers report each stage's own rows") {
   test::TempDir dir("volt_trainer_");
   SynthDM dm(64, 16, 32);
@@ -546,6 +565,12 @@ TEST_CASE("the model summary counts frozen parameters as non-trainable, and prof
   INFO(s);
   CHECK(contains(s, std::to_string(total - frozen) + " trainable parameters, " + std::to_string(frozen) +
                         " non-trainable, " + std::to_string(total) + " total"));
+  // The frozen parameters are the optimizer's too, and stay as they were.
+  const Tensor w1 = cnn->block1->parameters()[0];
+  manual_seed(9);
+  auto init = small_cnn();
+  CHECK(test::same_values(w1, init->block1->parameters()[0]));
+  CHECK_FALSE(test::same_values(cnn->fc_layers->parameters()[0], init->fc_layers->parameters()[0]));
   CHECK(!contains(s, "test_step"));  // the earlier test's rows are not the fit's
   const size_t last = s.rfind("Profiler report (simple, fit)");
   REQUIRE(last != std::string::npos);
@@ -558,6 +583,40 @@ TEST_CASE("the model summary counts frozen parameters as non-trainable, and prof
   INFO(line);
   CHECK(contains(line, " 1 | "));
   CHECK(std::stod(line.substr(line.rfind('|') + 1)) <= 100.0);
+}
+
+namespace {
+// Frozen first block, unfrozen from epoch 1 on (the fine-tuning recipe).
+class UnfreezeAtEpoch1 : public ClassifierModule {
+ public:
+  UnfreezeAtEpoch1() : ClassifierModule(small_cnn(0.0), adam()) {}
+  void on_fit_start() override {
+    for (Tensor& p : block1().parameters()) p.requires_grad_(false);
+  }
+  void on_train_epoch_start() override {
+    if (current_epoch() == 1)
+      for (Tensor& p : block1().parameters()) p.requires_grad_(true);
+    first_weight.push_back(block1().parameters()[0].clone());
+  }
+  Module& block1() { return *children()[0].second->children()[0].second; }
+  std::vector<Tensor> first_weight;  // at each epoch's start
+};
+}  // namespace
+
+TEST_CASE("a parameter frozen at the fit's start trains once unfrozen (the optimizer holds it, as PyTorch's)") {
+  test::TempDir dir("volt_trainer_");
+  SynthDM dm(64, 16, 32);
+  manual_seed(9);
+  UnfreezeAtEpoch1 m;
+  Quiet q;
+  auto o = q.cpu_fit(dir.path, 2);
+  o.logger = false;
+  o.enable_checkpointing = false;
+  Trainer t(o);
+  t.fit(m, dm);
+  REQUIRE(m.first_weight.size() == 2);
+  CHECK(test::same_values(m.first_weight[0], m.first_weight[1]));  // frozen through epoch 0
+  CHECK_FALSE(test::same_values(m.first_weight[1], m.block1().parameters()[0]));  // trained in epoch 1
 }
 
 TEST_CASE("unsupported options throw volt::Error saying why") {

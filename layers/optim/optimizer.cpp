@@ -17,8 +17,10 @@ namespace volt {
 Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(params)), lr_(lr) {
   VOLT_CHECK(!params_.empty(), "optimizer: got an empty parameter list");
   for (size_t i = 0; i < params_.size(); ++i) {
-    VOLT_CHECK(params_[i].defined() && params_[i].is_leaf() && params_[i].requires_grad(), "optimizer: parameter ", i,
-               " is not a leaf tensor that requires grad");
+    // (A frozen leaf, requires_grad off, is accepted as PyTorch's optimizers do: without a gradient it
+    // is skipped, and it trains once unfrozen.)
+    VOLT_CHECK(params_[i].defined() && params_[i].is_leaf(), "optimizer: parameter ", i,
+               " is not a leaf tensor (an op's result; optimize the tensors it came from)");
     VOLT_CHECK(params_[i].dtype() == DType::F32, "optimizer: parameter ", i, " is ", dtype_name(params_[i].dtype()),
                "; optimizers update float32 parameters");
   }

@@ -237,6 +237,57 @@ TEST_CASE("trainer: the epoch's last progress line shows the epoch means over ev
   comm().barrier();
 }
 
+namespace {
+// Frozen first convolution from the fit's start; optionally unfrozen at epoch 1.
+class FreezeFirst : public ClassifierModule {
+ public:
+  explicit FreezeFirst(bool unfreeze) : ClassifierModule(volt::test::small_cnn(0.0), volt::test::adam()), unfreeze_(unfreeze) {}
+  void on_fit_start() override { first().requires_grad_(false); }
+  void on_train_epoch_start() override {
+    if (unfreeze_ && current_epoch() == 1) first().requires_grad_(true);
+    at_epoch_start.push_back(first().clone());
+  }
+  Tensor first() { return named_parameters()[0].second; }
+  std::vector<Tensor> at_epoch_start;
+
+ private:
+  bool unfreeze_;
+};
+}  // namespace
+
+TEST_CASE("trainer: a parameter frozen in on_fit_start stays out of DDP; one unfrozen later is refused, not drifted") {
+  const Rank0Dir root("volt_comm_freeze_");
+  volt::test::SynthDM dm(32 * 2 * comm().size() + 32, 32, 32);
+  auto fit = [&](bool unfreeze) {
+    volt::test::Quiet q;
+    TrainerOptions o = rank_options(q, root.path + (unfreeze ? "/b" : "/a"), 2);
+    o.logger = false;
+    o.enable_checkpointing = false;
+    manual_seed(5);
+    FreezeFirst m(unfreeze);
+    Trainer t(o);
+    std::string err;
+    try {
+      t.fit(m, dm);
+    } catch (const Error& e) {
+      err = e.what();
+    }
+    return std::make_pair(err, m.at_epoch_start);
+  };
+  const auto frozen = fit(false);
+  CHECK(frozen.first.empty());
+  REQUIRE(frozen.second.size() == 2);
+  CHECK(volt::test::same_values(frozen.second[0], frozen.second[1]));  // no update, on any rank
+  const auto unfrozen = fit(true);
+  if (comm().size() > 1) {  // the buckets were made without it: every rank refuses the step
+    CHECK(volt::test::contains(unfrozen.first, "was unfrozen"));
+    CHECK(volt::test::contains(unfrozen.first, "block1.0.weight"));
+  } else {
+    CHECK(unfrozen.first.empty());  // one process averages nothing
+  }
+  comm().barrier();
+}
+
 TEST_CASE("trainer: every rank resumes from the checkpoint rank 0 chose, whatever its own filesystem shows") {
   // A requeued job resumes from the pre-empted run's checkpoint where the root directory holds one.
   // Here only rank 0's root does (the others get empty roots of their own, as a node whose view of a
