@@ -8,6 +8,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <utility>
 
 #include "../data/loader.h"
 #include "lightning_module.h"
@@ -17,7 +18,9 @@ namespace volt {
 
 class GraphedStep {
  public:
-  GraphedStep(Device device, std::ostream& out, MetricStore& store) : device_(device), out_(out), store_(store) {}
+  // out: the stream for its messages, asked for each one (the Trainer's ends a live progress line first).
+  GraphedStep(Device device, std::function<std::ostream&()> out, MetricStore& store)
+      : device_(device), out_(std::move(out)), store_(store) {}
   ~GraphedStep();
   // Stops using graphs; `why` is printed once unless it is "off" (graphs not asked for or no GPU).
   void disable(const std::string& why);
@@ -31,7 +34,7 @@ class GraphedStep {
 
  private:
   Device device_;
-  std::ostream& out_;
+  std::function<std::ostream&()> out_;
   MetricStore& store_;
   std::unique_ptr<CudaGraph> graph_;
   Batch input_;  // the captured step's batch: each batch is copied in before its replay

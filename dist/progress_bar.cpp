@@ -94,6 +94,12 @@ void ProgressBar::update(int64_t done, int64_t images, const std::map<std::strin
   }
 }
 
+void ProgressBar::interject() {
+  if (!tty_ || !open_ || last_len_ == 0) return;
+  os_ << "\n" << std::flush;
+  last_len_ = 0;  // the next redraw starts a fresh line: nothing of this one to blank out
+}
+
 void ProgressBar::finish(const std::map<std::string, double>& metrics) {
   if (!open_) return;
   open_ = false;

@@ -27,6 +27,9 @@ class ProgressBar {
   // GPU costs a synchronisation), otherwise it just counts with update(done, images, {}).
   bool due(int64_t done) const;
   void finish(const std::map<std::string, double>& metrics);  // ends the line / prints the last one
+  // Before a message printed during the epoch: ends a live line that is drawn, so that the message
+  // gets a line of its own and the bar goes on below it (nothing on plain lines).
+  void interject();
 
   static std::string format_time(double seconds);  // "01:05", "1:02:03"
 

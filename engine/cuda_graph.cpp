@@ -159,6 +159,10 @@ void CudaGraph::capture(const std::function<void()>& fn) {
     cuda::graph_capture_abandon(stream);
     clear_recorded();
     throw Error(std::string("CUDA graph capture failed, the step runs eagerly: ") + e.what());
+  } catch (...) {  // (whatever the step threw: the stream must not stay capturing)
+    cuda::graph_capture_abandon(stream);
+    clear_recorded();
+    throw;
   }
   try {
     exec_ = cuda::graph_capture_end(stream, &nodes_);
