@@ -7,18 +7,18 @@
 # --build defaults to build-gpu (tests/gpu_carry.sh pack), else build. --budget bounds PyTorch's suite
 # (default 300 s; it is killed a grace period past it, a compile that ran over: 120 s, or 30 s under a
 # --time-limit below 400 s). --time-limit (default 540 s, so that one call fits the device tool's
-# 600 s) bounds the whole run: a Volt call starts only while it can end with the grace + 30 s still
+# 600 s) bounds the whole run: Volt's call starts only while one configuration can end with the grace + 30 s still
 # left for PyTorch, and PyTorch's budget shrinks to what is left. A side that cannot run here (no binary, no torch, no GPU) is reported and
 # skipped; the exit status is 1 only when a side that could run failed or did not fit.
 # VOLT_COMMIT names the commit in results-row.md where git cannot (the device machine's copy; else
 # BUILD/volt_commit, which tests/gpu_carry.sh pack writes).
-# VOLT_TIMEOUT: seconds per bench_train_gpu call (default 120). Its timeouts run --foreground: a
+# VOLT_TIMEOUT: seconds per configuration of the bench_train_gpu call (default 120). Its timeouts run --foreground: a
 # caller's own timeout (tests/gpu_session.sh) then ends this script's programs with it.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="" batches=128,512,2048 precisions=32,16-mixed out="" suite=best py=${PYTHON:-python3}
 steps="" warmup="" budget=300 limit=540 device=cuda grace=120
-volt_timeout=${VOLT_TIMEOUT:-120}  # seconds per bench_train_gpu call (one batch size and precision)
+volt_timeout=${VOLT_TIMEOUT:-120}  # seconds per configuration (one batch size and precision)
 usage() { sed -n '4,6s/^# //p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage
@@ -56,8 +56,11 @@ volt_state="" torch_state="" failed=0
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 echo "# $(date -u +%F) GPU: ${gpu:-none visible (nvidia-smi)}; build $build; logs $out"
 
-# Volt: one call per batch size and precision, with the carried build's library path; a failed call
-# does not stop the others, "no GPU" (exit 77) does.
+# Volt: one call for every batch size and precision (one CUDA context and cuDNN/cuBLAS start-up, not
+# one per configuration), with the carried build's library path. It starts only while one
+# configuration's VOLT_TIMEOUT fits before PyTorch's share; it may take VOLT_TIMEOUT per configuration
+# or what is left, whichever is less (its RESULT lines print as each configuration ends, so a cut
+# keeps those). "No GPU" (exit 77) is a skip.
 exe=$build/bench/bench_train_gpu
 . "$root/tests/gpu_env.sh"
 volt_unpack "$build"  # a carried build's executables travel compressed (tests/gpu_carry.sh)
@@ -66,27 +69,26 @@ if [ ! -x "$exe" ]; then
 else
   (
     PYTHON=$py volt_gpu_env "$build" "$exe" || exit 3
-    status=0
-    for b in ${batches//,/ }; do
-      for p in ${precisions//,/ }; do
-        if [ $((SECONDS + volt_timeout)) -gt $((limit - torch_min)) ]; then
-          echo "bench_train_gpu --batch-size $b --precision $p: not run, --time-limit $limit s"; status=124
-          continue
-        fi
-        timeout --foreground -k 10 "$volt_timeout" "$exe" --batch-size "$b" --precision "$p" "${counts[@]}" </dev/null
-        rc=$?
-        [ $rc = 77 ] && exit 77
-        [ $rc = 0 ] || { echo "bench_train_gpu --batch-size $b --precision $p: exit $rc"; status=$rc; }
-      done
-    done
-    exit $status
+    configs=$(( $(tr ',' '\n' <<<"$batches" | grep -c .) * $(tr ',' '\n' <<<"$precisions" | grep -c .) ))
+    left=$((limit - torch_min - SECONDS))
+    if [ "$left" -lt "$volt_timeout" ]; then
+      echo "bench_train_gpu --batch-size $batches --precision $precisions: not run, --time-limit $limit s"
+      exit 124
+    fi
+    cap=$((volt_timeout * configs))
+    [ "$cap" -gt "$left" ] && cap=$left
+    timeout --foreground -k 10 "$cap" "$exe" --batch-size "$batches" --precision "$precisions" "${counts[@]}" </dev/null
+    rc=$?
+    [ $rc = 0 ] || [ $rc = 77 ] || echo "bench_train_gpu --batch-size $batches --precision $precisions: exit $rc"
+    exit $rc
   ) 2>&1 | tee "$out/volt.log"
   rc=${PIPESTATUS[0]}
   case $rc in
     0) volt_state="ran" ;;
     77) volt_state="skipped: bench_train_gpu found no GPU (exit 77)" ;;
     3) volt_state="FAILED: $exe does not load (ldd above)"; failed=1 ;;
-    124|137) volt_state="FAILED: a bench_train_gpu call ran past ${volt_timeout} s or did not fit"; failed=1 ;;
+    124|137) volt_state="FAILED: bench_train_gpu ran past its time (${volt_timeout} s a configuration) or did not fit"
+             failed=1 ;;
     *) volt_state="FAILED: a bench_train_gpu call exited $rc (see $out/volt.log)"; failed=1 ;;
   esac
 fi

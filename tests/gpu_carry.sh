@@ -51,6 +51,11 @@ pack)
   for t in $targets; do
     find "$dir/tests" "$dir/bench" "$dir/tools" -name "$t" -type f -perm -u+x -exec strip --strip-unneeded {} +
   done
+  # Other programs a full build left (each holds Volt's device code, uncompressed) do not travel.
+  find "$dir/tests" "$dir/bench" "$dir/tools" -type f -perm -u+x | while read -r f; do
+    case " $(echo $targets) " in *" $(basename "$f") "*) continue ;; esac
+    [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] && rm -f "$f"
+  done
   bins=$(cd "$dir" && for t in $targets; do find tests bench tools -name "$t" -type f -perm -u+x; done)
   # shellcheck disable=SC2086  # one path per word (no spaces in the build's own paths)
   tar -cJf "$dir/carry.tar.xz" -C "$dir" lib $bins && rm -rf "$dir/lib" && (cd "$dir" && rm -f $bins)

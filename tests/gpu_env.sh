@@ -9,8 +9,9 @@
 # without the RPATH), then BUILD_DIR/lib/compat (libstdc++/libgcc_s, when the device's are older);
 # returns 1 after printing `ldd EXE` if EXE still does not load.
 volt_unpack() {
-  [ -d "$1/lib" ] || [ ! -f "$1/carry.tar.xz" ] || tar -xJf "$1/carry.tar.xz" -C "$1"
-}
+  [ -d "$1/lib" ] || [ ! -f "$1/carry.tar.xz" ] || tar -xJf "$1/carry.tar.xz" -C "$1" 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1/carry.tar.xz" "$1"
+}  # (python3's lzma where the device has no xz program)
 volt_gpu_env() {
   local dir=$1 exe=$2 libdirs="" name found site nvidia="" d
   volt_unpack "$dir" || return 1

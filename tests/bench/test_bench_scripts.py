@@ -58,6 +58,19 @@ class Compare(unittest.TestCase):
         self.assertIn("not a number", out.stderr)
         self.assertIn("skipped: framework=pytorch device=cuda batch=512", out.stdout)
 
+    def test_target_unknown_when_pytorch_skipped_a_mode(self):
+        # Volt 2x PyTorch's best that ran, but a PyTorch mode at that batch did not run (budget): "?".
+        log = ("RESULT framework=volt batch=128 precision=16-mixed mode=graph img_per_s=300000\n"
+               "RESULT framework=pytorch batch=128 precision=16-mixed mode=eager img_per_s=38000\n"
+               "RESULT framework=pytorch batch=2048 precision=16-mixed mode=eager img_per_s=240000\n"
+               "RESULT framework=volt batch=2048 precision=16-mixed mode=graph img_per_s=500000\n"
+               "SKIP framework=pytorch batch=128 precision=16-mixed mode=compile-reduce-overhead reason=budget\n")
+        out = compare(stdin=log)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        table = {(r[0], r[1]): r for r in rows(out.stdout)}
+        self.assertEqual(table["128", "16-mixed"][-1], "? (a PyTorch mode was skipped)")
+        self.assertEqual(table["2048", "16-mixed"][-1], "yes")  # nothing skipped there
+
     def test_markdown_row_and_stdin(self):
         with open(SAMPLES[1]) as f:
             out = compare("--markdown-row", "2026-12-01", "H100 SXM", "abc1234", stdin=f.read())
@@ -83,12 +96,16 @@ class Compare(unittest.TestCase):
 
 
 FAKE_VOLT = """#!/usr/bin/env bash
-# stand-in for bench_train_gpu; FAKE=77 says "no GPU", FAKE=fail fails at batch 16
-while [ $# -gt 0 ]; do case $1 in --batch-size) b=$2;; --precision) p=$2;; esac; shift 2; done
+# stand-in for bench_train_gpu: one call, every precision (outer) and batch size (inner) as the real one;
+# FAKE=77 says "no GPU", FAKE=fail fails at batch 16, FAKE=calls counts its calls in $CALLS
+while [ $# -gt 0 ]; do case $1 in --batch-size) bs=$2;; --precision) ps=$2;; esac; shift 2; done
+[ -n "${CALLS:-}" ] && echo call >> "$CALLS"
 [ "${FAKE:-}" = 77 ] && { echo "SKIPPED: no GPU"; exit 77; }
-[ "${FAKE:-}" = fail ] && [ "$b" = 16 ] && { echo "error: out of memory" >&2; exit 1; }
-echo "RESULT framework=volt device=cuda batch=$b precision=$p mode=graph img_per_s=$((b * 1000)).0 ms_per_step=1"
-echo "FLOOR framework=volt batch=$b precision=$p floor_img_per_s=$((b * 5000))"
+for p in ${ps//,/ }; do for b in ${bs//,/ }; do
+  [ "${FAKE:-}" = fail ] && [ "$b" = 16 ] && { echo "error: out of memory" >&2; exit 1; }
+  echo "RESULT framework=volt device=cuda batch=$b precision=$p mode=graph img_per_s=$((b * 1000)).0 ms_per_step=1"
+  echo "FLOOR framework=volt batch=$b precision=$p floor_img_per_s=$((b * 5000))"
+done; done
 """
 
 
@@ -104,7 +121,7 @@ def run_driver(tmp, *args, fake="", python="/nonexistent/python"):
     out = os.path.join(tmp, "out")
     cmd = ["bash", os.path.join(ROOT, "bench", "run_gpu_bench.sh"), "--build", os.path.join(tmp, "build"),
            "--out", out, "--python", python, "--batch-sizes", "8,16", *args]
-    return run(cmd, env={**os.environ, "FAKE": fake}), out
+    return run(cmd, env={**os.environ, "FAKE": fake, "CALLS": os.path.join(tmp, "calls")}), out
 
 
 class Driver(unittest.TestCase):
@@ -118,6 +135,8 @@ class Driver(unittest.TestCase):
     def test_volt_only(self):
         res, out = self.driver("--precisions", "32")
         self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        with open(os.path.join(self.tmp.name, "calls")) as f:
+            self.assertEqual(f.read(), "call\n")  # one process for both batch sizes
         self.assertIn("Volt:    ran", res.stdout)
         self.assertIn("PyTorch: skipped: torch is not importable with /nonexistent/python", res.stdout)
         self.assertEqual([r[:3] for r in rows(res.stdout)], [["8", "32", "8,000 (graph)"],
@@ -133,7 +152,7 @@ class Driver(unittest.TestCase):
         res, _ = self.driver(fake="fail")
         self.assertEqual(res.returncode, 1)
         self.assertIn("Volt:    FAILED", res.stdout)
-        self.assertEqual(len(rows(res.stdout)), 2)  # batch 8, both precisions, still counts
+        self.assertEqual(len(rows(res.stdout)), 1)  # batch 8 in 32, printed before the failure, still counts
         os.remove(os.path.join(self.tmp.name, "build", "bench", "bench_train_gpu"))
         res, _ = self.driver()
         self.assertEqual(res.returncode, 0)
@@ -141,9 +160,9 @@ class Driver(unittest.TestCase):
         self.assertEqual(self.driver("--budget", "soon")[0].returncode, 2)
 
     def test_time_limit(self):
-        res, _ = self.driver("--time-limit", "100")  # each Volt call may take 120 s: none fits
+        res, _ = self.driver("--time-limit", "100")  # a configuration may take 120 s: none fits
         self.assertEqual(res.returncode, 1)
-        self.assertIn("bench_train_gpu --batch-size 16 --precision 16-mixed: not run, --time-limit 100 s",
+        self.assertIn("bench_train_gpu --batch-size 8,16 --precision 32,16-mixed: not run, --time-limit 100 s",
                       res.stdout)
         self.assertIn("Volt:    FAILED", res.stdout)
 
