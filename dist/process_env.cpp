@@ -188,18 +188,31 @@ std::vector<int> parse_slurm_tasks_per_node(const std::string& text) {
   return out;
 }
 
-ProcessEnv detect_process_env(const EnvMap& env) {
-  if (find(env, "OMPI_COMM_WORLD_SIZE")) return from_mpirun(env);
-  if (find(env, "SLURM_PROCID") && (find(env, "SLURM_STEP_ID") || find(env, "SLURM_STEPID"))) return from_slurm(env);
-  // Other launchers' ranks are not read: each of their processes would train alone, all into the
-  // same folders. Refused rather than run as world size 1.
+namespace {
+// Other launchers' ranks are not read: each of their processes would train alone (world size 1, or
+// its srun task's), all into the same folders. A size over 1 that is not the world Volt found is
+// refused (srun's PMI-2 sets PMI_SIZE to the step's size, and job scripts export WORLD_SIZE so).
+void refuse_other_launchers(const EnvMap& env, int world_size) {
   for (const auto& [var, who] : {std::pair<const char*, const char*>{"WORLD_SIZE", "torchrun (torch.distributed)"},
                                  {"PMI_SIZE", "MPICH or Intel MPI (Hydra's PMI)"}}) {
     const std::string* n = find(env, var);
-    if (n && std::atoi(n->c_str()) > 1)
+    const int size = n ? std::atoi(n->c_str()) : 0;
+    if (size > 1 && size != world_size)
       VOLT_FAIL("process environment: this process is one of ", *n, " started by ", who, " (", var, "=", *n,
+                world_size > 1 ? ", inside an srun step of " + std::to_string(world_size) + " tasks" : std::string(),
                 "), which Volt does not join; launch with srun, or OpenMPI's mpirun");
   }
+}
+}  // namespace
+
+ProcessEnv detect_process_env(const EnvMap& env) {
+  if (find(env, "OMPI_COMM_WORLD_SIZE")) return from_mpirun(env);
+  if (find(env, "SLURM_PROCID") && (find(env, "SLURM_STEP_ID") || find(env, "SLURM_STEPID"))) {
+    ProcessEnv e = from_slurm(env);
+    refuse_other_launchers(env, e.world_size);  // (torchrun or mpiexec started inside the step)
+    return e;
+  }
+  refuse_other_launchers(env, 1);
   ProcessEnv e;
   e.tasks_per_node = {1};
   set_slurm_job(env, e);

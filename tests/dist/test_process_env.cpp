@@ -48,7 +48,20 @@ TEST_CASE("process_env: processes another launcher started are refused, not trai
   // srun and OpenMPI's own variables come first (srun may export PMI_SIZE through its PMI plugins).
   EnvMap env = srun_env(1, 1, 0, 2, 1, "2");
   env["PMI_SIZE"] = "2";
+  env["WORLD_SIZE"] = "2";  // (a job script's export WORLD_SIZE=$SLURM_NTASKS)
   CHECK(detect_process_env(env).world_size == 2);
+  // torchrun (or Hydra's mpiexec) started inside a one-task srun step: its 4 processes would each train
+  // alone as the step's only task.
+  EnvMap nested = srun_env(0, 0, 0, 1, 1, "1");
+  nested["WORLD_SIZE"] = "4";
+  const std::string inside = error_of([&] { detect_process_env(nested); });
+  CHECK(contains(inside, "one of 4 started by torchrun"));
+  nested.erase("WORLD_SIZE");
+  nested["PMI_SIZE"] = "4";
+  CHECK(contains(error_of([&] { detect_process_env(nested); }), "MPICH or Intel MPI"));
+  nested = srun_env(0, 0, 0, 2, 1, "2");
+  nested["PMI_SIZE"] = "8";
+  CHECK(contains(error_of([&] { detect_process_env(nested); }), "inside an srun step of 2 tasks"));
 }
 
 TEST_CASE("process_env: Slurm tasks-per-node forms") {
