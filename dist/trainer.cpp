@@ -520,7 +520,12 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     char mb[32];
     std::snprintf(mb, sizeof mb, "%.3f", double(total) * 4 / 1e6);
     out() << trainable << " trainable parameters, " << total - trainable << " non-trainable, " << total << " total ("
-          << mb << " MB as float32); logs: " << (log_dir_.empty() ? "(none)" : log_dir_) << "\n";
+          << mb << " MB as float32); logs: "
+          << (log_dir_.empty() ? std::string("(none)")
+              : opts_.logger   ? log_dir_
+              : checkpoint_callback() ? "(none: logger off; checkpoints in " + log_dir_ + ")"
+                                      : std::string("(none: logger off)"))
+          << "\n";
   }
   if (I.loggers) {
     I.loggers->log_hparams(module.hyperparameters());

@@ -565,6 +565,7 @@ TEST_CASE("the model summary counts frozen parameters as non-trainable, and prof
   INFO(s);
   CHECK(contains(s, std::to_string(total - frozen) + " trainable parameters, " + std::to_string(frozen) +
                         " non-trainable, " + std::to_string(total) + " total"));
+  CHECK(contains(s, "logs: (none: logger off)\n"));  // (logger and checkpointing off: nothing is written)
   // The frozen parameters are the optimizer's too, and stay as they were.
   const Tensor w1 = cnn->block1->parameters()[0];
   manual_seed(9);
