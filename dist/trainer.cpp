@@ -109,13 +109,14 @@ struct TrainerRun {
   // The averager's buckets hold the parameters that trained when the fit started (as PyTorch's
   // DDP): one frozen or unfrozen since would train on this rank's gradients alone (the ranks drift
   // apart) or keep moving while frozen, so the step is refused, before any update, naming it.
+  // (Per step: the flags of the parameters kept at set-up; names only for the message.)
   void check_ddp_parameters() {
-    const auto named = module.named_parameters();
-    for (size_t i = 0; i < named.size() && i < I.ddp_requires_grad.size(); ++i)
-      VOLT_CHECK(named[i].second.requires_grad() == I.ddp_requires_grad[i], "DDP: parameter ", named[i].first, " was ",
-                 I.ddp_requires_grad[i] ? "frozen" : "unfrozen", " (requires_grad ", named[i].second.requires_grad(),
-                 ") after the fit set up its gradient averaging; freeze or unfreeze before fit() or in the module's "
-                 "on_fit_start(), and fit again to change it");
+    for (size_t i = 0; i < I.ddp_params.size(); ++i) {
+      if (I.ddp_params[i].requires_grad() == I.ddp_requires_grad[i]) continue;
+      VOLT_FAIL("DDP: parameter ", module.named_parameters()[i].first, " was ", I.ddp_requires_grad[i] ? "frozen" : "unfrozen",
+                " after the fit set up its gradient averaging; freeze or unfreeze before fit() or in the module's "
+                "on_fit_start(), and fit again to change it");
+    }
   }
 
   // The step's device work on the optimizer side: averaging, clipping, the (possibly skipped) update,
@@ -508,24 +509,11 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
   epoch_ = 0;
   global_step_ = 0;
   if (opts_.enable_model_summary) {
-    out() << "  | Name | Type | Params\n";
-    for (const auto& [n, c] : module.children())
-      out() << "  | " << n << " | " << c->type_name() << " | " << c->num_parameters() << "\n";
-    // As Lightning's summary: frozen parameters (requires_grad off) are not trainable.
-    int64_t total = 0, trainable = 0;
-    for (const Tensor& p : module.parameters()) {
-      total += p.numel();
-      if (p.requires_grad()) trainable += p.numel();
-    }
-    char mb[32];
-    std::snprintf(mb, sizeof mb, "%.3f", double(total) * 4 / 1e6);
-    out() << trainable << " trainable parameters, " << total - trainable << " non-trainable, " << total << " total ("
-          << mb << " MB as float32); logs: "
-          << (log_dir_.empty() ? std::string("(none)")
-              : opts_.logger   ? log_dir_
-              : checkpoint_callback() ? "(none: logger off; checkpoints in " + log_dir_ + ")"
-                                      : std::string("(none: logger off)"))
-          << "\n";
+    print_model_summary(out(), module,
+                        log_dir_.empty()           ? std::string("(none)")
+                        : opts_.logger             ? log_dir_
+                        : checkpoint_callback()    ? "(none: logger off; checkpoints in " + log_dir_ + ")"
+                                                   : std::string("(none: logger off)"));
   }
   if (I.loggers) {
     I.loggers->log_hparams(module.hyperparameters());
@@ -545,8 +533,9 @@ void Trainer::fit(LightningModule& module, DataModule& dm) {
     DDPOptions d;
     d.bucket_bytes = opts_.ddp_bucket_bytes;
     I.averager = make_gradient_averager(*comm_, module, d);
+    I.ddp_params = module.parameters();
     I.ddp_requires_grad.clear();
-    for (const Tensor& p : module.parameters()) I.ddp_requires_grad.push_back(p.requires_grad());
+    for (const Tensor& p : I.ddp_params) I.ddp_requires_grad.push_back(p.requires_grad());
     I.buffers.clear();
     for (const auto& [name, b] : module.named_buffers()) I.buffers.push_back(b);
     out() << "Data-parallel: " << world_size() << " processes (" << env_.str() << "), " << comm_->backend()

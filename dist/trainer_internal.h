@@ -46,7 +46,8 @@ struct Trainer::Impl {
   std::map<std::string, double> val_prog_bar;
   int64_t eval_log_step = 0;  // the loggers' step of evaluation batches' on_step values (eval_step_logger)
   std::unique_ptr<GradientReducer> averager;   // data-parallel runs (dist/ddp.h)
-  std::vector<bool> ddp_requires_grad;         // each parameter's requires_grad when the averager was made
+  std::vector<Tensor> ddp_params;              // the module's parameters when the averager was made,
+  std::vector<bool> ddp_requires_grad;         // and their requires_grad then
   std::vector<Tensor> buffers;                 // the module's buffers (BatchNorm statistics)
   std::unique_ptr<GradScaler> scaler;          // precision "16-mixed"
 };

@@ -2,6 +2,7 @@
 #include "dist/trainer_logging.h"
 
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "engine/error.h"
@@ -113,6 +114,20 @@ void RunLoggers::log_histograms(const Module& m, int64_t step) {
 void RunLoggers::flush() {
   tb_.flush();
   csv_.flush();
+}
+
+void print_model_summary(std::ostream& os, const Module& m, const std::string& logs) {
+  os << "  | Name | Type | Params\n";
+  for (const auto& [n, c] : m.children()) os << "  | " << n << " | " << c->type_name() << " | " << c->num_parameters() << "\n";
+  int64_t total = 0, trainable = 0;
+  for (const Tensor& p : m.parameters()) {
+    total += p.numel();
+    if (p.requires_grad()) trainable += p.numel();
+  }
+  char mb[32];
+  std::snprintf(mb, sizeof mb, "%.3f", double(total) * 4 / 1e6);
+  os << trainable << " trainable parameters, " << total - trainable << " non-trainable, " << total << " total (" << mb
+     << " MB as float32); logs: " << logs << "\n";
 }
 
 }  // namespace volt

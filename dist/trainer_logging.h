@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,10 @@ namespace volt {
 // "/"-separated path, op = type_name, attrs extra_repr and parameter count), each fed by the one
 // before it in depth-first order, and an "output" node.
 std::vector<GraphNode> module_graph(const Module& m);
+
+// The fit's model summary: a row per child (name, type, parameters), then the trainable,
+// non-trainable (requires_grad off, as Lightning's) and total counts, and `logs` (where the run writes).
+void print_model_summary(std::ostream& os, const Module& m, const std::string& logs);
 
 class RunLoggers {
  public:
