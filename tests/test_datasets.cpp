@@ -23,6 +23,7 @@
 #include "data/mnist.h"
 #include "data/synthetic.h"
 #include "engine/error.h"
+#include "kernels/philox.h"
 #include "tests/dataset_files.h"
 #include "tests/test_util.h"
 
@@ -569,4 +570,33 @@ TEST_CASE("SyntheticDataset as a Dataset: uint8 images from the same pattern+noi
   }
   CHECK(distinct > 0);
   CHECK(contains(error_of([&] { base.get(20, img.data()); }), "out of range"));
+}
+
+TEST_CASE("SyntheticDataset: each pixel is its class pattern plus noise from element j of Philox stream 102") {
+  // The definition, element by element (the dataset draws four pixels per Philox block; an image of
+  // 30 pixels ends inside a block, and the next image starts a block of its own).
+  SyntheticOptions o;
+  o.size = 9;
+  o.channels = 2;
+  o.height = 5;
+  o.width = 3;
+  o.num_classes = 3;
+  o.noise = 0.25f;
+  o.seed = 77;
+  const SyntheticDataset ds(o);
+  Tensor images, labels;
+  ds.batch({0, 1, 8}, images, labels);
+  const std::vector<float> f = images.to_vector();
+  const int64_t d = 30;
+  for (int64_t k = 0; k < 3; ++k) {
+    const uint64_t idx = k == 2 ? 8 : uint64_t(k);
+    const int64_t c = int64_t(philox_u32(77, 101, 0, idx) % 3u);
+    CHECK(labels.to_int_vector()[size_t(k)] == c);
+    const uint64_t off = idx * uint64_t((d + 3) / 4);
+    for (int64_t j = 0; j < d; ++j) {
+      const float pattern = 2.f * philox_uniform(philox_u32(77, 100, 0, uint64_t(c * d + j))) - 1.f;
+      const float want = pattern + 0.25f * (2.f * philox_uniform(philox_u32(77, 102, off, uint64_t(j))) - 1.f);
+      CHECK(f[size_t(k * d + j)] == doctest::Approx(want).epsilon(1e-6));
+    }
+  }
 }
