@@ -37,7 +37,31 @@ class HugeDataset : public HashDataset {
   HugeDataset() : HashDataset(1000000, {3, 1024, 1024}) {}
 };
 
+// Unreadable at two indices in different parts of the data set (the resident store is filled by
+// several threads, each taking a contiguous range).
+class BrokenDataset : public HashDataset {
+ public:
+  BrokenDataset() : HashDataset(2048, {3, 4, 4}) {}
+  int64_t get(int64_t i, uint8_t* dst) const override {
+    VOLT_CHECK(i != 300 && i != 1900, "broken dataset: image ", i, " is corrupt");
+    return HashDataset::get(i, dst);
+  }
+};
+
 }  // namespace
+
+TEST_CASE("gpu loader: a resident store's first error, by index, is raised, whichever thread met it") {
+  require_gpu();
+  LoaderOptions o;
+  o.batch_size = 64;
+  o.device = kGpu;
+  o.data_on_device = DataOnDevice::On;
+  DataLoader l(std::make_shared<BrokenDataset>(), o);
+  REQUIRE(l.mode() == LoaderMode::Resident);
+  Batch b;
+  const std::string err = error_of([&] { l.next(b); });
+  CHECK(contains(err, "image 300 is corrupt"));
+}
 
 TEST_CASE("gpu loader: resident batches on cuda:0 equal the CPU loader's bit for bit, over epochs and ranks") {
   require_gpu();
