@@ -9,15 +9,16 @@
 #           (pack builds only what travels and counts .carry in the 64 MiB: copy the fixtures first)
 #   there:  bash tests/gpu_session.sh [build-gpu] [steps...]        # BUDGET_S=540 by default
 # Steps (in this order, the most wanted first; name some to run only those): info checks bench
-# ops train-16 allreduce loader kernels train-32 tf32 linear-lt. checks runs gpu-tests (CTest's `gpu` label) and memcheck
+# ops train-16 allreduce loader kernels igemm train-32 tf32 linear-lt. checks runs gpu-tests (CTest's `gpu` label) and memcheck
 # (test_cuda under compute-sanitizer) side by side, as neither is timed; each can be named alone.
 # bench is bench/run_gpu_bench.sh (Volt and PyTorch side by side); ops is bench_ops_cuda at batch 128
 # and 2048 (per-op times; fused against unfused; the first layer through cuDNN and through Volt's own
 # kernel); tf32 is bench_train_gpu in precision 32 with TF32 allowed; linear-lt the step with and
 # without cuBLASLt's bias epilogues; train-16 and train-32 time
 # `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; kernels is the per-kernel time of one
-# 16-mixed training step (ncu). Under gVisor, where compute-sanitizer and ncu cannot use the GPU,
-# memcheck and kernels say so instead of running.
+# 16-mixed training step (ncu); igemm is ncu's detailed sections (occupancy, stall reasons, memory
+# and pipe use) for the first layer's own kernels at batch 2048. Under gVisor, where
+# compute-sanitizer and ncu cannot use the GPU, memcheck, kernels and igemm say so instead of running.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build-gpu}
@@ -29,7 +30,7 @@ mkdir -p "$out" "$work"
 budget=${BUDGET_S:-540}
 start=$SECONDS
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info checks bench ops train-16 allreduce loader kernels train-32 tf32 linear-lt)
+[ ${#steps[@]} -eq 0 ] && steps=(info checks bench ops train-16 allreduce loader kernels igemm train-32 tf32 linear-lt)
 gvisor=0
 case $(uname -r) in 4.4.0*) gvisor=1 ;; esac  # gVisor's kernel version
 
@@ -113,6 +114,15 @@ kernels() {
   done
 }
 
+# The first layer's own kernels (conv_igemm.cu: 56% and 12% of a 16-mixed step at batch 2048 on the
+# H200) under ncu's detailed sections: one forward and one weight-gradient launch after the warm-up.
+igemm() {
+  ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+    --section ComputeWorkloadAnalysis -k 'regex:conv_igemm_(forward|wgrad)_kernel' --launch-skip 6 --launch-count 2 \
+    "$dir/bench/bench_train_gpu" --batch-size 2048 --precision 16-mixed --mode eager --warmup 3 --steps 3
+}
+
 # Per-op times at the seed CNN's shapes, batch 128 and 2048.
 ops() {
   local b
@@ -136,7 +146,7 @@ device_env() {
 }
 
 export dir work had_ld orig_ld
-export -f timed_train kernels ops linear_lt device_env
+export -f timed_train kernels igemm ops linear_lt device_env
 for s in "${steps[@]}"; do
   case $s in
     info) run info 20 bash -c "nvidia-smi; nvcc --version; ldd --version | head -1; head -3 /etc/os-release;
@@ -160,8 +170,9 @@ for s in "${steps[@]}"; do
     allreduce) run allreduce 25 "$dir/bench/bench_allreduce" --no-host ;;
     loader) run loader 25 "$dir/bench/bench_loader" ;;
     kernels) needs_tools kernels && run kernels 45 kernels ;;
+    igemm) needs_tools igemm && run igemm 60 igemm ;;
     *) echo "unknown step '$s' (info checks gpu-tests memcheck bench ops train-16 allreduce loader kernels" \
-         "train-32 tf32 linear-lt)" >&2
+         "igemm train-32 tf32 linear-lt)" >&2
        exit 2 ;;
   esac
 done
