@@ -9,13 +9,14 @@
 #           (pack builds only what travels and counts .carry in the 64 MiB: copy the fixtures first)
 #   there:  bash tests/gpu_session.sh [build-gpu] [steps...]        # BUDGET_S=540 by default
 # Steps (in this order, the most wanted first; name some to run only those): info checks bench
-# ops train-16 allreduce loader kernels igemm train-32 tf32 linear-lt. checks runs gpu-tests (CTest's `gpu` label) and memcheck
+# ops train-16 shapes allreduce loader kernels igemm train-32 tf32 linear-lt. checks runs gpu-tests (CTest's `gpu` label) and memcheck
 # (test_cuda under compute-sanitizer) side by side, as neither is timed; each can be named alone.
 # bench is bench/run_gpu_bench.sh (Volt and PyTorch side by side); ops is bench_ops_cuda at batch 128
 # and 2048 (per-op times; fused against unfused; the first layer through cuDNN and through Volt's own
 # kernel); tf32 is bench_train_gpu in precision 32 with TF32 allowed; linear-lt the step with and
 # without cuBLASLt's bias epilogues; train-16 and train-32 time
-# `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; kernels is the per-kernel time of one
+# `cnn_train --epochs 20` on synthetic data of CIFAR-10's sizes; shapes times one epoch of it five
+# ways, to find its fixed cost (see shapes() below); kernels is the per-kernel time of one
 # 16-mixed training step (ncu); igemm is ncu's detailed sections (occupancy, stall reasons, memory
 # and pipe use) for the first layer's own kernels at batch 2048. Under gVisor, where
 # compute-sanitizer and ncu cannot use the GPU, memcheck, kernels and igemm say so instead of running.
@@ -30,7 +31,7 @@ mkdir -p "$out" "$work"
 budget=${BUDGET_S:-540}
 start=$SECONDS
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info checks bench ops train-16 allreduce loader kernels igemm train-32 tf32 linear-lt)
+[ ${#steps[@]} -eq 0 ] && steps=(info checks bench ops train-16 shapes allreduce loader kernels igemm train-32 tf32 linear-lt)
 gvisor=0
 case $(uname -r) in 4.4.0*) gvisor=1 ;; esac  # gVisor's kernel version
 
@@ -100,6 +101,27 @@ timed_train() {
   return $rc
 }
 
+# Where cnn_train's fixed cost goes in 16-mixed. On the H200 each new batch shape (an epoch's last
+# batch of 72, validation's 8, the test's 16) seemed to cost about 1 s there and nothing in 32: one
+# epoch as is, with whole batches only, with cuDNN alone for the first layer, with every CUDA module
+# loaded at the start, and in 32.
+shapes() {
+  local v t0
+  for v in plain whole-batches conv-own-0 eager-loading precision-32; do
+    local args=(--dataset synthetic --epochs 1 --no-progress --log-dir "$work/runs-shapes") env=()
+    case $v in
+      whole-batches) args+=(--train-samples 44928 --val-samples 4992 --test-samples 9984) ;;  # 351, 39, 78 x 128
+      conv-own-0) env=(VOLT_CONV_OWN=0) ;;
+      eager-loading) env=(CUDA_MODULE_LOADING=EAGER) ;;
+    esac
+    [ $v = precision-32 ] && args+=(--precision 32) || args+=(--precision 16-mixed)
+    t0=$EPOCHREALTIME
+    env "${env[@]}" "$dir/tools/cnn_train" "${args[@]}" >"$work/shapes-$v.log" 2>&1
+    echo "SHAPES $v: exit $? in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}') s;" \
+      "$(grep -oE 'fit [0-9.]+ s, total [0-9.]+ s' "$work/shapes-$v.log")"
+  done
+}
+
 # One 16-mixed training step at batch 128 and 2048 under ncu: every kernel's GPU time.
 kernels() {
   local b
@@ -146,7 +168,7 @@ device_env() {
 }
 
 export dir work had_ld orig_ld
-export -f timed_train kernels igemm ops linear_lt device_env
+export -f timed_train shapes kernels igemm ops linear_lt device_env
 for s in "${steps[@]}"; do
   case $s in
     info) run info 20 bash -c "nvidia-smi; nvcc --version; ldd --version | head -1; head -3 /etc/os-release;
@@ -167,11 +189,12 @@ for s in "${steps[@]}"; do
     linear-lt) run linear-lt 40 linear_lt ;;
     train-16) run train-16 45 timed_train --precision 16-mixed ;;
     train-32) run train-32 45 timed_train --precision 32 ;;
+    shapes) run shapes 60 shapes ;;
     allreduce) run allreduce 25 "$dir/bench/bench_allreduce" --no-host ;;
     loader) run loader 25 "$dir/bench/bench_loader" ;;
     kernels) needs_tools kernels && run kernels 45 kernels ;;
     igemm) needs_tools igemm && run igemm 60 igemm ;;
-    *) echo "unknown step '$s' (info checks gpu-tests memcheck bench ops train-16 allreduce loader kernels" \
+    *) echo "unknown step '$s' (info checks gpu-tests memcheck bench ops train-16 shapes allreduce loader kernels" \
          "igemm train-32 tf32 linear-lt)" >&2
        exit 2 ;;
   esac
