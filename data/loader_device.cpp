@@ -18,8 +18,8 @@ ResidentStore::ResidentStore(const Dataset& data, const PreparedTransform& t, De
   std::vector<uint8_t> px(static_cast<size_t>(n * d));
   std::vector<int64_t> labels(static_cast<size_t>(n));
   // Decoded on every CPU this process may use (Dataset::get is safe to call from several threads, as
-  // the host loader's workers do): 60,000 CIFAR-sized images take a second on one core. The first
-  // error, by index, is the one raised.
+  // the host loader's workers do): the synthetic set at CIFAR-10's size took seconds on one core, an
+  // image folder's decoding takes longer. The first error, by index, is the one raised.
   const int threads = int(std::min<int64_t>({available_cpus(), 16, std::max<int64_t>(1, n / 256)}));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
 #pragma omp parallel for num_threads(threads) schedule(static)

@@ -33,14 +33,15 @@ VOLT_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3
   return Philox4{{c0, c1, c2, c3}};
 }
 
-// Volt's stream layout: key = seed; counter = (block index low, high, stream low, high), where
-// block index = offset + i / 4 and element i takes word i % 4. Every backend must use this.
-// The four words of block `block` of stream `stream`: elements 4*(block-offset) .. +3 at once.
+// The four words of block `block` of stream `stream` (philox_u32's elements 4*(block-offset) .. +3
+// at once).
 VOLT_HD Philox4 philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
   return philox4x32_10(uint32_t(block), uint32_t(block >> 32), uint32_t(stream), uint32_t(stream >> 32),
                        uint32_t(seed), uint32_t(seed >> 32));
 }
 
+// Volt's stream layout: key = seed; counter = (block index low, high, stream low, high), where
+// block index = offset + i / 4 and element i takes word i % 4. Every backend must use this.
 VOLT_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t offset, uint64_t i) {
   return philox_block(seed, stream, offset + (i >> 2)).v[i & 3];
 }
