@@ -212,6 +212,13 @@ void check_golden_on(Device device) {
     }
   };
 
+  //
+  // Such an element also perturbs what lies downstream of it. Seen on an Intel Xeon with AVX-512
+  // (where OpenBLAS's kernels sum in another order than on the AMD machines before it):
+  // fc_layers.0.weight[9214] had a gradient of 6.5e-10, moved 3.7e-4 away from PyTorch's, and that
+  // changed the gradient reaching block2's channel 16, which feeds it; block2.0.weight[26196], whose
+  // second-step gradient (-1.45e-4) is small beside its tensor's largest (0.053), ended 1.18e-5 away.
+  // So every other element must be within 3e-5, and all but one in 10,000 of each tensor within 1e-5.
   std::map<std::string, std::vector<float>> min_abs_grad;
   run_adam(/*train_conv_biases=*/true, &min_abs_grad);
   int64_t near_eps = 0;
@@ -220,20 +227,23 @@ void check_golden_on(Device device) {
     const std::vector<float> got = state_of(model, n).to_vector();
     const std::vector<float>& mg = min_abs_grad.at(n);
     double worst = 0;
+    int64_t beyond_1e5 = 0;
     std::string where;
     for (size_t i = 0; i < got.size(); ++i) {
       const bool noisy = mg[i] < 1e-7f;
       near_eps += noisy && n != "block1.0.bias" && n != "block2.0.bias";
-      const double tol = noisy ? 3e-3 : 1e-5;
-      const double v = std::fabs(double(got[i]) - ref.values[i]) / tol;
+      const double err = std::fabs(double(got[i]) - ref.values[i]);
+      beyond_1e5 += !noisy && !(err <= 1e-5);
+      const double v = err / (noisy ? 3e-3 : 3e-5);
       if (!(v <= worst)) {
         worst = v;
         where = "index " + std::to_string(i) + ": got " + std::to_string(got[i]) + ", expected " +
                 std::to_string(ref.values[i]) + (noisy ? " (gradient near Adam's eps)" : "");
       }
     }
-    INFO("adam3." << n << " worst " << where);
+    INFO("adam3." << n << " worst " << where << "; " << beyond_1e5 << " of " << got.size() << " beyond 1e-5");
     CHECK(worst <= 1.0);
+    CHECK(beyond_1e5 <= int64_t(got.size()) / 10000);
   }
   MESSAGE(near_eps << " weights outside the conv biases had a non-zero gradient below 1e-7 in some step");
   CHECK(near_eps < 20);
