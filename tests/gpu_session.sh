@@ -110,6 +110,7 @@ shapes() {
   for v in plain whole-batches conv-own-0 eager-loading precision-32; do
     local args=(--dataset synthetic --epochs 1 --no-progress --log-dir "$work/runs-shapes") env=()
     case $v in
+      plain) env=(VOLT_CUDNN_VERBOSE=1) ;;  # each convolution direction's choice and what choosing it took
       whole-batches) args+=(--train-samples 44928 --val-samples 4992 --test-samples 9984) ;;  # 351, 39, 78 x 128
       conv-own-0) env=(VOLT_CONV_OWN=0) ;;
       eager-loading) env=(CUDA_MODULE_LOADING=EAGER) ;;
@@ -119,6 +120,8 @@ shapes() {
     env "${env[@]}" "$dir/tools/cnn_train" "${args[@]}" >"$work/shapes-$v.log" 2>&1
     echo "SHAPES $v: exit $? in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}') s;" \
       "$(grep -oE 'fit [0-9.]+ s, total [0-9.]+ s' "$work/shapes-$v.log")"
+    [ $v = plain ] && echo "SHAPES plain: cuDNN's choices took $(grep -oE 'chosen in [0-9.]+ ms' "$work/shapes-$v.log" |
+      awk '{n++; s+=$3} END{printf "%.1f ms over %d directions", s, n}')"
   done
 }
 

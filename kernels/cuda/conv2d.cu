@@ -1,14 +1,15 @@
 // CUDA convolution through cuDNN (see kernels/conv2d.h), NCHW: float32 with FMA math (TF32 only when
 // asked for), and float16/bfloat16 with tensor-core math and float32 accumulation. For each shape and type a plan
-// (descriptors and the three algorithms, picked by the cuDNN heuristics, or with VOLT_CUDNN_FIND=1 by
-// timing them once at the first call, like PyTorch's cudnn.benchmark) is built once and cached; one
+// (descriptors, and each direction's algorithm, picked by the cuDNN heuristics at that direction's first
+// call, or with VOLT_CUDNN_FIND=1 by timing them then, like PyTorch's cudnn.benchmark) is built once and cached; one
 // workspace per device is reused and only grows. Each direction keeps its other candidate algorithms:
 // when cuDNN refuses the one in use, or its workspace does not fit, the next one takes over (said on
-// stderr). VOLT_CUDNN_VERBOSE=1 prints each plan. The forward
+// stderr). VOLT_CUDNN_VERBOSE=1 prints each direction's choice and what choosing it took. The forward
 // pass of a 16-bit convolution with a small reduction (C*R*S <= 96: the first layer) runs Volt's own
 // tensor-core kernel instead (conv_igemm.cu; VOLT_CONV_OWN, see own_policy).
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -63,6 +64,7 @@ struct Choice {
   Algo algo{};
   cudnnMathType_t math = CUDNN_FMA_MATH;
   size_t workspace = 0;
+  bool ready = false;  // candidates chosen (at this direction's first call: an evaluation never asks for the others)
   void use(size_t i) {
     at = i;
     algo = candidates[i].algo;
@@ -175,23 +177,25 @@ cudnnStatus_t query_workspace(cudnnHandle_t h, const Plan& p, BwdFilterChoice& c
   VOLT_FAIL("cuDNN error: ", call, " failed: ", cudnnGetErrorString(st));
 }
 
+// "x[N, C, H, W] w[K, C, R, S] stride SxS pad PxP in <type>": the convolution, for messages.
+std::string describe(const Plan& p) {
+  const Conv2dShape& s = p.shape;
+  return ::volt::detail::format("x[", s.N, ", ", s.C, ", ", s.H, ", ", s.W, "] w[", s.K, ", ", s.C, ", ", s.R, ", ",
+                                s.S, "] stride ", s.stride_h, "x", s.stride_w, " pad ", s.pad_h, "x", s.pad_w, " in ",
+                                p.tf32 ? "float32 (TF32 allowed)" : ftype_name(p.type));
+}
+
 // The candidate in use cannot serve (`why`): the next one takes over, saying so; without one, a
 // volt::Error naming the convolution.
 template <class C>
 void next_candidate(const Plan& p, C& c, const std::string& why) {
-  const Conv2dShape& s = p.shape;
   VOLT_CHECK(c.at + 1 < c.candidates.size(), "conv2d on CUDA: no cuDNN algorithm left for the ", direction_name(c),
-             " of x[", s.N, ", ", s.C, ", ", s.H, ", ", s.W, "] w[", s.K, ", ", s.C, ", ", s.R, ", ", s.S, "] stride ",
-             s.stride_h, "x", s.stride_w, " pad ", s.pad_h, "x", s.pad_w, " in ", ftype_name(p.type), ": the last of ",
-             c.candidates.size(), " candidates, algorithm ", int(c.algo), " in math ", int(c.math), ", ", why);
+             " of ", describe(p), ": the last of ", c.candidates.size(), " candidates, algorithm ", int(c.algo),
+             " in math ", int(c.math), ", ", why);
   const int algo = int(c.algo), math = int(c.math);
   c.use(c.at + 1);
-  std::fprintf(stderr,
-               "volt conv2d: cuDNN algorithm %d (math %d) for the %s of x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] "
-               "in %s %s; algorithm %d (math %d) from now on\n",
-               algo, math, direction_name(c), (long long)s.N, (long long)s.C, (long long)s.H, (long long)s.W,
-               (long long)s.K, (long long)s.C, (long long)s.R, (long long)s.S, ftype_name(p.type), why.c_str(),
-               int(c.algo), int(c.math));
+  std::fprintf(stderr, "volt conv2d: cuDNN algorithm %d (math %d) for the %s of %s %s; algorithm %d (math %d) from now on\n",
+               algo, math, direction_name(c), describe(p).c_str(), why.c_str(), int(c.algo), int(c.math));
 }
 
 // The exact workspace of the candidate in use: the heuristics' and the search's memory figures are
@@ -215,9 +219,41 @@ bool verbose() {
   return on;
 }
 
+// The heuristics' ranking for one direction (cudnnGet*Algorithm_v7), up to `ask` entries.
+constexpr int kAsk = 16;
+cudnnStatus_t heuristics(cudnnHandle_t h, const Plan& p, int* got, cudnnConvolutionFwdAlgoPerf_t* perf) {
+  return cudnnGetConvolutionForwardAlgorithm_v7(h, p.x, p.w, p.conv, p.y, kAsk, got, perf);
+}
+cudnnStatus_t heuristics(cudnnHandle_t h, const Plan& p, int* got, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+  return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w, p.y, p.conv, p.x, kAsk, got, perf);
+}
+cudnnStatus_t heuristics(cudnnHandle_t h, const Plan& p, int* got, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+  return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x, p.y, p.conv, p.w, kAsk, got, perf);
+}
+
+// A direction's candidates, at its first call: the heuristics' ranking, then the fallback (see choose),
+// the first usable one settled. An evaluation thus never pays for the backward directions of its
+// shapes (a last, shorter batch is a shape of its own).
+template <class C, class Algo>
+void make_ready(cudnnHandle_t h, int device, Plan& p, C& c, Algo fallback) {
+  if (c.ready) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  typename C::perf_t perf[kAsk];
+  int got = 0;
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, search_math(p.type, p.tf32)));
+  CUDNN_CHECK(heuristics(h, p, &got, perf));
+  choose(p.type, p.tf32, perf, got, c, fallback);
+  settle(h, p, c);
+  c.ready = true;
+  if (verbose())
+    std::fprintf(stderr, "volt conv2d plan cuda:%d %s, %s: algo %d math %d ws %zu (chosen in %.2f ms)\n", device,
+                 describe(p).c_str(), direction_name(c), int(c.algo), int(c.math), c.workspace,
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+}
+
 std::mutex g_mu;  // guards the plan cache and the workspaces (calls only enqueue work, so this is cheap)
 
-Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
+Plan& plan_for(FType t, const Conv2dShape& s, int device) {
   static std::map<Key, std::unique_ptr<Plan>> plans;  // never destroyed (cuDNN may be gone at exit)
   const bool allow_tf32 = tf32_for(t);
   Key k{device, t, allow_tf32, {s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride_h, s.stride_w, s.pad_h, s.pad_w}};
@@ -252,30 +288,6 @@ Plan& plan_for(FType t, const Conv2dShape& s, int device, cudnnHandle_t h) {
              "]");
   CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, dt, n, k_out, p_out, q_out));
 
-  constexpr int kAsk = 16;
-  int got = 0;
-  cudnnConvolutionFwdAlgoPerf_t fwd[kAsk];
-  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, kAsk, &got, fwd));
-  choose(t, allow_tf32, fwd, got, p->fwd, kFallbackFwd);
-  cudnnConvolutionBwdDataAlgoPerf_t bd[kAsk];
-  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->conv, p->x, kAsk, &got, bd));
-  choose(t, allow_tf32, bd, got, p->bwd_data, kFallbackBwdData);
-  cudnnConvolutionBwdFilterAlgoPerf_t bf[kAsk];
-  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, kAsk, &got, bf));
-  choose(t, allow_tf32, bf, got, p->bwd_filter, kFallbackBwdFilter);
-  settle(h, *p, p->fwd);
-  settle(h, *p, p->bwd_data);
-  settle(h, *p, p->bwd_filter);
-  if (verbose())
-    std::fprintf(stderr,
-                 "volt conv2d plan cuda:%d %s x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] stride %lldx%lld pad %lldx%lld: "
-                 "fwd algo %d math %d ws %zu, bwd-data algo %d math %d ws %zu, bwd-filter algo %d math %d ws %zu\n",
-                 device, allow_tf32 ? "float32 (TF32 allowed)" : ftype_name(t), (long long)s.N, (long long)s.C,
-                 (long long)s.H, (long long)s.W, (long long)s.K,
-                 (long long)s.C, (long long)s.R, (long long)s.S, (long long)s.stride_h, (long long)s.stride_w,
-                 (long long)s.pad_h, (long long)s.pad_w, int(p->fwd.algo), int(p->fwd.math), p->fwd.workspace,
-                 int(p->bwd_data.algo), int(p->bwd_data.math), p->bwd_data.workspace, int(p->bwd_filter.algo),
-                 int(p->bwd_filter.math), p->bwd_filter.workspace);
   Plan& ref = *p;
   plans.emplace(k, std::move(p));
   return ref;
@@ -322,7 +334,7 @@ struct Call {
   Call(FType t, const Conv2dShape& s, void* stream_) : stream(stream_) {
     CUDA_CHECK(cudaGetDevice(&device));
     h = cudnn_handle(device, static_cast<cudaStream_t>(stream));
-    plan = &plan_for(t, s, device, h);
+    plan = &plan_for(t, s, device);
   }
 };
 
@@ -356,6 +368,7 @@ void find_once(Call& c, int dir, Choice& out, Algo fallback, Find find) {
   CUDNN_CHECK(find(kFindAsk, &got, perf, ws, bytes));
   choose(p.type, p.tf32, perf, got, out, fallback);
   settle(c.h, p, out);
+  out.ready = true;
   p.found[dir] = true;
   if (verbose())
     std::fprintf(stderr, "volt conv2d find (%s, direction %d): algo %d math %d ws %zu\n", ftype_name(p.type), dir,
@@ -448,6 +461,7 @@ bool conv2d_forward(FType t, const Conv2dShape& s, const void* x, const void* w,
   find_once(c, 0, p.fwd, kFallbackFwd, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionForwardAlgorithmEx(c.h, p.x, x, p.w, w, p.conv, p.y, y, ask, got, perf, ws, bytes);
   });
+  make_ready(c.h, c.device, p, p.fwd, kFallbackFwd);
   const auto cudnn_forward = [&] {
     run_cudnn(c, p.fwd, "cudnnConvolutionForward", [&](void* ws) {
       return cudnnConvolutionForward(c.h, &kOne, p.x, x, p.w, w, p.conv, p.fwd.algo, ws, p.fwd.workspace, &kZero,
@@ -479,6 +493,7 @@ void conv2d_backward_input(FType t, const Conv2dShape& s, const void* dy, const 
   find_once(c, 1, p.bwd_data, kFallbackBwdData, [&](int ask, int* got, auto* perf, void* ws, size_t bytes) {
     return cudnnFindConvolutionBackwardDataAlgorithmEx(c.h, p.w, w, p.y, dy, p.conv, p.x, dx, ask, got, perf, ws, bytes);
   });
+  make_ready(c.h, c.device, p, p.bwd_data, kFallbackBwdData);
   run_cudnn(c, p.bwd_data, "cudnnConvolutionBackwardData", [&](void* ws) {
     return cudnnConvolutionBackwardData(c.h, &kOne, p.w, w, p.y, dy, p.conv, p.bwd_data.algo, ws,
                                         p.bwd_data.workspace, &kZero, p.x, dx);
@@ -492,6 +507,7 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
     return cudnnFindConvolutionBackwardFilterAlgorithmEx(c.h, p.x, x, p.y, dy, p.conv, p.w, dw, ask, got, perf, ws,
                                                          bytes);
   });
+  make_ready(c.h, c.device, p, p.bwd_filter, kFallbackBwdFilter);
   run_cudnn(c, p.bwd_filter, "cudnnConvolutionBackwardFilter", [&](void* ws) {
     return cudnnConvolutionBackwardFilter(c.h, &kOne, p.x, x, p.y, dy, p.conv, p.bwd_filter.algo, ws,
                                           p.bwd_filter.workspace, &kZero, p.w, dw);
