@@ -24,6 +24,12 @@ __device__ __forceinline__ float bn_dx_value(const BnBackCoef& q, float d, float
                   : __fmul_rn(q.k, d);
 }
 
+// Whether the pooled gradient reaches an element of x (value xv) at position `pos` of its pool window:
+// it was the window's maximum (the window's stored position `win`) and its activation was positive.
+__device__ __forceinline__ bool bn_pool_routes(const BnBackCoef& q, float xv, int64_t win, int64_t pos) {
+  return win == pos && bn_apply(xv, q.aff) > 0.f;
+}
+
 // dx of element (plane, h, w) of batch_norm_relu_pool's input x (value xv): the pooled gradient dy
 // [planes, P, Q] where the element is its kh x kw window's maximum (window: its position there) and
 // the activation was positive, then bn_dx_value. Not rounded.
@@ -35,7 +41,7 @@ __device__ __forceinline__ float bn_pool_dx_value(const BnBackCoef& q, float mea
   float d = 0.f;
   if (pp < P && pq < Q) {
     const int64_t e = (plane * P + pp) * Q + pq;
-    if (int64_t(window[e]) == (h - pp * kh) * kw + (w - pq * kw) && bn_apply(xv, q.aff) > 0.f) d = load_f(dy[e]);
+    if (bn_pool_routes(q, xv, int64_t(window[e]), (h - pp * kh) * kw + (w - pq * kw))) d = load_f(dy[e]);
   }
   return bn_dx_value(q, d, xv, mean, training);
 }

@@ -107,19 +107,29 @@ __device__ __forceinline__ Pixel pixel_of(const IgemmDims& d, int64_t m) {
 // Row ml of the im2col tile (lda per row): pixel px's receptive field, zeros for the padding, the
 // columns past the reduction and an invalid pixel; column `ones` (if < red_pad) is 1 for a valid
 // pixel, so that a product with it sums the other operand (the bias gradient).
-template <class T>
+// kBatch elements at a time, their loads before their stores, so that kBatch loads are in flight at
+// once. The forward kernel takes 1: held to 64 registers (4 blocks an SM), it spills in bfloat16 with
+// 4, and its 4 blocks an SM hide the loads' latency (a batch of 8 changed nothing there, 535 us at 2048).
+template <int kBatch, class T>
 __device__ __forceinline__ void gather_row(const IgemmDims& d, const T* x, const Pixel& px, const ReductionTables& t,
                                            T* row, int first, int step, int ones) {
   const T zero = store_f<T>(0.f), one = store_f<T>(1.f);
-  for (int kk = first; kk < d.red_pad; kk += step) {
-    T v = zero;
-    if (px.valid && kk < d.red) {
-      const int h = px.h0 + t.r[kk], w = px.w0 + t.s[kk];
-      if (h >= 0 && h < int(d.s.H) && w >= 0 && w < int(d.s.W)) v = x[px.x0 + t.off[kk]];
-    } else if (px.valid && kk == ones) {
-      v = one;
+  for (int kk0 = first; kk0 < d.red_pad; kk0 += step * kBatch) {
+    T v[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int kk = kk0 + step * j;
+      v[j] = zero;
+      if (px.valid && kk < d.red) {
+        const int h = px.h0 + t.r[kk], w = px.w0 + t.s[kk];
+        if (h >= 0 && h < int(d.s.H) && w >= 0 && w < int(d.s.W)) v[j] = x[px.x0 + t.off[kk]];
+      } else if (px.valid && kk == ones) {
+        v[j] = one;
+      }
     }
-    row[kk] = v;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j)
+      if (kk0 + step * j < d.red_pad) row[kk0 + step * j] = v[j];
   }
 }
 
@@ -147,7 +157,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int ml = tid & (kTileM - 1);
   const Pixel px = pixel_of(d, int64_t(blockIdx.x) * kTileM + ml);
   __syncthreads();
-  gather_row(d, x, px, tab, As + ml * lda, tid / kTileM, kThreads / kTileM, d.red_pad);
+  gather_row<1>(d, x, px, tab, As + ml * lda, tid / kTileM, kThreads / kTileM, d.red_pad);
   __syncthreads();
 
   const int warp = tid / 32, wm = (warp & 3) * 32, wn = (warp >> 2) * 32;
@@ -204,23 +214,33 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
 }
 
-// Where the weight gradient's dy tile comes from: dy itself ...
+// Where the weight gradient's dy tile comes from. Each source fetches an element's inputs (fetch:
+// loads only, independent of one another, so that the kernel has a batch of them in flight at once;
+// until they were, its tile's loads ran one dependent round trip after another, about 50 us a tile
+// at batch 2048) and then forms the element (value). stage() copies per-channel constants of the
+// block's 64 channels into shared memory (kStageBytes) once, instead of reloading them per element.
+// dy itself ...
 template <class T>
 struct DyDirect {
   const T* dy;
+  static constexpr size_t kStageBytes = 0;
   struct At {
-    int64_t base;
+    int64_t base, plane;  // dy's index of the pixel in channel 0, and the distance between channels
   };
+  struct Fetched {
+    T v;
+  };
+  __device__ __forceinline__ void stage(unsigned char*, int, int) const {}
   __device__ __forceinline__ At prepare(const IgemmDims& d, const Pixel& px) const {
-    return At{px.img * d.s.K * d.s.P * d.s.Q + px.pq};
+    return At{px.img * d.s.K * d.s.P * d.s.Q + px.pq, d.s.P * d.s.Q};
   }
-  __device__ __forceinline__ T load(const IgemmDims& d, const At& at, int k) const {
-    return dy[at.base + int64_t(k) * d.s.P * d.s.Q];
-  }
+  __device__ __forceinline__ Fetched fetch(const At& at, int k) const { return Fetched{dy[at.base + k * at.plane]}; }
+  __device__ __forceinline__ T value(const At&, const Fetched& f, int, const unsigned char*) const { return f.v; }
 };
 
 // ... or formed from the pooled gradient of the batch norm + ReLU + max pool that consumed the
-// convolution's output y, exactly as that op's dx kernel would have stored it (bn_grad.cuh).
+// convolution's output y, exactly as that op's dx kernel would have stored it (bn_grad.cuh: the same
+// operations, so the same bits).
 template <class T>
 struct DyFromPool {
   const T* dy;  // the pooled gradient [N, K, P / kh, Q / kw]
@@ -230,17 +250,53 @@ struct DyFromPool {
   const detail::BnBackCoef* coef;
   bool training;
   int64_t kh, kw;
+  static constexpr size_t kStageBytes = kTileN * (sizeof(detail::BnBackCoef) + sizeof(float));
   struct At {
-    int64_t base, plane0, h, w, pp, pq;
+    int64_t y0, y_plane;  // y's index of the pixel in channel 0, and the distance between channels
+    int64_t e0, e_plane;  // the same in the pooled gradient and the window positions
+    int pos;              // the pixel's position in its pool window
+    bool inside;          // whether a pool window covers the pixel (a partial last row or column does not)
   };
-  __device__ __forceinline__ At prepare(const IgemmDims& d, const Pixel& px) const {
-    const int64_t h = px.pq / d.s.Q, w = px.pq - h * d.s.Q;
-    return At{px.img * d.s.K * d.s.P * d.s.Q + px.pq, px.img * d.s.K, h, w, h / kh, w / kw};
+  struct Fetched {
+    float xv, dyv;
+    int win;
+  };
+  // The coefficients and means of channels n0 .. n0 + 63 (those below K).
+  __device__ __forceinline__ void stage(unsigned char* st, int n0, int K) const {
+    auto* c = reinterpret_cast<detail::BnBackCoef*>(st);
+    auto* m = reinterpret_cast<float*>(c + kTileN);
+    for (int i = threadIdx.x; i < kTileN && n0 + i < K; i += kThreads) {
+      c[i] = coef[n0 + i];
+      m[i] = mean[n0 + i];
+    }
   }
-  __device__ __forceinline__ T load(const IgemmDims& d, const At& at, int k) const {
-    const float xv = load_f(y[at.base + int64_t(k) * d.s.P * d.s.Q]);
-    return store_f<T>(detail::bn_pool_dx_value(coef[k], mean[k], training, dy, window, xv, at.plane0 + k, at.h, at.w,
-                                               at.pp, at.pq, d.s.P / kh, d.s.Q / kw, kh, kw));
+  __device__ __forceinline__ At prepare(const IgemmDims& d, const Pixel& px) const {
+    const int64_t h = px.pq / d.s.Q, w = px.pq - h * d.s.Q, pp = h / kh, pq = w / kw;
+    const int64_t Pp = d.s.P / kh, Qp = d.s.Q / kw;
+    At at;
+    at.y_plane = d.s.P * d.s.Q;
+    at.y0 = px.img * d.s.K * at.y_plane + px.pq;
+    at.e_plane = Pp * Qp;
+    at.e0 = (px.img * d.s.K * Pp + pp) * Qp + pq;
+    at.pos = int((h - pp * kh) * kw + (w - pq * kw));
+    at.inside = pp < Pp && pq < Qp;
+    return at;
+  }
+  __device__ __forceinline__ Fetched fetch(const At& at, int k) const {
+    Fetched f{load_f(y[at.y0 + k * at.y_plane]), 0.f, -1};
+    if (at.inside) {
+      f.win = window[at.e0 + k * at.e_plane];
+      f.dyv = load_f(dy[at.e0 + k * at.e_plane]);
+    }
+    return f;
+  }
+  // Channel n0 + kl's element (st: what stage() wrote).
+  __device__ __forceinline__ T value(const At& at, const Fetched& f, int kl, const unsigned char* st) const {
+    const auto* c = reinterpret_cast<const detail::BnBackCoef*>(st);
+    const auto* m = reinterpret_cast<const float*>(c + kTileN);
+    const detail::BnBackCoef q = c[kl];
+    const float d = detail::bn_pool_routes(q, f.xv, f.win, at.pos) ? f.dyv : 0.f;
+    return store_f<T>(detail::bn_dx_value(q, d, f.xv, m[kl], training));
   }
 };
 
@@ -255,10 +311,13 @@ __global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims
   const int lda = d.lda;
   T* As = reinterpret_cast<T*>(smem);  // [pixel][reduction]
   T* Ds = As + kTileM * lda;           // [channel][pixel]: dy
-  const ReductionTables tab = reduction_tables(d, reinterpret_cast<int*>(Ds + kTileN * kLdd));
+  int* tables = reinterpret_cast<int*>(Ds + kTileN * kLdd);
+  const ReductionTables tab = reduction_tables(d, tables);
+  unsigned char* staged = reinterpret_cast<unsigned char*>(tables + 3 * kMaxReduction);  // Src::stage's
 
   const int tid = threadIdx.x, warp = tid / 32, kr = (warp & 3) * 16, cb = warp >> 2;
   const int n0 = blockIdx.y * kTileN, K = int(d.s.K), ncol = d.red_pad / 16;
+  src.stage(staged, n0, K);  // (read after the loop's first __syncthreads)
   const int64_t tiles = (d.pixels + kTileM - 1) / kTileM;
   const T zero = store_f<T>(0.f);
   const int ml = tid & (kTileM - 1);
@@ -267,12 +326,22 @@ __global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     __syncthreads();  // the tables are written; the previous tile's fragments are loaded
     const Pixel px = pixel_of(d, tile * kTileM + ml);
-    gather_row(d, x, px, tab, As + ml * lda, tid / kTileM, kThreads / kTileM, ones);
+    gather_row<8>(d, x, px, tab, As + ml * lda, tid / kTileM, kThreads / kTileM, ones);
     if (px.valid) {
+      // This thread's 32 channels of its pixel, 8 at a time: the 8 elements' loads first, then the values.
       const typename Src::At at = src.prepare(d, px);
-      for (int nl = tid / kTileM; nl < kTileN; nl += kThreads / kTileM) {
-        const int k = n0 + nl;
-        Ds[nl * kLdd + ml] = k < K ? src.load(d, at, k) : zero;
+      constexpr int kStep = kThreads / kTileM, kBatch = 8;
+      static_assert(kTileN % (kStep * kBatch) == 0, "whole batches of channels");
+      for (int nl0 = tid / kTileM; nl0 < kTileN; nl0 += kStep * kBatch) {
+        typename Src::Fetched f[kBatch] = {};
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j)
+          if (n0 + nl0 + kStep * j < K) f[j] = src.fetch(at, n0 + nl0 + kStep * j);
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int nl = nl0 + kStep * j;
+          Ds[nl * kLdd + ml] = n0 + nl < K ? src.value(at, f[j], nl, staged) : zero;
+        }
       }
     } else {
       for (int nl = tid / kTileM; nl < kTileN; nl += kThreads / kTileM) Ds[nl * kLdd + ml] = zero;
@@ -351,8 +420,10 @@ void dispatch_16bit(FType t, F&& f) {
   else f(detail::TypeTag<__nv_bfloat16>{});
 }
 
-size_t wgrad_smem_bytes(const IgemmDims& d) {
-  return size_t(kTileM) * d.lda * 2 + size_t(kTileN) * kLdd * 2 + size_t(3) * kMaxReduction * sizeof(int);
+// stage_bytes: the dy source's per-channel constants (its kStageBytes).
+size_t wgrad_smem_bytes(const IgemmDims& d, size_t stage_bytes) {
+  return size_t(kTileM) * d.lda * 2 + size_t(kTileN) * kLdd * 2 + size_t(3) * kMaxReduction * sizeof(int) +
+         stage_bytes;
 }
 
 }  // namespace
@@ -396,8 +467,9 @@ void wgrad(FType t, const Conv2dShape& s, MakeSrc make_src, const void* x, void*
   dispatch_16bit(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const auto src = make_src(tag);
-    launch(conv_igemm_wgrad_kernel<T, std::decay_t<decltype(src)>>, grid, dim3(kThreads), wgrad_smem_bytes(d), stream,
-           d, static_cast<const T*>(x), src, part, ones);
+    using Src = std::decay_t<decltype(src)>;
+    launch(conv_igemm_wgrad_kernel<T, Src>, grid, dim3(kThreads), wgrad_smem_bytes(d, Src::kStageBytes), stream, d,
+           static_cast<const T*>(x), src, part, ones);
     launch(conv_igemm_wgrad_finish<T>, detail::grid_for(s.K * (red + 1)), dim3(detail::kThreads), 0, stream, d,
            blocks, ones, static_cast<const float*>(part), static_cast<T*>(dw), static_cast<T*>(db));
   });
