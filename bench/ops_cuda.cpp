@@ -3,7 +3,10 @@
 // theoretical peak (bytes moved is the op's minimum: inputs read once, outputs written once). It times
 // the eager ops (allocation included); fused kernels and the first layer's 16-bit forward (cuDNN and
 // Volt's own tensor-core kernel, in the same run) beside them.
-//   bench_ops_cuda [--batch 128] [--iters 50]
+// --first-calls instead times what a new batch shape costs: the first call of the seed CNN's
+// convolutions and first linear layer at each batch size of cnn_train (128, then validation's last 8,
+// the test's last 16, training's last 72), in each type, against the second call.
+//   bench_ops_cuda [--batch 128] [--iters 50] [--first-calls]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -43,20 +46,71 @@ void time_op(const std::string& name, double bytes, int iters, const std::functi
               bytes / s / peak_bytes_per_second);
 }
 
+// Milliseconds of fn's first and second call, each synchronised.
+void time_first_call(const std::string& name, DType dt, int64_t n, const std::function<void()>& fn) {
+  double ms[2];
+  for (double& m : ms) {
+    cuda_synchronize(0);
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    cuda_synchronize(0);
+    m = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
+  std::printf("RESULT first_call op=%-22s dtype=%-8s batch=%-4lld first_ms=%9.3f second_ms=%8.3f\n", name.c_str(),
+              dtype_name(dt), (long long)n, ms[0], ms[1]);
+}
+
+// The one-time cost of each new shape, type by type (float32 first: its first call also starts the
+// libraries, reported as its own row).
+void first_calls(Device d) {
+  time_first_call("library start (conv)", DType::F32, 2, [&] {
+    (void)conv2d(randn_like_uniform({2, 3, 8, 8}, 1, d), randn_like_uniform({4, 3, 3, 3}, 2, d), Tensor());
+  });
+  time_first_call("library start (linear)", DType::F32, 2, [&] {
+    (void)linear(randn_like_uniform({2, 8}, 3, d), randn_like_uniform({4, 8}, 4, d), Tensor());
+  });
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    const Tensor w1 = cast(randn_like_uniform({64, 3, 5, 5}, 5, d), dt), b1 = cast(randn_like_uniform({64}, 6, d), dt);
+    const Tensor w2 = cast(randn_like_uniform({32, 64, 5, 5}, 7, d), dt), b2 = cast(randn_like_uniform({32}, 8, d), dt);
+    const Tensor fw = cast(randn_like_uniform({64, 800}, 9, d), dt), fb = cast(randn_like_uniform({64}, 10, d), dt);
+    for (int64_t n : {128, 8, 16, 72}) {
+      const Tensor x = cast(randn_like_uniform({n, 3, 32, 32}, 11, d), dt);
+      const Tensor h = cast(randn_like_uniform({n, 64, 14, 14}, 12, d), dt);
+      const Tensor a = cast(randn_like_uniform({n, 800}, 13, d), dt);
+      time_first_call("conv 3->64 k5 fwd", dt, n, [&] { (void)conv2d(x, w1, b1); });
+      time_first_call("conv 64->32 k5 fwd", dt, n, [&] { (void)conv2d(h, w2, b2); });
+      time_first_call("linear 800->64 fwd", dt, n, [&] { (void)linear(a, fw, fb); });
+      autograd::set_grad_enabled(true);
+      Tensor hg = h.clone(), wg = w2.clone();
+      hg.requires_grad_(true);
+      wg.requires_grad_(true);
+      time_first_call("conv 64->32 k5 fwd+bwd", dt, n, [&] {
+        hg.set_grad(Tensor());
+        wg.set_grad(Tensor());
+        sum(conv2d(hg, wg, b2)).backward();
+      });
+      autograd::set_grad_enabled(false);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t N = 128;
   int iters = 50;
+  bool first = false;
   try {
     for (bench::Args args(argc, argv); args.next();) {
       const std::string& a = args.flag();
       if (a == "--batch") N = bench::parse_int(args.value(), a);
       else if (a == "--iters") iters = int(bench::parse_int(args.value(), a));
+      else if (a == "--first-calls") first = true;
       else throw Error("unknown flag " + a);
     }
   } catch (const volt::Error& e) {
-    std::fprintf(stderr, "bench_ops_cuda: %s\nusage: bench_ops_cuda [--batch 128] [--iters 50]\n", e.what());
+    std::fprintf(stderr, "bench_ops_cuda: %s\nusage: bench_ops_cuda [--batch 128] [--iters 50] [--first-calls]\n",
+                 e.what());
     return 2;
   }
   try {
@@ -65,6 +119,11 @@ int main(int argc, char** argv) {
       return 0;
     }
     const Device d = Device::cuda(0);
+    if (first) {
+      NoGradGuard no_grad;
+      first_calls(d);
+      return 0;
+    }
     peak_bytes_per_second = cuda_peak_memory_bandwidth(0);
     VOLT_CHECK(peak_bytes_per_second > 0, "the GPU does not report its memory bandwidth");
     std::printf("# %s: %.0f GB/s theoretical memory bandwidth\n", cuda_device_name(0).c_str(),

@@ -104,9 +104,13 @@ timed_train() {
 # Where cnn_train's fixed cost goes in 16-mixed. On the H200 each new batch shape (an epoch's last
 # batch of 72, validation's 8, the test's 16) seemed to cost about 1 s there and nothing in 32: one
 # epoch as is, with whole batches only, with cuDNN alone for the first layer, with every CUDA module
-# loaded at the start, and in 32.
+# loaded at the start, and in 32; and before them bench_ops_cuda --first-calls, op by op.
 shapes() {
   local v t0
+  # Each op's first call at each new batch shape, by type, against its second.
+  "$dir/bench/bench_ops_cuda" --first-calls >"$work/first-calls.log" 2>&1
+  echo "SHAPES first calls: exit $?; slowest: $(grep RESULT "$work/first-calls.log" | sort -t= -k5 -g -r |
+    head -3 | sed -E 's/ +/ /g' | tr '\n' ';')"
   for v in plain whole-batches conv-own-0 eager-loading precision-32; do
     local args=(--dataset synthetic --epochs 1 --no-progress --log-dir "$work/runs-shapes") env=()
     case $v in
