@@ -4,6 +4,7 @@
 // test_golden_gpu on cuda:0). Skipped where the fixture is absent.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -218,7 +219,8 @@ void check_golden_on(Device device) {
   // fc_layers.0.weight[9214] had a gradient of 6.5e-10, moved 3.7e-4 away from PyTorch's, and that
   // changed the gradient reaching block2's channel 16, which feeds it; block2.0.weight[26196], whose
   // second-step gradient (-1.45e-4) is small beside its tensor's largest (0.053), ended 1.18e-5 away.
-  // So every other element must be within 3e-5, and all but one in 10,000 of each tensor within 1e-5.
+  // So every other element must be within 3e-5, and all but one in 10,000 of each tensor (one in a
+  // smaller tensor: block1.0.weight's worst there was 7.3e-6) within 1e-5.
   std::map<std::string, std::vector<float>> min_abs_grad;
   run_adam(/*train_conv_biases=*/true, &min_abs_grad);
   int64_t near_eps = 0;
@@ -243,7 +245,7 @@ void check_golden_on(Device device) {
     }
     INFO("adam3." << n << " worst " << where << "; " << beyond_1e5 << " of " << got.size() << " beyond 1e-5");
     CHECK(worst <= 1.0);
-    CHECK(beyond_1e5 <= int64_t(got.size()) / 10000);
+    CHECK(beyond_1e5 <= std::max<int64_t>(1, int64_t(got.size()) / 10000));
   }
   MESSAGE(near_eps << " weights outside the conv biases had a non-zero gradient below 1e-7 in some step");
   CHECK(near_eps < 20);
