@@ -124,8 +124,10 @@ shapes() {
     env "${env[@]}" "$dir/tools/cnn_train" "${args[@]}" >"$work/shapes-$v.log" 2>&1
     echo "SHAPES $v: exit $? in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}') s;" \
       "$(grep -oE 'fit [0-9.]+ s, total [0-9.]+ s' "$work/shapes-$v.log")"
-    [ $v = plain ] && echo "SHAPES plain: cuDNN's choices took $(grep -oE 'chosen in [0-9.]+ ms' "$work/shapes-$v.log" |
-      awk '{n++; s+=$3} END{printf "%.1f ms over %d directions", s, n}')"
+    if [ $v = plain ]; then
+      echo "SHAPES plain: cuDNN's choices took $(grep -oE 'chosen in [0-9.]+ ms' "$work/shapes-$v.log" |
+        awk '{n++; s+=$3} END{printf "%.1f ms over %d directions", s, n}')"
+    fi
   done
 }
 

@@ -124,43 +124,50 @@ TEST_CASE("emu conv2d_backward_weight_own_from_pool: batch norm's dx stored, the
       {"seed CNN first layer shape, 12x11 output (the last column in no window), 2x2 pool",
        shape(2, 3, 12, 11, 8, 5, 5, 1, 1, 2, 2), 2},
       {"12 filters, 3x3 pool, stride 2 (a partial pixel tile)", shape(2, 2, 17, 15, 12, 3, 3, 2, 2, 1, 1), 3},
+      // Blocks of a second channel group read its batch-norm constants from shared memory at offset 64.
+      {"70 filters (two channel groups, the second partial), 2x2 pool", shape(2, 3, 13, 11, 70, 5, 5, 1, 1, 2, 2), 2},
   };
   for (FType t : {FType::F16, FType::BF16})
     for (const Case& c : cases)
-      for (bool training : {true, false}) {
-        INFO(ftype_name(t) << ": " << c.name << (training ? ", training" : ", eval"));
-        const Conv2dShape& s = c.s;
-        const size_t nx = size_t(s.N * s.C * s.H * s.W), ny = size_t(s.N * s.K * s.P * s.Q), K = size_t(s.K);
-        const cuda::BnPoolShape ps{s.N, s.K, s.P, s.Q, c.arg, c.arg};
-        const size_t npool = size_t(s.N * s.K * (s.P / c.arg) * (s.Q / c.arg));
-        const auto x = round_to(t, random_floats(nx, 81, -2.f, 2.f)), y = round_to(t, random_floats(ny, 82, -1.f, 3.f));
-        const auto gamma = random_floats(K, 83, -1.5f, 1.5f), beta = random_floats(K, 84);
-        const auto dyp = round_to(t, random_floats(npool, 85));
-        TypedBuf gx(t, x), gy(t, y), gdy(t, dyp), pooled(t, npool), dx(t, ny);
-        Guarded<float> gg(gamma), gb(beta), mean(K), invstd(K), var(K), dgamma(K), dbeta(K);
-        Guarded<uint8_t> window(npool);
-        Guarded<uint8_t> bn_ws(cuda::batch_norm_workspace_bytes(s.N, s.K, s.P * s.Q));
-        cuda::batch_norm_relu_pool_forward_train(t, ps, gy.data(), gg.data(), gb.data(), 1e-5, pooled.data(),
-                                                 window.data(), mean.data(), invstd.data(), var.data(),
-                                                 cuda::BnRunning{}, bn_ws.data(), nullptr);
-        cuda::batch_norm_relu_pool_backward(t, ps, gdy.data(), window.data(), gy.data(), gg.data(), gb.data(),
-                                            mean.data(), invstd.data(), training, dx.data(), dgamma.data(),
-                                            dbeta.data(), bn_ws.data(), nullptr);
-        const size_t ws_floats = cuda::conv2d_backward_weight_own_workspace(s) / sizeof(float);
-        const size_t nw = size_t(s.K * s.C * s.R * s.S);
-        TypedBuf dw1(t, nw), db1(t, K), dw2(t, nw), db2(t, K);
-        Guarded<float> ws1(ws_floats), ws2(ws_floats);
-        cuda::conv2d_backward_weight_own(t, s, dx.data(), gx.data(), dw1.data(), db1.data(), ws1.data(), nullptr);
-        cuda::BnPoolGradSource src{gdy.data(), window.data(), gy.data(), mean.data(),
-                                   static_cast<const uint8_t*>(bn_ws.data()) +
-                                       cuda::batch_norm_coef_offset(s.N, s.K, s.P * s.Q),
-                                   training, c.arg, c.arg};
-        cuda::conv2d_backward_weight_own_from_pool(t, s, src, gx.data(), dw2.data(), db2.data(), ws2.data(), nullptr);
-        check_bitwise(dw2.values(), dw1.values(), "dw");
-        check_bitwise(db2.values(), db1.values(), "db");
-        CHECK(dw2.guards_intact());
-        CHECK(db2.guards_intact());
-      }
+      for (int max_blocks : {0, 1})  // 1: one block a channel group walks every pixel tile with its staged constants
+        for (bool training : {true, false}) {
+          INFO(ftype_name(t) << ": " << c.name << (training ? ", training" : ", eval") << ", max_blocks "
+                             << max_blocks);
+          const Conv2dShape& s = c.s;
+          const size_t nx = size_t(s.N * s.C * s.H * s.W), ny = size_t(s.N * s.K * s.P * s.Q), K = size_t(s.K);
+          const cuda::BnPoolShape ps{s.N, s.K, s.P, s.Q, c.arg, c.arg};
+          const size_t npool = size_t(s.N * s.K * (s.P / c.arg) * (s.Q / c.arg));
+          const auto x = round_to(t, random_floats(nx, 81, -2.f, 2.f));
+          const auto y = round_to(t, random_floats(ny, 82, -1.f, 3.f));
+          const auto gamma = random_floats(K, 83, -1.5f, 1.5f), beta = random_floats(K, 84);
+          const auto dyp = round_to(t, random_floats(npool, 85));
+          TypedBuf gx(t, x), gy(t, y), gdy(t, dyp), pooled(t, npool), dx(t, ny);
+          Guarded<float> gg(gamma), gb(beta), mean(K), invstd(K), var(K), dgamma(K), dbeta(K);
+          Guarded<uint8_t> window(npool);
+          Guarded<uint8_t> bn_ws(cuda::batch_norm_workspace_bytes(s.N, s.K, s.P * s.Q));
+          cuda::batch_norm_relu_pool_forward_train(t, ps, gy.data(), gg.data(), gb.data(), 1e-5, pooled.data(),
+                                                   window.data(), mean.data(), invstd.data(), var.data(),
+                                                   cuda::BnRunning{}, bn_ws.data(), nullptr);
+          cuda::batch_norm_relu_pool_backward(t, ps, gdy.data(), window.data(), gy.data(), gg.data(), gb.data(),
+                                              mean.data(), invstd.data(), training, dx.data(), dgamma.data(),
+                                              dbeta.data(), bn_ws.data(), nullptr);
+          const size_t ws_floats = cuda::conv2d_backward_weight_own_workspace(s, max_blocks) / sizeof(float);
+          const size_t nw = size_t(s.K * s.C * s.R * s.S);
+          TypedBuf dw1(t, nw), db1(t, K), dw2(t, nw), db2(t, K);
+          Guarded<float> ws1(ws_floats), ws2(ws_floats);
+          cuda::conv2d_backward_weight_own(t, s, dx.data(), gx.data(), dw1.data(), db1.data(), ws1.data(), nullptr,
+                                           max_blocks);
+          cuda::BnPoolGradSource src{gdy.data(), window.data(), gy.data(), mean.data(),
+                                     static_cast<const uint8_t*>(bn_ws.data()) +
+                                         cuda::batch_norm_coef_offset(s.N, s.K, s.P * s.Q),
+                                     training, c.arg, c.arg};
+          cuda::conv2d_backward_weight_own_from_pool(t, s, src, gx.data(), dw2.data(), db2.data(), ws2.data(), nullptr,
+                                                     max_blocks);
+          check_bitwise(dw2.values(), dw1.values(), "dw");
+          check_bitwise(db2.values(), db1.values(), "db");
+          CHECK(dw2.guards_intact());
+          CHECK(db2.guards_intact());
+        }
 }
 
 TEST_CASE("emu conv2d_forward_own with sums: batch norm's sums of y and y^2 per channel and 128 pixels") {
