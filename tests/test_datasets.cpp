@@ -540,15 +540,20 @@ TEST_CASE("IDX errors name the file and what is wrong") {
   }
 }
 
-TEST_CASE("SyntheticDataset as a Dataset: uint8 images from the same pattern+noise as batch()") {
+// A small synthetic set of 2x5x3 images (30 pixels each).
+static SyntheticOptions small_synthetic(int64_t size, int64_t classes, uint64_t seed) {
   SyntheticOptions o;
-  o.size = 20;
+  o.size = size;
   o.channels = 2;
   o.height = 5;
   o.width = 3;
-  o.num_classes = 4;
-  o.seed = 9;
-  const SyntheticDataset ds(o);
+  o.num_classes = classes;
+  o.seed = seed;
+  return o;
+}
+
+TEST_CASE("SyntheticDataset as a Dataset: uint8 images from the same pattern+noise as batch()") {
+  const SyntheticDataset ds(small_synthetic(20, 4, 9));
   const Dataset& base = ds;
   CHECK(base.name() == "synthetic");
   CHECK(base.image_shape() == Shape{2, 5, 3});
@@ -575,14 +580,8 @@ TEST_CASE("SyntheticDataset as a Dataset: uint8 images from the same pattern+noi
 TEST_CASE("SyntheticDataset: each pixel is its class pattern plus noise from element j of Philox stream 102") {
   // The definition, element by element (the dataset draws four pixels per Philox block; an image of
   // 30 pixels ends inside a block, and the next image starts a block of its own).
-  SyntheticOptions o;
-  o.size = 9;
-  o.channels = 2;
-  o.height = 5;
-  o.width = 3;
-  o.num_classes = 3;
+  SyntheticOptions o = small_synthetic(9, 3, 77);
   o.noise = 0.25f;
-  o.seed = 77;
   const SyntheticDataset ds(o);
   Tensor images, labels;
   ds.batch({0, 1, 8}, images, labels);
