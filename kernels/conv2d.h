@@ -58,11 +58,18 @@ int64_t conv2d_forward_own_sum_chunks(const Conv2dShape& s);
 // an implicit GEMM of dy and the gathered input whose extra column of ones yields db; each block
 // leaves float partial sums in `workspace` (conv2d_backward_weight_own_workspace bytes, 32-byte
 // aligned), added in a fixed order by a second kernel (deterministic). max_blocks (0: 256) bounds the
-// blocks per 64 channels; tests lower it so that each block takes several pixel tiles.
+// blocks per 64 channels (at most one a pixel tile; tests lower it so that a block takes several),
+// per_sm picks the build of the kernel (0 or 3: 3 blocks an SM; 4: 4, with fewer registers).
+// conv2d_backward_weight_own_grid gives both for a GPU of `multiprocessors` SMs: its slots filled once.
+struct ConvWgradGrid {
+  int blocks;
+  int per_sm;
+};
+ConvWgradGrid conv2d_backward_weight_own_grid(const Conv2dShape& s, int multiprocessors);
 bool conv2d_backward_weight_own_supported(FType t, const Conv2dShape& s);
 size_t conv2d_backward_weight_own_workspace(const Conv2dShape& s, int max_blocks = 0);
 void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
-                                void* workspace, void* stream, int max_blocks = 0);
+                                void* workspace, void* stream, int max_blocks = 0, int per_sm = 0);
 // The same weight (and bias) gradient for a convolution whose output y fed batch_norm_relu_pool
 // (kernels/batch_norm.h), from that op's pooled gradient: each element of the convolution's output
 // gradient is formed in the GEMM's tile as the op's dx kernel would store it, never written to memory
@@ -77,7 +84,8 @@ struct BnPoolGradSource {
   int64_t kh, kw;
 };
 void conv2d_backward_weight_own_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
-                                          void* dw, void* db, void* workspace, void* stream, int max_blocks = 0);
+                                          void* dw, void* db, void* workspace, void* stream, int max_blocks = 0,
+                                          int per_sm = 0);
 // With the workspace from the convolutions' own (grown as needed): for the engine's fused block.
 void conv2d_backward_weight_bias_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
                                            void* dw, void* db, void* stream);

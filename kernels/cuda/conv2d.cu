@@ -22,6 +22,7 @@
 
 #include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
+#include "kernels/cuda/device_query.h"
 #include "kernels/elementwise.h"
 #include "kernels/math_mode.h"
 #include "kernels/cuda/check.h"
@@ -514,6 +515,13 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
   });
 }
 
+namespace {
+// The own weight-gradient kernel's grid on the current GPU.
+ConvWgradGrid own_wgrad_grid(const Conv2dShape& s) {
+  return conv2d_backward_weight_own_grid(s, current_multiprocessor_count());
+}
+}  // namespace
+
 void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
                                  void* bias_workspace, void* stream) {
   const auto cudnn_path = [&] {
@@ -524,13 +532,16 @@ void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, 
   if (!dw || policy == ConvOwnKernel::Never || !conv2d_backward_weight_own_supported(t, s)) return cudnn_path();
   void* ws = nullptr;
   int* choice = nullptr;
+  const ConvWgradGrid grid = own_wgrad_grid(s);
   {
     Call c(t, s, stream);  // the plan (for the timing's verdict) and the workspace, under the lock
-    ws = workspace(c.device, conv2d_backward_weight_own_workspace(s), stream);
+    ws = workspace(c.device, conv2d_backward_weight_own_workspace(s, grid.blocks), stream);
     choice = &c.plan->own_wgrad;  // plans live as long as the process
   }
   if (!ws) return cudnn_path();  // the device cannot hold the partial sums; cuDNN's path needs less
-  const auto own_path = [&] { conv2d_backward_weight_own(t, s, dy, x, dw, db, ws, stream); };
+  const auto own_path = [&] {
+    conv2d_backward_weight_own(t, s, dy, x, dw, db, ws, stream, grid.blocks, grid.per_sm);
+  };
   if (policy == ConvOwnKernel::Auto && find_enabled() && *choice < 0 && !stream_capturing(stream)) {
     cudnn_path();  // cuDNN's own search first (it synchronises), outside the timing
     const float own_ms = time_ms(stream, own_path), cudnn_ms = time_ms(stream, cudnn_path);
@@ -548,13 +559,14 @@ void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, 
 void conv2d_backward_weight_bias_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
                                            void* dw, void* db, void* stream) {
   void* ws = nullptr;
+  const ConvWgradGrid grid = own_wgrad_grid(s);
   {
     Call c(t, s, stream);
-    ws = workspace(c.device, conv2d_backward_weight_own_workspace(s), stream);
+    ws = workspace(c.device, conv2d_backward_weight_own_workspace(s, grid.blocks), stream);
   }
   VOLT_CHECK(ws, "conv2d on CUDA: out of GPU memory for the weight gradient's partial sums (",
-             conv2d_backward_weight_own_workspace(s), " bytes)");
-  conv2d_backward_weight_own_from_pool(t, s, g, x, dw, db, ws, stream);
+             conv2d_backward_weight_own_workspace(s, grid.blocks), " bytes)");
+  conv2d_backward_weight_own_from_pool(t, s, g, x, dw, db, ws, stream, grid.blocks, grid.per_sm);
 }
 
 bool conv2d_own_kernels_allowed() { return own_policy() != ConvOwnKernel::Never; }

@@ -11,7 +11,10 @@
 // and writes y in NCHW, with the bias added, one coalesced store per element.
 // Weight gradient: the same gather, times the matching 64 x 128 tile of dy, accumulated over the
 // block's pixel tiles; a column of ones in the gathered tile makes the bias gradient a by-product.
-// The blocks' float partial sums are added in a fixed order by a second kernel.
+// The blocks' float partial sums are added in a fixed order by a second kernel. The grid fills the
+// GPU's block slots once (conv2d_backward_weight_own_grid), each block walking its share of the tiles.
+#include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/conv2d.h"
@@ -39,7 +42,6 @@ constexpr int kThreads = 256;  // 8 warps: 4 along the pixels x 2 along the chan
 constexpr int kMaxReduction = 96;
 constexpr int kLdc = kTileM + 4;  // the float staging tile [channel][pixel]: 16-byte rows, fewer bank conflicts
 constexpr int kLdd = kTileM + 8;  // the gradient's 16-bit tile [channel][pixel] in the weight gradient
-constexpr int kWgradBlocks = 256;  // at most, per 64 channels: each leaves a partial sum of the whole dw
 
 struct IgemmDims {
   Conv2dShape s;
@@ -304,9 +306,9 @@ struct DyFromPool {
 // column of ones at kk = red, db[k] = sum of dy[k][m]. Block (bx, by) takes 64 channels (by) and the
 // 128-pixel tiles bx, bx + gridDim.x, ...; 8 warps each own 16 channels x 3 column blocks of 16. Its
 // float sums go to part[by][bx][64][red_pad]; conv_igemm_wgrad_finish adds the blocks in order.
-template <class T, class Src>
-__global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims d, const T* x, Src src, float* part,
-                                                                      int ones) {
+template <class T, class Src, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    conv_igemm_wgrad_kernel(IgemmDims d, const T* x, Src src, float* part, int ones) {
   unsigned char* smem = igemm_smem();
   const int lda = d.lda;
   T* As = reinterpret_cast<T*>(smem);  // [pixel][reduction]
@@ -367,19 +369,34 @@ __global__ void __launch_bounds__(kThreads, 2) conv_igemm_wgrad_kernel(IgemmDims
   }
 }
 
-// dw (and db, when ones < red_pad) from the blocks' partial sums, added in block order (deterministic).
+// dw (and db, when ones < red_pad) from the blocks' partial sums, in a fixed order (deterministic): a
+// block takes 32 consecutive outputs (kk fastest, so that a warp's loads are consecutive); each of
+// its 8 warps adds its eighth of the blocks' sums in block order, then one warp adds the 8 in order.
+constexpr int kFinishOutputs = 32, kFinishParts = kThreads / kFinishOutputs;
 template <class T>
-__global__ void conv_igemm_wgrad_finish(IgemmDims d, int blocks, int ones, const float* part, T* dw, T* db) {
-  const int cols = d.red + (ones < d.red_pad ? 1 : 0);
-  const int64_t total = d.s.K * cols;
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int k = int(t / cols), kk = int(t - int64_t(k) * cols), by = k / kTileN, kl = k - by * kTileN;
+__global__ void __launch_bounds__(kThreads) conv_igemm_wgrad_finish(IgemmDims d, int blocks, int ones,
+                                                                    const float* part, T* dw, T* db) {
+  __shared__ float parts[kFinishParts][kFinishOutputs];
+  const int cols = d.red + (ones < d.red_pad ? 1 : 0), lane = threadIdx.x % kFinishOutputs,
+            seg = threadIdx.x / kFinishOutputs;
+  const int64_t total = d.s.K * cols, t = int64_t(blockIdx.x) * kFinishOutputs + lane;
+  const int b0 = int(int64_t(blocks) * seg / kFinishParts), b1 = int(int64_t(blocks) * (seg + 1) / kFinishParts);
+  float sum = 0.f;
+  int k = 0, kk = 0;
+  if (t < total) {
+    k = int(t / cols);
+    kk = int(t - int64_t(k) * cols);
+    const int by = k / kTileN, kl = k - by * kTileN;
     const float* p = part + (int64_t(by) * blocks * kTileN + kl) * d.red_pad + kk;
-    float sum = 0.f;
-    for (int b = 0; b < blocks; ++b) sum += p[int64_t(b) * kTileN * d.red_pad];
-    if (kk < d.red) dw[int64_t(k) * d.red + kk] = store_f<T>(sum);
-    else db[k] = store_f<T>(sum);
+    for (int b = b0; b < b1; ++b) sum += p[int64_t(b) * kTileN * d.red_pad];
   }
+  parts[seg][lane] = sum;
+  __syncthreads();
+  if (seg != 0 || t >= total) return;
+  sum = 0.f;
+  for (int i = 0; i < kFinishParts; ++i) sum += parts[i][lane];
+  if (kk < d.red) dw[int64_t(k) * d.red + kk] = store_f<T>(sum);
+  else db[k] = store_f<T>(sum);
 }
 
 }  // namespace
@@ -408,9 +425,13 @@ IgemmDims igemm_dims(const Conv2dShape& s, int64_t columns) {
   return d;
 }
 
+// At most max_blocks (0: 256), at most one a pixel tile, then as few as take the same number of rounds
+// (each block leaves a partial sum: fewer to add), so that every block takes the same number of
+// tiles, give or take one.
 int wgrad_blocks(const IgemmDims& d, int max_blocks) {
-  const int64_t tiles = (d.pixels + kTileM - 1) / kTileM, most = max_blocks > 0 ? max_blocks : kWgradBlocks;
-  return int(tiles < most ? tiles : most);
+  const int64_t tiles = (d.pixels + kTileM - 1) / kTileM, most = max_blocks > 0 ? max_blocks : 256;
+  const int64_t rounds = (tiles + most - 1) / most;
+  return int((tiles + rounds - 1) / rounds);
 }
 
 // Runs f(TypeTag<T>) for the 16-bit storage type t (the WMMA kernels have no float32 twin).
@@ -427,6 +448,25 @@ size_t wgrad_smem_bytes(const IgemmDims& d, size_t stage_bytes) {
 }
 
 }  // namespace
+
+// The weight-gradient kernel comes in two builds: held to 80 registers (3 blocks an SM, no spills) and
+// to 64 (4 blocks, a few spills). On an H200 a round of blocks took the 4-block build 1.14x as long
+// (a tile: 37 against 42 us at batch 128; 35 against 40 at 2048), so it wins only where it saves
+// rounds: batch 128's 784 tiles take 2 rounds either way, 2048's 12,544 take 24 instead of 32 (945
+// against 1,101 us). VOLT_WGRAD_OCCUPANCY=3|4 forces one build (for measuring).
+ConvWgradGrid conv2d_backward_weight_own_grid(const Conv2dShape& s, int multiprocessors) {
+  const IgemmDims d = igemm_dims(s, s.C * s.R * s.S + 1);
+  const int64_t tiles = (d.pixels + kTileM - 1) / kTileM, sm = multiprocessors > 0 ? multiprocessors : 1;
+  const int64_t rounds3 = (tiles + 3 * sm - 1) / (3 * sm), rounds4 = (tiles + 4 * sm - 1) / (4 * sm);
+  static const int forced = [] {
+    const char* e = std::getenv("VOLT_WGRAD_OCCUPANCY");
+    return e && (e[0] == '3' || e[0] == '4') && e[1] == 0 ? e[0] - '0' : 0;
+  }();
+  ConvWgradGrid g;
+  g.per_sm = forced ? forced : rounds4 * 8 < rounds3 * 7 ? 4 : 3;
+  g.blocks = wgrad_blocks(d, int(std::min<int64_t>(sm * g.per_sm, 1 << 20)));
+  return g;
+}
 
 int64_t conv2d_forward_own_sum_chunks(const Conv2dShape& s) { return (s.N * s.P * s.Q + kTileM - 1) / kTileM; }
 
@@ -454,7 +494,9 @@ namespace {
 // The weight-gradient kernel over make_src(TypeTag<T>)'s dy, then the ordered sum of its blocks.
 template <class MakeSrc>
 void wgrad(FType t, const Conv2dShape& s, MakeSrc make_src, const void* x, void* dw, void* db, void* workspace,
-           void* stream, int max_blocks) {
+           void* stream, int max_blocks, int per_sm) {
+  VOLT_CHECK(per_sm == 0 || per_sm == 3 || per_sm == 4, "conv2d_backward_weight_own: no build for ", per_sm,
+             " blocks an SM (3 or 4)");
   VOLT_CHECK(conv2d_backward_weight_own_supported(t, s), "conv2d_backward_weight_own: unsupported shape or type (",
              ftype_name(t), ", reduction ", s.C * s.R * s.S, ")");
   VOLT_CHECK(dw != nullptr, "conv2d_backward_weight_own: no weight gradient to write");
@@ -468,25 +510,32 @@ void wgrad(FType t, const Conv2dShape& s, MakeSrc make_src, const void* x, void*
     using T = typename decltype(tag)::type;
     const auto src = make_src(tag);
     using Src = std::decay_t<decltype(src)>;
-    launch(conv_igemm_wgrad_kernel<T, Src>, grid, dim3(kThreads), wgrad_smem_bytes(d, Src::kStageBytes), stream, d,
-           static_cast<const T*>(x), src, part, ones);
-    launch(conv_igemm_wgrad_finish<T>, detail::grid_for(s.K * (red + 1)), dim3(detail::kThreads), 0, stream, d,
-           blocks, ones, static_cast<const float*>(part), static_cast<T*>(dw), static_cast<T*>(db));
+    const size_t smem = wgrad_smem_bytes(d, Src::kStageBytes);
+    const auto launch_build = [&](auto kernel) {
+      launch(kernel, grid, dim3(kThreads), smem, stream, d, static_cast<const T*>(x), src, part, ones);
+    };
+    if (per_sm == 4) launch_build(conv_igemm_wgrad_kernel<T, Src, 4>);
+    else launch_build(conv_igemm_wgrad_kernel<T, Src, 3>);
+    const int64_t outputs = s.K * (red + (db ? 1 : 0));
+    launch(conv_igemm_wgrad_finish<T>, dim3(unsigned((outputs + kFinishOutputs - 1) / kFinishOutputs)),
+           dim3(kThreads), 0, stream, d, blocks, ones, static_cast<const float*>(part), static_cast<T*>(dw),
+           static_cast<T*>(db));
   });
 }
 
 }  // namespace
 
 void conv2d_backward_weight_own(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
-                                void* workspace, void* stream, int max_blocks) {
+                                void* workspace, void* stream, int max_blocks, int per_sm) {
   wgrad(t, s, [&](auto tag) {
     using T = typename decltype(tag)::type;
     return DyDirect<T>{static_cast<const T*>(dy)};
-  }, x, dw, db, workspace, stream, max_blocks);
+  }, x, dw, db, workspace, stream, max_blocks, per_sm);
 }
 
 void conv2d_backward_weight_own_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
-                                          void* dw, void* db, void* workspace, void* stream, int max_blocks) {
+                                          void* dw, void* db, void* workspace, void* stream, int max_blocks,
+                                          int per_sm) {
   VOLT_CHECK(g.kh >= 1 && g.kw >= 1 && g.kh <= s.P && g.kw <= s.Q && g.kh * g.kw <= 256,
              "conv2d_backward_weight_own_from_pool: a ", g.kh, "x", g.kw, " pool window does not fit the ", s.P, "x",
              s.Q, " output");
@@ -494,7 +543,7 @@ void conv2d_backward_weight_own_from_pool(FType t, const Conv2dShape& s, const B
     using T = typename decltype(tag)::type;
     return DyFromPool<T>{static_cast<const T*>(g.dy), g.window, static_cast<const T*>(g.y), g.mean,
                          static_cast<const detail::BnBackCoef*>(g.coef), g.training, g.kh, g.kw};
-  }, x, dw, db, workspace, stream, max_blocks);
+  }, x, dw, db, workspace, stream, max_blocks, per_sm);
 }
 
 }  // namespace volt::cuda

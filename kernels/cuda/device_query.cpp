@@ -5,6 +5,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+
+#include "kernels/cuda/check.h"
+
 namespace volt::cuda {
 
 namespace {
@@ -42,6 +46,21 @@ double peak_memory_bandwidth(int index) {
     return 0;
   }
   return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0);  // double data rate
+}
+
+int current_multiprocessor_count() {
+  constexpr int kDevices = 64;
+  static std::atomic<int> known[kDevices] = {};  // 0: not asked yet
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (device >= 0 && device < kDevices) {
+    if (const int n = known[device].load(std::memory_order_relaxed)) return n;
+  }
+  int n = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  if (n < 1) n = 1;
+  if (device >= 0 && device < kDevices) known[device].store(n, std::memory_order_relaxed);
+  return n;
 }
 
 std::string device_count_error() {

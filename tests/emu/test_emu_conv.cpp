@@ -63,7 +63,7 @@ TEST_CASE("emu conv2d_forward_own: the tensor-core implicit GEMM matches the CPU
 }
 
 TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass match the CPU") {
-  using Case = ConvCase<int>;  // arg: the most blocks (0: the default, one tile per block at these sizes)
+  using Case = ConvCase<int>;  // arg: the most blocks (0: the default, 256)
   const Case cases[] = {
       {"seed CNN first layer, 2 images of 13x11, 3 tiles in one block", shape(2, 3, 13, 11, 64, 5, 5, 1, 1, 2, 2), 1},
       {"one grey channel, stride 2, pad 1, 6 filters", shape(2, 1, 13, 12, 6, 5, 5, 2, 2, 1, 1), 0},
@@ -71,11 +71,16 @@ TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass
        shape(3, 2, 21, 9, 70, 3, 3, 2, 1, 0, 1), 2},
       {"reduction 95 (5 channels, 19x1): the bias column is the 96th", shape(1, 5, 21, 6, 16, 19, 1, 1, 1, 0, 0), 0},
       {"1x1, 4 channels, 130 pixels", shape(1, 4, 10, 13, 3, 1, 1, 1, 1, 0, 0), 0},
+      {"3x3, 22 tiles in 11 blocks: the finishing sum's 8 parts of 1 or 2 blocks",
+       shape(3, 3, 30, 31, 8, 3, 3, 1, 1, 1, 1), 11},
+      {"3x3, 22 tiles in 5 blocks: parts with no block", shape(3, 3, 30, 31, 8, 3, 3, 1, 1, 1, 1), 5},
   };
   for (FType t : {FType::F16, FType::BF16})
     for (const Case& c : cases)
-      for (bool bias : {true, false}) {
-        INFO(ftype_name(t) << ": " << c.name << (bias ? ", with the bias gradient" : ", weight gradient only"));
+      for (bool bias : {true, false})
+      for (int per_sm : {3, 4}) {  // the kernel's two builds (80 and 64 registers)
+        INFO(ftype_name(t) << ": " << c.name << (bias ? ", with the bias gradient" : ", weight gradient only")
+                           << ", the " << per_sm << "-blocks-an-SM build");
         const Conv2dShape& s = c.s;
         REQUIRE(cuda::conv2d_backward_weight_own_supported(t, s));
         const size_t nx = size_t(s.N * s.C * s.H * s.W), nw = size_t(s.K * s.C * s.R * s.S), nk = size_t(s.K);
@@ -84,7 +89,7 @@ TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass
         TypedBuf gx(t, x), gdy(t, dy), gdw(t, std::vector<float>(nw, 99.f)), gdb(t, std::vector<float>(nk, 99.f));
         Guarded<float> ws(cuda::conv2d_backward_weight_own_workspace(s, c.arg) / sizeof(float), -1.f);
         cuda::conv2d_backward_weight_own(t, s, gdy.data(), gx.data(), gdw.data(), bias ? gdb.data() : nullptr,
-                                         ws.data(), nullptr, c.arg);
+                                         ws.data(), nullptr, c.arg, per_sm);
         std::vector<float> dw(nw), db(nk);
         cpu::conv2d_backward_weight(s, dy.data(), x.data(), dw.data());
         cpu::conv2d_backward_bias(s, dy.data(), db.data());
@@ -96,6 +101,27 @@ TEST_CASE("emu conv2d_backward_weight_own: weight and bias gradients in one pass
         CHECK(gdb.guards_intact());
         CHECK(ws.guards_intact());
       }
+}
+
+TEST_CASE("emu conv2d_backward_weight_own_grid: the GPU's slots filled once, the 4-block build where it saves rounds") {
+  const auto first_layer = [](int64_t n) { return shape(n, 3, 32, 32, 64, 5, 5, 1, 1, 0, 0); };  // 28x28 outputs
+  // Batch 128: 784 tiles of 128 pixels; 132 SMs hold 396 blocks of the 3-block build: 2 rounds of 392
+  // (the 4-block build's 528 would take 2 rounds too).
+  cuda::ConvWgradGrid g = cuda::conv2d_backward_weight_own_grid(first_layer(128), 132);
+  CHECK(g.per_sm == 3);
+  CHECK(g.blocks == 392);
+  // Batch 2048: 12,544 tiles, 32 rounds of 396 or 24 of 528: the 4-block build, 523 blocks of 24 tiles or 23.
+  g = cuda::conv2d_backward_weight_own_grid(first_layer(2048), 132);
+  CHECK(g.per_sm == 4);
+  CHECK(g.blocks == 523);
+  // Fewer tiles than slots: one block a tile.
+  g = cuda::conv2d_backward_weight_own_grid(first_layer(2), 132);
+  CHECK(g.blocks == 13);
+  // No build for 2 blocks an SM.
+  std::vector<uint16_t> buf(64);
+  CHECK_THROWS_WITH_AS(cuda::conv2d_backward_weight_own(FType::F16, first_layer(2), buf.data(), buf.data(), buf.data(),
+                                                        nullptr, buf.data(), nullptr, 0, 2),
+                       doctest::Contains("no build for 2 blocks an SM"), Error);
 }
 
 TEST_CASE("emu conv2d_forward_own: which shapes it takes, and a clear error for the others") {

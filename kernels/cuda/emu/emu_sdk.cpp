@@ -297,6 +297,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device < 0 || device >= emulated_devices()) return fail(cudaErrorInvalidDevice);
   switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = 1; return cudaSuccess;  // as its cudaDeviceProp says
     case cudaDevAttrMemoryClockRate: *value = 1000000; return cudaSuccess;  // kHz (nominal figures:
     case cudaDevAttrGlobalMemoryBusWidth: *value = 64; return cudaSuccess;  // 16 GB/s "peak")
   }

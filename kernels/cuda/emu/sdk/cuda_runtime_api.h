@@ -60,6 +60,7 @@ enum cudaMemoryType {
   cudaMemoryTypeManaged = 3,
 };
 enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount = 16,
   cudaDevAttrMemoryClockRate = 36,
   cudaDevAttrGlobalMemoryBusWidth = 37,
 };
