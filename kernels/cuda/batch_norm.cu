@@ -259,6 +259,50 @@ __global__ void bn_relu_pool_kernel(PoolDims d, const T* x, const BnAffine* aff,
   }
 }
 
+// The same for 2x2 windows on rows of even length (the usual max pool): the window's two pairs read
+// as two aligned vector loads, and x_at_max taken from them; the same comparisons in the same order.
+template <class T>
+__global__ void bn_relu_pool2x2_kernel(PoolDims d, const T* x, const BnAffine* aff, T* y, uint8_t* window,
+                                       T* x_at_max) {
+  struct alignas(2 * sizeof(T)) Pair {
+    T v[2];
+  };
+  const BnPoolShape& s = d.s;
+  const int64_t total = s.N * s.C * d.P * d.Q;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = d.q.div(t), q = t - row * d.Q, plane = d.p.div(row), p = row - plane * d.P;
+    const BnAffine a = aff[d.c.mod(plane)];
+    const T* xp = x + plane * s.H * s.W + p * 2 * s.W + q * 2;
+    const Pair top = *reinterpret_cast<const Pair*>(xp), bottom = *reinterpret_cast<const Pair*>(xp + s.W);
+    const T in[4] = {top.v[0], top.v[1], bottom.v[0], bottom.v[1]};
+    float best = 0.f;
+    int best_i = -1;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float v = load_f(store_f<T>(relu_if(affine(load_f(in[i]), a), true)));
+      if (best_i < 0 || v > best || isnan(v)) {
+        best = v;
+        best_i = i;
+        if (isnan(v)) break;
+      }
+    }
+    y[t] = store_f<T>(best);
+    window[t] = uint8_t(best_i);
+    if (x_at_max) x_at_max[t] = in[best_i];
+  }
+}
+
+// The normalise-ReLU-pool pass over x with the per-channel affine aff: the 2x2 kernel where it applies.
+void bn_relu_pool(FType t, const BnPoolShape& s, const void* x, const BnAffine* aff, void* y, uint8_t* window,
+                  void* x_at_max, void* stream) {
+  const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
+  const bool pairs = s.kh == 2 && s.kw == 2 && s.W % 2 == 0 &&
+                     reinterpret_cast<uintptr_t>(x) % (2 * ftype_size(t)) == 0;
+  VOLT_FTYPE_T(t, launch(pairs ? bn_relu_pool2x2_kernel<T> : bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0,
+                         stream, pool_dims(s), static_cast<const T*>(x), aff, static_cast<T*>(y), window,
+                         static_cast<T*>(x_at_max)));
+}
+
 // The affine of eval mode (running statistics) per channel, into aff.
 __global__ void bn_eval_affine_kernel(int64_t C, const float* gamma, const float* beta, const float* rm,
                                       const float* invstd, BnAffine* aff) {
@@ -395,9 +439,7 @@ void batch_norm_relu_pool_forward_train(FType t, const BnPoolShape& s, const voi
   if (s.N * s.C == 0) return;
   const BnAffine* aff = train_statistics(t, s.N, s.C, s.H * s.W, x, gamma, beta, eps, save_mean, save_invstd,
                                          batch_var_unbiased, running, workspace, stream);
-  const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
-  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
-                         window, x_at_max));
+  bn_relu_pool(t, s, x, aff, y, window, x_at_max, stream);
 }
 
 void batch_norm_relu_pool_forward_train_from_sums(FType t, const BnPoolShape& s, const void* x, const double* sums,
@@ -411,9 +453,7 @@ void batch_norm_relu_pool_forward_train_from_sums(FType t, const BnPoolShape& s,
   auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + layout(s.N, s.C, s.H * s.W).coef_offset);
   launch(bn_finish_stats_from_sums_kernel, dim3(unsigned(s.C)), kStatThreads, 0, stream, s.N * s.H * s.W, chunks,
          sums, gamma, beta, eps, save_mean, save_invstd, batch_var_unbiased, running, aff);
-  const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
-  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x,
-                         static_cast<const BnAffine*>(aff), y, window, x_at_max));
+  bn_relu_pool(t, s, x, aff, y, window, x_at_max, stream);
 }
 
 void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void* x, const float* gamma,
@@ -423,9 +463,7 @@ void batch_norm_relu_pool_forward_eval(FType t, const BnPoolShape& s, const void
   if (s.N * s.C == 0) return;
   auto* aff = reinterpret_cast<BnAffine*>(static_cast<char*>(workspace) + layout(s.N, s.C, s.H * s.W).coef_offset);
   launch(bn_eval_affine_kernel, grid_for(s.C), kThreads, 0, stream, s.C, gamma, beta, running_mean, invstd, aff);
-  const int64_t pooled = s.N * s.C * (s.H / s.kh) * (s.W / s.kw);
-  VOLT_FTYPE_T(t, launch(bn_relu_pool_kernel<T>, grid_for(pooled), kThreads, 0, stream, pool_dims(s), x, aff, y,
-                         window, x_at_max));
+  bn_relu_pool(t, s, x, aff, y, window, x_at_max, stream);
 }
 
 void batch_norm_relu_pool_backward(FType t, const BnPoolShape& s, const void* dy, const uint8_t* window, const void* x,

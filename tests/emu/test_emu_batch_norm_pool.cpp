@@ -162,7 +162,8 @@ TEST_CASE("emu batch_norm_relu_pool: the fused pass matches batch_norm_relu then
   for (FType t : all_ftypes())
     for (bool training : {true, false})
       for (const Case c : {Case{2, 3, 6, 8, 2, 2}, Case{3, 2, 7, 5, 2, 2}, Case{2, 2, 9, 7, 3, 3},
-                           Case{2, 3, 6, 9, 2, 3}, Case{13, 3, 40, 41, 2, 2}}) {  // odd sizes; chunks in the last
+                           Case{2, 3, 6, 9, 2, 3}, Case{13, 3, 40, 41, 2, 2}, Case{13, 3, 41, 40, 2, 2}}) {
+        // (odd sizes; chunks in the last two; 2x2 windows on rows of even length take the pairs kernel)
         INFO(std::string(ftype_name(t)) << (training ? " train " : " eval ") << c.N << "x" << c.C << "x" << c.H << "x"
                                         << c.W << " window " << c.kh << "x" << c.kw);
         const int64_t HW = c.H * c.W;
