@@ -457,11 +457,13 @@ size_t wgrad_smem_bytes(const IgemmDims& d, size_t stage_bytes) {
 
 }  // namespace
 
-// The weight-gradient kernel comes in two builds: held to 80 registers (3 blocks an SM, no spills) and
-// to 64 (4 blocks, a few spills). On an H200 a round of blocks took the 4-block build 1.14x as long
-// (a tile: 37 against 42 us at batch 128; 35 against 40 at 2048), so it wins only where it saves
-// rounds: batch 128's 784 tiles take 2 rounds either way, 2048's 12,544 take 24 instead of 32 (945
-// against 1,101 us). VOLT_WGRAD_OCCUPANCY=3|4 forces one build (for measuring).
+// The weight-gradient kernel comes in two builds: held to 80 registers (3 blocks an SM, 8 channels'
+// loads in flight, no spills) and to 64 (4 blocks, 4 channels' loads, 8 bytes of spills). On an H200
+// a round of blocks took the 4-block build (then with 8 channels' loads and 480 bytes of spills) 1.14x
+// as long as the 3-block one (a tile: 42 against 37 us at batch 128, 40 against 35 at 2048), so it is
+// chosen only where it saves rounds: batch 128's 784 tiles take 2 rounds either way, 2048's 12,544 take
+// 24 instead of 32 (then 945 against 1,101 us; with 4 channels' loads, 882 us).
+// VOLT_WGRAD_OCCUPANCY=3|4 forces one build (for measuring).
 ConvWgradGrid conv2d_backward_weight_own_grid(const Conv2dShape& s, int multiprocessors) {
   const IgemmDims d = igemm_dims(s, s.C * s.R * s.S + 1);
   const int64_t tiles = (d.pixels + kTileM - 1) / kTileM, sm = multiprocessors > 0 ? multiprocessors : 1;
