@@ -515,13 +515,6 @@ void conv2d_backward_weight(FType t, const Conv2dShape& s, const void* dy, const
   });
 }
 
-namespace {
-// The own weight-gradient kernel's grid on the current GPU.
-ConvWgradGrid own_wgrad_grid(const Conv2dShape& s) {
-  return conv2d_backward_weight_own_grid(s, current_multiprocessor_count());
-}
-}  // namespace
-
 void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, const void* x, void* dw, void* db,
                                  void* bias_workspace, void* stream) {
   const auto cudnn_path = [&] {
@@ -532,9 +525,10 @@ void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, 
   if (!dw || policy == ConvOwnKernel::Never || !conv2d_backward_weight_own_supported(t, s)) return cudnn_path();
   void* ws = nullptr;
   int* choice = nullptr;
-  const ConvWgradGrid grid = own_wgrad_grid(s);
+  ConvWgradGrid grid{};
   {
     Call c(t, s, stream);  // the plan (for the timing's verdict) and the workspace, under the lock
+    grid = conv2d_backward_weight_own_grid(s, multiprocessor_count(c.device));
     ws = workspace(c.device, conv2d_backward_weight_own_workspace(s, grid.blocks), stream);
     choice = &c.plan->own_wgrad;  // plans live as long as the process
   }
@@ -559,9 +553,10 @@ void conv2d_backward_weight_bias(FType t, const Conv2dShape& s, const void* dy, 
 void conv2d_backward_weight_bias_from_pool(FType t, const Conv2dShape& s, const BnPoolGradSource& g, const void* x,
                                            void* dw, void* db, void* stream) {
   void* ws = nullptr;
-  const ConvWgradGrid grid = own_wgrad_grid(s);
+  ConvWgradGrid grid{};
   {
     Call c(t, s, stream);
+    grid = conv2d_backward_weight_own_grid(s, multiprocessor_count(c.device));
     ws = workspace(c.device, conv2d_backward_weight_own_workspace(s, grid.blocks), stream);
   }
   VOLT_CHECK(ws, "conv2d on CUDA: out of GPU memory for the weight gradient's partial sums (",

@@ -48,18 +48,17 @@ double peak_memory_bandwidth(int index) {
   return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0);  // double data rate
 }
 
-int current_multiprocessor_count() {
+int multiprocessor_count(int index) {
   constexpr int kDevices = 64;
   static std::atomic<int> known[kDevices] = {};  // 0: not asked yet
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= 0 && device < kDevices) {
-    if (const int n = known[device].load(std::memory_order_relaxed)) return n;
+  const bool cached = index >= 0 && index < kDevices;
+  if (cached) {
+    if (const int n = known[index].load(std::memory_order_relaxed)) return n;
   }
   int n = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, index));
   if (n < 1) n = 1;
-  if (device >= 0 && device < kDevices) known[device].store(n, std::memory_order_relaxed);
+  if (cached) known[index].store(n, std::memory_order_relaxed);
   return n;
 }
 

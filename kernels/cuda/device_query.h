@@ -11,7 +11,7 @@ std::string device_count_error();
 // times the bus width, from the device's attributes), for benchmarks' fractions of peak.
 std::string device_name(int index);
 double peak_memory_bandwidth(int index);
-// The current device's streaming multiprocessors (asked once per device, then remembered): for
-// kernels that size their grid to fill the GPU once.
-int current_multiprocessor_count();
+// Device `index`'s streaming multiprocessors (asked once per device, then remembered): for kernels
+// that size their grid to fill the GPU once.
+int multiprocessor_count(int index);
 }
