@@ -213,8 +213,7 @@ void check_golden_on(Device device) {
     }
   };
 
-  //
-  // Such an element also perturbs what lies downstream of it. Seen on an Intel Xeon with AVX-512
+  // An element whose gradient falls near eps (above) also perturbs what lies downstream of it. Seen on an Intel Xeon with AVX-512
   // (where OpenBLAS's kernels sum in another order than on the AMD machines before it):
   // fc_layers.0.weight[9214] had a gradient of 6.5e-10, moved 3.7e-4 away from PyTorch's, and that
   // changed the gradient reaching block2's channel 16, which feeds it; block2.0.weight[26196], whose

@@ -102,7 +102,8 @@ timed_train() {
 }
 
 # Where cnn_train's fixed cost goes in 16-mixed. On the H200 each new batch shape (an epoch's last
-# batch of 72, validation's 8, the test's 16) seemed to cost about 1 s there and nothing in 32: one
+# batch of 72, validation's 8, the test's 16) cost about 1 s there and nothing in 32 (cuDNN choosing
+# backward algorithms for the 16-bit shapes of 8 and 16, since chosen only where used, 22f96b4): one
 # epoch as is, with whole batches only, with cuDNN alone for the first layer, with every CUDA module
 # loaded at the start, and in 32; and before them bench_ops_cuda --first-calls, op by op.
 shapes() {
